@@ -1,0 +1,53 @@
+import { architectures, debianPackageList, name, type Arch } from './schema-parts.ts';
+
+/** A hardware definition: how to boot and what the disk looks like on one class of machine. */
+export interface Hardware {
+  apiVersion: 'geminik8s/v1';
+  kind: 'Hardware';
+  name: string;
+  description: string;
+  arch: Arch;
+  firmware: 'uefi';
+  bootloader: 'grub-efi';
+  console: string;
+  kernel: { package: string; cmdline?: string[] };
+  packages?: string[];
+  disk: { espMiB: number; oemMiB: number; dataMiB: number; minDiskGiB: number };
+}
+
+export const hardwareSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['apiVersion', 'kind', 'name', 'description', 'arch', 'firmware', 'bootloader', 'console', 'kernel', 'disk'],
+  properties: {
+    apiVersion: { const: 'geminik8s/v1' },
+    kind: { const: 'Hardware' },
+    name,
+    description: { type: 'string', minLength: 1 },
+    arch: { enum: [...architectures] },
+    firmware: { enum: ['uefi'] },
+    bootloader: { enum: ['grub-efi'] },
+    console: { type: 'string', pattern: '^tty[A-Za-z]+[0-9]+(,[0-9]+)?$', description: 'a kernel console like "ttyS0,115200"' },
+    kernel: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['package'],
+      properties: {
+        package: { type: 'string', pattern: '^linux-image-[a-z0-9.+-]+$', description: 'a Debian kernel package, e.g. "linux-image-amd64"' },
+        cmdline: { type: 'array', items: { type: 'string', pattern: '^[^\\s]+$', description: 'one kernel argument without spaces' } },
+      },
+    },
+    packages: debianPackageList,
+    disk: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['espMiB', 'oemMiB', 'dataMiB', 'minDiskGiB'],
+      properties: {
+        espMiB: { type: 'integer', minimum: 32, maximum: 1024 },
+        oemMiB: { type: 'integer', minimum: 8, maximum: 1024 },
+        dataMiB: { type: 'integer', minimum: 64, maximum: 65536 },
+        minDiskGiB: { type: 'integer', minimum: 2, maximum: 65536 },
+      },
+    },
+  },
+} as const;
