@@ -90,9 +90,11 @@ function issueFor(
     case 'enum':
       allowed = `allowed: ${(e.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
       break;
-    case 'type':
-      allowed = `expected ${String(e.params.type)}`;
+    case 'type': {
+      const d = (e.parentSchema as { description?: string } | undefined)?.description;
+      allowed = `expected ${String(e.params.type)}${d ? ` (${d})` : ''}`;
       break;
+    }
     case 'pattern':
       allowed = `expected ${describePattern(e.parentSchema, String(e.params.pattern))}`;
       break;

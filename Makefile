@@ -1,0 +1,27 @@
+# The two commands a newcomer needs: `make image` and `make test` (both install what they need).
+PROFILE  ?= edge-datastore
+HARDWARE ?= generic-x86_64-uefi
+CLI      := node bin/geminik8s.js
+
+.PHONY: deps image test test-unit typecheck bench clean
+
+deps:
+	@sh builder/host-deps.sh
+
+image: deps
+	$(CLI) build --profile $(PROFILE) --hardware $(HARDWARE)
+
+test: deps typecheck
+	node test/run-suite.mjs
+
+test-unit: deps
+	npx ava test/unit
+
+typecheck: deps
+	npx tsc --noEmit
+
+bench: deps
+	node --import tsx bench/build.ts
+
+clean:
+	rm -rf dist .cache

@@ -1,0 +1,36 @@
+#!/bin/sh
+# Installs what building and testing geminik8s needs on a Debian 12 host: apt packages (only the
+# missing ones, so a warm machine pays nothing) and the locked npm dependencies.
+set -eu
+
+PACKAGES="mmdebstrap fdisk e2fsprogs dosfstools mtools grub-common grub-efi-amd64-bin \
+  zstd bmap-tools qemu-system-x86 ovmf qemu-user-static binfmt-support systemd-container \
+  postgresql-15 etcd-client iproute2 arping util-linux git ca-certificates"
+
+missing=""
+for p in $PACKAGES; do
+  dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing Debian packages:$missing; run as root or: sudo apt-get install$missing" >&2
+    exit 3
+  fi
+  echo "installing Debian packages:$missing" >&2
+  apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >&2
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "the Go toolchain (>= 1.22) is needed to build Kine from its Go module: install it and put 'go' on PATH" >&2
+  exit 3
+fi
+if ! command -v node >/dev/null 2>&1 || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "Node.js >= 20 is needed" >&2
+  exit 3
+fi
+
+# npm ci is skipped when node_modules matches the lockfile already (the marker is npm's own).
+if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json node_modules/.package-lock.json 2>/dev/null; then
+  npm ci --no-audit --no-fund >&2
+fi

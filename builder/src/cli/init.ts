@@ -1,0 +1,120 @@
+import { randomBytes } from 'node:crypto';
+import { open, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { createInterface } from 'node:readline/promises';
+import { stringify } from 'yaml';
+import { formatSiteError, parseSiteConfig, PAIR_SECRET_MIN_BYTES, type SiteConfig } from '../../../firstboot/src/core/site.ts';
+import { CliError, EXIT } from './exit-codes.ts';
+
+export interface InitOptions {
+  out: string;
+  siteId?: string;
+  vip?: string;
+  addressing?: 'dhcp' | 'static';
+  gateway?: string;
+  interface?: string;
+  witness?: string[];
+  node?: string[];
+  preferredLeader?: string;
+  force?: boolean;
+  interactive?: boolean;
+}
+
+/** Which flag sets which field: errors name the flag the user typed, not the YAML path. */
+const FLAG_FOR_FIELD: [RegExp, string][] = [
+  [/^site\.id/, '--site-id'], [/^network\.vip/, '--vip'], [/^network\.addressing/, '--addressing'],
+  [/^network\.gateway/, '--gateway'], [/^network\.interface/, '--interface'], [/^network\.witnesses/, '--witness'],
+  [/^network\.nodes/, '--node'], [/^pair\.preferredLeader/, '--preferred-leader'],
+];
+
+/** Builds the site document from flags (pure apart from the random secret). */
+export function siteFromFlags(o: InitOptions, secret: string): Record<string, unknown> {
+  const nodes = (o.node ?? []).map((spec) => {
+    const [name, address] = spec.split('=', 2);
+    return { name, address };
+  });
+  return {
+    apiVersion: 'geminik8s/v1',
+    kind: 'Site',
+    site: { id: o.siteId },
+    pair: { secret, ...(o.preferredLeader ? { preferredLeader: o.preferredLeader } : {}) },
+    network: {
+      vip: o.vip,
+      addressing: o.addressing ?? (nodes.length > 0 ? 'static' : 'dhcp'),
+      ...(o.interface ? { interface: o.interface } : {}),
+      ...(o.gateway ? { gateway: o.gateway } : {}),
+      ...(o.witness?.length ? { witnesses: o.witness } : {}),
+      ...(nodes.length ? { nodes } : {}),
+    },
+  };
+}
+
+export function renderSiteYaml(doc: Record<string, unknown>): string {
+  return [
+    '# geminik8s site file: stamp it into an image or flashed disk with `geminik8s stamp --site <this file> <image>`.',
+    '# pair.secret authenticates the two appliances to each other: keep this file private (mode 0600).',
+    stringify(doc, { lineWidth: 0 }),
+  ].join('\n');
+}
+
+async function askMissing(o: InitOptions): Promise<InitOptions> {
+  if (!process.stdin.isTTY) throw new CliError('--interactive needs a terminal on stdin; pass the values as flags instead (see `geminik8s init --help`)', EXIT.invalidInput);
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const ask = async (q: string, current?: string) => (current ?? (await rl.question(q)).trim()) || undefined;
+    const siteId = await ask('Site id (lowercase, e.g. store-0042): ', o.siteId);
+    const vip = await ask('Virtual IP with prefix (e.g. 192.0.2.10/24): ', o.vip);
+    const addressing = ((await ask('Addressing [dhcp/static] (dhcp): ', o.addressing)) ?? 'dhcp') as 'dhcp' | 'static';
+    const gateway = await ask('Gateway, also the default witness (empty for none): ', o.gateway);
+    let node = o.node;
+    if (addressing === 'static' && !node?.length) {
+      node = [];
+      for (const label of ['first', 'second']) {
+        const spec = await ask(`The ${label} box as name=address/prefix (e.g. node-a=192.0.2.11/24): `);
+        if (spec) node.push(spec);
+      }
+    }
+    return { ...o, siteId, vip, addressing, gateway, node };
+  } finally {
+    rl.close();
+  }
+}
+
+/** `geminik8s init`: a new site file with a fresh pair secret, validated before it is written. */
+export async function runInit(opts: InitOptions): Promise<{ file: string; site: Omit<SiteConfig, 'pair'> }> {
+  const o = opts.interactive ? await askMissing(opts) : opts;
+  const missing = [['--site-id', o.siteId], ['--vip', o.vip]].filter(([, v]) => !v).map(([f]) => f);
+  if (missing.length) throw new CliError(`init needs ${missing.join(' and ')} (or --interactive)`, EXIT.invalidInput);
+  const exists = await stat(o.out).then(() => true, () => false);
+  if (exists && !o.force) throw new CliError(`${o.out} already exists: it holds a pair secret; pass --force to replace it`, EXIT.invalidInput);
+
+  const secret = randomBytes(PAIR_SECRET_MIN_BYTES).toString('base64url');
+  const text = renderSiteYaml(siteFromFlags(o, secret));
+  const parsed = parseSiteConfig(text, o.out);
+  if (!parsed.ok) {
+    throw new CliError(parsed.errors.map((e) => {
+      const flag = FLAG_FOR_FIELD.find(([re]) => re.test(e.path))?.[1];
+      return flag ? `${flag}: ${e.message} (found ${e.found}; allowed: ${e.allowed})` : formatSiteError(e);
+    }).join('\n'), EXIT.invalidInput);
+  }
+  await writePrivateFileAtomically(o.out, text);
+  const { pair: _secretStaysInTheFile, ...site } = parsed.config;
+  return { file: o.out, site };
+}
+
+async function writePrivateFileAtomically(file: string, text: string): Promise<void> {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}

@@ -1,0 +1,148 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Command, Option } from 'commander';
+import { stampSite } from '../disk/stamp.ts';
+import { ConfigError } from '../config/validate.ts';
+import { resolveConfig } from '../config/resolve.ts';
+import { build } from '../pipeline/build.ts';
+import { humanReporter, jsonReporter } from '../pipeline/events.ts';
+import { run } from '../util/exec.ts';
+import { CliError, EXIT } from './exit-codes.ts';
+import { runInit } from './init.ts';
+import { cacheRoot, REPO_ROOT } from './paths.ts';
+import { checkBuildHost } from './prerequisites.ts';
+import { loadSiteFile } from './site-file.ts';
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+async function packageVersion(): Promise<string> {
+  const pkg = JSON.parse(await readFile(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** SOURCE_DATE_EPOCH from the environment, else the last commit's time, so rebuilds are reproducible. */
+async function sourceDateEpoch(): Promise<number> {
+  const env = process.env.SOURCE_DATE_EPOCH;
+  if (env !== undefined) {
+    if (!/^[0-9]+$/.test(env)) throw new CliError(`SOURCE_DATE_EPOCH must be a whole number of seconds, found ${JSON.stringify(env)}`, EXIT.invalidInput);
+    return Number(env);
+  }
+  const fromGit = await run('git', ['-C', REPO_ROOT, 'log', '-1', '--format=%ct']).catch(() => '');
+  return /^[0-9]+$/.test(fromGit) ? Number(fromGit) : 0;
+}
+
+function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+export function makeProgram(): Command {
+  const program = new Command('geminik8s')
+    .description('Build, stamp and operate geminik8s two-node HA edge appliances (K3s on Kine on replicated PostgreSQL).')
+    .addHelpText('after', `
+Typical flow:
+  geminik8s build                                     # dist/edge-datastore-generic-x86_64-uefi-<version>/
+  geminik8s init --site-id store-0042 --vip 192.0.2.10/24 --gateway 192.0.2.1 --out store-0042.yaml
+  zstd -d dist/<artifact>/image.raw.zst -o store-0042.raw
+  geminik8s stamp --site store-0042.yaml store-0042.raw   # or the flashed USB stick, e.g. /dev/sdb
+
+Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing prerequisite, 130 interrupted.`)
+    .showHelpAfterError();
+
+  program.command('build')
+    .description('Build a bootable disk image from a profile and a hardware definition. Steps whose inputs did not change are reused from the cache.')
+    .option('--profile <name|file>', 'profile under profiles/ or a YAML file', 'edge-datastore')
+    .option('--hardware <name|file>', 'hardware definition under hardware/ or a YAML file', 'generic-x86_64-uefi')
+    .option('--site <file>', 'site file to stamp into the OEM partition at build time (usually done later with `stamp`)')
+    .option('--out <dir>', 'artifact root; the image goes to <dir>/<profile>-<hardware>-<version>/', 'dist')
+    .option('--mirror <url>', 'Debian mirror (default: the profile\'s, else the build host\'s apt sources)')
+    .addOption(new Option('--compression <level>', 'zstd level of image.raw.zst').default(12).argParser((v) => Number.parseInt(v, 10)))
+    .option('--dry-run', 'print the plan with each step\'s cache key and whether it is cached; build nothing')
+    .option('--json', 'machine-readable progress: one JSON event per line on stdout')
+    .option('-v, --verbose', 'show the output of the tools each step runs')
+    .action(async (o: { profile: string; hardware: string; site?: string; out: string; mirror?: string; compression: number; dryRun?: boolean; json?: boolean; verbose?: boolean }) => {
+      const config = await resolveConfig({ profile: o.profile, hardware: o.hardware, repoRoot: REPO_ROOT });
+      if (o.site) await loadSiteFile(o.site);
+      if (!Number.isInteger(o.compression) || o.compression < 1 || o.compression > 19) throw new CliError('--compression must be a zstd level from 1 to 19', EXIT.invalidInput);
+      if (!o.dryRun) await checkBuildHost();
+      const report = o.json ? jsonReporter((l) => process.stdout.write(l)) : humanReporter((t) => process.stderr.write(t), o.verbose ?? false);
+      await build({
+        config, repoRoot: REPO_ROOT, cacheRoot: cacheRoot(), outRoot: path.resolve(o.out), siteFile: o.site ? path.resolve(o.site) : undefined,
+        mirror: o.mirror, sourceDateEpoch: await sourceDateEpoch(), compressionLevel: o.compression, dryRun: o.dryRun ?? false, report,
+      });
+    });
+
+  program.command('init')
+    .description('Write a new site file: site id, a fresh random pair secret, the VIP and the network. Validated before it is written (mode 0600).')
+    .option('--out <file>', 'where to write the site file', 'site.yaml')
+    .option('--site-id <id>', 'site identifier, e.g. store-0042')
+    .option('--vip <ip/prefix>', 'virtual IP that follows the PostgreSQL primary, e.g. 192.0.2.10/24')
+    .addOption(new Option('--addressing <mode>', 'how the boxes get their own addresses').choices(['dhcp', 'static']))
+    .option('--gateway <ip>', 'site gateway; also the default failover witness')
+    .option('--interface <name>', 'LAN interface name when the box has several')
+    .option('--witness <ip>', 'extra witness address (repeatable)', collect)
+    .option('--node <name=ip/prefix>', 'a box\'s static address, e.g. node-a=192.0.2.11/24 (repeatable; implies --addressing static)', collect)
+    .option('--preferred-leader <name>', 'node that should lead when both start fresh')
+    .option('--force', 'replace an existing file (its pair secret is lost)')
+    .option('-i, --interactive', 'ask for the values not given as flags')
+    .option('--json', 'print what was written as JSON (never the secret)')
+    .action(async (o: Parameters<typeof runInit>[0] & { json?: boolean }) => {
+      const result = await runInit(o);
+      if (o.json) printJson(result);
+      else process.stderr.write(`wrote ${result.file} for site ${result.site.site.id} (pair secret generated; keep this file private)\n`);
+    });
+
+  program.command('stamp')
+    .description('Write a site file into the OEM partition of a raw image or a flashed disk, without mounting and without rebuilding.')
+    .requiredOption('--site <file>', 'site file (see `geminik8s init`)')
+    .argument('<image>', 'raw image (image.raw, decompressed from image.raw.zst) or block device')
+    .option('--json', 'print the result as JSON')
+    .action(async (image: string, o: { site: string; json?: boolean }) => {
+      const site = await loadSiteFile(o.site);
+      if (/\.(zst|xz|gz)$/.test(image)) throw new CliError(`${image} is compressed: decompress it first (zstd -d ${image}) or stamp the flashed disk`, EXIT.invalidInput);
+      const t0 = performance.now();
+      await stampSite(image, o.site);
+      const seconds = (performance.now() - t0) / 1000;
+      if (o.json) printJson({ image, siteId: site.site.id, seconds });
+      else process.stderr.write(`stamped site ${site.site.id} into ${image} (${seconds.toFixed(2)} s)\n`);
+    });
+
+  program.command('version')
+    .description('Print the geminik8s version.')
+    .option('--json', 'as JSON')
+    .action(async (o: { json?: boolean }) => {
+      const version = await packageVersion();
+      if (o.json) printJson({ version, node: process.versions.node });
+      else process.stdout.write(`geminik8s ${version}\n`);
+    });
+
+  return program;
+}
+
+/** Maps every failure to one readable message and a meaningful exit code. */
+export async function main(argv: string[]): Promise<number> {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`\ninterrupted (${signal}); the next run resumes from the cache\n`);
+      process.exit(EXIT.interrupted);
+    });
+  }
+  try {
+    await makeProgram().exitOverride().parseAsync(argv);
+    return EXIT.ok;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`invalid input:\n${err.message}\n`);
+      return EXIT.invalidInput;
+    }
+    if (err instanceof CliError) {
+      process.stderr.write(`${err.message}\n`);
+      return err.exitCode;
+    }
+    const code = (err as { code?: string; exitCode?: number }).code;
+    if (typeof code === 'string' && code.startsWith('commander.')) {
+      return code === 'commander.helpDisplayed' || code === 'commander.version' ? EXIT.ok : EXIT.invalidInput;
+    }
+    process.stderr.write(`error: ${(err as Error).message}\n`);
+    return EXIT.failed;
+  }
+}

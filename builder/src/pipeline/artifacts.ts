@@ -1,0 +1,56 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { run } from '../util/exec.ts';
+
+export const ARTIFACT_FILES = { image: 'image.raw.zst', bmap: 'image.bmap', manifest: 'manifest.json', sums: 'SHA256SUMS' } as const;
+
+export async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** Compresses the raw image and writes its block map; both into `dir`. */
+export async function compressImage(rawImage: string, dir: string, level: number): Promise<{ bytes: number; sha256: string }> {
+  const out = path.join(dir, ARTIFACT_FILES.image);
+  // --long helps on the large runs of identical blocks; -T0 uses every core.
+  await run('zstd', ['-q', '-f', `-${level}`, '-T0', '--long=27', rawImage, '-o', out]);
+  await run('bmaptool', ['create', '-o', path.join(dir, ARTIFACT_FILES.bmap), rawImage]);
+  return { bytes: (await stat(out)).size, sha256: await sha256File(out) };
+}
+
+/** Writes SHA256SUMS (sha256sum format) for every file in `dir`. */
+export async function writeChecksums(dir: string): Promise<void> {
+  const files = (await readdir(dir)).filter((f) => f !== ARTIFACT_FILES.sums).sort();
+  const lines = await Promise.all(files.map(async (f) => `${await sha256File(path.join(dir, f))}  ${f}`));
+  await writeFile(path.join(dir, ARTIFACT_FILES.sums), `${lines.join('\n')}\n`);
+}
+
+/**
+ * Fills a hidden staging folder and renames it to `<outRoot>/<name>` only when complete, so an
+ * interrupted build never leaves a folder that looks like a finished artifact set.
+ */
+export async function publishArtifacts(outRoot: string, name: string, fill: (staging: string) => Promise<void>): Promise<string> {
+  await mkdir(outRoot, { recursive: true });
+  for (const e of await readdir(outRoot)) {
+    if (e.startsWith(`.${name}.partial-`)) await rm(path.join(outRoot, e), { recursive: true, force: true });
+  }
+  const staging = path.join(outRoot, `.${name}.partial-${randomBytes(4).toString('hex')}`);
+  await mkdir(staging);
+  try {
+    await fill(staging);
+  } catch (err) {
+    await rm(staging, { recursive: true, force: true });
+    throw err;
+  }
+  const final = path.join(outRoot, name);
+  const old = `${staging}.old`;
+  await rename(final, old).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+  });
+  await rename(staging, final);
+  await rm(old, { recursive: true, force: true });
+  return final;
+}

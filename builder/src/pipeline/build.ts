@@ -1,0 +1,193 @@
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { agentSourceHash, buildAgentExecutable } from '../../../firstboot/build.ts';
+import { assembleDiskImage, DISK_RECIPE_VERSION } from '../disk/assemble.ts';
+import { resolveComponent, type ComponentSpec } from '../components/resolve.ts';
+import type { ResolvedConfig } from '../config/resolve.ts';
+import { overlayLayers, renderOverlays } from '../overlays/render.ts';
+import { artifactName, planBuild, type PlannedStep, type StepId } from '../plan/plan.ts';
+import { hashFiles, hashTree } from '../plan/tree-hash.ts';
+import { detectDebianMirror } from '../rootfs/apt-sources.ts';
+import { buildRootfs, readCachedRootfs, ROOTFS_HOOK_VERSION, type RootfsPackage } from '../rootfs/rootfs.ts';
+import { ARTIFACT_FILES, compressImage, publishArtifacts, sha256File, writeChecksums } from './artifacts.ts';
+import type { Reporter } from './events.ts';
+import { acquireBuildLock } from './lock.ts';
+import { composeRootTree, INSTALL_PATHS, makeDataSkeleton } from './root-tree.ts';
+import { StepCache } from './step-cache.ts';
+
+export interface BuildOptions {
+  config: ResolvedConfig;
+  repoRoot: string;
+  cacheRoot: string;
+  outRoot: string;
+  /** A validated site file to stamp into the OEM partition at build time. */
+  siteFile?: string;
+  mirror?: string;
+  sourceDateEpoch: number;
+  /** zstd level for image.raw.zst: 19 for releases, lower for quick iterations. */
+  compressionLevel: number;
+  dryRun: boolean;
+  report: Reporter;
+}
+
+export interface BuildResult {
+  plan: PlannedStep[];
+  artifactDir?: string;
+}
+
+interface ComponentRecord {
+  name: string;
+  version: string;
+  sha256: string;
+  source: string;
+}
+
+/** Runs the plan step by step; every step is skipped when its key is already in the cache. */
+export async function build(opts: BuildOptions): Promise<BuildResult> {
+  const t0 = performance.now();
+  const { config, repoRoot } = opts;
+  const { profile, hardware } = config;
+  const arch = hardware.arch;
+  const mirrors = await detectDebianMirror({ suite: profile.debian.suite, override: opts.mirror ?? profile.debian.mirror, securityOverride: profile.debian.securityMirror });
+  const overlaysRoot = path.join(repoRoot, 'overlays');
+  const plan = planBuild({
+    config,
+    mirror: mirrors.mirror,
+    securityMirror: mirrors.securityMirror,
+    rootfsRecipe: ROOTFS_HOOK_VERSION,
+    agentSource: await agentSourceHash(),
+    overlayTree: await hashTree(overlaysRoot),
+    diskRecipe: `${DISK_RECIPE_VERSION}:${await hashTree(path.join(repoRoot, 'image'))}`,
+    site: opts.siteFile ? await hashFiles([opts.siteFile]) : undefined,
+    sourceDateEpoch: opts.sourceDateEpoch,
+  });
+  const name = artifactName(config);
+  opts.report({ event: 'plan', artifactName: name, steps: plan.map(({ id, title, key, dependsOn }) => ({ id, title, key, dependsOn })) });
+  if (opts.dryRun) return { plan };
+
+  const release = await acquireBuildLock(opts.cacheRoot);
+  try {
+    const cache = new StepCache(path.join(opts.cacheRoot, 'steps'));
+    const outputs = new Map<StepId, string>();
+    const components: ComponentRecord[] = [];
+    let packages: RootfsPackage[] = [];
+    const aptCacheDir = path.join(opts.cacheRoot, 'apt-archives');
+    const componentCache = path.join(opts.cacheRoot, 'components');
+    const log = (id: StepId) => (line: string) => opts.report({ event: 'step-log', id, line });
+
+    const producers: Record<StepId, (tmp: string, step: PlannedStep) => Promise<void>> = {
+      rootfs: async (tmp) => {
+        await buildRootfs({
+          arch, suite: profile.debian.suite, mirror: mirrors.mirror, securityMirror: mirrors.securityMirror,
+          packages: config.packages, outDir: path.join(tmp, 'rootfs'), aptCacheDir,
+          sourceDateEpoch: opts.sourceDateEpoch, onProgress: log('rootfs'),
+        });
+      },
+      kine: async (tmp) => fetchComponent({ name: 'kine', ...profile.components.kine }, tmp),
+      k3s: async (tmp) => {
+        const k3s = profile.components.k3s;
+        await fetchComponent({ name: 'k3s', version: k3s.version ?? '', sources: k3s.sources ?? [] }, tmp);
+      },
+      agent: async (tmp) => {
+        const built = await buildAgentExecutable({ arch, outFile: path.join(tmp, 'geminik8s-agent'), cacheDir: path.join(opts.cacheRoot, 'node'), log: log('agent') });
+        await writeFile(path.join(tmp, 'component.json'), JSON.stringify({ name: 'geminik8s-agent', version: `${profile.version}+node${built.nodeVersion}`, sha256: built.sha256, source: 'firstboot/' }));
+      },
+      overlays: async (tmp) => {
+        await renderOverlays(overlaysRoot, overlayLayers(config), {
+          profile: { ...profile, components: { ...profile.components, k3s: { disable: [], ...profile.components.k3s } } },
+          hardware,
+          image: { name, version: profile.version, sourceDateEpoch: opts.sourceDateEpoch },
+        }, tmp);
+      },
+      rootTree: async (tmp) => {
+        const binaries: { name: keyof typeof INSTALL_PATHS; file: string }[] = [
+          { name: 'agent', file: path.join(need('agent'), 'geminik8s-agent') },
+          { name: 'kine', file: path.join(need('kine'), 'kine') },
+        ];
+        if (outputs.has('k3s')) binaries.push({ name: 'k3s', file: path.join(need('k3s'), 'k3s') });
+        const tree = path.join(tmp, 'tree');
+        await mkdir(tree);
+        await composeRootTree({ rootfsDir: path.join(need('rootfs'), 'rootfs'), binaries, overlayDir: need('overlays'), outDir: tree });
+      },
+      disk: async (tmp) => {
+        const skeleton = path.join(tmp, 'data-skeleton');
+        await makeDataSkeleton(skeleton);
+        const result = await assembleDiskImage({
+          arch, rootfsDir: path.join(need('rootTree'), 'tree'), dataSkeletonDir: skeleton, siteFile: opts.siteFile,
+          outFile: path.join(tmp, 'image.raw'), workDir: path.join(tmp, 'work'), seed: plan.find((s) => s.id === 'disk')?.key ?? name,
+          sourceDateEpoch: opts.sourceDateEpoch, disk: hardware.disk, console: hardware.console,
+          kernelCmdlineExtra: [...(hardware.kernel.cmdline ?? []), ...(profile.kernel?.cmdline ?? [])],
+        });
+        await writeFile(path.join(tmp, 'layout.json'), JSON.stringify(result.layout, null, 2));
+      },
+      artifacts: async (tmp) => {
+        const raw = path.join(need('disk'), 'image.raw');
+        const image = await compressImage(raw, tmp, opts.compressionLevel);
+        const manifest = {
+          schemaVersion: 1,
+          name, profile: profile.name, hardware: hardware.name, arch, version: profile.version,
+          sourceDateEpoch: opts.sourceDateEpoch,
+          buildInputsHash: plan.at(-1)?.key,
+          steps: Object.fromEntries(plan.map((s) => [s.id, s.key])),
+          image: { file: ARTIFACT_FILES.image, bytes: image.bytes, sha256: image.sha256, rawBytes: (await readFile(path.join(need('disk'), 'layout.json')).then((b) => JSON.parse(b.toString()) as { totalBytes: number })).totalBytes, rawSha256: await sha256File(raw) },
+          layout: JSON.parse(await readFile(path.join(need('disk'), 'layout.json'), 'utf8')) as unknown,
+          components,
+          packages: await packagesWithChecksums(packages, aptCacheDir),
+          mirror: mirrors.origin === 'override' ? 'profile/flag' : 'build host apt sources',
+        };
+        await writeFile(path.join(tmp, ARTIFACT_FILES.manifest), `${JSON.stringify(manifest, null, 2)}\n`);
+        await writeChecksums(tmp);
+      },
+    };
+
+    function need(id: StepId): string {
+      const dir = outputs.get(id);
+      if (!dir) throw new Error(`internal: step output ${id} missing`);
+      return dir;
+    }
+
+    async function fetchComponent(spec: ComponentSpec, tmp: string): Promise<void> {
+      const got = await resolveComponent(spec, { arch, cacheDir: componentCache, repoRoot });
+      await copyFile(got.path, path.join(tmp, spec.name));
+      await writeFile(path.join(tmp, 'component.json'), JSON.stringify({ name: got.name, version: got.version, sha256: got.sha256, source: got.source }));
+    }
+
+    for (const [i, step] of plan.entries()) {
+      opts.report({ event: 'step-start', id: step.id, title: step.title, key: step.key, index: i + 1, total: plan.length });
+      const started = performance.now();
+      let result;
+      try {
+        result = await cache.obtain(step.id, step.key, (tmp) => producers[step.id](tmp, step));
+      } catch (err) {
+        opts.report({ event: 'error', step: step.id, message: (err as Error).message });
+        throw err;
+      }
+      outputs.set(step.id, result.dir);
+      if (step.id === 'rootfs') packages = (await readCachedRootfs(path.join(result.dir, 'rootfs')))?.packages ?? [];
+      if (['kine', 'k3s', 'agent'].includes(step.id)) {
+        components.push(JSON.parse(await readFile(path.join(result.dir, 'component.json'), 'utf8')) as ComponentRecord);
+      }
+      opts.report({ event: 'step-done', id: step.id, cached: result.cached, seconds: (performance.now() - started) / 1000 });
+    }
+
+    const artifactDir = await publishArtifacts(opts.outRoot, name, async (staging) => {
+      const from = need('artifacts');
+      for (const f of Object.values(ARTIFACT_FILES)) await copyFile(path.join(from, f), path.join(staging, f));
+    });
+    // Root trees and disk images are large: keep only the ones this build used.
+    for (const id of ['rootTree', 'disk', 'artifacts'] as const) await cache.prune(id, plan.find((s) => s.id === id)?.key ?? '');
+    opts.report({ event: 'done', artifactDir, seconds: (performance.now() - t0) / 1000, files: Object.values(ARTIFACT_FILES) });
+    return { plan, artifactDir };
+  } finally {
+    await release();
+  }
+}
+
+async function packagesWithChecksums(packages: RootfsPackage[], aptCacheDir: string): Promise<(RootfsPackage & { sha256?: string })[]> {
+  return Promise.all(packages.map(async (p) => {
+    // apt names archives <name>_<version with ':' as %3a>_<arch>.deb
+    const deb = path.join(aptCacheDir, `${p.name}_${p.version.replace(':', '%3a')}_${p.arch}.deb`);
+    const sha256 = await sha256File(deb).catch(() => undefined);
+    return sha256 ? { ...p, sha256 } : p;
+  }));
+}

@@ -1,0 +1,85 @@
+import { createHash } from 'node:crypto';
+import type { ResolvedConfig } from '../config/resolve.ts';
+
+/**
+ * The build as a list of steps, each keyed by a content hash of its own inputs and of the keys
+ * of the steps it consumes. Pure: the shell hashes files and passes the digests in, so what
+ * rebuilds after a change can be reasoned about (and tested) without touching a disk.
+ */
+export type StepId = 'rootfs' | 'kine' | 'k3s' | 'agent' | 'overlays' | 'rootTree' | 'disk' | 'artifacts';
+
+export interface PlannedStep {
+  id: StepId;
+  title: string;
+  key: string;
+  dependsOn: StepId[];
+  /** Human-readable inputs, shown by --dry-run. */
+  inputs: Record<string, string>;
+}
+
+export interface PlanInputs {
+  config: ResolvedConfig;
+  mirror: string;
+  securityMirror?: string;
+  /** Digest of the rootfs hook scripts' behaviour (bumped when they change). */
+  rootfsRecipe: string;
+  /** Digest of firstboot sources, lockfile and pinned Node version. */
+  agentSource: string;
+  /** Digest of the overlays tree. */
+  overlayTree: string;
+  /** Digest of the image/ templates and the disk code's recipe. */
+  diskRecipe: string;
+  /** Digest of the site file when one is stamped at build time. */
+  site?: string;
+  sourceDateEpoch: number;
+}
+
+export function digest(...parts: unknown[]): string {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(JSON.stringify(p ?? null)).update('\0');
+  return h.digest('hex').slice(0, 20);
+}
+
+export function planBuild(inp: PlanInputs): PlannedStep[] {
+  const { profile, hardware, packages } = inp.config;
+  const arch = hardware.arch;
+  const steps: PlannedStep[] = [];
+  const keyOf = (id: StepId): string => {
+    const s = steps.find((x) => x.id === id);
+    if (!s) throw new Error(`plan: step ${id} used before it is planned`);
+    return s.key;
+  };
+  const add = (id: StepId, title: string, dependsOn: StepId[], inputs: Record<string, string>) => {
+    const key = digest(id, inputs, dependsOn.map(keyOf));
+    steps.push({ id, title, key, dependsOn, inputs });
+  };
+
+  add('rootfs', `Debian ${profile.debian.suite} ${arch} rootfs`, [], {
+    suite: profile.debian.suite, arch, mirror: inp.mirror, securityMirror: inp.securityMirror ?? '',
+    packages: packages.join(' '), recipe: inp.rootfsRecipe,
+  });
+  const kine = profile.components.kine;
+  add('kine', `Kine ${kine.version} (${arch})`, [], { version: kine.version, arch, sources: JSON.stringify(kine.sources) });
+  const k3s = profile.components.k3s;
+  if (k3s.enabled) {
+    add('k3s', `K3s ${k3s.version ?? ''} (${arch})`, [], { version: k3s.version ?? '', arch, sources: JSON.stringify(k3s.sources ?? []) });
+  }
+  add('agent', `firstboot agent (${arch})`, [], { arch, source: inp.agentSource });
+  add('overlays', 'overlays rendered from the profile', [], {
+    tree: inp.overlayTree, profile: JSON.stringify(profile), hardware: JSON.stringify(hardware),
+  });
+  const components: StepId[] = k3s.enabled ? ['kine', 'k3s'] : ['kine'];
+  add('rootTree', 'root filesystem tree (rootfs + components + agent + overlays)', ['rootfs', ...components, 'agent', 'overlays'], {});
+  add('disk', `GPT disk image (${hardware.bootloader}, ${hardware.firmware})`, ['rootTree'], {
+    recipe: inp.diskRecipe, disk: JSON.stringify(hardware.disk), console: hardware.console,
+    cmdline: [...(hardware.kernel.cmdline ?? []), ...(profile.kernel?.cmdline ?? [])].join(' '),
+    site: inp.site ?? '', sourceDateEpoch: String(inp.sourceDateEpoch),
+  });
+  add('artifacts', 'compressed image, bmap, manifest, checksums', ['disk'], { version: profile.version });
+  return steps;
+}
+
+/** The artifact folder name: dist/<profile>-<hardware>-<version>. */
+export function artifactName(config: ResolvedConfig): string {
+  return `${config.profile.name}-${config.hardware.name}-${config.profile.version}`;
+}

@@ -1,0 +1,57 @@
+import test from 'ava';
+import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseSiteConfig } from '../../firstboot/src/core/site.ts';
+import { CliError } from '../../builder/src/cli/exit-codes.ts';
+import { runInit } from '../../builder/src/cli/init.ts';
+
+async function tmpFile(): Promise<string> {
+  return path.join(await mkdtemp(path.join(os.tmpdir(), 'gk8s-init-')), 'site.yaml');
+}
+
+test('init writes a valid private site file with a strong fresh secret', async (t) => {
+  const out = await tmpFile();
+  const result = await runInit({ out, siteId: 'store-0042', vip: '192.0.2.10/24', gateway: '192.0.2.1' });
+  const text = await readFile(out, 'utf8');
+  const parsed = parseSiteConfig(text, out);
+  t.true(parsed.ok);
+  if (!parsed.ok) return;
+  t.is(parsed.config.site.id, 'store-0042');
+  t.is(parsed.config.network.addressing, 'dhcp');
+  t.true(parsed.config.pair.secret.length >= 43);
+  t.is((await stat(out)).mode & 0o777, 0o600);
+  t.false(JSON.stringify(result).includes(parsed.config.pair.secret), 'the returned summary never carries the secret');
+  const other = await tmpFile();
+  await runInit({ out: other, siteId: 'store-0042', vip: '192.0.2.10/24' });
+  const second = parseSiteConfig(await readFile(other, 'utf8'), other);
+  t.true(second.ok && second.config.pair.secret !== parsed.config.pair.secret, 'each init draws a new secret');
+});
+
+test('init with --node entries makes a static site', async (t) => {
+  const out = await tmpFile();
+  await runInit({ out, siteId: 'line-7', vip: '10.9.0.10/24', node: ['node-a=10.9.0.11/24', 'node-b=10.9.0.12/24'], preferredLeader: 'node-a' });
+  const parsed = parseSiteConfig(await readFile(out, 'utf8'), out);
+  t.true(parsed.ok && parsed.config.network.addressing === 'static' && parsed.config.network.nodes?.length === 2);
+});
+
+test('init refuses to overwrite a site file (its secret would be lost) without --force', async (t) => {
+  const out = await tmpFile();
+  await runInit({ out, siteId: 's1', vip: '192.0.2.10/24' });
+  const before = await readFile(out, 'utf8');
+  const err = await t.throwsAsync(runInit({ out, siteId: 's1', vip: '192.0.2.10/24' }), { instanceOf: CliError });
+  t.regex(err?.message ?? '', /already exists.*--force/);
+  t.is(await readFile(out, 'utf8'), before);
+  await runInit({ out, siteId: 's1', vip: '192.0.2.10/24', force: true });
+  t.not(await readFile(out, 'utf8'), before);
+});
+
+test('init errors name the flag, and nothing is written', async (t) => {
+  const out = await tmpFile();
+  const err = await t.throwsAsync(runInit({ out, siteId: 'Store 42', vip: '192.0.2.300/24' }), { instanceOf: CliError });
+  t.regex(err?.message ?? '', /^--site-id: /m);
+  t.regex(err?.message ?? '', /^--vip: /m);
+  await t.throwsAsync(stat(out));
+  const missing = await t.throwsAsync(runInit({ out }), { instanceOf: CliError });
+  t.regex(missing?.message ?? '', /needs --site-id and --vip/);
+});

@@ -1,0 +1,49 @@
+import test from 'ava';
+import { resolveConfig } from '../../builder/src/config/resolve.ts';
+import { REPO_ROOT } from '../../builder/src/cli/paths.ts';
+import { artifactName, planBuild, type PlanInputs, type StepId } from '../../builder/src/plan/plan.ts';
+
+async function inputs(profile = 'edge-datastore'): Promise<PlanInputs> {
+  const config = await resolveConfig({ profile, hardware: 'generic-x86_64-uefi', repoRoot: REPO_ROOT });
+  return { config, mirror: 'http://mirror.invalid/debian', rootfsRecipe: 'r1', agentSource: 'a1', overlayTree: 'o1', diskRecipe: 'd1', sourceDateEpoch: 1700000000 };
+}
+
+function changedSteps(a: PlanInputs, b: PlanInputs): StepId[] {
+  const before = new Map(planBuild(a).map((s) => [s.id, s.key]));
+  return planBuild(b).filter((s) => before.get(s.id) !== s.key).map((s) => s.id);
+}
+
+test('the same inputs give the same keys (a no-change rebuild reuses every step)', async (t) => {
+  const i = await inputs();
+  t.deepEqual(changedSteps(i, i), []);
+  t.deepEqual(planBuild(i).map((s) => s.id), ['rootfs', 'kine', 'agent', 'overlays', 'rootTree', 'disk', 'artifacts']);
+});
+
+test('an overlay change rebuilds only overlays and what consumes them', async (t) => {
+  const i = await inputs();
+  t.deepEqual(changedSteps(i, { ...i, overlayTree: 'o2' }), ['overlays', 'rootTree', 'disk', 'artifacts']);
+});
+
+test('a package change rebuilds the rootfs but not Kine or the agent', async (t) => {
+  const i = await inputs();
+  const more = { ...i, config: { ...i.config, packages: [...i.config.packages, 'vim'].sort() } };
+  t.deepEqual(changedSteps(i, more), ['rootfs', 'rootTree', 'disk', 'artifacts']);
+});
+
+test('an agent change does not rebuild the rootfs', async (t) => {
+  const i = await inputs();
+  t.deepEqual(changedSteps(i, { ...i, agentSource: 'a2' }), ['agent', 'rootTree', 'disk', 'artifacts']);
+});
+
+test('stamping a site at build time only re-assembles the disk', async (t) => {
+  const i = await inputs();
+  t.deepEqual(changedSteps(i, { ...i, site: 's1' }), ['disk', 'artifacts']);
+});
+
+test('profiles with K3s plan a k3s component step', async (t) => {
+  const i = await inputs('edge-standard');
+  const plan = planBuild(i);
+  t.true(plan.some((s) => s.id === 'k3s'));
+  t.deepEqual(plan.find((s) => s.id === 'rootTree')?.dependsOn, ['rootfs', 'kine', 'k3s', 'agent', 'overlays']);
+  t.is(artifactName(i.config), 'edge-standard-generic-x86_64-uefi-0.1.0');
+});
