@@ -1,0 +1,67 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { copyFile, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+
+/** Debian's OVMF (package ovmf): read-only code plus a per-VM writable copy of the variable store. */
+const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
+const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+
+export interface BootedVm {
+  consoleFile: string;
+  /** Resolves with the console text once every pattern has appeared; rejects on timeout or exit. */
+  waitFor(patterns: RegExp[], timeoutMs: number): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export async function requireQemu(): Promise<void> {
+  for (const [file, pkg] of [['/usr/bin/qemu-system-x86_64', 'qemu-system-x86'], [OVMF_CODE, 'ovmf']] as const) {
+    await stat(file).catch(() => {
+      throw new Error(`${file} is missing: apt-get install ${pkg} (or run \`make deps\`)`);
+    });
+  }
+}
+
+/**
+ * Boots a raw disk image under TCG (KVM is not usable here) with UEFI firmware and no network,
+ * and records the serial console to a file the test can read.
+ */
+export async function bootImage(image: string, workDir: string, opts: { memoryMiB?: number } = {}): Promise<BootedVm> {
+  await requireQemu();
+  const vars = path.join(workDir, 'OVMF_VARS.fd');
+  await copyFile(OVMF_VARS, vars);
+  const consoleFile = path.join(workDir, 'console.log');
+  const child: ChildProcess = spawn('qemu-system-x86_64', [
+    '-accel', 'tcg', '-machine', 'q35', '-cpu', 'max', '-smp', '2', '-m', String(opts.memoryMiB ?? 1536),
+    '-display', 'none', '-monitor', 'none', '-nic', 'none',
+    '-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`,
+    '-drive', `if=pflash,format=raw,file=${vars}`,
+    '-drive', `file=${image},format=raw,if=virtio,cache=unsafe`,
+    '-serial', `file:${consoleFile}`,
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
+  let exited = false;
+  child.on('exit', () => { exited = true; });
+
+  const readConsole = () => readFile(consoleFile, 'utf8').catch(() => '');
+  return {
+    consoleFile,
+    async waitFor(patterns, timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const text = await readConsole();
+        if (patterns.every((p) => p.test(text))) return text;
+        if (exited) throw new Error(`QEMU exited before the console showed ${patterns.filter((p) => !p.test(text)).join(', ')}\n${stderr}\n--- console tail ---\n${text.slice(-3000)}`);
+        if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${patterns.filter((p) => !p.test(text)).join(', ')}\n--- console tail ---\n${text.slice(-3000)}`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    },
+    async stop() {
+      if (exited) return;
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([gone, new Promise((r) => setTimeout(r, 5000))]);
+      if (!exited) child.kill('SIGKILL');
+    },
+  };
+}

@@ -1,0 +1,104 @@
+/**
+ * The image end to end, as a user runs it: build (cold, then unchanged), a build killed midway
+ * and resumed, checksums, `init` + `stamp`, and a UEFI boot under QEMU whose serial console
+ * must show the agent reading the stamped site and growing the data partition.
+ */
+import test from 'ava';
+import { execa } from 'execa';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { bootImage } from '../helpers/qemu.ts';
+import { events, geminik8s } from '../helpers/cli.ts';
+
+const ARTIFACT = 'edge-datastore-generic-x86_64-uefi-0.1.0';
+const work = await mkdtemp(path.join(os.tmpdir(), 'gk8s-image-'));
+const out = path.join(work, 'dist');
+const BUILD = ['build', '--profile', 'edge-datastore', '--hardware', 'generic-x86_64-uefi', '--out', out, '--json', '--compression', '3'];
+
+test.after.always(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+function stepResults(stdout: string): Record<string, boolean> {
+  return Object.fromEntries(events(stdout).filter((e) => e.event === 'step-done').map((e) => [e.id as string, e.cached as boolean]));
+}
+
+test.serial('build produces the artifacts, and an unchanged rebuild reuses every step', async (t) => {
+  const first = await geminik8s(BUILD);
+  t.is(first.exitCode, 0, first.stderr.slice(-3000));
+  t.deepEqual((await readdir(path.join(out, ARTIFACT))).sort(), ['SHA256SUMS', 'image.bmap', 'image.raw.zst', 'manifest.json']);
+  const sums = await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: path.join(out, ARTIFACT), reject: false });
+  t.is(sums.exitCode, 0, sums.stdout + sums.stderr);
+
+  const manifest = JSON.parse(await readFile(path.join(out, ARTIFACT, 'manifest.json'), 'utf8')) as {
+    components: { name: string; version: string; sha256: string }[];
+    packages: { name: string; version: string }[];
+  };
+  t.deepEqual(manifest.components.map((c) => c.name).sort(), ['geminik8s-agent', 'kine']);
+  for (const c of manifest.components) t.regex(c.sha256, /^[0-9a-f]{64}$/, c.name);
+  t.true(manifest.packages.some((p) => p.name === 'postgresql-15'));
+
+  const second = await geminik8s(BUILD);
+  t.is(second.exitCode, 0, second.stderr.slice(-3000));
+  const cached = stepResults(second.stdout);
+  t.true(Object.keys(cached).length >= 7);
+  t.true(Object.values(cached).every(Boolean), `every step cached: ${JSON.stringify(cached)}`);
+});
+
+test.serial('a build killed midway leaves nothing that looks complete, and the next run finishes', async (t) => {
+  const site = path.join(work, 'killed-site.yaml');
+  t.is((await geminik8s(['init', '--out', site, '--site-id', 'kill-test', '--vip', '192.0.2.10/24'])).exitCode, 0);
+  const killedOut = path.join(work, 'killed');
+  // A new site changes the disk step's key, so the disk step really runs and can be interrupted.
+  const child = execa('node', ['bin/geminik8s.js', ...BUILD.map((a) => (a === out ? killedOut : a)), '--site', site], { reject: false });
+  let buffer = '';
+  await new Promise<void>((resolve) => {
+    child.stdout?.on('data', (d: Buffer) => {
+      buffer += d.toString();
+      if (/"event":"step-start","id":"disk"/.test(buffer)) {
+        setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 1500);
+      }
+    });
+    void child.then(() => resolve());
+  });
+  await child;
+  const left = await readdir(killedOut).catch(() => [] as string[]);
+  t.deepEqual(left.filter((f) => !f.startsWith('.')), [], `no visible artifact folder after the kill: ${left.join(', ')}`);
+
+  const resumed = await geminik8s([...BUILD.map((a) => (a === out ? killedOut : a)), '--site', site]);
+  t.is(resumed.exitCode, 0, resumed.stderr.slice(-3000));
+  const cached = stepResults(resumed.stdout);
+  t.true(cached.rootfs && cached.agent && cached.kine, 'steps finished before the kill are reused');
+  t.deepEqual((await readdir(killedOut)).filter((f) => !f.startsWith('.')), [ARTIFACT]);
+});
+
+test.serial('a stamped image boots under UEFI and the agent reads the site and grows the data partition', async (t) => {
+  const raw = path.join(work, 'disk.raw');
+  await execa('zstd', ['-q', '-d', path.join(out, ARTIFACT, 'image.raw.zst'), '-o', raw]);
+  const site = path.join(work, 'site.yaml');
+  t.is((await geminik8s(['init', '--out', site, '--site-id', 'boot-test-7', '--vip', '192.0.2.10/24', '--gateway', '192.0.2.1'])).exitCode, 0);
+  const stamp = await geminik8s(['stamp', '--site', site, raw, '--json']);
+  t.is(stamp.exitCode, 0, stamp.stderr);
+  t.is(JSON.parse(stamp.stdout).siteId, 'boot-test-7');
+  // A bigger disk than the image: the agent must grow the data partition into it.
+  await execa('truncate', ['-s', '4G', raw]);
+
+  const vm = await bootImage(raw, work);
+  try {
+    const text = await vm.waitFor([
+      /GEMINIK8S-AGENT: started/,
+      /GEMINIK8S-AGENT: site boot-test-7/,
+      /GEMINIK8S-AGENT: data grown \d+ -> \d+/,
+      /GEMINIK8S-AGENT: hostmeta written/,
+      /GEMINIK8S-AGENT: ready/,
+    ], 6 * 60_000);
+    const grown = /GEMINIK8S-AGENT: data grown (\d+) -> (\d+)/.exec(text);
+    t.truthy(grown);
+    t.true(Number(grown?.[2]) > 3 * 1024 ** 3, `data partition fills the 4 GiB disk: ${grown?.[0]}`);
+    const secret = /secret: (\S+)/.exec(await readFile(site, 'utf8'))?.[1] ?? 'missing';
+    t.false(text.includes(secret), 'the pair secret never reaches the console');
+  } finally {
+    await vm.stop();
+  }
+});
