@@ -1,0 +1,85 @@
+/**
+ * The agent's boot sequence: the local steps every boot runs before any pairing work. Each step
+ * re-derives its decision from what is on disk, so a power cut anywhere followed by a reboot converges.
+ */
+import { randomBytes } from 'node:crypto';
+import { finishLocalSteps, startBoot, type HostMeta, type SiteOutcome } from './core/hostmeta.ts';
+import { markers, summaryLine, type SiteReport } from './core/report.ts';
+import { formatSiteError, parseSiteConfig, type SiteConfig } from './core/site.ts';
+import { growDataPartition } from './adapters/disk.ts';
+import { loadHostMeta, storeHostMeta } from './adapters/hostmeta-store.ts';
+import { readSiteFile } from './adapters/oem.ts';
+import type { ConsoleOut, Logger } from './adapters/output.ts';
+
+export interface AgentPaths {
+  /** OEM partition mount (read-only vfat) holding site.yaml. */
+  oemDir: string;
+  /** Data partition mount point. */
+  dataDir: string;
+  /** Where hostmeta.json lives. */
+  stateDir: string;
+  /** Console device (or file) for the human lines and markers. */
+  consolePath: string;
+}
+
+export function agentPaths(env: NodeJS.ProcessEnv): AgentPaths {
+  return {
+    oemDir: env.GEMINIK8S_OEM_DIR || '/oem',
+    dataDir: env.GEMINIK8S_DATA_DIR || '/data',
+    stateDir: env.GEMINIK8S_STATE_DIR || '/var/lib/geminik8s',
+    consolePath: env.GEMINIK8S_CONSOLE || '/dev/console',
+  };
+}
+
+export interface LocalState {
+  meta: HostMeta;
+  hostmetaPath: string;
+  /** The validated site, for the pairing steps that follow; undefined without a usable site file. */
+  site: SiteConfig | undefined;
+}
+
+async function readSite(paths: AgentPaths, log: Logger, out: ConsoleOut): Promise<{ outcome: SiteOutcome; report: SiteReport; site?: SiteConfig }> {
+  const file = await readSiteFile(paths.oemDir);
+  if (file.kind === 'absent') {
+    log.event('warn', 'site-absent', { path: file.path, reason: file.reason });
+    out.line('geminik8s-agent: no site.yaml on the OEM partition: stamp one with `geminik8s stamp`');
+    return { outcome: { kind: 'absent' }, report: { kind: 'absent' } };
+  }
+  const parsed = parseSiteConfig(file.text, file.path);
+  if (!parsed.ok) {
+    for (const e of parsed.errors) {
+      log.event('error', 'site-invalid', { file: e.file, line: e.line, column: e.column, path: e.path, found: e.found, allowed: e.allowed, message: e.message });
+      out.line(`geminik8s-agent: ${formatSiteError(e)}`);
+    }
+    return { outcome: { kind: 'invalid' }, report: { kind: 'invalid', errorCount: parsed.errors.length } };
+  }
+  const { site, network } = parsed.config;
+  log.event('info', 'site-read', { path: file.path, siteId: site.id, vip: network.vip, addressing: network.addressing });
+  return { outcome: { kind: 'valid', siteId: site.id }, report: { kind: 'valid', siteId: site.id }, site: parsed.config };
+}
+
+export async function runLocalSteps(paths: AgentPaths, log: Logger, out: ConsoleOut): Promise<LocalState> {
+  // Count the boot and fix the node id first, so both survive a cut in a later step.
+  const booted = startBoot(loadHostMeta(paths.stateDir, log), new Date(), randomBytes(16).toString('hex'));
+  storeHostMeta(paths.stateDir, booted);
+  log.event('info', 'boot', { nodeId: booted.nodeId, bootCount: booted.bootCount });
+  out.line(markers.started());
+
+  const site = await readSite(paths, log, out);
+  out.line(markers.site(site.report));
+
+  const data = await growDataPartition(paths.dataDir, log);
+  log.event(data.kind === 'failed' ? 'error' : 'info', 'data', { ...data });
+  out.line(markers.data(data));
+
+  const dataState = data.kind === 'not-mounted' ? undefined : { device: data.device, sizeBytes: data.partitionBytes, grew: data.kind === 'grown' };
+  const meta = finishLocalSteps(booted, site.outcome, dataState, new Date());
+  const hostmetaPath = storeHostMeta(paths.stateDir, meta);
+  log.event('info', 'hostmeta-written', { path: hostmetaPath, phase: meta.phase, bootCount: meta.bootCount });
+  out.line(markers.hostmetaWritten());
+
+  out.line(summaryLine(meta.nodeId, site.report, data, hostmetaPath));
+  out.line(markers.ready());
+  log.event('info', 'ready', { phase: meta.phase });
+  return { meta, hostmetaPath, site: site.site };
+}

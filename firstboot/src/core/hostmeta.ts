@@ -1,0 +1,123 @@
+/**
+ * hostmeta.json: the node's persistent identity and boot state. Pure model and transitions; the
+ * store adapter does the atomic file I/O. Never holds the pair secret.
+ */
+
+export const HOSTMETA_SCHEMA_VERSION = 1;
+export const HOSTMETA_FILE = 'hostmeta.json';
+
+/**
+ * - `waiting-for-site`: local steps done, no site.yaml on the OEM partition yet.
+ * - `site-invalid`: local steps done, site.yaml present but rejected (errors logged and on the console).
+ * - `local-ready`: local steps done and a valid site read; next is discovery of the peer.
+ */
+export type Phase = 'waiting-for-site' | 'site-invalid' | 'local-ready';
+const PHASES: readonly Phase[] = ['waiting-for-site', 'site-invalid', 'local-ready'];
+export type Role = 'unassigned';
+
+export interface DataPartitionState {
+  device: string;
+  sizeBytes: number;
+  /** When the agent last grew the partition or filesystem (informational: the clock may be wrong). */
+  grownAt?: string;
+}
+
+export interface HostMeta {
+  schemaVersion: typeof HOSTMETA_SCHEMA_VERSION;
+  /** 128-bit random, lowercase hex; generated once and kept for the life of the install. */
+  nodeId: string;
+  siteId?: string;
+  /** Incremented on every agent start. */
+  bootCount: number;
+  /** Informational only: the box may have no RTC. */
+  firstBootAt: string;
+  lastBootAt: string;
+  dataPartition?: DataPartitionState;
+  phase: Phase;
+  term: number;
+  role: Role;
+}
+
+const NODE_ID_RE = /^[0-9a-f]{32}$/;
+
+export function isNodeId(text: string): boolean {
+  return NODE_ID_RE.test(text);
+}
+
+/** Validates a hostmeta.json text; returns the reason when it is not usable. */
+export function parseHostMeta(text: string): { ok: true; meta: HostMeta } | { ok: false; reason: string } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    return { ok: false, reason: `not JSON: ${(e as Error).message}` };
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, reason: 'not a JSON object' };
+  const o = raw as Record<string, unknown>;
+  if (o.schemaVersion !== HOSTMETA_SCHEMA_VERSION) return { ok: false, reason: `unsupported schemaVersion ${JSON.stringify(o.schemaVersion)}` };
+  if (typeof o.nodeId !== 'string' || !isNodeId(o.nodeId)) return { ok: false, reason: 'nodeId is not 32 lowercase hex digits' };
+  if (!isCount(o.bootCount)) return { ok: false, reason: 'bootCount is not a non-negative integer' };
+  if (!isCount(o.term)) return { ok: false, reason: 'term is not a non-negative integer' };
+  if (typeof o.firstBootAt !== 'string' || typeof o.lastBootAt !== 'string') return { ok: false, reason: 'firstBootAt/lastBootAt missing' };
+  if (typeof o.phase !== 'string' || !PHASES.includes(o.phase as Phase)) return { ok: false, reason: `unknown phase ${JSON.stringify(o.phase)}` };
+  if (o.role !== 'unassigned') return { ok: false, reason: `unknown role ${JSON.stringify(o.role)}` };
+  if (o.siteId !== undefined && typeof o.siteId !== 'string') return { ok: false, reason: 'siteId is not a string' };
+  const meta: HostMeta = {
+    schemaVersion: HOSTMETA_SCHEMA_VERSION,
+    nodeId: o.nodeId,
+    bootCount: o.bootCount,
+    firstBootAt: o.firstBootAt,
+    lastBootAt: o.lastBootAt,
+    phase: o.phase as Phase,
+    term: o.term,
+    role: 'unassigned',
+  };
+  if (typeof o.siteId === 'string') meta.siteId = o.siteId;
+  const d = o.dataPartition as Record<string, unknown> | undefined;
+  if (d !== undefined) {
+    if (typeof d !== 'object' || d === null || typeof d.device !== 'string' || !isCount(d.sizeBytes)) {
+      return { ok: false, reason: 'dataPartition is malformed' };
+    }
+    meta.dataPartition = { device: d.device, sizeBytes: d.sizeBytes };
+    if (typeof d.grownAt === 'string') meta.dataPartition.grownAt = d.grownAt;
+  }
+  return { ok: true, meta };
+}
+
+function isCount(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+/**
+ * The record for an agent start: keeps identity and cluster state from `prev`, counts the boot.
+ * `freshNodeId` is used only when there is no previous record.
+ */
+export function startBoot(prev: HostMeta | undefined, now: Date, freshNodeId: string): HostMeta {
+  if (!prev && !isNodeId(freshNodeId)) throw new Error(`invalid node id ${JSON.stringify(freshNodeId)}`);
+  const at = now.toISOString();
+  if (!prev) {
+    return { schemaVersion: HOSTMETA_SCHEMA_VERSION, nodeId: freshNodeId, bootCount: 1, firstBootAt: at, lastBootAt: at, phase: 'waiting-for-site', term: 0, role: 'unassigned' };
+  }
+  return { ...prev, bootCount: prev.bootCount + 1, lastBootAt: at };
+}
+
+export type SiteOutcome = { kind: 'absent' } | { kind: 'invalid' } | { kind: 'valid'; siteId: string };
+
+/** The record after this boot's local steps. `data` is undefined when the data dir is not a mounted partition. */
+export function finishLocalSteps(
+  meta: HostMeta,
+  site: SiteOutcome,
+  data: { device: string; sizeBytes: number; grew: boolean } | undefined,
+  now: Date,
+): HostMeta {
+  const next: HostMeta = { ...meta, phase: site.kind === 'valid' ? 'local-ready' : site.kind === 'invalid' ? 'site-invalid' : 'waiting-for-site' };
+  delete next.siteId;
+  if (site.kind === 'valid') next.siteId = site.siteId;
+  delete next.dataPartition;
+  if (data) {
+    const prevGrownAt = meta.dataPartition?.device === data.device ? meta.dataPartition.grownAt : undefined;
+    const grownAt = data.grew ? now.toISOString() : prevGrownAt;
+    next.dataPartition = { device: data.device, sizeBytes: data.sizeBytes, ...(grownAt !== undefined ? { grownAt } : {}) };
+  }
+  return next;
+}

@@ -1,0 +1,98 @@
+import test from 'ava';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../../firstboot/src/adapters/atomic-file.ts';
+import { loadHostMeta, storeHostMeta } from '../../firstboot/src/adapters/hostmeta-store.ts';
+import { jsonLogger } from '../../firstboot/src/adapters/output.ts';
+import { finishLocalSteps, isNodeId, parseHostMeta, startBoot } from '../../firstboot/src/core/hostmeta.ts';
+
+const SECRET = 'q4Jr7m8sXvYc2Zb1Lk9PwN3eTg6HfA0dUiOy5RjWlMo=';
+const ID_A = '0123456789abcdef0123456789abcdef';
+const ID_B = 'fedcba9876543210fedcba9876543210';
+
+async function tempDir(t: import('ava').ExecutionContext): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'g8s-hostmeta-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+const silent = jsonLogger(() => undefined);
+
+test('atomic write replaces the file and leaves no temp file behind', async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'x.json');
+  writeFileAtomic(path, 'one');
+  writeFileAtomic(path, 'two');
+  t.is(await readFile(path, 'utf8'), 'two');
+  t.deepEqual(await readdir(dir), ['x.json']);
+});
+
+test('a temp file left by a power cut is overwritten, not read', async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, '.hostmeta.json.tmp'), '{"half":');
+  const meta = startBoot(undefined, new Date(), ID_A);
+  storeHostMeta(dir, meta);
+  t.deepEqual(loadHostMeta(dir, silent), meta);
+  t.deepEqual(await readdir(dir), ['hostmeta.json']);
+});
+
+test('the node id is generated once and kept; bootCount increments per start', async (t) => {
+  const dir = await tempDir(t);
+  const t0 = new Date('2020-01-01T00:00:00Z');
+  const first = startBoot(loadHostMeta(dir, silent), t0, ID_A);
+  storeHostMeta(dir, first);
+  const second = startBoot(loadHostMeta(dir, silent), new Date('2019-06-01T00:00:00Z'), ID_B);
+  storeHostMeta(dir, second);
+  const third = startBoot(loadHostMeta(dir, silent), new Date(), ID_B);
+  t.is(first.nodeId, ID_A);
+  t.is(second.nodeId, ID_A);
+  t.is(third.nodeId, ID_A);
+  t.deepEqual([first.bootCount, second.bootCount, third.bootCount], [1, 2, 3]);
+  t.is(third.firstBootAt, t0.toISOString(), 'firstBootAt is kept even when the clock went backwards');
+  t.like(third, { term: 0, role: 'unassigned', schemaVersion: 1 });
+});
+
+test('local steps set phase, site id and data partition; grownAt survives later boots', (t) => {
+  const boot1 = startBoot(undefined, new Date('2024-01-01T00:00:00Z'), ID_A);
+  const done1 = finishLocalSteps(boot1, { kind: 'valid', siteId: 'shop-1' }, { device: '/dev/vda5', sizeBytes: 8 * 2 ** 30, grew: true }, new Date('2024-01-01T00:00:05Z'));
+  t.like(done1, { phase: 'local-ready', siteId: 'shop-1', dataPartition: { device: '/dev/vda5', sizeBytes: 8 * 2 ** 30, grownAt: '2024-01-01T00:00:05.000Z' } });
+  const done2 = finishLocalSteps(startBoot(done1, new Date(), ID_B), { kind: 'absent' }, { device: '/dev/vda5', sizeBytes: 8 * 2 ** 30, grew: false }, new Date());
+  t.is(done2.phase, 'waiting-for-site');
+  t.is(done2.siteId, undefined);
+  t.is(done2.dataPartition?.grownAt, '2024-01-01T00:00:05.000Z');
+  t.is(finishLocalSteps(done2, { kind: 'invalid' }, undefined, new Date()).phase, 'site-invalid');
+});
+
+test('hostmeta and the JSON log never contain the pair secret', async (t) => {
+  const dir = await tempDir(t);
+  const meta = finishLocalSteps(startBoot(undefined, new Date(), ID_A), { kind: 'valid', siteId: 'shop-1' }, undefined, new Date());
+  const path = storeHostMeta(dir, meta);
+  const text = await readFile(path, 'utf8');
+  t.false(text.includes(SECRET));
+  t.false(/secret/i.test(text));
+  const lines: string[] = [];
+  jsonLogger((l) => lines.push(l)).event('info', 'site-read', { siteId: 'shop-1', pair: { secret: SECRET } });
+  t.false(lines.join('').includes(SECRET));
+  t.regex(lines[0] ?? '', /"secret":"\[redacted\]"/);
+});
+
+test('a corrupt hostmeta is moved aside and a new identity started', async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'hostmeta.json'), '{"schemaVersion":1,"nodeId":"nothex"}');
+  const lines: string[] = [];
+  t.is(loadHostMeta(dir, jsonLogger((l) => lines.push(l))), undefined);
+  t.deepEqual((await readdir(dir)).sort(), ['hostmeta.json.corrupt']);
+  t.regex(lines.join(''), /hostmeta-corrupt/);
+});
+
+test('parseHostMeta rejects what it does not understand', (t) => {
+  const good = startBoot(undefined, new Date(), ID_A);
+  t.true(parseHostMeta(JSON.stringify(good)).ok);
+  t.false(parseHostMeta(JSON.stringify({ ...good, schemaVersion: 2 })).ok);
+  t.false(parseHostMeta(JSON.stringify({ ...good, bootCount: -1 })).ok);
+  t.false(parseHostMeta(JSON.stringify({ ...good, phase: 'leader' })).ok);
+  t.false(parseHostMeta('not json').ok);
+  t.true(isNodeId(ID_A));
+  t.throws(() => startBoot(undefined, new Date(), 'short'));
+});

@@ -1,0 +1,126 @@
+import test from 'ava';
+import { formatSiteError, parseSiteConfig, type SiteError } from '../../firstboot/src/core/site.ts';
+
+const SECRET = 'q4Jr7m8sXvYc2Zb1Lk9PwN3eTg6HfA0dUiOy5RjWlMo='; // 44 chars, 32 bytes
+
+const VALID = `apiVersion: geminik8s/v1
+kind: Site
+site:
+  id: shop-0042
+pair:
+  secret: ${SECRET}
+  preferredLeader: box-a
+network:
+  vip: 192.0.2.10/24
+  interface: enp1s0
+  gateway: 192.0.2.1
+  witnesses: [192.0.2.1, 192.0.2.2]
+  addressing: static
+  nodes:
+    - name: box-a
+      address: 192.0.2.11/24
+    - name: box-b
+      address: 192.0.2.12/24
+`;
+
+function errorsOf(text: string): SiteError[] {
+  const r = parseSiteConfig(text, 'site.yaml');
+  if (r.ok) throw new Error('expected errors, the file was accepted');
+  return r.errors;
+}
+
+function only(t: import('ava').ExecutionContext, text: string, expected: Partial<SiteError>): SiteError {
+  const errors = errorsOf(text);
+  t.is(errors.length, 1, errors.map(formatSiteError).join('\n'));
+  t.like(errors[0], { file: 'site.yaml', ...expected });
+  return errors[0]!;
+}
+
+test('a valid site file parses into the config', (t) => {
+  const r = parseSiteConfig(VALID, 'site.yaml');
+  if (!r.ok) return t.fail(r.errors.map(formatSiteError).join('\n'));
+  t.deepEqual(r.config, {
+    apiVersion: 'geminik8s/v1',
+    kind: 'Site',
+    site: { id: 'shop-0042' },
+    pair: { secret: SECRET, preferredLeader: 'box-a' },
+    network: {
+      vip: '192.0.2.10/24',
+      interface: 'enp1s0',
+      gateway: '192.0.2.1',
+      witnesses: ['192.0.2.1', '192.0.2.2'],
+      addressing: 'static',
+      nodes: [
+        { name: 'box-a', address: '192.0.2.11/24' },
+        { name: 'box-b', address: '192.0.2.12/24' },
+      ],
+    },
+  });
+});
+
+test('a minimal dhcp site with a 64-digit hex secret parses', (t) => {
+  const text = `apiVersion: geminik8s/v1\nkind: Site\nsite: {id: a}\npair: {secret: ${'ab'.repeat(32)}}\nnetwork: {vip: 10.0.0.5/16, addressing: dhcp}\n`;
+  const r = parseSiteConfig(text, 'site.yaml');
+  t.true(r.ok, r.ok ? '' : r.errors.map(formatSiteError).join('\n'));
+});
+
+test('bad YAML names the position of the syntax error', (t) => {
+  const e = only(t, 'apiVersion: geminik8s/v1\nkind: Site\nsite:\n  id: [a, b\n', { line: 5 });
+  t.regex(e.message, /^invalid YAML/);
+});
+
+test('an unknown field is reported at its key', (t) => {
+  only(t, VALID.replace('  gateway: 192.0.2.1\n', '  gateway: 192.0.2.1\n  gatway: 192.0.2.1\n'), {
+    line: 12,
+    column: 3,
+    path: 'network.gatway',
+    found: '"gatway"',
+  });
+});
+
+test('a wrong type is reported at the value with what was found and allowed', (t) => {
+  const e = only(t, VALID.replace('  id: shop-0042', '  id: 42'), { line: 4, column: 7, path: 'site.id', found: '42', allowed: 'a string' });
+  t.is(formatSiteError(e), 'site.yaml:4:7: site.id: site.id must be a string (found 42; allowed: a string)');
+});
+
+test('a missing pair.secret says to run geminik8s init', (t) => {
+  const e = only(t, VALID.replace(`  secret: ${SECRET}\n`, ''), { line: 6, column: 3, path: 'pair.secret' });
+  t.is(e.message, 'site file has no pair.secret: run `geminik8s init` to generate one');
+  const empty = only(t, VALID.replace(`  secret: ${SECRET}`, '  secret:'), { line: 6, path: 'pair.secret' });
+  t.is(empty.message, e.message);
+  const noPair = errorsOf(VALID.replace(/pair:\n(  .*\n)+/, '')).find((x) => x.path === 'pair');
+  t.is(noPair?.message, e.message);
+});
+
+test('a weak secret is rejected without echoing it', (t) => {
+  const weak = 'c2hvcnQtc2VjcmV0LWJ1dC1iYXNlNjQ=';
+  const e = only(t, VALID.replace(SECRET, weak), { line: 6, column: 11, path: 'pair.secret' });
+  t.false(JSON.stringify(e).includes(weak));
+  t.regex(e.found, /32 characters encoding 23 bytes/);
+});
+
+test('a bad VIP is reported with the CIDR form that is allowed', (t) => {
+  only(t, VALID.replace('vip: 192.0.2.10/24', 'vip: 192.0.2.300/24'), { line: 9, column: 8, path: 'network.vip', found: '"192.0.2.300/24"' });
+  only(t, VALID.replace('vip: 192.0.2.10/24', 'vip: 192.0.2.10'), { line: 9, column: 8, path: 'network.vip' });
+});
+
+test('static addressing without nodes is an error at addressing', (t) => {
+  const text = VALID.replace(/  nodes:\n(    .*\n)+/, '').replace('  preferredLeader: box-a\n', '');
+  const e = only(t, text, { line: 12, column: 15, path: 'network.nodes' });
+  t.regex(e.message, /addressing: static needs network.nodes/);
+});
+
+test('nodes with dhcp, bad witness entries and an unknown preferred leader are all reported in order', (t) => {
+  const text = VALID.replace('addressing: static', 'addressing: dhcp').replace('192.0.2.2]', 'gateway]').replace('preferredLeader: box-a', 'preferredLeader: box-c');
+  const errors = errorsOf(text);
+  t.deepEqual(
+    errors.map((e) => `${e.line}:${e.column} ${e.path}`),
+    ['7:20 pair.preferredLeader', '12:26 network.witnesses[1]', '14:3 network.nodes'],
+  );
+});
+
+test('every error names the file given by the caller', (t) => {
+  const r = parseSiteConfig('kind: Nope\n', '/oem/site.yaml');
+  t.false(r.ok);
+  if (!r.ok) for (const e of r.errors) t.is(e.file, '/oem/site.yaml');
+});
