@@ -1,0 +1,229 @@
+/**
+ * Assembles the raw geminik8s GPT disk image from a rootfs directory — no loop devices, no
+ * mounting: each filesystem is made in a regular file and copied (sparse) to its offset.
+ */
+import { mkdir, mkdtemp, open, rename, rm, stat, writeFile, copyFile, realpath } from 'node:fs/promises';
+import path from 'node:path';
+import { run } from '../util/exec.ts';
+import {
+  FS_LABEL,
+  MiB,
+  computeLayout,
+  espFatSize,
+  deriveDiskIds,
+  deriveUuid,
+  deriveVolumeId,
+  partitionByName,
+  sfdiskScript,
+  type Arch,
+  type Layout,
+} from '../../../image/src/layout.ts';
+import { GRUB_TARGETS, grubModules, loadGrubTemplates, renderEarlyCfg, renderGrubCfg } from '../../../image/src/grub.ts';
+import { makeExt4, makeVfat, measureTree, writeAt } from './fs.ts';
+import { requireFile, requireTools, toolPath } from './tools.ts';
+
+export interface AssembleOptions {
+  arch: Arch;
+  /** The finished root filesystem (kernel and initrd under /boot, /vmlinuz and /initrd.img links). */
+  rootfsDir: string;
+  /** Skeleton copied into the data filesystem (e.g. .var/upper, .var/work, geminik8s/). */
+  dataSkeletonDir?: string;
+  /** Written as site.yaml into the OEM partition (normally left empty and stamped later). */
+  siteFile?: string;
+  outFile: string;
+  /** Scratch space for the filesystem images (about rootfs size + 100 MiB). */
+  workDir: string;
+  /** Derives the disk GUID, partition UUIDs, filesystem UUIDs and volume ids. */
+  seed: string;
+  sourceDateEpoch: number;
+  kernelCmdlineExtra?: string[];
+  /** Partition sizes from the hardware definition; minDiskGiB makes the build fail if the image would not fit. */
+  disk?: { espMiB?: number; oemMiB?: number; dataMiB?: number; minDiskGiB?: number };
+  /** Primary kernel/grub serial console, e.g. "ttyS0,115200" (default per arch); it goes last, after tty0, so it is /dev/console. */
+  console?: string;
+  /** Default 1 s. */
+  grubTimeout?: number;
+}
+
+export interface AssembleResult {
+  outFile: string;
+  layout: Layout;
+}
+
+/** Bump when this module's output changes for identical inputs (part of the build cache key). */
+export const DISK_RECIPE_VERSION = 'disk-1';
+
+export const DISK_TOOLS = ['sfdisk', 'mkfs.vfat', 'mcopy', 'mkfs.ext4', 'debugfs', 'dumpe2fs', 'grub-mkimage', 'grub-editenv', 'dd'] as const;
+
+/** Inode-table bytes per inode, plus fixed ext4 metadata (superblocks, descriptors, bitmaps, resize reserve). */
+const INODE_BYTES = 256;
+const EXT4_FIXED_OVERHEAD = 8 * 1024 * 1024;
+
+async function assertKernelLinks(rootfsDir: string): Promise<void> {
+  for (const link of ['vmlinuz', 'initrd.img']) {
+    const p = path.join(rootfsDir, link);
+    let target: string;
+    try {
+      target = await realpath(p);
+    } catch {
+      throw new Error(`rootfs ${rootfsDir} has no usable /${link} (grub boots /${link} from the root slot; Debian creates it when a linux-image package is installed)`);
+    }
+    // An absolute symlink resolves against the build host; check it exists inside the rootfs instead.
+    const rootReal = await realpath(rootfsDir);
+    if (!target.startsWith(rootReal + path.sep)) {
+      const { readlink } = await import('node:fs/promises');
+      const raw = await readlink(p).catch(() => '');
+      const inside = path.join(rootfsDir, raw.startsWith('/') ? raw : path.join('/', raw));
+      await stat(inside).catch(() => {
+        throw new Error(`rootfs /${link} points outside the rootfs (${raw}) and ${inside} does not exist`);
+      });
+    }
+  }
+}
+
+/** grub's serial terminal for a kernel console: ttyS<N>[,speed] maps to grub serial unit N; others (ttyAMA0 …) use unit 0. */
+export function grubSerialFor(console: string): { unit: number; speed: number } {
+  const m = /^tty[A-Za-z]+?(\d+)(?:,(\d+))?/.exec(console);
+  const unit = console.startsWith('ttyS') && m ? Number(m[1]) : 0;
+  return { unit, speed: m?.[2] ? Number(m[2]) : 115200 };
+}
+
+/** Builds the EFI binary: grub core with every module grub.cfg needs and an embedded early config. */
+async function buildGrubEfi(arch: Arch, workDir: string, outFile: string): Promise<void> {
+  const target = GRUB_TARGETS[arch];
+  const moduleDir = `/usr/lib/grub/${target.platform}`;
+  await requireFile(path.join(moduleDir, 'linux.mod'), target.debianPackage, `grub ${target.platform} modules`);
+  const early = path.join(workDir, 'early.cfg');
+  await writeFile(early, renderEarlyCfg(loadGrubTemplates().earlyCfg, arch));
+  // grub-mkimage rather than grub-mkstandalone: with all modules built in there is no memdisk, and
+  // grub-mkstandalone's memdisk tar carries the current time (not reproducible with grub 2.06).
+  await run(await toolPath('grub-mkimage'), [
+    '-O', target.platform, '-d', moduleDir, '-o', outFile, '-p', '/grub', '-c', early, ...grubModules(arch),
+  ]);
+}
+
+export async function assembleDiskImage(opts: AssembleOptions): Promise<AssembleResult> {
+  await requireTools(DISK_TOOLS);
+  const epoch = opts.sourceDateEpoch;
+  if (!Number.isInteger(epoch) || epoch < 0) throw new Error(`sourceDateEpoch must be a non-negative integer, got ${epoch}`);
+  if (!opts.seed) throw new Error('seed must be a non-empty string');
+  const rootStat = await stat(opts.rootfsDir).catch(() => undefined);
+  if (!rootStat?.isDirectory()) throw new Error(`rootfs directory ${opts.rootfsDir} does not exist`);
+  await assertKernelLinks(opts.rootfsDir);
+  if (opts.dataSkeletonDir !== undefined && !(await stat(opts.dataSkeletonDir).catch(() => undefined))?.isDirectory()) {
+    throw new Error(`data skeleton directory ${opts.dataSkeletonDir} does not exist`);
+  }
+  if (opts.siteFile !== undefined) await stat(opts.siteFile).catch(() => { throw new Error(`site file ${opts.siteFile} does not exist`); });
+
+  const usage = await measureTree(opts.rootfsDir);
+  const rootInodes = Math.ceil(usage.inodes * 1.25) + 1024;
+  const rootBytes = usage.blockBytes + rootInodes * INODE_BYTES + EXT4_FIXED_OVERHEAD;
+  const layoutInput: Parameters<typeof computeLayout>[0] = { rootBytes, arch: opts.arch };
+  if (opts.disk?.espMiB !== undefined) layoutInput.espMiB = opts.disk.espMiB;
+  if (opts.disk?.oemMiB !== undefined) layoutInput.oemMiB = opts.disk.oemMiB;
+  if (opts.disk?.dataMiB !== undefined) layoutInput.dataMiB = opts.disk.dataMiB;
+  const layout = computeLayout(layoutInput);
+  const minDiskGiB = opts.disk?.minDiskGiB;
+  if (minDiskGiB !== undefined && layout.totalBytes > minDiskGiB * 1024 * MiB) {
+    throw new Error(`the image needs ${Math.ceil(layout.totalBytes / MiB)} MiB but the hardware's smallest disk is ${minDiskGiB} GiB (rootfs too large?)`);
+  }
+  const ids = deriveDiskIds(opts.seed);
+
+  await mkdir(opts.workDir, { recursive: true });
+  const work = await mkdtemp(path.join(opts.workDir, 'disk-'));
+  const tmpOut = `${opts.outFile}.tmp-${process.pid}`;
+  try {
+    // --- ESP: grub EFI binary, rendered grub.cfg, 1024-byte grubenv ---------------------------
+    const espTree = path.join(work, 'esp');
+    const target = GRUB_TARGETS[opts.arch];
+    await mkdir(path.join(espTree, 'EFI', 'BOOT'), { recursive: true });
+    await mkdir(path.join(espTree, 'grub'), { recursive: true });
+    const oemTree = path.join(work, 'oem');
+    await mkdir(oemTree);
+    if (opts.siteFile !== undefined) await copyFile(opts.siteFile, path.join(oemTree, 'site.yaml'));
+    // From here on, work runs concurrently; nothing is awaited until Promise.allSettled below.
+    const espFiles = (async () => {
+      await buildGrubEfi(opts.arch, work, path.join(espTree, 'EFI', 'BOOT', target.efiName));
+      const cfgValues: Parameters<typeof renderGrubCfg>[1] = { arch: opts.arch };
+      if (opts.kernelCmdlineExtra) cfgValues.cmdlineExtra = opts.kernelCmdlineExtra;
+      if (opts.grubTimeout !== undefined) cfgValues.timeout = opts.grubTimeout;
+      if (opts.console !== undefined) {
+        cfgValues.consoles = ['tty0', opts.console];
+        cfgValues.serial = grubSerialFor(opts.console);
+      }
+      await writeFile(path.join(espTree, 'grub', 'grub.cfg'), renderGrubCfg(loadGrubTemplates().grubCfg, cfgValues));
+      const env = path.join(espTree, 'grub', 'grubenv');
+      const editenv = await toolPath('grub-editenv');
+      await run(editenv, [env, 'create']);
+      await run(editenv, [env, 'set', 'slot=a', 'try_slot=', 'boot_tries=0']);
+    })();
+
+    const esp = partitionByName(layout, 'esp');
+    const espImg = path.join(work, 'esp.vfat');
+    const espDone = espFiles.then(() =>
+      makeVfat({ file: espImg, sizeBytes: esp.sizeBytes, label: FS_LABEL.esp, volumeId: deriveVolumeId(opts.seed, 'esp'), fatSize: espFatSize(esp.sizeBytes / MiB), tree: espTree, sourceDateEpoch: epoch }),
+    );
+
+    // --- OEM: empty unless a site file is given (normally stamped later) ------------------------
+    const oem = partitionByName(layout, 'oem');
+    const oemImg = path.join(work, 'oem.vfat');
+    const oemDone = makeVfat({ file: oemImg, sizeBytes: oem.sizeBytes, label: FS_LABEL.oem, volumeId: deriveVolumeId(opts.seed, 'oem'), fatSize: 16, tree: oemTree, sourceDateEpoch: epoch });
+
+    // --- root-a: read-only slot, no journal ---------------------------------------------------
+    const rootA = partitionByName(layout, 'root-a');
+    const rootImg = path.join(work, 'root-a.ext4');
+    const rootDone = makeExt4({
+      file: rootImg, sizeBytes: rootA.sizeBytes, label: 'root-a', uuid: deriveUuid(opts.seed, 'fs:root-a'), hashSeed: deriveUuid(opts.seed, 'hash:root-a'),
+      sourceDir: opts.rootfsDir, journal: false, inodes: rootInodes, reservedPercent: 0, sourceDateEpoch: epoch,
+    });
+
+    // --- data: small now, grown to the whole disk on first boot -------------------------------
+    const data = partitionByName(layout, 'data');
+    const dataImg = path.join(work, 'data.ext4');
+    const dataOpts: Parameters<typeof makeExt4>[0] = {
+      file: dataImg, sizeBytes: data.sizeBytes, label: FS_LABEL.data, uuid: deriveUuid(opts.seed, 'fs:data'), hashSeed: deriveUuid(opts.seed, 'hash:data'),
+      journal: true, reservedPercent: 1, sourceDateEpoch: epoch,
+    };
+    if (opts.dataSkeletonDir !== undefined) dataOpts.sourceDir = opts.dataSkeletonDir;
+    const dataDone = makeExt4(dataOpts);
+
+    // --- the disk: sparse file, GPT, then each filesystem at its offset -----------------------
+    const diskDone = (async () => {
+      await mkdir(path.dirname(path.resolve(opts.outFile)), { recursive: true });
+      await rm(tmpOut, { force: true });
+      const fh = await open(tmpOut, 'w');
+      try {
+        await fh.truncate(layout.totalBytes);
+      } finally {
+        await fh.close();
+      }
+      await run(await toolPath('sfdisk'), ['--quiet', '--wipe', 'never', '--wipe-partitions', 'never', '--no-reread', '--no-tell-kernel', tmpOut], {
+        input: sfdiskScript(layout, ids),
+      });
+    })();
+
+    // Wait for everything (no work left running when we clean up), then report the first failure.
+    const settled = await Promise.allSettled([espDone, oemDone, rootDone, dataDone, diskDone]);
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    await writeAt(tmpOut, espImg, esp.offsetBytes);
+    await writeAt(tmpOut, rootImg, rootA.offsetBytes);
+    await writeAt(tmpOut, oemImg, oem.offsetBytes);
+    await writeAt(tmpOut, dataImg, data.offsetBytes);
+    const size = (await stat(tmpOut)).size;
+    if (size !== layout.totalBytes) throw new Error(`internal error: image is ${size} bytes, layout says ${layout.totalBytes}`);
+    const out = await open(tmpOut, 'r+');
+    try {
+      await out.sync();
+    } finally {
+      await out.close();
+    }
+    await rename(tmpOut, opts.outFile);
+    return { outFile: opts.outFile, layout };
+  } catch (e) {
+    await rm(tmpOut, { force: true });
+    throw e;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * geminik8s GPT disk layout — pure partition math, no I/O.
+ *
+ * The partition NAMES are the contract with the rest of the system (grub.cfg boots
+ * `root=PARTLABEL=root-<slot>`, `geminik8s stamp` looks for `oem`, the first-boot agent
+ * grows `data`, which must stay the last partition).
+ */
+import { createHash } from 'node:crypto';
+
+export type Arch = 'amd64' | 'arm64';
+
+export type PartitionName = 'esp' | 'root-a' | 'root-b' | 'oem' | 'data';
+
+export const MiB = 1024 * 1024;
+
+/** GPT partition type GUIDs (UEFI spec / Discoverable Partitions Specification). */
+export const GPT_TYPE = {
+  esp: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
+  rootAmd64: '4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709',
+  rootArm64: 'B921B045-1DF0-41C3-AF44-4C6F280D3FAE',
+  /** "Microsoft basic data": makes Windows/macOS laptops mount the OEM partition. */
+  basicData: 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7',
+  linuxData: '0FC63DAF-8483-4772-8E79-3D69D8477DE4',
+} as const;
+
+export interface Partition {
+  /** 1-based GPT entry number (grub's gptN, Linux's sdX<N>). */
+  index: number;
+  name: PartitionName;
+  typeGuid: string;
+  /** Filesystem created in it at build time ('none' = left as sparse holes). */
+  fs: 'vfat' | 'ext4' | 'none';
+  /** Filesystem label, when there is a filesystem. */
+  fsLabel?: string;
+  startSector: number;
+  sizeSectors: number;
+  /** Last sector, inclusive. */
+  endSector: number;
+  offsetBytes: number;
+  sizeBytes: number;
+}
+
+export interface Layout {
+  arch: Arch;
+  sectorSize: number;
+  alignSectors: number;
+  partitions: Partition[];
+  /** Size of the whole image; a MiB multiple that leaves room for the backup GPT. */
+  totalBytes: number;
+  totalSectors: number;
+}
+
+export interface LayoutInput {
+  /** Bytes the root filesystem needs (data blocks + metadata), before headroom. */
+  rootBytes: number;
+  espMiB?: number;
+  oemMiB?: number;
+  dataMiB?: number;
+  sectorSize?: 512 | 4096;
+  arch?: Arch;
+  /** Fraction added to rootBytes (default 0.15). */
+  rootHeadroom?: number;
+  /** Lower bound for each root slot (default 256 MiB). */
+  minRootMiB?: number;
+}
+
+export const LAYOUT_DEFAULTS = {
+  espMiB: 64,
+  oemMiB: 32,
+  dataMiB: 256,
+  rootHeadroom: 0.15,
+  minRootMiB: 256,
+  /** Partitions start and end on 1 MiB boundaries. */
+  alignBytes: MiB,
+} as const;
+
+export const FS_LABEL = {
+  esp: 'GK8S-ESP',
+  oem: 'GK8S-OEM',
+  data: 'gk8s-data',
+} as const;
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isInteger(v) || v <= 0) throw new RangeError(`${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+/** Root slot size in MiB for a filesystem needing `rootBytes`: +headroom, rounded up, with a minimum. */
+export function rootSlotMiB(rootBytes: number, headroom: number = LAYOUT_DEFAULTS.rootHeadroom, minMiB: number = LAYOUT_DEFAULTS.minRootMiB): number {
+  if (!Number.isFinite(rootBytes) || rootBytes < 0) throw new RangeError(`rootBytes must be >= 0, got ${rootBytes}`);
+  if (!(headroom >= 0)) throw new RangeError(`rootHeadroom must be >= 0, got ${headroom}`);
+  return Math.max(minMiB, Math.ceil((rootBytes * (1 + headroom)) / MiB));
+}
+
+export function computeLayout(input: LayoutInput): Layout {
+  const sectorSize = input.sectorSize ?? 512;
+  if (sectorSize !== 512 && sectorSize !== 4096) throw new RangeError(`sectorSize must be 512 or 4096, got ${sectorSize}`);
+  const arch = input.arch ?? 'amd64';
+  const espMiB = positiveInt('espMiB', input.espMiB ?? LAYOUT_DEFAULTS.espMiB);
+  const oemMiB = positiveInt('oemMiB', input.oemMiB ?? LAYOUT_DEFAULTS.oemMiB);
+  const dataMiB = positiveInt('dataMiB', input.dataMiB ?? LAYOUT_DEFAULTS.dataMiB);
+  const rootMiB = rootSlotMiB(input.rootBytes, input.rootHeadroom ?? LAYOUT_DEFAULTS.rootHeadroom, input.minRootMiB ?? LAYOUT_DEFAULTS.minRootMiB);
+  if (espMiB < 8 || oemMiB < 8) throw new RangeError(`espMiB and oemMiB must be >= 8, got ${espMiB} and ${oemMiB}`);
+
+  const perMiB = MiB / sectorSize;
+  const rootType = arch === 'arm64' ? GPT_TYPE.rootArm64 : GPT_TYPE.rootAmd64;
+  const specs: Array<Pick<Partition, 'name' | 'typeGuid' | 'fs' | 'fsLabel'> & { mib: number }> = [
+    { name: 'esp', typeGuid: GPT_TYPE.esp, fs: 'vfat', fsLabel: FS_LABEL.esp, mib: espMiB },
+    { name: 'root-a', typeGuid: rootType, fs: 'ext4', fsLabel: 'root-a', mib: rootMiB },
+    { name: 'root-b', typeGuid: rootType, fs: 'none', mib: rootMiB },
+    { name: 'oem', typeGuid: GPT_TYPE.basicData, fs: 'vfat', fsLabel: FS_LABEL.oem, mib: oemMiB },
+    { name: 'data', typeGuid: GPT_TYPE.linuxData, fs: 'ext4', fsLabel: FS_LABEL.data, mib: dataMiB },
+  ];
+
+  // The primary GPT (LBA 0..33 at 512 B/sector, 0..5 at 4 KiB) fits in the first MiB.
+  let next = perMiB;
+  const partitions: Partition[] = specs.map((s, i) => {
+    const startSector = next;
+    const sizeSectors = s.mib * perMiB;
+    next = startSector + sizeSectors;
+    const p: Partition = {
+      index: i + 1,
+      name: s.name,
+      typeGuid: s.typeGuid,
+      fs: s.fs,
+      startSector,
+      sizeSectors,
+      endSector: startSector + sizeSectors - 1,
+      offsetBytes: startSector * sectorSize,
+      sizeBytes: sizeSectors * sectorSize,
+    };
+    if (s.fsLabel !== undefined) p.fsLabel = s.fsLabel;
+    return p;
+  });
+  // One trailing MiB holds the backup GPT (33 sectors at 512 B, 5 at 4 KiB) and keeps the size aligned.
+  const totalSectors = next + perMiB;
+  return { arch, sectorSize, alignSectors: perMiB, partitions, totalSectors, totalBytes: totalSectors * sectorSize };
+}
+
+/** FAT32 needs >= 65525 clusters (~33 MiB at 512-byte clusters); smaller ESPs get FAT16, which UEFI firmware reads too. */
+export function espFatSize(espMiB: number): 16 | 32 {
+  return espMiB >= 40 ? 32 : 16;
+}
+
+export function partitionByName(layout: Layout, name: PartitionName): Partition {
+  const p = layout.partitions.find((x) => x.name === name);
+  if (!p) throw new Error(`layout has no partition named ${name}`);
+  return p;
+}
+
+/**
+ * Deterministic RFC 4122-shaped UUID (version 4 bits, RFC variant) derived from a seed and a purpose,
+ * so identical build inputs give identical disk/partition/filesystem identifiers.
+ */
+export function deriveUuid(seed: string, purpose: string): string {
+  const h = createHash('sha256').update(`geminik8s\0${seed}\0${purpose}`).digest();
+  h[6] = (h[6]! & 0x0f) | 0x40;
+  h[8] = (h[8]! & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`.toUpperCase();
+}
+
+/** Deterministic 32-bit FAT volume id (8 hex digits) derived from a seed and a purpose. */
+export function deriveVolumeId(seed: string, purpose: string): string {
+  return createHash('sha256').update(`geminik8s-volid\0${seed}\0${purpose}`).digest().subarray(0, 4).toString('hex');
+}
+
+export interface DiskIds {
+  diskGuid: string;
+  /** Partition UUIDs keyed by partition name. */
+  partUuids: Record<PartitionName, string>;
+}
+
+export function deriveDiskIds(seed: string): DiskIds {
+  return {
+    diskGuid: deriveUuid(seed, 'gpt-disk'),
+    partUuids: {
+      esp: deriveUuid(seed, 'part:esp'),
+      'root-a': deriveUuid(seed, 'part:root-a'),
+      'root-b': deriveUuid(seed, 'part:root-b'),
+      oem: deriveUuid(seed, 'part:oem'),
+      data: deriveUuid(seed, 'part:data'),
+    },
+  };
+}
+
+const GUID_RE = /^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$/i;
+
+/** sfdisk(8) script that writes `layout` as a GPT (feed it on stdin: `sfdisk --wipe never <image>`). */
+export function sfdiskScript(layout: Layout, ids: DiskIds): string {
+  const check = (what: string, g: string | undefined): string => {
+    if (g === undefined || !GUID_RE.test(g)) throw new Error(`${what}: not a GUID: ${String(g)}`);
+    return g.toUpperCase();
+  };
+  const lines = [
+    'label: gpt',
+    `label-id: ${check('diskGuid', ids.diskGuid)}`,
+    'unit: sectors',
+    `first-lba: ${layout.alignSectors}`,
+    `sector-size: ${layout.sectorSize}`,
+    '',
+  ];
+  for (const p of layout.partitions) {
+    lines.push(
+      `start=${p.startSector}, size=${p.sizeSectors}, type=${p.typeGuid}, uuid=${check(`partUuids.${p.name}`, ids.partUuids[p.name])}, name="${p.name}"`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}
