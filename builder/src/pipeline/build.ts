@@ -62,12 +62,13 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     sourceDateEpoch: opts.sourceDateEpoch,
   });
   const name = artifactName(config);
-  opts.report({ event: 'plan', artifactName: name, steps: plan.map(({ id, title, key, dependsOn }) => ({ id, title, key, dependsOn })) });
+  const cache = new StepCache(path.join(opts.cacheRoot, 'steps'));
+  const steps = await Promise.all(plan.map(async ({ id, title, key, dependsOn }) => ({ id, title, key, dependsOn, cached: await cache.has(id, key) })));
+  opts.report({ event: 'plan', artifactName: name, dryRun: opts.dryRun, steps });
   if (opts.dryRun) return { plan };
 
   const release = await acquireBuildLock(opts.cacheRoot);
   try {
-    const cache = new StepCache(path.join(opts.cacheRoot, 'steps'));
     const outputs = new Map<StepId, string>();
     const components: ComponentRecord[] = [];
     let packages: RootfsPackage[] = [];

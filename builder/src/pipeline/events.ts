@@ -2,7 +2,7 @@ import type { PlannedStep, StepId } from '../plan/plan.ts';
 
 /** What a build reports while it runs; `--json` prints these one per line. */
 export type BuildEvent =
-  | { event: 'plan'; artifactName: string; steps: Pick<PlannedStep, 'id' | 'title' | 'key' | 'dependsOn'>[] }
+  | { event: 'plan'; artifactName: string; dryRun: boolean; steps: (Pick<PlannedStep, 'id' | 'title' | 'key' | 'dependsOn'> & { cached: boolean })[] }
   | { event: 'step-start'; id: StepId; title: string; key: string; index: number; total: number }
   | { event: 'step-log'; id: StepId; line: string }
   | { event: 'step-done'; id: StepId; cached: boolean; seconds: number }
@@ -20,9 +20,16 @@ export function humanReporter(write: (text: string) => void, verbose: boolean): 
   const started = new Map<StepId, string>();
   return (e) => {
     switch (e.event) {
-      case 'plan':
-        write(`building ${e.artifactName}: ${e.steps.length} steps\n`);
+      case 'plan': {
+        write(`${e.dryRun ? 'plan for' : 'building'} ${e.artifactName}: ${e.steps.length} steps\n`);
+        if (e.dryRun) {
+          for (const s of e.steps) {
+            const after = s.dependsOn.length ? ` after ${s.dependsOn.join(', ')}` : '';
+            write(`  ${s.id.padEnd(10)} ${s.key}  ${s.cached ? 'cached' : 'to build'}  ${s.title}${after}\n`);
+          }
+        }
         break;
+      }
       case 'step-start': {
         const label = `[${e.index}/${e.total}] ${e.title}`;
         started.set(e.id, label);

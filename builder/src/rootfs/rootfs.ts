@@ -1,0 +1,332 @@
+/**
+ * Debian rootfs via mmdebstrap (DESIGN "Build pipeline" step 3).
+ *
+ * Layout on disk (paths chosen by the caller, typically under .cache/):
+ *   <outDir>/                      the finished rootfs; exists only when complete (atomic rename)
+ *   <outDir>.packages.json         installed packages [{name,version,arch}] + build facts, written
+ *                                  before the rename, so <outDir> existing implies it is there
+ *   <outDir>.<pid>.partial/        in-progress build; removed (after unmounting) by the next build
+ *   <aptCacheDir>/*.deb            persistent apt archive cache shared by all builds (sync-in/sync-out)
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { CommandError, run } from '../util/exec.ts';
+import { ensureForeignArchSupport, type DebianArch } from './foreign-arch.ts';
+
+/** Bump whenever the mmdebstrap options or hooks/customize.sh change: it is part of the rootfs cache key. */
+export const ROOTFS_HOOK_VERSION = 'rootfs-hooks-4';
+
+export const CUSTOMIZE_HOOK = fileURLToPath(new URL('./hooks/customize.sh', import.meta.url));
+
+/** The package set used when a profile does not give one (profiles normally do). */
+export const DEFAULT_PACKAGES_AMD64: readonly string[] = [
+  'linux-image-amd64', 'systemd', 'systemd-sysv', 'systemd-resolved', 'udev', 'dbus', 'kmod', 'iproute2',
+  'arping', 'iputils-ping', 'ca-certificates', 'postgresql-15', 'e2fsprogs', 'fdisk', 'util-linux',
+  'dosfstools', 'openssh-server', 'less', 'procps', 'zstd',
+];
+
+/**
+ * Kernel module trees an appliance never needs; a profile may pass this (or its own list) as
+ * `kernel.excludeModules`. "!path" keeps a subtree; dependencies of kept modules are always kept.
+ */
+export const SUGGESTED_KERNEL_EXCLUDES: readonly string[] = [
+  'sound', 'drivers/media', 'drivers/gpu', '!drivers/gpu/drm/virtio', '!drivers/gpu/drm/tiny',
+  'drivers/net/wireless', 'net/wireless', 'net/mac80211', 'net/bluetooth', 'drivers/bluetooth',
+  'drivers/infiniband', 'drivers/isdn', 'drivers/staging', 'drivers/iio', 'drivers/input/joystick',
+  'drivers/input/touchscreen', 'drivers/net/can', 'net/can', 'drivers/atm', 'net/atm',
+  'drivers/nfc', 'net/nfc', 'fs/ocfs2', 'fs/gfs2',
+];
+
+/** dpkg path filters: no docs (except copyright), man pages, info or translations in the image. */
+export const DPKG_EXCLUDES: readonly string[] = [
+  'path-exclude=/usr/share/doc/*',
+  'path-include=/usr/share/doc/*/copyright',
+  'path-exclude=/usr/share/man/*',
+  'path-exclude=/usr/share/info/*',
+  'path-exclude=/usr/share/locale/*',
+  'path-include=/usr/share/locale/locale.alias',
+  'path-exclude=/usr/share/lintian/*',
+];
+
+/**
+ * PostgreSQL's optional LLVM JIT drags in libLLVM + libz3 (~130 MB). The appliance's workload
+ * (Kine's small OLTP queries) never benefits; without the provider library PostgreSQL simply runs
+ * without JIT (documented behaviour of jit_provider). customize.sh refuses the build if any other
+ * package needs LLVM. Opt out with `postgresJit: true`.
+ */
+export const DPKG_EXCLUDES_NO_JIT: readonly string[] = [
+  'path-exclude=/usr/lib/*/libLLVM-*',
+  'path-exclude=/usr/lib/*/libz3.so*',
+  'path-exclude=/usr/lib/postgresql/*/lib/llvmjit*',
+  'path-exclude=/usr/lib/postgresql/*/lib/bitcode/*',
+];
+
+export interface RootfsPackage {
+  name: string;
+  version: string;
+  arch: string;
+}
+
+export interface BuildRootfsOptions {
+  arch: DebianArch;
+  suite: 'bookworm';
+  mirror: string;
+  securityMirror?: string;
+  packages: string[];
+  outDir: string;
+  aptCacheDir: string;
+  sourceDateEpoch?: number;
+  /** Optional kernel module trimming (profile `kernel.excludeModules`), see SUGGESTED_KERNEL_EXCLUDES. */
+  excludeModules?: string[];
+  /** Apt components (default main; Raspberry Pi firmware needs non-free-firmware). */
+  components?: string[];
+  hostname?: string;
+  /** Keep dpkg documentation/man/locale files (for measuring what the excludes save). */
+  keepDocs?: boolean;
+  /** Keep PostgreSQL's LLVM JIT provider (default false: dropped, see DPKG_EXCLUDES_NO_JIT). */
+  postgresJit?: boolean;
+  onProgress?: (line: string) => void;
+}
+
+export interface RootfsResult {
+  outDir: string;
+  packages: RootfsPackage[];
+}
+
+export interface RootfsCacheKeyInput {
+  suite: string;
+  arch: string;
+  mirror: string;
+  securityMirror?: string;
+  packages: readonly string[];
+  hookVersion?: string;
+  excludeModules?: readonly string[];
+  components?: readonly string[];
+  postgresJit?: boolean;
+  /** Anything that should force a rebuild, e.g. a month stamp to pick up point releases/security updates. */
+  refresh?: string;
+}
+
+/** sha256 over the normalised inputs: package/module/component order and duplicates do not matter. */
+export function rootfsCacheKey(input: RootfsCacheKeyInput): string {
+  const sortedUnique = (xs: readonly string[] | undefined): string[] => [...new Set((xs ?? []).map((x) => x.trim()))].filter(Boolean).sort();
+  const canonical = {
+    v: 1,
+    suite: input.suite,
+    arch: input.arch,
+    mirror: input.mirror.replace(/\/+$/, ''),
+    securityMirror: input.securityMirror?.replace(/\/+$/, '') ?? null,
+    packages: sortedUnique(input.packages),
+    hookVersion: input.hookVersion ?? ROOTFS_HOOK_VERSION,
+    excludeModules: sortedUnique(input.excludeModules),
+    components: sortedUnique(input.components?.length ? input.components : ['main']),
+    postgresJit: input.postgresJit ?? false,
+    refresh: input.refresh ?? null,
+  };
+  return createHash('sha256').update(JSON.stringify(canonical)).digest('hex');
+}
+
+/** Single-quotes a string for sh. */
+export function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The apt source lines handed to mmdebstrap. */
+export function aptSourceLines(o: { suite: string; mirror: string; securityMirror?: string; components?: string[] }): string[] {
+  const comps = (o.components?.length ? o.components : ['main']).join(' ');
+  const m = o.mirror.replace(/\/+$/, '');
+  const lines = [`deb ${m} ${o.suite} ${comps}`, `deb ${m} ${o.suite}-updates ${comps}`];
+  if (o.securityMirror) lines.push(`deb ${o.securityMirror.replace(/\/+$/, '')} ${o.suite}-security ${comps}`);
+  return lines;
+}
+
+const INITRAMFS_CONF = `# geminik8s: the initrd must find root=PARTLABEL=root-a on any of the supported disks
+MODULES=most
+COMPRESS=zstd
+`;
+
+const INITRAMFS_HOOK = `#!/bin/sh
+# geminik8s: filesystems the appliance root needs even if MODULES=most would skip them
+PREREQ=""
+prereqs() { echo "$PREREQ"; }
+case "$1" in prereqs) prereqs; exit 0 ;; esac
+. /usr/share/initramfs-tools/hook-functions
+for m in ext4 squashfs overlay virtio_blk virtio_scsi virtio_pci nvme ahci sd_mod usb_storage uas xhci_pci ehci_pci; do
+  manual_add_modules "$m"
+done
+`;
+
+/** The mmdebstrap command line (exported for --dry-run display and tests). */
+export function mmdebstrapArgs(o: BuildRootfsOptions, target: string, excludesFile?: string): string[] {
+  const essentialHook = [
+    'mkdir -p "$1/etc/postgresql-common" "$1/etc/initramfs-tools/conf.d" "$1/etc/initramfs-tools/hooks"',
+    `printf '%s\\n' '# geminik8s: the appliance agent creates and manages PostgreSQL clusters' 'create_main_cluster = false' > "$1/etc/postgresql-common/createcluster.conf"`,
+    `printf '%s' ${shq(INITRAMFS_CONF)} > "$1/etc/initramfs-tools/conf.d/geminik8s.conf"`,
+    `printf '%s' ${shq(INITRAMFS_HOOK)} > "$1/etc/initramfs-tools/hooks/geminik8s"`,
+    'chmod 0755 "$1/etc/initramfs-tools/hooks/geminik8s"',
+  ].join(' && ');
+  const args = [
+    '--mode=root',
+    '--variant=minbase',
+    `--architectures=${o.arch}`,
+    `--include=${[...new Set(o.packages)].join(',')}`,
+    '--aptopt=APT::Keep-Downloaded-Packages "true"',
+    '--aptopt=APT::Install-Recommends "false"',
+    '--aptopt=Acquire::Languages "none"',
+    ...(o.keepDocs ? [] : DPKG_EXCLUDES.map((x) => `--dpkgopt=${x}`)),
+    ...(o.postgresJit ? [] : DPKG_EXCLUDES_NO_JIT.map((x) => `--dpkgopt=${x}`)),
+    // keep the essential .debs so sync-out can save them to the shared cache
+    '--skip=essential/unlink',
+    `--setup-hook=mkdir -p ${shq(o.aptCacheDir)} "$1/var/cache/apt/archives/"`,
+    `--setup-hook=sync-in ${shq(o.aptCacheDir)} /var/cache/apt/archives/`,
+    `--essential-hook=${essentialHook}`,
+    // after this, mmdebstrap's cleanup step removes the .debs from the rootfs itself
+    `--customize-hook=sync-out /var/cache/apt/archives ${shq(o.aptCacheDir)}`,
+    `--customize-hook=sh ${shq(CUSTOMIZE_HOOK)} "$1" ${shq(o.hostname ?? 'geminik8s')} ${shq(excludesFile ?? '')} ${o.postgresJit ? 'keep-jit' : 'no-jit'}`,
+    o.suite,
+    target,
+    ...aptSourceLines(o),
+  ];
+  return args;
+}
+
+/** Installed packages of a rootfs, from its dpkg database (works for foreign-arch roots). */
+export async function listRootfsPackages(rootfs: string): Promise<RootfsPackage[]> {
+  const out = await run('dpkg-query', [
+    `--admindir=${join(rootfs, 'var/lib/dpkg')}`,
+    '-W',
+    '-f=${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n',
+  ]);
+  return out
+    .split('\n')
+    .map((l) => l.split('\t'))
+    .filter((f) => f.length === 4 && f[0]!.startsWith('ii'))
+    .map(([, name, version, arch]) => ({ name: name!, version: version!, arch: arch! }))
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+export function packagesJsonPath(outDir: string): string {
+  return `${outDir.replace(/\/+$/, '')}.packages.json`;
+}
+
+/** Reads a cached build's package list; undefined when the rootfs is not complete. */
+export async function readCachedRootfs(outDir: string): Promise<RootfsResult | undefined> {
+  try {
+    const j = JSON.parse(await readFile(packagesJsonPath(outDir), 'utf8')) as { packages: RootfsPackage[] };
+    await readdir(outDir);
+    return { outDir, packages: j.packages };
+  } catch {
+    return undefined;
+  }
+}
+
+async function mountsUnder(dir: string): Promise<string[]> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8');
+  const prefix = dir.replace(/\/+$/, '') + '/';
+  return info
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((m): m is string => !!m && (m + '/').startsWith(prefix))
+    .map((m) => m.replace(/\\040/g, ' '))
+    .sort((a, b) => b.length - a.length);
+}
+
+/** Removes a (possibly half-built) chroot safely: unmount anything left mounted inside first. */
+export async function removeChrootDir(dir: string): Promise<void> {
+  for (const m of await mountsUnder(dir)) await run('umount', ['-l', m]).catch(() => undefined);
+  const left = await mountsUnder(dir);
+  if (left.length) throw new Error(`refusing to delete ${dir}: still mounted inside: ${left.join(', ')}`);
+  await run('rm', ['-rf', '--one-file-system', dir]);
+}
+
+async function removeStalePartials(outDir: string): Promise<void> {
+  const parent = dirname(outDir);
+  const base = basename(outDir);
+  let names: string[] = [];
+  try {
+    names = await readdir(parent);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const m = new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d+)\\.(partial|old)$`).exec(n);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    let alive = false;
+    try {
+      process.kill(pid, 0);
+      alive = pid !== process.pid ? true : false;
+    } catch {
+      alive = false;
+    }
+    if (!alive) await removeChrootDir(join(parent, n));
+  }
+}
+
+/** Streams a long-running command's output lines to onProgress; CommandError with the tail on failure. */
+async function runStreaming(file: string, args: string[], env: Record<string, string>, onLine: (l: string) => void): Promise<void> {
+  const tail: string[] = [];
+  const child = execa(file, args, { env, all: true, reject: false, stdin: 'ignore' });
+  for await (const line of child.iterable({ from: 'all' })) {
+    const s = String(line);
+    tail.push(s);
+    if (tail.length > 40) tail.shift();
+    onLine(s);
+  }
+  const r = await child;
+  if (r.failed) throw new CommandError([file, ...args].join(' '), r.exitCode, tail.join('\n') || String(r.message));
+}
+
+/**
+ * Builds a Debian rootfs directory with mmdebstrap. The result appears at `outDir` only when
+ * complete (built in `<outDir>.<pid>.partial`, then renamed); `<outDir>.packages.json` holds
+ * the package list. Needs root (mmdebstrap --mode=root).
+ */
+export async function buildRootfs(opts: BuildRootfsOptions): Promise<RootfsResult> {
+  const outDir = opts.outDir.replace(/\/+$/, '');
+  if (process.getuid?.() !== 0) throw new Error('building the rootfs needs root (mmdebstrap --mode=root)');
+  await ensureForeignArchSupport(opts.arch);
+  await mkdir(dirname(outDir), { recursive: true });
+  await mkdir(opts.aptCacheDir, { recursive: true });
+  await removeStalePartials(outDir);
+
+  const partial = `${outDir}.${process.pid}.partial`;
+  let excludesFile: string | undefined;
+  if (opts.excludeModules?.length) {
+    excludesFile = `${outDir}.${process.pid}.exclude-modules`;
+    await writeFile(excludesFile, opts.excludeModules.join('\n') + '\n');
+  }
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    LC_ALL: 'C.UTF-8',
+    ...(opts.sourceDateEpoch !== undefined ? { SOURCE_DATE_EPOCH: String(opts.sourceDateEpoch) } : {}),
+  };
+  const onLine = opts.onProgress ?? (() => undefined);
+  try {
+    await runStreaming('mmdebstrap', mmdebstrapArgs(opts, partial, excludesFile), env, onLine);
+    const packages = await listRootfsPackages(partial);
+    // replace a previous complete build (same key) only after the new one is complete
+    const old = `${outDir}.${process.pid}.old`;
+    let hadOld = false;
+    try {
+      await rename(outDir, old);
+      hadOld = true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    const pj = packagesJsonPath(outDir);
+    await writeFile(`${pj}.tmp`, JSON.stringify({ suite: opts.suite, arch: opts.arch, sourceDateEpoch: opts.sourceDateEpoch ?? null, hookVersion: ROOTFS_HOOK_VERSION, packages }, null, 2) + '\n');
+    await rename(`${pj}.tmp`, pj);
+    await rename(partial, outDir);
+    if (hadOld) await removeChrootDir(old);
+    return { outDir, packages };
+  } catch (e) {
+    await removeChrootDir(partial).catch(() => undefined);
+    throw e;
+  } finally {
+    if (excludesFile) await rm(excludesFile, { force: true });
+  }
+}
