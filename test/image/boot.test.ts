@@ -5,9 +5,11 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { access, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { cacheRoot } from '../../builder/src/cli/paths.ts';
+import { run } from '../../builder/src/util/exec.ts';
 import { bootImage } from '../helpers/qemu.ts';
 import { events, geminik8s } from '../helpers/cli.ts';
 
@@ -20,6 +22,8 @@ test.after.always(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
+let rootfsKey = '';
+
 function stepResults(stdout: string): Record<string, boolean> {
   return Object.fromEntries(events(stdout).filter((e) => e.event === 'step-done').map((e) => [e.id as string, e.cached as boolean]));
 }
@@ -27,6 +31,8 @@ function stepResults(stdout: string): Record<string, boolean> {
 test.serial('build produces the artifacts, and an unchanged rebuild reuses every step', async (t) => {
   const first = await geminik8s(BUILD);
   t.is(first.exitCode, 0, first.stderr.slice(-3000));
+  const plan = events(first.stdout).find((e) => e.event === 'plan') as { steps: { id: string; key: string }[] } | undefined;
+  rootfsKey = plan?.steps.find((s) => s.id === 'rootfs')?.key ?? '';
   t.deepEqual((await readdir(path.join(out, ARTIFACT))).sort(), ['SHA256SUMS', 'image.bmap', 'image.raw.zst', 'manifest.json']);
   const sums = await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: path.join(out, ARTIFACT), reject: false });
   t.is(sums.exitCode, 0, sums.stdout + sums.stderr);
@@ -44,6 +50,37 @@ test.serial('build produces the artifacts, and an unchanged rebuild reuses every
   const cached = stepResults(second.stdout);
   t.true(Object.keys(cached).length >= 7);
   t.true(Object.values(cached).every(Boolean), `every step cached: ${JSON.stringify(cached)}`);
+});
+
+test.serial('the rootfs follows the appliance policy and its initrd can find root by PARTLABEL', async (t) => {
+  t.truthy(rootfsKey, 'the build reported its plan');
+  const outDir = path.join(cacheRoot(), 'steps', 'rootfs', rootfsKey, 'rootfs');
+  const f = (p: string): string => path.join(outDir, p);
+  t.is((await stat(f('etc/machine-id'))).size, 0);
+  t.is((await readFile(f('etc/hostname'), 'utf8')).trim(), 'geminik8s');
+  t.regex(await readFile(f('etc/hosts'), 'utf8'), /127\.0\.1\.1\tgeminik8s/);
+  t.regex(await readFile(f('etc/postgresql-common/createcluster.conf'), 'utf8'), /^create_main_cluster = false$/m);
+  t.deepEqual(await readdir(f('etc/postgresql')).catch(() => []), [], 'no default cluster');
+  t.is(await readlink(f('etc/systemd/system/postgresql.service')), '/dev/null');
+  t.deepEqual((await readdir(f('etc/ssh'))).filter((n) => n.startsWith('ssh_host_')), []);
+  t.deepEqual(await readdir(f('var/cache/apt/archives')).then((a) => a.filter((n) => n.endsWith('.deb'))), [], 'debs cleaned from the rootfs');
+  t.true((await readdir(path.join(cacheRoot(), 'apt-archives'))).some((n) => n.startsWith('postgresql-15_')), 'debs kept in the shared cache');
+  // dpkg path-excludes: no man pages or docs (only dangling alternatives symlinks remain), copyright kept
+  t.is(await run('find', [f('usr/share/man'), f('usr/share/locale'), '-type', 'f']), '');
+  t.is(await run('find', [f('usr/share/doc'), '-type', 'f', '!', '-name', 'copyright']), '');
+  await access(f('usr/share/doc/postgresql-15/copyright'));
+  // PostgreSQL JIT (libLLVM) dropped by default
+  t.is(await run('find', [f('usr/lib'), '-name', 'libLLVM*']), '');
+
+  const kernels = (await readdir(f('boot'))).filter((n) => n.startsWith('vmlinuz-'));
+  t.is(kernels.length, 1);
+  const ver = kernels[0]!.slice('vmlinuz-'.length);
+  const initrd = await run('chroot', [outDir, 'lsinitramfs', `/boot/initrd.img-${ver}`]);
+  for (const needed of ['usr/sbin/blkid', 'systemd-udevd', '60-persistent-storage.rules', '/ext4.ko', '/squashfs.ko', '/virtio_blk.ko', '/nvme.ko', '/ahci.ko', '/usb-storage.ko', '/uas.ko']) {
+    t.true(initrd.includes(needed), `initrd contains ${needed}`);
+  }
+  // initramfs-tools resolves root=PARTLABEL=… through blkid
+  t.regex(await readFile(f('usr/share/initramfs-tools/scripts/functions'), 'utf8'), /PARTLABEL=\*/);
 });
 
 test.serial('a build killed midway leaves nothing that looks complete, and the next run finishes', async (t) => {
@@ -95,7 +132,10 @@ test.serial('a stamped image boots under UEFI and the agent reads the site and g
     ], 6 * 60_000);
     const grown = /GEMINIK8S-AGENT: data grown (\d+) -> (\d+)/.exec(text);
     t.truthy(grown);
-    t.true(Number(grown?.[2]) > 3 * 1024 ** 3, `data partition fills the 4 GiB disk: ${grown?.[0]}`);
+    const manifest = JSON.parse(await readFile(path.join(out, ARTIFACT, 'manifest.json'), 'utf8')) as { layout: { partitions: { name: string; offsetBytes: number }[] } };
+    const dataOffset = manifest.layout.partitions.find((p) => p.name === 'data')?.offsetBytes ?? Infinity;
+    const room = 4 * 1024 ** 3 - dataOffset;
+    t.true(Number(grown?.[2]) > 0.9 * room, `data filesystem fills the rest of the 4 GiB disk (${room} bytes): ${grown?.[0]}`);
     const secret = /secret: (\S+)/.exec(await readFile(site, 'utf8'))?.[1] ?? 'missing';
     t.false(text.includes(secret), 'the pair secret never reaches the console');
   } finally {

@@ -73,7 +73,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const components: ComponentRecord[] = [];
     let packages: RootfsPackage[] = [];
     const aptCacheDir = path.join(opts.cacheRoot, 'apt-archives');
-    const componentCache = path.join(opts.cacheRoot, 'components');
+    const componentCache = opts.cacheRoot;
     const log = (id: StepId) => (line: string) => opts.report({ event: 'step-log', id, line });
 
     const producers: Record<StepId, (tmp: string, step: PlannedStep) => Promise<void>> = {

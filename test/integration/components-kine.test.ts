@@ -1,0 +1,30 @@
+import test from 'ava';
+import { execa } from 'execa';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { kineSpec, resolveComponent } from '../../builder/src/components/resolve.ts';
+import { hasCommand } from '../../builder/src/util/exec.ts';
+
+const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+const cacheDir = process.env.GEMINIK8S_CACHE ?? join(repoRoot, '.cache');
+const KINE_VERSION = process.env.KINE_VERSION ?? 'v0.17.5';
+
+test('kine amd64 from its Go module (or the component cache) runs and reports its version', async (t) => {
+  if (!(await hasCommand('go'))) return t.pass('go toolchain not installed: skipped');
+  const started = Date.now();
+  const kine = await resolveComponent(kineSpec(KINE_VERSION), { arch: 'amd64', cacheDir, repoRoot, onProgress: (l) => t.log(l) });
+  t.log(`${kine.source} ${kine.path} ${(kine.size / 1e6).toFixed(1)} MB sha256 ${kine.sha256} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+  t.true(['go-module', 'artifact-dir'].includes(kine.source));
+  t.regex(kine.sha256, /^[0-9a-f]{64}$/);
+  const { stdout } = await execa(kine.path, ['--version']);
+  t.regex(stdout, new RegExp(`kine version ${KINE_VERSION.replace(/[.+]/g, '\\$&')}`));
+  // statically linked (CGO_ENABLED=0): runs on the appliance without any libc match
+  const file = await execa('file', ['-b', kine.path], { reject: false });
+  if (file.exitCode === 0) t.regex(file.stdout, /statically linked/);
+
+  // resolving again is a cache hit
+  const t1 = Date.now();
+  const again = await resolveComponent(kineSpec(KINE_VERSION), { arch: 'amd64', cacheDir, repoRoot });
+  t.is(again.sha256, kine.sha256);
+  t.true(Date.now() - t1 < 10_000);
+});

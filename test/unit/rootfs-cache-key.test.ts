@@ -1,0 +1,58 @@
+import test from 'ava';
+import { aptSourceLines, mmdebstrapArgs, rootfsCacheKey, ROOTFS_HOOK_VERSION, shq } from '../../builder/src/rootfs/rootfs.ts';
+
+const base = { suite: 'bookworm', arch: 'amd64', mirror: 'http://m.example.org/debian', packages: ['systemd', 'postgresql-15', 'udev'] };
+
+test('cache key: stable across package order, duplicates and trailing slash', (t) => {
+  const k = rootfsCacheKey(base);
+  t.regex(k, /^[0-9a-f]{64}$/);
+  t.is(rootfsCacheKey({ ...base, packages: ['udev', 'systemd', 'postgresql-15', 'udev'] }), k);
+  t.is(rootfsCacheKey({ ...base, mirror: 'http://m.example.org/debian/' }), k);
+  t.is(rootfsCacheKey({ ...base, hookVersion: ROOTFS_HOOK_VERSION }), k);
+  t.is(rootfsCacheKey({ ...base, components: ['main'] }), k);
+});
+
+test('cache key: sensitive to every input', (t) => {
+  const k = rootfsCacheKey(base);
+  const variants = [
+    { ...base, suite: 'trixie' },
+    { ...base, arch: 'arm64' },
+    { ...base, mirror: 'http://other.example.org/debian' },
+    { ...base, securityMirror: 'http://s.example.org/debian-security' },
+    { ...base, packages: [...base.packages, 'less'] },
+    { ...base, hookVersion: 'other' },
+    { ...base, excludeModules: ['sound'] },
+    { ...base, components: ['main', 'non-free-firmware'] },
+    { ...base, refresh: '2025-06' },
+  ];
+  const keys = new Set(variants.map((v) => rootfsCacheKey(v)));
+  t.is(keys.size, variants.length);
+  t.false(keys.has(k));
+});
+
+test('apt source lines: main, updates and security', (t) => {
+  t.deepEqual(aptSourceLines({ suite: 'bookworm', mirror: 'http://m.example.org/debian/', securityMirror: 'http://s.example.org/debian-security' }), [
+    'deb http://m.example.org/debian bookworm main',
+    'deb http://m.example.org/debian bookworm-updates main',
+    'deb http://s.example.org/debian-security bookworm-security main',
+  ]);
+});
+
+test('mmdebstrap args: cache hooks, keep debs, no default PG cluster, excludes', (t) => {
+  const args = mmdebstrapArgs(
+    { arch: 'arm64', suite: 'bookworm', mirror: 'http://m.example.org/debian', packages: ['systemd', 'postgresql-15'], outDir: '/x/rootfs', aptCacheDir: "/c/apt it's" },
+    '/x/rootfs.1.partial',
+  );
+  t.true(args.includes('--architectures=arm64'));
+  t.true(args.includes('--include=systemd,postgresql-15'));
+  t.true(args.includes('--aptopt=APT::Keep-Downloaded-Packages "true"'));
+  t.true(args.includes('--skip=essential/unlink'));
+  t.true(args.includes(`--setup-hook=sync-in ${shq("/c/apt it's")} /var/cache/apt/archives/`));
+  t.true(args.includes(`--customize-hook=sync-out /var/cache/apt/archives ${shq("/c/apt it's")}`));
+  t.true(args.some((a) => a.startsWith('--essential-hook=') && a.includes('create_main_cluster = false')));
+  t.true(args.includes('--dpkgopt=path-exclude=/usr/share/doc/*'));
+  t.true(args.includes('--dpkgopt=path-include=/usr/share/doc/*/copyright'));
+  // sync-out must run before the customize script (which is last) and the suite/target/sources close the line
+  t.deepEqual(args.slice(-4, -2), ['bookworm', '/x/rootfs.1.partial']);
+  t.is(shq("a'b"), `'a'\\''b'`);
+});
