@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { access, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { cacheRoot } from '../../builder/src/cli/paths.ts';
@@ -23,6 +23,16 @@ test.after.always(async () => {
 });
 
 let rootfsKey = '';
+
+async function bootAndWait(raw: string, dir: string, patterns: RegExp[]): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const vm = await bootImage(raw, dir);
+  try {
+    return await vm.waitFor(patterns, 6 * 60_000);
+  } finally {
+    await vm.stop();
+  }
+}
 
 function stepResults(stdout: string): Record<string, boolean> {
   return Object.fromEntries(events(stdout).filter((e) => e.event === 'step-done').map((e) => [e.id as string, e.cached as boolean]));
@@ -121,24 +131,27 @@ test.serial('a stamped image boots under UEFI and the agent reads the site and g
   // A bigger disk than the image: the agent must grow the data partition into it.
   await execa('truncate', ['-s', '4G', raw]);
 
-  const vm = await bootImage(raw, work);
-  try {
-    const text = await vm.waitFor([
-      /GEMINIK8S-AGENT: started/,
-      /GEMINIK8S-AGENT: site boot-test-7/,
-      /GEMINIK8S-AGENT: data grown \d+ -> \d+/,
-      /GEMINIK8S-AGENT: hostmeta written/,
-      /GEMINIK8S-AGENT: ready/,
-    ], 6 * 60_000);
-    const grown = /GEMINIK8S-AGENT: data grown (\d+) -> (\d+)/.exec(text);
-    t.truthy(grown);
-    const manifest = JSON.parse(await readFile(path.join(out, ARTIFACT, 'manifest.json'), 'utf8')) as { layout: { partitions: { name: string; offsetBytes: number }[] } };
-    const dataOffset = manifest.layout.partitions.find((p) => p.name === 'data')?.offsetBytes ?? Infinity;
-    const room = 4 * 1024 ** 3 - dataOffset;
-    t.true(Number(grown?.[2]) > 0.9 * room, `data filesystem fills the rest of the 4 GiB disk (${room} bytes): ${grown?.[0]}`);
-    const secret = /secret: (\S+)/.exec(await readFile(site, 'utf8'))?.[1] ?? 'missing';
-    t.false(text.includes(secret), 'the pair secret never reaches the console');
-  } finally {
-    await vm.stop();
-  }
+  const first = await bootAndWait(raw, path.join(work, 'boot-1'), [
+    /GEMINIK8S-AGENT: started/,
+    /GEMINIK8S-AGENT: site boot-test-7/,
+    /GEMINIK8S-AGENT: data grown \d+ -> \d+/,
+    /GEMINIK8S-AGENT: hostmeta written/,
+    /GEMINIK8S-AGENT: ready/,
+    // services that write state work on the read-only root: sshd made its host keys on data
+    /Started ssh\.service|Started .*OpenBSD Secure Shell server/,
+  ]);
+  const grown = /GEMINIK8S-AGENT: data grown (\d+) -> (\d+)/.exec(first);
+  t.truthy(grown);
+  const manifest = JSON.parse(await readFile(path.join(out, ARTIFACT, 'manifest.json'), 'utf8')) as { layout: { partitions: { name: string; offsetBytes: number }[] } };
+  const dataOffset = manifest.layout.partitions.find((p) => p.name === 'data')?.offsetBytes ?? Infinity;
+  const room = 4 * 1024 ** 3 - dataOffset;
+  t.true(Number(grown?.[2]) > 0.9 * room, `data filesystem fills the rest of the 4 GiB disk (${room} bytes): ${grown?.[0]}`);
+  const secret = /secret: (\S+)/.exec(await readFile(site, 'utf8'))?.[1] ?? 'missing';
+  t.false(first.includes(secret), 'the pair secret never reaches the console');
+
+  // Second boot: every first-boot step is idempotent, and the node keeps its identity.
+  const second = await bootAndWait(raw, path.join(work, 'boot-2'), [/GEMINIK8S-AGENT: data already-grown \d+/, /GEMINIK8S-AGENT: ready/]);
+  const nodeId = (text: string) => /geminik8s-agent: started node=([0-9a-f]+)/.exec(text)?.[1];
+  t.truthy(nodeId(first));
+  t.is(nodeId(second), nodeId(first));
 });

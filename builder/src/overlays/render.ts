@@ -6,6 +6,7 @@ import type { ResolvedConfig } from '../config/resolve.ts';
 /** Overlay layers applied in order; later layers win. Which ones apply follows from the profile. */
 export function overlayLayers(config: ResolvedConfig): string[] {
   const layers = ['base', `network-${config.profile.network.addressing}`];
+  if (config.packages.includes('openssh-server')) layers.push('ssh');
   if (config.profile.components.k3s.enabled) layers.push('k3s');
   return layers;
 }
