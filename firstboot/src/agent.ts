@@ -4,9 +4,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { finishLocalSteps, startBoot, type HostMeta, type SiteOutcome } from './core/hostmeta.ts';
-import { markers, summaryLine, type SiteReport } from './core/report.ts';
+import { markers, summaryLine, type DataOutcome, type SiteReport } from './core/report.ts';
 import { formatSiteError, parseSiteConfig, type SiteConfig } from './core/site.ts';
-import { growDataPartition } from './adapters/disk.ts';
+import { growDataFilesystem, growDataPartition } from './adapters/disk.ts';
 import { loadHostMeta, storeHostMeta } from './adapters/hostmeta-store.ts';
 import { readSiteFile } from './adapters/oem.ts';
 import type { ConsoleOut, Logger } from './adapters/output.ts';
@@ -16,6 +16,8 @@ export interface AgentPaths {
   oemDir: string;
   /** Data partition mount point. */
   dataDir: string;
+  /** The data partition before it is mounted (the pre-mount growth step). */
+  dataDevice: string;
   /** Where hostmeta.json lives. */
   stateDir: string;
   /** Console device (or file) for the human lines and markers. */
@@ -26,6 +28,7 @@ export function agentPaths(env: NodeJS.ProcessEnv): AgentPaths {
   return {
     oemDir: env.GEMINIK8S_OEM_DIR || '/oem',
     dataDir: env.GEMINIK8S_DATA_DIR || '/data',
+    dataDevice: env.GEMINIK8S_DATA_DEVICE || '/dev/disk/by-partlabel/data',
     stateDir: env.GEMINIK8S_STATE_DIR || '/var/lib/geminik8s',
     consolePath: env.GEMINIK8S_CONSOLE || '/dev/console',
   };
@@ -68,7 +71,7 @@ export async function runLocalSteps(paths: AgentPaths, log: Logger, out: Console
   const site = await readSite(paths, log, out);
   out.line(markers.site(site.report));
 
-  const data = await growDataPartition(paths.dataDir, log);
+  const data = await growDataFilesystem(paths.dataDir, log);
   log.event(data.kind === 'failed' ? 'error' : 'info', 'data', { ...data });
   out.line(markers.data(data));
 
@@ -82,4 +85,15 @@ export async function runLocalSteps(paths: AgentPaths, log: Logger, out: Console
   out.line(markers.ready());
   log.event('info', 'ready', { phase: meta.phase });
   return { meta, hostmetaPath, site: site.site };
+}
+
+/**
+ * `geminik8s-agent grow-data-partition`, run by geminik8s-grow-data.service before /data is
+ * mounted: the only step that changes the partition table, so no mounted filesystem sees it.
+ */
+export async function runPartitionGrowth(paths: AgentPaths, log: Logger, out: ConsoleOut): Promise<DataOutcome> {
+  const result = await growDataPartition(paths.dataDevice, log);
+  log.event(result.kind === 'failed' ? 'error' : 'info', 'data-partition', { ...result });
+  out.line(markers.data(result, 'data-partition'));
+  return result;
 }

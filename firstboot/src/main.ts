@@ -1,8 +1,9 @@
 /**
  * geminik8s-agent: entry point, run by systemd as geminik8s-agent.service on every boot.
+ * `grow-data-partition` is the pre-mount step (geminik8s-grow-data.service);
  * `--version` prints the agent and embedded Node versions.
  */
-import { agentPaths, runLocalSteps } from './agent.ts';
+import { agentPaths, runLocalSteps, runPartitionGrowth } from './agent.ts';
 import { MARKER } from './core/report.ts';
 import { jsonLogger, openConsole } from './adapters/output.ts';
 import { AGENT_VERSION } from './version.ts';
@@ -28,12 +29,19 @@ async function main(args: string[]): Promise<number> {
     process.stdout.write(`geminik8s-agent ${AGENT_VERSION} (node ${process.version} ${process.arch})\n`);
     return 0;
   }
-  if (args.length > 0) {
-    process.stderr.write(`geminik8s-agent: unknown arguments: ${args.join(' ')} (only --version is accepted)\n`);
-    return 2;
-  }
   const log = jsonLogger();
   const paths = agentPaths(process.env);
+  if (args.length === 1 && args[0] === 'grow-data-partition') {
+    const out = openConsole(paths.consolePath, log);
+    const result = await runPartitionGrowth(paths, log, out);
+    out.close();
+    // A failed growth must not keep /data from mounting: the box works, only smaller.
+    return result.kind === 'failed' ? 1 : 0;
+  }
+  if (args.length > 0) {
+    process.stderr.write(`geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | grow-data-partition])\n`);
+    return 2;
+  }
   log.event('info', 'start', { version: AGENT_VERSION, node: process.version, pid: process.pid, ...paths });
   const out = openConsole(paths.consolePath, log);
   try {

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFile, readFile, stat } from 'node:fs/promises';
+import { copyFile, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 /** Debian's OVMF (package ovmf): read-only code plus a per-VM writable copy of the variable store. */
@@ -30,6 +30,8 @@ export async function bootImage(image: string, workDir: string, opts: { memoryMi
   const vars = path.join(workDir, 'OVMF_VARS.fd');
   await copyFile(OVMF_VARS, vars);
   const consoleFile = path.join(workDir, 'console.log');
+  // A console left by an earlier boot would satisfy waitFor before this VM prints anything.
+  await rm(consoleFile, { force: true });
   const child: ChildProcess = spawn('qemu-system-x86_64', [
     '-accel', 'tcg', '-machine', 'q35', '-cpu', 'max', '-smp', '2', '-m', String(opts.memoryMiB ?? 1536),
     '-display', 'none', '-monitor', 'none', '-nic', 'none',

@@ -132,6 +132,7 @@ test.serial('a stamped image boots under UEFI and the agent reads the site and g
   await execa('truncate', ['-s', '4G', raw]);
 
   const first = await bootAndWait(raw, path.join(work, 'boot-1'), [
+    /GEMINIK8S-AGENT: data-partition grown \d+ -> \d+/,
     /GEMINIK8S-AGENT: started/,
     /GEMINIK8S-AGENT: site boot-test-7/,
     /GEMINIK8S-AGENT: data grown \d+ -> \d+/,
@@ -150,7 +151,7 @@ test.serial('a stamped image boots under UEFI and the agent reads the site and g
   t.false(first.includes(secret), 'the pair secret never reaches the console');
 
   // Second boot: every first-boot step is idempotent, and the node keeps its identity.
-  const second = await bootAndWait(raw, path.join(work, 'boot-2'), [/GEMINIK8S-AGENT: data already-grown \d+/, /GEMINIK8S-AGENT: ready/]);
+  const second = await bootAndWait(raw, path.join(work, 'boot-2'), [/GEMINIK8S-AGENT: data-partition already-grown \d+/, /GEMINIK8S-AGENT: data already-grown \d+/, /GEMINIK8S-AGENT: ready/]);
   const nodeId = (text: string) => /geminik8s-agent: started node=([0-9a-f]+)/.exec(text)?.[1];
   t.truthy(nodeId(first));
   t.is(nodeId(second), nodeId(first));

@@ -1,7 +1,8 @@
 /**
  * Real online growth of a data partition, no VM: a sparse disk image with a small `data` partition is
- * made bigger, attached as a loop device, its data partition mounted, and the BUILT agent executable
- * is run against it twice (the second run must find it already grown). Needs root and loop devices.
+ * made bigger, attached as a loop device, and the BUILT agent executable is run against it as a boot
+ * does, twice: `grow-data-partition` before the mount, the agent after it (the second boot must
+ * find everything grown). Needs root and loop devices.
  */
 import test from 'ava';
 import { execa } from 'execa';
@@ -42,6 +43,12 @@ async function hasCapSysResource(): Promise<boolean> {
   const status = await readFile('/proc/self/status', 'utf8');
   const eff = /^CapEff:\s+([0-9a-f]+)$/m.exec(status)?.[1] ?? '0';
   return (BigInt(`0x${eff}`) & (1n << 24n)) !== 0n;
+}
+
+/** The pre-mount step, as geminik8s-grow-data.service runs it: exits when done. */
+async function runPartitionStep(agent: string, env: Record<string, string>): Promise<{ exitCode: number | undefined; stdout: string }> {
+  const r = await execa(agent, ['grow-data-partition'], { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, extendEnv: false, reject: false, timeout: 60_000 });
+  return { exitCode: r.exitCode, stdout: String(r.stdout) };
 }
 
 async function runAgent(agent: string, env: Record<string, string>, consoleFile: string): Promise<{ exitCode: number | undefined; stdout: string }> {
@@ -114,15 +121,18 @@ test.serial('the agent grows the data partition and filesystem to fill the disk,
   await mkdir(dataDir);
   await mkdir(oemDir);
   await writeFile(join(oemDir, 'site.yaml'), SITE);
+  const stateDir = join(dataDir, 'geminik8s');
+  const consoleFile = join(dir, 'console');
+  const env = { GEMINIK8S_OEM_DIR: oemDir, GEMINIK8S_DATA_DIR: dataDir, GEMINIK8S_DATA_DEVICE: part, GEMINIK8S_STATE_DIR: stateDir, GEMINIK8S_CONSOLE: consoleFile };
+  const fsBefore = await fsBytes(part);
+
+  // --- first boot: the partition grows before the mount, the filesystem after it ---
+  const early = await runPartitionStep(agent, env);
+  t.is(early.exitCode, 0, early.stdout);
+  t.regex(await readFile(consoleFile, 'utf8'), /^GEMINIK8S-AGENT: data-partition grown \d+ -> \d+$/m);
   await run('mount', [part, dataDir]);
   let mounted = true;
   cleanups.push(async () => mounted && run('umount', [dataDir]));
-  const stateDir = join(dataDir, 'geminik8s');
-  const consoleFile = join(dir, 'console');
-  const env = { GEMINIK8S_OEM_DIR: oemDir, GEMINIK8S_DATA_DIR: dataDir, GEMINIK8S_STATE_DIR: stateDir, GEMINIK8S_CONSOLE: consoleFile };
-  const fsBefore = await fsBytes(part);
-
-  // --- first boot ---
   const first = await runAgent(agent, env, consoleFile);
   t.is(first.exitCode, 0, first.stdout);
   t.false(first.stdout.includes('q4Jr7m8sXvYc2Zb1Lk9PwN3eTg6HfA0dUiOy5RjWlMo='), 'the pair secret never reaches the log');
@@ -163,6 +173,13 @@ test.serial('the agent grows the data partition and filesystem to fill the disk,
 
   // --- second boot: nothing left to grow ---
   await writeFile(consoleFile, '');
+  await run('umount', [dataDir]);
+  mounted = false;
+  const secondEarly = await runPartitionStep(agent, env);
+  t.is(secondEarly.exitCode, 0, secondEarly.stdout);
+  t.regex(await readFile(consoleFile, 'utf8'), /^GEMINIK8S-AGENT: data-partition already-grown \d+$/m);
+  await run('mount', [part, dataDir]);
+  mounted = true;
   const second = await runAgent(agent, env, consoleFile);
   t.is(second.exitCode, 0, second.stdout);
   consoleText = await readFile(consoleFile, 'utf8');

@@ -4,18 +4,16 @@
  * initrd is a placeholder and QEMU is killed as soon as "Command line:" appears.
  */
 import test from 'ava';
-import { execa } from 'execa';
 import { copyFile, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../../builder/src/util/exec.ts';
+import { bootImage, requireQemu } from '../helpers/qemu.ts';
 import { assembleDiskImage, readGpt, requireTools, toolPath } from '../../builder/src/disk/index.ts';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
-const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
 const MT = { MTOOLS_SKIP_CHECK: '1' };
 let dir: string;
 let img: string;
@@ -46,38 +44,14 @@ async function debianKernel(): Promise<string> {
   return k;
 }
 
-/** Boots `image` until the kernel prints its command line; returns that line. Always kills QEMU. */
+/** Boots `image` until the kernel prints its command line; returns that line. Always stops QEMU. */
 async function bootToKernelCmdline(image: string, timeoutMs = 100_000): Promise<string> {
-  const vars = path.join(dir, `vars-${Date.now()}.fd`);
-  await copyFile(OVMF_VARS, vars);
-  const qemu = execa(await toolPath('qemu-system-x86_64'), [
-    '-accel', 'tcg', '-m', '1024', '-nographic', '-no-reboot', '-nodefaults',
-    '-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`,
-    '-drive', `if=pflash,format=raw,file=${vars}`,
-    '-drive', `file=${image},format=raw,if=virtio`,
-    '-serial', 'stdio',
-  ], { reject: false, stdin: 'ignore', buffer: false });
-  let out = '';
+  const vm = await bootImage(image, await mkdtemp(path.join(dir, 'vm-')), { memoryMiB: 1024 });
   try {
-    return await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no kernel command line within ${timeoutMs} ms; serial output:\n${out.slice(-3000)}`)), timeoutMs);
-      qemu.stdout?.on('data', (d: Buffer) => {
-        out += d.toString('latin1');
-        const m = /Command line: ([^\r\n]*)\r?\n/.exec(out);
-        if (m) {
-          clearTimeout(timer);
-          resolve(m[1]!);
-        }
-      });
-      qemu.then((r) => {
-        clearTimeout(timer);
-        reject(new Error(`qemu exited (${r.exitCode}) before the kernel started: ${String(r.stderr ?? '')}\n${out.slice(-3000)}`));
-      }, reject);
-    });
+    const text = await vm.waitFor([/Command line: [^\r\n]*\r?\n/], timeoutMs);
+    return /Command line: ([^\r\n]*)/.exec(text)?.[1] ?? '';
   } finally {
-    qemu.kill('SIGKILL');
-    await qemu.catch(() => undefined);
-    await rm(vars, { force: true });
+    await vm.stop();
   }
 }
 
@@ -94,10 +68,10 @@ async function grubenv(...setArgs: string[]): Promise<Record<string, string>> {
 }
 
 test.before(async () => {
-  await requireTools(['qemu-system-x86_64', 'mcopy', 'grub-editenv', 'dd', 'dpkg-deb']).catch((e: Error) => {
+  await requireQemu();
+  await requireTools(['mcopy', 'grub-editenv', 'dd', 'dpkg-deb']).catch((e: Error) => {
     throw new Error(`${e.message}${/dpkg-deb/.test(e.message) ? ' (dpkg-deb: Debian package dpkg)' : ''}`);
   });
-  for (const f of [OVMF_CODE, OVMF_VARS]) if (!existsSync(f)) throw new Error(`${f} not found; install the Debian package: apt-get install ovmf`);
   dir = await mkdtemp(path.join(tmpdir(), 'gk8s-boot-'));
   const root = path.join(dir, 'rootfs');
   await mkdir(path.join(root, 'boot'), { recursive: true });

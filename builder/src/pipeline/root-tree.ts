@@ -12,7 +12,7 @@ export const INSTALL_PATHS = {
 /** Mount points on the read-only root that fstab needs; the root cannot grow them at run time. */
 const MOUNT_POINTS = ['data', 'oem', 'boot/efi'];
 
-const ENABLED_UNITS = ['systemd-networkd.service', 'systemd-resolved.service', 'geminik8s-agent.service'];
+const ENABLED_UNITS = ['systemd-networkd.service', 'systemd-resolved.service', 'geminik8s-grow-data.service', 'geminik8s-agent.service'];
 
 export interface RootTreeInputs {
   rootfsDir: string;

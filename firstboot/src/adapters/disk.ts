@@ -1,11 +1,11 @@
 /**
- * Grows the data partition and its ext4 filesystem to fill the disk, online, with Debian's
- * util-linux / fdisk / e2fsprogs tools. Facts come from findmnt, lsblk, sysfs, sfdisk and dumpe2fs;
+ * Grows the data partition (before it is mounted) and then its ext4 filesystem (online) to fill
+ * the disk, with Debian's util-linux / fdisk / e2fsprogs tools. Facts come from findmnt, lsblk, sysfs, sfdisk and dumpe2fs;
  * the decision is {@link planDataGrowth}. Every step is safe to repeat after a power cut: the plan is
  * recomputed from what is on disk on each boot.
  */
 import { readFile } from 'node:fs/promises';
-import { planDataGrowth, type DiskFacts, type PartitionFacts } from '../core/grow.ts';
+import { planDataGrowth, type DiskFacts, type GrowScope, type PartitionFacts } from '../core/grow.ts';
 import type { DataOutcome } from '../core/report.ts';
 import { runTool } from './exec.ts';
 import type { Logger } from './output.ts';
@@ -76,47 +76,80 @@ async function diskFacts(p: MountedPartition): Promise<DiskFacts> {
   };
 }
 
-/** Grows the partition mounted at `dataDir` (GPT name `data`, ext4) to the end of its disk. Never throws. */
-export async function growDataPartition(dataDir: string, log: Logger): Promise<DataOutcome> {
+/** The data partition by device path (before it is mounted), e.g. /dev/disk/by-partlabel/data. */
+async function partitionAtDevice(device: string): Promise<MountedPartition | { device: string; notPartition: string } | undefined> {
+  const blk = await runTool('lsblk', ['-J', '-n', '-d', '-o', 'KNAME,PKNAME,TYPE', device], { okCodes: [0, 32] });
+  if (blk.code === 32) return undefined;
+  const dev = (JSON.parse(blk.stdout) as { blockdevices: { kname: string; pkname: string | null; type: string }[] }).blockdevices[0];
+  if (!dev || dev.type !== 'part' || !dev.pkname) return { device, notPartition: `${device} is a ${dev?.type ?? 'non-block'} device, not a disk partition` };
+  // Probe the filesystem directly: udev's database may not be complete this early in boot.
+  const fsType = (await runTool('blkid', ['-p', '-o', 'value', '-s', 'TYPE', `/dev/${dev.kname}`], { okCodes: [0, 2] })).stdout.trim();
+  return { device: `/dev/${dev.kname}`, fsType, kname: dev.kname, disk: `/dev/${dev.pkname}`, number: await sysfs(dev.kname, 'partition') };
+}
+
+/**
+ * Before /data is mounted: extends the data partition (GPT name `data`) to the end of its disk.
+ * The filesystem is left to {@link growDataFilesystem}. Never throws.
+ */
+export function growDataPartition(device: string, log: Logger): Promise<DataOutcome> {
+  return growData(() => partitionAtDevice(device), device, 'partition', log);
+}
+
+/** Once mounted at `dataDir`: grows the ext4 filesystem online into its partition. Never throws. */
+export function growDataFilesystem(dataDir: string, log: Logger): Promise<DataOutcome> {
+  return growData(() => mountedPartition(dataDir), dataDir, 'filesystem', log);
+}
+
+async function growData(
+  locate: () => Promise<MountedPartition | { device: string; notPartition: string } | undefined>,
+  where: string,
+  scope: GrowScope,
+  log: Logger,
+): Promise<DataOutcome> {
   let part: MountedPartition | undefined;
   let partitionBytes = 0;
   try {
-    const found = await mountedPartition(dataDir);
-    if (!found) return { kind: 'not-mounted', dataDir };
+    const found = await locate();
+    if (!found) return { kind: 'not-mounted', dataDir: where };
     if ('notPartition' in found) return { kind: 'refused', device: found.device, partitionBytes, reason: found.notPartition };
     part = found;
     const facts = await diskFacts(part);
     partitionBytes = facts.target.size * facts.sectorSize;
-    const plan = planDataGrowth(facts);
-    log.event('info', 'data-plan', { device: part.device, disk: part.disk, partition: part.number, plan });
+    const plan = planDataGrowth(facts, scope);
+    log.event('info', 'data-plan', { device: part.device, disk: part.disk, partition: part.number, scope, plan });
     if (plan.action === 'refuse') return { kind: 'refused', device: part.device, partitionBytes, reason: plan.reason };
     if (plan.action === 'none') return { kind: 'already-grown', device: part.device, partitionBytes, fsBytes: plan.fsBytes };
 
+    // Table changes run under an exclusive lock on the whole disk, which makes udev wait until
+    // the table is whole before it probes the disk again.
+    const disk = part.disk;
+    const locked = (tool: string, args: string[], input?: string) => runTool('flock', ['--exclusive', disk, tool, ...args], input === undefined ? {} : { input });
     if (plan.relocateBackupGpt) {
-      await runTool('sfdisk', ['--relocate', 'gpt-bak-std', part.disk]);
+      await locked('sfdisk', ['--no-reread', '--relocate', 'gpt-bak-std', part.disk]);
       log.event('info', 'data-gpt-backup-relocated', { disk: part.disk });
     }
     if (plan.growPartition) {
-      // The disk is in use (root, /oem, /data are mounted): write the table without a whole-disk
+      // Root (and maybe /oem) are mounted from the same disk: write the table without a whole-disk
       // re-read, then tell the kernel about this one partition.
-      await runTool('sfdisk', ['--no-reread', '-N', String(part.number), part.disk], { input: ', +\n' });
-      await runTool('partx', ['-u', '-n', String(part.number), part.disk]);
+      await locked('sfdisk', ['--no-reread', '-N', String(part.number), part.disk], ', +\n');
+      await locked('partx', ['-u', '-n', String(part.number), part.disk]);
       const kernelBytes = (await sysfs(part.kname, 'size')) * 512;
       if (kernelBytes !== plan.partitionBytesAfter) {
         throw new Error(`kernel still sees ${kernelBytes} bytes for ${part.device} after partx -u (expected ${plan.partitionBytesAfter})`);
       }
       partitionBytes = kernelBytes;
+      // Let udev finish with the changed partition so /dev/disk/by-partlabel/data is stable before the mount.
+      await runTool('udevadm', ['settle', '--timeout=30']);
       log.event('info', 'data-partition-grown', { device: part.device, from: plan.partitionBytesBefore, to: plan.partitionBytesAfter });
+      return { kind: 'grown', device: part.device, partitionBytes, fsBytesBefore: plan.partitionBytesBefore, fsBytesAfter: plan.partitionBytesAfter };
     }
-    if (plan.resizeFilesystem) {
-      await runTool('resize2fs', [part.device]);
-    }
+    await runTool('resize2fs', [part.device]);
     const fsBytesAfter = await filesystemBytes(part.device);
     log.event('info', 'data-filesystem-grown', { device: part.device, from: plan.fsBytes, to: fsBytesAfter });
     return { kind: 'grown', device: part.device, partitionBytes, fsBytesBefore: plan.fsBytes, fsBytesAfter };
   } catch (e) {
     const reason = (e as Error).message.replace(/\s+/g, ' ');
-    log.event('error', 'data-grow-failed', { dataDir, device: part?.device, reason });
-    return { kind: 'failed', device: part?.device ?? dataDir, partitionBytes, reason };
+    log.event('error', 'data-grow-failed', { where, scope, device: part?.device, reason });
+    return { kind: 'failed', device: part?.device ?? where, partitionBytes, reason };
   }
 }

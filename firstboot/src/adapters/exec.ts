@@ -6,12 +6,15 @@ import { spawn } from 'node:child_process';
 
 /** Debian 12 package of every tool the agent runs. */
 export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
+  blkid: 'util-linux',
   findmnt: 'util-linux',
+  flock: 'util-linux',
   lsblk: 'util-linux',
   partx: 'util-linux',
   sfdisk: 'fdisk',
   dumpe2fs: 'e2fsprogs',
   resize2fs: 'e2fsprogs',
+  udevadm: 'udev',
 };
 
 export class ToolError extends Error {

@@ -57,7 +57,15 @@ export function lastUsableLbaAtDiskEnd(diskSectors: number, sectorSize: number):
   return diskSectors - 1 - Math.ceil(GPT_ENTRIES_BYTES / sectorSize) - 1;
 }
 
-export function planDataGrowth(f: DiskFacts): GrowPlan {
+/**
+ * Which half of the growth a run may do. The partition table changes before /data is mounted
+ * (`partition`): changing it under a mounted partition makes udev re-announce the device, and
+ * systemd stops every mount bound to it. The filesystem then grows online once mounted
+ * (`filesystem`), which touches no partition table.
+ */
+export type GrowScope = 'partition' | 'filesystem';
+
+export function planDataGrowth(f: DiskFacts, scope: GrowScope): GrowPlan {
   if (f.label !== 'gpt') return { action: 'refuse', reason: `disk has a ${f.label} partition table, not gpt` };
   if (f.target.name !== DATA_PARTITION_NAME) {
     return { action: 'refuse', reason: `partition is named ${JSON.stringify(f.target.name ?? '')}, not ${JSON.stringify(DATA_PARTITION_NAME)}` };
@@ -67,10 +75,10 @@ export function planDataGrowth(f: DiskFacts): GrowPlan {
   const end = f.target.start + f.target.size - 1;
   const nextStart = Math.min(...f.partitions.filter((p) => p.start > f.target.start).map((p) => p.start));
   const limit = Math.min(nextStart - 1, lastUsableLbaAtDiskEnd(f.diskSectors, f.sectorSize));
-  const growPartition = (limit - end) * f.sectorSize >= GROW_THRESHOLD_BYTES;
+  const growPartition = scope === 'partition' && (limit - end) * f.sectorSize >= GROW_THRESHOLD_BYTES;
   const partitionBytesBefore = f.target.size * f.sectorSize;
   const partitionBytesAfter = growPartition ? (limit - f.target.start + 1) * f.sectorSize : partitionBytesBefore;
-  const resizeFilesystem = partitionBytesAfter - f.fsBytes >= GROW_THRESHOLD_BYTES;
+  const resizeFilesystem = scope === 'filesystem' && partitionBytesAfter - f.fsBytes >= GROW_THRESHOLD_BYTES;
   if (!growPartition && !resizeFilesystem) return { action: 'none', partitionBytes: partitionBytesBefore, fsBytes: f.fsBytes };
   return {
     action: 'grow',

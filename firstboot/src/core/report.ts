@@ -17,18 +17,19 @@ export type SiteReport = { kind: 'absent' } | { kind: 'invalid'; errorCount: num
 export const markers = {
   started: () => `${MARKER} started`,
   site: (s: SiteReport) => (s.kind === 'valid' ? `${MARKER} site ${s.siteId}` : s.kind === 'absent' ? `${MARKER} no-site` : `${MARKER} site-invalid`),
-  data: (d: DataOutcome): string => {
+  /** `data` is the filesystem (after mount); `data-partition` the table entry (before mount). */
+  data: (d: DataOutcome, what: 'data' | 'data-partition' = 'data'): string => {
     switch (d.kind) {
       case 'grown':
-        return `${MARKER} data grown ${d.fsBytesBefore} -> ${d.fsBytesAfter}`;
+        return `${MARKER} ${what} grown ${d.fsBytesBefore} -> ${d.fsBytesAfter}`;
       case 'already-grown':
-        return `${MARKER} data already-grown ${d.fsBytes}`;
+        return `${MARKER} ${what} already-grown ${what === 'data' ? d.fsBytes : d.partitionBytes}`;
       case 'refused':
-        return `${MARKER} data not-grown ${d.reason}`;
+        return `${MARKER} ${what} not-grown ${d.reason}`;
       case 'failed':
-        return `${MARKER} data grow-failed ${d.reason}`;
+        return `${MARKER} ${what} grow-failed ${d.reason}`;
       case 'not-mounted':
-        return `${MARKER} data not-mounted ${d.dataDir}`;
+        return `${MARKER} ${what} not-found ${d.dataDir}`;
     }
   },
   hostmetaWritten: () => `${MARKER} hostmeta written`,
