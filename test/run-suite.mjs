@@ -2,17 +2,16 @@
 import { spawn } from 'node:child_process';
 
 const child = spawn('npx', ['ava', ...process.argv.slice(2)], { stdio: ['ignore', 'pipe', 'inherit'] });
-let tail = '';
+let output = '';
 child.stdout.on('data', (chunk) => {
   process.stdout.write(chunk);
-  tail = (tail + chunk.toString()).slice(-4000);
+  output += chunk.toString();
 });
 child.on('close', (code, signal) => {
-  const count = (re) => Number(re.exec(tail)?.[1] ?? 0);
-  const passed = count(/(\d+) tests? passed/);
-  // Failures, timeouts, uncaught exceptions and unhandled rejections all count as failed.
-  const failed = count(/(\d+) tests? failed/) + count(/(\d+) uncaught exceptions?/) + count(/(\d+) unhandled rejections?/) + (/Timed out/.test(tail) ? 1 : 0);
-  const exit = code ?? 1;
+  // ava's verbose reporter marks every test ✔ or ✘; a crashed file or timeout adds its own ✘ line.
+  const passed = (output.match(/^\s*✔ /gm) ?? []).length;
+  const failed = (output.match(/^\s*✘ /gm) ?? []).length + (/Timed out while running tests/.test(output) ? 1 : 0);
+  const exit = signal ? 1 : (code ?? 1);
   process.stdout.write(`\n${passed} passed, ${exit !== 0 && failed === 0 ? 1 : failed} failed\n`);
-  process.exit(signal ? 1 : exit);
+  process.exit(exit);
 });

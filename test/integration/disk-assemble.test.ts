@@ -85,7 +85,7 @@ test.serial('assembles a GPT image with the expected partitions and filesystems;
   t.regex(env, /^boot_tries=0$/m);
   const cfgFile = path.join(dir, 'grub.cfg');
   await run(await toolPath('mcopy'), ['-n', '-i', `${img}@@${off('esp')}`, '::/grub/grub.cfg', cfgFile], { env: { MTOOLS_SKIP_CHECK: '1' } });
-  t.regex(await readFile(cfgFile, 'utf8'), /console=tty0 gk8s\.test=1/);
+  t.regex(await readFile(cfgFile, 'utf8'), /console=tty0 console=ttyS0,115200 gk8s\.test=1/);
   const label = await run(await toolPath('mdir'), ['-i', `${img}@@${off('esp')}`, '::/'], { env: { MTOOLS_SKIP_CHECK: '1' } });
   t.regex(label, /GK8S-ESP/);
 
