@@ -6,9 +6,11 @@ import { spawn } from 'node:child_process';
 
 /** Debian 12 package of every tool the agent runs. */
 export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
+  arping: 'arping',
   blkid: 'util-linux',
   findmnt: 'util-linux',
   flock: 'util-linux',
+  ip: 'iproute2',
   lsblk: 'util-linux',
   partx: 'util-linux',
   sfdisk: 'fdisk',
