@@ -16,7 +16,7 @@ import { events, geminik8s } from '../helpers/cli.ts';
 const ARTIFACT = 'edge-datastore-generic-x86_64-uefi-0.1.0';
 const work = await mkdtemp(path.join(os.tmpdir(), 'gk8s-image-'));
 const out = path.join(work, 'dist');
-const BUILD = ['build', '--profile', 'edge-datastore', '--hardware', 'generic-x86_64-uefi', '--out', out, '--json', '--compression', '3'];
+const BUILD = ['build', '--profile', 'edge-datastore', '--hardware', 'generic-x86_64-uefi', '--out', out, '--json'];
 
 test.after.always(async () => {
   await rm(work, { recursive: true, force: true });
