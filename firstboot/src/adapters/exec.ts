@@ -1,6 +1,8 @@
 /**
- * Runs system tools on the appliance. A missing tool is reported with the Debian package that ships it,
- * so a lean image that forgot one fails with an actionable message.
+ * Runs system tools on the appliance. Arguments and environment never carry a secret (passwords
+ * go through 0600 files such as pgpass or initdb's --pwfile), so a failure message may quote the
+ * command line. A missing tool is reported with the Debian package that ships it, so a lean image
+ * that forgot one fails with an actionable message.
  */
 import { spawn } from 'node:child_process';
 
@@ -8,20 +10,32 @@ import { spawn } from 'node:child_process';
 export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   arping: 'arping',
   blkid: 'util-linux',
+  dumpe2fs: 'e2fsprogs',
+  etcdctl: 'etcd-client',
   findmnt: 'util-linux',
   flock: 'util-linux',
+  initdb: 'postgresql-15',
   ip: 'iproute2',
   lsblk: 'util-linux',
+  openssl: 'openssl',
   partx: 'util-linux',
-  sfdisk: 'fdisk',
-  dumpe2fs: 'e2fsprogs',
+  pg_basebackup: 'postgresql-client-15',
+  pg_controldata: 'postgresql-15',
+  pg_ctl: 'postgresql-15',
+  pg_dump: 'postgresql-client-15',
+  pg_rewind: 'postgresql-15',
+  postgres: 'postgresql-15',
+  psql: 'postgresql-client-15',
   resize2fs: 'e2fsprogs',
+  runuser: 'util-linux',
+  sfdisk: 'fdisk',
   udevadm: 'udev',
 };
 
 export class ToolError extends Error {
   constructor(
     readonly tool: string,
+    readonly code: number | null,
     message: string,
   ) {
     super(message);
@@ -29,35 +43,66 @@ export class ToolError extends Error {
   }
 }
 
+export interface ToolOptions {
+  input?: string;
+  /** Exit codes that count as success (default: only 0). */
+  okCodes?: readonly number[];
+  env?: Record<string, string>;
+  cwd?: string;
+  timeoutMs?: number;
+  /** Run as this OS user through runuser(1) (the agent is root; PostgreSQL refuses to run as root). */
+  asUser?: string;
+}
+
 export interface ToolResult {
   code: number;
   stdout: string;
+  stderr: string;
 }
 
+const baseName = (p: string): string => p.slice(p.lastIndexOf('/') + 1);
+
 /**
- * Runs `tool args…` (PATH lookup), feeding `input` on stdin. Resolves when the exit code is in
- * `okCodes` (default: only 0), otherwise rejects with the last lines of stderr.
+ * Runs `tool args…` (PATH lookup or an absolute path), feeding `input` on stdin. Resolves when the
+ * exit code is in `okCodes`, otherwise rejects with a ToolError quoting the last lines of stderr.
  */
-export function runTool(tool: string, args: readonly string[], opts: { input?: string; okCodes?: readonly number[] } = {}): Promise<ToolResult> {
-  const okCodes = opts.okCodes ?? [0];
+export function runTool(tool: string, args: readonly string[], o: ToolOptions = {}): Promise<ToolResult> {
+  const okCodes = o.okCodes ?? [0];
+  const [cmd, argv] = o.asUser ? ['runuser', ['-u', o.asUser, '--', tool, ...args]] : [tool, [...args]];
+  const name = baseName(tool);
   return new Promise((resolve, reject) => {
-    const child = spawn(tool, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+    const child = spawn(cmd, argv, { cwd: o.cwd, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C', ...o.env } });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
+    let timedOut = false;
+    const timer = o.timeoutMs
+      ? setTimeout(() => {
+          timedOut = true;
+          child.kill('SIGKILL');
+        }, o.timeoutMs)
+      : undefined;
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
     child.on('error', (e: NodeJS.ErrnoException) => {
-      const pkg = TOOL_PACKAGES[tool];
-      reject(
-        new ToolError(tool, e.code === 'ENOENT' ? `${tool} not found on PATH${pkg ? ` (install the Debian package ${pkg} into the image)` : ''}` : `${tool}: ${e.message}`),
-      );
+      if (timer) clearTimeout(timer);
+      const missing = baseName(cmd);
+      const pkg = TOOL_PACKAGES[missing];
+      reject(new ToolError(missing, null, e.code === 'ENOENT' ? `${cmd} not found on PATH${pkg ? ` (install the Debian package ${pkg} into the image)` : ''}` : `${cmd}: ${e.message}`));
     });
     child.on('close', (code, signal) => {
-      if (code !== null && okCodes.includes(code)) return resolve({ code, stdout: Buffer.concat(out).toString('utf8') });
-      const tail = Buffer.concat(err).toString('utf8').trim().split('\n').slice(-5).join(' | ');
-      reject(new ToolError(tool, `${[tool, ...args].join(' ')} failed (${code ?? signal}): ${tail}`));
+      if (timer) clearTimeout(timer);
+      const stdout = Buffer.concat(out).toString('utf8');
+      const stderr = Buffer.concat(err).toString('utf8');
+      if (code !== null && okCodes.includes(code)) return resolve({ code, stdout, stderr });
+      const tail = stderr.trim().split('\n').slice(-6).join(' | ');
+      let why = timedOut ? `timed out after ${o.timeoutMs} ms` : `${code ?? signal}`;
+      if (code === 127 || /No such file or directory/.test(tail)) {
+        const pkg = TOOL_PACKAGES[name];
+        if (pkg) why += `; is the Debian package ${pkg} installed?`;
+      }
+      reject(new ToolError(name, code, `${[tool, ...args].join(' ')} failed (${why}): ${tail}`));
     });
     child.stdin.on('error', () => undefined); // the tool may exit before reading stdin; its exit status tells
-    child.stdin.end(opts.input ?? '');
+    child.stdin.end(o.input ?? '');
   });
 }

@@ -1,0 +1,289 @@
+/**
+ * LAN discovery of the pair peer (I/O adapter over node:dgram; the protocol logic is in
+ * ../core/beacon.ts).
+ *
+ * Every `intervalMs` the node broadcasts an authenticated ANNOUNCE. On a fresh announce from an
+ * unknown (or re-booted, or not recently verified) peer it unicasts a CHALLENGE with a single-use
+ * random nonce; the peer counts as discovered only once it answered that nonce with a RESPONSE.
+ * Sockets: one bound to 0.0.0.0:port receives broadcasts; when `bindAddress` (the interface
+ * address) is given, a second socket bound to bindAddress:port sends, so 255.255.255.255 leaves
+ * through that interface (Linux picks the device owning the source address for limited broadcast).
+ */
+import { randomBytes } from 'node:crypto';
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import type { Logger } from '../../adapters/output.ts';
+import {
+  BEACON_VERSION,
+  decodeBeacon,
+  DEFAULT_BEACON_PORT,
+  encodeBeacon,
+  NonceBook,
+  ReplayWindow,
+  type Announce,
+  type BeaconMessage,
+  type BeaconState,
+  type Challenge,
+  type Response,
+} from '../core/beacon.ts';
+import type { PairKeys } from '../core/keys.ts';
+import { pairFormedReason } from '../core/protocol.ts';
+import { RateLimitedLog } from './ratelog.ts';
+
+export interface DiscoveredPeer {
+  nodeId: string;
+  bootId: string;
+  /** Source address of the verified response. */
+  address: string;
+  state: BeaconState;
+}
+
+export interface DiscoveryOptions {
+  siteId: string;
+  keys: PairKeys;
+  nodeId: string;
+  /** Interface address to send from (recommended); omitted: one socket on 0.0.0.0. */
+  bindAddress?: string;
+  /** Where announces go. Default 255.255.255.255. */
+  broadcastAddress?: string;
+  /** UDP port. Default 7946. */
+  port?: number;
+  intervalMs?: number;
+  /** A peer not heard from for this long is dropped from peers(). Default 5 × interval. */
+  peerTtlMs?: number;
+  /** Re-challenge a verified peer after this long. Default 15 s. */
+  reverifyMs?: number;
+  /** Current state to advertise; called for every announce and response. `pair` is filled in by discovery. */
+  getState(): Omit<BeaconState, 'pair'>;
+  log: Logger;
+}
+
+export interface Discovery {
+  readonly bootId: string;
+  /** Verified, live peers (only the pair partner once setPair was called). */
+  peers(): DiscoveredPeer[];
+  /** Called when a peer is first verified, or verified again after it rebooted. Returns an unsubscribe. */
+  onPeer(cb: (peer: DiscoveredPeer) => void): () => void;
+  /** Declares the formed pair (this node and its partner). Other nodes are then ignored and refused. */
+  setPair(ids: readonly [string, string]): void;
+  pair(): readonly string[];
+  /** Refusal reason for a node that is not in the formed pair; undefined when it may pair. */
+  refusalFor(nodeId: string): string | undefined;
+  /** Sends an announce now (besides the periodic ones). */
+  announce(): void;
+  close(): Promise<void>;
+}
+
+interface PeerRecord extends DiscoveredPeer {
+  verifiedAt: number;
+  lastSeen: number;
+}
+
+const REJECT_TEXT: Record<string, string> = {
+  'bad-mac': 'bad MAC (different site pair secret?)',
+  replay: 'replayed announce (sequence not newer than one already seen)',
+  malformed: 'malformed datagram',
+  'too-large': 'oversized datagram',
+  'too-short': 'truncated datagram',
+  'bad-magic': 'not a geminik8s beacon',
+  'stale-nonce': 'response to an unknown, used or expired challenge',
+};
+
+export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery> {
+  const port = opts.port ?? DEFAULT_BEACON_PORT;
+  const target = opts.broadcastAddress ?? '255.255.255.255';
+  const intervalMs = opts.intervalMs ?? 1000;
+  const peerTtlMs = opts.peerTtlMs ?? intervalMs * 5;
+  const reverifyMs = opts.reverifyMs ?? 15_000;
+  const macKey = opts.keys.beaconMac;
+  const { log, nodeId, siteId } = opts;
+  const bootId = randomBytes(16).toString('hex');
+  const rlog = new RateLimitedLog(log);
+  const replay = new ReplayWindow();
+  const nonces = new NonceBook();
+  const peers = new Map<string, PeerRecord>();
+  const listeners = new Set<(p: DiscoveredPeer) => void>();
+  const ignoredLogged = new Set<string>();
+  let pair: string[] = [];
+  let seq = 0;
+  let closed = false;
+
+  const bindSocket = (address: string): Promise<Socket> =>
+    new Promise((resolve, reject) => {
+      const s = createSocket({ type: 'udp4', reuseAddr: true });
+      s.once('error', reject);
+      s.bind({ port, address, exclusive: false }, () => {
+        s.off('error', reject);
+        s.setBroadcast(true);
+        s.on('error', (e) => log.event('warn', 'pairing-udp-error', { address, port, error: e.message }));
+        resolve(s);
+      });
+    });
+
+  const recv = await bindSocket('0.0.0.0');
+  let send = recv;
+  if (opts.bindAddress !== undefined && opts.bindAddress !== '0.0.0.0') {
+    try {
+      send = await bindSocket(opts.bindAddress);
+    } catch (e) {
+      recv.close();
+      throw e;
+    }
+  }
+
+  const state = (): BeaconState => ({ ...opts.getState(), pair: [...pair] });
+  const base = () => ({ v: BEACON_VERSION, site: siteId, node: nodeId, boot: bootId }) as const;
+  const transmit = (msg: BeaconMessage, address: string, toPort: number) => {
+    if (closed) return;
+    send.send(encodeBeacon(msg, macKey), toPort, address, (err) => {
+      if (err) rlog.event(`send|${address}|${err.message}`, 'warn', 'pairing-beacon-send-failed', { to: address, port: toPort, error: err.message });
+    });
+  };
+
+  const announce = () => {
+    seq += 1;
+    const msg: Announce = { ...base(), t: 'announce', seq, state: state() };
+    transmit(msg, target, port);
+  };
+
+  const reject = (rinfo: RemoteInfo, reason: string, fields: Record<string, unknown> = {}) => {
+    const quiet = reason === 'other-site';
+    rlog.event(`${rinfo.address}|${reason}`, quiet ? 'info' : 'warn', 'pairing-beacon-rejected', {
+      from: rinfo.address,
+      reason,
+      message: `beacon from ${rinfo.address} rejected: ${REJECT_TEXT[reason] ?? reason}`,
+      ...fields,
+    });
+  };
+
+  const challenge = (peer: string, rinfo: RemoteInfo) => {
+    const now = performance.now();
+    const pendingAt = nonces.pendingSince(peer, now);
+    if (pendingAt !== undefined && now - pendingAt < intervalMs) return;
+    const nonce = randomBytes(16).toString('hex');
+    nonces.issue(nonce, peer, now);
+    const msg: Challenge = { ...base(), t: 'challenge', to: peer, nonce };
+    transmit(msg, rinfo.address, rinfo.port);
+  };
+
+  const verified = (msg: Response, rinfo: RemoteInfo) => {
+    const now = performance.now();
+    const prev = peers.get(msg.node);
+    const rec: PeerRecord = { nodeId: msg.node, bootId: msg.boot, address: rinfo.address, state: msg.state, verifiedAt: now, lastSeen: now };
+    peers.set(msg.node, rec);
+    const fresh = !prev || prev.bootId !== msg.boot;
+    if (pair.length === 2 && !pair.includes(msg.node)) {
+      const key = `${msg.node}/${msg.boot}`;
+      if (!ignoredLogged.has(key)) {
+        ignoredLogged.add(key);
+        log.event('warn', 'pairing-third-node-ignored', {
+          peer: msg.node,
+          address: rinfo.address,
+          message: `ignoring third node ${msg.node} at ${rinfo.address}: ${pairFormedReason(pair)}`,
+        });
+      }
+      return;
+    }
+    if (!fresh) return;
+    log.event('info', 'pairing-peer-discovered', { peer: msg.node, bootId: msg.boot, address: rinfo.address, role: msg.state.role, term: msg.state.term, committed: msg.state.committed });
+    const pub = publicPeer(rec);
+    for (const cb of listeners) {
+      try {
+        cb(pub);
+      } catch (e) {
+        log.event('error', 'pairing-peer-callback-failed', { error: (e as Error).message });
+      }
+    }
+  };
+
+  const onMessage = (packet: Buffer, rinfo: RemoteInfo) => {
+    if (closed) return;
+    const r = decodeBeacon(packet, macKey, siteId);
+    if (!r.ok) return reject(rinfo, r.reason, r.detail !== undefined ? { detail: r.detail } : {});
+    const msg = r.msg;
+    if (msg.node === nodeId) {
+      if (msg.boot !== bootId) {
+        rlog.event(`dup|${msg.boot}`, 'error', 'pairing-duplicate-node-id', {
+          from: rinfo.address,
+          message: `another box at ${rinfo.address} uses this box's node id ${nodeId} (cloned disk?); it will not be paired`,
+        });
+      }
+      return;
+    }
+    const now = performance.now();
+    switch (msg.t) {
+      case 'announce': {
+        if (!replay.accept(msg.node, msg.boot, msg.seq)) return reject(rinfo, 'replay', { peer: msg.node, seq: msg.seq });
+        const p = peers.get(msg.node);
+        if (p && p.bootId === msg.boot && p.address === rinfo.address) {
+          p.lastSeen = now;
+          p.state = msg.state;
+          if (now - p.verifiedAt < reverifyMs) return;
+        }
+        return challenge(msg.node, rinfo);
+      }
+      case 'challenge': {
+        if (msg.to !== nodeId) return;
+        const resp: Response = { ...base(), t: 'response', to: msg.node, nonce: msg.nonce, state: state() };
+        return transmit(resp, rinfo.address, rinfo.port);
+      }
+      case 'response': {
+        if (msg.to !== nodeId) return;
+        if (!nonces.consume(msg.nonce, msg.node, now)) return reject(rinfo, 'stale-nonce', { peer: msg.node });
+        return verified(msg, rinfo);
+      }
+    }
+  };
+  recv.on('message', onMessage);
+  if (send !== recv) send.on('message', onMessage);
+
+  const expiry = () => {
+    const now = performance.now();
+    for (const [id, p] of peers) {
+      if (now - p.lastSeen > peerTtlMs) {
+        peers.delete(id);
+        log.event('info', 'pairing-peer-lost', { peer: id, address: p.address, silentMs: Math.round(now - p.lastSeen) });
+      }
+    }
+  };
+  announce();
+  const timer = setInterval(() => {
+    expiry();
+    announce();
+  }, intervalMs);
+  log.event('info', 'pairing-discovery-started', { nodeId, bootId, port, target, bindAddress: opts.bindAddress ?? '0.0.0.0' });
+
+  return {
+    bootId,
+    peers() {
+      const now = performance.now();
+      return [...peers.values()]
+        .filter((p) => now - p.lastSeen <= peerTtlMs && (pair.length !== 2 || pair.includes(p.nodeId)))
+        .map(publicPeer);
+    },
+    onPeer(cb) {
+      listeners.add(cb);
+      return () => listeners.delete(cb);
+    },
+    setPair(ids) {
+      if (ids[0] === ids[1]) throw new Error('a pair needs two distinct node ids');
+      pair = [...ids].sort();
+      log.event('info', 'pairing-pair-set', { pair });
+    },
+    pair: () => pair,
+    refusalFor(id) {
+      return pair.length === 2 && !pair.includes(id) ? pairFormedReason(pair) : undefined;
+    },
+    announce,
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(timer);
+      const closing = [recv, send].filter((s, i, all) => all.indexOf(s) === i).map((s) => new Promise<void>((r) => s.close(() => r())));
+      await Promise.all(closing);
+    },
+  };
+}
+
+function publicPeer(p: PeerRecord): DiscoveredPeer {
+  return { nodeId: p.nodeId, bootId: p.bootId, address: p.address, state: { ...p.state, pair: [...p.state.pair] } };
+}

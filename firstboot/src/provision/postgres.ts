@@ -1,0 +1,136 @@
+/**
+ * Thin I/O around one node's PostgreSQL 15: paths, the server tools run as the `postgres` OS user,
+ * start/stop/status, and SQL connections for the agent (root, mapped to the postgres role by peer
+ * authentication over the unix socket; no password involved locally).
+ */
+import pg from 'pg';
+import { join } from 'node:path';
+import { runTool, type ToolResult } from '../adapters/exec.ts';
+import { ensureDir, lookupUser, pathExists, type OsUser } from './files.ts';
+import { writeFileAtomic } from '../adapters/atomic-file.ts';
+
+export interface PgPaths {
+  /** PostgreSQL server binaries (Debian: /usr/lib/postgresql/15/bin). */
+  binDir: string;
+  /** The cluster's data directory (owned by postgres, 0700). */
+  dataDir: string;
+  /** Agent-written config outside the data dir: include file, pg_hba, pg_ident, pgpass, tls/. */
+  confDir: string;
+  /** unix_socket_directories. */
+  socketDir: string;
+  /** Server log (pg_ctl -l). */
+  logFile: string;
+}
+
+/** Where things go on the appliance (all on the data partition except the socket under /run). */
+export function appliancePgPaths(): PgPaths {
+  return {
+    binDir: '/usr/lib/postgresql/15/bin',
+    dataDir: '/var/lib/postgresql/15/geminik8s',
+    confDir: '/var/lib/geminik8s/postgresql',
+    socketDir: '/run/postgresql',
+    logFile: '/var/log/postgresql/geminik8s.log',
+  };
+}
+
+export const confFiles = (confDir: string) => ({
+  include: join(confDir, 'postgresql.geminik8s.conf'),
+  hba: join(confDir, 'pg_hba.conf'),
+  ident: join(confDir, 'pg_ident.conf'),
+  pgpass: join(confDir, 'pgpass'),
+  pwfile: join(confDir, '.initdb-pwfile'),
+  tlsDir: join(confDir, 'tls'),
+  serverCert: join(confDir, 'tls', 'server.crt'),
+  serverKey: join(confDir, 'tls', 'server.key'),
+  caCert: join(confDir, 'tls', 'ca.crt'),
+});
+
+export interface LocalPg {
+  paths: PgPaths;
+  port: number;
+}
+
+let cachedPostgres: OsUser | undefined;
+export function postgresUser(): OsUser {
+  cachedPostgres ??= lookupUser('postgres');
+  return cachedPostgres;
+}
+
+/** Runs a PostgreSQL binary as the postgres OS user (initdb and postgres refuse root). */
+export function runPgTool(paths: PgPaths, tool: string, args: readonly string[], o: { env?: Record<string, string>; okCodes?: number[]; timeoutMs?: number; input?: string } = {}): Promise<ToolResult> {
+  const file = join(paths.binDir, tool);
+  if (!pathExists(file)) {
+    const pkg = ['pg_basebackup', 'pg_dump', 'psql'].includes(tool) ? 'postgresql-client-15' : 'postgresql-15';
+    return Promise.reject(new Error(`${file} not found (install the Debian package ${pkg})`));
+  }
+  return runTool(file, args, { ...o, asUser: 'postgres', cwd: '/' });
+}
+
+export type ServerState = 'running' | 'stopped' | 'no-data-dir';
+
+export async function serverState(p: LocalPg): Promise<ServerState> {
+  if (!pathExists(join(p.paths.dataDir, 'PG_VERSION'))) return 'no-data-dir';
+  const r = await runPgTool(p.paths, 'pg_ctl', ['status', '-D', p.paths.dataDir], { okCodes: [0, 3, 4] });
+  return r.code === 0 ? 'running' : 'stopped';
+}
+
+function ensureRuntimeDirs(paths: PgPaths): void {
+  const pgUser = postgresUser();
+  ensureDir(paths.socketDir, 0o2775, pgUser);
+  const logDir = paths.logFile.slice(0, paths.logFile.lastIndexOf('/')) || '/';
+  ensureDir(logDir, 0o2775, pgUser);
+  if (!pathExists(paths.logFile)) writeFileAtomic(paths.logFile, '', 0o640, pgUser);
+}
+
+/** Starts the server (pg_ctl start -w) unless running; reloads the config when it already runs. */
+export async function startServer(p: LocalPg, timeoutSec = 120): Promise<'started' | 'reloaded'> {
+  ensureRuntimeDirs(p.paths);
+  if ((await serverState(p)) === 'running') {
+    await runPgTool(p.paths, 'pg_ctl', ['reload', '-D', p.paths.dataDir]);
+    return 'reloaded';
+  }
+  await runPgTool(p.paths, 'pg_ctl', ['start', '-w', '-t', String(timeoutSec), '-D', p.paths.dataDir, '-l', p.paths.logFile], { timeoutMs: (timeoutSec + 10) * 1000 });
+  return 'started';
+}
+
+/** Stops the server if running. `immediate` simulates a power cut (crash recovery on next start). */
+export async function stopServer(p: LocalPg, mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+  if ((await serverState(p)) !== 'running') return;
+  await runPgTool(p.paths, 'pg_ctl', ['stop', '-w', '-m', mode, '-D', p.paths.dataDir], { okCodes: [0, 1] });
+}
+
+/** Connection as the postgres role over the unix socket (peer auth; the agent runs as root). */
+export function adminClientConfig(p: LocalPg, database = 'postgres'): pg.ClientConfig {
+  return { host: p.paths.socketDir, port: p.port, user: 'postgres', database, connectionTimeoutMillis: 5000, application_name: 'geminik8s-agent' };
+}
+
+export async function withClient<T>(config: pg.ClientConfig, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client(config);
+  c.on('error', () => undefined); // a dropped connection surfaces on the next query
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+export function withAdmin<T>(p: LocalPg, fn: (c: pg.Client) => Promise<T>, database = 'postgres'): Promise<T> {
+  return withClient(adminClientConfig(p, database), fn);
+}
+
+/** Waits until the server accepts a local admin connection. */
+export async function waitForServer(p: LocalPg, timeoutMs = 30_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < until) {
+    try {
+      await withAdmin(p, (c) => c.query('SELECT 1'));
+      return;
+    } catch (e) {
+      last = e;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  throw new Error(`PostgreSQL on port ${p.port} not accepting connections after ${timeoutMs}ms: ${(last as Error)?.message}`);
+}

@@ -1,0 +1,141 @@
+/**
+ * Cluster secrets: generation (passwords, K3s token, an EC P-256 CA and one certificate per node via the
+ * openssl CLI) and the persistent store (`<secretsDir>/cluster.json`, 0600 in a 0700 directory,
+ * written atomically).
+ *
+ * Both node certificates are issued up front on the leader from both node identities; the whole
+ * bundle, CA key included, goes to the follower over the pairing channel, so either node can later
+ * issue a certificate for a replacement box ({@link issueNodeCert}). Nothing here logs or throws a
+ * secret value; keys only touch disk in a private temporary directory that is removed afterwards.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  CERT_END,
+  CERT_START,
+  SECRETS_FORMAT,
+  generateCredentials,
+  nodeSans,
+  renderOpensslCaConfig,
+  validateSecrets,
+  type ClusterSecrets,
+  type NodeIdentity,
+  type PemPair,
+} from './core/secrets.ts';
+import { ensureDir, pathExists } from './files.ts';
+import { writeFileAtomic } from '../adapters/atomic-file.ts';
+import { runTool } from '../adapters/exec.ts';
+
+export const SECRETS_FILE = 'cluster.json';
+
+async function withPrivateDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'geminik8s-pki-')); // mkdtemp: 0700
+  try {
+    return await fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function genKey(dir: string, name: string): Promise<string> {
+  const path = join(dir, name);
+  await runTool('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', path]);
+  return path;
+}
+
+async function signCsr(dir: string, o: { csr: string; cn: string; sans: string[]; ca?: { cert: string; key: string }; selfKey?: string; extensions: string; out: string }): Promise<string> {
+  writeFileSync(join(dir, 'ca.cnf'), renderOpensslCaConfig(o.sans));
+  writeFileSync(join(dir, 'index.txt'), '');
+  writeFileSync(join(dir, 'serial'), `${randomBytes(16).toString('hex').replace(/^0/, '1')}\n`);
+  const signer = o.ca ? ['-cert', o.ca.cert, '-keyfile', o.ca.key] : ['-selfsign', '-keyfile', o.selfKey ?? ''];
+  await runTool(
+    'openssl',
+    ['ca', '-batch', '-notext', '-config', 'ca.cnf', ...signer, '-in', o.csr, '-extensions', o.extensions, '-startdate', CERT_START, '-enddate', CERT_END, '-out', o.out],
+    { cwd: dir },
+  );
+  return readFileSync(join(dir, o.out), 'utf8');
+}
+
+export async function generateCa(commonName = 'geminik8s pair CA'): Promise<PemPair> {
+  return withPrivateDir(async (dir) => {
+    const key = await genKey(dir, 'ca.key');
+    await runTool('openssl', ['req', '-new', '-key', key, '-subj', `/CN=${commonName}`, '-out', join(dir, 'ca.csr')]);
+    const certPem = await signCsr(dir, { csr: 'ca.csr', cn: commonName, sans: [], selfKey: key, extensions: 'v3_ca', out: 'ca.crt' });
+    return { certPem, keyPem: readFileSync(key, 'utf8') };
+  });
+}
+
+/** Issues a server+client certificate for `node` from the pair CA (SANs: node IP, VIP, 127.0.0.1, localhost, name). */
+export async function issueNodeCert(ca: PemPair, node: NodeIdentity, vip?: string): Promise<PemPair & { sans: string[] }> {
+  const sans = nodeSans(node, vip);
+  return withPrivateDir(async (dir) => {
+    writeFileSync(join(dir, 'ca.crt'), ca.certPem, { mode: 0o600 });
+    writeFileSync(join(dir, 'ca.key'), ca.keyPem, { mode: 0o600 });
+    const key = await genKey(dir, 'node.key');
+    await runTool('openssl', ['req', '-new', '-key', key, '-subj', `/CN=${node.name}`, '-out', join(dir, 'node.csr')]);
+    const certPem = await signCsr(dir, { csr: 'node.csr', cn: node.name, sans, ca: { cert: 'ca.crt', key: 'ca.key' }, extensions: 'v3_node', out: 'node.crt' });
+    return { certPem, keyPem: readFileSync(key, 'utf8'), sans };
+  });
+}
+
+export interface GenerateSecretsInput {
+  /** Both nodes of the pair (leader and follower). */
+  nodes: NodeIdentity[];
+  /** The VIP (no prefix), put in every node certificate. */
+  vip?: string;
+  siteId?: string;
+}
+
+export async function generateClusterSecrets(input: GenerateSecretsInput, random: (n: number) => Buffer = randomBytes): Promise<ClusterSecrets> {
+  const ca = await generateCa(input.siteId ? `geminik8s ${input.siteId} CA` : undefined);
+  const nodes: ClusterSecrets['nodes'] = {};
+  for (const n of input.nodes) nodes[n.name] = await issueNodeCert(ca, n, input.vip);
+  return { format: SECRETS_FORMAT, ...generateCredentials(random), ca, nodes };
+}
+
+export function storeSecrets(dir: string, s: ClusterSecrets): string {
+  validateSecrets(s, 'secrets to store');
+  ensureDir(dir, 0o700);
+  const path = join(dir, SECRETS_FILE);
+  writeFileAtomic(path, `${JSON.stringify(s, null, 2)}\n`, 0o600);
+  return path;
+}
+
+/** The stored bundle, or undefined when none was stored yet. A damaged file throws (naming the field, never a value). */
+export function loadSecrets(dir: string): ClusterSecrets | undefined {
+  const path = join(dir, SECRETS_FILE);
+  if (!pathExists(path)) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch {
+    throw new Error(`${path}: not valid JSON`);
+  }
+  return validateSecrets(parsed, path);
+}
+
+/**
+ * Leader: the stored bundle, completed with a certificate for any node that lacks one; generated and
+ * stored when absent. Idempotent: a second call returns the same secrets.
+ */
+export async function ensureClusterSecrets(dir: string, input: GenerateSecretsInput): Promise<ClusterSecrets> {
+  const existing = loadSecrets(dir);
+  if (!existing) {
+    const s = await generateClusterSecrets(input);
+    storeSecrets(dir, s);
+    return s;
+  }
+  let changed = false;
+  for (const n of input.nodes) {
+    const have = existing.nodes[n.name];
+    const want = nodeSans(n, input.vip);
+    if (!have || have.sans.join(',') !== want.join(',')) {
+      existing.nodes[n.name] = await issueNodeCert(existing.ca, n, input.vip);
+      changed = true;
+    }
+  }
+  if (changed) storeSecrets(dir, existing);
+  return existing;
+}

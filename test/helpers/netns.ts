@@ -1,0 +1,218 @@
+/**
+ * Throwaway Linux network-namespace topologies for pair tests (needs root and iproute2).
+ *
+ *   gw namespace:  bridge gk8s-br<id>, address 10.77.X.1/24 (the site gateway / witness)
+ *   node i:        eth0 = veth into the bridge, 10.77.X.(11+i)/24, default route via .1, lo up
+ *
+ * Namespace names carry the creating process id (`gk8s-<pid>-<id>-gw`, `…-n1`), so a later run can
+ * sweep what a killed run left behind without touching namespaces of runs still alive. Traffic
+ * never leaves these namespaces.
+ */
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { access, constants } from 'node:fs/promises';
+
+export const NETNS_PREFIX = 'gk8s-';
+const NAME_RE = /^gk8s-(\d+)-([0-9a-f]{6})-(gw|n\d+)$/;
+
+export interface ExecResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs argv (no shell); resolves with its output, rejects on spawn failure or timeout. */
+export function run(argv: readonly string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const [cmd, ...args] = argv;
+    if (cmd === undefined) return reject(new Error('empty command'));
+    const child = spawn(cmd, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${argv.join(' ')} timed out after ${opts.timeoutMs} ms`));
+    }, opts.timeoutMs ?? 10_000);
+    child.on('error', (e) => (clearTimeout(timer), reject(e)));
+    child.on('close', (code) => (clearTimeout(timer), resolve({ code, stdout, stderr })));
+    if (opts.input !== undefined) {
+      child.stdin?.on('error', () => undefined);
+      child.stdin?.end(opts.input);
+    }
+  });
+}
+
+async function ip(args: readonly string[]): Promise<string> {
+  const r = await run(['ip', ...args]);
+  if (r.code !== 0) throw new Error(`ip ${args.join(' ')} failed (${r.code}): ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+/** Fails (never skips) with what to install or how to run when namespaces cannot be used here. */
+export async function requireNetns(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('network-namespace tests need root (ip netns add): run the suite as root');
+  for (const p of ['/usr/sbin/ip', '/bin/ip', '/sbin/ip']) {
+    if (await access(p, constants.X_OK).then(() => true, () => false)) return;
+  }
+  throw new Error('`ip` is missing: apt-get install iproute2');
+}
+
+async function listNamespaces(): Promise<string[]> {
+  const out = await ip(['netns', 'list']);
+  return out
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter((n) => n.length > 0);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Kills the processes inside a namespace (those a test started there), then deletes it. */
+async function deleteNamespace(ns: string): Promise<void> {
+  const pids = (await run(['ip', 'netns', 'pids', ns])).stdout.split('\n').map(Number).filter((n) => Number.isInteger(n) && n > 1);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+  await run(['ip', 'netns', 'delete', ns]);
+}
+
+/** Deletes namespaces left by earlier test runs that were killed (their creating process is gone). */
+export async function sweepStaleNamespaces(): Promise<string[]> {
+  const stale = (await listNamespaces()).filter((n) => {
+    const m = NAME_RE.exec(n);
+    return m !== null && Number(m[1]) !== process.pid && !alive(Number(m[1]));
+  });
+  for (const ns of stale) await deleteNamespace(ns);
+  return stale;
+}
+
+export interface NetnsNode {
+  index: number;
+  ns: string;
+  /** Interface inside the node namespace. */
+  ifname: 'eth0';
+  address: string;
+  cidr: string;
+  /** The veth end attached to the bridge (in the gw namespace). */
+  bridgePort: string;
+}
+
+export interface Topology {
+  id: string;
+  /** First three octets, e.g. "10.77.42". */
+  subnet: string;
+  broadcast: string;
+  bridge: string;
+  gw: { ns: string; address: string };
+  nodes: NetnsNode[];
+  /** Runs a command inside a namespace and waits for it. */
+  exec(ns: string, argv: readonly string[], opts?: { timeoutMs?: number }): Promise<ExecResult>;
+  /** Starts a long-running command inside a namespace; killed by destroy() if still running. */
+  spawn(ns: string, argv: readonly string[], opts?: SpawnOptions): ChildProcess;
+  linkDown(node: number): Promise<void>;
+  linkUp(node: number): Promise<void>;
+  /** Kills everything started in the namespaces and deletes them. Idempotent; never throws. */
+  destroy(): Promise<void>;
+}
+
+/**
+ * Builds a gw namespace with a bridge and `nodeCount` node namespaces attached to it. On any
+ * failure half-way everything created so far is removed before the error propagates.
+ */
+export async function createTopology(nodeCount: number): Promise<Topology> {
+  await requireNetns();
+  await sweepStaleNamespaces();
+  const id = randomBytes(3).toString('hex');
+  const third = 1 + (parseInt(id, 16) % 254);
+  const subnet = `10.77.${third}`;
+  const base = `${NETNS_PREFIX}${process.pid}-${id}`;
+  const bridge = `gk8s-br${id}`;
+  const gw = { ns: `${base}-gw`, address: `${subnet}.1` };
+  const nodes: NetnsNode[] = Array.from({ length: nodeCount }, (_, i) => ({
+    index: i,
+    ns: `${base}-n${i + 1}`,
+    ifname: 'eth0',
+    address: `${subnet}.${11 + i}`,
+    cidr: `${subnet}.${11 + i}/24`,
+    bridgePort: `gk8s-v${id}n${i + 1}`,
+  }));
+  const children = new Set<ChildProcess>();
+  let destroyed = false;
+
+  const destroy = async (): Promise<void> => {
+    if (destroyed) return;
+    destroyed = true;
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const ns of [...nodes.map((n) => n.ns), gw.ns]) {
+      try {
+        await deleteNamespace(ns);
+      } catch {
+        /* best effort: the sweep of a later run retries */
+      }
+    }
+  };
+
+  try {
+    await ip(['netns', 'add', gw.ns]);
+    await ip(['-n', gw.ns, 'link', 'set', 'lo', 'up']);
+    await ip(['-n', gw.ns, 'link', 'add', bridge, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0']);
+    await ip(['-n', gw.ns, 'addr', 'add', `${gw.address}/24`, 'broadcast', `${subnet}.255`, 'dev', bridge]);
+    await ip(['-n', gw.ns, 'link', 'set', bridge, 'up']);
+    for (const n of nodes) {
+      await ip(['netns', 'add', n.ns]);
+      await ip(['-n', n.ns, 'link', 'set', 'lo', 'up']);
+      await ip(['-n', gw.ns, 'link', 'add', n.bridgePort, 'type', 'veth', 'peer', 'name', n.ifname, 'netns', n.ns]);
+      await ip(['-n', gw.ns, 'link', 'set', n.bridgePort, 'master', bridge]);
+      await ip(['-n', gw.ns, 'link', 'set', n.bridgePort, 'up']);
+      await ip(['-n', n.ns, 'addr', 'add', n.cidr, 'broadcast', `${subnet}.255`, 'dev', n.ifname]);
+      await ip(['-n', n.ns, 'link', 'set', n.ifname, 'up']);
+      await ip(['-n', n.ns, 'route', 'add', 'default', 'via', gw.address]);
+    }
+  } catch (e) {
+    await destroy();
+    throw e;
+  }
+
+  const nodeAt = (i: number): NetnsNode => {
+    const n = nodes[i];
+    if (!n) throw new Error(`no node ${i} in topology ${id}`);
+    return n;
+  };
+
+  return {
+    id,
+    subnet,
+    broadcast: `${subnet}.255`,
+    bridge,
+    gw,
+    nodes,
+    exec: (ns, argv, opts) => run(['ip', 'netns', 'exec', ns, ...argv], opts),
+    spawn(ns, argv, opts = {}) {
+      if (destroyed) throw new Error(`topology ${id} is destroyed`);
+      const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+      children.add(child);
+      child.on('exit', () => children.delete(child));
+      return child;
+    },
+    linkDown: (i) => ip(['-n', nodeAt(i).ns, 'link', 'set', 'eth0', 'down']).then(() => undefined),
+    async linkUp(i) {
+      await ip(['-n', nodeAt(i).ns, 'link', 'set', 'eth0', 'up']);
+      // the kernel dropped the default route with the link
+      await ip(['-n', nodeAt(i).ns, 'route', 'replace', 'default', 'via', gw.address]);
+    },
+    destroy,
+  };
+}

@@ -1,0 +1,108 @@
+import test from 'ava';
+import { createHmac } from 'node:crypto';
+import {
+  BEACON_MAGIC,
+  decodeBeacon,
+  encodeBeacon,
+  MAX_BEACON_BYTES,
+  NonceBook,
+  ReplayWindow,
+  type Announce,
+  type BeaconMessage,
+} from '../../firstboot/src/pairing/core/beacon.ts';
+import { derivePairKeys } from '../../firstboot/src/pairing/core/keys.ts';
+
+const SECRET = Buffer.alloc(32, 7).toString('base64');
+const keys = derivePairKeys(SECRET, 'shop-1');
+const A = 'a'.repeat(32);
+const B = 'b'.repeat(32);
+const BOOT = '0'.repeat(31) + '1';
+const state = { role: 'unassigned', term: 0, committed: false, timeline: 0, lsn: '0/0', tcpPort: 7946, pair: [] as string[] };
+const announce: Announce = { v: 1, t: 'announce', site: 'shop-1', node: A, boot: BOOT, seq: 1, state };
+
+function raw(body: unknown, key = keys.beaconMac): Buffer {
+  const b = Buffer.from(JSON.stringify(body));
+  return Buffer.concat([BEACON_MAGIC, createHmac('sha256', key).update(BEACON_MAGIC).update(b).digest(), b]);
+}
+
+test('all three kinds round-trip through encode/decode', (t) => {
+  const msgs: BeaconMessage[] = [
+    announce,
+    { v: 1, t: 'challenge', site: 'shop-1', node: B, boot: BOOT, to: A, nonce: 'c'.repeat(32) },
+    { v: 1, t: 'response', site: 'shop-1', node: A, boot: BOOT, to: B, nonce: 'c'.repeat(32), state: { ...state, pair: [A, B], name: 'edge-1' } },
+  ];
+  for (const m of msgs) t.deepEqual(decodeBeacon(encodeBeacon(m, keys.beaconMac), keys.beaconMac, 'shop-1'), { ok: true, msg: m });
+});
+
+test('any flipped bit in MAC or body, or another secret, fails authentication', (t) => {
+  const packet = encodeBeacon(announce, keys.beaconMac);
+  for (let i = BEACON_MAGIC.length; i < packet.length; i += 1) {
+    const p = Buffer.from(packet);
+    p[i] = (p[i] ?? 0) ^ 0x01;
+    const r = decodeBeacon(p, keys.beaconMac, 'shop-1');
+    t.false(r.ok, `byte ${i}`);
+    // flips inside the site id may read as another site: also dropped
+    if (!r.ok) t.true(['bad-mac', 'malformed', 'other-site'].includes(r.reason), r.reason);
+  }
+  const other = derivePairKeys(Buffer.alloc(32, 8).toString('base64'), 'shop-1');
+  t.like(decodeBeacon(packet, other.beaconMac, 'shop-1'), { ok: false, reason: 'bad-mac' });
+});
+
+test('another site is dropped as such; junk is dropped before any parsing', (t) => {
+  t.like(decodeBeacon(encodeBeacon({ ...announce, site: 'shop-2' }, keys.beaconMac), keys.beaconMac, 'shop-1'), { ok: false, reason: 'other-site' });
+  t.like(decodeBeacon(Buffer.alloc(MAX_BEACON_BYTES + 1), keys.beaconMac, 'shop-1'), { ok: false, reason: 'too-large' });
+  t.like(decodeBeacon(Buffer.from('GK8B'), keys.beaconMac, 'shop-1'), { ok: false, reason: 'too-short' });
+  t.like(decodeBeacon(Buffer.alloc(100, 1), keys.beaconMac, 'shop-1'), { ok: false, reason: 'bad-magic' });
+  t.like(decodeBeacon(Buffer.concat([BEACON_MAGIC, Buffer.alloc(32), Buffer.from('{')]), keys.beaconMac, 'shop-1'), { ok: false, reason: 'malformed' });
+  t.throws(() => encodeBeacon({ ...announce, state: { ...state, role: 'x'.repeat(MAX_BEACON_BYTES) } }, keys.beaconMac));
+});
+
+test('correctly MACed but off-schema bodies are rejected as malformed', (t) => {
+  const bad: unknown[] = [
+    { ...announce, extra: 1 },
+    { ...announce, v: 2 },
+    { ...announce, seq: 0 },
+    { ...announce, seq: 1.5 },
+    { ...announce, node: 'A'.repeat(32) },
+    { ...announce, boot: 'short' },
+    { ...announce, state: { ...state, lsn: '0' } },
+    { ...announce, state: { ...state, tcpPort: 70000 } },
+    { ...announce, state: { ...state, pair: [A] } },
+    { ...announce, state: { ...state, committed: 'yes' } },
+    { ...announce, state: { ...state, extra: true } },
+    { v: 1, t: 'challenge', site: 'shop-1', node: B, boot: BOOT, to: A, nonce: 'short' },
+    { v: 1, t: 'challenge', site: 'shop-1', node: B, boot: BOOT, to: A, nonce: 'c'.repeat(32), state },
+    { v: 1, t: 'other', site: 'shop-1', node: B, boot: BOOT },
+    [1, 2],
+  ];
+  for (const b of bad) t.like(decodeBeacon(raw(b), keys.beaconMac, 'shop-1'), { ok: false, reason: 'malformed' }, JSON.stringify(b));
+});
+
+test('replay window: strictly increasing seq per (node, boot); a new boot starts afresh', (t) => {
+  const w = new ReplayWindow(3);
+  t.true(w.accept(A, BOOT, 1));
+  t.false(w.accept(A, BOOT, 1), 'exact replay');
+  t.true(w.accept(A, BOOT, 5));
+  t.false(w.accept(A, BOOT, 4), 'older');
+  t.true(w.accept(A, 'f'.repeat(32), 1), 'new boot');
+  t.false(w.accept(A, BOOT, 5), 'old boot still remembered');
+  t.true(w.accept(B, BOOT, 1));
+  t.true(w.accept(B, 'e'.repeat(32), 1));
+  t.is(w.size, 3, 'bounded');
+});
+
+test('nonces are single use, bound to the peer they were issued to, and expire', (t) => {
+  const n = new NonceBook(1000, 2);
+  n.issue('n1', A, 0);
+  t.false(n.consume('n1', B, 10), 'wrong peer');
+  t.true(n.consume('n1', A, 10));
+  t.false(n.consume('n1', A, 20), 'used');
+  n.issue('n2', A, 100);
+  t.is(n.pendingSince(A, 200), 100);
+  t.false(n.consume('n2', A, 1101 + 100), 'expired');
+  n.issue('x', A, 0);
+  n.issue('y', A, 0);
+  n.issue('z', A, 0);
+  t.false(n.consume('x', A, 1), 'evicted: bounded');
+  t.true(n.consume('z', A, 1));
+});
