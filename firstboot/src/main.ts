@@ -4,6 +4,8 @@
  * `--version` prints the agent and embedded Node versions.
  */
 import { agentPaths, runLocalSteps, runPartitionGrowth } from './agent.ts';
+import { runCluster } from './cluster/run.ts';
+import { clusterSettings } from './cluster/settings.ts';
 import { MARKER } from './core/report.ts';
 import { jsonLogger, openConsole } from './adapters/output.ts';
 import { AGENT_VERSION } from './version.ts';
@@ -12,11 +14,12 @@ import { AGENT_VERSION } from './version.ts';
  * Resolves on SIGTERM/SIGINT. Signal listeners do not keep Node's event loop alive, so a referenced
  * timer holds it open while the agent idles; it is cleared when the signal arrives.
  */
-function shutdownSignal(): Promise<NodeJS.Signals> {
+function shutdownSignal(controller: AbortController): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const keepAlive = setInterval(() => undefined, 2 ** 30);
     const stop = (signal: NodeJS.Signals) => {
       clearInterval(keepAlive);
+      controller.abort();
       resolve(signal);
     };
     process.once('SIGTERM', stop);
@@ -44,16 +47,25 @@ async function main(args: string[]): Promise<number> {
   }
   log.event('info', 'start', { version: AGENT_VERSION, node: process.version, pid: process.pid, ...paths });
   const out = openConsole(paths.consolePath, log);
-  try {
-    await runLocalSteps(paths, log, out);
-  } catch (e) {
+  const controller = new AbortController();
+  const stopped = shutdownSignal(controller);
+  const fail = (e: unknown): number => {
     const message = (e as Error).message;
     log.event('error', 'fatal', { error: message, stack: (e as Error).stack });
     out.line(`${MARKER} failed ${message.replace(/\s+/g, ' ')}`);
     out.close();
+    // systemd restarts the agent (Restart=on-failure); every stage resumes from hostmeta.json.
     return 1;
+  };
+  try {
+    const local = await runLocalSteps(paths, log, out);
+    if (local.site) {
+      await runCluster({ settings: clusterSettings(process.env, paths.stateDir), site: local.site, stateDir: paths.stateDir, log, out, signal: controller.signal }, local.meta);
+    }
+  } catch (e) {
+    if (!controller.signal.aborted) return fail(e);
   }
-  const signal = await shutdownSignal();
+  const signal = await stopped;
   log.event('info', 'stop', { signal });
   out.close();
   return 0;
@@ -62,7 +74,8 @@ async function main(args: string[]): Promise<number> {
 // In a single-executable build argv is [binary, binary, ...args]; under node/tsx it is [node, script, ...args].
 main(process.argv.slice(2)).then(
   (code) => {
-    process.exitCode = code;
+    // Explicit: the idle keep-alive timer and a stopping Kine child must not hold the process.
+    process.exit(code);
   },
   (e: unknown) => {
     process.stderr.write(`geminik8s-agent: ${(e as Error).stack ?? String(e)}\n`);

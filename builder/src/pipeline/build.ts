@@ -95,7 +95,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       },
       overlays: async (tmp) => {
         await renderOverlays(overlaysRoot, overlayLayers(config), {
-          profile: { ...profile, components: { ...profile.components, k3s: { disable: [], ...profile.components.k3s } } },
+          profile: { ...profile, cluster: { preferredLeader: '', ...profile.cluster }, components: { ...profile.components, k3s: { disable: [], ...profile.components.k3s } } },
           hardware,
           image: { name, version: profile.version, sourceDateEpoch: opts.sourceDateEpoch },
         }, tmp);

@@ -10,10 +10,22 @@ export const HOSTMETA_FILE = 'hostmeta.json';
  * - `waiting-for-site`: local steps done, no site.yaml on the OEM partition yet.
  * - `site-invalid`: local steps done, site.yaml present but rejected (errors logged and on the console).
  * - `local-ready`: local steps done and a valid site read; next is discovery of the peer.
+ * - `paired`: both boxes agreed on roles and term (persisted here before any provisioning).
+ * - `provisioned`: PostgreSQL, Kine (and the VIP on the leader) are set up; the node has
+ *   committed cluster state, which the election ranks first.
  */
-export type Phase = 'waiting-for-site' | 'site-invalid' | 'local-ready';
-const PHASES: readonly Phase[] = ['waiting-for-site', 'site-invalid', 'local-ready'];
-export type Role = 'unassigned';
+export type Phase = 'waiting-for-site' | 'site-invalid' | 'local-ready' | 'paired' | 'provisioned';
+const PHASES: readonly Phase[] = ['waiting-for-site', 'site-invalid', 'local-ready', 'paired', 'provisioned'];
+export type Role = 'unassigned' | 'leader' | 'follower';
+const ROLES: readonly Role[] = ['unassigned', 'leader', 'follower'];
+
+/** The agreed pair, persisted so a restart re-confirms it instead of electing afresh. */
+export interface PairState {
+  leader: string;
+  peerNodeId: string;
+  peerName: string;
+  peerAddress: string;
+}
 
 export interface DataPartitionState {
   device: string;
@@ -36,6 +48,7 @@ export interface HostMeta {
   phase: Phase;
   term: number;
   role: Role;
+  pair?: PairState;
 }
 
 const NODE_ID_RE = /^[0-9a-f]{32}$/;
@@ -60,7 +73,7 @@ export function parseHostMeta(text: string): { ok: true; meta: HostMeta } | { ok
   if (!isCount(o.term)) return { ok: false, reason: 'term is not a non-negative integer' };
   if (typeof o.firstBootAt !== 'string' || typeof o.lastBootAt !== 'string') return { ok: false, reason: 'firstBootAt/lastBootAt missing' };
   if (typeof o.phase !== 'string' || !PHASES.includes(o.phase as Phase)) return { ok: false, reason: `unknown phase ${JSON.stringify(o.phase)}` };
-  if (o.role !== 'unassigned') return { ok: false, reason: `unknown role ${JSON.stringify(o.role)}` };
+  if (typeof o.role !== 'string' || !ROLES.includes(o.role as Role)) return { ok: false, reason: `unknown role ${JSON.stringify(o.role)}` };
   if (o.siteId !== undefined && typeof o.siteId !== 'string') return { ok: false, reason: 'siteId is not a string' };
   const meta: HostMeta = {
     schemaVersion: HOSTMETA_SCHEMA_VERSION,
@@ -70,9 +83,15 @@ export function parseHostMeta(text: string): { ok: true; meta: HostMeta } | { ok
     lastBootAt: o.lastBootAt,
     phase: o.phase as Phase,
     term: o.term,
-    role: 'unassigned',
+    role: o.role as Role,
   };
   if (typeof o.siteId === 'string') meta.siteId = o.siteId;
+  const pair = o.pair as Record<string, unknown> | undefined;
+  if (pair !== undefined) {
+    const fields = ['leader', 'peerNodeId', 'peerName', 'peerAddress'] as const;
+    if (typeof pair !== 'object' || pair === null || fields.some((f) => typeof pair[f] !== 'string')) return { ok: false, reason: 'pair is malformed' };
+    meta.pair = { leader: pair.leader as string, peerNodeId: pair.peerNodeId as string, peerName: pair.peerName as string, peerAddress: pair.peerAddress as string };
+  }
   const d = o.dataPartition as Record<string, unknown> | undefined;
   if (d !== undefined) {
     if (typeof d !== 'object' || d === null || typeof d.device !== 'string' || !isCount(d.sizeBytes)) {
@@ -110,7 +129,9 @@ export function finishLocalSteps(
   data: { device: string; sizeBytes: number; grew: boolean } | undefined,
   now: Date,
 ): HostMeta {
-  const next: HostMeta = { ...meta, phase: site.kind === 'valid' ? 'local-ready' : site.kind === 'invalid' ? 'site-invalid' : 'waiting-for-site' };
+  const clusterPhase = meta.phase === 'paired' || meta.phase === 'provisioned';
+  const phase: Phase = site.kind === 'valid' ? (clusterPhase ? meta.phase : 'local-ready') : site.kind === 'invalid' ? 'site-invalid' : 'waiting-for-site';
+  const next: HostMeta = { ...meta, phase };
   delete next.siteId;
   if (site.kind === 'valid') next.siteId = site.siteId;
   delete next.dataPartition;
@@ -120,4 +141,14 @@ export function finishLocalSteps(
     next.dataPartition = { device: data.device, sizeBytes: data.sizeBytes, ...(grownAt !== undefined ? { grownAt } : {}) };
   }
   return next;
+}
+
+/** After both boxes agreed: the role, term and peer this node must keep. */
+export function recordPairing(meta: HostMeta, p: { role: 'leader' | 'follower'; term: number; pair: PairState }): HostMeta {
+  const keepProvisioned = meta.phase === 'provisioned' && meta.role === p.role && meta.pair?.peerNodeId === p.pair.peerNodeId;
+  return { ...meta, role: p.role, term: p.term, pair: p.pair, phase: keepProvisioned ? 'provisioned' : 'paired' };
+}
+
+export function recordProvisioned(meta: HostMeta): HostMeta {
+  return { ...meta, phase: 'provisioned' };
 }
