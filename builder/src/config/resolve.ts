@@ -12,6 +12,8 @@ export const APPLIANCE_PACKAGES = [
   // VIP handling (ip addr + gratuitous ARP) and health checks
   'iproute2', 'arping', 'iputils-ping', 'ca-certificates', 'procps',
   'postgresql-15',
+  // TLS material for PostgreSQL replication, and the agent's Kine health check (etcdctl)
+  'openssl', 'etcd-client',
 ] as const;
 
 export interface ResolvedConfig {
