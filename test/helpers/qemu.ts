@@ -21,25 +21,44 @@ export async function requireQemu(): Promise<void> {
   }
 }
 
+/** A virtio NIC on an existing tap device; QEMU then runs inside `netns` (where the tap lives). */
+export interface VmNetwork {
+  /** Tap device, created (and attached to a bridge) by the caller. */
+  tap: string;
+  /** Distinct per VM on one L2, e.g. 52:54:00:00:00:01. */
+  mac: string;
+  /** Network namespace holding the tap: QEMU is started with `ip netns exec <netns>`. */
+  netns?: string;
+}
+
 /**
- * Boots a raw disk image under TCG (KVM is not usable here) with UEFI firmware and no network,
- * and records the serial console to a file the test can read.
+ * Boots a raw disk image under TCG (KVM is not usable here) with UEFI firmware, and records the
+ * serial console to a file the test can read. No network unless `network` names a tap device.
  */
-export async function bootImage(image: string, workDir: string, opts: { memoryMiB?: number } = {}): Promise<BootedVm> {
+export async function bootImage(image: string, workDir: string, opts: { memoryMiB?: number; network?: VmNetwork } = {}): Promise<BootedVm> {
   await requireQemu();
   const vars = path.join(workDir, 'OVMF_VARS.fd');
   await copyFile(OVMF_VARS, vars);
   const consoleFile = path.join(workDir, 'console.log');
   // A console left by an earlier boot would satisfy waitFor before this VM prints anything.
   await rm(consoleFile, { force: true });
-  const child: ChildProcess = spawn('qemu-system-x86_64', [
+  const net = opts.network;
+  // romfile= drops the iPXE option ROM: the firmware never tries a network boot before the disk.
+  const nic = net
+    ? ['-netdev', `tap,id=n0,ifname=${net.tap},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=n0,mac=${net.mac},romfile=`]
+    : ['-nic', 'none'];
+  const qemu = [
+    'qemu-system-x86_64',
     '-accel', 'tcg', '-machine', 'q35', '-cpu', 'max', '-smp', '2', '-m', String(opts.memoryMiB ?? 1536),
-    '-display', 'none', '-monitor', 'none', '-nic', 'none',
+    '-display', 'none', '-monitor', 'none', ...nic,
     '-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`,
     '-drive', `if=pflash,format=raw,file=${vars}`,
     '-drive', `file=${image},format=raw,if=virtio,cache=unsafe`,
     '-serial', `file:${consoleFile}`,
-  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  ];
+  // `ip netns exec` execs QEMU in place, so the child's pid (and its signals) are QEMU's.
+  const argv = net?.netns ? ['ip', 'netns', 'exec', net.netns, ...qemu] : qemu;
+  const child: ChildProcess = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
   let exited = false;

@@ -1,0 +1,183 @@
+/**
+ * Image end to end for the pair (issue 3, acceptance 4): two copies of the built image, stamped
+ * with the same site file, boot under QEMU (TCG) on one virtual L2 and must pair and replicate.
+ *
+ * The L2 is a bridge in a throwaway gateway namespace (test/helpers/netns.ts). Each VM's NIC is a
+ * tap device on that bridge, so QEMU runs inside the gateway namespace; dnsmasq there serves DHCP
+ * to the images' systemd-networkd. Nothing leaves the namespace. The gateway namespace then
+ * checks Kine the way a K3s server would: etcdctl against each node and against the VIP.
+ */
+import test from 'ava';
+import { execa } from 'execa';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { events, geminik8s } from '../helpers/cli.ts';
+import { createTopology, type Topology } from '../helpers/netns.ts';
+import { bootImage, type BootedVm } from '../helpers/qemu.ts';
+
+const ARTIFACT = 'edge-datastore-generic-x86_64-uefi-0.1.0';
+/** Everything after the build (two TCG boots on a 2-core host, pairing, provisioning, checks) ends within this. */
+const BUDGET_MS = 12 * 60_000;
+const MARKER = 'GEMINIK8S-AGENT:';
+
+const work = await mkdtemp(path.join(os.tmpdir(), 'gk8s-image-pair-'));
+test.after.always(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+interface Node {
+  name: string;
+  vm: BootedVm;
+  bootedAt: number;
+  /** Milliseconds after QEMU started at which each stage's console marker was first seen. */
+  at: Record<string, number>;
+}
+
+const STAGES: [string, RegExp][] = [
+  ['login', /login: /],
+  ['discovering', new RegExp(`${MARKER} discovering peer on \\S+ \\S+`)],
+  ['paired', new RegExp(`${MARKER} paired role=\\S+ term=\\d+ peer=\\S+`)],
+  ['ready', new RegExp(`${MARKER} cluster ready role=\\S+ term=\\d+ kine=\\S+`)],
+];
+
+/** Waits for every stage in turn, recording when each appeared; a failed agent ends the wait at once. */
+async function followStages(node: Node, deadline: number): Promise<string> {
+  let text = '';
+  for (const [stage, pattern] of STAGES) {
+    const failed = new RegExp(`${MARKER} failed .*`);
+    // Poll in short slices so an agent failure is reported without waiting for the deadline.
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`${node.name}: no "${stage}" within the ${BUDGET_MS / 60_000} min budget\n--- console tail ---\n${text.slice(-4000)}`);
+      try {
+        text = await node.vm.waitFor([pattern], Math.min(left, 5_000));
+        break;
+      } catch (e) {
+        text = await readFile(node.vm.consoleFile, 'utf8').catch(() => '');
+        if (!/timed out/.test((e as Error).message)) throw new Error(`${node.name}: ${(e as Error).message}`);
+        const fail = failed.exec(text);
+        // The agent restarts after a failure (Restart=on-failure); only a failure before this stage counts once it repeats.
+        if (fail && (text.match(new RegExp(failed.source, 'g')) ?? []).length >= 3) {
+          throw new Error(`${node.name}: the agent keeps failing before "${stage}": ${fail[0]}\n--- console tail ---\n${text.slice(-4000)}`);
+        }
+      }
+    }
+    node.at[stage] = Date.now() - node.bootedAt;
+  }
+  return text;
+}
+
+async function etcdctl(topology: Topology, host: string, args: string[]): Promise<string> {
+  const r = await topology.exec(topology.gw.ns, ['etcdctl', `--endpoints=http://${host}:2379`, '--dial-timeout=5s', '--command-timeout=10s', ...args], { timeoutMs: 30_000 });
+  if (r.code !== 0) throw new Error(`etcdctl ${args.join(' ')} against ${host}: ${r.stderr.trim()}`);
+  return r.stdout.trim();
+}
+
+/** Retries `fn` until it succeeds or `ms` pass (the follower's Kine and the VIP may lag the marker by a moment). */
+async function retrying<T>(what: string, ms: number, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (Date.now() > deadline) throw new Error(`${what}: ${(e as Error).message}`);
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+}
+
+test('two stamped copies of the image boot on one L2, pair, replicate and serve Kine on the VIP', async (t) => {
+  const started = Date.now();
+
+  // --- the image (cached build steps make this a copy when nothing changed) ---
+  const out = path.join(work, 'dist');
+  const build = await geminik8s(['build', '--profile', 'edge-datastore', '--hardware', 'generic-x86_64-uefi', '--out', out, '--json']);
+  t.is(build.exitCode, 0, build.stderr.slice(-3000));
+  if (build.exitCode !== 0) return;
+  const cached = events(build.stdout).filter((e) => e.event === 'step-done' && e.cached === false).map((e) => e.id);
+  t.log(`build: ${((Date.now() - started) / 1000).toFixed(0)} s${cached.length ? ` (rebuilt: ${cached.join(', ')})` : ' (all steps cached)'}`);
+
+  // --- the L2: a bridge in a gateway namespace, DHCP from dnsmasq, one tap per VM ---
+  const topology = await createTopology(0);
+  const nodes: Node[] = [];
+  t.teardown(async () => {
+    if (!t.passed) {
+      for (const n of nodes) t.log(`--- ${n.name} console tail ---\n${(await readFile(n.vm.consoleFile, 'utf8').catch(() => '')).slice(-6000)}`);
+    }
+    await Promise.all(nodes.map((n) => n.vm.stop()));
+    await topology.destroy();
+  });
+  const { subnet, bridge, gw } = topology;
+  const dnsmasq = topology.spawn(gw.ns, [
+    'dnsmasq', '--no-daemon', '--conf-file=/dev/null', `--interface=${bridge}`, '--bind-interfaces', '--port=0',
+    `--dhcp-range=${subnet}.100,${subnet}.150,255.255.255.0,1h`, `--dhcp-option=3,${gw.address}`,
+    `--dhcp-leasefile=${path.join(work, 'dnsmasq.leases')}`,
+  ]);
+  let dnsmasqLog = '';
+  dnsmasq.stderr?.on('data', (d: Buffer) => (dnsmasqLog += d.toString()));
+  dnsmasq.stdout?.on('data', (d: Buffer) => (dnsmasqLog += d.toString()));
+  t.teardown(() => { if (!t.passed) t.log(`--- dnsmasq ---\n${dnsmasqLog.slice(-3000)}`); });
+
+  // --- one site file, stamped into two copies ---
+  const site = path.join(work, 'site.yaml');
+  const vip = `${subnet}.10`;
+  const init = await geminik8s(['init', '--out', site, '--site-id', 'image-pair-1', '--vip', `${vip}/24`, '--gateway', gw.address]);
+  t.is(init.exitCode, 0, init.stderr);
+  const raw0 = path.join(work, 'disk-0.raw');
+  await execa('zstd', ['-q', '-d', path.join(out, ARTIFACT, 'image.raw.zst'), '-o', raw0]);
+  const stamp = await geminik8s(['stamp', '--site', site, raw0]);
+  t.is(stamp.exitCode, 0, stamp.stderr);
+  const raw1 = path.join(work, 'disk-1.raw');
+  await execa('cp', ['--sparse=always', raw0, raw1]);
+  for (const raw of [raw0, raw1]) await execa('truncate', ['-s', '4G', raw]);
+
+  // The budget covers the VMs, not a cold image build.
+  const deadline = Date.now() + BUDGET_MS;
+  for (const i of [0, 1]) {
+    const tap = `gk8s-t${topology.id}${i}`;
+    for (const argv of [['ip', 'tuntap', 'add', 'mode', 'tap', 'name', tap], ['ip', 'link', 'set', tap, 'master', bridge, 'up']]) {
+      const r = await topology.exec(gw.ns, argv);
+      if (r.code !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr.trim()}`);
+    }
+    const dir = path.join(work, `vm-${i}`);
+    await mkdir(dir, { recursive: true });
+    const bootedAt = Date.now();
+    const vm = await bootImage(i === 0 ? raw0 : raw1, dir, { memoryMiB: 1280, network: { tap, mac: `52:54:00:6b:38:${(0x11 + i).toString(16)}`, netns: gw.ns } });
+    nodes.push({ name: `vm-${i}`, vm, bootedAt, at: {} });
+  }
+
+  // --- both pair and report ready ---
+  const consoles = await Promise.all(nodes.map((n) => followStages(n, deadline)));
+  for (const n of nodes) {
+    const s = (k: string) => ((n.at[k] ?? NaN) / 1000).toFixed(0);
+    t.log(`${n.name}: boot → login ${s('login')} s → discovering ${s('discovering')} s → paired ${s('paired')} s → cluster ready ${s('ready')} s`);
+  }
+  const ready = consoles.map((text) => {
+    const m = /GEMINIK8S-AGENT: cluster ready role=(leader|follower) term=(\d+) kine=([\d.]+):2379/.exec(text);
+    const paired = /GEMINIK8S-AGENT: paired role=(\S+) term=(\d+) peer=(\S+)/.exec(text);
+    return { role: m?.[1], term: m?.[2], ip: m?.[3], pairedRole: paired?.[1], pairedTerm: paired?.[2] };
+  });
+  const [a, b] = ready as [(typeof ready)[0], (typeof ready)[0]];
+  t.deepEqual([a.role, b.role].sort(), ['follower', 'leader'], 'opposite roles');
+  t.is(a.term, b.term, 'the same term');
+  t.is(a.pairedRole, a.role);
+  t.is(b.pairedRole, b.role);
+  t.not(a.ip, b.ip);
+  for (const r of ready) t.true(r.ip?.startsWith(`${subnet}.`), `DHCP address on the site LAN: ${r.ip}`);
+  const leader = a.role === 'leader' ? a : b;
+  const follower = a.role === 'leader' ? b : a;
+
+  // --- Kine from the gateway namespace: write on the leader, read on the follower and the VIP ---
+  const key = `/image-pair/${Date.now()}`;
+  const left = () => Math.max(10_000, deadline - Date.now());
+  await retrying('put on the leader', left(), () => etcdctl(topology, leader.ip!, ['put', key, 'v']));
+  const readBack = (host: string) => async () => {
+    const value = await etcdctl(topology, host, ['get', '--print-value-only', key]);
+    if (value !== 'v') throw new Error(`read "${value}"`);
+    return value;
+  };
+  t.is(await retrying('get on the follower', left(), readBack(follower.ip!)), 'v');
+  t.is(await retrying('get on the VIP', left(), readBack(vip)), 'v');
+  t.log(`total ${((Date.now() - started) / 1000).toFixed(0)} s; leader ${leader.ip}, follower ${follower.ip}, VIP ${vip}`);
+});
