@@ -3,7 +3,7 @@ PROFILE  ?= edge-datastore
 HARDWARE ?= generic-x86_64-uefi
 CLI      := node bin/geminik8s.js
 
-.PHONY: deps image test test-unit typecheck bench clean
+.PHONY: deps image test test-unit typecheck bench bench-pair clean
 
 deps:
 	@sh builder/host-deps.sh
@@ -22,6 +22,10 @@ typecheck: deps
 
 bench: deps
 	node --import tsx bench/build.ts
+
+# Needs root (network namespaces); RUNS=5 by default.
+bench-pair: deps
+	node --import tsx bench/pair.ts
 
 clean:
 	rm -rf dist .cache

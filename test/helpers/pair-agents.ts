@@ -4,6 +4,7 @@
  * small supervisor restarts an agent that exits with an error, as systemd does on the appliance.
  */
 import type { ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -47,7 +48,11 @@ export function siteYaml(siteId: string, secret: string, vipCidr: string, gatewa
   return stringify({ apiVersion: 'geminik8s/v1', kind: 'Site', site: { id: siteId }, pair: { secret }, network: { vip: vipCidr, addressing: 'dhcp', gateway } });
 }
 
-export async function createPair(opts: { nodes?: number; secret?: string; secrets?: string[] } = {}): Promise<Pair> {
+/**
+ * `nodeIds` pre-seeds each node's identity (hostmeta.json, as an earlier boot would have left it),
+ * which makes the roles predictable: with nothing committed, the lower node id leads.
+ */
+export async function createPair(opts: { nodes?: number; secret?: string; secrets?: string[]; nodeIds?: string[] } = {}): Promise<Pair> {
   const count = opts.nodes ?? 2;
   const kine = await resolveComponent(kineSpec('v0.17.5'), { arch: 'amd64', cacheDir: path.join(REPO, '.cache') });
   const topology = await createTopology(count);
@@ -65,6 +70,12 @@ export async function createPair(opts: { nodes?: number; secret?: string; secret
     for (const d of Object.values(dirs)) await mkdir(d, { recursive: true, mode: 0o755 });
     const secret = opts.secrets?.[node.index] ?? defaultSecret;
     await writeFile(path.join(dirs.oem, 'site.yaml'), siteYaml('lab-pair', secret, vipCidr, topology.gw.address), { mode: 0o600 });
+    const nodeId = opts.nodeIds?.[node.index];
+    if (nodeId) {
+      const at = new Date().toISOString();
+      const meta = { schemaVersion: 1, nodeId, bootCount: 0, firstBootAt: at, lastBootAt: at, phase: 'waiting-for-site', term: 0, role: 'unassigned' };
+      await writeFile(path.join(dirs.state, 'hostmeta.json'), `${JSON.stringify(meta)}\n`);
+    }
     const consoleFile = path.join(base, 'console.log');
     const logFile = path.join(base, 'agent.log');
     const env: Record<string, string> = {
@@ -77,8 +88,11 @@ export async function createPair(opts: { nodes?: number; secret?: string; secret
     const launch = (): void => {
       const child = topology.spawn(node.ns, ['env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, '--import', 'tsx', AGENT_ENTRY], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
       children.set(node.index, child);
-      child.stdout?.on('data', (d: Buffer) => void writeFile(logFile, d, { flag: 'a' }));
-      child.stderr?.on('data', (d: Buffer) => void writeFile(logFile, d, { flag: 'a' }));
+      // One ordered stream per agent run: separate un-awaited appends could interleave lines.
+      const sink = createWriteStream(logFile, { flags: 'a' });
+      child.stdout?.pipe(sink, { end: false });
+      child.stderr?.pipe(sink, { end: false });
+      child.once('close', () => sink.end());
       child.once('exit', (code) => {
         if (children.get(node.index) === child) children.delete(node.index);
         // Restart=on-failure with RestartSec, like the unit on the appliance.
@@ -111,7 +125,15 @@ export async function createPair(opts: { nodes?: number; secret?: string; secret
       console: () => readFile(consoleFile, 'utf8').catch(() => ''),
       async log() {
         const text = await readFile(logFile, 'utf8').catch(() => '');
-        return text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+        // stderr (a crash trace) shares the file; only whole JSON lines are events.
+        return text.split('\n').flatMap((l) => {
+          if (!l.startsWith('{')) return [];
+          try {
+            return [JSON.parse(l) as Record<string, unknown>];
+          } catch {
+            return [];
+          }
+        });
       },
       status: async () => (await readStatus(path.join(dirs.run, 'agent.sock'))) as Record<string, unknown>,
       async sql(query, database = 'postgres') {

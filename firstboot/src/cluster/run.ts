@@ -17,6 +17,8 @@ import type { SiteConfig } from '../core/site.ts';
 import { bindVip } from '../net/vip.ts';
 import { startStatusServer } from '../net/status-server.ts';
 import { derivePairKeys, runPairing, startChannelServer, startDiscovery, type Candidate, type Discovery } from '../pairing/index.ts';
+import { NO_PROGRESS, readProgress, type Progress } from './progress.ts';
+import { keepConfirmingPair } from './reconfirm.ts';
 import { validateSecrets, type NodeIdentity } from '../provision/core/secrets.ts';
 import { startKine, type KineProcess } from '../provision/kine.ts';
 import { confFiles, type LocalPg } from '../provision/postgres.ts';
@@ -56,16 +58,8 @@ export function nodeName(site: SiteConfig, nodeId: string, ip: string): string {
   return site.network.nodes?.find((n) => n.address.split('/')[0] === ip)?.name ?? `node-${nodeId.slice(0, 8)}`;
 }
 
-function candidate(meta: HostMeta, name: string): Candidate {
-  return {
-    nodeId: meta.nodeId,
-    name,
-    committed: meta.phase === 'provisioned',
-    term: meta.term,
-    timeline: 0,
-    lsn: '0/0',
-    ...(meta.pair ? { leader: meta.pair.leader } : {}),
-  };
+function candidate(meta: HostMeta, name: string, progress: Progress): Candidate {
+  return { nodeId: meta.nodeId, name, ...progress, term: meta.term, ...(meta.pair ? { leader: meta.pair.leader } : {}) };
 }
 
 function canConnect(host: string, port: number, timeoutMs: number): Promise<boolean> {
@@ -123,37 +117,41 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   log.event('info', 'lan-address', { interface: lan.ifname, address: lan.ip, name });
 
   // --- discover and agree ---
+  // Beacons advertise the last known progress; negotiations read it live.
+  let progress = meta.phase === 'paired' || meta.phase === 'provisioned' ? await readProgress(pg) : NO_PROGRESS;
+  const currentCandidate = async (): Promise<Candidate> => {
+    if (meta.phase === 'paired' || meta.phase === 'provisioned') progress = await readProgress(pg);
+    return candidate(meta, name, progress);
+  };
   const keys = derivePairKeys(site.pair.secret, site.site.id);
   let discovery: Discovery | undefined;
   const server = await startChannelServer({ keys, nodeId: meta.nodeId, host: lan.ip, port: settings.channelPort, log, admit: (id) => discovery?.refusalFor(id) });
   discovery = await startDiscovery({
     siteId: site.site.id, keys, nodeId: meta.nodeId, bindAddress: lan.ip, broadcastAddress: settings.broadcastAddress, port: settings.discoveryPort, log,
-    getState: () => ({ role: meta.role, term: meta.term, committed: meta.phase === 'provisioned', timeline: 0, lsn: '0/0', tcpPort: server.port, name }),
+    getState: () => ({ role: meta.role, term: meta.term, ...progress, tcpPort: server.port, name }),
   });
   signal.addEventListener('abort', () => { discovery?.close(); void server.close(); }, { once: true });
   if (meta.pair) discovery.setPair([meta.nodeId, meta.pair.peerNodeId].sort() as [string, string]);
   out.line(`${MARKER} discovering peer on ${lan.ifname} ${lan.ip}`);
 
-  const peerIdentity = (peerId: string): NodeIdentity => {
-    const peer = discovery?.peers().find((p) => p.nodeId === peerId);
-    if (!peer) throw new Error(`peer ${peerId} is no longer discovered`);
-    return { name: peer.state.name ?? nodeName(site, peerId, peer.address), ip: peer.address };
-  };
-  const result = await runPairing({
+  const pairingOptions = {
     discovery, server, keys, siteId: site.site.id, log, signal,
     ...(site.pair.preferredLeader ?? settings.preferredLeader ? { preferredLeader: site.pair.preferredLeader ?? settings.preferredLeader } : {}),
-    self: () => candidate(meta, name),
+    self: currentCandidate,
     // Persisted before it is sent, so a re-run hands the follower the same bundle.
-    secretsIfLeader: (d) => ensureClusterSecrets(settings.secretsDir, { nodes: [{ name, ip: lan.ip }, peerIdentity(d.follower)], vip, siteId: site.site.id }),
-    onSecrets: async (s) => {
+    secretsIfLeader: (_d: unknown, follower: Candidate & { address: string }) =>
+      ensureClusterSecrets(settings.secretsDir, { nodes: [{ name, ip: lan.ip }, { name: follower.name ?? nodeName(site, follower.nodeId, follower.address), ip: follower.address }], vip, siteId: site.site.id }),
+    onSecrets: async (s: unknown) => {
       storeSecrets(settings.secretsDir, validateSecrets(s, 'secrets from the leader'));
     },
-  });
-  const peer = peerIdentity(result.role === 'leader' ? result.follower : result.leader);
+  };
+  const result = await runPairing(pairingOptions);
+  const peer: NodeIdentity = { name: result.peer.name ?? nodeName(site, result.peer.nodeId, result.peerAddress), ip: result.peerAddress };
   save(recordPairing(meta, { role: result.role, term: result.term, pair: { leader: result.leader, peerNodeId: result.peer.nodeId, peerName: peer.name, peerAddress: peer.ip } }));
   status.peer = { nodeId: result.peer.nodeId, name: peer.name, address: peer.ip };
   log.event('info', 'paired', { role: result.role, term: result.term, peer: result.peer.nodeId });
   out.line(`${MARKER} paired role=${result.role} term=${result.term} peer=${peer.name}`);
+  void keepConfirmingPair({ ...pairingOptions, nodeId: meta.nodeId, peerNodeId: result.peer.nodeId, role: result.role, term: result.term });
 
   // --- provision ---
   allowNonLocalBind();
@@ -180,8 +178,9 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   const kine: KineProcess = await startKine({
     binary: settings.kineBinary, listenAddress: `0.0.0.0:${settings.kinePort}`, db: upstream, password: secrets.kinePassword,
     caFile: confFiles(settings.pg.confDir).caCert, logFile: join(settings.runDir, 'kine.log'),
+    // Recorded before the health wait: a crash during it must not leave an unknown orphan on the port.
+    onSpawn: (pid) => writeFileAtomic(kinePid, `${pid}\n`),
   });
-  writeFileAtomic(kinePid, `${kine.pid}\n`);
   signal.addEventListener('abort', () => void kine.stop(), { once: true });
   status.kine = { listen: `${lan.ip}:${settings.kinePort}`, upstream: `${upstream.host}:${upstream.port}` };
 

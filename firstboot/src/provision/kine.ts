@@ -29,6 +29,8 @@ export interface KineOptions {
   extraArgs?: string[];
   /** How long start waits for a healthy answer (default 30 s). */
   startTimeoutMs?: number;
+  /** Called as soon as the process exists, before the health wait (to record its pid durably). */
+  onSpawn?: (pid: number) => void;
 }
 
 export interface KineProcess {
@@ -77,6 +79,7 @@ export async function startKine(o: KineOptions): Promise<KineProcess> {
     child.once('error', () => resolve({ code: null, signal: null }));
   });
   const spawnError = new Promise<Error>((resolve) => child.once('error', (e: NodeJS.ErrnoException) => resolve(e)));
+  if (child.pid !== undefined) o.onSpawn?.(child.pid);
   let gone = false;
   void exited.then(() => (gone = true));
   const proc: KineProcess = {

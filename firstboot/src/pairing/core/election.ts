@@ -66,6 +66,8 @@ export function decideLeader(a: Candidate, b: Candidate, preferredLeader?: strin
   if (a.committed && b.committed) {
     const c = compareProgress(a, b);
     if (c !== 0) return c > 0 ? a.nodeId : b.nodeId;
+    // Equal progress and an agreement both persisted (a restart mid-provisioning): keep it.
+    if (a.leader !== undefined && a.leader === b.leader && (a.leader === a.nodeId || a.leader === b.nodeId)) return a.leader;
   }
   const pa = isPreferred(a, preferredLeader);
   const pb = isPreferred(b, preferredLeader);

@@ -33,9 +33,10 @@ export interface NegotiateOptions {
   preferredLeader?: string;
   /**
    * Called only when this node is the leader, to get the secrets to hand over. It should return
-   * secrets already persisted on this box, so a re-run sends the same ones.
+   * secrets already persisted on this box, so a re-run sends the same ones. `peer` is the
+   * follower as it presented itself on this authenticated channel (certificates need its address).
    */
-  secretsIfLeader(decision: PairDecision): SecretsPayload | Promise<SecretsPayload>;
+  secretsIfLeader(decision: PairDecision, peer: Candidate & { address: string }): SecretsPayload | Promise<SecretsPayload>;
   /**
    * Called only on the follower with the leader's payload (untrusted JSON object: validate it):
    * must persist the secrets durably before resolving; the ack follows. Throwing aborts the
@@ -86,7 +87,7 @@ export async function negotiate(channel: Channel, opts: NegotiateOptions): Promi
     log.event('info', 'pairing-agreed', { peer: peer.nodeId, leader: decision.leader, follower: decision.follower, term: decision.term, role });
 
     if (role === 'leader') {
-      const secrets = await opts.secretsIfLeader(decision);
+      const secrets = await opts.secretsIfLeader(decision, { ...peer, address: channel.remoteAddress });
       channel.send({ t: 'secrets', term: decision.term, secrets });
       const ack = await expect(channel, 'ack', step);
       if (ack.term !== decision.term) throw new DisagreementError(`peer acknowledged term ${ack.term}, expected ${decision.term}`);
@@ -114,8 +115,8 @@ export interface RunPairingOptions extends Omit<NegotiateOptions, 'self'> {
   discovery: Discovery;
   server: ChannelServer;
   keys: PairKeys;
-  /** Current candidate (read again for each attempt). */
-  self(): Candidate;
+  /** Current candidate (read again for each attempt: progress changes as the node works). */
+  self(): Candidate | Promise<Candidate>;
   /** Overall bound; default: no bound (until `signal` aborts). */
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -144,7 +145,7 @@ export async function runPairing(opts: RunPairingOptions): Promise<PairResult> {
 
   while (performance.now() < deadline) {
     if (opts.signal?.aborted) throw new Error('pairing aborted');
-    const self = opts.self();
+    const self = await opts.self();
     const all = discovery.peers();
     const peer = choosePeer(self.nodeId, all, discovery.pair());
     if (!peer) {
