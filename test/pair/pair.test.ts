@@ -3,8 +3,8 @@
  * roles, PostgreSQL streaming in sync, Kine answering on both nodes with the same data.
  */
 import test from 'ava';
-import { createPair, eventually } from '../helpers/pair-agents.ts';
-import { assertHealthyPair, dumpOnFailure } from '../helpers/pair-checks.ts';
+import { createPair, eventually, type PairAgent } from '../helpers/pair-agents.ts';
+import { assertHealthyPair, converged, dumpOnFailure } from '../helpers/pair-checks.ts';
 
 test.serial('two agents started together pair, replicate synchronously and serve Kine on both nodes', async (t) => {
   const pair = await createPair();
@@ -27,4 +27,41 @@ test.serial('an agent started later pairs with the one already waiting', async (
   await new Promise((r) => setTimeout(r, 20_000));
   pair.agents[1]?.start();
   await assertHealthyPair(t, pair);
+});
+
+test.serial('a box with a different pair secret is never paired with, and the log says why', async (t) => {
+  const pair = await createPair({ secrets: [Buffer.alloc(32, 1).toString('base64url'), Buffer.alloc(32, 7).toString('base64url')] });
+  t.teardown(async () => {
+    await dumpOnFailure(t, pair);
+    await pair.destroy();
+  });
+  for (const a of pair.agents) a.start();
+  const reason = await eventually('a log line naming the wrong secret', 30_000, async () => {
+    const events = await pair.agents[0]?.log();
+    return events?.find((e) => /secret/i.test(String(e.message ?? e.reason ?? '')))?.message as string | undefined;
+  });
+  t.regex(reason, /pair secret/);
+  await new Promise((r) => setTimeout(r, 5000));
+  for (const a of pair.agents) t.notRegex(await a.console(), /paired role=/, `node ${a.index + 1} stayed unpaired`);
+});
+
+test.serial('a third box with the right secret is refused while the pair is healthy', async (t) => {
+  const pair = await createPair({ nodes: 3 });
+  t.teardown(async () => {
+    await dumpOnFailure(t, pair);
+    await pair.destroy();
+  });
+  const [a, b, third] = pair.agents as [PairAgent, PairAgent, PairAgent];
+  a.start();
+  b.start();
+  await converged({ ...pair, agents: [a, b] }, 120_000);
+  third.start();
+  const refusal = await eventually('the third box to log the refusal', 30_000, async () => {
+    const events = await third.log();
+    return events.find((e) => /pair already formed/.test(String(e.message ?? '')))?.message as string | undefined;
+  });
+  t.regex(refusal, /pair already formed \([0-9a-f]+,[0-9a-f]+\); use replace-node/);
+  t.notRegex(await third.console(), /paired role=/);
+  t.like(await a.status(), { phase: 'provisioned' });
+  t.like(await b.status(), { phase: 'provisioned' });
 });
