@@ -3,7 +3,7 @@
  * read — role, term, peer, replication state and lag, last error. Read-only by design: actions
  * (failover, upgrade) come through their own authenticated paths.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { chmod, mkdir, rm } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 
@@ -34,6 +34,7 @@ export async function startStatusServer(socketPath: string, getStatus: () => Pro
     server.once('error', reject);
     server.listen(socketPath, () => resolve());
   });
+  await chmod(socketPath, 0o660);
   return {
     socketPath,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
