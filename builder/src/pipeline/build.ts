@@ -67,7 +67,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   opts.report({ event: 'plan', artifactName: name, dryRun: opts.dryRun, steps });
   if (opts.dryRun) return { plan };
 
-  const release = await acquireBuildLock(opts.cacheRoot);
+  const release = await acquireBuildLock(opts.cacheRoot, {
+    waitMs: 60 * 60_000,
+    onWait: (pid) => opts.report({ event: 'waiting', message: `another build (pid ${pid}) is using the cache; waiting for it to finish` }),
+  });
   try {
     const outputs = new Map<StepId, string>();
     const components: ComponentRecord[] = [];

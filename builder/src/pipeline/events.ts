@@ -7,6 +7,7 @@ export type BuildEvent =
   | { event: 'step-log'; id: StepId; line: string }
   | { event: 'step-done'; id: StepId; cached: boolean; seconds: number }
   | { event: 'done'; artifactDir: string; seconds: number; files: string[] }
+  | { event: 'waiting'; message: string }
   | { event: 'error'; message: string; step?: StepId };
 
 export type Reporter = (e: BuildEvent) => void;
@@ -44,6 +45,9 @@ export function humanReporter(write: (text: string) => void, verbose: boolean): 
         break;
       case 'done':
         write(`done in ${e.seconds.toFixed(1)} s: ${e.artifactDir}\n${e.files.map((f) => `  ${f}`).join('\n')}\n`);
+        break;
+      case 'waiting':
+        write(`${e.message}\n`);
         break;
       case 'error':
         write(`error${e.step ? ` in step ${e.step}` : ''}: ${e.message}\n`);
