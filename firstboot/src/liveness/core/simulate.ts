@@ -1,0 +1,368 @@
+/**
+ * A deterministic model of the pair for tests and what-if runs: two nodes and a gateway, stepping
+ * in lockstep (one tick = one heartbeat = one VIP probe = 1 s), a writer on the gateway side that
+ * puts numbered keys through the VIP, synchronous/async physical replication as a copied history,
+ * crashes, PostgreSQL faults and partitions. Both nodes decide on the facts of the same instant
+ * (each sees the other's state as of the previous tick), the worst case for races.
+ *
+ * Not a network simulator: a tick's links are booleans. `l2` is whether ARP passes between the
+ * nodes (the VIP probe); it differs from `ab`/`ba` only for an IP-level filter (L2 still up) or a
+ * non-transitive LAN fault (L2 down between the nodes while both reach the gateway).
+ */
+import { bootRole, decide } from './decide.ts';
+import { DEFAULT_LIVENESS_CONFIG, type Action, type Heartbeat, type LivenessConfig, type LivenessRole, type PgState, type TickInput } from './types.ts';
+
+export interface Net {
+  /** A's packets reach B (heartbeats, replication), and the reverse. */
+  ab: boolean;
+  ba: boolean;
+  /** ARP between A and B (VIP probe). */
+  l2: boolean;
+  /** Node to gateway (and the writer behind it), both ways. */
+  ag: boolean;
+  bg: boolean;
+}
+
+export const HEALTHY_NET: Readonly<Net> = Object.freeze({ ab: true, ba: true, l2: true, ag: true, bg: true });
+
+export type SimEvent =
+  | { kind: 'net'; net: Partial<Net> }
+  | { kind: 'crash'; node: 'A' | 'B' }
+  | { kind: 'boot'; node: 'A' | 'B' }
+  | { kind: 'pg-down'; node: 'A' | 'B' }
+  | { kind: 'pg-up'; node: 'A' | 'B' }
+  | { kind: 'switchover'; node: 'A' | 'B' };
+
+export interface SimNode {
+  id: 'A' | 'B';
+  nodeId: string;
+  up: boolean;
+  bootAt: number;
+  persisted: { role: LivenessRole; term: number };
+  role: LivenessRole;
+  pg: PgState;
+  /** Fault injection: PostgreSQL cannot run (crash, disk full). */
+  pgBroken: boolean;
+  pgBadSince: number | null;
+  /** Committed keys in WAL order; the LSN is its length. */
+  history: number[];
+  timeline: number;
+  holdsVip: boolean;
+  syncRep: boolean;
+  handoverSince: number | null;
+  switchoverRequested: boolean;
+  lastHeardAt: number | null;
+  lastHb?: Heartbeat;
+  witnessOkAt: number | null;
+  witnessOkSince: number | null;
+  vipOkAt: number | null;
+  standbySeenAt: number | null;
+  /** Follower: last time its WAL receiver streamed. */
+  receiverOkAt: number | null;
+  standbyStreaming: boolean;
+  rejoin: { leader: 'A' | 'B' } | null;
+  /** Rows a rewind discarded, saved to disk (reported, not lost silently). */
+  saved: number[];
+}
+
+export interface TickLog {
+  t: number;
+  a: { role: LivenessRole; term: number; actions: string[]; reason: string } | null;
+  b: { role: LivenessRole; term: number; actions: string[]; reason: string } | null;
+  writable: ('A' | 'B')[];
+  ack?: { key: number; node: 'A' | 'B' };
+}
+
+export interface SimResult {
+  log: TickLog[];
+  /** Ticks where both nodes were writable primaries. */
+  dualPrimaryTicks: number[];
+  acked: number[];
+  nodes: { A: SimNode; B: SimNode };
+}
+
+const IDS = { A: '1'.repeat(32), B: '2'.repeat(32) } as const;
+
+function lsn(n: SimNode): string {
+  return `0/${n.history.length.toString(16).toUpperCase()}`;
+}
+
+function isPrefix(a: readonly number[], b: readonly number[]): boolean {
+  return a.length <= b.length && a.every((v, k) => b[k] === v);
+}
+
+function newNode(id: 'A' | 'B', role: 'leader' | 'follower'): SimNode {
+  return {
+    id,
+    nodeId: IDS[id],
+    up: true,
+    bootAt: -100_000,
+    persisted: { role, term: 1 },
+    role,
+    pg: role === 'leader' ? 'primary' : 'standby',
+    pgBroken: false,
+    pgBadSince: null,
+    history: [],
+    timeline: 1,
+    holdsVip: role === 'leader',
+    syncRep: true,
+    handoverSince: null,
+    switchoverRequested: false,
+    lastHeardAt: -1000,
+    witnessOkAt: -1000,
+    witnessOkSince: -100_000,
+    vipOkAt: -1000,
+    standbySeenAt: -1000,
+    receiverOkAt: -1000,
+    standbyStreaming: true,
+    rejoin: null,
+    saved: [],
+  };
+}
+
+export interface SimOptions {
+  ticks: number;
+  /** Events by tick. */
+  events?: Record<number, SimEvent[]>;
+  config?: LivenessConfig;
+  /** Write one key per tick through the VIP (default true). */
+  writer?: boolean;
+}
+
+/** Runs a healthy pair (A leader, B follower, synchronous) through `events`. */
+export function simulate(o: SimOptions): SimResult {
+  const c = o.config ?? DEFAULT_LIVENESS_CONFIG;
+  const nodes = { A: newNode('A', 'leader'), B: newNode('B', 'follower') };
+  let net: Net = { ...HEALTHY_NET };
+  const log: TickLog[] = [];
+  const dualPrimaryTicks: number[] = [];
+  const acked: number[] = [];
+  const other = (n: SimNode) => (n.id === 'A' ? nodes.B : nodes.A);
+  const reaches = (from: SimNode, to: SimNode) => (from.id === 'A' ? net.ab : net.ba) && from.up && to.up;
+  const reachesG = (n: SimNode) => n.up && (n.id === 'A' ? net.ag : net.bg);
+
+  for (let t = 0; t < o.ticks; t++) {
+    const now = t * 1000;
+    for (const e of o.events?.[t] ?? []) {
+      if (e.kind === 'net') net = { ...net, ...e.net };
+      else {
+        const n = nodes[e.node];
+        if (e.kind === 'crash') {
+          n.up = false;
+          n.holdsVip = false;
+          n.pg = 'down';
+          n.switchoverRequested = false;
+        } else if (e.kind === 'boot') {
+          n.up = true;
+          n.bootAt = now;
+          // A handover is persisted: a node that yielded may have been taken over while it was down.
+          if (n.handoverSince !== null) n.handoverSince = now;
+          n.role = bootRole(n.persisted.role);
+          n.pg = n.pgBroken ? 'down' : n.rejoin ? 'down' : n.role === 'follower' ? 'standby' : 'primary';
+          n.lastHeardAt = null;
+          delete n.lastHb;
+          n.witnessOkAt = null;
+          n.witnessOkSince = null;
+          n.vipOkAt = null;
+          n.standbySeenAt = null;
+          n.receiverOkAt = null;
+          n.standbyStreaming = false;
+        } else if (e.kind === 'pg-down') {
+          n.pgBroken = true;
+          n.pg = 'down';
+        } else if (e.kind === 'pg-up') {
+          n.pgBroken = false;
+          if (n.up && !n.rejoin) n.pg = n.role === 'follower' ? 'standby' : 'primary';
+        } else if (e.kind === 'switchover') n.switchoverRequested = true;
+      }
+    }
+    for (const n of [nodes.A, nodes.B]) {
+      if (n.pg === 'down' && n.up) n.pgBadSince ??= now;
+      else n.pgBadSince = null;
+    }
+
+    // Rejoins in progress complete once the leader is reachable both ways.
+    for (const n of [nodes.A, nodes.B]) {
+      if (!n.up || !n.rejoin || n.pgBroken) continue;
+      const l = nodes[n.rejoin.leader];
+      if (reaches(n, l) && reaches(l, n) && l.pg === 'primary') {
+        n.saved.push(...n.history.filter((k, idx) => l.history[idx] !== k));
+        n.history = [...l.history];
+        n.timeline = l.timeline;
+        n.pg = 'standby';
+        n.rejoin = null;
+      }
+    }
+
+    // Heartbeats of the state as of the end of the previous tick, then probes and replication.
+    const hbOf = (n: SimNode): Heartbeat => ({
+      nodeId: n.nodeId,
+      role: n.role,
+      term: n.persisted.term,
+      timeline: n.timeline,
+      lsn: lsn(n),
+      pg: n.pg,
+      pgHealthy: n.pg !== 'down',
+      syncRep: n.syncRep,
+      handoverForMs: n.handoverSince === null ? null : now - n.handoverSince,
+      peerSilentMs: now - (n.lastHeardAt ?? n.bootAt),
+      holdsVip: n.holdsVip,
+    });
+    const hbs = { A: nodes.A.up ? hbOf(nodes.A) : undefined, B: nodes.B.up ? hbOf(nodes.B) : undefined };
+    for (const n of [nodes.A, nodes.B]) {
+      const p = other(n);
+      const hb = hbs[p.id];
+      if (hb && reaches(p, n)) {
+        n.lastHeardAt = now;
+        n.lastHb = hb;
+      }
+      if (reachesG(n)) {
+        if (n.witnessOkAt === null || now - n.witnessOkAt >= c.witnessLostMs) n.witnessOkSince = now;
+        n.witnessOkAt = now;
+      }
+      if (n.up && p.up && p.holdsVip && net.l2) n.vipOkAt = now;
+    }
+    const streams = (primary: SimNode, standby: SimNode) =>
+      primary.pg === 'primary' && standby.pg === 'standby' && standby.role === 'follower' && reaches(primary, standby) && reaches(standby, primary) && isPrefix(standby.history, primary.history);
+    for (const n of [nodes.A, nodes.B]) {
+      const p = other(n);
+      n.standbyStreaming = n.up && streams(n, p);
+      if (n.standbyStreaming) {
+        p.history = [...n.history];
+        p.timeline = n.timeline;
+        n.standbySeenAt = now;
+        p.receiverOkAt = now;
+      }
+    }
+
+    // Lockstep decisions.
+    const input = (n: SimNode): TickInput => ({
+      self: { nodeId: n.nodeId, role: n.role, term: n.persisted.term, timeline: n.timeline, lsn: lsn(n) },
+      pg: { state: n.pg, badForMs: n.pgBadSince === null ? 0 : now - n.pgBadSince },
+      kineHealthy: true,
+      holdsVip: n.holdsVip,
+      peer: { silentMs: now - (n.lastHeardAt ?? n.bootAt), ...(n.lastHb ? { last: n.lastHb } : {}) },
+      witness: {
+        configured: 1,
+        silentMs: now - (n.witnessOkAt ?? n.bootAt),
+        okForMs: n.witnessOkAt !== null && n.witnessOkSince !== null && now - n.witnessOkAt < c.witnessLostMs ? now - n.witnessOkSince : 0,
+      },
+      vip: { silentMs: now - (n.vipOkAt ?? n.bootAt) },
+      replication: { syncRep: n.syncRep, standbyStreaming: n.standbyStreaming, standbySilentMs: now - (n.standbySeenAt ?? n.bootAt), standbyLagBytes: 0, receiverSilentMs: now - (n.receiverOkAt ?? n.bootAt) },
+      handover: n.handoverSince === null ? null : { sinceMs: now - n.handoverSince },
+      switchoverRequested: n.switchoverRequested,
+    });
+    const decisions = {
+      A: nodes.A.up ? decide(input(nodes.A), c) : undefined,
+      B: nodes.B.up ? decide(input(nodes.B), c) : undefined,
+    };
+    for (const n of [nodes.A, nodes.B]) {
+      const d = decisions[n.id];
+      if (d) for (const a of d.actions) apply(n, a, now);
+    }
+
+    // The writer, behind the gateway, writes through whichever node answers for the VIP.
+    const entry: TickLog = {
+      t,
+      a: decisions.A ? { role: nodes.A.role, term: nodes.A.persisted.term, actions: decisions.A.actions.map((x) => x.kind), reason: decisions.A.reason } : null,
+      b: decisions.B ? { role: nodes.B.role, term: nodes.B.persisted.term, actions: decisions.B.actions.map((x) => x.kind), reason: decisions.B.reason } : null,
+      writable: [nodes.A, nodes.B].filter((n) => n.up && n.role === 'leader' && n.pg === 'primary').map((n) => n.id),
+    };
+    if (entry.writable.length > 1) dualPrimaryTicks.push(t);
+    if (o.writer ?? true) {
+      const targets = [nodes.A, nodes.B].filter((n) => n.up && n.role === 'leader' && n.pg === 'primary' && n.holdsVip && reachesG(n)).sort((x, y) => y.persisted.term - x.persisted.term);
+      const w = targets[0];
+      if (w) {
+        const key = t;
+        const p = other(w);
+        w.history.push(key);
+        if (!w.syncRep) {
+          acked.push(key);
+          entry.ack = { key, node: w.id };
+        } else if (streams(w, p)) {
+          p.history = [...w.history];
+          acked.push(key);
+          entry.ack = { key, node: w.id };
+        }
+      }
+    }
+    log.push(entry);
+  }
+  return { log, dualPrimaryTicks, acked, nodes };
+
+  function apply(n: SimNode, a: Action, now: number): void {
+    switch (a.kind) {
+      case 'promote':
+        n.persisted = { role: 'leader', term: a.term };
+        n.role = 'leader';
+        if (n.pg === 'standby') {
+          n.pg = 'primary';
+          n.timeline += 1;
+        }
+        n.standbySeenAt = now;
+        return;
+      case 'take-vip':
+        n.holdsVip = true;
+        return;
+      case 'release-vip':
+        n.holdsVip = false;
+        return;
+      case 'fence':
+        n.persisted = { ...n.persisted, role: 'fenced' };
+        n.role = 'fenced';
+        n.holdsVip = false;
+        return;
+      case 'unfence':
+        n.persisted = { ...n.persisted, role: 'leader' };
+        n.role = 'leader';
+        n.switchoverRequested = false;
+        return;
+      case 'degrade-to-async':
+        n.syncRep = false;
+        return;
+      case 'restore-sync':
+        n.syncRep = true;
+        return;
+      case 'demote-and-rejoin':
+        n.persisted = { role: 'follower', term: Math.max(n.persisted.term, a.term) };
+        n.role = 'follower';
+        n.holdsVip = false;
+        n.pg = 'down';
+        n.syncRep = true;
+        n.switchoverRequested = false;
+        n.rejoin = { leader: a.leader === nodes.A.nodeId ? 'A' : 'B' };
+        return;
+      case 'adopt-term':
+        n.persisted = { ...n.persisted, term: Math.max(n.persisted.term, a.term) };
+        return;
+      case 'begin-handover':
+        n.handoverSince = now;
+        return;
+      case 'end-handover':
+        n.handoverSince = null;
+        return;
+    }
+  }
+}
+
+/** The pair is back to normal: one writable leader with the VIP, one follower streaming, sync on. */
+export function healthyPair(r: SimResult): boolean {
+  const { A, B } = r.nodes;
+  const [l, f] = A.role === 'leader' ? [A, B] : [B, A];
+  return l.role === 'leader' && f.role === 'follower' && l.up && f.up && l.pg === 'primary' && f.pg === 'standby' && l.holdsVip && !f.holdsVip && l.syncRep && l.standbyStreaming;
+}
+
+/** Acknowledged keys missing from the current leader's data (should be none). */
+export function lostAcked(r: SimResult): number[] {
+  const { A, B } = r.nodes;
+  const leader = A.role === 'leader' ? A : B.role === 'leader' ? B : undefined;
+  if (!leader) return [...r.acked];
+  const have = new Set(leader.history);
+  return r.acked.filter((k) => !have.has(k));
+}
+
+/** Ticks from `fromTick` to the first acknowledged write after it (Infinity when none). */
+export function timeToWrite(r: SimResult, fromTick: number): number {
+  const e = r.log.find((l) => l.t >= fromTick && l.ack);
+  return e ? e.t - fromTick : Infinity;
+}

@@ -1,0 +1,202 @@
+/**
+ * Liveness and failover: the pure decision core's vocabulary (DESIGN.md "Liveness and failover").
+ *
+ * The agent samples facts about once a second (a "tick") and calls `decide()` with them; it gets
+ * back the actions to carry out and a reason for the log. The core keeps no state between ticks:
+ * every duration it needs ("peer silent for", "PostgreSQL bad for", ...) is measured by the caller
+ * with a monotonic clock and passed in, and every action is level-triggered (re-emitted each tick
+ * while its condition holds), so the caller must make actions idempotent and may drop duplicates
+ * of an action still running.
+ *
+ * Roles:
+ *  - `leader`: holds the VIP, PostgreSQL primary, takes writes.
+ *  - `follower`: PostgreSQL standby, never holds the VIP.
+ *  - `fenced`: a leader that stopped taking writes (no VIP, PostgreSQL primary but read-only, Kine
+ *    writes stopped). Every node whose persisted role is `leader` starts fenced after a boot
+ *    (`bootRole()`): a restarted leader has to earn its writes back.
+ */
+
+export type LivenessRole = 'leader' | 'follower' | 'fenced';
+
+/** What PostgreSQL on a node currently is. `down`: not running or not answering. */
+export type PgState = 'primary' | 'standby' | 'down';
+
+/** What a node tells its peer in every heartbeat (about 1 s apart, authenticated channel). */
+export interface Heartbeat {
+  nodeId: string;
+  role: LivenessRole;
+  term: number;
+  /** PostgreSQL timeline (pg_control_checkpoint().timeline_id). */
+  timeline: number;
+  /** PostgreSQL LSN: primary pg_current_wal_lsn(), standby max(receive, replay); "0/0" when unknown. */
+  lsn: string;
+  /** The seed's lastModified (ms since the epoch), the very last tie-break only. */
+  lastModified?: number;
+  /** Sender's PostgreSQL state, and whether it has been healthy in its role (not down, not hung). */
+  pg: PgState;
+  pgHealthy: boolean;
+  /**
+   * Leader/fenced sender: synchronous replication to the receiver is on, i.e. no commit was
+   * acknowledged without the receiver's flush. False once it degraded to async.
+   */
+  syncRep: boolean;
+  /** Fenced sender yielding to the receiver (see `begin-handover`): ms since it began, else null. */
+  handoverForMs: number | null;
+  /** How long the sender had not heard the receiver when it sent this heartbeat (ms). */
+  peerSilentMs: number;
+  holdsVip: boolean;
+}
+
+export interface TickInput {
+  self: {
+    nodeId: string;
+    role: LivenessRole;
+    /** Persisted term. */
+    term: number;
+    timeline: number;
+    lsn: string;
+    lastModified?: number;
+  };
+  pg: {
+    state: PgState;
+    /** ms PostgreSQL has not been healthy in the role the node wants (0 when healthy now). */
+    badForMs: number;
+  };
+  /** Informational only: Kine and the K3s API are restarted locally, moving the database would not fix them. */
+  kineHealthy: boolean;
+  k3sHealthy?: boolean;
+  /** This node has the VIP on one of its interfaces. */
+  holdsVip: boolean;
+  peer: {
+    /** ms since a heartbeat of the peer was last received; the agent's uptime when none was since it started. */
+    silentMs: number;
+    /** The last heartbeat received since the agent started, if any. */
+    last?: Heartbeat;
+  };
+  witness: {
+    /** How many witnesses are configured (site gateway and extra witness addresses). */
+    configured: number;
+    /** ms since any of them last answered (uptime when none has). */
+    silentMs: number;
+    /**
+     * ms the witnesses have answered without a gap of witnessLostMs or more (0 when lost now).
+     * Tells whether this node was on the LAN, able to see the VIP, while the peer was silent.
+     */
+    okForMs: number;
+  };
+  vip: {
+    /**
+     * ms since the VIP last answered this node's probe (ARP, so that an IP-level filter between
+     * the nodes does not hide a live leader); uptime when it never did. Ignored while holding it.
+     */
+    silentMs: number;
+  };
+  replication: {
+    /** synchronous_standby_names names the peer (a primary's commits wait for it). */
+    syncRep: boolean;
+    /** Leader: pg_stat_replication shows the peer in state `streaming`. */
+    standbyStreaming: boolean;
+    /** Leader: ms since a streaming standby was last seen (0 when streaming now). */
+    standbySilentMs: number;
+    /** Leader: bytes between the current WAL position and the standby's flush position. */
+    standbyLagBytes: number;
+    /**
+     * Follower: ms since its WAL receiver last streamed from the leader (0 when streaming now,
+     * uptime when never). A leader that saw no stream long enough may have degraded to async.
+     */
+    receiverSilentMs: number;
+  };
+  /**
+   * This node is yielding to the peer (began with `begin-handover`): ms since, else null. Persisted:
+   * after a restart it is still yielding (count the age from the boot).
+   */
+  handover: { sinceMs: number } | null;
+  /** An operator asked this node (the leader) for a planned switchover. */
+  switchoverRequested: boolean;
+}
+
+/**
+ * What the caller does, in list order:
+ *  - `promote`: persist {term, role leader} FIRST, then pg_promote() if PostgreSQL is a standby.
+ *  - `take-vip` / `release-vip`: bind the VIP with gratuitous ARP / remove it.
+ *  - `fence`: persist role `fenced`, release the VIP, stop Kine writes and make PostgreSQL
+ *    read-only (terminate client sessions); report `fenced` in heartbeats only once done.
+ *  - `unfence`: persist role `leader`, writes allowed again (PostgreSQL must be a primary).
+ *  - `degrade-to-async` / `restore-sync`: clear / set synchronous_standby_names (+ reload).
+ *  - `demote-and-rejoin`: persist {term, role follower} FIRST, then save the rows a rewind would
+ *    discard (under /var/lib/geminik8s, reported), pg_rewind (or a fresh base backup) from
+ *    `leader` and start as its standby.
+ *  - `adopt-term`: persist the higher term of the leader this follower follows.
+ *  - `begin-handover` / `end-handover`: start / stop yielding to the peer (persisted with its start time).
+ * No action ("none") is an empty list; `reason` always says why.
+ */
+export type Action =
+  | { kind: 'promote'; term: number }
+  | { kind: 'take-vip' }
+  | { kind: 'release-vip' }
+  | { kind: 'fence' }
+  | { kind: 'unfence' }
+  | { kind: 'degrade-to-async' }
+  | { kind: 'restore-sync' }
+  | { kind: 'demote-and-rejoin'; term: number; leader: string }
+  | { kind: 'adopt-term'; term: number }
+  | { kind: 'begin-handover' }
+  | { kind: 'end-handover' };
+
+export type ActionKind = Action['kind'];
+
+export interface Decision {
+  actions: Action[];
+  reason: string;
+}
+
+/** Thresholds in ms (bytes for the lag). `validateTimeouts()` checks the orderings safety rests on. */
+export interface LivenessConfig {
+  /** How often decide() runs. */
+  tickMs: number;
+  heartbeatIntervalMs: number;
+  /** How often the VIP is probed. */
+  vipProbeIntervalMs: number;
+  /** A peer heard within this is alive. */
+  peerDeadMs: number;
+  /** A witness that answered within this is reachable. */
+  witnessLostMs: number;
+  /** A leader without peer and witness for this long fences. */
+  fenceAfterMs: number;
+  /** Time budget for carrying out `fence` (release the VIP, stop writes). */
+  fenceBudgetMs: number;
+  /** A follower promotes only after the peer was silent this long (and the other conditions). */
+  promoteAfterMs: number;
+  /** The VIP must not have answered for this long before a node without it promotes. */
+  vipSilentMs: number;
+  /** A leader whose standby is gone this long degrades to async (peer known down). */
+  degradeAfterMs: number;
+  /** A leader whose PostgreSQL is bad this long hands over to a healthy follower. */
+  pgHandoverAfterMs: number;
+  /** A yielding node takes its writes back after this long if the peer did not take over. */
+  handoverTimeoutMs: number;
+  /** A follower does not take over a handover that is within this of timing out. */
+  handoverMarginMs: number;
+  /** A fenced node unfences next to a live peer only if the peer heard it within this. */
+  peerHearsMeMs: number;
+  /** restore-sync waits until the standby is at most this far behind. */
+  restoreSyncMaxLagBytes: number;
+}
+
+export const DEFAULT_LIVENESS_CONFIG: Readonly<LivenessConfig> = Object.freeze({
+  tickMs: 1000,
+  heartbeatIntervalMs: 1000,
+  vipProbeIntervalMs: 1000,
+  peerDeadMs: 3000,
+  witnessLostMs: 2000,
+  fenceAfterMs: 2000,
+  fenceBudgetMs: 1000,
+  promoteAfterMs: 5000,
+  vipSilentMs: 2000,
+  degradeAfterMs: 4000,
+  pgHandoverAfterMs: 3000,
+  handoverTimeoutMs: 15000,
+  handoverMarginMs: 3000,
+  peerHearsMeMs: 2000,
+  restoreSyncMaxLagBytes: 1024 * 1024,
+});

@@ -1,0 +1,183 @@
+import test from 'ava';
+import { healthyPair, lostAcked, simulate, timeToWrite, type Net, type SimEvent, type SimResult } from '../../firstboot/src/liveness/core/simulate.ts';
+
+const HEAL: SimEvent = { kind: 'net', net: { ab: true, ba: true, l2: true, ag: true, bg: true } };
+const FAULT = 10;
+
+function run(events: Record<number, SimEvent[]>, ticks = 90): SimResult {
+  return simulate({ ticks, events });
+}
+
+/** The matrix's acceptance, per run: never two writers, no acknowledged key lost, healthy sync pair at the end. */
+function accept(t: import('ava').ExecutionContext, r: SimResult): void {
+  t.deepEqual(r.dualPrimaryTicks, [], 'two writable primaries');
+  t.deepEqual(lostAcked(r), [], 'acknowledged keys lost');
+  t.true(healthyPair(r), 'pair back to healthy synchronous replication');
+  t.true(r.acked.length > 40);
+}
+
+test('a. the leader node dies: the follower takes over in 5 s; the old leader rejoins when back (i)', (t) => {
+  const r = run({ [FAULT]: [{ kind: 'crash', node: 'A' }], 40: [{ kind: 'boot', node: 'A' }] });
+  accept(t, r);
+  t.true(timeToWrite(r, FAULT) <= 6);
+  t.is(r.nodes.B.role, 'leader');
+  t.is(r.nodes.B.persisted.term, 2);
+  t.is(r.nodes.A.role, 'follower');
+});
+
+test('b. the leader PostgreSQL crashes: it hands over to the follower, which promotes', (t) => {
+  const r = run({ [FAULT]: [{ kind: 'pg-down', node: 'A' }], 30: [{ kind: 'pg-up', node: 'A' }] });
+  accept(t, r);
+  t.true(timeToWrite(r, FAULT) <= 6);
+  t.is(r.nodes.B.role, 'leader');
+  // a quick PostgreSQL restart (under pgHandoverAfterMs) does not move the primary
+  const quick = run({ [FAULT]: [{ kind: 'pg-down', node: 'A' }], [FAULT + 2]: [{ kind: 'pg-up', node: 'A' }] });
+  accept(t, quick);
+  t.is(quick.nodes.A.role, 'leader');
+});
+
+test('c/d. the leader is cut off (its link down, or only the follower reaches the gateway): fence, then promote', (t) => {
+  for (const cut of [
+    { ab: false, ba: false, l2: false, ag: false },
+    { ab: false, ba: false, l2: false, ag: false, bg: true },
+  ] satisfies Partial<Net>[]) {
+    const r = run({ [FAULT]: [{ kind: 'net', net: cut }], 45: [HEAL] });
+    accept(t, r);
+    t.true(timeToWrite(r, FAULT) <= 6);
+    const fencedAt = r.log.find((l) => l.t >= FAULT && l.a?.role === 'fenced')!.t;
+    const promotedAt = r.log.find((l) => l.b?.role === 'leader')!.t;
+    t.true(fencedAt < promotedAt, `fence at ${fencedAt} before promotion at ${promotedAt}`);
+    t.is(r.nodes.B.role, 'leader');
+  }
+});
+
+test('e. full partition: the leader fences, nobody promotes, writes resume on the old leader after healing', (t) => {
+  const r = run({ [FAULT]: [{ kind: 'net', net: { ab: false, ba: false, l2: false, ag: false, bg: false } }], 40: [HEAL] });
+  accept(t, r);
+  t.true(r.log.filter((l) => l.t > FAULT && l.t < 40).every((l) => l.writable.length === 0 || l.t <= FAULT + 2));
+  t.is(r.nodes.A.role, 'leader');
+  t.is(r.nodes.A.persisted.term, 1, 'no promotion, no new term');
+});
+
+test('f. both nodes restart together: the old leader comes back first or second, same result', (t) => {
+  for (const [a, b] of [
+    [15, 15],
+    [15, 25],
+    [25, 15],
+  ]) {
+    const events: Record<number, SimEvent[]> = { [FAULT]: [{ kind: 'crash', node: 'A' }, { kind: 'crash', node: 'B' }] };
+    (events[a!] ??= []).push({ kind: 'boot', node: 'A' });
+    (events[b!] ??= []).push({ kind: 'boot', node: 'B' });
+    const r = run(events);
+    accept(t, r);
+    t.is(r.nodes.A.role, 'leader');
+    t.is(r.nodes.A.persisted.term, 1);
+  }
+});
+
+test('g. the follower disk fills: the leader degrades to async and restores sync when it is back', (t) => {
+  const r = run({ [FAULT]: [{ kind: 'pg-down', node: 'B' }], 30: [{ kind: 'pg-up', node: 'B' }] });
+  accept(t, r);
+  t.is(r.nodes.A.role, 'leader');
+  t.true(r.log.some((l) => l.a?.actions.includes('degrade-to-async')));
+  t.true(r.log.some((l) => l.a?.actions.includes('restore-sync')));
+});
+
+test('h. planned switchover under writes: no acknowledged key lost, the follower leads at a new term', (t) => {
+  const r = run({ [FAULT]: [{ kind: 'switchover', node: 'A' }] });
+  accept(t, r);
+  t.is(r.nodes.B.role, 'leader');
+  t.is(r.nodes.B.persisted.term, 2);
+  t.true(timeToWrite(r, FAULT) <= 4);
+  t.deepEqual(r.nodes.A.saved, [], 'nothing to discard on the old leader');
+});
+
+test('peer link down at IP level only (ARP still passes): the leader keeps going async, the follower does not promote', (t) => {
+  const r = run({ [FAULT]: [{ kind: 'net', net: { ab: false, ba: false } }], 40: [HEAL] });
+  accept(t, r);
+  t.is(r.nodes.A.role, 'leader');
+  t.true(r.log.filter((l) => l.t > FAULT && l.t < 40).every((l) => l.b?.role === 'follower' && /VIP answered/.test(l.b.reason) || l.t < FAULT + 5));
+});
+
+test('the leader dies after it had gone async alone: the follower refuses to promote (it lacks commits)', (t) => {
+  // IP link between the nodes down (leader goes async after 4 s), then the leader dies
+  const r = run({ [FAULT]: [{ kind: 'net', net: { ab: false, ba: false } }], 20: [{ kind: 'crash', node: 'A' }], 50: [HEAL, { kind: 'boot', node: 'A' }] });
+  t.deepEqual(r.dualPrimaryTicks, []);
+  t.true(r.log.filter((l) => l.t >= 20 && l.t < 50).every((l) => l.b?.role === 'follower'));
+  t.deepEqual(lostAcked(r), [], 'the async keys survive on the old leader, which leads again');
+  t.true(healthyPair(r));
+});
+
+test('RESIDUAL RISK: nodes cut from each other at L2 while both reach the gateway (non-transitive LAN) get two writers', (t) => {
+  // With only a plain gateway as witness, both sides see the same thing (peer gone, witness
+  // up, VIP invisible): no rule can tell which one is isolated. Documented; the core only
+  // guarantees the split heals deterministically and the losing rows are saved, not dropped.
+  const r = run({ [FAULT]: [{ kind: 'net', net: { ab: false, ba: false, l2: false } }], 40: [HEAL] });
+  t.true(r.dualPrimaryTicks.length > 0);
+  t.is(r.dualPrimaryTicks.at(-1)! < 41, true, 'resolved as soon as they hear each other');
+  t.true(healthyPair(r));
+  t.true(r.nodes.A.saved.length > 0, 'the loser saved the rows its rewind discarded');
+  t.true(lostAcked(r).every((k) => r.nodes.A.saved.includes(k)), 'every acknowledged key missing from the leader is in the saved file');
+});
+
+// ---- randomized fault schedules ------------------------------------------------------------------
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let x = s;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const TOPOLOGIES: Net[] = [
+  { ab: true, ba: true, l2: true, ag: true, bg: true },
+  { ab: false, ba: false, l2: false, ag: false, bg: true }, // A cut off
+  { ab: false, ba: false, l2: false, ag: true, bg: false }, // B cut off
+  { ab: false, ba: false, l2: false, ag: false, bg: false }, // full partition
+  { ab: false, ba: false, l2: true, ag: true, bg: true }, // IP filter between the nodes
+  { ab: true, ba: true, l2: true, ag: false, bg: false }, // gateway down
+  { ab: true, ba: true, l2: true, ag: false, bg: true },
+  { ab: true, ba: true, l2: true, ag: true, bg: false },
+  { ab: false, ba: true, l2: true, ag: true, bg: true }, // one-way losses
+  { ab: true, ba: false, l2: true, ag: true, bg: true },
+];
+
+function randomSchedule(seed: number): Record<number, SimEvent[]> {
+  const r = rng(seed);
+  const events: Record<number, SimEvent[]> = {};
+  const add = (t: number, e: SimEvent) => (events[t] ??= []).push(e);
+  const up = { A: true, B: true };
+  for (let t = 5; t < 120; t++) {
+    if (r() >= 0.08) continue;
+    const x = r();
+    const node = r() < 0.5 ? 'A' : 'B';
+    if (x < 0.35) add(t, { kind: 'net', net: TOPOLOGIES[Math.floor(r() * TOPOLOGIES.length)]! });
+    else if (x < 0.55) {
+      add(t, { kind: up[node] ? 'crash' : 'boot', node });
+      up[node] = !up[node];
+    } else if (x < 0.8) add(t, { kind: r() < 0.5 ? 'pg-down' : 'pg-up', node });
+    else add(t, { kind: 'switchover', node });
+  }
+  add(120, HEAL);
+  add(120, { kind: 'pg-up', node: 'A' });
+  add(120, { kind: 'pg-up', node: 'B' });
+  if (!up.A) add(121, { kind: 'boot', node: 'A' });
+  if (!up.B) add(121, { kind: 'boot', node: 'B' });
+  return events;
+}
+
+test('random fault schedules (crashes, PostgreSQL faults, partitions, one-way loss, switchovers): never two writers, nothing acknowledged lost, always heals', (t) => {
+  const seeds = 1500;
+  for (let seed = 1; seed <= seeds; seed++) {
+    const r = simulate({ ticks: 200, events: randomSchedule(seed) });
+    if (r.dualPrimaryTicks.length) t.fail(`seed ${seed}: two writers at ${r.dualPrimaryTicks.join(',')}`);
+    const lost = lostAcked(r);
+    if (lost.length) t.fail(`seed ${seed}: acknowledged keys lost ${lost.join(',')}`);
+    if (!healthyPair(r)) t.fail(`seed ${seed}: pair did not heal`);
+  }
+  t.pass();
+});
