@@ -11,6 +11,7 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { access, constants } from 'node:fs/promises';
+import { isAlive } from '../../builder/src/util/process.ts';
 
 export const NETNS_PREFIX = 'gk8s-';
 const NAME_RE = /^gk8s-(\d+)-([0-9a-f]{6})-(gw|n\d+)$/;
@@ -67,14 +68,6 @@ async function listNamespaces(): Promise<string[]> {
     .filter((n) => n.length > 0);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Kills the processes inside a namespace (those a test started there), then deletes it. */
 async function deleteNamespace(ns: string): Promise<void> {
@@ -93,7 +86,7 @@ async function deleteNamespace(ns: string): Promise<void> {
 export async function sweepStaleNamespaces(): Promise<string[]> {
   const stale = (await listNamespaces()).filter((n) => {
     const m = NAME_RE.exec(n);
-    return m !== null && Number(m[1]) !== process.pid && !alive(Number(m[1]));
+    return m !== null && Number(m[1]) !== process.pid && !isAlive(Number(m[1]));
   });
   for (const ns of stale) await deleteNamespace(ns);
   return stale;

@@ -1,5 +1,6 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { isAlive } from '../util/process.ts';
 
 export interface LockOptions {
   /** How long to wait for a running build to finish before giving up (0: fail at once). */
@@ -38,14 +39,5 @@ export async function acquireBuildLock(cacheRoot: string, opts: LockOptions): Pr
       told = true;
     }
     await new Promise((r) => setTimeout(r, 1000));
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

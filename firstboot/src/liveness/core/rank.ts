@@ -7,16 +7,9 @@
  *  6. the lower node id (only so the order is total).
  */
 import { parseLsn } from '../../pairing/core/election.ts';
-import type { LivenessRole } from './types.ts';
+import type { LivenessRole, NodeFacts } from './types.ts';
 
-export interface RankFacts {
-  nodeId: string;
-  role: LivenessRole;
-  term: number;
-  timeline: number;
-  lsn: string;
-  lastModified?: number;
-}
+export type RankFacts = NodeFacts;
 
 function cmp(x: number | bigint, y: number | bigint): number {
   return x < y ? -1 : x > y ? 1 : 0;

@@ -21,10 +21,11 @@ export type LivenessRole = 'leader' | 'follower' | 'fenced';
 /** What PostgreSQL on a node currently is. `down`: not running or not answering. */
 export type PgState = 'primary' | 'standby' | 'down';
 
-/** What a node tells its peer in every heartbeat (about 1 s apart, authenticated channel). */
-export interface Heartbeat {
+/** A node's identity and how far its data has got: what ranking two nodes compares. */
+export interface NodeFacts {
   nodeId: string;
   role: LivenessRole;
+  /** Persisted term. */
   term: number;
   /** PostgreSQL timeline (pg_control_checkpoint().timeline_id). */
   timeline: number;
@@ -32,6 +33,10 @@ export interface Heartbeat {
   lsn: string;
   /** The seed's lastModified (ms since the epoch), the very last tie-break only. */
   lastModified?: number;
+}
+
+/** What a node tells its peer in every heartbeat (about 1 s apart, authenticated channel). */
+export interface Heartbeat extends NodeFacts {
   /** Sender's PostgreSQL state, and whether it has been healthy in its role (not down, not hung). */
   pg: PgState;
   pgHealthy: boolean;
@@ -48,15 +53,7 @@ export interface Heartbeat {
 }
 
 export interface TickInput {
-  self: {
-    nodeId: string;
-    role: LivenessRole;
-    /** Persisted term. */
-    term: number;
-    timeline: number;
-    lsn: string;
-    lastModified?: number;
-  };
+  self: NodeFacts;
   pg: {
     state: PgState;
     /** ms PostgreSQL has not been healthy in the role the node wants (0 when healthy now). */
