@@ -5,7 +5,7 @@ import { artifactName, planBuild, type PlanInputs, type StepId } from '../../bui
 
 async function inputs(profile = 'edge-datastore'): Promise<PlanInputs> {
   const config = await resolveConfig({ profile, hardware: 'generic-x86_64-uefi', repoRoot: REPO_ROOT });
-  return { config, mirror: 'http://mirror.invalid/debian', rootfsRecipe: 'r1', agentSource: 'a1', overlayTree: 'o1', diskRecipe: 'd1', sourceDateEpoch: 1700000000 };
+  return { config, mirror: 'file:///srv/mirror/debian', rootfsRecipe: 'r1', agentSource: 'a1', overlayTree: 'o1', diskRecipe: 'd1', sourceDateEpoch: 1700000000 };
 }
 
 function changedSteps(a: PlanInputs, b: PlanInputs): StepId[] {

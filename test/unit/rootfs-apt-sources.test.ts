@@ -4,28 +4,28 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { detectDebianMirror, NoDebianMirrorError, parseAptSources, pickDebianMirror } from '../../builder/src/rootfs/apt-sources.ts';
 
-// Host names here are placeholders (example.org per RFC 2606), never a real registry.
+// Local file: mirrors stand in for repositories: the parser treats every URI scheme alike.
 const DEB822 = `Types: deb
 # a comment inside the stanza
-URIs: http://mirror.example.org/debian
+URIs: file:///srv/mirror/debian
 Suites: bookworm bookworm-updates
 Components: main contrib
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
-URIs: http://security.example.org/debian-security
+URIs: file:///srv/security/debian-security
 Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb-src
-URIs: http://src.example.org/debian
+URIs: file:///srv/src/debian
 Suites: bookworm
 Components: main
 
 Enabled: no
 Types: deb
-URIs: http://disabled.example.org/debian
+URIs: file:///srv/disabled/debian
 Suites: bookworm
 Components: main
 `;
@@ -35,77 +35,77 @@ test('deb822: stanzas, comments, deb-src and Enabled: no', (t) => {
   t.deepEqual(
     e.map(({ uri, suites, components }) => ({ uri, suites, components })),
     [
-      { uri: 'http://mirror.example.org/debian', suites: ['bookworm', 'bookworm-updates'], components: ['main', 'contrib'] },
-      { uri: 'http://security.example.org/debian-security', suites: ['bookworm-security'], components: ['main'] },
+      { uri: 'file:///srv/mirror/debian', suites: ['bookworm', 'bookworm-updates'], components: ['main', 'contrib'] },
+      { uri: 'file:///srv/security/debian-security', suites: ['bookworm-security'], components: ['main'] },
     ],
   );
 });
 
 test('deb822: multi-line field values and multiple URIs', (t) => {
-  const text = 'Types: deb deb-src\nURIs: http://a.example.org/debian/\n  http://b.example.org/debian\nSuites: bookworm\nComponents: main\n';
+  const text = 'Types: deb deb-src\nURIs: file:///srv/a/debian/\n  file:///srv/b/debian\nSuites: bookworm\nComponents: main\n';
   const e = parseAptSources([{ path: 'x.sources', text }]);
-  t.deepEqual(e.map((x) => x.uri), ['http://a.example.org/debian', 'http://b.example.org/debian']);
+  t.deepEqual(e.map((x) => x.uri), ['file:///srv/a/debian', 'file:///srv/b/debian']);
 });
 
 test('one-line format: options, comments, deb-src', (t) => {
-  const text = `# deb http://commented.example.org/debian bookworm main
-deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] http://mirror.example.org/debian/ bookworm main non-free-firmware
-deb-src http://mirror.example.org/debian bookworm main
-deb [ arch=amd64 ] http://security.example.org/debian-security bookworm-security main # trailing
-deb https://vendor.example.org/apt cloud-sdk-bookworm main
+  const text = `# deb file:///srv/commented/debian bookworm main
+deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] file:///srv/mirror/debian/ bookworm main non-free-firmware
+deb-src file:///srv/mirror/debian bookworm main
+deb [ arch=amd64 ] file:///srv/security/debian-security bookworm-security main # trailing
+deb file:///srv/vendor/apt cloud-sdk-bookworm main
 `;
   const e = parseAptSources([{ path: '/etc/apt/sources.list', text }]);
   t.deepEqual(
     e.map(({ uri, suites, components }) => ({ uri, suites, components })),
     [
-      { uri: 'http://mirror.example.org/debian', suites: ['bookworm'], components: ['main', 'non-free-firmware'] },
-      { uri: 'http://security.example.org/debian-security', suites: ['bookworm-security'], components: ['main'] },
-      { uri: 'https://vendor.example.org/apt', suites: ['cloud-sdk-bookworm'], components: ['main'] },
+      { uri: 'file:///srv/mirror/debian', suites: ['bookworm'], components: ['main', 'non-free-firmware'] },
+      { uri: 'file:///srv/security/debian-security', suites: ['bookworm-security'], components: ['main'] },
+      { uri: 'file:///srv/vendor/apt', suites: ['cloud-sdk-bookworm'], components: ['main'] },
     ],
   );
 });
 
 test('pick: main archive, security archive; vendor and updates-only repos ignored', (t) => {
   const e = parseAptSources([
-    { path: 'vendor.list', text: 'deb https://vendor.example.org/apt cloud-sdk-bookworm main\n' },
-    { path: 'node.sources', text: 'Types: deb\nURIs: https://node.example.org/node_20.x\nSuites: nodistro\nComponents: main\n' },
-    { path: 'updates.list', text: 'deb http://updates-only.example.org/debian bookworm-updates main\n' },
+    { path: 'vendor.list', text: 'deb file:///srv/vendor/apt cloud-sdk-bookworm main\n' },
+    { path: 'node.sources', text: 'Types: deb\nURIs: file:///srv/node/node_20.x\nSuites: nodistro\nComponents: main\n' },
+    { path: 'updates.list', text: 'deb file:///srv/updates-only/debian bookworm-updates main\n' },
     { path: 'debian.sources', text: DEB822 },
   ]);
   t.deepEqual(pickDebianMirror(e), {
-    mirror: 'http://mirror.example.org/debian',
-    securityMirror: 'http://security.example.org/debian-security',
+    mirror: 'file:///srv/mirror/debian',
+    securityMirror: 'file:///srv/security/debian-security',
     file: 'debian.sources',
   });
 });
 
 test('pick: old-style bookworm/updates security suite, no main archive → undefined', (t) => {
-  const onlySec = parseAptSources([{ path: 'a.list', text: 'deb http://security.example.org/debian-security bookworm/updates main\n' }]);
+  const onlySec = parseAptSources([{ path: 'a.list', text: 'deb file:///srv/security/debian-security bookworm/updates main\n' }]);
   t.is(pickDebianMirror(onlySec), undefined);
-  const noMain = parseAptSources([{ path: 'a.list', text: 'deb http://m.example.org/debian bookworm contrib\n' }]);
+  const noMain = parseAptSources([{ path: 'a.list', text: 'deb file:///srv/m/debian bookworm contrib\n' }]);
   t.is(pickDebianMirror(noMain), undefined);
-  const wrongSuite = parseAptSources([{ path: 'a.list', text: 'deb http://m.example.org/debian trixie main\n' }]);
+  const wrongSuite = parseAptSources([{ path: 'a.list', text: 'deb file:///srv/m/debian trixie main\n' }]);
   t.is(pickDebianMirror(wrongSuite), undefined);
-  t.is(pickDebianMirror(wrongSuite, 'trixie')?.mirror, 'http://m.example.org/debian');
+  t.is(pickDebianMirror(wrongSuite, 'trixie')?.mirror, 'file:///srv/m/debian');
 });
 
 test('detect: reads sources.list + sources.list.d, skips *.disabled files; override wins; clear error', async (t) => {
   const apt = await mkdtemp(join(tmpdir(), 'aptsrc-'));
   await mkdir(join(apt, 'sources.list.d'));
-  await writeFile(join(apt, 'sources.list.d', 'old.list.disabled-by-admin'), 'deb http://disabled.example.org/debian bookworm main\n');
-  await writeFile(join(apt, 'sources.list.d', 'old.sources.save'), 'Types: deb\nURIs: http://save.example.org/debian\nSuites: bookworm\nComponents: main\n');
+  await writeFile(join(apt, 'sources.list.d', 'old.list.disabled-by-admin'), 'deb file:///srv/disabled/debian bookworm main\n');
+  await writeFile(join(apt, 'sources.list.d', 'old.sources.save'), 'Types: deb\nURIs: file:///srv/save/debian\nSuites: bookworm\nComponents: main\n');
   await t.throwsAsync(detectDebianMirror({ aptDir: apt }), {
     instanceOf: NoDebianMirrorError,
     message: /no Debian mirror in the build host's apt sources; set `debian.mirror` in the profile or pass --mirror/,
   });
   await writeFile(join(apt, 'sources.list.d', 'debian.sources'), DEB822);
   t.deepEqual(await detectDebianMirror({ aptDir: apt }), {
-    mirror: 'http://mirror.example.org/debian',
-    securityMirror: 'http://security.example.org/debian-security',
+    mirror: 'file:///srv/mirror/debian',
+    securityMirror: 'file:///srv/security/debian-security',
     origin: join(apt, 'sources.list.d', 'debian.sources'),
   });
-  t.deepEqual(await detectDebianMirror({ aptDir: apt, override: 'http://override.example.org/debian/' }), {
-    mirror: 'http://override.example.org/debian',
+  t.deepEqual(await detectDebianMirror({ aptDir: apt, override: 'file:///srv/override/debian/' }), {
+    mirror: 'file:///srv/override/debian',
     origin: 'override',
   });
 });

@@ -1,13 +1,13 @@
 import test from 'ava';
 import { aptSourceLines, mmdebstrapArgs, rootfsCacheKey, ROOTFS_HOOK_VERSION, shq } from '../../builder/src/rootfs/rootfs.ts';
 
-const base = { suite: 'bookworm', arch: 'amd64', mirror: 'http://m.example.org/debian', packages: ['systemd', 'postgresql-15', 'udev'] };
+const base = { suite: 'bookworm', arch: 'amd64', mirror: 'file:///srv/m/debian', packages: ['systemd', 'postgresql-15', 'udev'] };
 
 test('cache key: stable across package order, duplicates and trailing slash', (t) => {
   const k = rootfsCacheKey(base);
   t.regex(k, /^[0-9a-f]{64}$/);
   t.is(rootfsCacheKey({ ...base, packages: ['udev', 'systemd', 'postgresql-15', 'udev'] }), k);
-  t.is(rootfsCacheKey({ ...base, mirror: 'http://m.example.org/debian/' }), k);
+  t.is(rootfsCacheKey({ ...base, mirror: 'file:///srv/m/debian/' }), k);
   t.is(rootfsCacheKey({ ...base, hookVersion: ROOTFS_HOOK_VERSION }), k);
   t.is(rootfsCacheKey({ ...base, components: ['main'] }), k);
 });
@@ -17,8 +17,8 @@ test('cache key: sensitive to every input', (t) => {
   const variants = [
     { ...base, suite: 'trixie' },
     { ...base, arch: 'arm64' },
-    { ...base, mirror: 'http://other.example.org/debian' },
-    { ...base, securityMirror: 'http://s.example.org/debian-security' },
+    { ...base, mirror: 'file:///srv/other/debian' },
+    { ...base, securityMirror: 'file:///srv/s/debian-security' },
     { ...base, packages: [...base.packages, 'less'] },
     { ...base, hookVersion: 'other' },
     { ...base, excludeModules: ['sound'] },
@@ -31,16 +31,16 @@ test('cache key: sensitive to every input', (t) => {
 });
 
 test('apt source lines: main, updates and security', (t) => {
-  t.deepEqual(aptSourceLines({ suite: 'bookworm', mirror: 'http://m.example.org/debian/', securityMirror: 'http://s.example.org/debian-security' }), [
-    'deb http://m.example.org/debian bookworm main',
-    'deb http://m.example.org/debian bookworm-updates main',
-    'deb http://s.example.org/debian-security bookworm-security main',
+  t.deepEqual(aptSourceLines({ suite: 'bookworm', mirror: 'file:///srv/m/debian/', securityMirror: 'file:///srv/s/debian-security' }), [
+    'deb file:///srv/m/debian bookworm main',
+    'deb file:///srv/m/debian bookworm-updates main',
+    'deb file:///srv/s/debian-security bookworm-security main',
   ]);
 });
 
 test('mmdebstrap args: cache hooks, keep debs, no default PG cluster, excludes', (t) => {
   const args = mmdebstrapArgs(
-    { arch: 'arm64', suite: 'bookworm', mirror: 'http://m.example.org/debian', packages: ['systemd', 'postgresql-15'], outDir: '/x/rootfs', aptCacheDir: "/c/apt it's" },
+    { arch: 'arm64', suite: 'bookworm', mirror: 'file:///srv/m/debian', packages: ['systemd', 'postgresql-15'], outDir: '/x/rootfs', aptCacheDir: "/c/apt it's" },
     '/x/rootfs.1.partial',
   );
   t.true(args.includes('--architectures=arm64'));
