@@ -99,29 +99,24 @@ export async function createPair(opts: { nodes?: number; secret?: string; secret
         if (wanted && code !== 0 && code !== null) setTimeout(() => wanted && !children.has(node.index) && launch(), 2000);
       });
     };
+    /** Stops the supervisor restarting it, signals the agent, and SIGKILLs it after 10 s. */
+    const terminate = async (signal: NodeJS.Signals): Promise<void> => {
+      wanted = false;
+      const c = children.get(node.index);
+      if (!c) return;
+      const gone = new Promise((r) => c.once('exit', r));
+      c.kill(signal);
+      await Promise.race([gone, new Promise((r) => setTimeout(r, 10_000))]);
+      c.kill('SIGKILL');
+    };
     const agent: PairAgent = {
       index: node.index, ns: node.ns, address: node.address, dirs, consoleFile, logFile,
       start() {
         wanted = true;
         launch();
       },
-      async kill() {
-        wanted = false;
-        const c = children.get(node.index);
-        if (!c) return;
-        const gone = new Promise((r) => c.once('exit', r));
-        c.kill('SIGKILL');
-        await gone;
-      },
-      async stop() {
-        wanted = false;
-        const c = children.get(node.index);
-        if (!c) return;
-        const gone = new Promise((r) => c.once('exit', r));
-        c.kill('SIGTERM');
-        await Promise.race([gone, new Promise((r) => setTimeout(r, 10_000))]);
-        c.kill('SIGKILL');
-      },
+      kill: () => terminate('SIGKILL'),
+      stop: () => terminate('SIGTERM'),
       console: () => readFile(consoleFile, 'utf8').catch(() => ''),
       async log() {
         const text = await readFile(logFile, 'utf8').catch(() => '');

@@ -1,4 +1,4 @@
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, link, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { agentSourceHash, buildAgentExecutable } from '../../../firstboot/build.ts';
 import { assembleDiskImage, DISK_RECIPE_VERSION } from '../disk/assemble.ts';
@@ -76,7 +76,6 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const components: ComponentRecord[] = [];
     let packages: RootfsPackage[] = [];
     const aptCacheDir = path.join(opts.cacheRoot, 'apt-archives');
-    const componentCache = opts.cacheRoot;
     const log = (id: StepId) => (line: string) => opts.report({ event: 'step-log', id, line });
 
     const producers: Record<StepId, (tmp: string, step: PlannedStep) => Promise<void>> = {
@@ -127,14 +126,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       artifacts: async (tmp) => {
         const raw = path.join(need('disk'), 'image.raw');
         const image = await compressImage(raw, tmp, opts.compressionLevel);
+        const layout = JSON.parse(await readFile(path.join(need('disk'), 'layout.json'), 'utf8')) as { totalBytes: number };
         const manifest = {
           schemaVersion: 1,
           name, profile: profile.name, hardware: hardware.name, arch, version: profile.version,
           sourceDateEpoch: opts.sourceDateEpoch,
           buildInputsHash: plan.at(-1)?.key,
           steps: Object.fromEntries(plan.map((s) => [s.id, s.key])),
-          image: { file: ARTIFACT_FILES.image, bytes: image.bytes, sha256: image.sha256, rawBytes: (await readFile(path.join(need('disk'), 'layout.json')).then((b) => JSON.parse(b.toString()) as { totalBytes: number })).totalBytes, rawSha256: await sha256File(raw) },
-          layout: JSON.parse(await readFile(path.join(need('disk'), 'layout.json'), 'utf8')) as unknown,
+          image: { file: ARTIFACT_FILES.image, bytes: image.bytes, sha256: image.sha256, rawBytes: layout.totalBytes, rawSha256: await sha256File(raw) },
+          layout,
           components,
           packages: await packagesWithChecksums(packages, aptCacheDir),
           mirror: mirrors.origin === 'override' ? 'profile/flag' : 'build host apt sources',
@@ -151,7 +151,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     }
 
     async function fetchComponent(spec: ComponentSpec, tmp: string): Promise<void> {
-      const got = await resolveComponent(spec, { arch, cacheDir: componentCache, repoRoot });
+      const got = await resolveComponent(spec, { arch, cacheDir: opts.cacheRoot, repoRoot });
       await copyFile(got.path, path.join(tmp, spec.name));
       await writeFile(path.join(tmp, 'component.json'), JSON.stringify({ name: got.name, version: got.version, sha256: got.sha256, source: got.source }));
     }
@@ -176,7 +176,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
 
     const artifactDir = await publishArtifacts(opts.outRoot, name, async (staging) => {
       const from = need('artifacts');
-      for (const f of Object.values(ARTIFACT_FILES)) await copyFile(path.join(from, f), path.join(staging, f));
+      // A hard link when dist/ shares the cache's filesystem: the image is not written twice.
+      for (const f of Object.values(ARTIFACT_FILES)) await link(path.join(from, f), path.join(staging, f)).catch(() => copyFile(path.join(from, f), path.join(staging, f)));
     });
     // Root trees and disk images are large: keep only the ones this build used.
     for (const id of ['rootTree', 'disk', 'artifacts'] as const) await cache.prune(id, plan.find((s) => s.id === id)?.key ?? '');
