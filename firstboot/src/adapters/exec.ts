@@ -24,6 +24,8 @@ export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   pg_ctl: 'postgresql-15',
   pg_dump: 'postgresql-client-15',
   pg_rewind: 'postgresql-15',
+  ping: 'iputils-ping',
+  'systemd-notify': 'systemd',
   postgres: 'postgresql-15',
   psql: 'postgresql-client-15',
   resize2fs: 'e2fsprogs',

@@ -2,7 +2,8 @@
  * After the pair formed, a peer that restarts (power cut, crash, upgrade) re-runs pairing from
  * its persisted state and needs this side to answer: the lower node id dials every new boot of
  * the peer (its bootId changes), the other side keeps accepting. The outcome must match what this
- * node already runs; a different answer is logged loudly (failover logic owns what happens next).
+ * node runs at that moment; a different answer is logged loudly (the liveness loop owns what
+ * happens next).
  */
 import { connectChannel, negotiate, shouldDial, type Candidate, type ChannelServer, type Discovery, type NegotiateOptions, type PairKeys } from '../pairing/index.ts';
 
@@ -13,8 +14,8 @@ export interface ReconfirmOptions extends Omit<NegotiateOptions, 'self'> {
   self(): Promise<Candidate>;
   nodeId: string;
   peerNodeId: string;
-  role: 'leader' | 'follower';
-  term: number;
+  /** The role and term this node runs now (they change with failovers). */
+  current(): { role: string; term: number };
   signal: AbortSignal;
 }
 
@@ -38,8 +39,9 @@ export async function keepConfirmingPair(o: ReconfirmOptions): Promise<void> {
         if (!channel) continue;
       }
       const result = await negotiate(channel, { ...o, self: await o.self() });
-      const same = result.role === o.role && result.term === o.term;
-      log.event(same ? 'info' : 'error', same ? 'pair-reconfirmed' : 'pair-reconfirm-mismatch', { peer: o.peerNodeId, role: result.role, term: result.term, expectedRole: o.role, expectedTerm: o.term });
+      const now = o.current();
+      const same = result.role === now.role && result.term === now.term;
+      log.event(same ? 'info' : 'error', same ? 'pair-reconfirmed' : 'pair-reconfirm-mismatch', { peer: o.peerNodeId, role: result.role, term: result.term, expectedRole: now.role, expectedTerm: now.term });
     } catch (e) {
       if (dialer) confirmedBoot = undefined;
       log.event('warn', 'pair-reconfirm-failed', { peer: o.peerNodeId, error: (e as Error).message });

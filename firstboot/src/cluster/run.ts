@@ -1,9 +1,11 @@
 /**
  * From a valid site file to a running pair: discover the peer, agree on roles and term, take
  * (leader) or receive (follower) the cluster secrets, provision PostgreSQL, start Kine, and on
- * the leader bind the VIP. Every stage is recorded in hostmeta.json before the next begins, and
- * every provisioning step converges when re-run, so killing the agent anywhere and starting it
- * again ends in the same pair.
+ * the leader bind the VIP; then hand the node to the liveness loop (failover) for good. Every
+ * stage is recorded in hostmeta.json before the next begins, and every provisioning step
+ * converges when re-run, so killing the agent anywhere and starting it again ends in the same
+ * pair. A node that was provisioned before resumes straight into the liveness loop: it must not
+ * wait for the peer to agree again (the peer may be the box that died).
  */
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -12,6 +14,11 @@ import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { storeHostMeta } from '../adapters/hostmeta-store.ts';
 import type { ConsoleOut, Logger } from '../adapters/output.ts';
 import { recordPairing, recordProvisioned, type HostMeta } from '../core/hostmeta.ts';
+import type { HeartbeatFacts } from '../pairing/core/beacon.ts';
+import { KineSupervisor } from '../liveness/kine-supervisor.ts';
+import { startLiveness, type LivenessHandle } from '../liveness/loop.ts';
+import type { LivenessRole } from '../liveness/core/types.ts';
+import { bootRole } from '../liveness/core/decide.ts';
 import { MARKER } from '../core/report.ts';
 import type { SiteConfig } from '../core/site.ts';
 import { bindVip } from '../net/vip.ts';
@@ -23,7 +30,7 @@ import { validateSecrets, type NodeIdentity } from '../provision/core/secrets.ts
 import { startKine, type KineProcess } from '../provision/kine.ts';
 import { confFiles, type LocalPg } from '../provision/postgres.ts';
 import { runProvisioning } from '../provision/provision.ts';
-import { enableSynchronousReplication, replicationStatus } from '../provision/replication.ts';
+import { replicationStatus } from '../provision/replication.ts';
 import { ensureClusterSecrets, loadSecrets, storeSecrets } from '../provision/secrets.ts';
 import { allowNonLocalBind, waitForLanAddress } from './lan.ts';
 import type { ClusterSettings } from './settings.ts';
@@ -48,8 +55,9 @@ export interface ClusterStatus {
   term: number;
   peer?: { nodeId: string; name: string; address: string };
   vip: string;
-  kine?: { listen: string; upstream: string };
+  kine?: { listen: string };
   replication?: unknown;
+  liveness?: Record<string, unknown>;
   lastError?: string;
 }
 
@@ -60,6 +68,11 @@ export function nodeName(site: SiteConfig, nodeId: string, ip: string): string {
 
 function candidate(meta: HostMeta, name: string, progress: Progress): Candidate {
   return { nodeId: meta.nodeId, name, ...progress, term: meta.term, ...(meta.pair ? { leader: meta.pair.leader } : {}) };
+}
+
+/** Witnesses of the site: the gateway and any extra addresses (none: the default gateway is probed). */
+export function siteWitnesses(site: SiteConfig): string[] {
+  return [...new Set([...(site.network.gateway ? [site.network.gateway] : []), ...(site.network.witnesses ?? [])])];
 }
 
 function canConnect(host: string, port: number, timeoutMs: number): Promise<boolean> {
@@ -92,7 +105,7 @@ function stopOrphanKine(pidFile: string, binary: string): void {
   }
 }
 
-export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promise<never | void> {
+export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promise<void> {
   const { settings, site, log, out, signal } = ctx;
   let meta = initial;
   const vip = site.network.vip.split('/')[0] ?? '';
@@ -101,14 +114,19 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   const save = (next: HostMeta) => {
     meta = next;
     storeHostMeta(ctx.stateDir, meta);
-    Object.assign(status, { phase: meta.phase, role: meta.role, term: meta.term });
+    Object.assign(status, { phase: meta.phase, term: meta.term });
   };
+  let liveness: LivenessHandle | undefined;
 
-  const statusServer = await startStatusServer(join(settings.runDir, 'agent.sock'), async () => {
-    if (meta.phase !== 'provisioned') return status;
-    const replication = await replicationStatus(pg).catch((e: unknown) => ({ error: (e as Error).message }));
-    return { ...status, replication };
-  });
+  const statusServer = await startStatusServer(
+    join(settings.runDir, 'agent.sock'),
+    async () => {
+      if (meta.phase !== 'provisioned') return status;
+      const replication = await replicationStatus(pg).catch((e: unknown) => ({ error: (e as Error).message }));
+      return { ...status, replication };
+    },
+    { switchover: () => liveness?.requestSwitchover() ?? { accepted: false, reason: 'the cluster is not running yet' } },
+  );
   signal.addEventListener('abort', () => void statusServer.close(), { once: true });
 
   const lan = await waitForLanAddress(site.network.vip, site.network.interface, log, signal);
@@ -117,18 +135,30 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   log.event('info', 'lan-address', { interface: lan.ifname, address: lan.ip, name });
 
   // --- discover and agree ---
-  // Beacons advertise the last known progress; negotiations read it live.
+  // Beacons advertise the last known progress; negotiations read it live. Once the liveness loop
+  // runs, every beacon carries its heartbeat instead.
   let progress = meta.phase === 'paired' || meta.phase === 'provisioned' ? await readProgress(pg) : NO_PROGRESS;
   const currentCandidate = async (): Promise<Candidate> => {
     if (meta.phase === 'paired' || meta.phase === 'provisioned') progress = await readProgress(pg);
     return candidate(meta, name, progress);
   };
+  let live: { role: LivenessRole; term: number; timeline: number; lsn: string; hb: HeartbeatFacts } | undefined;
   const keys = derivePairKeys(site.pair.secret, site.site.id);
   let discovery: Discovery | undefined;
+  // Paired but not yet live: tell the peer we are alive (provisioning can take minutes).
+  const provisionalHeartbeat = (): HeartbeatFacts | undefined => {
+    const heard = meta.pair ? discovery?.heard(meta.pair.peerNodeId) : undefined;
+    if (!meta.pair) return undefined;
+    return { pg: 'down', pgHealthy: false, syncRep: false, handoverForMs: null, peerSilentMs: Math.round(heard ? performance.now() - heard.at : 86_400_000), holdsVip: false };
+  };
   const server = await startChannelServer({ keys, nodeId: meta.nodeId, host: lan.ip, port: settings.channelPort, log, admit: (id) => discovery?.refusalFor(id) });
   discovery = await startDiscovery({
     siteId: site.site.id, keys, nodeId: meta.nodeId, bindAddress: lan.ip, broadcastAddress: settings.broadcastAddress, port: settings.discoveryPort, log,
-    getState: () => ({ role: meta.role, term: meta.term, ...progress, tcpPort: server.port, name }),
+    getState: () => {
+      if (live) return { ...live, committed: true, tcpPort: server.port, name };
+      const hb = provisionalHeartbeat();
+      return { role: meta.role, term: meta.term, ...progress, tcpPort: server.port, name, ...(hb ? { hb } : {}) };
+    },
   });
   signal.addEventListener('abort', () => { discovery?.close(); void server.close(); }, { once: true });
   if (meta.pair) discovery.setPair([meta.nodeId, meta.pair.peerNodeId].sort() as [string, string]);
@@ -145,57 +175,91 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
       storeSecrets(settings.secretsDir, validateSecrets(s, 'secrets from the leader'));
     },
   };
-  const result = await runPairing(pairingOptions);
-  const peer: NodeIdentity = { name: result.peer.name ?? nodeName(site, result.peer.nodeId, result.peerAddress), ip: result.peerAddress };
-  save(recordPairing(meta, { role: result.role, term: result.term, pair: { leader: result.leader, peerNodeId: result.peer.nodeId, peerName: peer.name, peerAddress: peer.ip } }));
-  status.peer = { nodeId: result.peer.nodeId, name: peer.name, address: peer.ip };
-  log.event('info', 'paired', { role: result.role, term: result.term, peer: result.peer.nodeId });
-  out.line(`${MARKER} paired role=${result.role} term=${result.term} peer=${peer.name}`);
-  void keepConfirmingPair({ ...pairingOptions, nodeId: meta.nodeId, peerNodeId: result.peer.nodeId, role: result.role, term: result.term });
-
-  // --- provision ---
-  allowNonLocalBind();
   const self: NodeIdentity = { name, ip: lan.ip };
-  const secrets = loadSecrets(settings.secretsDir);
-  if (!secrets) throw new Error(`no cluster secrets in ${settings.secretsDir} after pairing`);
-  if (result.role === 'follower') {
-    // The follower copies the primary through the VIP: wait until the leader has bound it.
-    for (let waited = 0; !(await canConnect(vip, settings.pgPort, 1000)); waited++) {
-      if (signal.aborted) return;
-      if (waited % 30 === 0) log.event('info', 'waiting-for-primary', { vip, port: settings.pgPort });
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  }
-  await runProvisioning({
-    role: result.role, mode: settings.replication, self, peer, vip, port: settings.pgPort,
-    ...(result.role === 'follower' ? { upstream: { host: vip, port: settings.pgPort } } : {}),
-    paths: settings.pg, secretsDir: settings.secretsDir, siteId: site.site.id, log,
-  });
-
   const kinePid = join(settings.runDir, 'kine.pid');
-  stopOrphanKine(kinePid, settings.kineBinary);
-  const upstream = result.role === 'leader' ? { host: '127.0.0.1', port: settings.pgPort } : { host: vip, port: settings.pgPort };
-  const kine: KineProcess = await startKine({
-    binary: settings.kineBinary, listenAddress: `0.0.0.0:${settings.kinePort}`, db: upstream, password: secrets.kinePassword,
-    caFile: confFiles(settings.pg.confDir).caCert, logFile: join(settings.runDir, 'kine.log'),
-    // Recorded before the health wait: a crash during it must not leave an unknown orphan on the port.
-    onSpawn: (pid) => writeFileAtomic(kinePid, `${pid}\n`),
-  });
-  signal.addEventListener('abort', () => void kine.stop(), { once: true });
-  status.kine = { listen: `${lan.ip}:${settings.kinePort}`, upstream: `${upstream.host}:${upstream.port}` };
+  let peer: NodeIdentity & { nodeId: string };
+  let initialRole: LivenessRole;
+  let announcedReady = false;
+  let provisionedKine: { proc: KineProcess; upstream: string } | undefined;
 
-  if (result.role === 'leader') {
-    await bindVip(lan.ifname, site.network.vip);
-    log.event('info', 'vip-bound', { vip: site.network.vip, interface: lan.ifname });
-    if (settings.synchronous && settings.replication === 'physical') {
-      // Synchronous only once the follower streams: before that, sync would block every write.
-      void enableSynchronousReplication(pg, peer.name, 10 * 60_000).then(
-        () => log.event('info', 'replication-synchronous', { standby: peer.name }),
-        (e: unknown) => { status.lastError = (e as Error).message; log.event('error', 'replication-sync-failed', { error: (e as Error).message }); },
-      );
-    }
+  if (meta.phase === 'provisioned' && meta.pair) {
+    peer = { nodeId: meta.pair.peerNodeId, name: meta.pair.peerName, ip: meta.pair.peerAddress };
+    initialRole = bootRole(meta.role === 'follower' ? 'follower' : 'leader');
+    log.event('info', 'resuming', { role: meta.role, startsAs: initialRole, term: meta.term, peer: peer.nodeId });
+    out.line(`${MARKER} resuming role=${meta.role} term=${meta.term} peer=${peer.name}`);
+    allowNonLocalBind();
+    stopOrphanKine(kinePid, settings.kineBinary);
+  } else {
+    const result = await runPairing(pairingOptions);
+    peer = { nodeId: result.peer.nodeId, name: result.peer.name ?? nodeName(site, result.peer.nodeId, result.peerAddress), ip: result.peerAddress };
+    save(recordPairing(meta, { role: result.role, term: result.term, pair: { leader: result.leader, peerNodeId: peer.nodeId, peerName: peer.name, peerAddress: peer.ip } }));
+    log.event('info', 'paired', { role: result.role, term: result.term, peer: peer.nodeId });
+    out.line(`${MARKER} paired role=${result.role} term=${result.term} peer=${peer.name}`);
+    initialRole = result.role;
+    provisionedKine = await provision(result.role);
+    announcedReady = true;
   }
-  save(recordProvisioned(meta));
-  log.event('info', 'cluster-ready', { role: meta.role, term: meta.term });
-  out.line(`${MARKER} cluster ready role=${meta.role} term=${meta.term} kine=${lan.ip}:${settings.kinePort}`);
+  status.peer = { nodeId: peer.nodeId, name: peer.name, address: peer.ip };
+  status.kine = { listen: `${lan.ip}:${settings.kinePort}` };
+  void keepConfirmingPair({ ...pairingOptions, nodeId: meta.nodeId, peerNodeId: peer.nodeId, current: () => ({ role: meta.role, term: meta.term }) });
+
+  const secrets = loadSecrets(settings.secretsDir);
+  if (!secrets) throw new Error(`no cluster secrets in ${settings.secretsDir}; the node is provisioned but its secrets are gone`);
+  const kine = new KineSupervisor({
+    binary: settings.kineBinary, listenAddress: `0.0.0.0:${settings.kinePort}`, port: settings.pgPort, password: secrets.kinePassword,
+    caFile: confFiles(settings.pg.confDir).caCert, logFile: join(settings.runDir, 'kine.log'), pidFile: kinePid, log,
+  });
+  if (provisionedKine) kine.adopt(provisionedKine.proc, provisionedKine.upstream);
+  liveness = startLiveness({
+    nodeId: meta.nodeId, peer: { nodeId: peer.nodeId, name: peer.name, address: peer.ip }, ifname: lan.ifname, vipCidr: site.network.vip,
+    witnesses: siteWitnesses(site), pg, mode: settings.replication, secrets, divergentDir: join(ctx.stateDir, 'divergent'),
+    follower: provisionConfig('follower'), discovery, kine, meta: () => meta, save,
+    publish: (state) => void (live = state),
+    report: (fields) => {
+      Object.assign(status, fields);
+      if (!fields.lastError) delete status.lastError;
+    },
+    initialRole, announcedReady, log, out, signal, env: process.env,
+  });
+  await liveness.done;
+
+  function provisionConfig(role: 'leader' | 'follower') {
+    return {
+      role, mode: settings.replication, self, peer, vip, port: settings.pgPort,
+      ...(role === 'follower' ? { upstream: { host: vip, port: settings.pgPort } } : {}),
+      paths: settings.pg, secretsDir: settings.secretsDir, siteId: site.site.id, log,
+    };
+  }
+
+  /** First provisioning after the agreement; Kine started here is handed to the supervisor. */
+  async function provision(role: 'leader' | 'follower'): Promise<{ proc: KineProcess; upstream: string }> {
+    allowNonLocalBind();
+    const secrets = loadSecrets(settings.secretsDir);
+    if (!secrets) throw new Error(`no cluster secrets in ${settings.secretsDir} after pairing`);
+    if (role === 'follower') {
+      // The follower copies the primary through the VIP: wait until the leader has bound it.
+      for (let waited = 0; !(await canConnect(vip, settings.pgPort, 1000)); waited++) {
+        if (signal.aborted) throw new Error('stopped while waiting for the primary');
+        if (waited % 30 === 0) log.event('info', 'waiting-for-primary', { vip, port: settings.pgPort });
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+    await runProvisioning(provisionConfig(role));
+    stopOrphanKine(kinePid, settings.kineBinary);
+    const upstream = role === 'leader' ? '127.0.0.1' : vip;
+    const proc: KineProcess = await startKine({
+      binary: settings.kineBinary, listenAddress: `0.0.0.0:${settings.kinePort}`, db: { host: upstream, port: settings.pgPort }, password: secrets.kinePassword,
+      caFile: confFiles(settings.pg.confDir).caCert, logFile: join(settings.runDir, 'kine.log'),
+      // Recorded before the health wait: a crash during it must not leave an unknown orphan on the port.
+      onSpawn: (pid) => writeFileAtomic(kinePid, `${pid}\n`),
+    });
+    if (role === 'leader') {
+      await bindVip(lan.ifname, site.network.vip);
+      log.event('info', 'vip-bound', { vip: site.network.vip, interface: lan.ifname });
+    }
+    save(recordProvisioned(meta));
+    log.event('info', 'cluster-ready', { role: meta.role, term: meta.term });
+    out.line(`${MARKER} cluster ready role=${meta.role} term=${meta.term} kine=${lan.ip}:${settings.kinePort}`);
+    return { proc, upstream };
+  }
 }

@@ -16,8 +16,9 @@ export const HOSTMETA_FILE = 'hostmeta.json';
  */
 export type Phase = 'waiting-for-site' | 'site-invalid' | 'local-ready' | 'paired' | 'provisioned';
 const PHASES: readonly Phase[] = ['waiting-for-site', 'site-invalid', 'local-ready', 'paired', 'provisioned'];
-export type Role = 'unassigned' | 'leader' | 'follower';
-const ROLES: readonly Role[] = ['unassigned', 'leader', 'follower'];
+/** `fenced`: a leader that stopped taking writes (liveness/core/types.ts); it starts fenced after a restart too. */
+export type Role = 'unassigned' | 'leader' | 'follower' | 'fenced';
+const ROLES: readonly Role[] = ['unassigned', 'leader', 'follower', 'fenced'];
 
 /** The agreed pair, persisted so a restart re-confirms it instead of electing afresh. */
 export interface PairState {
@@ -49,6 +50,11 @@ export interface HostMeta {
   term: number;
   role: Role;
   pair?: PairState;
+  /**
+   * This node is yielding its writes to the peer (planned switchover, broken PostgreSQL): it must
+   * stay fenced until the peer takes over or the handover times out, across restarts too.
+   */
+  handover?: boolean;
 }
 
 const NODE_ID_RE = /^[0-9a-f]{32}$/;
@@ -86,6 +92,8 @@ export function parseHostMeta(text: string): { ok: true; meta: HostMeta } | { ok
     role: o.role as Role,
   };
   if (typeof o.siteId === 'string') meta.siteId = o.siteId;
+  if (o.handover !== undefined && typeof o.handover !== 'boolean') return { ok: false, reason: 'handover is not a boolean' };
+  if (o.handover === true) meta.handover = true;
   const pair = o.pair as Record<string, unknown> | undefined;
   if (pair !== undefined) {
     const fields = ['leader', 'peerNodeId', 'peerName', 'peerAddress'] as const;
@@ -151,4 +159,16 @@ export function recordPairing(meta: HostMeta, p: { role: 'leader' | 'follower'; 
 
 export function recordProvisioned(meta: HostMeta): HostMeta {
   return { ...meta, phase: 'provisioned' };
+}
+
+/**
+ * A failover transition of a provisioned node (promotion, fence, rejoin, handover): the live role,
+ * the term (never lowered), and who leads at that term (the pairing election's persisted leader).
+ */
+export function recordLiveness(meta: HostMeta, next: { role: 'leader' | 'follower' | 'fenced'; term: number; leader?: string; handover: boolean }): HostMeta {
+  const out: HostMeta = { ...meta, role: next.role, term: Math.max(meta.term, next.term) };
+  if (out.pair && next.leader !== undefined) out.pair = { ...out.pair, leader: next.leader };
+  delete out.handover;
+  if (next.handover) out.handover = true;
+  return out;
 }

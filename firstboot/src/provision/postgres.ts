@@ -43,6 +43,7 @@ export const confFiles = (confDir: string) => ({
   serverCert: join(confDir, 'tls', 'server.crt'),
   serverKey: join(confDir, 'tls', 'server.key'),
   caCert: join(confDir, 'tls', 'ca.crt'),
+  fence: join(confDir, 'fence.conf'),
 });
 
 export interface LocalPg {

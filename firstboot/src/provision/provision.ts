@@ -199,6 +199,7 @@ function stepConfig(c: ProvisionConfig): string {
     sslKeyFile: f.serverKey,
     sslCaFile: f.caCert,
     mode: c.mode,
+    fenceFile: f.fence,
   });
   if (standby) {
     const up = upstreamOf(c);
@@ -296,12 +297,11 @@ async function stepBootstrap(c: ProvisionConfig): Promise<string> {
   return did.length ? `created ${did.join(',')}` : 'kept';
 }
 
-/** Connection to the primary (leader) as the postgres role over verified TLS, for the logical follower's setup. */
-function upstreamAdminConfig(c: ProvisionConfig, s: ClusterSecrets, database: string): pg.ClientConfig {
-  const up = upstreamOf(c);
+/** The postgres role on another node's server over verified TLS (the node certificates carry its IP). */
+export function remoteAdminConfig(host: string, port: number, s: ClusterSecrets, database: string): pg.ClientConfig {
   return {
-    host: up.host,
-    port: up.port,
+    host,
+    port,
     user: 'postgres',
     password: s.superuserPassword,
     database,
@@ -309,6 +309,12 @@ function upstreamAdminConfig(c: ProvisionConfig, s: ClusterSecrets, database: st
     application_name: 'geminik8s-agent',
     ssl: { ca: s.ca.certPem, rejectUnauthorized: true },
   };
+}
+
+/** Connection to the primary (leader), for the logical follower's setup. */
+function upstreamAdminConfig(c: ProvisionConfig, s: ClusterSecrets, database: string): pg.ClientConfig {
+  const up = upstreamOf(c);
+  return remoteAdminConfig(up.host, up.port, s, database);
 }
 
 async function stepSubscribe(c: ProvisionConfig): Promise<string> {

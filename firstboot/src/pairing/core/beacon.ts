@@ -34,6 +34,18 @@ export interface BeaconState {
   pair: string[];
   /** Site node name, when known. */
   name?: string;
+  /** Liveness facts of a provisioned node: each announce is also its heartbeat (about 1 s apart). */
+  hb?: HeartbeatFacts;
+}
+
+/** What a heartbeat adds to the beacon state (see liveness/core/types.ts Heartbeat). */
+export interface HeartbeatFacts {
+  pg: 'primary' | 'standby' | 'down';
+  pgHealthy: boolean;
+  syncRep: boolean;
+  handoverForMs: number | null;
+  peerSilentMs: number;
+  holdsVip: boolean;
 }
 
 interface Base {
@@ -103,7 +115,7 @@ export function decodeBeacon(packet: Buffer, macKey: Buffer, siteId: string): De
 }
 
 export function parseBeaconState(v: unknown, where = 'state'): BeaconState {
-  const o = object(v, where, ['role', 'term', 'committed', 'timeline', 'lsn', 'tcpPort', 'pair'], ['name']);
+  const o = object(v, where, ['role', 'term', 'committed', 'timeline', 'lsn', 'tcpPort', 'pair'], ['name', 'hb']);
   const lsn = str(o, 'lsn', /^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/, where);
   if (!isLsn(lsn)) throw new SchemaError(`${where}.lsn is malformed`);
   const pair = o.pair;
@@ -120,7 +132,24 @@ export function parseBeaconState(v: unknown, where = 'state'): BeaconState {
     pair: [...(pair as string[])],
   };
   if (o.name !== undefined) state.name = str(o, 'name', NAME_RE, where);
+  if (o.hb !== undefined) state.hb = parseHeartbeatFacts(o.hb, `${where}.hb`);
   return state;
+}
+
+const PG_STATES: readonly HeartbeatFacts['pg'][] = ['primary', 'standby', 'down'];
+const DAY_MS = 86_400_000;
+
+function parseHeartbeatFacts(v: unknown, where: string): HeartbeatFacts {
+  const o = object(v, where, ['pg', 'pgHealthy', 'syncRep', 'handoverForMs', 'peerSilentMs', 'holdsVip']);
+  if (!PG_STATES.includes(o.pg as HeartbeatFacts['pg'])) throw new SchemaError(`${where}.pg is not primary, standby or down`);
+  return {
+    pg: o.pg as HeartbeatFacts['pg'],
+    pgHealthy: bool(o, 'pgHealthy', where),
+    syncRep: bool(o, 'syncRep', where),
+    handoverForMs: o.handoverForMs === null ? null : int(o, 'handoverForMs', 0, DAY_MS * 365, where),
+    peerSilentMs: int(o, 'peerSilentMs', 0, Number.MAX_SAFE_INTEGER, where),
+    holdsVip: bool(o, 'holdsVip', where),
+  };
 }
 
 export function parseBeaconBody(raw: unknown): BeaconMessage {

@@ -37,6 +37,15 @@ export interface DiscoveredPeer {
   state: BeaconState;
 }
 
+/** The latest authenticated state a verified peer sent, and when (performance.now() ms). */
+export interface HeardPeer {
+  nodeId: string;
+  bootId: string;
+  address: string;
+  state: BeaconState;
+  at: number;
+}
+
 export interface DiscoveryOptions {
   siteId: string;
   keys: PairKeys;
@@ -68,6 +77,11 @@ export interface Discovery {
   pair(): readonly string[];
   /** Refusal reason for a node that is not in the formed pair; undefined when it may pair. */
   refusalFor(nodeId: string): string | undefined;
+  /**
+   * The last state heard from `nodeId` (announce of its verified boot, or its verified response),
+   * kept however long ago: the liveness loop measures the silence itself.
+   */
+  heard(nodeId: string): HeardPeer | undefined;
   /** Sends an announce now (besides the periodic ones). */
   announce(): void;
   close(): Promise<void>;
@@ -101,6 +115,7 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
   const replay = new ReplayWindow();
   const nonces = new NonceBook();
   const peers = new Map<string, PeerRecord>();
+  const lastHeard = new Map<string, HeardPeer>();
   const listeners = new Set<(p: DiscoveredPeer) => void>();
   const ignoredLogged = new Set<string>();
   let pair: string[] = [];
@@ -170,6 +185,7 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
     const prev = peers.get(msg.node);
     const rec: PeerRecord = { nodeId: msg.node, bootId: msg.boot, address: rinfo.address, state: msg.state, verifiedAt: now, lastSeen: now };
     peers.set(msg.node, rec);
+    lastHeard.set(msg.node, { nodeId: msg.node, bootId: msg.boot, address: rinfo.address, state: msg.state, at: now });
     const fresh = !prev || prev.bootId !== msg.boot;
     if (pair.length === 2 && !pair.includes(msg.node)) {
       const key = `${msg.node}/${msg.boot}`;
@@ -217,6 +233,7 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
         if (p && p.bootId === msg.boot && p.address === rinfo.address) {
           p.lastSeen = now;
           p.state = msg.state;
+          lastHeard.set(msg.node, { nodeId: msg.node, bootId: msg.boot, address: rinfo.address, state: msg.state, at: now });
           if (now - p.verifiedAt < reverifyMs) return;
         }
         return challenge(msg.node, rinfo);
@@ -273,6 +290,7 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
     refusalFor(id) {
       return pair.length === 2 && !pair.includes(id) ? pairFormedReason(pair) : undefined;
     },
+    heard: (id) => lastHeard.get(id),
     announce,
     async close() {
       if (closed) return;

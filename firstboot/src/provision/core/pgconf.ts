@@ -28,7 +28,15 @@ export interface PgConfOptions {
   walKeepSizeMb?: number;
   /** Cap on WAL a slot may retain (MB), so a dead peer cannot fill the data partition. Default 4096. */
   maxSlotWalKeepSizeMb?: number;
+  /**
+   * Included last when it exists: the liveness agent writes FENCE_CONF there whenever this node
+   * must not take writes, so a server (re)started by anyone in that state comes up read-only.
+   */
+  fenceFile?: string;
 }
+
+/** The fence file's content: new transactions read-only (Kine never overrides it; fencing also ends open sessions). */
+export const FENCE_CONF = '# Written by geminik8s-agent: this node is fenced or following. Do not edit.\ndefault_transaction_read_only = on\n';
 
 /** Single-quoted value for postgresql.conf. */
 export function confString(v: string): string {
@@ -69,7 +77,8 @@ export function renderPostgresConf(o: PgConfOptions): string {
     ['log_connections', 'off'],
     ['log_statement', confString('none')],
   ];
-  return `# Written by geminik8s-agent; rewritten on every provisioning run. Do not edit.\n${lines.map(([k, v]) => `${k} = ${v}`).join('\n')}\n`;
+  const fence = o.fenceFile ? `include_if_exists ${confString(o.fenceFile)}\n` : '';
+  return `# Written by geminik8s-agent; rewritten on every provisioning run. Do not edit.\n${lines.map(([k, v]) => `${k} = ${v}`).join('\n')}\n${fence}`;
 }
 
 export interface HbaOptions {

@@ -1,0 +1,344 @@
+/**
+ * The liveness loop of a provisioned node (DESIGN.md "Liveness and failover"): about once a second
+ * it samples PostgreSQL, Kine, the VIP, the witnesses and the peer's last heartbeat, asks the pure
+ * core (core/decide.ts) what to do, and carries the actions out in order, in the background, one
+ * batch at a time (the core is level-triggered: a batch still running is simply not repeated).
+ * Between ticks it keeps PostgreSQL running in the role it should have and Kine pointed at the
+ * primary. Every transition is persisted before it takes effect (hostmeta.json).
+ */
+import type { ConsoleOut, Logger } from '../adapters/output.ts';
+import { recordLiveness, type HostMeta } from '../core/hostmeta.ts';
+import { MARKER } from '../core/report.ts';
+import { bindVip, interfacesWith, releaseVip } from '../net/vip.ts';
+import type { HeartbeatFacts } from '../pairing/core/beacon.ts';
+import type { Discovery } from '../pairing/index.ts';
+import { slotName, type ReplicationMode } from '../provision/core/pgconf.ts';
+import type { ClusterSecrets } from '../provision/core/secrets.ts';
+import { serverState, startServer, withAdmin, type LocalPg } from '../provision/postgres.ts';
+import { ensurePhysicalSlot, type ProvisionConfig } from '../provision/provision.ts';
+import { promoteLogicalFollower, setSynchronousStandby } from '../provision/replication.ts';
+import { readProgress } from '../cluster/progress.ts';
+import { decide, validateTimeouts } from './core/decide.ts';
+import { DEFAULT_LIVENESS_CONFIG, type Action, type Heartbeat, type LivenessConfig, type LivenessRole, type TickInput } from './core/types.ts';
+import { setFence } from './fence.ts';
+import type { KineSupervisor } from './kine-supervisor.ts';
+import { samplePg, type PgSample } from './pg-sample.ts';
+import { startProbes } from './probes.ts';
+import { rejoinAsStandby } from './rejoin.ts';
+import { startWatchdog } from './watchdog.ts';
+
+export interface LivenessContext {
+  nodeId: string;
+  peer: { nodeId: string; name: string; address: string };
+  ifname: string;
+  vipCidr: string;
+  /** Site gateway and witness addresses (empty: the default gateway). */
+  witnesses: string[];
+  pg: LocalPg;
+  mode: ReplicationMode;
+  secrets: ClusterSecrets;
+  /** Where divergent rows are saved before a rewind. */
+  divergentDir: string;
+  /** This node's follower provisioning (used to rejoin as a standby). */
+  follower: ProvisionConfig;
+  discovery: Discovery;
+  kine: KineSupervisor;
+  meta(): HostMeta;
+  save(next: HostMeta): void;
+  /** What this node's beacons carry from now on (each announce is a heartbeat). */
+  publish(state: { role: LivenessRole; term: number; timeline: number; lsn: string; hb: HeartbeatFacts }): void;
+  /** Status fields for GET /status. */
+  report(fields: { role: LivenessRole; term: number; liveness: Record<string, unknown>; lastError?: string }): void;
+  initialRole: LivenessRole;
+  /** Whether "cluster ready" was already printed in this run (after provisioning). */
+  announcedReady: boolean;
+  log: Logger;
+  out: ConsoleOut;
+  signal: AbortSignal;
+  env: NodeJS.ProcessEnv;
+  config?: LivenessConfig;
+}
+
+export interface LivenessHandle {
+  /** Asks the leader for a planned switchover; refused (with why) on any other role. */
+  requestSwitchover(): { accepted: boolean; reason: string };
+  done: Promise<void>;
+}
+
+/** How long a switchover request stays pending while the follower is not ready to take over. */
+const SWITCHOVER_REQUEST_MS = 30_000;
+const PG_RESTART_BACKOFF_MS = 3000;
+
+function heartbeatFrom(nodeId: string, s: { role: string; term: number; timeline: number; lsn: string; hb?: HeartbeatFacts }): Heartbeat | undefined {
+  if (!s.hb || !['leader', 'follower', 'fenced'].includes(s.role)) return undefined;
+  return { nodeId, role: s.role as LivenessRole, term: s.term, timeline: s.timeline, lsn: s.lsn, ...s.hb };
+}
+
+export function startLiveness(ctx: LivenessContext): LivenessHandle {
+  const c = ctx.config ?? DEFAULT_LIVENESS_CONFIG;
+  const problems = validateTimeouts(c);
+  if (problems.length) throw new Error(`liveness timeouts are unsafe: ${problems.join('; ')}`);
+  const { pg, log, out } = ctx;
+  const vip = ctx.vipCidr.split('/')[0] ?? '';
+  const startedAt = performance.now();
+  let role: LivenessRole = ctx.initialRole;
+  let handoverSince: number | undefined = ctx.meta().handover ? startedAt : undefined;
+  let switchoverAt: number | undefined;
+  let holdsVip = false;
+  let sample: PgSample | undefined;
+  let known = { timeline: 0, lsn: '0/0' };
+  let badSince: number | undefined = startedAt;
+  let standbyStreamAt: number | undefined;
+  let receiverStreamAt: number | undefined;
+  let busy: string | undefined;
+  let pgStarting = false;
+  let lastReason = '';
+  let lastTickAt = startedAt;
+  let nextPgStart = 0;
+  let announcedReady = ctx.announcedReady;
+  let lastError: string | undefined;
+  let divergent: { file: string; rows: number } | undefined;
+  let lastActions: { at: string; actions: string[]; ms: number; ok: boolean }[] = [];
+
+  const probes = startProbes({ ifname: ctx.ifname, vip, witnesses: ctx.witnesses, intervalMs: c.vipProbeIntervalMs, witnessLostMs: c.witnessLostMs, holdsVip: () => holdsVip });
+  const stopWatchdog = startWatchdog(ctx.env, () => lastTickAt, log);
+
+  const persist = (next: { role: LivenessRole; term?: number; leader?: string; handover?: boolean }) => {
+    const meta = ctx.meta();
+    ctx.save(recordLiveness(meta, { role: next.role, term: next.term ?? meta.term, ...(next.leader ? { leader: next.leader } : {}), handover: next.handover ?? meta.handover === true }));
+  };
+  const kineUpstream = (r: LivenessRole) => (r === 'leader' ? '127.0.0.1' : vip);
+  const ensurePeerSlot = async () => {
+    if (ctx.mode === 'physical') await withAdmin(pg, (db) => ensurePhysicalSlot(db, slotName(ctx.peer.name)));
+  };
+
+  async function execute(a: Action, now: number): Promise<void> {
+    switch (a.kind) {
+      case 'promote': {
+        persist({ role: 'leader', term: a.term, leader: ctx.nodeId, handover: false });
+        handoverSince = undefined;
+        // Down before pg_promote, so the new primary takes writes the moment it is one.
+        await setFence(pg, false);
+        const inRecovery = await withAdmin(pg, async (db) => (await db.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]?.r === true);
+        if (inRecovery) {
+          if (ctx.mode === 'logical') await promoteLogicalFollower(pg);
+          else await withAdmin(pg, (db) => db.query('SELECT pg_promote(true, 60)'));
+        }
+        await ensurePeerSlot();
+        role = 'leader';
+        ctx.kine.want(kineUpstream(role));
+        log.event('warn', 'promoted', { term: a.term, fromStandby: inRecovery });
+        out.line(`${MARKER} promoted term=${a.term}`);
+        return;
+      }
+      case 'take-vip':
+        await bindVip(ctx.ifname, ctx.vipCidr);
+        holdsVip = true;
+        log.event('info', 'vip-bound', { vip: ctx.vipCidr, interface: ctx.ifname });
+        return;
+      case 'release-vip':
+        await releaseVip(ctx.vipCidr);
+        holdsVip = false;
+        log.event('info', 'vip-released', { vip: ctx.vipCidr });
+        return;
+      case 'fence':
+        persist({ role: 'fenced' });
+        await releaseVip(ctx.vipCidr);
+        holdsVip = false;
+        await setFence(pg, true);
+        role = 'fenced';
+        ctx.kine.want(kineUpstream(role));
+        log.event('warn', 'fenced', { term: ctx.meta().term });
+        out.line(`${MARKER} fenced term=${ctx.meta().term}`);
+        return;
+      case 'unfence':
+        persist({ role: 'leader', leader: ctx.nodeId });
+        await setFence(pg, false);
+        await ensurePeerSlot();
+        role = 'leader';
+        ctx.kine.want(kineUpstream(role));
+        log.event('info', 'unfenced', { term: ctx.meta().term });
+        out.line(`${MARKER} unfenced term=${ctx.meta().term}`);
+        return;
+      case 'degrade-to-async':
+        await setSynchronousStandby(pg, null);
+        log.event('warn', 'replication-async', { standby: ctx.peer.name, message: 'synchronous replication off: the peer is known down' });
+        return;
+      case 'restore-sync':
+        await setSynchronousStandby(pg, ctx.peer.name);
+        log.event('info', 'replication-synchronous', { standby: ctx.peer.name });
+        return;
+      case 'demote-and-rejoin': {
+        persist({ role: 'follower', term: a.term, leader: a.leader, handover: false });
+        handoverSince = undefined;
+        await releaseVip(ctx.vipCidr);
+        holdsVip = false;
+        await setFence(pg, true);
+        role = 'follower';
+        ctx.kine.want(kineUpstream(role));
+        const r = await rejoinAsStandby({ pg, leader: { host: ctx.peer.address, port: pg.port }, secrets: ctx.secrets, divergentDir: ctx.divergentDir, term: a.term, follower: ctx.follower, log });
+        if (r.divergent) divergent = r.divergent;
+        log.event('warn', 'rejoined', { leader: a.leader, term: a.term, method: r.method, divergentRows: r.divergent?.rows ?? 0, ...(r.divergent ? { divergentRowsFile: r.divergent.file } : {}), ...(r.keptAside ? { keptAside: r.keptAside } : {}) });
+        out.line(`${MARKER} rejoined leader=${ctx.peer.name} term=${a.term} method=${r.method}${r.divergent ? ` divergent-rows=${r.divergent.rows} saved=${r.divergent.file}` : ''}`);
+        return;
+      }
+      case 'adopt-term':
+        persist({ role, term: a.term });
+        return;
+      case 'begin-handover':
+        persist({ role, handover: true });
+        handoverSince = now;
+        switchoverAt = undefined;
+        log.event('warn', 'handover-begun', { to: ctx.peer.nodeId });
+        return;
+      case 'end-handover':
+        persist({ role, handover: false });
+        handoverSince = undefined;
+        log.event('info', 'handover-ended', {});
+        return;
+    }
+  }
+
+  function runBatch(actions: Action[], reason: string, now: number): void {
+    busy = actions.map((a) => a.kind).join(',');
+    const t = performance.now();
+    log.event('info', 'liveness-actions', { actions: busy, reason });
+    void (async () => {
+      let ok = true;
+      try {
+        for (const a of actions) await execute(a, now);
+        lastError = undefined;
+      } catch (e) {
+        ok = false;
+        lastError = `${busy}: ${(e as Error).message}`;
+        log.event('error', 'liveness-action-failed', { actions: busy, error: (e as Error).message });
+      } finally {
+        lastActions = [...lastActions.slice(-9), { at: new Date().toISOString(), actions: actions.map((a) => a.kind), ms: Math.round(performance.now() - t), ok }];
+        busy = undefined;
+      }
+    })();
+  }
+
+  /** PostgreSQL down while nothing else is touching it: start it again (crash, OOM kill, a full disk freed). */
+  async function keepPgRunning(now: number): Promise<void> {
+    if (busy || pgStarting || sample?.state !== 'down' || now < nextPgStart) return;
+    if ((await serverState(pg)) !== 'stopped') return;
+    nextPgStart = now + PG_RESTART_BACKOFF_MS;
+    pgStarting = true;
+    log.event('warn', 'pg-restarting', { role });
+    void startServer(pg)
+      .then(() => log.event('info', 'pg-restarted', { role }), (e: unknown) => log.event('error', 'pg-restart-failed', { error: (e as Error).message }))
+      .finally(() => (pgStarting = false));
+  }
+
+  async function tick(): Promise<void> {
+    const now = performance.now();
+    lastTickAt = now;
+    const [s, vipHolders] = await Promise.all([samplePg(pg, ctx.peer.name), interfacesWith(ctx.vipCidr).catch(() => undefined), ctx.kine.checkHealth()]);
+    sample = s;
+    if (vipHolders) holdsVip = vipHolders.length > 0;
+    if (s.state !== 'down') known = { timeline: s.timeline, lsn: s.lsn };
+    const wanted = role === 'follower' ? 'standby' : 'primary';
+    if (s.state === wanted) badSince = undefined;
+    else badSince ??= now;
+    if (s.standbyStreaming) standbyStreamAt = now;
+    if (s.receiverStreaming) receiverStreamAt = now;
+    const t = probes.times;
+    const heard = ctx.discovery.heard(ctx.peer.nodeId);
+    const last = heard ? heartbeatFrom(ctx.peer.nodeId, heard.state) : undefined;
+    const peerSilentMs = Math.round(heard && last ? now - heard.at : now - startedAt);
+    const witnessSilentMs = Math.round(t.witnessOkAt !== undefined ? now - t.witnessOkAt : now - startedAt);
+    const meta = ctx.meta();
+    if (switchoverAt !== undefined && now - switchoverAt > SWITCHOVER_REQUEST_MS) {
+      switchoverAt = undefined;
+      log.event('warn', 'switchover-expired', { message: 'the follower was not ready to take over within 30 s' });
+    }
+    const input: TickInput = {
+      self: { nodeId: ctx.nodeId, role, term: meta.term, timeline: known.timeline, lsn: known.lsn },
+      pg: { state: s.state, badForMs: badSince === undefined ? 0 : Math.round(now - badSince) },
+      kineHealthy: ctx.kine.healthy,
+      holdsVip,
+      peer: { silentMs: peerSilentMs, ...(last ? { last } : {}) },
+      witness: {
+        configured: t.witnessesProbed.length,
+        silentMs: witnessSilentMs,
+        okForMs: t.witnessOkAt !== undefined && t.witnessOkSince !== undefined && witnessSilentMs < c.witnessLostMs ? Math.round(now - t.witnessOkSince) : 0,
+      },
+      vip: { silentMs: Math.round(t.vipAnswerAt !== undefined ? now - t.vipAnswerAt : now - startedAt) },
+      replication: {
+        syncRep: s.syncRep,
+        standbyStreaming: s.standbyStreaming,
+        standbySilentMs: s.standbyStreaming ? 0 : Math.round(now - (standbyStreamAt ?? startedAt)),
+        standbyLagBytes: s.standbyLagBytes,
+        receiverSilentMs: s.receiverStreaming ? 0 : Math.round(now - (receiverStreamAt ?? startedAt)),
+      },
+      handover: handoverSince === undefined ? null : { sinceMs: Math.round(now - handoverSince) },
+      switchoverRequested: switchoverAt !== undefined,
+    };
+    ctx.publish({
+      role,
+      term: meta.term,
+      timeline: known.timeline,
+      lsn: known.lsn,
+      hb: { pg: s.state, pgHealthy: input.pg.badForMs === 0, syncRep: s.syncRep, handoverForMs: input.handover?.sinceMs ?? null, peerSilentMs, holdsVip },
+    });
+
+    const d = decide(input, c);
+    if (d.reason !== lastReason) {
+      log.event('info', 'liveness', { role, term: meta.term, reason: d.reason });
+      lastReason = d.reason;
+    }
+    if (!busy && d.actions.length > 0) runBatch(d.actions, d.reason, now);
+    else await keepPgRunning(now);
+    ctx.kine.want(kineUpstream(role));
+
+    const ready = (role === 'leader' && holdsVip && s.state === 'primary') || (role === 'follower' && s.state === 'standby');
+    if (ready && !announcedReady) {
+      announcedReady = true;
+      log.event('info', 'cluster-ready', { role, term: meta.term });
+      out.line(`${MARKER} cluster ready role=${role} term=${meta.term}`);
+    }
+    ctx.report({
+      role,
+      term: meta.term,
+      ...(lastError ? { lastError } : {}),
+      liveness: {
+        reason: d.reason, busy: busy ?? null, peerSilentMs, witnessOk: witnessSilentMs < c.witnessLostMs, witnesses: t.witnessesProbed,
+        vipSilentMs: input.vip.silentMs, holdsVip, pg: s.state, pgBadForMs: input.pg.badForMs, syncRep: s.syncRep, standbyStreaming: s.standbyStreaming,
+        kineHealthy: ctx.kine.healthy, handoverForMs: input.handover?.sinceMs ?? null, lastActions,
+        ...(divergent ? { divergentRowsFile: divergent.file, divergentRows: divergent.rows } : {}),
+      },
+    });
+  }
+
+  const done = (async () => {
+    const progress = await readProgress(pg).catch(() => undefined);
+    if (progress) known = { timeline: progress.timeline, lsn: progress.lsn };
+    // A node that may not take writes keeps the fence up, so whoever starts its PostgreSQL gets it read-only.
+    await setFence(pg, role !== 'leader').catch((e: unknown) => log.event('error', 'fence-setup-failed', { error: (e as Error).message }));
+    ctx.kine.want(kineUpstream(role));
+    log.event('info', 'liveness-started', { role, term: ctx.meta().term, peer: ctx.peer.nodeId, witnesses: ctx.witnesses });
+    while (!ctx.signal.aborted) {
+      const t = performance.now();
+      try {
+        await tick();
+      } catch (e) {
+        log.event('error', 'liveness-tick-failed', { error: (e as Error).message });
+      }
+      await new Promise((r) => setTimeout(r, Math.max(50, c.tickMs - (performance.now() - t))));
+    }
+    probes.stop();
+    stopWatchdog();
+    await ctx.kine.stop();
+  })();
+
+  return {
+    requestSwitchover() {
+      if (role !== 'leader') return { accepted: false, reason: `this node is ${role}; ask the leader` };
+      switchoverAt = performance.now();
+      log.event('warn', 'switchover-requested', {});
+      return { accepted: true, reason: 'the leader fences and hands over once the follower streams; it promotes when caught up' };
+    },
+    done,
+  };
+}
