@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../../firstboot/src/adapters/atomic-file.ts';
 import { loadHostMeta, storeHostMeta } from '../../firstboot/src/adapters/hostmeta-store.ts';
 import { jsonLogger } from '../../firstboot/src/adapters/output.ts';
-import { finishLocalSteps, isNodeId, parseHostMeta, startBoot } from '../../firstboot/src/core/hostmeta.ts';
+import { finishLocalSteps, isNodeId, parseHostMeta, recordLiveness, startBoot } from '../../firstboot/src/core/hostmeta.ts';
 
 const SECRET = 'q4Jr7m8sXvYc2Zb1Lk9PwN3eTg6HfA0dUiOy5RjWlMo=';
 const ID_A = '0123456789abcdef0123456789abcdef';
@@ -95,4 +95,16 @@ test('parseHostMeta rejects what it does not understand', (t) => {
   t.false(parseHostMeta('not json').ok);
   t.true(isNodeId(ID_A));
   t.throws(() => startBoot(undefined, new Date(), 'short'));
+});
+
+test('a failover transition persists role, never lowers the term, and records the handover', (t) => {
+  const base = { ...startBoot(undefined, new Date(0), ID_A), phase: 'provisioned' as const, role: 'follower' as const, term: 3, pair: { leader: ID_B, peerNodeId: ID_B, peerName: 'b', peerAddress: '10.0.0.2' } };
+  const promoted = recordLiveness(base, { role: 'leader', term: 4, leader: ID_A, handover: false });
+  t.like(promoted, { role: 'leader', term: 4, pair: { leader: ID_A } });
+  t.false('handover' in promoted);
+  const yielding = recordLiveness(promoted, { role: 'fenced', term: 2, handover: true });
+  t.like(yielding, { role: 'fenced', term: 4, handover: true });
+  const reread = parseHostMeta(JSON.stringify(yielding));
+  t.like(reread, { ok: true, meta: { role: 'fenced', handover: true } });
+  t.like(parseHostMeta(JSON.stringify({ ...yielding, handover: 'yes' })), { ok: false, reason: 'handover is not a boolean' });
 });

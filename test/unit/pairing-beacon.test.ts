@@ -106,3 +106,13 @@ test('nonces are single use, bound to the peer they were issued to, and expire',
   t.false(n.consume('x', A, 1), 'evicted: bounded');
   t.true(n.consume('z', A, 1));
 });
+
+test('a heartbeat rides on the announce, and a malformed one is rejected whole', (t) => {
+  const hb = { pg: 'standby' as const, pgHealthy: true, syncRep: false, handoverForMs: null, peerSilentMs: 840, holdsVip: false };
+  const withHb: Announce = { ...announce, state: { ...state, role: 'follower', hb } };
+  t.deepEqual(decodeBeacon(encodeBeacon(withHb, keys.beaconMac), keys.beaconMac, 'shop-1'), { ok: true, msg: withHb });
+  for (const bad of [{ ...hb, pg: 'writable' }, { ...hb, handoverForMs: -1 }, { ...hb, extra: 1 }, { ...hb, holdsVip: 'yes' }]) {
+    const r = decodeBeacon(raw({ ...announce, state: { ...state, hb: bad } }), keys.beaconMac, 'shop-1');
+    t.like(r, { ok: false, reason: 'malformed' }, JSON.stringify(bad));
+  }
+});

@@ -8,6 +8,7 @@ import {
   renderPgHba,
   renderPgpass,
   renderPostgresConf,
+  FENCE_CONF,
   slotName,
   synchronousStandbyNames,
   upstreamConninfo,
@@ -40,6 +41,11 @@ test('postgresql include: wal_level by mode, ssl, scram, rewind support, no sync
   t.regex(phys, /^hot_standby = on$/m);
   t.notRegex(phys, /synchronous_standby_names/);
   t.regex(renderPostgresConf({ ...o, mode: 'logical' }), /^wal_level = logical$/m);
+  t.notRegex(phys, /include_if_exists/);
+  // The fence is included last, so nothing earlier in the file can turn it off.
+  const fenced = renderPostgresConf({ ...o, mode: 'physical', fenceFile: "/conf/it's fence.conf" });
+  t.regex(fenced, /\ninclude_if_exists '\/conf\/it''s fence\.conf'\n$/);
+  t.regex(FENCE_CONF, /^default_transaction_read_only = on$/m);
 });
 
 test('include line: appended once, re-pointed, idempotent', (t) => {

@@ -78,8 +78,8 @@ export class KineSupervisor {
         const wanted = this.#wanted;
         const proc = this.#proc;
         if (proc && (wanted !== this.#upstream || this.#exited.has(proc))) {
-          await proc.stop();
           this.#proc = undefined;
+          await proc.stop();
           this.o.log.event('info', 'kine-stopped', { upstream: this.#upstream ?? null, wanted });
           continue;
         }

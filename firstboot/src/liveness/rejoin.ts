@@ -94,7 +94,7 @@ async function rewind(o: RejoinOptions): Promise<boolean> {
   fsyncDir(o.pg.paths.confDir);
   try {
     const r = await runPgTool(o.pg.paths, 'pg_rewind', ['-D', o.pg.paths.dataDir, `--source-server=${source}`], { timeoutMs: 30 * 60_000 });
-    o.log.event('info', 'pg-rewind-done', { output: r.stdout.trim().split('\n').slice(-2).join(' | ') });
+    o.log.event('info', 'pg-rewind-done', { output: `${r.stdout}${r.stderr}`.trim().split('\n').slice(-2).join(' | ') });
   } catch (e) {
     o.log.event('warn', 'pg-rewind-failed', { error: (e as Error).message });
     return false;
