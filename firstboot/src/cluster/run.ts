@@ -214,7 +214,12 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     nodeId: meta.nodeId, peer: { nodeId: peer.nodeId, name: peer.name, address: peer.ip }, ifname: lan.ifname, vipCidr: site.network.vip,
     witnesses: siteWitnesses(site), pg, mode: settings.replication, secrets, divergentDir: join(ctx.stateDir, 'divergent'),
     follower: provisionConfig('follower'), discovery, kine, meta: () => meta, save,
-    publish: (state) => void (live = state),
+    publish: (state) => {
+      // A new role, term, handover or VIP is worth a heartbeat now rather than at the next beat.
+      const changed = !live || live.role !== state.role || live.term !== state.term || live.hb.holdsVip !== state.hb.holdsVip || (live.hb.handoverForMs === null) !== (state.hb.handoverForMs === null);
+      live = state;
+      if (changed) discovery?.announce();
+    },
     report: (fields) => {
       Object.assign(status, fields);
       if (!fields.lastError) delete status.lastError;

@@ -60,9 +60,20 @@ export class KineSupervisor {
     this.want(this.#wanted);
   }
 
-  async checkHealth(): Promise<boolean> {
-    this.healthy = this.#proc !== undefined && (await kineHealth(this.#proc.listenAddress, 1500)).ok;
-    return this.healthy;
+  #checking = false;
+
+  /** Refreshes `healthy` in the background (a Kine whose primary is gone answers only at its timeout). */
+  checkHealth(): void {
+    if (this.#checking) return;
+    const proc = this.#proc;
+    if (!proc) {
+      this.healthy = false;
+      return;
+    }
+    this.#checking = true;
+    void kineHealth(proc.listenAddress, 1500)
+      .then((h) => (this.healthy = h.ok && this.#proc === proc))
+      .finally(() => (this.#checking = false));
   }
 
   async stop(): Promise<void> {

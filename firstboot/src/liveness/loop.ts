@@ -92,6 +92,8 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   let receiverStreamAt: number | undefined;
   let busy: string | undefined;
   let pgStarting = false;
+  /** synchronous_standby_names as the last sync switch left it, until the next sample reads it. */
+  let syncRepNow: boolean | undefined;
   let lastReason = '';
   let lastTickAt = startedAt;
   let nextPgStart = 0;
@@ -161,11 +163,13 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         out.line(`${MARKER} unfenced term=${ctx.meta().term}`);
         return;
       case 'degrade-to-async':
+        syncRepNow = false;
         await setSynchronousStandby(pg, null);
         log.event('warn', 'replication-async', { standby: ctx.peer.name, message: 'synchronous replication off: the peer is known down' });
         return;
       case 'restore-sync':
         await setSynchronousStandby(pg, ctx.peer.name);
+        syncRepNow = true;
         log.event('info', 'replication-synchronous', { standby: ctx.peer.name });
         return;
       case 'demote-and-rejoin': {
@@ -215,6 +219,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       } finally {
         lastActions = [...lastActions.slice(-9), { at: new Date().toISOString(), actions: actions.map((a) => a.kind), ms: Math.round(performance.now() - t), ok }];
         busy = undefined;
+        republish();
       }
     })();
   }
@@ -231,12 +236,24 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       .finally(() => (pgStarting = false));
   }
 
+  let lastPublished: Parameters<LivenessContext['publish']>[0] | undefined;
+  /** The last heartbeat again with the role, term, VIP and handover as they are after an action. */
+  function republish(): void {
+    if (!lastPublished) return;
+    const now = performance.now();
+    lastPublished = { ...lastPublished, role, term: ctx.meta().term, hb: { ...lastPublished.hb, syncRep: syncRepNow ?? lastPublished.hb.syncRep, holdsVip, handoverForMs: handoverSince === undefined ? null : Math.round(now - handoverSince) } };
+    ctx.publish(lastPublished);
+  }
+
   async function tick(): Promise<void> {
     const now = performance.now();
     lastTickAt = now;
-    const [s, vipHolders] = await Promise.all([samplePg(pg, ctx.peer.name), interfacesWith(ctx.vipCidr).catch(() => undefined), ctx.kine.checkHealth()]);
+    ctx.kine.checkHealth();
+    const [s, vipHolders] = await Promise.all([samplePg(pg, ctx.peer.name), interfacesWith(ctx.vipCidr).catch(() => undefined)]);
     sample = s;
-    if (vipHolders) holdsVip = vipHolders.length > 0;
+    syncRepNow = undefined;
+    // An action binding or releasing the VIP right now knows better than a look taken before it.
+    if (vipHolders && !busy) holdsVip = vipHolders.length > 0;
     if (s.state !== 'down') known = { timeline: s.timeline, lsn: s.lsn };
     const wanted = role === 'follower' ? 'standby' : 'primary';
     if (s.state === wanted) badSince = undefined;
@@ -275,13 +292,14 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       handover: handoverSince === undefined ? null : { sinceMs: Math.round(now - handoverSince) },
       switchoverRequested: switchoverAt !== undefined,
     };
-    ctx.publish({
+    lastPublished = {
       role,
       term: meta.term,
       timeline: known.timeline,
       lsn: known.lsn,
       hb: { pg: s.state, pgHealthy: input.pg.badForMs === 0, syncRep: s.syncRep, handoverForMs: input.handover?.sinceMs ?? null, peerSilentMs, holdsVip },
-    });
+    };
+    ctx.publish(lastPublished);
 
     const d = decide(input, c);
     if (d.reason !== lastReason) {
