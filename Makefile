@@ -3,7 +3,7 @@ PROFILE  ?= edge-datastore
 HARDWARE ?= generic-x86_64-uefi
 CLI      := node bin/geminik8s.js
 
-.PHONY: deps image test test-unit typecheck bench bench-pair clean
+.PHONY: deps image test test-unit typecheck bench bench-pair bench-failover fault-matrix clean
 
 deps:
 	@sh builder/host-deps.sh
@@ -26,6 +26,14 @@ bench: deps
 # Needs root (network namespaces); RUNS=5 by default.
 bench-pair: deps
 	node --import tsx bench/pair.ts
+
+# Every fault of issue 4, three times each (make test runs each once).
+fault-matrix: deps typecheck
+	FAULT_REPS=3 node test/run-suite.mjs --concurrency 1 test/fault
+
+# Needs root; RUNS=3 by default.
+bench-failover: deps
+	node --import tsx bench/failover.ts
 
 clean:
 	rm -rf dist .cache

@@ -1,6 +1,7 @@
 // Runs the ava suite and ends with the one summary line CI reads: "N passed, N failed".
-// The QEMU image tests run after everything else, one file at a time: three TCG VMs at once on
-// two cores starve each other's udev and timers.
+// The fault matrix (test/fault) runs on its own, serially: its failover timings must not compete
+// with other pairs for the two cores. The QEMU image tests run after everything else, one file at
+// a time: three TCG VMs at once on two cores starve each other's udev and timers.
 import { spawn } from 'node:child_process';
 
 function runAva(args) {
@@ -22,7 +23,7 @@ function runAva(args) {
 }
 
 const explicit = process.argv.slice(2);
-const groups = explicit.length > 0 ? [explicit] : [['test/unit', 'test/integration', 'test/pair'], ['--concurrency', '1', 'test/image']];
+const groups = explicit.length > 0 ? [explicit] : [['test/unit', 'test/integration', 'test/pair'], ['--concurrency', '1', 'test/fault'], ['--concurrency', '1', 'test/image']];
 let passed = 0;
 let failed = 0;
 let exit = 0;

@@ -2,17 +2,23 @@
  * Real geminik8s agents in network namespaces (test/helpers/netns.ts): each node gets its own OEM,
  * state, run and PostgreSQL folders, the same site file, and Kine from the component cache. A
  * small supervisor restarts an agent that exits with an error, as systemd does on the appliance.
+ *
+ * Fault helpers per agent (the fault matrix, test/helpers/fault-matrix.ts): power off / on the
+ * whole node, crash its PostgreSQL, down its link, detach it from the bridge, fill its PostgreSQL
+ * disk (a size-limited tmpfs, `pgTmpfsMb`), ask it for a planned switchover.
  */
 import type { ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { stringify } from 'yaml';
 import { kineSpec, resolveComponent } from '../../builder/src/components/resolve.ts';
+import { isAlive } from '../../builder/src/util/process.ts';
 import { readStatus } from '../../firstboot/src/net/status-server.ts';
-import { createTopology, type Topology } from './netns.ts';
+import { createTopology, run, type Topology } from './netns.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const AGENT_ENTRY = path.join(REPO, 'firstboot/src/main.ts');
@@ -35,6 +41,42 @@ export interface PairAgent {
   sql(query: string, database?: string): Promise<string>;
   /** Runs a command inside this node's namespace. */
   exec(argv: string[], timeoutMs?: number): Promise<{ code: number | null; stdout: string; stderr: string }>;
+
+  // --- faults -----------------------------------------------------------------------------------
+  /**
+   * The whole node dies: the agent is SIGKILLed (no supervisor restart), then every process in the
+   * node's namespace (PostgreSQL, Kine, anything else), and eth0 goes down (a dead box answers no
+   * ARP for the VIP it held). The disk (PostgreSQL folder, state) stays as it was.
+   */
+  powerOff(): Promise<void>;
+  /** Boots the node again: the VIP and /run are gone (a reboot loses them), link up, agent started. */
+  powerOn(): Promise<void>;
+  /** SIGKILLs the postmaster (first line of <pg>/data/postmaster.pid); resolves with its pid. */
+  crashPostgres(): Promise<number>;
+  /** eth0 down / up (carrier lost; linkUp restores the default route). */
+  linkDown(): Promise<void>;
+  linkUp(): Promise<void>;
+  /**
+   * Takes the node's bridge port out of the bridge: carrier stays up, nothing passes (it loses the
+   * peer and the gateway). attach() puts it back.
+   */
+  detach(): Promise<void>;
+  attach(): Promise<void>;
+  /** Fills the PostgreSQL tmpfs (createPair `pgTmpfsMb`) with a file until ENOSPC. */
+  fillDisk(): Promise<void>;
+  /** Deletes the file fillDisk() wrote. */
+  releaseDisk(): Promise<void>;
+  /** POST /switchover to this agent's socket (a planned switchover; ask the leader). */
+  switchover(): Promise<unknown>;
+  /** Faults currently applied through the helpers above. */
+  faults(): { poweredOff: boolean; linkDown: boolean; detached: boolean; diskFilled: boolean };
+  /** Undoes every fault still applied (attach, link up, release the disk, power on). */
+  heal(): Promise<void>;
+  /**
+   * PostgreSQL takes writes: a primary whose default_transaction_read_only is off. undefined when
+   * it does not answer (down, hung, socket gone) within about a second.
+   */
+  writable(): Promise<boolean | undefined>;
 }
 
 export interface Pair {
@@ -42,6 +84,54 @@ export interface Pair {
   vip: string;
   agents: PairAgent[];
   destroy(): Promise<void>;
+}
+
+const PG_BIN = '/usr/lib/postgresql/15/bin';
+/** tmpfs mounts carry the creating process id as their source, so a later run can sweep a killed run's. */
+const MOUNT_SOURCE_RE = /^gk8s-pg-(\d+)$/;
+const FILL_FILE = 'fault-fill.bin';
+
+async function must(argv: string[], timeoutMs = 15_000): Promise<string> {
+  const r = await run(argv, { timeoutMs });
+  if (r.code !== 0) throw new Error(`${argv.join(' ')} failed (${r.code}): ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+async function unmount(dir: string): Promise<void> {
+  const r = await run(['umount', dir], { timeoutMs: 15_000 }).catch(() => undefined);
+  if (r?.code !== 0) await run(['umount', '-l', dir], { timeoutMs: 15_000 }).catch(() => undefined);
+}
+
+/** Unmounts PostgreSQL tmpfs mounts left by earlier runs that were killed (their creating process is gone). */
+export async function sweepStaleMounts(): Promise<string[]> {
+  const text = await readFile('/proc/self/mounts', 'utf8').catch(() => '');
+  const stale: string[] = [];
+  for (const line of text.split('\n')) {
+    const [source, target, fstype] = line.split(' ');
+    const m = MOUNT_SOURCE_RE.exec(source ?? '');
+    if (fstype !== 'tmpfs' || !m || !target || Number(m[1]) === process.pid || isAlive(Number(m[1]))) continue;
+    // /proc/self/mounts escapes blanks as octal; our targets never contain any.
+    await unmount(target);
+    stale.push(target);
+  }
+  return stale;
+}
+
+/** Every process in a network namespace, SIGKILLed until none is left (bounded). */
+async function killNamespace(ns: string): Promise<void> {
+  for (let round = 0; round < 20; round++) {
+    const pids = (await run(['ip', 'netns', 'pids', ns])).stdout.split('\n').map(Number).filter((n) => Number.isInteger(n) && n > 1);
+    if (pids.length === 0) return;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`processes in ${ns} survived SIGKILL for 2 s`);
 }
 
 export function siteYaml(siteId: string, secret: string, vipCidr: string, gateway: string): string {
@@ -52,107 +142,212 @@ export function siteYaml(siteId: string, secret: string, vipCidr: string, gatewa
  * `nodeIds` pre-seeds each node's identity (hostmeta.json, as an earlier boot would have left it),
  * which makes the roles predictable: with nothing committed, the lower node id leads.
  */
-export async function createPair(opts: { nodes?: number; secret?: string; secrets?: string[]; nodeIds?: string[] } = {}): Promise<Pair> {
+export interface PairOptions {
+  nodes?: number;
+  secret?: string;
+  secrets?: string[];
+  nodeIds?: string[];
+  /**
+   * Mount a tmpfs of this many MiB on each node's PostgreSQL folder before the agents start (a
+   * small disk that fillDisk() can fill); unmounted by destroy().
+   */
+  pgTmpfsMb?: number;
+}
+
+export async function createPair(opts: PairOptions = {}): Promise<Pair> {
   const count = opts.nodes ?? 2;
   const kine = await resolveComponent(kineSpec('v0.17.5'), { arch: 'amd64', cacheDir: path.join(REPO, '.cache') });
+  if (opts.pgTmpfsMb !== undefined) await sweepStaleMounts();
   const topology = await createTopology(count);
   const root = await mkdtemp(path.join(os.tmpdir(), 'gk8s-pair-'));
   // PostgreSQL runs as the postgres user and must traverse into its folder.
   await chmod(root, 0o755);
   const vipCidr = `${topology.subnet}.10/24`;
+  const vip = vipCidr.split('/')[0] ?? '';
   const defaultSecret = opts.secret ?? Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37 + 11) % 256)).toString('base64url');
   const agents: PairAgent[] = [];
   const children = new Map<number, ChildProcess>();
+  const mounts: string[] = [];
 
-  for (const node of topology.nodes) {
-    const base = path.join(root, `n${node.index + 1}`);
-    const dirs = { root: base, oem: path.join(base, 'oem'), state: path.join(base, 'state'), run: path.join(base, 'run'), pg: path.join(base, 'pg') };
-    for (const d of Object.values(dirs)) await mkdir(d, { recursive: true, mode: 0o755 });
-    const secret = opts.secrets?.[node.index] ?? defaultSecret;
-    await writeFile(path.join(dirs.oem, 'site.yaml'), siteYaml('lab-pair', secret, vipCidr, topology.gw.address), { mode: 0o600 });
-    const nodeId = opts.nodeIds?.[node.index];
-    if (nodeId) {
-      const at = new Date().toISOString();
-      const meta = { schemaVersion: 1, nodeId, bootCount: 0, firstBootAt: at, lastBootAt: at, phase: 'waiting-for-site', term: 0, role: 'unassigned' };
-      await writeFile(path.join(dirs.state, 'hostmeta.json'), `${JSON.stringify(meta)}\n`);
+  const destroy = async (): Promise<void> => {
+    for (const a of agents) await a.kill().catch(() => undefined);
+    // PostgreSQL (pg_ctl daemon) and Kine outlive the agent process: stop them before the namespaces go.
+    for (const a of agents) {
+      await topology.exec(a.ns, ['runuser', '-u', 'postgres', '--', `${PG_BIN}/pg_ctl`, '-D', path.join(a.dirs.pg, 'data'), 'stop', '-m', 'immediate'], { timeoutMs: 20_000 }).catch(() => undefined);
     }
-    const consoleFile = path.join(base, 'console.log');
-    const logFile = path.join(base, 'agent.log');
-    const env: Record<string, string> = {
-      PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
-      GEMINIK8S_OEM_DIR: dirs.oem, GEMINIK8S_STATE_DIR: dirs.state, GEMINIK8S_RUN_DIR: dirs.run, GEMINIK8S_PG_ROOT: dirs.pg,
-      GEMINIK8S_DATA_DIR: path.join(base, 'no-data-mount'), GEMINIK8S_CONSOLE: consoleFile, GEMINIK8S_KINE_BIN: kine.path,
-      GEMINIK8S_BROADCAST: topology.broadcast, GEMINIK8S_IMAGE_FILE: path.join(base, 'no-image.yaml'),
-    };
-    let wanted = false;
-    const launch = (): void => {
-      const child = topology.spawn(node.ns, ['env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, '--import', 'tsx', AGENT_ENTRY], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
-      children.set(node.index, child);
-      // One ordered stream per agent run: separate un-awaited appends could interleave lines.
-      const sink = createWriteStream(logFile, { flags: 'a' });
-      child.stdout?.pipe(sink, { end: false });
-      child.stderr?.pipe(sink, { end: false });
-      child.once('close', () => sink.end());
-      child.once('exit', (code) => {
-        if (children.get(node.index) === child) children.delete(node.index);
-        // Restart=on-failure with RestartSec, like the unit on the appliance.
-        if (wanted && code !== 0 && code !== null) setTimeout(() => wanted && !children.has(node.index) && launch(), 2000);
-      });
-    };
-    /** Stops the supervisor restarting it, signals the agent, and SIGKILLs it after 10 s. */
-    const terminate = async (signal: NodeJS.Signals): Promise<void> => {
-      wanted = false;
-      const c = children.get(node.index);
-      if (!c) return;
-      const gone = new Promise((r) => c.once('exit', r));
-      c.kill(signal);
-      await Promise.race([gone, new Promise((r) => setTimeout(r, 10_000))]);
-      c.kill('SIGKILL');
-    };
-    const agent: PairAgent = {
-      index: node.index, ns: node.ns, address: node.address, dirs, consoleFile, logFile,
-      start() {
-        wanted = true;
-        launch();
-      },
-      kill: () => terminate('SIGKILL'),
-      stop: () => terminate('SIGTERM'),
-      console: () => readFile(consoleFile, 'utf8').catch(() => ''),
-      async log() {
-        const text = await readFile(logFile, 'utf8').catch(() => '');
-        // stderr (a crash trace) shares the file; only whole JSON lines are events.
-        return text.split('\n').flatMap((l) => {
-          if (!l.startsWith('{')) return [];
-          try {
-            return [JSON.parse(l) as Record<string, unknown>];
-          } catch {
-            return [];
-          }
+    await topology.destroy();
+    for (const m of mounts.splice(0)) await unmount(m);
+    await rm(root, { recursive: true, force: true });
+  };
+
+  try {
+    for (const node of topology.nodes) {
+      const base = path.join(root, `n${node.index + 1}`);
+      const dirs = { root: base, oem: path.join(base, 'oem'), state: path.join(base, 'state'), run: path.join(base, 'run'), pg: path.join(base, 'pg') };
+      for (const d of Object.values(dirs)) await mkdir(d, { recursive: true, mode: 0o755 });
+      if (opts.pgTmpfsMb !== undefined) {
+        await must(['mount', '-t', 'tmpfs', '-o', `size=${opts.pgTmpfsMb}m,mode=0755`, `gk8s-pg-${process.pid}`, dirs.pg]);
+        mounts.push(dirs.pg);
+      }
+      const secret = opts.secrets?.[node.index] ?? defaultSecret;
+      await writeFile(path.join(dirs.oem, 'site.yaml'), siteYaml('lab-pair', secret, vipCidr, topology.gw.address), { mode: 0o600 });
+      const nodeId = opts.nodeIds?.[node.index];
+      if (nodeId) {
+        const at = new Date().toISOString();
+        const meta = { schemaVersion: 1, nodeId, bootCount: 0, firstBootAt: at, lastBootAt: at, phase: 'waiting-for-site', term: 0, role: 'unassigned' };
+        await writeFile(path.join(dirs.state, 'hostmeta.json'), `${JSON.stringify(meta)}\n`);
+      }
+      const consoleFile = path.join(base, 'console.log');
+      const logFile = path.join(base, 'agent.log');
+      const env: Record<string, string> = {
+        PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+        GEMINIK8S_OEM_DIR: dirs.oem, GEMINIK8S_STATE_DIR: dirs.state, GEMINIK8S_RUN_DIR: dirs.run, GEMINIK8S_PG_ROOT: dirs.pg,
+        GEMINIK8S_DATA_DIR: path.join(base, 'no-data-mount'), GEMINIK8S_CONSOLE: consoleFile, GEMINIK8S_KINE_BIN: kine.path,
+        GEMINIK8S_BROADCAST: topology.broadcast, GEMINIK8S_IMAGE_FILE: path.join(base, 'no-image.yaml'),
+      };
+      let wanted = false;
+      const launch = (): void => {
+        const child = topology.spawn(node.ns, ['env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, '--import', 'tsx', AGENT_ENTRY], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+        children.set(node.index, child);
+        // One ordered stream per agent run: separate un-awaited appends could interleave lines.
+        const sink = createWriteStream(logFile, { flags: 'a' });
+        child.stdout?.pipe(sink, { end: false });
+        child.stderr?.pipe(sink, { end: false });
+        child.once('close', () => sink.end());
+        child.once('exit', (code) => {
+          if (children.get(node.index) === child) children.delete(node.index);
+          // Restart=on-failure with RestartSec, like the unit on the appliance.
+          if (wanted && code !== 0 && code !== null) setTimeout(() => wanted && !children.has(node.index) && launch(), 2000);
         });
-      },
-      status: async () => (await readStatus(path.join(dirs.run, 'agent.sock'))) as Record<string, unknown>,
-      async sql(query, database = 'postgres') {
-        const r = await topology.exec(node.ns, ['runuser', '-u', 'postgres', '--', 'psql', '-X', '-h', path.join(dirs.pg, 'run'), '-p', '5432', '-d', database, '-Atc', query], { timeoutMs: 15_000 });
-        if (r.code !== 0) throw new Error(`psql on node ${node.index + 1} failed: ${r.stderr.trim()}`);
-        return r.stdout.trim();
-      },
-      exec: (argv, timeoutMs = 15_000) => topology.exec(node.ns, argv, { timeoutMs }),
-    };
-    agents.push(agent);
+      };
+      /** Stops the supervisor restarting it, signals the agent, and SIGKILLs it after 10 s. */
+      const terminate = async (signal: NodeJS.Signals): Promise<void> => {
+        wanted = false;
+        const c = children.get(node.index);
+        if (!c) return;
+        const gone = new Promise((r) => c.once('exit', r));
+        c.kill(signal);
+        await Promise.race([gone, new Promise((r) => setTimeout(r, 10_000))]);
+        c.kill('SIGKILL');
+      };
+      const socketDir = path.join(dirs.pg, 'run');
+      const fillFile = path.join(dirs.pg, FILL_FILE);
+      const state = { poweredOff: false, linkDown: false, detached: false, diskFilled: false };
+      const gwIp = (args: string[]) => must(['ip', '-n', topology.gw.ns, ...args]);
+      const agent: PairAgent = {
+        index: node.index, ns: node.ns, address: node.address, dirs, consoleFile, logFile,
+        start() {
+          wanted = true;
+          launch();
+        },
+        kill: () => terminate('SIGKILL'),
+        stop: () => terminate('SIGTERM'),
+        console: () => readFile(consoleFile, 'utf8').catch(() => ''),
+        async log() {
+          const text = await readFile(logFile, 'utf8').catch(() => '');
+          // stderr (a crash trace) shares the file; only whole JSON lines are events.
+          return text.split('\n').flatMap((l) => {
+            if (!l.startsWith('{')) return [];
+            try {
+              return [JSON.parse(l) as Record<string, unknown>];
+            } catch {
+              return [];
+            }
+          });
+        },
+        status: async () => (await readStatus(path.join(dirs.run, 'agent.sock'))) as Record<string, unknown>,
+        async sql(query, database = 'postgres') {
+          const r = await topology.exec(node.ns, ['runuser', '-u', 'postgres', '--', 'psql', '-X', '-h', socketDir, '-p', '5432', '-d', database, '-Atc', query], { timeoutMs: 15_000 });
+          if (r.code !== 0) throw new Error(`psql on node ${node.index + 1} failed: ${r.stderr.trim()}`);
+          return r.stdout.trim();
+        },
+        exec: (argv, timeoutMs = 15_000) => topology.exec(node.ns, argv, { timeoutMs }),
+
+        async powerOff() {
+          state.poweredOff = true;
+          await terminate('SIGKILL');
+          await killNamespace(node.ns);
+          await topology.linkDown(node.index);
+        },
+        async powerOn() {
+          // A reboot loses the addresses it held and everything under /run.
+          const addrs = await must(['ip', '-n', node.ns, '-4', '-o', 'addr', 'show', 'dev', node.ifname]);
+          if (addrs.includes(`inet ${vip}/`)) await must(['ip', '-n', node.ns, 'addr', 'del', vipCidr, 'dev', node.ifname]);
+          for (const entry of await readdir(dirs.run).catch(() => [] as string[])) await rm(path.join(dirs.run, entry), { recursive: true, force: true });
+          await topology.linkUp(node.index);
+          state.linkDown = false;
+          state.poweredOff = false;
+          agent.start();
+        },
+        async crashPostgres() {
+          const text = await readFile(path.join(dirs.pg, 'data', 'postmaster.pid'), 'utf8');
+          const pid = Number(text.split('\n')[0]);
+          if (!Number.isInteger(pid) || pid <= 1) throw new Error(`node ${node.index + 1}: no postmaster pid in postmaster.pid`);
+          process.kill(pid, 'SIGKILL');
+          return pid;
+        },
+        async linkDown() {
+          state.linkDown = true;
+          await topology.linkDown(node.index);
+        },
+        async linkUp() {
+          await topology.linkUp(node.index);
+          state.linkDown = false;
+        },
+        async detach() {
+          state.detached = true;
+          await gwIp(['link', 'set', node.bridgePort, 'nomaster']);
+        },
+        async attach() {
+          await gwIp(['link', 'set', node.bridgePort, 'master', topology.bridge]);
+          state.detached = false;
+        },
+        async fillDisk() {
+          if (opts.pgTmpfsMb === undefined) throw new Error('fillDisk() needs createPair({ pgTmpfsMb })');
+          state.diskFilled = true;
+          // Appends, so a second call tops up what PostgreSQL freed meanwhile.
+          const r = await run(['dd', 'if=/dev/zero', `of=${fillFile}`, 'bs=4096', 'oflag=append', 'conv=notrunc'], { timeoutMs: 120_000 });
+          if (!/No space left on device/.test(r.stderr)) throw new Error(`filling ${dirs.pg} did not reach ENOSPC (dd exit ${r.code}): ${r.stderr.trim()}`);
+        },
+        async releaseDisk() {
+          await rm(fillFile, { force: true });
+          state.diskFilled = false;
+        },
+        async switchover() {
+          // Imported when used: the rest of the harness does not depend on this export.
+          const { requestSwitchover } = await import('../../firstboot/src/net/status-server.ts');
+          return requestSwitchover(path.join(dirs.run, 'agent.sock'));
+        },
+        faults: () => ({ ...state }),
+        async heal() {
+          if (state.detached) await agent.attach();
+          if (state.linkDown && !state.poweredOff) await agent.linkUp();
+          if (state.diskFilled) await agent.releaseDisk();
+          if (state.poweredOff) await agent.powerOn();
+        },
+        async writable() {
+          const c = new pg.Client({ host: socketDir, port: 5432, user: 'postgres', database: 'postgres', connectionTimeoutMillis: 1000, query_timeout: 1000, application_name: 'gk8s-fault-checker' });
+          c.on('error', () => undefined);
+          try {
+            await c.connect();
+            const r = await c.query<{ w: boolean }>("SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off' AS w");
+            const w = r.rows[0]?.w;
+            return typeof w === 'boolean' ? w : undefined;
+          } catch {
+            return undefined;
+          } finally {
+            void c.end().catch(() => undefined);
+          }
+        },
+      };
+      agents.push(agent);
+    }
+  } catch (e) {
+    await destroy();
+    throw e;
   }
 
-  return {
-    topology, vip: vipCidr.split('/')[0] ?? '', agents,
-    async destroy() {
-      for (const a of agents) await a.kill().catch(() => undefined);
-      // PostgreSQL (pg_ctl daemon) and Kine outlive the agent process: stop them before the namespaces go.
-      for (const a of agents) {
-        await topology.exec(a.ns, ['runuser', '-u', 'postgres', '--', '/usr/lib/postgresql/15/bin/pg_ctl', '-D', path.join(a.dirs.pg, 'data'), 'stop', '-m', 'immediate'], { timeoutMs: 20_000 }).catch(() => undefined);
-      }
-      await topology.destroy();
-      await rm(root, { recursive: true, force: true });
-    },
-  };
+  return { topology, vip, agents, destroy };
 }
 
 /** Polls `check` until it returns a value (not undefined) or the time is up. */

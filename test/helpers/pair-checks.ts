@@ -1,5 +1,7 @@
 /** Assertions on a running pair (test/helpers/pair-agents.ts), shared by the pair tests. */
 import type { ExecutionContext } from 'ava';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { eventually, type Pair, type PairAgent } from './pair-agents.ts';
 
 export async function clusterReady(a: PairAgent): Promise<string | undefined> {
@@ -30,7 +32,8 @@ export async function dumpOnFailure(t: ExecutionContext, pair: Pair): Promise<vo
   if (t.passed) return;
   for (const a of pair.agents) {
     const log = (await a.log()).filter((e) => !String(e.event).startsWith('pairing-beacon')).slice(-15);
-    t.log(`node ${a.index + 1} console:\n${await a.console()}\nlog tail:\n${log.map((e) => JSON.stringify(e)).join('\n')}`);
+    const pgLog = (await readFile(path.join(a.dirs.pg, 'postgresql.log'), 'utf8').catch(() => '')).trim().split('\n').slice(-12).join('\n');
+    t.log(`node ${a.index + 1} console:\n${await a.console()}\nlog tail:\n${log.map((e) => JSON.stringify(e)).join('\n')}\nPostgreSQL log tail:\n${pgLog}`);
   }
 }
 

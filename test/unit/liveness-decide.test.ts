@@ -325,3 +325,12 @@ test('exhaustive pairs in lockstep: hearing each other, a step never creates a s
       }
   t.true(pairs > 1000);
 });
+
+test('a follower still rewinding its old primary never outranks the leader into handing over', (t) => {
+  // The returning node reports a higher LSN from its stale primary while it rejoins.
+  const rejoining = hb({ role: 'follower', term: 3, lsn: '0/900', pg: 'primary', pgHealthy: false, holdsVip: false, syncRep: false });
+  const leader = input({ self: { role: 'leader', term: 3, lsn: '0/500' }, pg: { state: 'primary' }, holdsVip: true, peer: { last: rejoining } });
+  t.false(kinds(leader).includes('fence'));
+  // The same peer as a healthy standby with newer history does get the writes.
+  t.deepEqual(kinds(input({ ...leader, peer: { silentMs: 500, last: { ...rejoining, term: 4, pg: 'standby', pgHealthy: true } } })), ['fence', 'begin-handover']);
+});

@@ -6,6 +6,7 @@
  * Between ticks it keeps PostgreSQL running in the role it should have and Kine pointed at the
  * primary. Every transition is persisted before it takes effect (hostmeta.json).
  */
+import { readFile } from 'node:fs/promises';
 import type { ConsoleOut, Logger } from '../adapters/output.ts';
 import { recordLiveness, type HostMeta } from '../core/hostmeta.ts';
 import { MARKER } from '../core/report.ts';
@@ -68,6 +69,8 @@ export interface LivenessHandle {
 /** How long a switchover request stays pending while the follower is not ready to take over. */
 const SWITCHOVER_REQUEST_MS = 30_000;
 const PG_RESTART_BACKOFF_MS = 3000;
+/** A standby that failed to start this many times in a row (not for a full disk) is copied afresh. */
+const STANDBY_REBUILD_AFTER_FAILURES = 8;
 
 function heartbeatFrom(nodeId: string, s: { role: string; term: number; timeline: number; lsn: string; hb?: HeartbeatFacts }): Heartbeat | undefined {
   if (!s.hb || !['leader', 'follower', 'fenced'].includes(s.role)) return undefined;
@@ -92,6 +95,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   let receiverStreamAt: number | undefined;
   let busy: string | undefined;
   let pgStarting = false;
+  let startFailures = 0;
   /** synchronous_standby_names as the last sync switch left it, until the next sample reads it. */
   let syncRepNow: boolean | undefined;
   let lastReason = '';
@@ -124,7 +128,14 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         const inRecovery = await withAdmin(pg, async (db) => (await db.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]?.r === true);
         if (inRecovery) {
           if (ctx.mode === 'logical') await promoteLogicalFollower(pg);
-          else await withAdmin(pg, (db) => db.query('SELECT pg_promote(true, 60)'));
+          else {
+            await withAdmin(pg, async (db) => {
+              await db.query('SELECT pg_promote(true, 60)');
+              // Writes the new timeline into pg_control at once: pg_rewind reads the source's
+              // timeline from there and would otherwise answer "no rewind required" to the old leader.
+              await db.query('CHECKPOINT');
+            });
+          }
         }
         await ensurePeerSlot();
         role = 'leader';
@@ -224,16 +235,53 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     })();
   }
 
-  /** PostgreSQL down while nothing else is touching it: start it again (crash, OOM kill, a full disk freed). */
-  async function keepPgRunning(now: number): Promise<void> {
+  /**
+   * PostgreSQL down while nothing else is touching it: start it again (crash, OOM kill, a full disk
+   * freed). A standby that keeps failing for another reason (its history no longer fits the
+   * leader's) is rebuilt from the leader while the leader is heard.
+   */
+  async function keepPgRunning(now: number, leaderHeard: boolean): Promise<void> {
     if (busy || pgStarting || sample?.state !== 'down' || now < nextPgStart) return;
     if ((await serverState(pg)) !== 'stopped') return;
+    if (role === 'follower' && leaderHeard && startFailures >= STANDBY_REBUILD_AFTER_FAILURES && !(await diskFullInLog())) {
+      startFailures = 0;
+      runRemedy('rebuild-standby', async () => {
+        const r = await rejoinAsStandby({ pg, leader: { host: ctx.peer.address, port: pg.port }, secrets: ctx.secrets, divergentDir: ctx.divergentDir, term: ctx.meta().term, follower: ctx.follower, log, rebuild: true });
+        out.line(`${MARKER} standby rebuilt from leader=${ctx.peer.name} method=${r.method}`);
+      });
+      return;
+    }
     nextPgStart = now + PG_RESTART_BACKOFF_MS;
     pgStarting = true;
-    log.event('warn', 'pg-restarting', { role });
+    log.event('warn', 'pg-restarting', { role, failuresInARow: startFailures });
     void startServer(pg)
-      .then(() => log.event('info', 'pg-restarted', { role }), (e: unknown) => log.event('error', 'pg-restart-failed', { error: (e as Error).message }))
+      .then(
+        () => {
+          startFailures = 0;
+          log.event('info', 'pg-restarted', { role });
+        },
+        (e: unknown) => {
+          startFailures += 1;
+          log.event('error', 'pg-restart-failed', { error: (e as Error).message, failuresInARow: startFailures });
+        },
+      )
       .finally(() => (pgStarting = false));
+  }
+
+  async function diskFullInLog(): Promise<boolean> {
+    const text = await readFile(pg.paths.logFile, 'utf8').catch(() => '');
+    return /No space left on device/.test(text.slice(-4000));
+  }
+
+  function runRemedy(name: string, fn: () => Promise<void>): void {
+    busy = name;
+    log.event('warn', 'liveness-remedy', { remedy: name });
+    void fn()
+      .catch((e: unknown) => {
+        lastError = `${name}: ${(e as Error).message}`;
+        log.event('error', 'liveness-remedy-failed', { remedy: name, error: (e as Error).message });
+      })
+      .finally(() => (busy = undefined));
   }
 
   let lastPublished: Parameters<LivenessContext['publish']>[0] | undefined;
@@ -272,7 +320,8 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     }
     const input: TickInput = {
       self: { nodeId: ctx.nodeId, role, term: meta.term, timeline: known.timeline, lsn: known.lsn },
-      pg: { state: s.state, badForMs: badSince === undefined ? 0 : Math.round(now - badSince) },
+      // At least 1 while bad: 0 means healthy now.
+      pg: { state: s.state, badForMs: badSince === undefined ? 0 : Math.max(1, Math.round(now - badSince)) },
       kineHealthy: ctx.kine.healthy,
       holdsVip,
       peer: { silentMs: peerSilentMs, ...(last ? { last } : {}) },
@@ -307,7 +356,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       lastReason = d.reason;
     }
     if (!busy && d.actions.length > 0) runBatch(d.actions, d.reason, now);
-    else await keepPgRunning(now);
+    else await keepPgRunning(now, last?.role === 'leader' && peerSilentMs < c.peerDeadMs);
     ctx.kine.want(kineUpstream(role));
 
     const ready = (role === 'leader' && holdsVip && s.state === 'primary') || (role === 'follower' && s.state === 'standby');

@@ -41,7 +41,11 @@ export async function samplePg(pg: LocalPg, peerName: string, timeoutMs = 1500):
       // CASE keeps pg_current_wal_lsn() (an error during recovery) off a standby.
       const r = await db.query<Row>(
         `SELECT pg_is_in_recovery() AS rec,
-                (SELECT timeline_id FROM pg_control_checkpoint()) AS tl,
+                -- The live timeline: a primary's current WAL file, a standby's receiver; the last
+                -- checkpoint's lags behind a promotion until the next checkpoint.
+                CASE WHEN pg_is_in_recovery()
+                     THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1), (SELECT timeline_id FROM pg_control_checkpoint()))
+                     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS tl,
                 CASE WHEN pg_is_in_recovery()
                      THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text
                      ELSE pg_current_wal_lsn()::text END AS lsn,

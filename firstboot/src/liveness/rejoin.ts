@@ -30,6 +30,8 @@ export interface RejoinOptions {
   /** Follower provisioning of this node (config and start of the standby). */
   follower: ProvisionConfig;
   log: Logger;
+  /** A standby that cannot start (its history does not fit the leader's): copy the leader afresh. */
+  rebuild?: boolean;
 }
 
 export interface RejoinResult {
@@ -90,6 +92,9 @@ function markerOf(pg: LocalPg): string {
 async function rewind(o: RejoinOptions): Promise<boolean> {
   const f = confFiles(o.pg.paths.confDir);
   const source = conninfo({ host: o.leader.host, port: o.leader.port, user: 'postgres', dbname: 'postgres', sslmode: 'verify-full', sslrootcert: f.caCert, passfile: f.pgpass, connect_timeout: 5 });
+  // pg_rewind compares timelines as recorded in pg_control; a leader promoted moments ago may not
+  // have checkpointed its new timeline yet.
+  await withClient(remoteAdminConfig(o.leader.host, o.leader.port, o.secrets, 'postgres'), (db) => db.query('CHECKPOINT'));
   writeFileSync(markerOf(o.pg), `${new Date().toISOString()}\n`);
   fsyncDir(o.pg.paths.confDir);
   try {
@@ -116,7 +121,15 @@ export async function rejoinAsStandby(o: RejoinOptions): Promise<RejoinResult> {
   let divergent: RejoinResult['divergent'] = null;
   let unreadable = false;
   const aside = `${dataDir}.before-rejoin`;
-  if (!isStandby && existsSync(join(dataDir, 'PG_VERSION'))) {
+  if (o.rebuild && isStandby) {
+    // A standby holds nothing the leader lacks: nothing to save before replacing it.
+    await stopServer(o.pg, 'fast');
+    method = 'basebackup';
+    rmSync(aside, { recursive: true, force: true });
+    renameSync(dataDir, aside);
+    fsyncDir(join(dataDir, '..'));
+    o.log.event('warn', 'standby-rebuild', { kept: aside });
+  } else if (!isStandby && existsSync(join(dataDir, 'PG_VERSION'))) {
     const rewindCutShort = existsSync(markerOf(o.pg));
     if (!rewindCutShort) {
       // Up read-only (the caller fenced it) so its rows can be read; crash recovery happens here.

@@ -207,7 +207,7 @@ function stepConfig(c: ProvisionConfig): string {
     conf += `primary_slot_name = ${confString(slotName(c.self.name))}\n`;
   }
   writeFileAtomic(f.include, conf, 0o600, pgUser);
-  writeFileAtomic(f.hba, renderPgHba({ peerIp: c.peer.ip, vip: c.vip, mode: c.mode }), 0o600, pgUser);
+  writeFileAtomic(f.hba, renderPgHba({ peerIp: c.peer.ip, selfIp: c.self.ip, vip: c.vip, mode: c.mode }), 0o600, pgUser);
   writeFileAtomic(f.ident, renderPgIdent(), 0o600, pgUser);
   const mainConf = join(dataDir, 'postgresql.conf');
   const text = readFileSync(mainConf, 'utf8');

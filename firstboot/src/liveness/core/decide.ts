@@ -67,6 +67,11 @@ function lsnValue(text: string): bigint {
   }
 }
 
+/** The peer's PostgreSQL is healthy and in the state its role needs (a follower's a standby). */
+function pgInItsRole(hb: Heartbeat): boolean {
+  return hb.pgHealthy && hb.pg === (hb.role === 'follower' ? 'standby' : 'primary');
+}
+
 function peerFacts(hb: Heartbeat): RankFacts {
   return { nodeId: hb.nodeId, role: hb.role, term: hb.term, timeline: hb.timeline, lsn: hb.lsn, ...(hb.lastModified !== undefined ? { lastModified: hb.lastModified } : {}) };
 }
@@ -134,8 +139,9 @@ function decideLeader(i: TickInput, c: LivenessConfig, f: Facts): Decision {
         { kind: 'demote-and-rejoin', term: hb.term, leader: hb.nodeId },
       ]);
     }
-    // H1: a peer holding newer history (fenced, or a follower with a higher term) gets the writes.
-    if (hb.role !== 'leader' && outranks(peerFacts(hb), me) && hb.pgHealthy) {
+    // H1: a peer holding newer history (fenced, or a follower with a higher term) gets the writes;
+    // not a follower whose PostgreSQL is still the primary it is rewinding (its history is the stale one).
+    if (hb.role !== 'leader' && outranks(peerFacts(hb), me) && pgInItsRole(hb)) {
       return stepDown(`peer ${hb.nodeId} (${hb.role}, term ${hb.term}, ${hb.lsn}) outranks me: fence and hand over`, [{ kind: 'begin-handover' }]);
     }
   }
@@ -210,7 +216,7 @@ function decideFenced(i: TickInput, c: LivenessConfig, f: Facts): Decision {
     const peerOutranks = outranks(peerFacts(hb), me);
     // A follower can take over from a broken primary only when it provably has every commit.
     const pgHandover = !pgOk && i.pg.badForMs >= c.pgHandoverAfterMs && hb.role === 'follower' && hb.pg === 'standby' && hb.pgHealthy && i.replication.syncRep;
-    if ((peerOutranks && hb.pgHealthy) || pgHandover) {
+    if ((peerOutranks && pgInItsRole(hb)) || pgHandover) {
       if (hb.handoverForMs !== null) return done([], `both sides yielding; wait for a handover to time out`);
       return done([{ kind: 'begin-handover' }], pgOk ? `peer ${hb.nodeId} outranks me: hand over` : `my PostgreSQL is ${i.pg.state} for ${i.pg.badForMs} ms: hand over to ${hb.nodeId}`);
     }

@@ -84,6 +84,8 @@ export function renderPostgresConf(o: PgConfOptions): string {
 export interface HbaOptions {
   /** The other node's IP: the only source allowed to replicate (and to run pg_rewind as postgres). */
   peerIp: string;
+  /** This node's IP: its own Kine reaching the VIP while this node holds it comes from there. */
+  selfIp?: string;
   vip?: string;
   mode: ReplicationMode;
 }
@@ -93,7 +95,7 @@ export interface HbaOptions {
  * pg_ident), everything else scram. Network: TLS only, scram only, per-source rules.
  */
 export function renderPgHba(o: HbaOptions): string {
-  const kineSources = [...new Set(['127.0.0.1', o.peerIp, ...(o.vip ? [o.vip] : [])])];
+  const kineSources = [...new Set(['127.0.0.1', o.peerIp, ...(o.selfIp ? [o.selfIp] : []), ...(o.vip ? [o.vip] : [])])];
   const rows: string[][] = [
     ['local', 'all', 'postgres', '', 'peer map=geminik8s'],
     ['local', 'all', 'all', '', 'scram-sha-256'],

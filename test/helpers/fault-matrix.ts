@@ -1,0 +1,751 @@
+/**
+ * The fault-injection matrix of issue 4, shared by test/fault/matrix.test.ts and bench/failover.ts.
+ *
+ * One pair (test/helpers/pair-agents.ts, a tmpfs under each node's PostgreSQL so that a disk can be
+ * filled) serves a whole pass. Each scenario starts from a healthy pair, and while
+ *  - a writer in the gateway namespace puts numbered keys `/fault/<run>/<scenario>/<n>` through
+ *    Kine on the VIP (etcd gRPC KV/Put over h2c, one at a time, 2 s per put) and records every
+ *    acknowledged key, and
+ *  - a checker samples both nodes' PostgreSQL every 200 ms and records any moment both take writes,
+ * injects its fault, waits for the recovery it expects, undoes what is still broken (power, link,
+ * bridge port, disk: the environment, never the software), waits for a healthy synchronous pair,
+ * and reads every acknowledged key back through the VIP.
+ *
+ * Everything is bounded in time; the writer is a child process (this file, `--fault-writer`) in the
+ * gateway namespace and is stopped in a finally. Traffic stays inside the pair's namespaces.
+ *
+ * Static imports are node builtins and types only, so the writer child starts fast.
+ */
+import { access, constants, mkdtemp, rmdir } from 'node:fs/promises';
+import http2 from 'node:http2';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import type { Pair, PairAgent, PairOptions } from './pair-agents.ts';
+
+const SELF = fileURLToPath(import.meta.url);
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e)).replace(/\s+/g, ' ').trim();
+
+export const SCENARIOS = [
+  { id: 'a', title: "the leader's whole node dies (all its processes killed)" },
+  { id: 'b', title: "the leader's PostgreSQL crashes" },
+  { id: 'c', title: "the leader's link goes down" },
+  { id: 'd', title: 'partition: only the follower still reaches the gateway' },
+  { id: 'e', title: 'full partition: each node loses the other and the gateway' },
+  { id: 'f', title: 'both nodes restart together' },
+  { id: 'g', title: "the follower's disk fills" },
+  { id: 'h', title: 'planned switchover under write load' },
+  { id: 'i', title: 'the old leader returns after a failover' },
+] as const;
+export type ScenarioId = (typeof SCENARIOS)[number]['id'];
+export const isScenarioId = (s: string): s is ScenarioId => SCENARIOS.some((x) => x.id === s);
+
+/** Polls `check` every `everyMs` until it returns a value (not undefined); the error names `what` and the last failure. */
+export async function until<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined> | T | undefined, everyMs = 250): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = errText(e);
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (last error: ${last})` : ''}`);
+    await sleep(everyMs);
+  }
+}
+
+const gwExec = (pair: Pair, argv: string[], timeoutMs = 15_000) => pair.topology.exec(pair.topology.gw.ns, argv, { timeoutMs });
+const etcdctlArgs = (pair: Pair, commandTimeoutS: number) => ['etcdctl', `--endpoints=http://${pair.vip}:2379`, '--dial-timeout=2s', `--command-timeout=${commandTimeoutS}s`];
+
+// ---------------------------------------------------------------------------------------------
+// Prerequisites
+// ---------------------------------------------------------------------------------------------
+
+async function onPath(cmd: string): Promise<boolean> {
+  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin', '/usr/bin', '/bin'];
+  for (const d of dirs) if (d && (await access(path.join(d, cmd), constants.X_OK).then(() => true, () => false))) return true;
+  return false;
+}
+
+/** Throws one error naming everything missing (never skips): root, the tools, a mountable tmpfs. */
+export async function requireFaultPrereqs(): Promise<void> {
+  const missing: string[] = [];
+  if (process.getuid?.() !== 0) missing.push('root (network namespaces, tmpfs mounts, PostgreSQL as the postgres user): run as root');
+  const tools: [string, string][] = [['ip', 'iproute2'], ['etcdctl', 'etcd-client'], ['psql', 'postgresql-client-15'], ['runuser', 'util-linux'], ['mount', 'mount'], ['umount', 'mount'], ['dd', 'coreutils']];
+  for (const [cmd, pkg] of tools) if (!(await onPath(cmd))) missing.push(`\`${cmd}\` (apt-get install ${pkg})`);
+  if (!(await access('/usr/lib/postgresql/15/bin/pg_ctl', constants.X_OK).then(() => true, () => false))) missing.push('PostgreSQL 15 server binaries (apt-get install postgresql-15)');
+  if (missing.length === 0) {
+    const { run } = await import('./netns.ts');
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-tmpfs-probe-'));
+    try {
+      const r = await run(['mount', '-t', 'tmpfs', '-o', 'size=1m', `gk8s-pg-${process.pid}`, dir]);
+      if (r.code !== 0) missing.push(`a tmpfs mount (mount -t tmpfs failed: ${r.stderr.trim()})`);
+      else await run(['umount', dir]);
+    } finally {
+      await rmdir(dir).catch(() => undefined);
+    }
+  }
+  if (missing.length > 0) throw new Error(`the fault matrix cannot run here; missing: ${missing.join('; ')}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writer: numbered keys through Kine on the VIP, from the gateway namespace
+// ---------------------------------------------------------------------------------------------
+
+export interface Ack {
+  n: number;
+  key: string;
+  /** Epoch ms the put was sent / acknowledged. */
+  startedAt: number;
+  ackedAt: number;
+}
+export interface PutFailure {
+  n: number;
+  startedAt: number;
+  at: number;
+  error: string;
+}
+export interface WriterReport {
+  prefix: string;
+  acks: Ack[];
+  failures: PutFailure[];
+  /** How the writer process ended, and its stderr tail when it did not end cleanly. */
+  exit: string;
+}
+export interface Writer {
+  prefix: string;
+  /** Live: grows while the writer runs. */
+  readonly acks: readonly Ack[];
+  readonly failures: readonly PutFailure[];
+  /** The first acknowledged put that was sent at or after `t` (epoch ms). */
+  firstAckFrom(t: number): Ack | undefined;
+  stop(): Promise<WriterReport>;
+}
+
+export interface WriterOptions {
+  /** Per put, connection included (2000). */
+  putTimeoutMs?: number;
+  /** At most one put started per period (20 ms: up to 50 puts/s). */
+  periodMs?: number;
+  /** The writer stops by itself after this long (15 min). */
+  maxMs?: number;
+}
+
+export function startWriter(pair: Pair, prefix: string, o: WriterOptions = {}): Writer {
+  const putTimeoutMs = o.putTimeoutMs ?? 2000;
+  const periodMs = o.periodMs ?? 20;
+  const maxMs = o.maxMs ?? 15 * 60_000;
+  const acks: Ack[] = [];
+  const failures: PutFailure[] = [];
+  const child: ChildProcess = pair.topology.spawn(
+    pair.topology.gw.ns,
+    [process.execPath, '--import', 'tsx', SELF, '--fault-writer', `http://${pair.vip}:2379`, prefix, String(putTimeoutMs), String(periodMs), String(maxMs)],
+    { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let buf = '';
+  let stderr = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      const [kind, n, startedAt, at, ...rest] = line.split(' ');
+      if (kind === 'A') acks.push({ n: Number(n), key: `${prefix}${n}`, startedAt: Number(startedAt), ackedAt: Number(at) });
+      else if (kind === 'F') failures.push({ n: Number(n), startedAt: Number(startedAt), at: Number(at), error: rest.join(' ') });
+    }
+  });
+  child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const closed = new Promise<string>((resolve) => child.once('close', (code, signal) => resolve(signal ? `signal ${signal}` : `exit ${code}`)));
+  // Belt and braces: the writer bounds itself, this bounds a writer that hangs.
+  const guard = setTimeout(() => child.kill('SIGKILL'), maxMs + 30_000);
+  guard.unref();
+  let stopped: Promise<WriterReport> | undefined;
+  return {
+    prefix,
+    acks,
+    failures,
+    firstAckFrom: (t) => acks.find((a) => a.startedAt >= t),
+    stop() {
+      stopped ??= (async () => {
+        child.kill('SIGTERM');
+        // The current put ends within its timeout; then the writer exits.
+        const exit = await Promise.race([closed, sleep(putTimeoutMs + 5000).then(() => undefined)]);
+        clearTimeout(guard);
+        if (exit === undefined) child.kill('SIGKILL');
+        const how = exit ?? `killed after no exit within ${putTimeoutMs + 5000} ms`;
+        return { prefix, acks, failures, exit: how === 'exit 0' ? how : `${how}${stderr ? `: ${stderr.trim().slice(-1500)}` : ''}` };
+      })();
+      return stopped;
+    },
+  };
+}
+
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  while (n > 0x7f) {
+    out.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  out.push(n);
+  return Buffer.from(out);
+}
+const bytesField = (no: number, data: Buffer): Buffer => Buffer.concat([Buffer.from([(no << 3) | 2]), varint(data.length), data]);
+
+/** etcdserverpb.KV/Put {key=1, value=2} over h2c; resolves on grpc-status 0 (as bench/pair.ts does). */
+function grpcPut(session: http2.ClientHttp2Session, key: string, value: Buffer, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    let status: string | undefined;
+    let message = '';
+    let req: http2.ClientHttp2Stream | undefined;
+    const finish = (e?: Error): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (e) reject(e);
+      else resolve();
+    };
+    const timer = setTimeout(() => {
+      finish(new Error(`put timed out after ${timeoutMs} ms`));
+      req?.close(http2.constants.NGHTTP2_CANCEL);
+    }, timeoutMs);
+    const msg = Buffer.concat([bytesField(1, Buffer.from(key)), bytesField(2, value)]);
+    const frame = Buffer.alloc(5 + msg.length);
+    frame.writeUInt32BE(msg.length, 1);
+    msg.copy(frame, 5);
+    try {
+      req = session.request({ ':method': 'POST', ':path': '/etcdserverpb.KV/Put', 'content-type': 'application/grpc', te: 'trailers' });
+    } catch (e) {
+      finish(e as Error);
+      return;
+    }
+    const take = (h: http2.IncomingHttpHeaders): void => {
+      if (h['grpc-status'] !== undefined) {
+        status = String(h['grpc-status']);
+        message = decodeURIComponent(String(h['grpc-message'] ?? ''));
+      }
+    };
+    const verdict = (): Error | undefined => (status === '0' ? undefined : new Error(status === undefined ? 'stream closed without a grpc-status' : `grpc-status ${status} ${message}`));
+    req.on('response', take);
+    req.on('trailers', take);
+    req.on('data', () => undefined);
+    req.on('end', () => finish(verdict()));
+    req.on('close', () => finish(verdict()));
+    req.on('error', (e) => finish(e));
+    req.end(frame);
+  });
+}
+
+/** Writer process: one line per put on stdout, `A n sentMs ackMs` or `F n sentMs failMs error`; `E` at the end. */
+async function writerMain(endpoint: string, prefix: string, putTimeoutMs: number, periodMs: number, maxMs: number): Promise<void> {
+  let stopping = false;
+  process.on('SIGTERM', () => (stopping = true));
+  process.on('SIGINT', () => (stopping = true));
+  const deadline = Date.now() + maxMs;
+  let session: http2.ClientHttp2Session | undefined;
+  const out = (line: string): boolean => process.stdout.write(`${line}\n`);
+  for (let n = 0; !stopping && Date.now() < deadline; n++) {
+    const startedAt = Date.now();
+    try {
+      if (!session || session.destroyed || session.closed) {
+        session = http2.connect(endpoint);
+        session.on('error', () => undefined);
+      }
+      await grpcPut(session, `${prefix}${n}`, Buffer.from(String(n)), putTimeoutMs);
+      out(`A ${n} ${startedAt} ${Date.now()}`);
+    } catch (e) {
+      out(`F ${n} ${startedAt} ${Date.now()} ${errText(e)}`);
+      // A fresh connection next time: the VIP may have moved, the old one may be black-holed.
+      session?.destroy();
+      session = undefined;
+    }
+    const wait = startedAt + periodMs - Date.now();
+    if (wait > 0 && !stopping) await sleep(wait);
+  }
+  session?.destroy();
+  out('E');
+  process.exit(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dual-primary checker
+// ---------------------------------------------------------------------------------------------
+
+export interface DualSample {
+  at: number;
+  /** 1-based node numbers that took writes at that moment. */
+  nodes: number[];
+}
+export interface CheckerReport {
+  samples: number;
+  /** Samples where a node's PostgreSQL did not answer. */
+  unanswered: number;
+  dual: DualSample[];
+  /** Each change of the sampled states, e.g. "W r" = node 1 writable, node 2 not ("?" = no answer). */
+  writable: { at: number; states: string }[];
+  /** Each change of the agents' role/term. */
+  roles: { at: number; states: string }[];
+}
+export interface Checker {
+  stop(): Promise<CheckerReport>;
+}
+
+export function startChecker(pair: Pair, intervalMs = 200): Checker {
+  let stopping = false;
+  const report: CheckerReport = { samples: 0, unanswered: 0, dual: [], writable: [], roles: [] };
+  const sampling = (async () => {
+    let last = '';
+    while (!stopping) {
+      const at = Date.now();
+      const states = await Promise.all(pair.agents.map((a) => a.writable()));
+      report.samples++;
+      if (states.includes(undefined)) report.unanswered++;
+      const writers = states.flatMap((s, i) => (s === true ? [i + 1] : []));
+      if (writers.length >= 2) report.dual.push({ at, nodes: writers });
+      const key = states.map((s) => (s === undefined ? '?' : s ? 'W' : 'r')).join(' ');
+      if (key !== last) report.writable.push({ at, states: key });
+      last = key;
+      const wait = at + intervalMs - Date.now();
+      if (wait > 0) await sleep(wait);
+    }
+  })();
+  const roles = (async () => {
+    let last = '';
+    while (!stopping) {
+      const at = Date.now();
+      const states = await Promise.all(
+        pair.agents.map(async (a) => {
+          try {
+            const s = await a.status();
+            return `n${a.index + 1} ${String(s.role)}/${String(s.term)}`;
+          } catch {
+            return `n${a.index + 1} -`;
+          }
+        }),
+      );
+      const key = states.join(', ');
+      if (key !== last) report.roles.push({ at, states: key });
+      last = key;
+      const wait = at + 1000 - Date.now();
+      if (wait > 0) await sleep(wait);
+    }
+  })();
+  return {
+    async stop() {
+      stopping = true;
+      await Promise.all([sampling, roles]);
+      return report;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health and read-back
+// ---------------------------------------------------------------------------------------------
+
+export interface Healthy {
+  leader: PairAgent;
+  follower: PairAgent;
+  term: number;
+  /** Epoch ms the pair was found healthy. */
+  at: number;
+}
+
+async function holdsVip(pair: Pair, a: PairAgent): Promise<boolean> {
+  const r = await a.exec(['ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0']);
+  return r.stdout.includes(`inet ${pair.vip}/`);
+}
+
+/** One look at the pair: healthy, or what is missing. */
+export async function checkHealthy(pair: Pair): Promise<Healthy | { missing: string }> {
+  const agents = pair.agents.slice(0, 2);
+  const st = await Promise.all(agents.map((a) => a.status().catch((e: unknown) => ({ error: errText(e) }) as Record<string, unknown>)));
+  const seen = st.map((s, i) => `node ${i + 1}: ${s.error !== undefined ? `no status (${String(s.error)})` : `${String(s.role)} term ${String(s.term)}`}`).join(', ');
+  const li = st.findIndex((s) => s.role === 'leader');
+  const fi = st.findIndex((s) => s.role === 'follower');
+  if (li < 0 || fi < 0) return { missing: `one leader and one follower (${seen})` };
+  const leader = agents[li] as PairAgent;
+  const follower = agents[fi] as PairAgent;
+  const ls = st[li] as Record<string, unknown>;
+  const fs = st[fi] as Record<string, unknown>;
+  if (ls.term !== fs.term || typeof ls.term !== 'number') return { missing: `the same term on both (${seen})` };
+  const rows = await leader.sql("SELECT application_name || ' ' || state || ' ' || sync_state FROM pg_stat_replication").catch((e: unknown) => `(${errText(e)})`);
+  const name = typeof fs.name === 'string' ? fs.name : undefined;
+  if (!rows.split('\n').some((r) => / streaming sync$/.test(r) && (name === undefined || r.startsWith(`${name} `)))) {
+    return { missing: `the follower (node ${fi + 1}) streaming in sync in the leader's pg_stat_replication (rows: ${rows.replace(/\n/g, '; ') || 'none'})` };
+  }
+  const recovery = await follower.sql('SELECT pg_is_in_recovery()').catch((e: unknown) => `(${errText(e)})`);
+  if (recovery !== 't') return { missing: `the follower's PostgreSQL in recovery (pg_is_in_recovery: ${recovery})` };
+  if (!(await holdsVip(pair, leader))) return { missing: `the VIP on the leader (node ${li + 1})` };
+  if (await holdsVip(pair, follower)) return { missing: `the follower (node ${fi + 1}) releasing the VIP` };
+  const put = await gwExec(pair, [...etcdctlArgs(pair, 3), 'put', '/fault/health', String(Date.now())], 10_000).catch((e: unknown) => ({ code: -1, stdout: '', stderr: errText(e) }));
+  if (put.code !== 0) return { missing: `Kine taking a put through the VIP (${put.stderr.trim() || `exit ${put.code}`})` };
+  return { leader, follower, term: ls.term, at: Date.now() };
+}
+
+/**
+ * Exactly one leader and one follower in status with the same term, the follower streaming in
+ * sync on the leader, the follower in recovery, the VIP on the leader only, and Kine taking a put
+ * through the VIP. Throws after `timeoutMs` naming what is still missing.
+ */
+export async function waitHealthy(pair: Pair, timeoutMs = 180_000): Promise<Healthy> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await checkHealthy(pair).catch((e: unknown) => ({ missing: errText(e) }));
+    if ('leader' in r) return r;
+    if (Date.now() > deadline) throw new Error(`the pair is not healthy after ${timeoutMs / 1000} s; missing: ${r.missing}`);
+    await sleep(1000);
+  }
+}
+
+/** Reads every key under `prefix` back through Kine on the VIP; returns the acknowledged keys that are missing. */
+export async function verifyAcked(pair: Pair, prefix: string, acked: readonly string[], timeoutMs = 60_000): Promise<{ present: number; missing: string[] }> {
+  const out = await until(`reading ${prefix} back through the VIP`, timeoutMs, async () => {
+    const r = await gwExec(pair, [...etcdctlArgs(pair, 30), 'get', '--prefix', '--keys-only', prefix], 40_000);
+    if (r.code !== 0) throw new Error(`etcdctl get --prefix ${prefix}: ${r.stderr.trim() || `exit ${r.code}`}`);
+    return r.stdout;
+  }, 1000);
+  const present = new Set(out.split('\n').map((l) => l.trim()).filter((l) => l.length > 0));
+  return { present: present.size, missing: acked.filter((k) => !present.has(k)) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+interface ScenarioContext {
+  pair: Pair;
+  leader: PairAgent;
+  follower: PairAgent;
+  term: number;
+  writer: Writer;
+  /** Records the moment of the fault (call right before injecting it). */
+  mark(): void;
+  /**
+   * Records that the fault is fully in place (call right after injecting it): only puts sent from
+   * then on count as writes after the fault, a put that slipped through while the fault was being
+   * set up (a kill or `ip` call takes a few ms) does not.
+   */
+  injected(): void;
+  faultAt(): number;
+  injectedAt(): number;
+  note(text: string): void;
+}
+
+/** The follower of the healthy pair became leader with a higher term; resolves with the new term. */
+async function followerPromoted(ctx: ScenarioContext, timeoutMs = 90_000): Promise<number> {
+  const term = await until(`node ${ctx.follower.index + 1} (the follower) to become leader with a term above ${ctx.term}`, timeoutMs, async () => {
+    const s = await ctx.follower.status();
+    return s.role === 'leader' && typeof s.term === 'number' && s.term > ctx.term ? s.term : undefined;
+  });
+  ctx.note(`node ${ctx.follower.index + 1} leader with term ${term} ${Date.now() - ctx.faultAt()} ms after the fault`);
+  return term;
+}
+
+async function writeAfterFault(ctx: ScenarioContext, timeoutMs: number): Promise<Ack> {
+  return until('a put through the VIP acknowledged after the fault', timeoutMs, () => ctx.writer.firstAckFrom(ctx.injectedAt()));
+}
+
+const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
+  async a(ctx) {
+    ctx.mark();
+    await ctx.leader.powerOff();
+    ctx.injected();
+    await followerPromoted(ctx);
+    await ctx.leader.powerOn();
+  },
+  async b(ctx) {
+    ctx.mark();
+    const pid = await ctx.leader.crashPostgres();
+    ctx.injected();
+    ctx.note(`SIGKILLed postmaster ${pid} on node ${ctx.leader.index + 1}`);
+    await writeAfterFault(ctx, 120_000);
+  },
+  async c(ctx) {
+    ctx.mark();
+    await ctx.leader.linkDown();
+    ctx.injected();
+    await followerPromoted(ctx);
+    await ctx.leader.linkUp();
+  },
+  async d(ctx) {
+    ctx.mark();
+    await ctx.leader.detach();
+    ctx.injected();
+    await followerPromoted(ctx);
+    await ctx.leader.attach();
+  },
+  async e(ctx) {
+    ctx.mark();
+    await Promise.all([ctx.leader.detach(), ctx.follower.detach()]);
+    ctx.injected();
+    await sleep(15_000);
+    const roles = await Promise.all([ctx.leader, ctx.follower].map((a) => a.status().then((s) => String(s.role), () => '-')));
+    ctx.note(`after 15 s of full partition: old leader ${roles[0]}, old follower ${roles[1]}`);
+    await Promise.all([ctx.leader.attach(), ctx.follower.attach()]);
+  },
+  async f(ctx) {
+    ctx.mark();
+    await Promise.all(ctx.pair.agents.map((a) => a.powerOff()));
+    ctx.injected();
+    await sleep(2000);
+    await Promise.all(ctx.pair.agents.map((a) => a.powerOn()));
+  },
+  async g(ctx) {
+    ctx.mark();
+    await ctx.follower.fillDisk();
+    ctx.injected();
+    // Hold it full for 15 s, topping up whatever PostgreSQL frees (recycled WAL) meanwhile.
+    for (let i = 0; i < 5; i++) {
+      await sleep(3000);
+      await ctx.follower.fillDisk().catch((e: unknown) => ctx.note(`top-up: ${errText(e)}`));
+    }
+    await ctx.follower.releaseDisk();
+  },
+  async h(ctx) {
+    ctx.mark();
+    const answer = await ctx.leader.switchover();
+    ctx.note(`switchover answer: ${JSON.stringify(answer)}`);
+    // The request is answered at once; writes stop when the old leader turns read-only. Puts sent
+    // from then on can only be served by the new leader.
+    await until(`node ${ctx.leader.index + 1} (the old leader) to stop taking writes`, 60_000, async () => ((await ctx.leader.writable()) === true ? undefined : true), 100);
+    ctx.injected();
+    ctx.note(`old leader read-only ${Date.now() - ctx.faultAt()} ms after the request`);
+    await followerPromoted(ctx, 60_000);
+  },
+  async i(ctx) {
+    ctx.mark();
+    await ctx.leader.powerOff();
+    ctx.injected();
+    const term = await followerPromoted(ctx);
+    await writeAfterFault(ctx, 60_000);
+    // Writes land on the new leader only while the old one is away.
+    await sleep(5000);
+    await ctx.leader.powerOn();
+    await until(`node ${ctx.leader.index + 1} (the old leader) to rejoin as follower with term ${term}`, 180_000, async () => {
+      const s = await ctx.leader.status();
+      if (s.role === 'follower' && s.term === term) return s;
+      return undefined;
+    }, 1000).then((s) => {
+      const divergent = (s.liveness as Record<string, unknown> | undefined)?.divergentRowsFile;
+      ctx.note(`old leader rejoined as follower ${Date.now() - ctx.faultAt()} ms after the fault${divergent ? `; divergent rows saved to ${String(divergent)}` : ''}`);
+    });
+  },
+};
+
+export interface ScenarioResult {
+  scenario: ScenarioId;
+  rep: number;
+  prefix: string;
+  /** 1-based node numbers and terms before and after. */
+  leaderBefore: number;
+  termBefore: number;
+  leaderAfter?: number;
+  termAfter?: number;
+  /** Time from the fault to the first acknowledged put sent once it was in place. */
+  faultToFirstWriteMs?: number;
+  /** How long injecting the fault took (the fault counts from its start). */
+  injectMs: number;
+  /** Time from the fault to the pair found healthy again. */
+  recoveryMs?: number;
+  acked: number;
+  ackedAfterFault: number;
+  failures: number;
+  /** Acknowledged keys not read back (undefined when the read-back failed, see verifyError). */
+  missing?: string[];
+  dualPrimary: DualSample[];
+  samples: number;
+  /** The scenario did not complete (recovery timed out, ...). */
+  error?: string;
+  verifyError?: string;
+  writerExit: string;
+  notes: string[];
+  checker: CheckerReport;
+  firstFailures: PutFailure[];
+}
+
+export interface MatrixOptions {
+  /** Size of the tmpfs under each node's PostgreSQL (1024 MiB). */
+  pgTmpfsMb?: number;
+  /** Writer pace (20 ms between put starts). */
+  writePeriodMs?: number;
+  /** Bound on the wait for a healthy pair after a fault (180 s). */
+  healthyTimeoutMs?: number;
+  /** Progress lines (default: none). */
+  log?: (line: string) => void;
+}
+
+export class FaultMatrix {
+  /** Unique per matrix: keys are `/fault/<id>-r<rep>/<scenario>/<n>`. */
+  readonly id = `${Date.now().toString(36)}${process.pid.toString(36)}`;
+  private constructor(
+    public pair: Pair,
+    private readonly o: MatrixOptions,
+  ) {}
+
+  private static async newPair(o: MatrixOptions): Promise<Pair> {
+    const { createPair } = await import('./pair-agents.ts');
+    const opts: PairOptions = { pgTmpfsMb: o.pgTmpfsMb ?? 1024 };
+    const pair = await createPair(opts);
+    try {
+      for (const a of pair.agents) a.start();
+      await waitHealthy(pair, 240_000);
+      return pair;
+    } catch (e) {
+      await pair.destroy();
+      throw new Error(`the pair for the fault matrix did not pair: ${errText(e)}`);
+    }
+  }
+
+  /** Checks the prerequisites, pairs two agents (tmpfs under each PostgreSQL) and waits until healthy. */
+  static async create(o: MatrixOptions = {}): Promise<FaultMatrix> {
+    await requireFaultPrereqs();
+    return new FaultMatrix(await FaultMatrix.newPair(o), o);
+  }
+
+  private log(line: string): void {
+    this.o.log?.(line);
+  }
+
+  /** Undoes leftover faults and waits for health; a pair that does not recover is replaced (noted). */
+  private async ensureHealthy(notes: string[]): Promise<Healthy> {
+    for (const a of this.pair.agents) await a.heal().catch((e: unknown) => notes.push(`heal node ${a.index + 1}: ${errText(e)}`));
+    try {
+      return await waitHealthy(this.pair, this.o.healthyTimeoutMs ?? 180_000);
+    } catch (e) {
+      const why = `the pair was not healthy before the scenario (${errText(e)}); replaced by a fresh pair`;
+      this.log(why);
+      notes.push(why);
+      await this.pair.destroy();
+      this.pair = await FaultMatrix.newPair(this.o);
+      return waitHealthy(this.pair, 60_000);
+    }
+  }
+
+  /** Runs one scenario once; never throws for a scenario failure (see `error`), only when no healthy pair can be had. */
+  async run(scenario: ScenarioId, rep: number): Promise<ScenarioResult> {
+    const notes: string[] = [];
+    const h0 = await this.ensureHealthy(notes);
+    const pair = this.pair;
+    const prefix = `/fault/${this.id}-r${rep}/${scenario}/`;
+    this.log(`${scenario}#${rep}: leader node ${h0.leader.index + 1} term ${h0.term}, writing ${prefix}*`);
+    const writer = startWriter(pair, prefix, { periodMs: this.o.writePeriodMs ?? 20 });
+    const checker = startChecker(pair);
+    let faultAt = 0;
+    let injectedAt = 0;
+    let error: string | undefined;
+    let healthy: Healthy | undefined;
+    try {
+      await until('the writer’s first acknowledged put', 30_000, () => writer.acks[0]);
+      await sleep(3000);
+      const ctx: ScenarioContext = {
+        pair,
+        leader: h0.leader,
+        follower: h0.follower,
+        term: h0.term,
+        writer,
+        mark: () => void (faultAt = Date.now()),
+        injected: () => void (injectedAt = Date.now()),
+        faultAt: () => faultAt,
+        injectedAt: () => injectedAt || faultAt,
+        note: (t) => notes.push(t),
+      };
+      await IMPLS[scenario](ctx);
+      if (faultAt === 0) faultAt = Date.now();
+      if (injectedAt === 0) injectedAt = faultAt;
+      for (const a of pair.agents) await a.heal();
+      this.log(`${scenario}#${rep}: fault injected and undone, waiting for a healthy pair`);
+      healthy = await waitHealthy(pair, this.o.healthyTimeoutMs ?? 180_000);
+      // The service is back: a put sent after the fault was acknowledged (normally long ago).
+      await until('a put through the VIP acknowledged after the fault', 30_000, () => writer.firstAckFrom(injectedAt));
+      await sleep(1000);
+    } catch (e) {
+      error = errText(e);
+      this.log(`${scenario}#${rep}: ${error}`);
+      for (const a of pair.agents) await a.heal().catch(() => undefined);
+    }
+    const w = await writer.stop();
+    const c = await checker.stop();
+    let missing: string[] | undefined;
+    let verifyError: string | undefined;
+    try {
+      // After a failure the pair may still be recovering: give it a moment, bounded.
+      if (error !== undefined) await waitHealthy(pair, 60_000).catch(() => undefined);
+      missing = (await verifyAcked(pair, prefix, w.acks.map((a) => a.key))).missing;
+    } catch (e) {
+      verifyError = errText(e);
+    }
+    if (faultAt > 0 && injectedAt === 0) injectedAt = faultAt;
+    const first = faultAt > 0 ? w.acks.find((a) => a.startedAt >= injectedAt) : undefined;
+    const result: ScenarioResult = {
+      scenario,
+      rep,
+      prefix,
+      leaderBefore: h0.leader.index + 1,
+      termBefore: h0.term,
+      ...(healthy ? { leaderAfter: healthy.leader.index + 1, termAfter: healthy.term, recoveryMs: healthy.at - faultAt } : {}),
+      ...(first ? { faultToFirstWriteMs: first.ackedAt - faultAt } : {}),
+      acked: w.acks.length,
+      injectMs: injectedAt - faultAt,
+      ackedAfterFault: faultAt > 0 ? w.acks.filter((a) => a.startedAt >= injectedAt).length : 0,
+      failures: w.failures.length,
+      ...(missing ? { missing } : {}),
+      dualPrimary: c.dual,
+      samples: c.samples,
+      ...(error !== undefined ? { error } : {}),
+      ...(verifyError !== undefined ? { verifyError } : {}),
+      writerExit: w.exit,
+      notes,
+      checker: c,
+      firstFailures: w.failures.slice(0, 5),
+    };
+    this.log(`${scenario}#${rep}: ${summarize(result)}`);
+    return result;
+  }
+
+  async destroy(): Promise<void> {
+    await this.pair.destroy();
+  }
+}
+
+/** One line per run for logs. */
+export function summarize(r: ScenarioResult): string {
+  const ms = (v: number | undefined): string => (v === undefined ? '-' : `${(v / 1000).toFixed(2)} s`);
+  return [
+    `${r.scenario}#${r.rep}`,
+    `leader n${r.leaderBefore}/t${r.termBefore} -> ${r.leaderAfter !== undefined ? `n${r.leaderAfter}/t${r.termAfter}` : '?'}`,
+    `first write after fault ${ms(r.faultToFirstWriteMs)}`,
+    `healthy after ${ms(r.recoveryMs)}`,
+    `acked ${r.acked} (${r.ackedAfterFault} after the fault), failed puts ${r.failures}`,
+    `missing ${r.missing ? r.missing.length : `? (${r.verifyError ?? 'not read back'})`}`,
+    `dual-primary samples ${r.dualPrimary.length}/${r.samples}`,
+    ...(r.error ? [`ERROR ${r.error}`] : []),
+  ].join('; ');
+}
+
+/** Everything a failed run needs for a post-mortem, as text. */
+export function describe(r: ScenarioResult): string {
+  const t0 = r.checker.writable[0]?.at ?? 0;
+  const rel = (at: number): string => `+${((at - t0) / 1000).toFixed(1)}s`;
+  return [
+    summarize(r),
+    `notes: ${r.notes.join(' | ') || '-'}`,
+    `writer: ${r.writerExit}; first failures: ${r.firstFailures.map((f) => `#${f.n} ${f.error}`).join(' | ') || '-'}`,
+    `writable (n1 n2): ${r.checker.writable.map((s) => `${rel(s.at)} ${s.states}`).join(', ')}`,
+    `roles: ${r.checker.roles.map((s) => `${rel(s.at)} ${s.states}`).join(' | ')}`,
+    ...(r.dualPrimary.length ? [`dual primary at: ${r.dualPrimary.slice(0, 10).map((d) => rel(d.at)).join(', ')}`] : []),
+    ...(r.missing?.length ? [`missing keys: ${r.missing.slice(0, 20).join(', ')}${r.missing.length > 20 ? ' …' : ''}`] : []),
+  ].join('\n');
+}
+
+// Writer mode: `node --import tsx test/helpers/fault-matrix.ts --fault-writer <endpoint> <prefix> <putTimeoutMs> <periodMs> <maxMs>`
+if (process.argv[2] === '--fault-writer' && process.argv[1] !== undefined && path.resolve(process.argv[1]) === SELF) {
+  const [endpoint, prefix, putTimeoutMs, periodMs, maxMs] = process.argv.slice(3);
+  if (!endpoint || !prefix || !putTimeoutMs || !periodMs || !maxMs) throw new Error('usage: fault-matrix.ts --fault-writer <endpoint> <prefix> <putTimeoutMs> <periodMs> <maxMs>');
+  await writerMain(endpoint, prefix, Number(putTimeoutMs), Number(periodMs), Number(maxMs));
+}
