@@ -8,6 +8,7 @@ import { runCluster } from './cluster/run.ts';
 import { clusterSettings } from './cluster/settings.ts';
 import { MARKER } from './core/report.ts';
 import { jsonLogger, openConsole } from './adapters/output.ts';
+import { startWatchdog } from './liveness/watchdog.ts';
 import { AGENT_VERSION } from './version.ts';
 
 /**
@@ -49,6 +50,7 @@ async function main(args: string[]): Promise<number> {
   const out = openConsole(paths.consolePath, log);
   const controller = new AbortController();
   const stopped = shutdownSignal(controller);
+  const watchdog = startWatchdog(process.env, log);
   const fail = (e: unknown): number => {
     const message = (e as Error).message;
     log.event('error', 'fatal', { error: message, stack: (e as Error).stack });
@@ -60,7 +62,7 @@ async function main(args: string[]): Promise<number> {
   try {
     const local = await runLocalSteps(paths, log, out);
     if (local.site) {
-      await runCluster({ settings: clusterSettings(process.env, paths.stateDir), site: local.site, stateDir: paths.stateDir, log, out, signal: controller.signal }, local.meta);
+      await runCluster({ settings: clusterSettings(process.env, paths.stateDir), site: local.site, stateDir: paths.stateDir, log, out, signal: controller.signal, watchdog }, local.meta);
     }
   } catch (e) {
     if (!controller.signal.aborted) return fail(e);

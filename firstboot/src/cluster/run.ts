@@ -19,6 +19,7 @@ import { KineSupervisor } from '../liveness/kine-supervisor.ts';
 import { startLiveness, type LivenessHandle } from '../liveness/loop.ts';
 import type { LivenessRole } from '../liveness/core/types.ts';
 import { bootRole } from '../liveness/core/decide.ts';
+import type { Watchdog } from '../liveness/watchdog.ts';
 import { MARKER } from '../core/report.ts';
 import type { SiteConfig } from '../core/site.ts';
 import { bindVip } from '../net/vip.ts';
@@ -42,6 +43,7 @@ export interface ClusterContext {
   log: Logger;
   out: ConsoleOut;
   signal: AbortSignal;
+  watchdog: Watchdog;
 }
 
 /** What GET /status returns. */
@@ -224,7 +226,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
       Object.assign(status, fields);
       if (!fields.lastError) delete status.lastError;
     },
-    initialRole, announcedReady, log, out, signal, env: process.env,
+    initialRole, announcedReady, log, out, signal, watchdog: ctx.watchdog,
   });
   await liveness.done;
 

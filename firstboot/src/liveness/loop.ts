@@ -26,7 +26,7 @@ import type { KineSupervisor } from './kine-supervisor.ts';
 import { samplePg, type PgSample } from './pg-sample.ts';
 import { startProbes } from './probes.ts';
 import { rejoinAsStandby } from './rejoin.ts';
-import { startWatchdog } from './watchdog.ts';
+import type { Watchdog } from './watchdog.ts';
 
 export interface LivenessContext {
   nodeId: string;
@@ -56,7 +56,7 @@ export interface LivenessContext {
   log: Logger;
   out: ConsoleOut;
   signal: AbortSignal;
-  env: NodeJS.ProcessEnv;
+  watchdog: Watchdog;
   config?: LivenessConfig;
 }
 
@@ -99,7 +99,6 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   /** synchronous_standby_names as the last sync switch left it, until the next sample reads it. */
   let syncRepNow: boolean | undefined;
   let lastReason = '';
-  let lastTickAt = startedAt;
   let nextPgStart = 0;
   let announcedReady = ctx.announcedReady;
   let lastError: string | undefined;
@@ -107,7 +106,6 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   let lastActions: { at: string; actions: string[]; ms: number; ok: boolean }[] = [];
 
   const probes = startProbes({ ifname: ctx.ifname, vip, witnesses: ctx.witnesses, intervalMs: c.vipProbeIntervalMs, witnessLostMs: c.witnessLostMs, holdsVip: () => holdsVip });
-  const stopWatchdog = startWatchdog(ctx.env, () => lastTickAt, log);
 
   const persist = (next: { role: LivenessRole; term?: number; leader?: string; handover?: boolean }) => {
     const meta = ctx.meta();
@@ -295,7 +293,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
 
   async function tick(): Promise<void> {
     const now = performance.now();
-    lastTickAt = now;
+    ctx.watchdog.beat('loop');
     ctx.kine.checkHealth();
     const [s, vipHolders] = await Promise.all([samplePg(pg, ctx.peer.name), interfacesWith(ctx.vipCidr).catch(() => undefined)]);
     sample = s;
@@ -395,7 +393,6 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       await new Promise((r) => setTimeout(r, Math.max(50, c.tickMs - (performance.now() - t))));
     }
     probes.stop();
-    stopWatchdog();
     await ctx.kine.stop();
   })();
 

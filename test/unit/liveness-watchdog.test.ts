@@ -1,0 +1,39 @@
+import test from 'ava';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { jsonLogger } from '../../firstboot/src/adapters/output.ts';
+import { startWatchdog } from '../../firstboot/src/liveness/watchdog.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+test('the watchdog is fed while the agent idles, then only by liveness ticks; a stalled loop stops the pings', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'g8s-watchdog-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  // A stand-in for systemd-notify that records each call (the real one needs a service manager).
+  const calls = join(dir, 'calls');
+  await writeFile(join(dir, 'systemd-notify'), `#!/bin/sh\necho "$*" >> ${calls}\n`);
+  await chmod(join(dir, 'systemd-notify'), 0o755);
+  const savedPath = process.env.PATH;
+  process.env.PATH = `${dir}:${savedPath ?? ''}`;
+  t.teardown(() => void (process.env.PATH = savedPath));
+  const events: { event: string; owner?: string }[] = [];
+  const log = jsonLogger((line) => void events.push(JSON.parse(line) as { event: string; owner?: string }));
+
+  const wd = startWatchdog({ NOTIFY_SOCKET: '/run/systemd/notify', WATCHDOG_USEC: '3000000' }, log);
+  t.teardown(() => wd.stop());
+  await sleep(2600);
+  const idlePings = (await readFile(calls, 'utf8')).trim().split('\n');
+  t.true(idlePings.length >= 1, 'pinged while idle');
+  t.is(idlePings[0], `--pid=${process.pid} WATCHDOG=1`);
+
+  wd.beat('loop');
+  await sleep(3200);
+  t.true(events.some((e) => e.event === 'watchdog-withheld' && e.owner === 'liveness loop'), 'a loop that stopped ticking is reported');
+  const countAfterStall = (await readFile(calls, 'utf8')).trim().split('\n').length;
+  await sleep(1200);
+  t.is((await readFile(calls, 'utf8')).trim().split('\n').length, countAfterStall, 'no ping while the loop is stalled, though the event loop runs');
+  wd.beat('loop');
+  await sleep(1200);
+  t.true((await readFile(calls, 'utf8')).trim().split('\n').length > countAfterStall, 'pings resume with the ticks');
+});
