@@ -179,5 +179,12 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
   };
   t.is(await retrying('get on the follower', left(), readBack(follower.ip!)), 'v');
   t.is(await retrying('get on the VIP', left(), readBack(vip)), 'v');
+
+  // --- the systemd watchdog is fed: past WatchdogSec (30 s) each agent still runs its first start ---
+  await new Promise((r) => setTimeout(r, 40_000));
+  for (const n of nodes) {
+    const text = await readFile(n.vm.consoleFile, 'utf8');
+    t.is(text.match(/GEMINIK8S-AGENT: started/g)?.length, 1, `${n.name}: the agent was never restarted (watchdog pings reach systemd)`);
+  }
   t.log(`total ${((Date.now() - started) / 1000).toFixed(0)} s; leader ${leader.ip}, follower ${follower.ip}, VIP ${vip}`);
 });
