@@ -403,14 +403,27 @@ export async function waitHealthy(pair: Pair, timeoutMs = 180_000): Promise<Heal
   }
 }
 
-/** Reads every key under `prefix` back through Kine on the VIP; returns the acknowledged keys that are missing. */
-export async function verifyAcked(pair: Pair, prefix: string, acked: readonly string[], timeoutMs = 60_000): Promise<{ present: number; missing: string[] }> {
-  const out = await until(`reading ${prefix} back through the VIP`, timeoutMs, async () => {
-    const r = await gwExec(pair, [...etcdctlArgs(pair, 30), 'get', '--prefix', '--keys-only', prefix], 40_000);
-    if (r.code !== 0) throw new Error(`etcdctl get --prefix ${prefix}: ${r.stderr.trim() || `exit ${r.code}`}`);
-    return r.stdout;
-  }, 1000);
-  const present = new Set(out.split('\n').map((l) => l.trim()).filter((l) => l.length > 0));
+/**
+ * Reads every key under `prefix` back through Kine on the VIP; returns the acknowledged keys that
+ * are missing. Kine serves rows in revision order and holds back rows behind a gap in its id
+ * sequence (a PostgreSQL crash skips sequence values) until it has filled the gap, so a key is
+ * only reported missing once it stayed unread for `settleMs`.
+ */
+export async function verifyAcked(pair: Pair, prefix: string, acked: readonly string[], timeoutMs = 60_000, settleMs = 30_000): Promise<{ present: number; missing: string[] }> {
+  const read = async (): Promise<Set<string>> => {
+    const out = await until(`reading ${prefix} back through the VIP`, timeoutMs, async () => {
+      const r = await gwExec(pair, [...etcdctlArgs(pair, 30), 'get', '--prefix', '--keys-only', prefix], 40_000);
+      if (r.code !== 0) throw new Error(`etcdctl get --prefix ${prefix}: ${r.stderr.trim() || `exit ${r.code}`}`);
+      return r.stdout;
+    }, 1000);
+    return new Set(out.split('\n').map((l) => l.trim()).filter((l) => l.length > 0));
+  };
+  const deadline = Date.now() + settleMs;
+  let present = await read();
+  while (acked.some((k) => !present.has(k)) && Date.now() < deadline) {
+    await sleep(2000);
+    present = await read();
+  }
   return { present: present.size, missing: acked.filter((k) => !present.has(k)) };
 }
 

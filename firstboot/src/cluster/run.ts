@@ -116,7 +116,8 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   const save = (next: HostMeta) => {
     meta = next;
     storeHostMeta(ctx.stateDir, meta);
-    Object.assign(status, { phase: meta.phase, term: meta.term });
+    // The liveness loop reports the live role each tick; until then the persisted one.
+    Object.assign(status, { phase: meta.phase, role: meta.role, term: meta.term });
   };
   let liveness: LivenessHandle | undefined;
 
@@ -189,6 +190,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     initialRole = bootRole(meta.role === 'follower' ? 'follower' : 'leader');
     log.event('info', 'resuming', { role: meta.role, startsAs: initialRole, term: meta.term, peer: peer.nodeId });
     out.line(`${MARKER} resuming role=${meta.role} term=${meta.term} peer=${peer.name}`);
+    answerPeerReruns();
     allowNonLocalBind();
     stopOrphanKine(kinePid, settings.kineBinary);
   } else {
@@ -198,12 +200,13 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     log.event('info', 'paired', { role: result.role, term: result.term, peer: peer.nodeId });
     out.line(`${MARKER} paired role=${result.role} term=${result.term} peer=${peer.name}`);
     initialRole = result.role;
+    // Before provisioning: a peer restarted meanwhile re-runs the agreement and needs an answer
+    // (its new boot must not be mistaken for the one already confirmed).
+    answerPeerReruns();
     provisionedKine = await provision(result.role);
     announcedReady = true;
   }
-  status.peer = { nodeId: peer.nodeId, name: peer.name, address: peer.ip };
   status.kine = { listen: `${lan.ip}:${settings.kinePort}` };
-  void keepConfirmingPair({ ...pairingOptions, nodeId: meta.nodeId, peerNodeId: peer.nodeId, current: () => ({ role: meta.role, term: meta.term }) });
 
   const secrets = loadSecrets(settings.secretsDir);
   if (!secrets) throw new Error(`no cluster secrets in ${settings.secretsDir}; the node is provisioned but its secrets are gone`);
@@ -230,10 +233,18 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   });
   await liveness.done;
 
+  function answerPeerReruns(): void {
+    status.peer = { nodeId: peer.nodeId, name: peer.name, address: peer.ip };
+    void keepConfirmingPair({ ...pairingOptions, nodeId: meta.nodeId, peerNodeId: peer.nodeId, current: () => ({ role: meta.role, term: meta.term }) });
+  }
+
   function provisionConfig(role: 'leader' | 'follower') {
     return {
       role, mode: settings.replication, self, peer, vip, port: settings.pgPort,
-      ...(role === 'follower' ? { upstream: { host: vip, port: settings.pgPort } } : {}),
+      // A standby streams from the peer's own address, not the VIP: in a pair the peer is the
+      // primary whenever this node follows, and a leader handing over releases the VIP before
+      // its standby has caught up.
+      ...(role === 'follower' ? { upstream: { host: peer.ip, port: settings.pgPort } } : {}),
       paths: settings.pg, secretsDir: settings.secretsDir, siteId: site.site.id, log,
     };
   }
@@ -244,7 +255,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     const secrets = loadSecrets(settings.secretsDir);
     if (!secrets) throw new Error(`no cluster secrets in ${settings.secretsDir} after pairing`);
     if (role === 'follower') {
-      // The follower copies the primary through the VIP: wait until the leader has bound it.
+      // The follower copies the primary once the leader has provisioned and bound the VIP.
       for (let waited = 0; !(await canConnect(vip, settings.pgPort, 1000)); waited++) {
         if (signal.aborted) throw new Error('stopped while waiting for the primary');
         if (waited % 30 === 0) log.event('info', 'waiting-for-primary', { vip, port: settings.pgPort });

@@ -42,7 +42,7 @@ export interface ProvisionConfig {
   vip?: string;
   /** PostgreSQL port of this node (5432 on the appliance). */
   port: number;
-  /** Follower: where the primary is reached. Appliance: { host: vip, port: 5432 }; tests: the leader's IP/port. */
+  /** Follower: where the primary is reached: the peer's own address (the VIP moves with failovers and handovers). */
   upstream?: { host: string; port: number };
   paths: PgPaths;
   /** Root-only directory of the secrets bundle (appliance: /var/lib/geminik8s/secrets). */
