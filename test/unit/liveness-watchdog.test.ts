@@ -20,20 +20,24 @@ test('the watchdog is fed while the agent idles, then only by liveness ticks; a 
   const events: { event: string; owner?: string }[] = [];
   const log = jsonLogger((line) => void events.push(JSON.parse(line) as { event: string; owner?: string }));
 
-  const wd = startWatchdog({ NOTIFY_SOCKET: '/run/systemd/notify', WATCHDOG_USEC: '3000000' }, log);
+  // WatchdogSec=9s: a ping every 3 s while a beat came within the last 3 s (idle beats: every 1 s).
+  const wd = startWatchdog({ NOTIFY_SOCKET: '/run/systemd/notify', WATCHDOG_USEC: '9000000' }, log);
   t.teardown(() => wd.stop());
-  await sleep(2600);
+  await sleep(3600);
   const idlePings = (await readFile(calls, 'utf8')).trim().split('\n');
   t.true(idlePings.length >= 1, 'pinged while idle');
   t.is(idlePings[0], `--pid=${process.pid} WATCHDOG=1`);
 
   wd.beat('loop');
-  await sleep(3200);
+  await sleep(6800);
   t.true(events.some((e) => e.event === 'watchdog-withheld' && e.owner === 'liveness loop'), 'a loop that stopped ticking is reported');
   const countAfterStall = (await readFile(calls, 'utf8')).trim().split('\n').length;
-  await sleep(1200);
+  await sleep(3500);
   t.is((await readFile(calls, 'utf8')).trim().split('\n').length, countAfterStall, 'no ping while the loop is stalled, though the event loop runs');
-  wd.beat('loop');
-  await sleep(1200);
+  // Ticking again (every 200 ms, for 4 s: more than one notifier period).
+  for (let i = 0; i < 20; i++) {
+    wd.beat('loop');
+    await sleep(200);
+  }
   t.true((await readFile(calls, 'utf8')).trim().split('\n').length > countAfterStall, 'pings resume with the ticks');
 });

@@ -71,6 +71,8 @@ const SWITCHOVER_REQUEST_MS = 30_000;
 const PG_RESTART_BACKOFF_MS = 3000;
 /** A standby that failed to start this many times in a row (not for a full disk) is copied afresh. */
 const STANDBY_REBUILD_AFTER_FAILURES = 8;
+/** A leader whose primary died waits this long past the handover threshold before restarting it anyway. */
+const HANDOVER_GRACE_MS = 7000;
 
 function heartbeatFrom(nodeId: string, s: { role: string; term: number; timeline: number; lsn: string; hb?: HeartbeatFacts }): Heartbeat | undefined {
   if (!s.hb || !['leader', 'follower', 'fenced'].includes(s.role)) return undefined;
@@ -96,6 +98,8 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   let busy: string | undefined;
   let pgStarting = false;
   let startFailures = 0;
+  /** synchronous_standby_names as last seen while PostgreSQL answered. */
+  let wasSync = false;
   /** synchronous_standby_names as the last sync switch left it, until the next sample reads it. */
   let syncRepNow: boolean | undefined;
   let lastReason = '';
@@ -238,8 +242,14 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
    * freed). A standby that keeps failing for another reason (its history no longer fits the
    * leader's) is rebuilt from the leader while the leader is heard.
    */
-  async function keepPgRunning(now: number, leaderHeard: boolean): Promise<void> {
+  async function keepPgRunning(now: number, peer: Heartbeat | undefined, peerAlive: boolean): Promise<void> {
     if (busy || pgStarting || sample?.state !== 'down' || now < nextPgStart) return;
+    // A leader whose primary died while a synchronous standby is healthy hands over (the core does
+    // after pgHandoverAfterMs) instead of coming back in place: the standby holds every commit and
+    // Kine on the standby's side starts clean. Once fenced, the old primary may come back read-only.
+    const handoverDue = badSince !== undefined && now - badSince < c.pgHandoverAfterMs + HANDOVER_GRACE_MS;
+    if (role === 'leader' && handoverDue && peerAlive && peer?.role === 'follower' && peer.pg === 'standby' && peer.pgHealthy && wasSync) return;
+    const leaderHeard = peerAlive && peer?.role === 'leader';
     if ((await serverState(pg)) !== 'stopped') return;
     if (role === 'follower' && leaderHeard && startFailures >= STANDBY_REBUILD_AFTER_FAILURES && !(await diskFullInLog())) {
       startFailures = 0;
@@ -257,6 +267,8 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         () => {
           startFailures = 0;
           log.event('info', 'pg-restarted', { role });
+          // Its pooled connections and revision bookkeeping belong to the server that died.
+          ctx.kine.restart();
         },
         (e: unknown) => {
           startFailures += 1;
@@ -300,7 +312,10 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     syncRepNow = undefined;
     // An action binding or releasing the VIP right now knows better than a look taken before it.
     if (vipHolders && !busy) holdsVip = vipHolders.length > 0;
-    if (s.state !== 'down') known = { timeline: s.timeline, lsn: s.lsn };
+    if (s.state !== 'down') {
+      known = { timeline: s.timeline, lsn: s.lsn };
+      wasSync = s.syncRep;
+    }
     const wanted = role === 'follower' ? 'standby' : 'primary';
     if (s.state === wanted) badSince = undefined;
     else badSince ??= now;
@@ -330,7 +345,8 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       },
       vip: { silentMs: Math.round(t.vipAnswerAt !== undefined ? now - t.vipAnswerAt : now - startedAt) },
       replication: {
-        syncRep: s.syncRep,
+        // Down, the server commits nothing: its last setting still says whether the standby has every commit.
+        syncRep: s.state === 'down' ? wasSync : s.syncRep,
         standbyStreaming: s.standbyStreaming,
         standbySilentMs: s.standbyStreaming ? 0 : Math.round(now - (standbyStreamAt ?? startedAt)),
         standbyLagBytes: s.standbyLagBytes,
@@ -344,7 +360,8 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       term: meta.term,
       timeline: known.timeline,
       lsn: known.lsn,
-      hb: { pg: s.state, pgHealthy: input.pg.badForMs === 0, syncRep: s.syncRep, handoverForMs: input.handover?.sinceMs ?? null, peerSilentMs, holdsVip },
+      // Down, it acknowledges nothing: what it last committed under still describes its history.
+      hb: { pg: s.state, pgHealthy: input.pg.badForMs === 0, syncRep: s.state === 'down' ? wasSync : s.syncRep, handoverForMs: input.handover?.sinceMs ?? null, peerSilentMs, holdsVip },
     };
     ctx.publish(lastPublished);
 
@@ -354,7 +371,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       lastReason = d.reason;
     }
     if (!busy && d.actions.length > 0) runBatch(d.actions, d.reason, now);
-    else await keepPgRunning(now, last?.role === 'leader' && peerSilentMs < c.peerDeadMs);
+    else await keepPgRunning(now, last, last !== undefined && peerSilentMs < c.peerDeadMs);
     ctx.kine.want(kineUpstream(role));
 
     const ready = (role === 'leader' && holdsVip && s.state === 'primary') || (role === 'follower' && s.state === 'standby');
