@@ -11,17 +11,9 @@
  * (20: at most 50 puts/s, one at a time), HEALTHY_TIMEOUT_S (180), VERBOSE=1 for progress lines.
  */
 import { describe, FaultMatrix, isScenarioId, SCENARIOS, summarize, type ScenarioId, type ScenarioResult } from '../test/helpers/fault-matrix.ts';
-import { printReport } from './report.ts';
+import { envInt, printReport } from './report.ts';
 
 const TARGET_MS: Partial<Record<ScenarioId, number>> = { a: 10_000, b: 10_000, c: 10_000 };
-
-function envInt(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`${name}=${raw}: expected a number in [${min}, ${max}]`);
-  return Math.round(n);
-}
 
 const median = (v: number[]): number => {
   if (v.length === 0) return Number.NaN;
