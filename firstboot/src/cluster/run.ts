@@ -101,7 +101,13 @@ function stopOrphanKine(pidFile: string, binary: string): void {
   if (!Number.isInteger(pid) || pid <= 1) return;
   try {
     const exe = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? '';
-    if (exe === binary) process.kill(pid, 'SIGKILL');
+    if (exe === binary) {
+      process.kill(pid, 'SIGKILL');
+      // Its listening socket is freed only when it is gone: a new Kine started sooner fails to bind.
+      for (let i = 0; i < 100 && existsSync(`/proc/${pid}/cmdline`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z '); i++) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+      }
+    }
   } catch {
     // already gone
   }
