@@ -1,4 +1,6 @@
 import test from 'ava';
+import { readFile, readlink } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import { DROP_COUNTER, FirewallInputError, renderFirewall, type FirewallInput } from '../../firstboot/src/net/core/firewall.ts';
 
 const PORTS = { ssh: 22, discovery: 7946, channel: 7946, postgres: 5432, kine: 2379 };
@@ -104,4 +106,12 @@ test('nothing unvalidated reaches the nft text: bad addresses, interfaces and po
     const e = t.throws(() => renderFirewall({ ...base, ...patch }), { instanceOf: FirewallInputError }, JSON.stringify(patch));
     t.regex(e?.message ?? '', message);
   }
+});
+
+test('the image boot ruleset is what the agent renders for an unpaired node, and nftables.service loads it at sysinit', async (t) => {
+  const overlay = (rel: string) => fileURLToPath(new URL(`../../overlays/base/${rel}`, import.meta.url));
+  const statements = (text: string) => text.split('\n').filter((l) => !l.startsWith('#'));
+  const boot = await readFile(overlay('etc/nftables.conf'), 'utf8');
+  t.deepEqual(statements(boot), statements(renderFirewall({ kineRemote: false, sshOpen: true, ports: PORTS })));
+  t.is(await readlink(overlay('etc/systemd/system/sysinit.target.wants/nftables.service')), '/lib/systemd/system/nftables.service');
 });

@@ -14,6 +14,8 @@ export const APPLIANCE_PACKAGES = [
   'postgresql-15',
   // TLS material for PostgreSQL replication, and the agent's Kine health check (etcdctl)
   'openssl', 'etcd-client',
+  // the host firewall: /etc/nftables.conf at boot, then the agent's table (firstboot/src/net/firewall.ts)
+  'nftables',
 ] as const;
 
 export interface ResolvedConfig {
