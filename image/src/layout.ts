@@ -2,8 +2,8 @@
  * geminik8s GPT disk layout — pure partition math, no I/O.
  *
  * The partition NAMES are the contract with the rest of the system (grub.cfg boots
- * `root=PARTLABEL=root-<slot>`, `geminik8s stamp` looks for `oem`, the first-boot agent
- * grows `data`, which must stay the last partition).
+ * `root=PARTLABEL=root-<slot>`, `geminik8s stamp` checks the whole table and writes to `oem`, the
+ * first-boot agent grows `data`, which must stay the last partition).
  */
 import { createHash } from 'node:crypto';
 
@@ -171,20 +171,71 @@ export interface DiskIds {
   partUuids: Record<PartitionName, string>;
 }
 
+const GUID_RE = /^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$/i;
+
 export function deriveDiskIds(seed: string): DiskIds {
+  const diskGuid = deriveUuid(seed, 'gpt-disk');
   return {
-    diskGuid: deriveUuid(seed, 'gpt-disk'),
+    diskGuid,
     partUuids: {
-      esp: deriveUuid(seed, 'part:esp'),
-      'root-a': deriveUuid(seed, 'part:root-a'),
-      'root-b': deriveUuid(seed, 'part:root-b'),
-      oem: deriveUuid(seed, 'part:oem'),
-      data: deriveUuid(seed, 'part:data'),
+      esp: partUuidFor(diskGuid, 'esp'),
+      'root-a': partUuidFor(diskGuid, 'root-a'),
+      'root-b': partUuidFor(diskGuid, 'root-b'),
+      oem: partUuidFor(diskGuid, 'oem'),
+      data: partUuidFor(diskGuid, 'data'),
     },
   };
 }
 
-const GUID_RE = /^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$/i;
+/**
+ * The mark of a disk this builder partitioned: each partition's UUID is derived from the disk GUID
+ * and the partition's name. It lives in the partition table itself, so it survives flashing (dd and
+ * bmaptool copy the table), growing the data partition (`sfdisk -N` keeps the UUID) and stamping,
+ * needs no filesystem to be read, and a table written by anything else carries it only by a 2^-122
+ * chance per partition. `geminik8s stamp` refuses a disk without it (see {@link layoutMismatches}).
+ */
+export function partUuidFor(diskGuid: string, name: PartitionName): string {
+  return deriveUuid(`disk:${diskGuid.toUpperCase()}`, `part:${name}`);
+}
+
+/** A partition as read back from a disk (sfdisk --json), for {@link layoutMismatches}. */
+export interface FoundPartition {
+  index: number;
+  name: string;
+  typeGuid: string;
+  uuid: string;
+}
+
+/**
+ * Why a partition table is not one this builder wrote: one line per difference (expected, then
+ * found), empty when it is. Checked: the partitions of {@link computeLayout} in order, with their names
+ * and type GUIDs (amd64 or arm64 root slots), and the UUIDs of {@link partUuidFor}. Sizes are not: the
+ * hardware definition sets them and the agent grows data on first boot.
+ */
+export function layoutMismatches(diskGuid: string, found: FoundPartition[]): string[] {
+  const arch: Arch = found.find((p) => p.name === 'root-a')?.typeGuid.toUpperCase() === GPT_TYPE.rootArm64 ? 'arm64' : 'amd64';
+  const expected = computeLayout({ rootBytes: 0, arch }).partitions;
+  const problems: string[] = [];
+  if (found.length !== expected.length) problems.push(`expected ${expected.length} partitions, found ${found.length}`);
+  const unmarked: string[] = [];
+  for (const e of expected) {
+    const f = found.find((p) => p.index === e.index);
+    if (!f) {
+      problems.push(`partition ${e.index}: expected "${e.name}", found none`);
+      continue;
+    }
+    if (f.name !== e.name) {
+      problems.push(`partition ${e.index}: expected the name "${e.name}", found "${f.name}"`);
+      continue;
+    }
+    if (f.typeGuid.toUpperCase() !== e.typeGuid) problems.push(`partition ${e.index} (${e.name}): expected the type ${e.typeGuid}, found ${f.typeGuid || 'none'}`);
+    if (!GUID_RE.test(diskGuid) || f.uuid.toUpperCase() !== partUuidFor(diskGuid, e.name)) unmarked.push(e.name);
+  }
+  if (unmarked.length > 0) {
+    problems.push(`expected partition UUIDs derived from the disk GUID (the mark geminik8s build writes), found other UUIDs on ${unmarked.join(', ')} (disk GUID ${diskGuid || 'none'})`);
+  }
+  return problems;
+}
 
 /** sfdisk(8) script that writes `layout` as a GPT (feed it on stdin: `sfdisk --wipe never <image>`). */
 export function sfdiskScript(layout: Layout, ids: DiskIds): string {

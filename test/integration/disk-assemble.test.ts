@@ -5,7 +5,8 @@ import { mkdir, mkdtemp, readFile, rm, stat, symlink, truncate, writeFile } from
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { run } from '../../builder/src/util/exec.ts';
-import { assembleDiskImage, readGpt, readSiteFromImage, requireTools, stampSite, toolPath } from '../../builder/src/disk/index.ts';
+import { makeVfat, writeAt } from '../../builder/src/disk/fs.ts';
+import { assembleDiskImage, computeLayout, deriveDiskIds, ImageRefusedError, readGpt, readSiteFromImage, requireTools, sfdiskScript, stampSite, toolPath } from '../../builder/src/disk/index.ts';
 
 const EPOCH = 1_700_000_000;
 let dir: string;
@@ -167,8 +168,8 @@ test('stamping something that is not a geminik8s image fails clearly', async (t)
   await writeFile(noOem, '');
   await truncate(noOem, 8 * 2 ** 20);
   await run(await toolPath('sfdisk'), ['--quiet', noOem], { input: 'label: gpt\nstart=2048, size=4096, name="esp"\n' });
-  await t.throwsAsync(stampSite(noOem, site), { message: /not a geminik8s image: no GPT partition named oem/ });
-  await t.throwsAsync(readSiteFromImage(noOem), { message: /no GPT partition named oem/ });
+  await t.throwsAsync(stampSite(noOem, site), { message: /not a geminik8s image: .* \(found 1 "esp"\); nothing was written:\n  expected 5 partitions, found 1\n[^]*\n  partition 2: expected "root-a", found none/ });
+  await t.throwsAsync(readSiteFromImage(noOem), { message: /partition 4: expected "oem", found none/ });
   // No partition table at all.
   const blank = path.join(dir, 'blank.raw');
   await writeFile(blank, Buffer.alloc(1024 * 1024));
@@ -176,6 +177,46 @@ test('stamping something that is not a geminik8s image fails clearly', async (t)
   // Missing image, missing site file.
   await t.throwsAsync(stampSite(path.join(dir, 'nope.raw'), site), { message: /no such file/ });
   await t.throwsAsync(stampSite(noOem, path.join(dir, 'nope.yaml')), { message: /site file .* does not exist/ });
+});
+
+/** A disk partitioned like ours by someone else: same names and types, a FAT filesystem in oem, its own UUIDs. */
+async function lookalikeDisk(file: string, table: string): Promise<void> {
+  const layout = computeLayout({ rootBytes: 0, espMiB: 8, dataMiB: 8, minRootMiB: 8 });
+  await writeFile(file, '');
+  await truncate(file, layout.totalBytes);
+  await run(await toolPath('sfdisk'), ['--quiet', file], { input: table });
+  const oem = (await readGpt(file)).partitions.find((p) => p.name === 'oem')!;
+  const fat = `${file}.oem`;
+  await makeVfat({ file: fat, sizeBytes: oem.sizeBytes, label: 'OTHER', volumeId: '12345678', fatSize: 16, sourceDateEpoch: EPOCH });
+  await writeAt(file, fat, oem.offsetBytes);
+  await rm(fat);
+}
+
+test('stamp refuses a GPT with an oem partition that geminik8s build did not write, and leaves it byte-identical', async (t) => {
+  const site = path.join(dir, 'lookalike-site.yaml');
+  await writeFile(site, 'name: x\n');
+  const layout = computeLayout({ rootBytes: 0, espMiB: 8, dataMiB: 8, minRootMiB: 8 });
+  // Any GPT with a FAT partition named oem (what the old check accepted) ...
+  const justOem = path.join(dir, 'just-oem.raw');
+  await lookalikeDisk(justOem, `label: gpt\nstart=2048, size=${layout.partitions[3]!.sizeSectors}, type=${layout.partitions[3]!.typeGuid}, name="oem"\n`);
+  // ... and a table with our names and type GUIDs in our order whose UUIDs are someone else's.
+  const ours = deriveDiskIds('not-ours');
+  const foreignIds = { diskGuid: ours.diskGuid, partUuids: { ...deriveDiskIds('other-tool').partUuids } };
+  const sameShape = path.join(dir, 'same-shape.raw');
+  await lookalikeDisk(sameShape, sfdiskScript(layout, foreignIds));
+  for (const [image, found] of [[justOem, /found 1 "oem"/], [sameShape, /partition UUIDs derived from the disk GUID .* found other UUIDs on esp, root-a, root-b, oem, data/]] as const) {
+    const before = await sha256(image);
+    const err = await t.throwsAsync(stampSite(image, site), { instanceOf: ImageRefusedError });
+    t.regex(err?.message ?? '', /^not a geminik8s image: /);
+    t.regex(err?.message ?? '', found);
+    t.is(await sha256(image), before, `${path.basename(image)} is byte-identical`);
+  }
+  // The same shape with our UUIDs is accepted: the mark, not the shape, is what is checked.
+  const marked = path.join(dir, 'marked.raw');
+  await lookalikeDisk(marked, sfdiskScript(layout, ours));
+  await stampSite(marked, site);
+  t.is(await readSiteFromImage(marked), 'name: x\n');
+  for (const f of [justOem, sameShape, marked]) await rm(f);
 });
 
 test('assembling a rootfs without /vmlinuz fails before doing any work', async (t) => {

@@ -6,6 +6,7 @@ import {
   deriveVolumeId,
   espFatSize,
   GPT_TYPE,
+  layoutMismatches,
   MiB,
   rootSlotMiB,
   sfdiskScript,
@@ -87,6 +88,26 @@ test('derived identifiers are stable, distinct per purpose and well-formed', (t)
   t.is(deriveUuid('x', 'y'), deriveUuid('x', 'y'));
   t.regex(deriveVolumeId('x', 'esp'), /^[0-9a-f]{8}$/);
   t.not(deriveVolumeId('x', 'esp'), deriveVolumeId('x', 'oem'));
+});
+
+test('a table is ours only with our names, types and the UUIDs derived from its disk GUID', (t) => {
+  const ids = deriveDiskIds('seed-1');
+  const table = (arch: 'amd64' | 'arm64') =>
+    computeLayout({ rootBytes: 0, arch }).partitions.map((p) => ({ index: p.index, name: p.name as string, typeGuid: p.typeGuid, uuid: ids.partUuids[p.name].toLowerCase() }));
+  t.deepEqual(layoutMismatches(ids.diskGuid, table('amd64')), []);
+  t.deepEqual(layoutMismatches(ids.diskGuid.toLowerCase(), table('arm64')), [], 'either arch, any case');
+  const cases: [string, ReturnType<typeof table>, string, RegExp][] = [
+    ['another disk GUID', table('amd64'), deriveDiskIds('seed-2').diskGuid, /found other UUIDs on esp, root-a, root-b, oem, data/],
+    ['no disk GUID', table('amd64'), '', /disk GUID none/],
+    ['a renamed partition', table('amd64').map((p) => (p.index === 4 ? { ...p, name: 'OEM' } : p)), ids.diskGuid, /^partition 4: expected the name "oem", found "OEM"$/],
+    ['a wrong type', table('amd64').map((p) => (p.index === 4 ? { ...p, typeGuid: GPT_TYPE.linuxData } : p)), ids.diskGuid, /^partition 4 \(oem\): expected the type EBD0A0A2-.*, found 0FC63DAF-/],
+    ['a missing partition', table('amd64').slice(0, 4), ids.diskGuid, /^partition 5: expected "data", found none$/],
+    ['an extra partition', [...table('amd64'), { index: 6, name: 'x', typeGuid: GPT_TYPE.linuxData, uuid: '' }], ids.diskGuid, /^expected 5 partitions, found 6$/],
+  ];
+  for (const [what, found, diskGuid, expected] of cases) {
+    const problems = layoutMismatches(diskGuid, found);
+    t.true(problems.some((p) => expected.test(p)), `${what}: ${problems.join(' | ')}`);
+  }
 });
 
 test('sfdisk script text', (t) => {

@@ -1,5 +1,5 @@
 export { assembleDiskImage, grubSerialFor, DISK_RECIPE_VERSION, DISK_TOOLS, type AssembleOptions, type AssembleResult } from './assemble.ts';
-export { stampSite, readSiteFromImage, readGpt, SITE_FILE_NAME, type GptInfo, type GptPartitionInfo } from './stamp.ts';
+export { stampSite, readSiteFromImage, readGpt, ImageRefusedError, SITE_FILE_NAME, type GptInfo, type GptPartitionInfo } from './stamp.ts';
 export { requireTools, toolPath, MissingToolError, TOOL_PACKAGES } from './tools.ts';
 export {
   computeLayout,
