@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { stampSite } from '../disk/stamp.ts';
+import { ImageRefusedError, stampSite } from '../disk/stamp.ts';
 import { ConfigError } from '../config/validate.ts';
 import { resolveConfig } from '../config/resolve.ts';
 import { build } from '../pipeline/build.ts';
@@ -100,7 +100,9 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
       const site = await loadSiteFile(o.site);
       if (/\.(zst|xz|gz)$/.test(image)) throw new CliError(`${image} is compressed: decompress it first (zstd -d ${image}) or stamp the flashed disk`, EXIT.invalidInput);
       const t0 = performance.now();
-      await stampSite(image, o.site);
+      await stampSite(image, o.site).catch((err: unknown) => {
+        throw err instanceof ImageRefusedError ? new CliError(err.message, EXIT.invalidInput) : err;
+      });
       const seconds = (performance.now() - t0) / 1000;
       if (o.json) printJson({ image, siteId: site.site.id, seconds });
       else process.stderr.write(`stamped site ${site.site.id} into ${image} (${seconds.toFixed(2)} s)\n`);
