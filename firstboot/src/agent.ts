@@ -3,9 +3,13 @@
  * re-derives its decision from what is on disk, so a power cut anywhere followed by a reboot converges.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { finishLocalSteps, startBoot, type HostMeta, type SiteOutcome } from './core/hostmeta.ts';
 import { markers, summaryLine, type DataOutcome, type SiteReport } from './core/report.ts';
 import { formatSiteError, parseSiteConfig, type SiteConfig } from './core/site.ts';
+import { renderAuthorizedKeys } from './core/ssh-keys.ts';
+import { writeFileAtomic } from './adapters/atomic-file.ts';
 import { growDataFilesystem, growDataPartition } from './adapters/disk.ts';
 import { loadHostMeta, storeHostMeta } from './adapters/hostmeta-store.ts';
 import { readSiteFile } from './adapters/oem.ts';
@@ -22,6 +26,8 @@ export interface AgentPaths {
   stateDir: string;
   /** Console device (or file) for the human lines and markers. */
   consolePath: string;
+  /** The operators' keys for sshd (AuthorizedKeysFile in overlays/ssh/etc/ssh/sshd_config.d/geminik8s.conf). */
+  authorizedKeysFile: string;
 }
 
 export function agentPaths(env: NodeJS.ProcessEnv): AgentPaths {
@@ -31,6 +37,7 @@ export function agentPaths(env: NodeJS.ProcessEnv): AgentPaths {
     dataDevice: env.GEMINIK8S_DATA_DEVICE || '/dev/disk/by-partlabel/data',
     stateDir: env.GEMINIK8S_STATE_DIR || '/var/lib/geminik8s',
     consolePath: env.GEMINIK8S_CONSOLE || '/dev/console',
+    authorizedKeysFile: env.GEMINIK8S_AUTHORIZED_KEYS || '/var/lib/geminik8s/ssh/authorized_keys',
   };
 }
 
@@ -70,6 +77,7 @@ export async function runLocalSteps(paths: AgentPaths, log: Logger, out: Console
 
   const site = await readSite(paths, log, out);
   out.line(markers.site(site.report));
+  if (site.site) installOperatorKeys(paths.authorizedKeysFile, site.site, log);
 
   const data = await growDataFilesystem(paths.dataDir, log);
   log.event(data.kind === 'failed' ? 'error' : 'info', 'data', { ...data });
@@ -85,6 +93,23 @@ export async function runLocalSteps(paths: AgentPaths, log: Logger, out: Console
   out.line(markers.ready());
   log.event('info', 'ready', { phase: meta.phase });
   return { meta, hostmetaPath, site: site.site };
+}
+
+/**
+ * Writes the site's operator keys for sshd, every boot, so a key removed from the site stops working
+ * at the next boot. Only from a valid site: an absent or broken site file keeps the keys of the last
+ * good one, so a bad edit does not lock the operators out. The directory is the one sshd's host keys
+ * live in (0700, root). A failure is logged and the boot goes on: the pair matters more than logins.
+ */
+function installOperatorKeys(file: string, site: SiteConfig, log: Logger): void {
+  const keys = site.ssh?.authorizedKeys ?? [];
+  try {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    writeFileAtomic(file, renderAuthorizedKeys(keys), 0o600);
+    log.event('info', 'ssh-keys-written', { path: file, keys: keys.length });
+  } catch (e) {
+    log.event('error', 'ssh-keys-failed', { path: file, error: (e as Error).message });
+  }
 }
 
 /**

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm, stat } from 'node:fs/promises';
+import { open, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { stringify } from 'yaml';
 import { formatSiteError, parseSiteConfig, PAIR_SECRET_MIN_BYTES, type SiteConfig } from '../../../firstboot/src/core/site.ts';
+import { looksLikePrivateKey, PRIVATE_KEY_PROBLEM, SSH_KEY_ALLOWED, sshPublicKeyProblem } from '../../../firstboot/src/core/ssh-keys.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 
 export interface InitOptions {
@@ -16,6 +17,8 @@ export interface InitOptions {
   witness?: string[];
   node?: string[];
   preferredLeader?: string;
+  /** Operator public key files (`.pub`, or authorized_keys with one key per line). */
+  sshKey?: string[];
   force?: boolean;
   interactive?: boolean;
 }
@@ -28,7 +31,7 @@ const FLAG_FOR_FIELD: [RegExp, string][] = [
 ];
 
 /** Builds the site document from flags (pure apart from the random secret). */
-export function siteFromFlags(o: InitOptions, secret: string): Record<string, unknown> {
+export function siteFromFlags(o: InitOptions, secret: string, authorizedKeys: string[] = []): Record<string, unknown> {
   const nodes = (o.node ?? []).map((spec) => {
     const [name, address] = spec.split('=', 2);
     return { name, address };
@@ -46,7 +49,30 @@ export function siteFromFlags(o: InitOptions, secret: string): Record<string, un
       ...(o.witness?.length ? { witnesses: o.witness } : {}),
       ...(nodes.length ? { nodes } : {}),
     },
+    ...(authorizedKeys.length ? { ssh: { authorizedKeys } } : {}),
   };
+}
+
+/**
+ * The keys in the `--ssh-key` files, each checked here so an error names the file and line. A private
+ * key (the file without .pub) is refused as a whole, and no line of it is quoted.
+ */
+async function readSshKeyFiles(files: readonly string[]): Promise<string[]> {
+  const keys: string[] = [];
+  for (const file of files) {
+    const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      throw new CliError(`--ssh-key ${file}: cannot read it (${e.code ?? e.message}); pass an OpenSSH public key file such as ~/.ssh/id_ed25519.pub`, EXIT.invalidInput);
+    });
+    if (looksLikePrivateKey(text)) throw new CliError(`--ssh-key ${file}: ${PRIVATE_KEY_PROBLEM.message}`, EXIT.invalidInput);
+    const lines = text.split('\n').map((l, i) => ({ line: l.trim(), number: i + 1 })).filter((l) => l.line !== '' && !l.line.startsWith('#'));
+    if (lines.length === 0) throw new CliError(`--ssh-key ${file}: no key in it (allowed: ${SSH_KEY_ALLOWED})`, EXIT.invalidInput);
+    for (const { line, number } of lines) {
+      const problem = sshPublicKeyProblem(line);
+      if (problem) throw new CliError(`--ssh-key ${file}:${number}: ${problem.message} (found ${problem.found}; allowed: ${SSH_KEY_ALLOWED})`, EXIT.invalidInput);
+      keys.push(line);
+    }
+  }
+  return keys;
 }
 
 export function renderSiteYaml(doc: Record<string, unknown>): string {
@@ -88,8 +114,9 @@ export async function runInit(opts: InitOptions): Promise<{ file: string; site: 
   const exists = await stat(o.out).then(() => true, () => false);
   if (exists && !o.force) throw new CliError(`${o.out} already exists: it holds a pair secret; pass --force to replace it`, EXIT.invalidInput);
 
+  const authorizedKeys = await readSshKeyFiles(o.sshKey ?? []);
   const secret = randomBytes(PAIR_SECRET_MIN_BYTES).toString('base64url');
-  const text = renderSiteYaml(siteFromFlags(o, secret));
+  const text = renderSiteYaml(siteFromFlags(o, secret, authorizedKeys));
   const parsed = parseSiteConfig(text, o.out);
   if (!parsed.ok) {
     throw new CliError(parsed.errors.map((e) => {

@@ -82,6 +82,7 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
     .option('--witness <ip>', 'extra witness address (repeatable)', collect)
     .option('--node <name=ip/prefix>', 'a box\'s static address, e.g. node-a=192.0.2.11/24 (repeatable; implies --addressing static)', collect)
     .option('--preferred-leader <name>', 'node that should lead when both start fresh')
+    .option('--ssh-key <file.pub>', 'an operator\'s OpenSSH public key file; the boxes let it log in as root (repeatable)', collect)
     .option('--force', 'replace an existing file (its pair secret is lost)')
     .option('-i, --interactive', 'ask for the values not given as flags')
     .option('--json', 'print what was written as JSON (never the secret)')
