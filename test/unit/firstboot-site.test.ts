@@ -124,3 +124,45 @@ test('every error names the file given by the caller', (t) => {
   t.false(r.ok);
   if (!r.ok) for (const e of r.errors) t.is(e.file, '/oem/site.yaml');
 });
+
+/** The cross-field address checks, one case per rule: the change to VALID, then each error's `line:column path` and message. */
+const ADDRESS_PLAN_CASES: [rule: string, from: string, to: string, errors: [where: string, message: RegExp][]][] = [
+  ['the VIP differs from a node', 'address: 192.0.2.12/24', 'address: 192.0.2.10/24', [['18:16 network.nodes[1].address', /^192\.0\.2\.10 is the VIP: each box needs its own address$/]]],
+  ['the VIP differs from the gateway', 'gateway: 192.0.2.1', 'gateway: 192.0.2.10', [['11:12 network.gateway', /^the gateway 192\.0\.2\.10 is also the VIP$/]]],
+  ['node addresses differ from each other', 'address: 192.0.2.12/24', 'address: 192.0.2.11/24', [['18:16 network.nodes[1].address', /^192\.0\.2\.11 is also network\.nodes\[0\]\.address/]]],
+  ['a node differs from the gateway', 'gateway: 192.0.2.1', 'gateway: 192.0.2.12', [['18:16 network.nodes[1].address', /^192\.0\.2\.12 is the gateway's address$/]]],
+  ['the gateway is in the VIP subnet', 'gateway: 192.0.2.1', 'gateway: 198.51.100.1', [['11:12 network.gateway', /^the gateway 198\.51\.100\.1 is outside the VIP's subnet 192\.0\.2\.0\/24$/]]],
+  ['a node is in the VIP subnet', 'address: 192.0.2.11/24', 'address: 192.0.3.11/24', [['16:16 network.nodes[0].address', /^192\.0\.3\.11 is outside the VIP's subnet 192\.0\.2\.0\/24$/]]],
+  ['a node has the VIP prefix', 'address: 192.0.2.11/24', 'address: 192.0.2.11/25', [['16:16 network.nodes[0].address', /^prefix \/25 differs from the VIP's \/24/]]],
+  ['the VIP is not the network address', 'vip: 192.0.2.10/24', 'vip: 192.0.2.0/24', [['9:8 network.vip', /^192\.0\.2\.0 is the network address of 192\.0\.2\.0\/24, which no host can hold$/]]],
+  ['the VIP is not the broadcast address', 'vip: 192.0.2.10/24', 'vip: 192.0.2.255/24', [['9:8 network.vip', /^192\.0\.2\.255 is the broadcast address of 192\.0\.2\.0\/24/]]],
+  ['the gateway is not the broadcast address', 'gateway: 192.0.2.1', 'gateway: 192.0.2.255', [['11:12 network.gateway', /broadcast address of 192\.0\.2\.0\/24/]]],
+  ['a node is not the network address', 'address: 192.0.2.12/24', 'address: 192.0.2.0/24', [['18:16 network.nodes[1].address', /network address of 192\.0\.2\.0\/24/]]],
+  ['a witness is not the VIP', '192.0.2.2]', '192.0.2.10]', [['12:26 network.witnesses[1]', /^witness 192\.0\.2\.10 is the VIP$/]]],
+  ['a witness is not a node', '192.0.2.2]', '192.0.2.12]', [['12:26 network.witnesses[1]', /^witness 192\.0\.2\.12 is network\.nodes\[1\]\.address$/]]],
+  ['a witness in the VIP subnet is not its broadcast address', '192.0.2.2]', '192.0.2.255]', [['12:26 network.witnesses[1]', /broadcast address of 192\.0\.2\.0\/24/]]],
+];
+
+for (const [rule, from, to, expected] of ADDRESS_PLAN_CASES) {
+  test(`cross-field address check: ${rule}`, (t) => {
+    t.true(VALID.includes(from), `the case edits VALID (${from})`);
+    const errors = errorsOf(VALID.replace(from, to));
+    t.deepEqual(errors.map((e) => `${e.line}:${e.column} ${e.path}`), expected.map(([where]) => where), errors.map(formatSiteError).join('\n'));
+    errors.forEach((e, i) => {
+      t.regex(e.message, expected[i]![1]);
+      t.is(e.file, 'site.yaml');
+      t.true(e.found.length > 0 && e.allowed.length > 0, 'says what was found and what to use instead');
+    });
+  });
+}
+
+test('cross-field address checks accept witnesses outside the subnet and /31 and /32 edge addresses', (t) => {
+  for (const text of [
+    VALID.replace('192.0.2.2]', '198.51.100.7]'),
+    `apiVersion: geminik8s/v1\nkind: Site\nsite: {id: a}\npair: {secret: ${SECRET}}\nnetwork: {vip: 10.0.0.0/31, addressing: dhcp}\n`,
+    `apiVersion: geminik8s/v1\nkind: Site\nsite: {id: a}\npair: {secret: ${SECRET}}\nnetwork: {vip: 10.0.0.255/32, addressing: dhcp, witnesses: [10.0.0.1]}\n`,
+  ]) {
+    const r = parseSiteConfig(text, 'site.yaml');
+    t.true(r.ok, r.ok ? '' : r.errors.map(formatSiteError).join('\n'));
+  }
+});

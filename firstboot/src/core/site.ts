@@ -6,6 +6,7 @@
  * error format. Errors never echo the pair secret.
  */
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type Pair, type Scalar, type YAMLMap } from 'yaml';
+import { reservedAddressKind, sameSubnet, splitCidr, subnetOf } from './subnet.ts';
 import { SSH_KEY_ALLOWED, sshPublicKeyProblem } from './ssh-keys.ts';
 
 export const SITE_API_VERSION = 'geminik8s/v1';
@@ -169,6 +170,65 @@ function describe(node: unknown): string {
   return 'an unsupported YAML node';
 }
 
+/** An address field as written (`text` already valid on its own), with its YAML node for the error position. */
+interface AddressField {
+  path: string;
+  node: Node | null | undefined;
+  text: string;
+}
+
+interface AddressFields {
+  gateway?: AddressField;
+  witnesses: AddressField[];
+  nodes: AddressField[];
+}
+
+/**
+ * The checks a network engineer makes across fields: the VIP, the boxes' static addresses and the
+ * gateway are distinct hosts of the VIP's subnet (the boxes with the VIP's prefix), and none is the
+ * subnet's network or broadcast address; a witness may sit anywhere but is never the VIP or a box.
+ * One error per field, at its value. Returns false when it reported anything.
+ */
+function checkAddressPlan(c: Checker, vipField: AddressField, f: AddressFields): boolean {
+  const before = c.errors.length;
+  const { ip: vip, prefix } = splitCidr(vipField.text);
+  const subnet = subnetOf(vip, prefix);
+  const report = (a: AddressField, message: string, allowed: string) => c.at(a.node, 0, a.path, message, JSON.stringify(a.text), allowed);
+  /** Reports `ip` when it is its subnet's network or broadcast address; true when it did. */
+  const reserved = (a: AddressField, ip: string, p: number): boolean => {
+    const kind = reservedAddressKind(ip, p);
+    if (kind) report(a, `${ip} is the ${kind} address of ${subnetOf(ip, p)}, which no host can hold`, `a host address inside ${subnetOf(ip, p)}`);
+    return kind !== undefined;
+  };
+  const hostAllowed = `a free host address in the VIP's subnet ${subnet}, other than the VIP, the gateway and the other box`;
+
+  reserved(vipField, vip, prefix);
+  const gatewayIp = f.gateway?.text;
+  if (f.gateway && gatewayIp !== undefined) {
+    if (gatewayIp === vip) report(f.gateway, `the gateway ${gatewayIp} is also the VIP`, `the router's own address; the VIP must be a free address in ${subnet}`);
+    else if (!sameSubnet(gatewayIp, vip, prefix)) report(f.gateway, `the gateway ${gatewayIp} is outside the VIP's subnet ${subnet}`, `the router's address in ${subnet}, or a VIP in the gateway's subnet`);
+    else reserved(f.gateway, gatewayIp, prefix);
+  }
+  const seen = new Map<string, string>();
+  for (const n of f.nodes) {
+    const { ip, prefix: p } = splitCidr(n.text);
+    if (p !== prefix) report(n, `prefix /${p} differs from the VIP's /${prefix}: the boxes and the VIP share one subnet`, `${ip}/${prefix}`);
+    else if (!sameSubnet(ip, vip, prefix)) report(n, `${ip} is outside the VIP's subnet ${subnet}`, hostAllowed);
+    else if (ip === vip) report(n, `${ip} is the VIP: each box needs its own address`, hostAllowed);
+    else if (seen.has(ip)) report(n, `${ip} is also ${seen.get(ip)}: each box needs its own address`, hostAllowed);
+    else if (ip === gatewayIp) report(n, `${ip} is the gateway's address`, hostAllowed);
+    else reserved(n, ip, p);
+    if (!seen.has(ip)) seen.set(ip, n.path);
+  }
+  for (const w of f.witnesses) {
+    const witnessAllowed = 'a third device that answers ping (the gateway is a good one), not the VIP or a box';
+    if (w.text === vip) report(w, `witness ${w.text} is the VIP`, witnessAllowed);
+    else if (seen.has(w.text)) report(w, `witness ${w.text} is ${seen.get(w.text)}`, witnessAllowed);
+    else if (sameSubnet(w.text, vip, prefix)) reserved(w, w.text, prefix);
+  }
+  return c.errors.length === before;
+}
+
 /**
  * Parses and validates a site file. `fileName` is only used in error messages.
  * Every problem found is reported (not just the first), sorted by position.
@@ -258,6 +318,8 @@ export function parseSiteConfig(text: string, fileName: string): SiteParseResult
       const iface = c.pattern(ifEntry, 'network.interface', (v) => IFNAME_RE.test(v), 'a Linux interface name (1-15 characters of A-Z a-z 0-9 _ . : -)');
       const gwEntry = net.get('gateway');
       const gateway = c.pattern(gwEntry, 'network.gateway', isIPv4, IPV4_ALLOWED);
+      const addressFields: AddressFields = { witnesses: [], nodes: [] };
+      if (gateway !== undefined) addressFields.gateway = { path: 'network.gateway', node: gwEntry?.pair.value, text: gateway };
       if ((ifEntry && iface === undefined) || (gwEntry && gateway === undefined)) valid = false;
       const addrEntry = net.get('addressing');
       const addressing = c.pattern(addrEntry, 'network.addressing', (v) => v === 'dhcp' || v === 'static', '"dhcp" or "static"') as
@@ -277,8 +339,10 @@ export function parseSiteConfig(text: string, fileName: string): SiteParseResult
           seq.items.forEach((item, i) => {
             const path = `network.witnesses[${i}]`;
             const node = item as Node | null;
-            if (isScalar(node) && typeof node.value === 'string' && isIPv4(node.value)) witnesses?.push(node.value);
-            else {
+            if (isScalar(node) && typeof node.value === 'string' && isIPv4(node.value)) {
+              witnesses?.push(node.value);
+              addressFields.witnesses.push({ path, node, text: node.value });
+            } else {
               c.at(node, seq.range?.[0] ?? wEntry.offset, path, `invalid ${path}`, describe(node), IPV4_ALLOWED);
               valid = false;
             }
@@ -300,7 +364,6 @@ export function parseSiteConfig(text: string, fileName: string): SiteParseResult
         } else {
           nodes = [];
           const names = new Set<string>();
-          const addresses = new Set<string>();
           seq.items.forEach((item, i) => {
             const path = `network.nodes[${i}]`;
             const node = item as Node | null;
@@ -309,17 +372,13 @@ export function parseSiteConfig(text: string, fileName: string): SiteParseResult
             const name = c.pattern(f.get('name'), `${path}.name`, (v) => LABEL_RE.test(v), LABEL_ALLOWED);
             const address = c.pattern(f.get('address'), `${path}.address`, isIPv4Cidr, CIDR_ALLOWED);
             if (name === undefined || address === undefined) return void (valid = false);
-            const ip = address.split('/')[0] ?? '';
             if (names.has(name)) {
               c.at(f.get('name')?.pair.value, 0, `${path}.name`, `duplicate node name ${JSON.stringify(name)}`, JSON.stringify(name), 'a name not used by another node');
               valid = false;
-            } else if (addresses.has(ip) || (vip !== undefined && vip.split('/')[0] === ip)) {
-              c.at(f.get('address')?.pair.value, 0, `${path}.address`, `address ${ip} is already used by the VIP or another node`, JSON.stringify(address), 'an address distinct from the VIP and the other nodes');
-              valid = false;
             }
             names.add(name);
-            addresses.add(ip);
             nodes?.push({ name, address });
+            addressFields.nodes.push({ path: `${path}.address`, node: f.get('address')?.pair.value, text: address });
           });
         }
       } else if (addressing === 'static') {
@@ -330,6 +389,8 @@ export function parseSiteConfig(text: string, fileName: string): SiteParseResult
       if (preferredLeader !== undefined && nodes !== undefined && !nodes.some((n) => n.name === preferredLeader)) {
         c.at(preferredLeaderNode, 0, 'pair.preferredLeader', 'pair.preferredLeader names no node in network.nodes', JSON.stringify(preferredLeader), nodes.map((n) => JSON.stringify(n.name)).join(' or '));
       }
+
+      if (vip !== undefined && !checkAddressPlan(c, { path: 'network.vip', node: net.get('vip')?.pair.value, text: vip }, addressFields)) valid = false;
 
       if (valid && vip !== undefined && addressing !== undefined) {
         network = { vip, addressing };
