@@ -110,7 +110,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         if (outputs.has('k3s')) binaries.push({ name: 'k3s', file: path.join(need('k3s'), 'k3s') });
         const tree = path.join(tmp, 'tree');
         await mkdir(tree);
-        await composeRootTree({ rootfsDir: path.join(need('rootfs'), 'rootfs'), binaries, overlayDir: need('overlays'), outDir: tree });
+        await composeRootTree({ rootfsDir: path.join(need('rootfs'), 'rootfs'), binaries, overlayDir: need('overlays'), outDir: tree, sourceDateEpoch: opts.sourceDateEpoch });
       },
       disk: async (tmp) => {
         const skeleton = path.join(tmp, 'data-skeleton');

@@ -19,6 +19,8 @@ export interface RootTreeInputs {
   binaries: { name: keyof typeof INSTALL_PATHS; file: string }[];
   overlayDir: string;
   outDir: string;
+  /** Dates the system users' shadow entries, so the tree stays reproducible. */
+  sourceDateEpoch: number;
 }
 
 /** Layers the cached Debian rootfs, the binaries and the rendered overlays into one tree for mkfs. */
@@ -32,6 +34,11 @@ export async function composeRootTree(inp: RootTreeInputs): Promise<void> {
     await chmod(target, 0o755);
   }
   await run('cp', ['-a', `${inp.overlayDir}/.`, inp.outDir]);
+  // Our system users (overlays/base/usr/lib/sysusers.d) are made here: /etc is read-only on the box.
+  // Only our file: the Debian packages already made theirs.
+  await run('systemd-sysusers', ['--root', inp.outDir, path.join(inp.outDir, 'usr/lib/sysusers.d/geminik8s.conf')], {
+    env: { ...process.env, SOURCE_DATE_EPOCH: String(inp.sourceDateEpoch) },
+  });
   for (const m of MOUNT_POINTS) await mkdir(path.join(inp.outDir, m), { recursive: true });
   await run('systemctl', ['--root', inp.outDir, 'enable', ...ENABLED_UNITS]);
   // Nothing on the appliance waits for "network online"; without this, a box with no cable stalls boot.
