@@ -5,11 +5,13 @@
  * The L2 is a bridge in a throwaway gateway namespace (test/helpers/netns.ts). Each VM's NIC is a
  * tap device on that bridge, so QEMU runs inside the gateway namespace; dnsmasq there serves DHCP
  * to the images' systemd-networkd. Nothing leaves the namespace. The gateway namespace then
- * checks Kine the way a K3s server would: etcdctl against each node and against the VIP.
+ * checks Kine the way a remote K3s server would: an operator logs in over SSH with the key the site
+ * file lists, has the leader issue an etcd client certificate from the pair CA, and etcdctl uses it
+ * (mTLS) against each node and the VIP; without that certificate Kine answers nothing.
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { events, geminik8s } from '../helpers/cli.ts';
@@ -68,8 +70,20 @@ async function followStages(node: Node, deadline: number): Promise<string> {
   return text;
 }
 
-async function etcdctl(topology: Topology, host: string, args: string[]): Promise<string> {
-  const r = await topology.exec(topology.gw.ns, ['etcdctl', `--endpoints=http://${host}:2379`, '--dial-timeout=5s', '--command-timeout=10s', ...args], { timeoutMs: 30_000 });
+/** PEM files of the etcd client certificate the leader issued (0600 in the work dir). */
+interface EtcdClient {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+/** etcdctl from the gateway namespace; `tls` picks what it presents: nothing but the endpoint, or TLS with or without a client certificate. */
+function etcdctlRun(topology: Topology, endpoint: string, tls: string[], args: string[]) {
+  return topology.exec(topology.gw.ns, ['etcdctl', `--endpoints=${endpoint}`, ...tls, '--dial-timeout=5s', '--command-timeout=10s', ...args], { timeoutMs: 30_000 });
+}
+
+async function etcdctl(topology: Topology, client: EtcdClient, host: string, args: string[]): Promise<string> {
+  const r = await etcdctlRun(topology, `https://${host}:2379`, [`--cacert=${client.ca}`, `--cert=${client.cert}`, `--key=${client.key}`], args);
   if (r.code !== 0) throw new Error(`etcdctl ${args.join(' ')} against ${host}: ${r.stderr.trim()}`);
   return r.stdout.trim();
 }
@@ -119,10 +133,12 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
   dnsmasq.stdout?.on('data', (d: Buffer) => (dnsmasqLog += d.toString()));
   t.teardown(() => { if (!t.passed) t.log(`--- dnsmasq ---\n${dnsmasqLog.slice(-3000)}`); });
 
-  // --- one site file, stamped into two copies ---
+  // --- one site file with an operator key, stamped into two copies ---
+  const operatorKey = path.join(work, 'operator_ed25519');
+  await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'image-test-operator', '-f', operatorKey]);
   const site = path.join(work, 'site.yaml');
   const vip = `${subnet}.10`;
-  const init = await geminik8s(['init', '--out', site, '--site-id', 'image-pair-1', '--vip', `${vip}/24`, '--gateway', gw.address]);
+  const init = await geminik8s(['init', '--out', site, '--site-id', 'image-pair-1', '--vip', `${vip}/24`, '--gateway', gw.address, '--ssh-key', `${operatorKey}.pub`]);
   t.is(init.exitCode, 0, init.stderr);
   const raw0 = path.join(work, 'disk-0.raw');
   await execa('zstd', ['-q', '-d', path.join(out, ARTIFACT, 'image.raw.zst'), '-o', raw0]);
@@ -168,17 +184,43 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
   const leader = a.role === 'leader' ? a : b;
   const follower = a.role === 'leader' ? b : a;
 
+  const left = () => Math.max(10_000, deadline - Date.now());
+
+  // --- an operator with the site's key logs in as root and has the leader issue an etcd client certificate ---
+  const knownHosts = path.join(work, 'known_hosts');
+  const ssh = (host: string, command: string[]) =>
+    topology.exec(gw.ns, [
+      'ssh', '-F', '/dev/null', '-i', operatorKey, '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=accept-new', '-o', `UserKnownHostsFile=${knownHosts}`,
+      '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=20', `root@${host}`, ...command,
+    ], { timeoutMs: 120_000 });
+  const bundleText = await retrying('etcd client certificate over SSH', left(), async () => {
+    const r = await ssh(leader.ip!, ['/usr/lib/geminik8s/geminik8s-agent', 'etcd-client-cert', '--name', 'image-test']);
+    if (r.code !== 0) throw new Error(`ssh exited ${r.code}: ${r.stderr.trim().slice(-1000)}`);
+    return r.stdout;
+  });
+  const bundle = JSON.parse(bundleText) as { ca: string; cert: string; key: string };
+  const client: EtcdClient = { ca: path.join(work, 'etcd-ca.crt'), cert: path.join(work, 'etcd-client.crt'), key: path.join(work, 'etcd-client.key') };
+  await writeFile(client.ca, bundle.ca, { mode: 0o600 });
+  await writeFile(client.cert, bundle.cert, { mode: 0o600 });
+  await writeFile(client.key, bundle.key, { mode: 0o600 });
+  t.regex(await readFile(knownHosts, 'utf8'), new RegExp(`^${leader.ip!.replace(/\./g, '\\.')} (ssh-ed25519|ecdsa-sha2-nistp256) AAAA`, 'm'), 'the leader\'s per-box host key is pinned on first contact');
+
   // --- Kine from the gateway namespace: write on the leader, read on the follower and the VIP ---
   const key = `/image-pair/${Date.now()}`;
-  const left = () => Math.max(10_000, deadline - Date.now());
-  await retrying('put on the leader', left(), () => etcdctl(topology, leader.ip!, ['put', key, 'v']));
+  await retrying('put on the leader', left(), () => etcdctl(topology, client, leader.ip!, ['put', key, 'v']));
   const readBack = (host: string) => async () => {
-    const value = await etcdctl(topology, host, ['get', '--print-value-only', key]);
+    const value = await etcdctl(topology, client, host, ['get', '--print-value-only', key]);
     if (value !== 'v') throw new Error(`read "${value}"`);
     return value;
   };
   t.is(await retrying('get on the follower', left(), readBack(follower.ip!)), 'v');
   t.is(await retrying('get on the VIP', left(), readBack(vip)), 'v');
+
+  // --- nothing on the LAN reaches Kine without the pair CA's client certificate ---
+  const plain = await etcdctlRun(topology, `http://${leader.ip}:2379`, [], ['get', '/x']);
+  t.not(plain.code, 0, `plain-text etcd on the LAN must fail: ${plain.stdout}`);
+  const noClientCert = await etcdctlRun(topology, `https://${leader.ip}:2379`, [`--cacert=${client.ca}`], ['get', '/x']);
+  t.not(noClientCert.code, 0, `TLS without a client certificate must fail: ${noClientCert.stdout}`);
 
   // --- the systemd watchdog is fed: past WatchdogSec (30 s) each agent still runs its first start ---
   await new Promise((r) => setTimeout(r, 40_000));
