@@ -1,12 +1,12 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { run } from '../../builder/src/util/exec.ts';
-import { makeVfat, writeAt } from '../../builder/src/disk/fs.ts';
-import { assembleDiskImage, computeLayout, deriveDiskIds, ImageRefusedError, readGpt, readSiteFromImage, requireTools, sfdiskScript, stampSite, toolPath } from '../../builder/src/disk/index.ts';
+import { fakeRootfs, lookalikeDisk, SMALL_LAYOUT } from '../helpers/fake-disk.ts';
+import { assembleDiskImage, deriveDiskIds, ImageRefusedError, readGpt, readSiteFromImage, requireTools, sfdiskScript, stampSite, toolPath } from '../../builder/src/disk/index.ts';
 
 const EPOCH = 1_700_000_000;
 let dir: string;
@@ -15,19 +15,6 @@ async function sha256(file: string): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
   return h.digest('hex');
-}
-
-async function fakeRootfs(root: string): Promise<void> {
-  await mkdir(path.join(root, 'boot'), { recursive: true });
-  await mkdir(path.join(root, 'etc'), { recursive: true });
-  await mkdir(path.join(root, 'usr/bin'), { recursive: true });
-  await writeFile(path.join(root, 'boot/vmlinuz-6.1.0-99-amd64'), 'not really a kernel\n');
-  await writeFile(path.join(root, 'boot/initrd.img-6.1.0-99-amd64'), 'not really an initrd\n');
-  await symlink('boot/vmlinuz-6.1.0-99-amd64', path.join(root, 'vmlinuz'));
-  await symlink('boot/initrd.img-6.1.0-99-amd64', path.join(root, 'initrd.img'));
-  await writeFile(path.join(root, 'etc/hostname'), 'geminik8s\n');
-  await writeFile(path.join(root, 'etc/os-release'), 'ID=debian\nVERSION_ID="12"\n');
-  await writeFile(path.join(root, 'usr/bin/tool'), Buffer.alloc(300_000, 7), { mode: 0o755 });
 }
 
 test.before(async () => {
@@ -179,23 +166,10 @@ test('stamping something that is not a geminik8s image fails clearly', async (t)
   await t.throwsAsync(stampSite(noOem, path.join(dir, 'nope.yaml')), { message: /site file .* does not exist/ });
 });
 
-/** A disk partitioned like ours by someone else: same names and types, a FAT filesystem in oem, its own UUIDs. */
-async function lookalikeDisk(file: string, table: string): Promise<void> {
-  const layout = computeLayout({ rootBytes: 0, espMiB: 8, dataMiB: 8, minRootMiB: 8 });
-  await writeFile(file, '');
-  await truncate(file, layout.totalBytes);
-  await run(await toolPath('sfdisk'), ['--quiet', file], { input: table });
-  const oem = (await readGpt(file)).partitions.find((p) => p.name === 'oem')!;
-  const fat = `${file}.oem`;
-  await makeVfat({ file: fat, sizeBytes: oem.sizeBytes, label: 'OTHER', volumeId: '12345678', fatSize: 16, sourceDateEpoch: EPOCH });
-  await writeAt(file, fat, oem.offsetBytes);
-  await rm(fat);
-}
-
 test('stamp refuses a GPT with an oem partition that geminik8s build did not write, and leaves it byte-identical', async (t) => {
   const site = path.join(dir, 'lookalike-site.yaml');
   await writeFile(site, 'name: x\n');
-  const layout = computeLayout({ rootBytes: 0, espMiB: 8, dataMiB: 8, minRootMiB: 8 });
+  const layout = SMALL_LAYOUT;
   // Any GPT with a FAT partition named oem (what the old check accepted) ...
   const justOem = path.join(dir, 'just-oem.raw');
   await lookalikeDisk(justOem, `label: gpt\nstart=2048, size=${layout.partitions[3]!.sizeSectors}, type=${layout.partitions[3]!.typeGuid}, name="oem"\n`);

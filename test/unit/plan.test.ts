@@ -40,6 +40,12 @@ test('stamping a site at build time only re-assembles the disk', async (t) => {
   t.deepEqual(changedSteps(i, { ...i, site: 's1' }), ['disk', 'artifacts']);
 });
 
+test('the steps whose output holds a site file stamped at build time are the private ones (never cached)', async (t) => {
+  const i = await inputs();
+  t.deepEqual(planBuild(i).filter((s) => s.holdsSecrets).map((s) => s.id), []);
+  t.deepEqual(planBuild({ ...i, site: 's1' }).filter((s) => s.holdsSecrets).map((s) => s.id), ['disk', 'artifacts']);
+});
+
 test('profiles with K3s plan a k3s component step', async (t) => {
   const i = await inputs('edge-standard');
   const plan = planBuild(i);

@@ -1,4 +1,5 @@
-import { copyFile, link, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { rmSync } from 'node:fs';
+import { chmod, copyFile, link, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { agentSourceHash, buildAgentExecutable } from '../../../firstboot/build.ts';
 import { assembleDiskImage, DISK_RECIPE_VERSION } from '../disk/assemble.ts';
@@ -63,7 +64,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   });
   const name = artifactName(config);
   const cache = new StepCache(path.join(opts.cacheRoot, 'steps'));
-  const steps = await Promise.all(plan.map(async ({ id, title, key, dependsOn }) => ({ id, title, key, dependsOn, cached: await cache.has(id, key) })));
+  const steps = await Promise.all(plan.map(async ({ id, title, key, dependsOn, holdsSecrets }) => ({ id, title, key, dependsOn, cached: !holdsSecrets && (await cache.has(id, key)) })));
   opts.report({ event: 'plan', artifactName: name, dryRun: opts.dryRun, steps });
   if (opts.dryRun) return { plan };
 
@@ -71,6 +72,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     waitMs: 60 * 60_000,
     onWait: (pid) => opts.report({ event: 'waiting', message: `another build (pid ${pid}) is using the cache; waiting for it to finish` }),
   });
+  // Steps whose output holds the site file run here, private to root, and the folder goes with the
+  // build: removed when it ends (also on Ctrl-C, through process.exit), and by the next build after a kill.
+  const privateRoot = path.join(opts.cacheRoot, 'private');
+  const removePrivate = () => rmSync(privateRoot, { recursive: true, force: true });
+  removePrivate();
+  process.on('exit', removePrivate);
   try {
     const outputs = new Map<StepId, string>();
     const components: ComponentRecord[] = [];
@@ -144,6 +151,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       },
     };
 
+    async function producePrivately(step: PlannedStep): Promise<{ dir: string; cached: false }> {
+      await mkdir(privateRoot, { mode: 0o700, recursive: true });
+      await chmod(privateRoot, 0o700);
+      const dir = path.join(privateRoot, step.id);
+      await mkdir(dir, { mode: 0o700 });
+      await producers[step.id](dir, step);
+      return { dir, cached: false };
+    }
+
     function need(id: StepId): string {
       const dir = outputs.get(id);
       if (!dir) throw new Error(`internal: step output ${id} missing`);
@@ -161,7 +177,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       const started = performance.now();
       let result;
       try {
-        result = await cache.obtain(step.id, step.key, (tmp) => producers[step.id](tmp, step));
+        result = step.holdsSecrets
+          ? await producePrivately(step)
+          : await cache.obtain(step.id, step.key, (tmp) => producers[step.id](tmp, step));
       } catch (err) {
         opts.report({ event: 'error', step: step.id, message: (err as Error).message });
         throw err;
@@ -174,16 +192,27 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       opts.report({ event: 'step-done', id: step.id, cached: result.cached, seconds: (performance.now() - started) / 1000 });
     }
 
+    const holdsSecrets = plan.some((s) => s.id === 'artifacts' && s.holdsSecrets);
     const artifactDir = await publishArtifacts(opts.outRoot, name, async (staging) => {
+      // An image with the site stamped in is for root only: the folder before anything is put in it, then each file.
+      if (holdsSecrets) await chmod(staging, 0o700);
       const from = need('artifacts');
-      // A hard link when dist/ shares the cache's filesystem: the image is not written twice.
-      for (const f of Object.values(ARTIFACT_FILES)) await link(path.join(from, f), path.join(staging, f)).catch(() => copyFile(path.join(from, f), path.join(staging, f)));
+      for (const f of Object.values(ARTIFACT_FILES)) {
+        // A hard link when dist/ shares the cache's filesystem: the image is not written twice.
+        await link(path.join(from, f), path.join(staging, f)).catch(() => copyFile(path.join(from, f), path.join(staging, f)));
+        if (holdsSecrets) await chmod(path.join(staging, f), 0o600);
+      }
     });
-    // Root trees and disk images are large: keep only the ones this build used.
-    for (const id of ['rootTree', 'disk', 'artifacts'] as const) await cache.prune(id, plan.find((s) => s.id === id)?.key ?? '');
+    // Root trees and disk images are large: keep only the ones this build used (private steps are not in the cache).
+    for (const id of ['rootTree', 'disk', 'artifacts'] as const) {
+      const step = plan.find((s) => s.id === id);
+      if (!step?.holdsSecrets) await cache.prune(id, step?.key ?? '');
+    }
     opts.report({ event: 'done', artifactDir, seconds: (performance.now() - t0) / 1000, files: Object.values(ARTIFACT_FILES) });
     return { plan, artifactDir };
   } finally {
+    removePrivate();
+    process.off('exit', removePrivate);
     await release();
   }
 }

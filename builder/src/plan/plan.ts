@@ -15,6 +15,11 @@ export interface PlannedStep {
   dependsOn: StepId[];
   /** Human-readable inputs, shown by --dry-run. */
   inputs: Record<string, string>;
+  /**
+   * The output holds the site file stamped at build time, and with it the pair secret: the step
+   * runs in a private folder and is never cached, so no secret outlives the build in the cache.
+   */
+  holdsSecrets: boolean;
 }
 
 export interface PlanInputs {
@@ -51,7 +56,8 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
   };
   const add = (id: StepId, title: string, dependsOn: StepId[], inputs: Record<string, string>) => {
     const key = digest(id, inputs, dependsOn.map(keyOf));
-    steps.push({ id, title, key, dependsOn, inputs });
+    const holdsSecrets = Boolean(inputs.site) || steps.some((s) => dependsOn.includes(s.id) && s.holdsSecrets);
+    steps.push({ id, title, key, dependsOn, inputs, holdsSecrets });
   };
 
   add('rootfs', `Debian ${profile.debian.suite} ${arch} rootfs`, [], {
