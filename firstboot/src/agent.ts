@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { finishLocalSteps, startBoot, type HostMeta, type SiteOutcome } from './core/hostmeta.ts';
 import { markers, summaryLine, type DataOutcome, type SiteReport } from './core/report.ts';
 import { formatSiteError, parseSiteConfig, type SiteConfig } from './core/site.ts';
@@ -31,13 +31,15 @@ export interface AgentPaths {
 }
 
 export function agentPaths(env: NodeJS.ProcessEnv): AgentPaths {
+  const stateDir = env.GEMINIK8S_STATE_DIR || '/var/lib/geminik8s';
   return {
     oemDir: env.GEMINIK8S_OEM_DIR || '/oem',
     dataDir: env.GEMINIK8S_DATA_DIR || '/data',
     dataDevice: env.GEMINIK8S_DATA_DEVICE || '/dev/disk/by-partlabel/data',
-    stateDir: env.GEMINIK8S_STATE_DIR || '/var/lib/geminik8s',
+    stateDir,
     consolePath: env.GEMINIK8S_CONSOLE || '/dev/console',
-    authorizedKeysFile: env.GEMINIK8S_AUTHORIZED_KEYS || '/var/lib/geminik8s/ssh/authorized_keys',
+    // Beside the state, so agents run by tests with their own state directory never touch the host's.
+    authorizedKeysFile: env.GEMINIK8S_AUTHORIZED_KEYS || join(stateDir, 'ssh', 'authorized_keys'),
   };
 }
 

@@ -34,9 +34,9 @@ test('each boot installs exactly the site\'s operator keys for sshd, 0600, and k
     GEMINIK8S_DATA_DIR: join(dir, 'data'),
     GEMINIK8S_STATE_DIR: join(dir, 'state'),
     GEMINIK8S_CONSOLE: join(dir, 'console'),
-    GEMINIK8S_AUTHORIZED_KEYS: join(dir, 'state', 'ssh', 'authorized_keys'),
   });
   await mkdir(paths.dataDir);
+  t.is(paths.authorizedKeysFile, join(dir, 'state', 'ssh', 'authorized_keys'), 'beside the state: an agent under test never writes the host\'s keys');
   const logLines: string[] = [];
   const log = jsonLogger((l) => logLines.push(l));
   const boot = async (siteText: string) => {
