@@ -6,7 +6,7 @@
  *    shows the follower streaming AND Kine answers `etcdctl endpoint health` on the VIP from the
  *    gateway namespace. Per-phase medians come from the agents' JSON log timestamps.
  * 2. Replication lag under a steady Kine write load, on the last pair: a writer in the gateway
- *    namespace puts keys through Kine on the VIP (etcd gRPC KV/Put over h2c, hand-encoded, no etcd
+ *    namespace puts keys through Kine on the VIP (etcd gRPC KV/Put over mTLS, hand-encoded, no etcd
  *    client library) at a fixed rate for a bounded time, while a psql `\watch` on the leader samples
  *    pg_stat_replication write/flush/replay lag and the WAL byte gap every 100 ms.
  *
@@ -19,10 +19,10 @@
  * The same file runs, with `--writer`, as the load generator inside the gateway namespace.
  */
 import { copyFile, mkdtemp, readFile } from 'node:fs/promises';
-import http2 from 'node:http2';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { connectEtcd, etcdctlFlags, grpcPut, type EtcdClientFiles } from '../test/helpers/etcd-client.ts';
 import { envInt, printReport } from './report.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -47,48 +47,6 @@ const median = (v: number[]): number => {
 // Writer mode: runs inside a namespace, puts keys through Kine over etcd gRPC, prints one JSON line.
 // ---------------------------------------------------------------------------------------------
 
-function varint(n: number): Buffer {
-  const out: number[] = [];
-  while (n > 0x7f) {
-    out.push((n & 0x7f) | 0x80);
-    n >>>= 7;
-  }
-  out.push(n);
-  return Buffer.from(out);
-}
-/** A length-delimited protobuf field (wire type 2). */
-const bytesField = (no: number, data: Buffer): Buffer => Buffer.concat([Buffer.from([(no << 3) | 2]), varint(data.length), data]);
-
-/** etcdserverpb.KV/Put {key=1, value=2}; resolves on grpc-status 0. */
-function grpcPut(session: http2.ClientHttp2Session, key: string, value: Buffer, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const msg = Buffer.concat([bytesField(1, Buffer.from(key)), bytesField(2, value)]);
-    const frame = Buffer.alloc(5 + msg.length);
-    frame.writeUInt8(0, 0);
-    frame.writeUInt32BE(msg.length, 1);
-    msg.copy(frame, 5);
-    const req = session.request({ ':method': 'POST', ':path': '/etcdserverpb.KV/Put', 'content-type': 'application/grpc', te: 'trailers' });
-    let status: string | undefined;
-    let message = '';
-    const take = (h: http2.IncomingHttpHeaders): void => {
-      if (h['grpc-status'] !== undefined) {
-        status = String(h['grpc-status']);
-        message = decodeURIComponent(String(h['grpc-message'] ?? ''));
-      }
-    };
-    req.on('response', take);
-    req.on('trailers', take);
-    req.on('data', () => undefined);
-    req.on('end', () => (status === '0' ? resolve() : reject(new Error(`grpc-status ${status ?? '(none)'} ${message}`))));
-    req.on('error', reject);
-    req.setTimeout(timeoutMs, () => {
-      req.close(http2.constants.NGHTTP2_CANCEL);
-      reject(new Error(`put timed out after ${timeoutMs} ms`));
-    });
-    req.end(frame);
-  });
-}
-
 interface WriterResult {
   attempted: number;
   ok: number;
@@ -101,9 +59,8 @@ interface WriterResult {
   firstError?: string;
 }
 
-async function writerMain(endpoint: string, seconds: number, rate: number, inflightCap: number, prefix: string): Promise<void> {
-  const session = http2.connect(endpoint);
-  session.on('error', () => undefined);
+async function writerMain(host: string, client: EtcdClientFiles, seconds: number, rate: number, inflightCap: number, prefix: string): Promise<void> {
+  const session = connectEtcd(host, client);
   const value = Buffer.alloc(128, 'x');
   const res: WriterResult = { attempted: 0, ok: 0, failed: 0, skipped: 0, elapsedMs: 0, startEpochMs: Date.now(), endEpochMs: 0, latencyMs: [] };
   // one put up front so the connection is established before the clock runs
@@ -179,7 +136,8 @@ async function clusterReady(a: PairAgent): Promise<boolean> {
 }
 
 async function kineOnVip(pair: Pair): Promise<boolean> {
-  const r = await pair.topology.exec(pair.topology.gw.ns, ['etcdctl', `--endpoints=http://${pair.vip}:2379`, '--dial-timeout=1s', '--command-timeout=2s', 'endpoint', 'health'], { timeoutMs: 5000 });
+  // The client certificate can be issued once the pair has exchanged its secrets (before Kine is up).
+  const r = await pair.topology.exec(pair.topology.gw.ns, ['etcdctl', ...etcdctlFlags(pair.vip, await pair.etcdClient()), '--dial-timeout=1s', '--command-timeout=2s', 'endpoint', 'health'], { timeoutMs: 5000 });
   return r.code === 0 && /is healthy/.test(r.stdout + r.stderr);
 }
 
@@ -324,7 +282,7 @@ async function measureLag(pair: Pair, leader: PairAgent, opts: { seconds: number
 
   // Writer: this file in writer mode, in the gateway namespace, against Kine on the VIP.
   const prefix = `/bench/lag/${Date.now()}`;
-  const writer = topology.spawn(topology.gw.ns, [process.execPath, '--import', 'tsx', SELF, '--writer', `http://${pair.vip}:2379`, String(opts.seconds), String(opts.rate), String(opts.inflight), prefix], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  const writer = topology.spawn(topology.gw.ns, [process.execPath, '--import', 'tsx', SELF, '--writer', pair.vip, JSON.stringify(await pair.etcdClient()), String(opts.seconds), String(opts.rate), String(opts.inflight), prefix], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   let writerOut = '';
   let writerErr = '';
   writer.stdout?.on('data', (d: Buffer) => (writerOut += d.toString()));
@@ -463,9 +421,9 @@ async function benchMain(): Promise<void> {
 
 const argv = process.argv.slice(2);
 if (argv[0] === '--writer') {
-  const [endpoint, seconds, rate, inflight, prefix] = argv.slice(1);
-  if (!endpoint || !seconds || !rate || !inflight || !prefix) throw new Error('usage: pair.ts --writer <endpoint> <seconds> <rate> <inflight> <prefix>');
-  await writerMain(endpoint, Number(seconds), Number(rate), Number(inflight), prefix);
+  const [host, client, seconds, rate, inflight, prefix] = argv.slice(1);
+  if (!host || !client || !seconds || !rate || !inflight || !prefix) throw new Error('usage: pair.ts --writer <host> <client files JSON> <seconds> <rate> <inflight> <prefix>');
+  await writerMain(host, JSON.parse(client) as EtcdClientFiles, Number(seconds), Number(rate), Number(inflight), prefix);
 } else {
   await benchMain();
 }

@@ -1,7 +1,8 @@
 /**
  * geminik8s-agent: entry point, run by systemd as geminik8s-agent.service on every boot.
  * `grow-data-partition` is the pre-mount step (geminik8s-grow-data.service);
- * `--version` prints the agent and embedded Node versions.
+ * `etcd-client-cert --name <name>` issues a client certificate for a remote etcd client of Kine
+ * (run as root on a paired box, e.g. over SSH); `--version` prints the agent and embedded Node versions.
  */
 import { agentPaths, runLocalSteps, runPartitionGrowth } from './agent.ts';
 import { runCluster } from './cluster/run.ts';
@@ -9,6 +10,7 @@ import { clusterSettings } from './cluster/settings.ts';
 import { MARKER } from './core/report.ts';
 import { jsonLogger, openConsole } from './adapters/output.ts';
 import { startWatchdog } from './liveness/watchdog.ts';
+import { issueClientCert, loadSecrets } from './provision/secrets.ts';
 import { AGENT_VERSION } from './version.ts';
 
 /**
@@ -42,8 +44,9 @@ async function main(args: string[]): Promise<number> {
     // A failed growth must not keep /data from mounting: the box works, only smaller.
     return result.kind === 'failed' ? 1 : 0;
   }
+  if (args[0] === 'etcd-client-cert') return printEtcdClientCert(args.slice(1), clusterSettings(process.env, paths.stateDir).secretsDir);
   if (args.length > 0) {
-    process.stderr.write(`geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | grow-data-partition])\n`);
+    process.stderr.write(`geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | grow-data-partition | etcd-client-cert --name <name>])\n`);
     return 2;
   }
   log.event('info', 'start', { version: AGENT_VERSION, node: process.version, pid: process.pid, ...paths });
@@ -70,6 +73,30 @@ async function main(args: string[]): Promise<number> {
   const signal = await stopped;
   log.event('info', 'stop', { signal });
   out.close();
+  return 0;
+}
+
+const CLIENT_NAME_RE = /^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$/;
+
+/**
+ * Prints `{"ca", "cert", "key"}` (PEM) on stdout: a client-only certificate from the pair CA, which
+ * Kine requires from etcd clients on other hosts, and the CA that signed Kine's server certificate.
+ * The key goes only to stdout (the operator's SSH session), never to a file or log on the box.
+ */
+async function printEtcdClientCert(args: string[], secretsDir: string): Promise<number> {
+  const usage = 'usage: geminik8s-agent etcd-client-cert --name <name>   (name: 1-63 of a-z, 0-9, ".", "-")';
+  const name = args.length === 2 && args[0] === '--name' ? args[1] : undefined;
+  if (name === undefined || !CLIENT_NAME_RE.test(name)) {
+    process.stderr.write(`geminik8s-agent: ${name === undefined ? 'missing --name' : `invalid client name ${JSON.stringify(name)}`}\n${usage}\n`);
+    return 2;
+  }
+  const secrets = loadSecrets(secretsDir);
+  if (!secrets) {
+    process.stderr.write(`geminik8s-agent: no cluster secrets in ${secretsDir}: this box has not paired yet, so there is no pair CA to issue from\n`);
+    return 3;
+  }
+  const issued = await issueClientCert(secrets.ca, name);
+  process.stdout.write(`${JSON.stringify({ name, ca: secrets.ca.certPem, cert: issued.certPem, key: issued.keyPem })}\n`);
   return 0;
 }
 

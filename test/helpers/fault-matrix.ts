@@ -4,7 +4,7 @@
  * One pair (test/helpers/pair-agents.ts, a tmpfs under each node's PostgreSQL so that a disk can be
  * filled) serves a whole pass. Each scenario starts from a healthy pair, and while
  *  - a writer in the gateway namespace puts numbered keys `/fault/<run>/<scenario>/<n>` through
- *    Kine on the VIP (etcd gRPC KV/Put over h2c, one at a time, 2 s per put) and records every
+ *    Kine on the VIP (etcd gRPC KV/Put over mTLS with a client certificate from the pair CA, one at a time, 2 s per put) and records every
  *    acknowledged key, and
  *  - a checker samples both nodes' PostgreSQL every 200 ms and records any moment both take writes,
  * injects its fault, waits for the recovery it expects, undoes what is still broken (power, link,
@@ -17,11 +17,12 @@
  * Static imports are node builtins and types only, so the writer child starts fast.
  */
 import { access, constants, mkdtemp, rmdir } from 'node:fs/promises';
-import http2 from 'node:http2';
+import type http2 from 'node:http2';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
+import { connectEtcd, etcdctlFlags, grpcPut, type EtcdClientFiles } from './etcd-client.ts';
 import type { Pair, PairAgent, PairOptions } from './pair-agents.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -60,7 +61,7 @@ export async function until<T>(what: string, timeoutMs: number, check: () => Pro
 }
 
 const gwExec = (pair: Pair, argv: string[], timeoutMs = 15_000) => pair.topology.exec(pair.topology.gw.ns, argv, { timeoutMs });
-const etcdctlArgs = (pair: Pair, commandTimeoutS: number) => ['etcdctl', `--endpoints=http://${pair.vip}:2379`, '--dial-timeout=2s', `--command-timeout=${commandTimeoutS}s`];
+const etcdctlArgs = async (pair: Pair, commandTimeoutS: number) => ['etcdctl', ...etcdctlFlags(pair.vip, await pair.etcdClient()), '--dial-timeout=2s', `--command-timeout=${commandTimeoutS}s`];
 
 // ---------------------------------------------------------------------------------------------
 // Prerequisites
@@ -136,7 +137,7 @@ export interface WriterOptions {
   maxMs?: number;
 }
 
-export function startWriter(pair: Pair, prefix: string, o: WriterOptions = {}): Writer {
+export function startWriter(pair: Pair, client: EtcdClientFiles, prefix: string, o: WriterOptions = {}): Writer {
   const putTimeoutMs = o.putTimeoutMs ?? 2000;
   const periodMs = o.periodMs ?? 20;
   const maxMs = o.maxMs ?? 15 * 60_000;
@@ -144,7 +145,7 @@ export function startWriter(pair: Pair, prefix: string, o: WriterOptions = {}): 
   const failures: PutFailure[] = [];
   const child: ChildProcess = pair.topology.spawn(
     pair.topology.gw.ns,
-    [process.execPath, '--import', 'tsx', SELF, '--fault-writer', `http://${pair.vip}:2379`, prefix, String(putTimeoutMs), String(periodMs), String(maxMs)],
+    [process.execPath, '--import', 'tsx', SELF, '--fault-writer', pair.vip, JSON.stringify(client), prefix, String(putTimeoutMs), String(periodMs), String(maxMs)],
     { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let buf = '';
@@ -185,64 +186,8 @@ export function startWriter(pair: Pair, prefix: string, o: WriterOptions = {}): 
   };
 }
 
-function varint(n: number): Buffer {
-  const out: number[] = [];
-  while (n > 0x7f) {
-    out.push((n & 0x7f) | 0x80);
-    n >>>= 7;
-  }
-  out.push(n);
-  return Buffer.from(out);
-}
-const bytesField = (no: number, data: Buffer): Buffer => Buffer.concat([Buffer.from([(no << 3) | 2]), varint(data.length), data]);
-
-/** etcdserverpb.KV/Put {key=1, value=2} over h2c; resolves on grpc-status 0 (as bench/pair.ts does). */
-function grpcPut(session: http2.ClientHttp2Session, key: string, value: Buffer, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    let status: string | undefined;
-    let message = '';
-    let req: http2.ClientHttp2Stream | undefined;
-    const finish = (e?: Error): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      if (e) reject(e);
-      else resolve();
-    };
-    const timer = setTimeout(() => {
-      finish(new Error(`put timed out after ${timeoutMs} ms`));
-      req?.close(http2.constants.NGHTTP2_CANCEL);
-    }, timeoutMs);
-    const msg = Buffer.concat([bytesField(1, Buffer.from(key)), bytesField(2, value)]);
-    const frame = Buffer.alloc(5 + msg.length);
-    frame.writeUInt32BE(msg.length, 1);
-    msg.copy(frame, 5);
-    try {
-      req = session.request({ ':method': 'POST', ':path': '/etcdserverpb.KV/Put', 'content-type': 'application/grpc', te: 'trailers' });
-    } catch (e) {
-      finish(e as Error);
-      return;
-    }
-    const take = (h: http2.IncomingHttpHeaders): void => {
-      if (h['grpc-status'] !== undefined) {
-        status = String(h['grpc-status']);
-        message = decodeURIComponent(String(h['grpc-message'] ?? ''));
-      }
-    };
-    const verdict = (): Error | undefined => (status === '0' ? undefined : new Error(status === undefined ? 'stream closed without a grpc-status' : `grpc-status ${status} ${message}`));
-    req.on('response', take);
-    req.on('trailers', take);
-    req.on('data', () => undefined);
-    req.on('end', () => finish(verdict()));
-    req.on('close', () => finish(verdict()));
-    req.on('error', (e) => finish(e));
-    req.end(frame);
-  });
-}
-
 /** Writer process: one line per put on stdout, `A n sentMs ackMs` or `F n sentMs failMs error`; `E` at the end. */
-async function writerMain(endpoint: string, prefix: string, putTimeoutMs: number, periodMs: number, maxMs: number): Promise<void> {
+async function writerMain(host: string, client: EtcdClientFiles, prefix: string, putTimeoutMs: number, periodMs: number, maxMs: number): Promise<void> {
   let stopping = false;
   process.on('SIGTERM', () => (stopping = true));
   process.on('SIGINT', () => (stopping = true));
@@ -253,8 +198,7 @@ async function writerMain(endpoint: string, prefix: string, putTimeoutMs: number
     const startedAt = Date.now();
     try {
       if (!session || session.destroyed || session.closed) {
-        session = http2.connect(endpoint);
-        session.on('error', () => undefined);
+        session = connectEtcd(host, client);
       }
       await grpcPut(session, `${prefix}${n}`, Buffer.from(String(n)), putTimeoutMs);
       out(`A ${n} ${startedAt} ${Date.now()}`);
@@ -383,7 +327,7 @@ export async function checkHealthy(pair: Pair): Promise<Healthy | { missing: str
   if (recovery !== 't') return { missing: `the follower's PostgreSQL in recovery (pg_is_in_recovery: ${recovery})` };
   if (!(await holdsVip(pair, leader))) return { missing: `the VIP on the leader (node ${li + 1})` };
   if (await holdsVip(pair, follower)) return { missing: `the follower (node ${fi + 1}) releasing the VIP` };
-  const put = await gwExec(pair, [...etcdctlArgs(pair, 3), 'put', '/fault/health', String(Date.now())], 10_000).catch((e: unknown) => ({ code: -1, stdout: '', stderr: errText(e) }));
+  const put = await gwExec(pair, [...(await etcdctlArgs(pair, 3)), 'put', '/fault/health', String(Date.now())], 10_000).catch((e: unknown) => ({ code: -1, stdout: '', stderr: errText(e) }));
   if (put.code !== 0) return { missing: `Kine taking a put through the VIP (${put.stderr.trim() || `exit ${put.code}`})` };
   return { leader, follower, term: ls.term, at: Date.now() };
 }
@@ -412,7 +356,7 @@ export async function waitHealthy(pair: Pair, timeoutMs = 180_000): Promise<Heal
 export async function verifyAcked(pair: Pair, prefix: string, acked: readonly string[], timeoutMs = 60_000, settleMs = 30_000): Promise<{ present: number; missing: string[] }> {
   const read = async (): Promise<Set<string>> => {
     const out = await until(`reading ${prefix} back through the VIP`, timeoutMs, async () => {
-      const r = await gwExec(pair, [...etcdctlArgs(pair, 30), 'get', '--prefix', '--keys-only', prefix], 40_000);
+      const r = await gwExec(pair, [...(await etcdctlArgs(pair, 30)), 'get', '--prefix', '--keys-only', prefix], 40_000);
       if (r.code !== 0) throw new Error(`etcdctl get --prefix ${prefix}: ${r.stderr.trim() || `exit ${r.code}`}`);
       return r.stdout;
     }, 1000);
@@ -647,7 +591,7 @@ export class FaultMatrix {
     const pair = this.pair;
     const prefix = `/fault/${this.id}-r${rep}/${scenario}/`;
     this.log(`${scenario}#${rep}: leader node ${h0.leader.index + 1} term ${h0.term}, writing ${prefix}*`);
-    const writer = startWriter(pair, prefix, { periodMs: this.o.writePeriodMs ?? 20 });
+    const writer = startWriter(pair, await pair.etcdClient(), prefix, { periodMs: this.o.writePeriodMs ?? 20 });
     const checker = startChecker(pair);
     let faultAt = 0;
     let injectedAt = 0;
@@ -756,9 +700,9 @@ export function describe(r: ScenarioResult): string {
   ].join('\n');
 }
 
-// Writer mode: `node --import tsx test/helpers/fault-matrix.ts --fault-writer <endpoint> <prefix> <putTimeoutMs> <periodMs> <maxMs>`
+// Writer mode: `node --import tsx test/helpers/fault-matrix.ts --fault-writer <host> <client files JSON> <prefix> <putTimeoutMs> <periodMs> <maxMs>`
 if (process.argv[2] === '--fault-writer' && process.argv[1] !== undefined && path.resolve(process.argv[1]) === SELF) {
-  const [endpoint, prefix, putTimeoutMs, periodMs, maxMs] = process.argv.slice(3);
-  if (!endpoint || !prefix || !putTimeoutMs || !periodMs || !maxMs) throw new Error('usage: fault-matrix.ts --fault-writer <endpoint> <prefix> <putTimeoutMs> <periodMs> <maxMs>');
-  await writerMain(endpoint, prefix, Number(putTimeoutMs), Number(periodMs), Number(maxMs));
+  const [host, client, prefix, putTimeoutMs, periodMs, maxMs] = process.argv.slice(3);
+  if (!host || !client || !prefix || !putTimeoutMs || !periodMs || !maxMs) throw new Error('usage: fault-matrix.ts --fault-writer <host> <client files JSON> <prefix> <putTimeoutMs> <periodMs> <maxMs>');
+  await writerMain(host, JSON.parse(client) as EtcdClientFiles, prefix, Number(putTimeoutMs), Number(periodMs), Number(maxMs));
 }

@@ -18,6 +18,7 @@ import { stringify } from 'yaml';
 import { kineSpec, resolveComponent } from '../../builder/src/components/resolve.ts';
 import { isAlive } from '../../builder/src/util/process.ts';
 import { readStatus } from '../../firstboot/src/net/status-server.ts';
+import { issueEtcdClientCert, type EtcdClientFiles } from './etcd-client.ts';
 import { createTopology, run, type Topology } from './netns.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -83,6 +84,11 @@ export interface Pair {
   topology: Topology;
   vip: string;
   agents: PairAgent[];
+  /**
+   * A client certificate for Kine from the pair CA (issued once by the real `etcd-client-cert` on
+   * the first node that has secrets), as a remote Kubernetes server would hold one.
+   */
+  etcdClient(): Promise<EtcdClientFiles>;
   destroy(): Promise<void>;
 }
 
@@ -152,6 +158,11 @@ export interface PairOptions {
    * small disk that fillDisk() can fill); unmounted by destroy().
    */
   pgTmpfsMb?: number;
+  /**
+   * The image fact `kine.remoteClients` (default true, as the edge-datastore profile the tests use):
+   * Kine on the LAN with mTLS; false: loopback only.
+   */
+  kineRemoteClients?: boolean;
 }
 
 export async function createPair(opts: PairOptions = {}): Promise<Pair> {
@@ -197,13 +208,15 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
         const meta = { schemaVersion: 1, nodeId, bootCount: 0, firstBootAt: at, lastBootAt: at, phase: 'waiting-for-site', term: 0, role: 'unassigned' };
         await writeFile(path.join(dirs.state, 'hostmeta.json'), `${JSON.stringify(meta)}\n`);
       }
+      const imageFile = path.join(base, 'image.yaml');
+      await writeFile(imageFile, stringify({ kine: { remoteClients: opts.kineRemoteClients ?? true } }));
       const consoleFile = path.join(base, 'console.log');
       const logFile = path.join(base, 'agent.log');
       const env: Record<string, string> = {
         PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
         GEMINIK8S_OEM_DIR: dirs.oem, GEMINIK8S_STATE_DIR: dirs.state, GEMINIK8S_RUN_DIR: dirs.run, GEMINIK8S_PG_ROOT: dirs.pg,
         GEMINIK8S_DATA_DIR: path.join(base, 'no-data-mount'), GEMINIK8S_CONSOLE: consoleFile, GEMINIK8S_KINE_BIN: kine.path,
-        GEMINIK8S_BROADCAST: topology.broadcast, GEMINIK8S_IMAGE_FILE: path.join(base, 'no-image.yaml'),
+        GEMINIK8S_BROADCAST: topology.broadcast, GEMINIK8S_IMAGE_FILE: imageFile,
       };
       let wanted = false;
       const launch = (): void => {
@@ -347,7 +360,23 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
     throw e;
   }
 
-  return { topology, vip, agents, destroy };
+  let client: Promise<EtcdClientFiles> | undefined;
+  const etcdClient = (): Promise<EtcdClientFiles> => {
+    client ??= (async () => {
+      const errors: string[] = [];
+      for (const a of agents) {
+        try {
+          return await issueEtcdClientCert(a.dirs.state, path.join(root, 'etcd-client'));
+        } catch (e) {
+          errors.push((e as Error).message);
+        }
+      }
+      client = undefined;
+      throw new Error(`no node could issue an etcd client certificate: ${errors.join('; ')}`);
+    })();
+    return client;
+  };
+  return { topology, vip, agents, etcdClient, destroy };
 }
 
 /** Polls `check` until it returns a value (not undefined) or the time is up. */

@@ -2,6 +2,7 @@
 import type { ExecutionContext } from 'ava';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { etcdctlFlags } from './etcd-client.ts';
 import { eventually, type Pair, type PairAgent } from './pair-agents.ts';
 
 export async function clusterReady(a: PairAgent): Promise<string | undefined> {
@@ -9,8 +10,9 @@ export async function clusterReady(a: PairAgent): Promise<string | undefined> {
   return /GEMINIK8S-AGENT: cluster ready role=(leader|follower)/.exec(text)?.[1];
 }
 
-export async function etcdctl(a: PairAgent, args: string[]): Promise<string> {
-  const r = await a.exec(['etcdctl', `--endpoints=http://${a.address}:2379`, '--command-timeout=5s', ...args]);
+/** etcdctl from inside node `a`'s namespace to its own Kine on the LAN address, with the pair's client certificate. */
+export async function etcdctl(pair: Pair, a: PairAgent, args: string[]): Promise<string> {
+  const r = await a.exec(['etcdctl', ...etcdctlFlags(a.address, await pair.etcdClient()), '--command-timeout=5s', ...args]);
   if (r.code !== 0) throw new Error(`etcdctl ${args.join(' ')} on node ${a.index + 1}: ${r.stderr.trim()}`);
   return r.stdout.trim();
 }
@@ -54,10 +56,10 @@ export async function assertHealthyPair(t: ExecutionContext, pair: Pair): Promis
   t.is(await follower.sql('SELECT pg_is_in_recovery()'), 't');
 
   const key = `/lab/${Date.now()}`;
-  await etcdctl(leader, ['put', `${key}/a`, 'written-on-leader']);
-  await etcdctl(follower, ['put', `${key}/b`, 'written-on-follower']);
-  t.is(await etcdctl(follower, ['get', '--print-value-only', `${key}/a`]), 'written-on-leader');
-  t.is(await etcdctl(leader, ['get', '--print-value-only', `${key}/b`]), 'written-on-follower');
+  await etcdctl(pair, leader, ['put', `${key}/a`, 'written-on-leader']);
+  await etcdctl(pair, follower, ['put', `${key}/b`, 'written-on-follower']);
+  t.is(await etcdctl(pair, follower, ['get', '--print-value-only', `${key}/a`]), 'written-on-leader');
+  t.is(await etcdctl(pair, leader, ['get', '--print-value-only', `${key}/b`]), 'written-on-follower');
   t.is(await follower.sql(`SELECT count(*) FROM kine WHERE name LIKE '${key}/%'`, 'kine'), '2', 'rows replicated to the standby');
   const vipHolder = await leader.exec(['ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0']);
   t.true(vipHolder.stdout.includes(`${pair.vip}/24`), 'the leader holds the VIP');

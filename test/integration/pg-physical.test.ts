@@ -66,7 +66,7 @@ test('physical: leader + standby stream synchronously; a key put through Kine(le
   await etcdctl(kl.listenAddress, 'put', '/geminik8s/test', 'hello-pair');
   const got = await etcdctl(kf.listenAddress, 'get', '--print-value-only', '/geminik8s/test');
   t.is(got.stdout.trim(), 'hello-pair');
-  const health = await kineHealth(kf.listenAddress);
+  const health = await kineHealth(kf.client);
   t.true(health.ok);
 
   // Synchronous commit: acknowledged ⇒ on the standby (flushed); wait for replay then read it there.

@@ -20,7 +20,7 @@ export interface Profile {
   network: { addressing: 'dhcp' | 'static' };
   postgresql: { version: 15; replication: 'physical' | 'logical'; synchronous: boolean };
   components: {
-    kine: { version: string; sources: ComponentSource[] };
+    kine: { version: string; sources: ComponentSource[]; remoteClients?: boolean };
     k3s: { enabled: boolean; version?: string; sources?: ComponentSource[]; disable?: K3sBundled[] };
   };
   cluster?: { preferredLeader?: string };
@@ -79,7 +79,14 @@ export const profileSchema = {
           type: 'object',
           additionalProperties: false,
           required: ['version', 'sources'],
-          properties: { version, sources: componentSources },
+          properties: {
+            version,
+            sources: componentSources,
+            remoteClients: {
+              type: 'boolean',
+              description: 'true: Kine serves etcd clients on other hosts over mTLS (client certificates from the pair CA); false (default): loopback only',
+            },
+          },
         },
         k3s: {
           type: 'object',

@@ -23,13 +23,14 @@ import type { Watchdog } from '../liveness/watchdog.ts';
 import { MARKER } from '../core/report.ts';
 import type { SiteConfig } from '../core/site.ts';
 import { bindVip } from '../net/vip.ts';
+import { ensureFirewall, nodeFirewall } from '../net/firewall.ts';
 import { startStatusServer } from '../net/status-server.ts';
 import { derivePairKeys, runPairing, startChannelServer, startDiscovery, type Candidate, type Discovery } from '../pairing/index.ts';
 import { NO_PROGRESS, readProgress, type Progress } from './progress.ts';
 import { keepConfirmingPair } from './reconfirm.ts';
-import { validateSecrets, type NodeIdentity } from '../provision/core/secrets.ts';
-import { startKine, type KineProcess } from '../provision/kine.ts';
-import { confFiles, type LocalPg } from '../provision/postgres.ts';
+import { validateSecrets, type ClusterSecrets, type NodeIdentity } from '../provision/core/secrets.ts';
+import { kineUser, startKine, writeKineFiles, type KineProcess } from '../provision/kine.ts';
+import type { LocalPg } from '../provision/postgres.ts';
 import { runProvisioning } from '../provision/provision.ts';
 import { replicationStatus } from '../provision/replication.ts';
 import { ensureClusterSecrets, loadSecrets, storeSecrets } from '../provision/secrets.ts';
@@ -57,7 +58,7 @@ export interface ClusterStatus {
   term: number;
   peer?: { nodeId: string; name: string; address: string };
   vip: string;
-  kine?: { listen: string };
+  kine?: { listen: string; tls: boolean };
   replication?: unknown;
   liveness?: Record<string, unknown>;
   lastError?: string;
@@ -142,6 +143,11 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   const name = nodeName(site, meta.nodeId, lan.ip);
   Object.assign(status, { name, address: lan.ip });
   log.event('info', 'lan-address', { interface: lan.ifname, address: lan.ip, name });
+  // The agent does not go on without its firewall (ensureFirewall retries, one error event per
+  // try): unpaired, the image's boot table may be all that stands between the LAN and what this
+  // node is about to serve; paired, the peer cannot replicate through it anyway. A provisioned node
+  // admits its peer at once, so an agent restart never shuts the peer out.
+  await ensureFirewall(nodeFirewall(settings, lan.ifname, meta.phase === 'provisioned' ? meta.pair?.peerAddress : undefined), log, signal);
 
   // --- discover and agree ---
   // Beacons advertise the last known progress; negotiations read it live. Once the liveness loop
@@ -186,6 +192,16 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   };
   const self: NodeIdentity = { name, ip: lan.ip };
   const kinePid = join(settings.runDir, 'kine.pid');
+  // Loopback unless the image serves remote etcd clients, and then only with mTLS (kine.ts).
+  const kineListen = `${settings.kineRemoteClients ? '0.0.0.0' : '127.0.0.1'}:${settings.kinePort}`;
+  const kineLaunch = (secrets: ClusterSecrets) => {
+    const owner = kineUser();
+    const files = writeKineFiles(join(settings.runDir, 'kine'), secrets, name, { remoteClients: settings.kineRemoteClients, ...(owner ? { owner } : {}) });
+    return {
+      binary: settings.kineBinary, listenAddress: kineListen, password: secrets.kinePassword, caFile: files.pgCaFile, logFile: join(settings.runDir, 'kine.log'),
+      ...(files.tls ? { tls: files.tls } : {}), ...(owner ? { runAs: { uid: owner.uid, gid: owner.gid } } : {}),
+    };
+  };
   let peer: NodeIdentity & { nodeId: string };
   let initialRole: LivenessRole;
   let announcedReady = false;
@@ -205,6 +221,8 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     save(recordPairing(meta, { role: result.role, term: result.term, pair: { leader: result.leader, peerNodeId: peer.nodeId, peerName: peer.name, peerAddress: peer.ip } }));
     log.event('info', 'paired', { role: result.role, term: result.term, peer: peer.nodeId });
     out.line(`${MARKER} paired role=${result.role} term=${result.term} peer=${peer.name}`);
+    // PostgreSQL and the pairing channel: from now on the peer's address only.
+    await ensureFirewall(nodeFirewall(settings, lan.ifname, peer.ip), log, signal);
     initialRole = result.role;
     // Before provisioning: a peer restarted meanwhile re-runs the agreement and needs an answer
     // (its new boot must not be mistaken for the one already confirmed).
@@ -212,14 +230,11 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     provisionedKine = await provision(result.role);
     announcedReady = true;
   }
-  status.kine = { listen: `${lan.ip}:${settings.kinePort}` };
+  status.kine = { listen: kineListen, tls: settings.kineRemoteClients };
 
   const secrets = loadSecrets(settings.secretsDir);
   if (!secrets) throw new Error(`no cluster secrets in ${settings.secretsDir}; the node is provisioned but its secrets are gone`);
-  const kine = new KineSupervisor({
-    binary: settings.kineBinary, listenAddress: `0.0.0.0:${settings.kinePort}`, port: settings.pgPort, password: secrets.kinePassword,
-    caFile: confFiles(settings.pg.confDir).caCert, logFile: join(settings.runDir, 'kine.log'), pidFile: kinePid, log,
-  });
+  const kine = new KineSupervisor({ ...kineLaunch(secrets), port: settings.pgPort, pidFile: kinePid, log });
   if (provisionedKine) kine.adopt(provisionedKine.proc, provisionedKine.upstream);
   liveness = startLiveness({
     nodeId: meta.nodeId, peer: { nodeId: peer.nodeId, name: peer.name, address: peer.ip }, ifname: lan.ifname, vipCidr: site.network.vip,
@@ -272,8 +287,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     stopOrphanKine(kinePid, settings.kineBinary);
     const upstream = role === 'leader' ? '127.0.0.1' : vip;
     const proc: KineProcess = await startKine({
-      binary: settings.kineBinary, listenAddress: `0.0.0.0:${settings.kinePort}`, db: { host: upstream, port: settings.pgPort }, password: secrets.kinePassword,
-      caFile: confFiles(settings.pg.confDir).caCert, logFile: join(settings.runDir, 'kine.log'),
+      ...kineLaunch(secrets), db: { host: upstream, port: settings.pgPort },
       // Recorded before the health wait: a crash during it must not leave an unknown orphan on the port.
       onSpawn: (pid) => writeFileAtomic(kinePid, `${pid}\n`),
     });
@@ -283,7 +297,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     }
     save(recordProvisioned(meta));
     log.event('info', 'cluster-ready', { role: meta.role, term: meta.term });
-    out.line(`${MARKER} cluster ready role=${meta.role} term=${meta.term} kine=${lan.ip}:${settings.kinePort}`);
+    out.line(`${MARKER} cluster ready role=${meta.role} term=${meta.term} kine=${settings.kineRemoteClients ? lan.ip : '127.0.0.1'}:${settings.kinePort}`);
     return { proc, upstream };
   }
 }

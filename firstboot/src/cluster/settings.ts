@@ -17,6 +17,8 @@ export interface ClusterSettings {
   pgPort: number;
   kineBinary: string;
   kinePort: number;
+  /** Kine serves remote etcd clients on the LAN with mTLS (else loopback only). */
+  kineRemoteClients: boolean;
   discoveryPort: number;
   channelPort: number;
   /** Broadcast target of the beacons (tests may narrow it to their bridge). */
@@ -27,6 +29,7 @@ export interface ClusterSettings {
 
 interface ImageFacts {
   postgresql?: { replication?: string; synchronous?: boolean };
+  kine?: { remoteClients?: boolean };
   cluster?: { preferredLeader?: string };
 }
 
@@ -54,6 +57,7 @@ export function clusterSettings(env: NodeJS.ProcessEnv, stateDir: string): Clust
     pgPort: intFrom(env.GEMINIK8S_PG_PORT, 5432),
     kineBinary: env.GEMINIK8S_KINE_BIN || '/usr/lib/geminik8s/bin/kine',
     kinePort: intFrom(env.GEMINIK8S_KINE_PORT, 2379),
+    kineRemoteClients: image.kine?.remoteClients === true,
     discoveryPort: intFrom(env.GEMINIK8S_DISCOVERY_PORT, 7946),
     channelPort: intFrom(env.GEMINIK8S_CHANNEL_PORT, 7946),
     broadcastAddress: env.GEMINIK8S_BROADCAST || '255.255.255.255',

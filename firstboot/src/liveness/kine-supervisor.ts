@@ -71,7 +71,7 @@ export class KineSupervisor {
       return;
     }
     this.#checking = true;
-    void kineHealth(proc.listenAddress, 1500)
+    void kineHealth(proc.client, 1500)
       .then((h) => (this.healthy = h.ok && this.#proc === proc))
       .finally(() => (this.#checking = false));
   }

@@ -3,16 +3,38 @@
  * that replaces our table, so applying the same input again changes nothing and there is never a
  * moment without rules. Per network namespace (tests run one agent per namespace).
  */
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runTool } from '../adapters/exec.ts';
 import type { Logger } from '../adapters/output.ts';
+import type { ClusterSettings } from '../cluster/settings.ts';
 import { FIREWALL_TABLE, renderFirewall, type FirewallInput } from './core/firewall.ts';
 
 const RETRY_MAX_MS = 30_000;
+/**
+ * By absolute path: a PATH lookup can find another program called nft first (npm's
+ * node_modules/.bin holds one, @vercel/nft, on every machine that runs this repository's tests).
+ */
+const NFT = '/usr/sbin/nft';
+/** Profiles that list openssh-server get it (and the ssh overlay); SSH is open only where sshd is. */
+const SSHD = '/usr/sbin/sshd';
+
+/**
+ * This node's firewall: the ports its settings serve on, LAN services on its LAN interface, and
+ * the peer-only services for `peerAddress` once it is paired. The Kubernetes API (ports.kubeApi)
+ * is added here when the image runs K3s.
+ */
+export function nodeFirewall(settings: ClusterSettings, lanInterface: string, peerAddress?: string): FirewallInput {
+  return {
+    lanInterface, ...(peerAddress !== undefined ? { peerAddress } : {}),
+    kineRemote: settings.kineRemoteClients, sshOpen: existsSync(SSHD),
+    ports: { ssh: 22, discovery: settings.discoveryPort, channel: settings.channelPort, postgres: settings.pgPort, kine: settings.kinePort },
+  };
+}
 
 /** Applies the ruleset once; throws a ToolError (nft missing or refusing) or a FirewallInputError. */
 export async function applyFirewall(input: FirewallInput, log: Logger): Promise<void> {
-  await runTool('nft', ['-f', '-'], { input: renderFirewall(input), timeoutMs: 15_000 });
+  await runTool(NFT, ['-f', '-'], { input: renderFirewall(input), timeoutMs: 15_000 });
   log.event('info', 'firewall-applied', {
     table: `inet ${FIREWALL_TABLE}`, lanInterface: input.lanInterface ?? '(any)', peer: input.peerAddress ?? null, kineRemote: input.kineRemote, sshOpen: input.sshOpen,
   });

@@ -1,6 +1,12 @@
 /**
  * Kine as a supervised child process of the agent, and its health check.
  *
+ * Who reaches Kine's etcd API: by default it listens on loopback only (the Kubernetes server on the
+ * same box is its only client). A profile that serves remote etcd clients (`components.kine.
+ * remoteClients`) makes it listen on the LAN with TLS that requires a client certificate from the
+ * pair CA (mTLS); the node certificate is both its server certificate and the agent's own client
+ * certificate for the health check. Plain text never leaves the box.
+ *
  * The endpoint URL carries the kine role's password, so it is passed in the child's environment
  * (KINE_ENDPOINT, readable only by root through /proc), never in argv. Kine must point at the
  * current primary: a standby is read-only. On the leader that is its local PostgreSQL; on the
@@ -8,8 +14,44 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
+import { join } from 'node:path';
 import { kineEndpoint } from './core/pgconf.ts';
+import type { ClusterSecrets } from './core/secrets.ts';
+import { ensureDir, lookupUser, type OsUser } from './files.ts';
+import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { runTool } from '../adapters/exec.ts';
+
+/** The unprivileged user Kine runs as on the appliance (the image creates it with sysusers.d). */
+export const KINE_USER = 'geminik8s-kine';
+
+/** The Kine user when this system has one (the appliance), else undefined (Kine runs as the agent's user). */
+export function kineUser(): OsUser | undefined {
+  try {
+    return lookupUser(KINE_USER);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What a Kine process reads, in a directory of its own that only it (and root) can read: the CA of
+ * the PostgreSQL server certificates (verify-full) and, for remote clients, its server certificate,
+ * key and the CA client certificates must chain to (the pair CA). Rewritten at every start, so a
+ * re-issued node certificate takes effect.
+ */
+export function writeKineFiles(dir: string, secrets: ClusterSecrets, nodeName: string, o: { remoteClients: boolean; owner?: OsUser }): { pgCaFile: string; tls?: KineTls } {
+  ensureDir(dir, 0o700, o.owner);
+  const write = (name: string, pem: string): string => {
+    const path = join(dir, name);
+    writeFileAtomic(path, pem, 0o600, o.owner);
+    return path;
+  };
+  const pgCaFile = write('pg-ca.crt', secrets.ca.certPem);
+  if (!o.remoteClients) return { pgCaFile };
+  const node = secrets.nodes[nodeName];
+  if (!node) throw new Error(`the cluster secrets hold no certificate for node ${nodeName}; Kine cannot serve TLS`);
+  return { pgCaFile, tls: { certFile: write('server.crt', node.certPem), keyFile: write('server.key', node.keyPem), caFile: write('client-ca.crt', secrets.ca.certPem) } };
+}
 
 export interface KineOptions {
   /** The kine executable (appliance: /usr/local/bin/kine). */
@@ -31,11 +73,42 @@ export interface KineOptions {
   startTimeoutMs?: number;
   /** Called as soon as the process exists, before the health wait (to record its pid durably). */
   onSpawn?: (pid: number) => void;
+  /** Serve TLS and require client certificates signed by `caFile` (remote etcd clients). */
+  tls?: KineTls;
+  /** Run Kine as this user instead of the agent's (root): it needs no privilege. */
+  runAs?: { uid: number; gid: number };
+}
+
+/** Server certificate, key and the CA client certificates must chain to (PEM files). */
+export interface KineTls {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+}
+
+/** How a client on this box reaches a Kine listening on `listenAddress` (a wildcard listens on loopback too). */
+export interface KineClient {
+  endpoint: string;
+  tls?: KineTls;
+}
+
+export function localKineClient(listenAddress: string, tls?: KineTls): KineClient {
+  const port = listenAddress.slice(listenAddress.lastIndexOf(':') + 1);
+  const host = listenAddress.slice(0, listenAddress.lastIndexOf(':'));
+  const local = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host;
+  return { endpoint: `${tls ? 'https' : 'http'}://${local}:${port}`, ...(tls ? { tls } : {}) };
+}
+
+/** etcdctl flags for a client (the node certificate doubles as the client certificate). */
+export function etcdctlFlags(c: KineClient): string[] {
+  return [`--endpoints=${c.endpoint}`, ...(c.tls ? [`--cacert=${c.tls.caFile}`, `--cert=${c.tls.certFile}`, `--key=${c.tls.keyFile}`] : [])];
 }
 
 export interface KineProcess {
   pid: number;
   listenAddress: string;
+  /** How the agent itself talks to this Kine. */
+  client: KineClient;
   /** Settles when the process exits (any reason). */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGTERM, then SIGKILL after `graceMs` (default 5 s). Resolves when gone. */
@@ -48,10 +121,10 @@ export type KineHealth = { ok: true; revision: number; ms: number } | { ok: fals
  * Health: an etcd `endpoint status` through etcdctl (Debian etcd-client), which goes through Kine to
  * the database; returns the current revision.
  */
-export async function kineHealth(listenAddress: string, timeoutMs = 3000): Promise<KineHealth> {
+export async function kineHealth(client: KineClient, timeoutMs = 3000): Promise<KineHealth> {
   const t = Date.now();
   try {
-    const r = await runTool('etcdctl', [`--endpoints=http://${listenAddress}`, `--command-timeout=${Math.max(1, Math.round(timeoutMs / 1000))}s`, '-w', 'json', 'get', '--keys-only', '--limit=1', '/registry/health'], {
+    const r = await runTool('etcdctl', [...etcdctlFlags(client), `--command-timeout=${Math.max(1, Math.round(timeoutMs / 1000))}s`, '-w', 'json', 'get', '--keys-only', '--limit=1', '/registry/health'], {
       env: { ETCDCTL_API: '3' },
       timeoutMs: timeoutMs + 2000,
     });
@@ -67,9 +140,11 @@ export async function startKine(o: KineOptions): Promise<KineProcess> {
   const fd = o.logFile ? openSync(o.logFile, 'a', 0o640) : undefined;
   let child: ChildProcess;
   try {
-    child = spawn(o.binary, ['--listen-address', o.listenAddress, '--metrics-bind-address', o.metricsBindAddress ?? '0', ...(o.extraArgs ?? [])], {
+    const tlsArgs = o.tls ? ['--server-cert-file', o.tls.certFile, '--server-key-file', o.tls.keyFile, '--trusted-ca-file', o.tls.caFile] : [];
+    child = spawn(o.binary, ['--listen-address', o.listenAddress, '--metrics-bind-address', o.metricsBindAddress ?? '0', ...tlsArgs, ...(o.extraArgs ?? [])], {
       stdio: ['ignore', fd ?? 'ignore', fd ?? 'ignore'],
       env: { ...process.env, KINE_ENDPOINT: endpoint },
+      ...(o.runAs ?? {}),
     });
   } finally {
     if (fd !== undefined) closeSync(fd);
@@ -82,9 +157,11 @@ export async function startKine(o: KineOptions): Promise<KineProcess> {
   if (child.pid !== undefined) o.onSpawn?.(child.pid);
   let gone = false;
   void exited.then(() => (gone = true));
+  const client = localKineClient(o.listenAddress, o.tls);
   const proc: KineProcess = {
     pid: child.pid ?? -1,
     listenAddress: o.listenAddress,
+    client,
     exited,
     async stop(graceMs = 5000) {
       if (gone) return;
@@ -100,7 +177,7 @@ export async function startKine(o: KineOptions): Promise<KineProcess> {
     const raced = await Promise.race([exited.then(() => 'exited' as const), spawnError.then((e) => e), new Promise((r) => setTimeout(r, 200)).then(() => 'tick' as const)]);
     if (raced instanceof Error) throw new Error(`kine could not start: ${raced.message}`);
     if (raced === 'exited') throw new Error(`kine exited during start (${JSON.stringify(await exited)})${o.logFile ? `; see ${o.logFile}` : ''}`);
-    last = await kineHealth(o.listenAddress, 2000);
+    last = await kineHealth(client, 2000);
     if (last.ok) return proc;
   }
   await proc.stop();

@@ -70,13 +70,22 @@ export async function generateCa(commonName = 'geminik8s pair CA'): Promise<PemP
 /** Issues a server+client certificate for `node` from the pair CA (SANs: node IP, VIP, 127.0.0.1, localhost, name). */
 export async function issueNodeCert(ca: PemPair, node: NodeIdentity, vip?: string): Promise<PemPair & { sans: string[] }> {
   const sans = nodeSans(node, vip);
+  return { ...(await issueCert(ca, node.name, sans, 'v3_node')), sans };
+}
+
+/** A client-only certificate from the pair CA for a remote etcd client of Kine (common name `name`). */
+export function issueClientCert(ca: PemPair, name: string): Promise<PemPair> {
+  return issueCert(ca, name, [], 'v3_client');
+}
+
+async function issueCert(ca: PemPair, cn: string, sans: string[], extensions: 'v3_node' | 'v3_client'): Promise<PemPair> {
   return withPrivateDir(async (dir) => {
     writeFileSync(join(dir, 'ca.crt'), ca.certPem, { mode: 0o600 });
     writeFileSync(join(dir, 'ca.key'), ca.keyPem, { mode: 0o600 });
-    const key = await genKey(dir, 'node.key');
-    await runTool('openssl', ['req', '-new', '-key', key, '-subj', `/CN=${node.name}`, '-out', join(dir, 'node.csr')]);
-    const certPem = await signCsr(dir, { csr: 'node.csr', cn: node.name, sans, ca: { cert: 'ca.crt', key: 'ca.key' }, extensions: 'v3_node', out: 'node.crt' });
-    return { certPem, keyPem: readFileSync(key, 'utf8'), sans };
+    const key = await genKey(dir, 'cert.key');
+    await runTool('openssl', ['req', '-new', '-key', key, '-subj', `/CN=${cn}`, '-out', join(dir, 'cert.csr')]);
+    const certPem = await signCsr(dir, { csr: 'cert.csr', cn, sans, ca: { cert: 'ca.crt', key: 'ca.key' }, extensions, out: 'cert.crt' });
+    return { certPem, keyPem: readFileSync(key, 'utf8') };
   });
 }
 

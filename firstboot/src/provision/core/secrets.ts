@@ -97,6 +97,13 @@ export function renderOpensslCaConfig(sans: readonly string[]): string {
     'extendedKeyUsage = serverAuth,clientAuth',
     `subjectAltName = ${sans.length ? sans.join(',') : 'DNS:localhost'}`,
     'authorityKeyIdentifier = keyid',
+    // Remote etcd clients of Kine (a Kubernetes server elsewhere): client authentication only, so a
+    // leaked client certificate cannot impersonate a node's PostgreSQL or Kine server.
+    '[v3_client]',
+    'basicConstraints = critical,CA:FALSE',
+    'keyUsage = critical,digitalSignature',
+    'extendedKeyUsage = clientAuth',
+    'authorityKeyIdentifier = keyid',
     '',
   ].join('\n');
 }
