@@ -11,6 +11,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
+import { BEACON_HEADER_BYTES } from '../../firstboot/src/pairing/core/beacon.ts';
 
 const DRIVER_ENV = 'GK8S_PAIR_DRIVER';
 const HERE = fileURLToPath(import.meta.url);
@@ -75,8 +76,8 @@ async function runDriver(cfg: DriverConfig): Promise<void> {
     const packet = await new Promise<Buffer | undefined>((resolve) => {
       const timer = setTimeout(() => resolve(undefined), cfg.timeoutMs);
       sock.on('message', (msg, rinfo) => {
-        if (rinfo.address !== cfg.from || msg.length < 37) return;
-        const body = JSON.parse(msg.subarray(36).toString('utf8')) as { t?: string };
+        if (rinfo.address !== cfg.from || msg.length <= BEACON_HEADER_BYTES) return;
+        const body = JSON.parse(msg.subarray(BEACON_HEADER_BYTES).toString('utf8')) as { t?: string };
         if (body.t !== 'announce') return;
         clearTimeout(timer);
         resolve(msg);
@@ -359,12 +360,14 @@ function defineTests(test: TestFn): void {
     t.like(rc, { ok: true });
     const captured = Buffer.from(String(rc.hex), 'hex');
     const flipped = Buffer.from(captured);
-    flipped[10] = (flipped[10] ?? 0) ^ 0x01; // inside the 32-byte MAC (bytes 4..35)
+    flipped[BEACON_HEADER_BYTES - 10] = (flipped[BEACON_HEADER_BYTES - 10] ?? 0) ^ 0x01; // inside the 32-byte MAC that ends the header
     await new Promise((r) => setTimeout(r, 1500)); // B has certainly seen a later announce of A by now
     const send = start(t, topo, topo.gw.ns, { mode: 'send', packets: [captured.toString('hex'), flipped.toString('hex')], host: n2.address, port: PORT }, 'gw-send');
     t.like(await send.result(10_000), { ok: true, sent: 2 });
-    const replay = await b.waitFor((e) => e.event === 'pairing-beacon-rejected' && e.reason === 'replay' && e.from === topo.gw.address, 5000, 'replay rejection');
+    // Replayed from another host, the authentic announce names A's address, not its source: dropped.
+    const replay = await b.waitFor((e) => e.event === 'pairing-beacon-rejected' && e.reason === 'address-mismatch' && e.from === topo.gw.address, 5000, 'replay rejection');
     t.is(replay.peer, ID.a);
+    t.is(replay.claimed, n1.address);
     await b.waitFor((e) => e.event === 'pairing-beacon-rejected' && e.reason === 'bad-mac' && e.from === topo.gw.address, 5000, 'bad-MAC rejection');
 
     // Third node, right secret, lowest node id (so it would be the one to dial).

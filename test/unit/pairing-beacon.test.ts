@@ -1,7 +1,9 @@
 import test from 'ava';
 import { createHmac } from 'node:crypto';
 import {
+  BEACON_HEADER_BYTES,
   BEACON_MAGIC,
+  BEACON_VERSION,
   decodeBeacon,
   encodeBeacon,
   MAX_BEACON_BYTES,
@@ -9,6 +11,7 @@ import {
   ReplayWindow,
   type Announce,
   type BeaconMessage,
+  siteTag,
 } from '../../firstboot/src/pairing/core/beacon.ts';
 import { derivePairKeys } from '../../firstboot/src/pairing/core/keys.ts';
 
@@ -18,31 +21,34 @@ const A = 'a'.repeat(32);
 const B = 'b'.repeat(32);
 const BOOT = '0'.repeat(31) + '1';
 const state = { role: 'unassigned', term: 0, committed: false, timeline: 0, lsn: '0/0', tcpPort: 7946, pair: [] as string[] };
-const announce: Announce = { v: 1, t: 'announce', site: 'shop-1', node: A, boot: BOOT, seq: 1, state };
+const ADDR = '192.0.2.11';
+const announce: Announce = { v: 2, t: 'announce', site: 'shop-1', node: A, boot: BOOT, addr: ADDR, seq: 1, state };
 
-function raw(body: unknown, key = keys.beaconMac): Buffer {
-  const b = Buffer.from(JSON.stringify(body));
-  return Buffer.concat([BEACON_MAGIC, createHmac('sha256', key).update(BEACON_MAGIC).update(b).digest(), b]);
+/** A correctly MACed v2 datagram around any body (header from `site`/`sender`). */
+function raw(body: unknown, key = keys.beaconMac, o: { site?: string; sender?: string; text?: string } = {}): Buffer {
+  const head = Buffer.concat([BEACON_MAGIC, Buffer.from([BEACON_VERSION]), siteTag(o.site ?? 'shop-1'), Buffer.from(o.sender ?? A, 'hex')]);
+  const b = Buffer.from(o.text ?? JSON.stringify(body));
+  return Buffer.concat([head, createHmac('sha256', key).update(head).update(b).digest(), b]);
 }
 
 test('all three kinds round-trip through encode/decode', (t) => {
   const msgs: BeaconMessage[] = [
     announce,
-    { v: 1, t: 'challenge', site: 'shop-1', node: B, boot: BOOT, to: A, nonce: 'c'.repeat(32) },
-    { v: 1, t: 'response', site: 'shop-1', node: A, boot: BOOT, to: B, nonce: 'c'.repeat(32), state: { ...state, pair: [A, B], name: 'edge-1' } },
+    { v: 2, t: 'challenge', site: 'shop-1', node: B, boot: BOOT, addr: '192.0.2.12', to: A, nonce: 'c'.repeat(32) },
+    { v: 2, t: 'response', site: 'shop-1', node: A, boot: BOOT, addr: ADDR, to: B, nonce: 'c'.repeat(32), state: { ...state, pair: [A, B], name: 'edge-1' } },
   ];
   for (const m of msgs) t.deepEqual(decodeBeacon(encodeBeacon(m, keys.beaconMac), keys.beaconMac, 'shop-1'), { ok: true, msg: m });
 });
 
 test('any flipped bit in MAC or body, or another secret, fails authentication', (t) => {
   const packet = encodeBeacon(announce, keys.beaconMac);
-  for (let i = BEACON_MAGIC.length; i < packet.length; i += 1) {
+  for (let i = BEACON_MAGIC.length + 1; i < packet.length; i += 1) {
     const p = Buffer.from(packet);
     p[i] = (p[i] ?? 0) ^ 0x01;
     const r = decodeBeacon(p, keys.beaconMac, 'shop-1');
     t.false(r.ok, `byte ${i}`);
-    // flips inside the site id may read as another site: also dropped
-    if (!r.ok) t.true(['bad-mac', 'malformed', 'other-site'].includes(r.reason), r.reason);
+    // flips inside the site tag read as another site: also dropped
+    if (!r.ok) t.true(['bad-mac', 'other-site'].includes(r.reason), r.reason);
   }
   const other = derivePairKeys(Buffer.alloc(32, 8).toString('base64'), 'shop-1');
   t.like(decodeBeacon(packet, other.beaconMac, 'shop-1'), { ok: false, reason: 'bad-mac' });
@@ -53,14 +59,20 @@ test('another site is dropped as such; junk is dropped before any parsing', (t) 
   t.like(decodeBeacon(Buffer.alloc(MAX_BEACON_BYTES + 1), keys.beaconMac, 'shop-1'), { ok: false, reason: 'too-large' });
   t.like(decodeBeacon(Buffer.from('GK8B'), keys.beaconMac, 'shop-1'), { ok: false, reason: 'too-short' });
   t.like(decodeBeacon(Buffer.alloc(100, 1), keys.beaconMac, 'shop-1'), { ok: false, reason: 'bad-magic' });
-  t.like(decodeBeacon(Buffer.concat([BEACON_MAGIC, Buffer.alloc(32), Buffer.from('{')]), keys.beaconMac, 'shop-1'), { ok: false, reason: 'malformed' });
+  t.like(decodeBeacon(Buffer.concat([BEACON_MAGIC, Buffer.from([1]), Buffer.alloc(100)]), keys.beaconMac, 'shop-1'), { ok: false, reason: 'bad-version' });
+  t.like(decodeBeacon(raw(null, keys.beaconMac, { text: '{' }), keys.beaconMac, 'shop-1'), { ok: false, reason: 'malformed' });
   t.throws(() => encodeBeacon({ ...announce, state: { ...state, role: 'x'.repeat(MAX_BEACON_BYTES) } }, keys.beaconMac));
 });
 
 test('correctly MACed but off-schema bodies are rejected as malformed', (t) => {
   const bad: unknown[] = [
     { ...announce, extra: 1 },
-    { ...announce, v: 2 },
+    { ...announce, v: 1 },
+    { ...announce, addr: undefined },
+    { ...announce, addr: '300.1.1.1' },
+    { ...announce, addr: 'host.example' },
+    { ...announce, node: B },
+    { ...announce, site: 'shop-2' },
     { ...announce, seq: 0 },
     { ...announce, seq: 1.5 },
     { ...announce, node: 'A'.repeat(32) },
@@ -70,12 +82,23 @@ test('correctly MACed but off-schema bodies are rejected as malformed', (t) => {
     { ...announce, state: { ...state, pair: [A] } },
     { ...announce, state: { ...state, committed: 'yes' } },
     { ...announce, state: { ...state, extra: true } },
-    { v: 1, t: 'challenge', site: 'shop-1', node: B, boot: BOOT, to: A, nonce: 'short' },
-    { v: 1, t: 'challenge', site: 'shop-1', node: B, boot: BOOT, to: A, nonce: 'c'.repeat(32), state },
-    { v: 1, t: 'other', site: 'shop-1', node: B, boot: BOOT },
+    { v: 2, t: 'challenge', site: 'shop-1', node: A, boot: BOOT, addr: ADDR, to: B, nonce: 'short' },
+    { v: 2, t: 'challenge', site: 'shop-1', node: A, boot: BOOT, addr: ADDR, to: B, nonce: 'c'.repeat(32), state },
+    { v: 2, t: 'other', site: 'shop-1', node: A, boot: BOOT, addr: ADDR },
     [1, 2],
   ];
   for (const b of bad) t.like(decodeBeacon(raw(b), keys.beaconMac, 'shop-1'), { ok: false, reason: 'malformed' }, JSON.stringify(b));
+});
+
+test('the MAC is checked before anything in the body is read', (t) => {
+  // Not JSON, not even UTF-8: with a wrong MAC it is rejected as such, the body never parsed.
+  const junkBody = Buffer.concat([raw(announce).subarray(0, BEACON_HEADER_BYTES), Buffer.from([0xff, 0xfe, 0x7b])]);
+  t.like(decodeBeacon(junkBody, keys.beaconMac, 'shop-1'), { ok: false, reason: 'bad-mac' });
+  // A body that claims another sender than the header is refused even with a good MAC.
+  t.like(decodeBeacon(raw(announce, keys.beaconMac, { sender: B }), keys.beaconMac, 'shop-1'), { ok: false, reason: 'malformed', detail: 'body disagrees with the header' });
+  // Another site's pair on the LAN: dropped on the fixed header, quietly, before the MAC.
+  const other = derivePairKeys(Buffer.alloc(32, 9).toString('base64'), 'shop-2');
+  t.like(decodeBeacon(encodeBeacon({ ...announce, site: 'shop-2' }, other.beaconMac), keys.beaconMac, 'shop-1'), { ok: false, reason: 'other-site' });
 });
 
 test('replay window: strictly increasing seq per (node, boot); a new boot starts afresh', (t) => {

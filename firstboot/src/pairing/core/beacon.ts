@@ -1,22 +1,38 @@
 /**
  * Discovery datagrams: encoding, authentication and strict parsing. Pure.
  *
- * Wire format: "GK8B" (4 bytes) | HMAC-SHA256(beacon-mac key, "GK8B" | body) (32 bytes) | body,
- * where body is a UTF-8 JSON object. Three kinds:
- *  - announce  {v, t:"announce", site, node, boot, seq, state}      broadcast ≈ every second
- *  - challenge {v, t:"challenge", site, node, boot, to, nonce}       unicast reply to an announce
- *  - response  {v, t:"response", site, node, boot, to, nonce, state} unicast answer to a challenge
- * An announce is only a hint: a peer counts as discovered once it answered a fresh, single-use
- * nonce. `seq` strictly increases per (node, boot) so a captured announce replayed is dropped;
- * nothing relies on clocks.
+ * Wire format (version 2), a fixed binary header then a UTF-8 JSON body:
+ *   "GK8B" (4) | version (1) | site tag (4) | sender node id (16) | HMAC-SHA256 (32) | body
+ * The MAC covers the header before it and the body. A receiver reads only fixed-offset bytes
+ * before the MAC is checked: the site tag (a hash of the site id, so another site's pair on the
+ * LAN is dropped quietly rather than reported as a wrong secret) and the sender; the body is parsed
+ * only once authenticated, so a flood of forged packets costs one HMAC each and nothing more.
+ * Three kinds:
+ *  - announce  {v, t:"announce", site, node, boot, addr, seq, state}      broadcast ≈ every second
+ *  - challenge {v, t:"challenge", site, node, boot, addr, to, nonce}       unicast reply to an announce
+ *  - response  {v, t:"response", site, node, boot, addr, to, nonce, state} unicast answer to a challenge
+ * `addr` is the sender's own LAN address inside the authenticated body: a receiver drops a datagram
+ * whose source address differs, so a captured or forged packet sent from elsewhere never makes a
+ * node send a challenge or response to a third address. An announce is only a hint: a peer counts
+ * as discovered once it answered a fresh, single-use nonce. `seq` strictly increases per (node,
+ * boot) so a captured announce replayed is dropped; nothing relies on clocks.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
 import { isLsn } from './election.ts';
-import { bool, HEX128_RE, int, NAME_RE, NODE_ID_RE, object, ROLE_RE, SchemaError, SITE_ID_RE, str, type Obj } from './schema.ts';
+import { bool, HEX128_RE, int, MAX_TERM, NAME_RE, NODE_ID_RE, object, ROLE_RE, SchemaError, SITE_ID_RE, str, type Obj } from './schema.ts';
 
-export const BEACON_VERSION = 1;
+export const BEACON_VERSION = 2;
 export const BEACON_MAGIC = Buffer.from('GK8B', 'ascii');
 export const BEACON_MAC_BYTES = 32;
+const SITE_TAG_BYTES = 4;
+const SENDER_BYTES = 16;
+/** Offsets of the fixed header. */
+const AT_VERSION = BEACON_MAGIC.length;
+const AT_SITE = AT_VERSION + 1;
+const AT_SENDER = AT_SITE + SITE_TAG_BYTES;
+const AT_MAC = AT_SENDER + SENDER_BYTES;
+export const BEACON_HEADER_BYTES = AT_MAC + BEACON_MAC_BYTES;
 /** Datagrams larger than this are dropped unread (fits one Ethernet frame). */
 export const MAX_BEACON_BYTES = 1200;
 export const DEFAULT_BEACON_PORT = 7946;
@@ -53,6 +69,8 @@ interface Base {
   site: string;
   node: string;
   boot: string;
+  /** The sender's LAN address; must equal the datagram's source address. */
+  addr: string;
 }
 export interface Announce extends Base {
   t: 'announce';
@@ -73,45 +91,57 @@ export interface Response extends Base {
 export type BeaconMessage = Announce | Challenge | Response;
 
 /** Why a datagram was dropped; stable strings for logs and tests. */
-export type RejectReason = 'too-large' | 'too-short' | 'bad-magic' | 'malformed' | 'other-site' | 'bad-mac';
+export type RejectReason = 'too-large' | 'too-short' | 'bad-magic' | 'bad-version' | 'malformed' | 'other-site' | 'bad-mac';
 
 export type DecodeResult = { ok: true; msg: BeaconMessage } | { ok: false; reason: RejectReason; detail?: string };
 
+/** First bytes of sha256("geminik8s-site:" + site id): not secret, only tells sites apart cheaply. */
+export function siteTag(siteId: string): Buffer {
+  return createHash('sha256').update(`geminik8s-site:${siteId}`).digest().subarray(0, SITE_TAG_BYTES);
+}
+
+function header(msg: BeaconMessage): Buffer {
+  const h = Buffer.alloc(AT_MAC);
+  BEACON_MAGIC.copy(h, 0);
+  h[AT_VERSION] = BEACON_VERSION;
+  siteTag(msg.site).copy(h, AT_SITE);
+  Buffer.from(msg.node, 'hex').copy(h, AT_SENDER);
+  return h;
+}
+
 export function encodeBeacon(msg: BeaconMessage, macKey: Buffer): Buffer {
+  const head = header(msg);
   const body = Buffer.from(JSON.stringify(msg), 'utf8');
-  const mac = createHmac('sha256', macKey).update(BEACON_MAGIC).update(body).digest();
-  const out = Buffer.concat([BEACON_MAGIC, mac, body]);
+  const mac = createHmac('sha256', macKey).update(head).update(body).digest();
+  const out = Buffer.concat([head, mac, body]);
   if (out.length > MAX_BEACON_BYTES) throw new Error(`beacon of ${out.length} bytes exceeds ${MAX_BEACON_BYTES}`);
   return out;
 }
 
 /**
- * Authenticates and parses one datagram. The site id is read before the MAC is checked only to
- * tell "another site's pair on this LAN" (normal, dropped quietly) from "same site, wrong secret"
- * (worth a warning); nothing else in an unauthenticated body is used.
+ * Authenticates, then parses, one datagram. Before the MAC only fixed header bytes are compared;
+ * the body is not touched. After it, the body must name the same site and sender as the header.
  */
 export function decodeBeacon(packet: Buffer, macKey: Buffer, siteId: string): DecodeResult {
   if (packet.length > MAX_BEACON_BYTES) return { ok: false, reason: 'too-large' };
-  if (packet.length <= BEACON_MAGIC.length + BEACON_MAC_BYTES) return { ok: false, reason: 'too-short' };
+  if (packet.length <= BEACON_HEADER_BYTES) return { ok: false, reason: 'too-short' };
   if (!packet.subarray(0, BEACON_MAGIC.length).equals(BEACON_MAGIC)) return { ok: false, reason: 'bad-magic' };
-  const mac = packet.subarray(BEACON_MAGIC.length, BEACON_MAGIC.length + BEACON_MAC_BYTES);
-  const body = packet.subarray(BEACON_MAGIC.length + BEACON_MAC_BYTES);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(body.toString('utf8'));
-  } catch {
-    return { ok: false, reason: 'malformed', detail: 'body is not JSON' };
-  }
-  const site = typeof raw === 'object' && raw !== null ? (raw as Obj).site : undefined;
-  if (typeof site === 'string' && site !== siteId) return { ok: false, reason: 'other-site' };
-  const expected = createHmac('sha256', macKey).update(BEACON_MAGIC).update(body).digest();
+  if (packet[AT_VERSION] !== BEACON_VERSION) return { ok: false, reason: 'bad-version' };
+  if (!packet.subarray(AT_SITE, AT_SITE + SITE_TAG_BYTES).equals(siteTag(siteId))) return { ok: false, reason: 'other-site' };
+  const mac = packet.subarray(AT_MAC, BEACON_HEADER_BYTES);
+  const body = packet.subarray(BEACON_HEADER_BYTES);
+  const expected = createHmac('sha256', macKey).update(packet.subarray(0, AT_MAC)).update(body).digest();
   if (!timingSafeEqual(mac, expected)) return { ok: false, reason: 'bad-mac' };
+  let msg: BeaconMessage;
   try {
-    return { ok: true, msg: parseBeaconBody(raw) };
+    msg = parseBeaconBody(JSON.parse(body.toString('utf8')));
   } catch (e) {
     if (e instanceof SchemaError) return { ok: false, reason: 'malformed', detail: e.message };
+    if (e instanceof SyntaxError) return { ok: false, reason: 'malformed', detail: 'body is not JSON' };
     throw e;
   }
+  if (msg.site !== siteId || msg.node !== packet.subarray(AT_SENDER, AT_MAC).toString('hex')) return { ok: false, reason: 'malformed', detail: 'body disagrees with the header' };
+  return { ok: true, msg };
 }
 
 export function parseBeaconState(v: unknown, where = 'state'): BeaconState {
@@ -124,7 +154,7 @@ export function parseBeaconState(v: unknown, where = 'state'): BeaconState {
   }
   const state: BeaconState = {
     role: str(o, 'role', ROLE_RE, where),
-    term: int(o, 'term', 0, Number.MAX_SAFE_INTEGER, where),
+    term: int(o, 'term', 0, MAX_TERM, where),
     committed: bool(o, 'committed', where),
     timeline: int(o, 'timeline', 0, 0xffffffff, where),
     lsn,
@@ -153,10 +183,10 @@ function parseHeartbeatFacts(v: unknown, where: string): HeartbeatFacts {
 }
 
 export function parseBeaconBody(raw: unknown): BeaconMessage {
-  const head = object(raw, 'beacon', ['v', 't'], ['site', 'node', 'boot', 'seq', 'state', 'to', 'nonce']);
+  const head = object(raw, 'beacon', ['v', 't'], ['site', 'node', 'boot', 'addr', 'seq', 'state', 'to', 'nonce']);
   if (head.v !== BEACON_VERSION) throw new SchemaError('beacon.v is not a supported version');
   const t = head.t;
-  const base = ['v', 't', 'site', 'node', 'boot'];
+  const base = ['v', 't', 'site', 'node', 'boot', 'addr'];
   if (t === 'announce') {
     const o = object(raw, 'announce', [...base, 'seq', 'state']);
     return { ...parseBase(o, 'announce'), t, seq: int(o, 'seq', 1, Number.MAX_SAFE_INTEGER, 'announce'), state: parseBeaconState(o.state, 'announce.state') };
@@ -179,7 +209,9 @@ export function parseBeaconBody(raw: unknown): BeaconMessage {
 }
 
 function parseBase(o: Obj, where: string): Base {
-  return { v: BEACON_VERSION, site: str(o, 'site', SITE_ID_RE, where), node: str(o, 'node', NODE_ID_RE, where), boot: str(o, 'boot', HEX128_RE, where) };
+  const addr = str(o, 'addr', /^[0-9.]{7,15}$/, where);
+  if (isIP(addr) !== 4) throw new SchemaError(`${where}.addr is not an IPv4 address`);
+  return { v: BEACON_VERSION, site: str(o, 'site', SITE_ID_RE, where), node: str(o, 'node', NODE_ID_RE, where), boot: str(o, 'boot', HEX128_RE, where), addr };
 }
 
 /**

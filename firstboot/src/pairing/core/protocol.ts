@@ -9,7 +9,7 @@
  */
 import type { Candidate } from './election.ts';
 import { isLsn } from './election.ts';
-import { bool, int, NAME_RE, NODE_ID_RE, object, SchemaError, SITE_ID_RE, str } from './schema.ts';
+import { bool, int, MAX_TERM, NAME_RE, NODE_ID_RE, object, SchemaError, SITE_ID_RE, str } from './schema.ts';
 
 export const CHANNEL_VERSION = 1;
 
@@ -45,7 +45,6 @@ export interface Abort {
 export type ChannelMessage = Hello | Propose | Secrets | Ack | Refused | Abort;
 
 const REASON_RE = /^[\x20-\x7e]{1,200}$/;
-const MAX_TERM = Number.MAX_SAFE_INTEGER;
 
 export function parseCandidate(v: unknown, where = 'candidate'): Candidate {
   const o = object(v, where, ['nodeId', 'committed', 'term', 'timeline', 'lsn'], ['name', 'leader']);

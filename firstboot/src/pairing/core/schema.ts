@@ -36,6 +36,12 @@ export function bool(o: Obj, k: string, where: string): boolean {
 }
 
 export const NODE_ID_RE = /^[0-9a-f]{32}$/;
+/**
+ * The largest term a peer may claim. Terms grow by one per promotion, so no real pair comes near
+ * it; a bound keeps a forged or corrupt value from pushing a node's persisted term to where
+ * arithmetic on it stops being exact.
+ */
+export const MAX_TERM = 2 ** 31 - 1;
 export const HEX128_RE = /^[0-9a-f]{32}$/;
 export const SITE_ID_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 export const NAME_RE = SITE_ID_RE;

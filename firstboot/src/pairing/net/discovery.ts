@@ -5,9 +5,15 @@
  * Every `intervalMs` the node broadcasts an authenticated ANNOUNCE. On a fresh announce from an
  * unknown (or re-booted, or not recently verified) peer it unicasts a CHALLENGE with a single-use
  * random nonce; the peer counts as discovered only once it answered that nonce with a RESPONSE.
- * Sockets: one bound to 0.0.0.0:port receives broadcasts; when `bindAddress` (the interface
- * address) is given, a second socket bound to bindAddress:port sends, so 255.255.255.255 leaves
- * through that interface (Linux picks the device owning the source address for limited broadcast).
+ * Sockets: one bound to 0.0.0.0:port receives broadcasts; a second socket bound to
+ * bindAddress:port (the interface address) sends, so 255.255.255.255 leaves through that interface
+ * (Linux picks the device owning the source address for limited broadcast).
+ *
+ * Cheap to abuse? No: a datagram costs one HMAC before anything else is read (../core/beacon.ts);
+ * one whose authenticated sender address is not its source address is dropped, so nothing is ever
+ * sent to an address a datagram merely claims; challenges and responses this node sends are
+ * limited to a small budget per second whatever arrives; rejections are logged at most once per
+ * reason and source, and only a bounded number of lines per interval in all.
  */
 import { randomBytes } from 'node:crypto';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
@@ -50,8 +56,8 @@ export interface DiscoveryOptions {
   siteId: string;
   keys: PairKeys;
   nodeId: string;
-  /** Interface address to send from (recommended); omitted: one socket on 0.0.0.0. */
-  bindAddress?: string;
+  /** Interface address: datagrams are sent from it and name it as their sender address. */
+  bindAddress: string;
   /** Where announces go. Default 255.255.255.255. */
   broadcastAddress?: string;
   /** UDP port. Default 7946. */
@@ -100,7 +106,29 @@ const REJECT_TEXT: Record<string, string> = {
   'too-short': 'truncated datagram',
   'bad-magic': 'not a geminik8s beacon',
   'stale-nonce': 'response to an unknown, used or expired challenge',
+  'bad-version': 'beacon of another protocol version',
+  'address-mismatch': 'source address differs from the authenticated sender address (forged or reflected)',
+  'reply-budget': 'challenge/response budget for this second spent (flood?)',
 };
+
+/**
+ * At most `perSecond` replies (challenges and responses) in any second: a flood of valid-looking
+ * traffic can never make this node a packet source of its own.
+ */
+class ReplyBudget {
+  #windowStart = 0;
+  #used = 0;
+  constructor(private readonly perSecond = 20) {}
+  take(now: number): boolean {
+    if (now - this.#windowStart >= 1000) {
+      this.#windowStart = now;
+      this.#used = 0;
+    }
+    if (this.#used >= this.perSecond) return false;
+    this.#used++;
+    return true;
+  }
+}
 
 export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery> {
   const port = opts.port ?? DEFAULT_BEACON_PORT;
@@ -135,18 +163,17 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
     });
 
   const recv = await bindSocket('0.0.0.0');
-  let send = recv;
-  if (opts.bindAddress !== undefined && opts.bindAddress !== '0.0.0.0') {
-    try {
-      send = await bindSocket(opts.bindAddress);
-    } catch (e) {
-      recv.close();
-      throw e;
-    }
+  let send: Socket;
+  try {
+    send = await bindSocket(opts.bindAddress);
+  } catch (e) {
+    recv.close();
+    throw e;
   }
+  const replies = new ReplyBudget();
 
   const state = (): BeaconState => ({ ...opts.getState(), pair: [...pair] });
-  const base = () => ({ v: BEACON_VERSION, site: siteId, node: nodeId, boot: bootId }) as const;
+  const base = () => ({ v: BEACON_VERSION, site: siteId, node: nodeId, boot: bootId, addr: opts.bindAddress }) as const;
   const transmit = (msg: BeaconMessage, address: string, toPort: number) => {
     if (closed) return;
     send.send(encodeBeacon(msg, macKey), toPort, address, (err) => {
@@ -174,6 +201,7 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
     const now = performance.now();
     const pendingAt = nonces.pendingSince(peer, now);
     if (pendingAt !== undefined && now - pendingAt < intervalMs) return;
+    if (!replies.take(now)) return reject(rinfo, 'reply-budget');
     const nonce = randomBytes(16).toString('hex');
     nonces.issue(nonce, peer, now);
     const msg: Challenge = { ...base(), t: 'challenge', to: peer, nonce };
@@ -216,6 +244,7 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
     const r = decodeBeacon(packet, macKey, siteId);
     if (!r.ok) return reject(rinfo, r.reason, r.detail !== undefined ? { detail: r.detail } : {});
     const msg = r.msg;
+    if (msg.addr !== rinfo.address) return reject(rinfo, 'address-mismatch', { peer: msg.node, claimed: msg.addr });
     if (msg.node === nodeId) {
       if (msg.boot !== bootId) {
         rlog.event(`dup|${msg.boot}`, 'error', 'pairing-duplicate-node-id', {
@@ -240,6 +269,7 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
       }
       case 'challenge': {
         if (msg.to !== nodeId) return;
+        if (!replies.take(now)) return reject(rinfo, 'reply-budget');
         const resp: Response = { ...base(), t: 'response', to: msg.node, nonce: msg.nonce, state: state() };
         return transmit(resp, rinfo.address, rinfo.port);
       }
@@ -267,7 +297,7 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
     expiry();
     announce();
   }, intervalMs);
-  log.event('info', 'pairing-discovery-started', { nodeId, bootId, port, target, bindAddress: opts.bindAddress ?? '0.0.0.0' });
+  log.event('info', 'pairing-discovery-started', { nodeId, bootId, port, target, bindAddress: opts.bindAddress });
 
   return {
     bootId,
