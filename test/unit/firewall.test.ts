@@ -1,6 +1,8 @@
 import test from 'ava';
 import { readFile, readlink } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import type { Logger } from '../../firstboot/src/adapters/output.ts';
+import { ensureFirewall } from '../../firstboot/src/net/firewall.ts';
 import { DROP_COUNTER, FirewallInputError, renderFirewall, type FirewallInput } from '../../firstboot/src/net/core/firewall.ts';
 
 const PORTS = { ssh: 22, discovery: 7946, channel: 7946, postgres: 5432, kine: 2379 };
@@ -114,4 +116,20 @@ test('the image boot ruleset is what the agent renders for an unpaired node, and
   const boot = await readFile(overlay('etc/nftables.conf'), 'utf8');
   t.deepEqual(statements(boot), statements(renderFirewall({ kineRemote: false, sshOpen: true, ports: PORTS })));
   t.is(await readlink(overlay('etc/systemd/system/sysinit.target.wants/nftables.service')), '/lib/systemd/system/nftables.service');
+});
+
+test('a firewall that cannot be applied is an error event and a retry, never a silent pass', async (t) => {
+  const events: { level: string; event: string; fields: Record<string, unknown> }[] = [];
+  const stop = new AbortController();
+  const log: Logger = {
+    event(level, event, fields = {}) {
+      events.push({ level, event, fields });
+      if (event === 'firewall-apply-failed') stop.abort();
+    },
+  };
+  // The input is refused before nft runs, so this needs no privileges and changes nothing.
+  await t.throwsAsync(ensureFirewall({ ...base, peerAddress: 'not-an-address' }, log, stop.signal), { message: 'stopped while applying the host firewall' });
+  t.is(events.length, 1);
+  t.like(events[0], { level: 'error', event: 'firewall-apply-failed', fields: { peer: 'not-an-address', retryInMs: 1000 } });
+  t.regex(String(events[0]?.fields.error), /peerAddress: "not-an-address" is not an IPv4 or IPv6 address/);
 });
