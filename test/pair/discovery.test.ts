@@ -97,6 +97,7 @@ async function runDriver(cfg: DriverConfig): Promise<void> {
   }
 
   const keys = p.derivePairKeys(cfg.secret, cfg.siteId);
+  const identity = { nodeKey: p.NodeKey.generate(), pinnedKey: () => undefined };
   const candidate = (c: { nodeId: string; name?: string; term?: number; leader?: string }) => ({
     nodeId: c.nodeId,
     committed: false,
@@ -109,7 +110,7 @@ async function runDriver(cfg: DriverConfig): Promise<void> {
   const dial = async (d: NonNullable<AgentConfig['dial']>) => {
     try {
       const ch = await p.connectChannel({ keys, nodeId: cfg.nodeId, peerNodeId: d.peerNodeId, host: d.host, port: d.port, log });
-      const r = await p.negotiate(ch, { siteId: cfg.siteId, self: candidate(cfg), log, secretsIfLeader: () => ({}), onSecrets: async () => undefined });
+      const r = await p.negotiate(ch, { ...identity, siteId: cfg.siteId, self: candidate(cfg), log, secretsIfLeader: () => ({}), onSecrets: async () => undefined });
       return { ok: true, result: r };
     } catch (e) {
       return { ok: false, error: (e as Error).message, kind: (e as Error).constructor.name };
@@ -144,6 +145,7 @@ async function runDriver(cfg: DriverConfig): Promise<void> {
   let received: unknown;
   try {
     const result = await p.runPairing({
+      ...identity,
       discovery: disc,
       server,
       keys,

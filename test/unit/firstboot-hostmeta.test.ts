@@ -98,7 +98,7 @@ test('parseHostMeta rejects what it does not understand', (t) => {
 });
 
 test('a failover transition persists role, never lowers the term, and records the handover', (t) => {
-  const base = { ...startBoot(undefined, new Date(0), ID_A), phase: 'provisioned' as const, role: 'follower' as const, term: 3, pair: { leader: ID_B, peerNodeId: ID_B, peerName: 'b', peerAddress: '10.0.0.2' } };
+  const base = { ...startBoot(undefined, new Date(0), ID_A), phase: 'provisioned' as const, role: 'follower' as const, term: 3, pair: { leader: ID_B, peerNodeId: ID_B, peerName: 'b', peerAddress: '10.0.0.2', peerKey: 'k'.repeat(43) } };
   const promoted = recordLiveness(base, { role: 'leader', term: 4, leader: ID_A, handover: false });
   t.like(promoted, { role: 'leader', term: 4, pair: { leader: ID_A } });
   t.false('handover' in promoted);

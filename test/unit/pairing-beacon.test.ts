@@ -26,7 +26,7 @@ const announce: Announce = { v: 2, t: 'announce', site: 'shop-1', node: A, boot:
 
 /** A correctly MACed v2 datagram around any body (header from `site`/`sender`). */
 function raw(body: unknown, key = keys.beaconMac, o: { site?: string; sender?: string; text?: string } = {}): Buffer {
-  const head = Buffer.concat([BEACON_MAGIC, Buffer.from([BEACON_VERSION]), siteTag(o.site ?? 'shop-1'), Buffer.from(o.sender ?? A, 'hex')]);
+  const head = Buffer.concat([BEACON_MAGIC, Buffer.from([BEACON_VERSION, 0]), siteTag(o.site ?? 'shop-1'), Buffer.from(o.sender ?? A, 'hex')]);
   const b = Buffer.from(o.text ?? JSON.stringify(body));
   return Buffer.concat([head, createHmac('sha256', key).update(head).update(b).digest(), b]);
 }
@@ -37,7 +37,7 @@ test('all three kinds round-trip through encode/decode', (t) => {
     { v: 2, t: 'challenge', site: 'shop-1', node: B, boot: BOOT, addr: '192.0.2.12', to: A, nonce: 'c'.repeat(32) },
     { v: 2, t: 'response', site: 'shop-1', node: A, boot: BOOT, addr: ADDR, to: B, nonce: 'c'.repeat(32), state: { ...state, pair: [A, B], name: 'edge-1' } },
   ];
-  for (const m of msgs) t.deepEqual(decodeBeacon(encodeBeacon(m, keys.beaconMac), keys.beaconMac, 'shop-1'), { ok: true, msg: m });
+  for (const m of msgs) t.deepEqual(decodeBeacon(encodeBeacon(m, keys.beaconMac), keys.beaconMac, 'shop-1'), { ok: true, msg: m, nodeAuthenticated: false });
 });
 
 test('any flipped bit in MAC or body, or another secret, fails authentication', (t) => {
@@ -133,7 +133,7 @@ test('nonces are single use, bound to the peer they were issued to, and expire',
 test('a heartbeat rides on the announce, and a malformed one is rejected whole', (t) => {
   const hb = { pg: 'standby' as const, pgHealthy: true, syncRep: false, handoverForMs: null, peerSilentMs: 840, holdsVip: false };
   const withHb: Announce = { ...announce, state: { ...state, role: 'follower', hb } };
-  t.deepEqual(decodeBeacon(encodeBeacon(withHb, keys.beaconMac), keys.beaconMac, 'shop-1'), { ok: true, msg: withHb });
+  t.deepEqual(decodeBeacon(encodeBeacon(withHb, keys.beaconMac), keys.beaconMac, 'shop-1'), { ok: true, msg: withHb, nodeAuthenticated: false });
   for (const bad of [{ ...hb, pg: 'writable' }, { ...hb, handoverForMs: -1 }, { ...hb, extra: 1 }, { ...hb, holdsVip: 'yes' }]) {
     const r = decodeBeacon(raw({ ...announce, state: { ...state, hb: bad } }), keys.beaconMac, 'shop-1');
     t.like(r, { ok: false, reason: 'malformed' }, JSON.stringify(bad));

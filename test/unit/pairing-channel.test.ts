@@ -2,16 +2,19 @@
 import test from 'ava';
 import { connect as tcpConnect } from 'node:net';
 import { jsonLogger, type Logger } from '../../firstboot/src/adapters/output.ts';
-import { derivePairKeys } from '../../firstboot/src/pairing/core/keys.ts';
+import { derivePairKeys, NodeKey } from '../../firstboot/src/pairing/core/keys.ts';
 import type { Candidate } from '../../firstboot/src/pairing/core/election.ts';
 import { connectChannel, HandshakeRefusedError, startChannelServer, type Channel } from '../../firstboot/src/pairing/net/channel.ts';
-import { DisagreementError, negotiate, PairingRefusedError } from '../../firstboot/src/pairing/net/negotiate.ts';
+import { DisagreementError, negotiate, NodeKeyError, PairingRefusedError } from '../../firstboot/src/pairing/net/negotiate.ts';
 
 const SECRET = Buffer.alloc(32, 7).toString('base64');
 const keys = derivePairKeys(SECRET, 'shop-1');
 const A = 'a'.repeat(32);
 const B = 'b'.repeat(32);
 const C = '0'.repeat(32);
+const nodeKeys: Record<string, NodeKey> = { [A]: NodeKey.generate(), [B]: NodeKey.generate(), [C]: NodeKey.generate() };
+/** A node's identity for negotiate: its own key, and nothing pinned yet (first pairing). */
+const id = (nodeId: string, pinned: Record<string, string> = {}) => ({ nodeKey: nodeKeys[nodeId] as NodeKey, pinnedKey: (peer: string) => pinned[peer] });
 
 function recorder(): { log: Logger; lines: string[]; events: Array<Record<string, unknown>> } {
   const lines: string[] = [];
@@ -39,8 +42,9 @@ test('both sides agree, the leader hands over the secrets, the follower persists
   t.is(accepted?.peerNodeId, A, 'server side learns the peer id from the PSK identity');
   const started = performance.now();
   const [ra, rb] = await Promise.all([
-    negotiate(client, { siteId: 'shop-1', self: cand(A), log: cr.log, secretsIfLeader: () => secrets, onSecrets: async () => t.fail('leader got secrets') }),
+    negotiate(client, { ...id(A), siteId: 'shop-1', self: cand(A), log: cr.log, secretsIfLeader: () => secrets, onSecrets: async () => t.fail('leader got secrets') }),
     negotiate(accepted as Channel, {
+      ...id(B),
       siteId: 'shop-1',
       self: cand(B, { name: 'edge-2' }),
       log: sr.log,
@@ -65,8 +69,8 @@ test('preferred leader and different site files: proposals must match or nothing
   const [client, accepted] = await Promise.all([connectChannel({ keys, nodeId: A, peerNodeId: B, host: '127.0.0.1', port: s.port, log: recorder().log }), s.nextSession(5000)]);
   const common = { siteId: 'shop-1', log: recorder().log, secretsIfLeader: () => ({}), onSecrets: async () => undefined };
   const results = await Promise.allSettled([
-    negotiate(client, { ...common, self: cand(A), preferredLeader: B }),
-    negotiate(accepted as Channel, { ...common, self: cand(B) }),
+    negotiate(client, { ...id(A), ...common, self: cand(A), preferredLeader: B }),
+    negotiate(accepted as Channel, { ...id(B), ...common, self: cand(B) }),
   ]);
   t.true(results.every((r) => r.status === 'rejected'), 'one side prefers B, the other has no preference: both abort');
   t.regex(String((results[0] as PromiseRejectedResult).reason), /proposals differ|aborted/);
@@ -88,7 +92,7 @@ test('a third node with the right secret is refused with the reason once the pai
   const sr = recorder();
   const s = await server(t, sr.log, (id) => ([A, B].includes(id) ? undefined : `pair already formed (${A},${B}); use replace-node`));
   const ch = await connectChannel({ keys, nodeId: C, peerNodeId: B, host: '127.0.0.1', port: s.port, log: recorder().log });
-  const err = await t.throwsAsync(negotiate(ch, { siteId: 'shop-1', self: cand(C), log: recorder().log, secretsIfLeader: () => ({}), onSecrets: async () => undefined }), { instanceOf: PairingRefusedError });
+  const err = await t.throwsAsync(negotiate(ch, { ...id(C), siteId: 'shop-1', self: cand(C), log: recorder().log, secretsIfLeader: () => ({}), onSecrets: async () => undefined }), { instanceOf: PairingRefusedError });
   t.regex(err?.message ?? '', /pair already formed \(a{32},b{32}\); use replace-node/);
   t.true(sr.events.some((e) => e.event === 'pairing-refused' && String(e.message).includes('use replace-node')));
 });
@@ -117,11 +121,48 @@ test('a follower that cannot persist the secrets aborts: the leader gets no ack 
   const [client, accepted] = await Promise.all([connectChannel({ keys, nodeId: A, peerNodeId: B, host: '127.0.0.1', port: s.port, log: recorder().log }), s.nextSession(5000)]);
   const common = { siteId: 'shop-1', log: recorder().log, secretsIfLeader: () => ({ k3sToken: 'x' }) };
   const [leader, follower] = await Promise.allSettled([
-    negotiate(client, { ...common, self: cand(A), onSecrets: async () => undefined }),
-    negotiate(accepted as Channel, { ...common, self: cand(B), onSecrets: async () => { throw new Error('disk full'); } }),
+    negotiate(client, { ...id(A), ...common, self: cand(A), onSecrets: async () => undefined }),
+    negotiate(accepted as Channel, { ...id(B), ...common, self: cand(B), onSecrets: async () => { throw new Error('disk full'); } }),
   ]);
   t.is(follower.status, 'rejected');
   t.is(leader.status, 'rejected');
   t.true((leader as PromiseRejectedResult).reason instanceof DisagreementError);
   t.regex(String((leader as PromiseRejectedResult).reason), /could not accept or persist the secrets/);
+});
+
+test('once paired, the pair secret alone cannot speak for the partner: another node key, or a copied one without its private half, is refused before any secret', async (t) => {
+  const sr = recorder();
+  const s = await server(t, sr.log);
+  // B pinned A's key at pairing. An impostor holding only the pair secret dials as A.
+  const pinnedOnB = { [A]: (nodeKeys[A] as NodeKey).publicKey };
+  const secrets = { replicationPassword: 'never-sent-to-an-impostor' };
+  const ownKey = NodeKey.generate();
+  for (const impostor of [{ nodeKey: ownKey, why: /another node key than the one pinned/ }, { nodeKey: ownKey, copiedPublic: true, why: /failed to prove its node key/ }]) {
+    const [client, accepted] = await Promise.all([connectChannel({ keys, nodeId: A, peerNodeId: B, host: '127.0.0.1', port: s.port, log: recorder().log }), s.nextSession(5000)]);
+    // The copied public key without its private half: present A's public key, prove with another.
+    const presented = impostor.copiedPublic ? Object.assign(Object.create(NodeKey.prototype) as NodeKey, { publicKey: (nodeKeys[A] as NodeKey).publicKey, linkWith: (k: string, site: string) => impostor.nodeKey.linkWith(k, site) }) : impostor.nodeKey;
+    const received: unknown[] = [];
+    const [fake, real] = await Promise.allSettled([
+      negotiate(client, { siteId: 'shop-1', self: cand(A), log: recorder().log, nodeKey: presented, pinnedKey: () => undefined, secretsIfLeader: () => ({}), onSecrets: async (x) => void received.push(x) }),
+      negotiate(accepted as Channel, { ...id(B, pinnedOnB), siteId: 'shop-1', self: cand(B, { term: 1, committed: true, leader: B }), log: sr.log, secretsIfLeader: () => secrets, onSecrets: async () => undefined }),
+    ]);
+    t.is(real.status, 'rejected');
+    t.true((real as PromiseRejectedResult).reason instanceof NodeKeyError, String((real as PromiseRejectedResult).reason));
+    t.regex(String((real as PromiseRejectedResult).reason), impostor.why);
+    t.is(fake.status, 'rejected');
+    t.deepEqual(received, [], 'no secrets reached the impostor');
+  }
+  t.false(sr.lines.join('').includes(secrets.replicationPassword));
+});
+
+test('the real partner re-proves its pinned key on a new session and gets the same link keys', async (t) => {
+  const s = await server(t, recorder().log);
+  const pinned = { a: { [B]: (nodeKeys[B] as NodeKey).publicKey }, b: { [A]: (nodeKeys[A] as NodeKey).publicKey } };
+  const [client, accepted] = await Promise.all([connectChannel({ keys, nodeId: A, peerNodeId: B, host: '127.0.0.1', port: s.port, log: recorder().log }), s.nextSession(5000)]);
+  const common = { siteId: 'shop-1', log: recorder().log, secretsIfLeader: () => ({}), onSecrets: async () => undefined };
+  const [ra, rb] = await Promise.all([negotiate(client, { ...common, ...id(A, pinned.a), self: cand(A) }), negotiate(accepted as Channel, { ...common, ...id(B, pinned.b), self: cand(B) })]);
+  t.is(ra.peerKey, (nodeKeys[B] as NodeKey).publicKey);
+  t.is(rb.peerKey, (nodeKeys[A] as NodeKey).publicKey);
+  t.deepEqual(ra.link.beaconMac(A), rb.link.beaconMac(A), 'both derive the same key for what A sends');
+  t.notDeepEqual(ra.link.beaconMac(A), ra.link.beaconMac(B), 'each sender has its own key');
 });

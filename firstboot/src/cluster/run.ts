@@ -33,7 +33,7 @@ import { kineUser, startKine, writeKineFiles, type KineProcess } from '../provis
 import type { LocalPg } from '../provision/postgres.ts';
 import { runProvisioning } from '../provision/provision.ts';
 import { replicationStatus } from '../provision/replication.ts';
-import { ensureClusterSecrets, loadSecrets, storeSecrets } from '../provision/secrets.ts';
+import { ensureClusterSecrets, loadOrCreateNodeKey, loadSecrets, storeSecrets } from '../provision/secrets.ts';
 import { allowNonLocalBind, waitForLanAddress } from './lan.ts';
 import type { ClusterSettings } from './settings.ts';
 
@@ -159,6 +159,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   };
   let live: { role: LivenessRole; term: number; timeline: number; lsn: string; hb: HeartbeatFacts } | undefined;
   const keys = derivePairKeys(site.pair.secret, site.site.id);
+  const nodeKey = loadOrCreateNodeKey(settings.secretsDir);
   let discovery: Discovery | undefined;
   // Paired but not yet live: tell the peer we are alive (provisioning can take minutes).
   const provisionalHeartbeat = (): HeartbeatFacts | undefined => {
@@ -176,11 +177,16 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     },
   });
   signal.addEventListener('abort', () => { discovery?.close(); void server.close(); }, { once: true });
-  if (meta.pair) discovery.setPair([meta.nodeId, meta.pair.peerNodeId].sort() as [string, string]);
+  if (meta.pair) {
+    discovery.setPair([meta.nodeId, meta.pair.peerNodeId].sort() as [string, string]);
+    discovery.setLink(meta.pair.peerNodeId, nodeKey.linkWith(meta.pair.peerKey, site.site.id));
+  }
   out.line(`${MARKER} discovering peer on ${lan.ifname} ${lan.ip}`);
 
   const pairingOptions = {
-    discovery, server, keys, siteId: site.site.id, log, signal,
+    discovery, server, keys, nodeKey, siteId: site.site.id, log, signal,
+    // Once paired, the partner must prove the node key it proved then (pair secret alone: refused).
+    pinnedKey: (peerNodeId: string) => (meta.pair?.peerNodeId === peerNodeId ? meta.pair.peerKey : undefined),
     ...(site.pair.preferredLeader ?? settings.preferredLeader ? { preferredLeader: site.pair.preferredLeader ?? settings.preferredLeader } : {}),
     self: currentCandidate,
     // Persisted before it is sent, so a re-run hands the follower the same bundle.
@@ -218,7 +224,8 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   } else {
     const result = await runPairing(pairingOptions);
     peer = { nodeId: result.peer.nodeId, name: result.peer.name ?? nodeName(site, result.peer.nodeId, result.peerAddress), ip: result.peerAddress };
-    save(recordPairing(meta, { role: result.role, term: result.term, pair: { leader: result.leader, peerNodeId: peer.nodeId, peerName: peer.name, peerAddress: peer.ip } }));
+    save(recordPairing(meta, { role: result.role, term: result.term, pair: { leader: result.leader, peerNodeId: peer.nodeId, peerName: peer.name, peerAddress: peer.ip, peerKey: result.peerKey } }));
+    discovery.setLink(peer.nodeId, result.link);
     log.event('info', 'paired', { role: result.role, term: result.term, peer: peer.nodeId });
     out.line(`${MARKER} paired role=${result.role} term=${result.term} peer=${peer.name}`);
     // PostgreSQL and the pairing channel: from now on the peer's address only.

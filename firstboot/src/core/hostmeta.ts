@@ -26,6 +26,8 @@ export interface PairState {
   peerNodeId: string;
   peerName: string;
   peerAddress: string;
+  /** The peer's node public key, proven at pairing: only it can speak for the peer from now on. */
+  peerKey: string;
 }
 
 export interface DataPartitionState {
@@ -96,9 +98,9 @@ export function parseHostMeta(text: string): { ok: true; meta: HostMeta } | { ok
   if (o.handover === true) meta.handover = true;
   const pair = o.pair as Record<string, unknown> | undefined;
   if (pair !== undefined) {
-    const fields = ['leader', 'peerNodeId', 'peerName', 'peerAddress'] as const;
+    const fields = ['leader', 'peerNodeId', 'peerName', 'peerAddress', 'peerKey'] as const;
     if (typeof pair !== 'object' || pair === null || fields.some((f) => typeof pair[f] !== 'string')) return { ok: false, reason: 'pair is malformed' };
-    meta.pair = { leader: pair.leader as string, peerNodeId: pair.peerNodeId as string, peerName: pair.peerName as string, peerAddress: pair.peerAddress as string };
+    meta.pair = { leader: pair.leader as string, peerNodeId: pair.peerNodeId as string, peerName: pair.peerName as string, peerAddress: pair.peerAddress as string, peerKey: pair.peerKey as string };
   }
   const d = o.dataPartition as Record<string, unknown> | undefined;
   if (d !== undefined) {

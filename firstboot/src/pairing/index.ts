@@ -2,7 +2,7 @@
  * Pairing: discovery of the peer box, leader election with two-sided agreement, and the hand-over
  * of cluster secrets over a TLS-PSK channel. `core/` is pure (no I/O), `net/` does the sockets.
  */
-export { decodePairSecret, derivePairKeys, PairKeys, KEY_LABELS } from './core/keys.ts';
+export { decodePairSecret, derivePairKeys, PairKeys, KEY_LABELS, NodeKey, LinkKeys } from './core/keys.ts';
 export { decideLeader, decidePair, shouldDial, parseLsn, compareProgress, type Candidate, type PairDecision } from './core/election.ts';
 export { DEFAULT_BEACON_PORT, type BeaconState } from './core/beacon.ts';
 export { MAX_FRAME_BYTES } from './core/frames.ts';
@@ -25,6 +25,7 @@ export {
   choosePeer,
   PairingRefusedError,
   DisagreementError,
+  NodeKeyError,
   type SecretsPayload,
   type NegotiateOptions,
   type PairResult,

@@ -25,10 +25,31 @@ import {
   type PemPair,
 } from './core/secrets.ts';
 import { ensureDir, pathExists } from './files.ts';
+import { NodeKey } from '../pairing/core/keys.ts';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { runTool } from '../adapters/exec.ts';
 
 export const SECRETS_FILE = 'cluster.json';
+export const NODE_KEY_FILE = 'node-key.pem';
+
+/**
+ * This box's identity key (pairing/core/keys.ts NodeKey), made on first use and kept 0600 beside the
+ * cluster secrets. It must survive restarts: the peer pinned its public half at pairing.
+ */
+export function loadOrCreateNodeKey(dir: string): NodeKey {
+  const path = join(dir, NODE_KEY_FILE);
+  if (pathExists(path)) {
+    try {
+      return NodeKey.fromPem(readFileSync(path, 'utf8'));
+    } catch {
+      throw new Error(`${path}: not an X25519 private key; the peer pinned this box's key at pairing, so a new one would need replace-node`);
+    }
+  }
+  ensureDir(dir, 0o700);
+  const key = NodeKey.generate();
+  writeFileAtomic(path, key.toPem(), 0o600);
+  return key;
+}
 
 async function withPrivateDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), 'geminik8s-pki-')); // mkdtemp: 0700

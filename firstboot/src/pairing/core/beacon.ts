@@ -2,8 +2,12 @@
  * Discovery datagrams: encoding, authentication and strict parsing. Pure.
  *
  * Wire format (version 2), a fixed binary header then a UTF-8 JSON body:
- *   "GK8B" (4) | version (1) | site tag (4) | sender node id (16) | HMAC-SHA256 (32) | body
- * The MAC covers the header before it and the body. A receiver reads only fixed-offset bytes
+ *   "GK8B" (4) | version (1) | flags (1) | site tag (4) | sender node id (16) | HMAC-SHA256 (32)
+ *   | [node HMAC-SHA256 (32), when flags bit 0] | body
+ * The first MAC (keyed from the site pair secret) covers the header before it and the body. The
+ * node MAC of a paired node covers the same bytes with a key only its pinned peer can derive
+ * (keys.ts LinkKeys): its peer trusts heartbeats, roles and terms only from datagrams that carry
+ * it, so the pair secret alone cannot speak for a paired node. A receiver reads only fixed-offset bytes
  * before the MAC is checked: the site tag (a hash of the site id, so another site's pair on the
  * LAN is dropped quietly rather than reported as a wrong secret) and the sender; the body is parsed
  * only once authenticated, so a flood of forged packets costs one HMAC each and nothing more.
@@ -27,12 +31,20 @@ export const BEACON_MAGIC = Buffer.from('GK8B', 'ascii');
 export const BEACON_MAC_BYTES = 32;
 const SITE_TAG_BYTES = 4;
 const SENDER_BYTES = 16;
+const FLAG_NODE_MAC = 0x01;
 /** Offsets of the fixed header. */
 const AT_VERSION = BEACON_MAGIC.length;
-const AT_SITE = AT_VERSION + 1;
+const AT_FLAGS = AT_VERSION + 1;
+const AT_SITE = AT_FLAGS + 1;
 const AT_SENDER = AT_SITE + SITE_TAG_BYTES;
 const AT_MAC = AT_SENDER + SENDER_BYTES;
+/** Header size without the optional node MAC. */
 export const BEACON_HEADER_BYTES = AT_MAC + BEACON_MAC_BYTES;
+
+/** Where the JSON body starts in a datagram (after the node MAC when there is one). */
+export function beaconBodyOffset(packet: Buffer): number {
+  return BEACON_HEADER_BYTES + ((packet[AT_FLAGS] ?? 0) & FLAG_NODE_MAC ? BEACON_MAC_BYTES : 0);
+}
 /** Datagrams larger than this are dropped unread (fits one Ethernet frame). */
 export const MAX_BEACON_BYTES = 1200;
 export const DEFAULT_BEACON_PORT = 7946;
@@ -91,47 +103,60 @@ export interface Response extends Base {
 export type BeaconMessage = Announce | Challenge | Response;
 
 /** Why a datagram was dropped; stable strings for logs and tests. */
-export type RejectReason = 'too-large' | 'too-short' | 'bad-magic' | 'bad-version' | 'malformed' | 'other-site' | 'bad-mac';
+export type RejectReason = 'too-large' | 'too-short' | 'bad-magic' | 'bad-version' | 'malformed' | 'other-site' | 'bad-mac' | 'bad-node-mac';
 
-export type DecodeResult = { ok: true; msg: BeaconMessage } | { ok: false; reason: RejectReason; detail?: string };
+/** `nodeAuthenticated`: the datagram carried a node MAC that the receiver's key for its sender verified. */
+export type DecodeResult = { ok: true; msg: BeaconMessage; nodeAuthenticated: boolean } | { ok: false; reason: RejectReason; detail?: string };
 
 /** First bytes of sha256("geminik8s-site:" + site id): not secret, only tells sites apart cheaply. */
 export function siteTag(siteId: string): Buffer {
   return createHash('sha256').update(`geminik8s-site:${siteId}`).digest().subarray(0, SITE_TAG_BYTES);
 }
 
-function header(msg: BeaconMessage): Buffer {
+function header(msg: BeaconMessage, flags: number): Buffer {
   const h = Buffer.alloc(AT_MAC);
   BEACON_MAGIC.copy(h, 0);
   h[AT_VERSION] = BEACON_VERSION;
+  h[AT_FLAGS] = flags;
   siteTag(msg.site).copy(h, AT_SITE);
   Buffer.from(msg.node, 'hex').copy(h, AT_SENDER);
   return h;
 }
 
-export function encodeBeacon(msg: BeaconMessage, macKey: Buffer): Buffer {
-  const head = header(msg);
+const mac = (key: Buffer, head: Buffer, body: Buffer): Buffer => createHmac('sha256', key).update(head).update(body).digest();
+
+/** `nodeMacKey`: a paired node's own beacon key (LinkKeys.beaconMac of its id), added as the node MAC. */
+export function encodeBeacon(msg: BeaconMessage, macKey: Buffer, nodeMacKey?: Buffer): Buffer {
+  const head = header(msg, nodeMacKey ? FLAG_NODE_MAC : 0);
   const body = Buffer.from(JSON.stringify(msg), 'utf8');
-  const mac = createHmac('sha256', macKey).update(head).update(body).digest();
-  const out = Buffer.concat([head, mac, body]);
+  const out = Buffer.concat([head, mac(macKey, head, body), ...(nodeMacKey ? [mac(nodeMacKey, head, body)] : []), body]);
   if (out.length > MAX_BEACON_BYTES) throw new Error(`beacon of ${out.length} bytes exceeds ${MAX_BEACON_BYTES}`);
   return out;
 }
 
 /**
- * Authenticates, then parses, one datagram. Before the MAC only fixed header bytes are compared;
- * the body is not touched. After it, the body must name the same site and sender as the header.
+ * Authenticates, then parses, one datagram. Before the MACs only fixed header bytes are compared;
+ * the body is not touched. After them, the body must name the same site and sender as the header.
+ * `nodeMacKeyFor(sender)` gives the receiver's key for a paired peer's node MAC (undefined: none).
  */
-export function decodeBeacon(packet: Buffer, macKey: Buffer, siteId: string): DecodeResult {
+export function decodeBeacon(packet: Buffer, macKey: Buffer, siteId: string, nodeMacKeyFor?: (sender: string) => Buffer | undefined): DecodeResult {
   if (packet.length > MAX_BEACON_BYTES) return { ok: false, reason: 'too-large' };
   if (packet.length <= BEACON_HEADER_BYTES) return { ok: false, reason: 'too-short' };
   if (!packet.subarray(0, BEACON_MAGIC.length).equals(BEACON_MAGIC)) return { ok: false, reason: 'bad-magic' };
   if (packet[AT_VERSION] !== BEACON_VERSION) return { ok: false, reason: 'bad-version' };
   if (!packet.subarray(AT_SITE, AT_SITE + SITE_TAG_BYTES).equals(siteTag(siteId))) return { ok: false, reason: 'other-site' };
-  const mac = packet.subarray(AT_MAC, BEACON_HEADER_BYTES);
-  const body = packet.subarray(BEACON_HEADER_BYTES);
-  const expected = createHmac('sha256', macKey).update(packet.subarray(0, AT_MAC)).update(body).digest();
-  if (!timingSafeEqual(mac, expected)) return { ok: false, reason: 'bad-mac' };
+  const bodyAt = beaconBodyOffset(packet);
+  if (packet.length <= bodyAt) return { ok: false, reason: 'too-short' };
+  const head = packet.subarray(0, AT_MAC);
+  const body = packet.subarray(bodyAt);
+  if (!timingSafeEqual(packet.subarray(AT_MAC, BEACON_HEADER_BYTES), mac(macKey, head, body))) return { ok: false, reason: 'bad-mac' };
+  const sender = packet.subarray(AT_SENDER, AT_MAC).toString('hex');
+  let nodeAuthenticated = false;
+  const nodeKey = bodyAt > BEACON_HEADER_BYTES ? nodeMacKeyFor?.(sender) : undefined;
+  if (nodeKey) {
+    if (!timingSafeEqual(packet.subarray(BEACON_HEADER_BYTES, bodyAt), mac(nodeKey, head, body))) return { ok: false, reason: 'bad-node-mac' };
+    nodeAuthenticated = true;
+  }
   let msg: BeaconMessage;
   try {
     msg = parseBeaconBody(JSON.parse(body.toString('utf8')));
@@ -140,8 +165,8 @@ export function decodeBeacon(packet: Buffer, macKey: Buffer, siteId: string): De
     if (e instanceof SyntaxError) return { ok: false, reason: 'malformed', detail: 'body is not JSON' };
     throw e;
   }
-  if (msg.site !== siteId || msg.node !== packet.subarray(AT_SENDER, AT_MAC).toString('hex')) return { ok: false, reason: 'malformed', detail: 'body disagrees with the header' };
-  return { ok: true, msg };
+  if (msg.site !== siteId || msg.node !== sender) return { ok: false, reason: 'malformed', detail: 'body disagrees with the header' };
+  return { ok: true, msg, nodeAuthenticated };
 }
 
 export function parseBeaconState(v: unknown, where = 'state'): BeaconState {

@@ -5,7 +5,7 @@
  *
  * Pure: node:crypto only, no I/O. The keys refuse to be logged or serialised.
  */
-import { hkdfSync } from 'node:crypto';
+import { createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { pairSecretBytes, PAIR_SECRET_MIN_BYTES } from '../../core/site.ts';
 
 /** HKDF info labels. Never reuse one label for two purposes. */
@@ -69,4 +69,87 @@ export function derivePairKeys(secret: string, siteId: string): PairKeys {
   } finally {
     ikm.fill(0);
   }
+}
+
+/**
+ * A node's own identity key (X25519), made once per box and kept on its data partition. Pairing
+ * pins each node's public key on the other; from then on the two derive keys from their
+ * Diffie-Hellman secret that the site pair secret alone cannot produce, so holding the pair secret
+ * (it sits on FAT partitions and laptops) is not enough to speak for a paired node.
+ */
+export class NodeKey {
+  readonly #privateKey: KeyObject;
+  /** Raw 32-byte public key, base64url (what the pairing channel carries and hostmeta pins). */
+  readonly publicKey: string;
+  constructor(privateKey: KeyObject) {
+    if (privateKey.asymmetricKeyType !== 'x25519') throw new Error('a node key must be an X25519 private key');
+    this.#privateKey = privateKey;
+    this.publicKey = rawX25519(createPublicKey(privateKey));
+  }
+  static generate(): NodeKey {
+    return new NodeKey(generateKeyPairSync('x25519').privateKey);
+  }
+  static fromPem(pem: string): NodeKey {
+    return new NodeKey(createPrivateKey(pem));
+  }
+  toPem(): string {
+    return this.#privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  }
+  /** Keys shared with the node whose public key is `peerPublicKey` (base64url raw). */
+  linkWith(peerPublicKey: string, siteId: string): LinkKeys {
+    const raw = Buffer.from(peerPublicKey, 'base64url');
+    if (raw.length !== 32 || raw.toString('base64url') !== peerPublicKey) throw new Error('peer node key is not a 32-byte X25519 public key');
+    const publicKey = createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+    const shared = diffieHellman({ privateKey: this.#privateKey, publicKey });
+    try {
+      return new LinkKeys(shared, siteId);
+    } finally {
+      shared.fill(0);
+    }
+  }
+  toJSON(): string {
+    return '[node key redacted]';
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return '[node key redacted]';
+  }
+}
+
+/** Keys two paired nodes share: channel proofs, and one beacon MAC key per sender (bound to its id). */
+export class LinkKeys {
+  readonly #channelAuth: Buffer;
+  readonly #shared: Buffer;
+  readonly #siteId: string;
+  constructor(shared: Buffer, siteId: string) {
+    this.#shared = Buffer.from(shared);
+    this.#siteId = siteId;
+    this.#channelAuth = hkdf32(this.#shared, siteId, 'node-channel-auth');
+  }
+  /** Proof that the sender holds its node key, bound to one TLS session's keying material. */
+  channelProof(sessionKeyingMaterial: Buffer, senderNodeId: string): string {
+    return createHmac('sha256', this.#channelAuth).update(sessionKeyingMaterial).update(senderNodeId).digest('base64url');
+  }
+  checkChannelProof(proof: string, sessionKeyingMaterial: Buffer, senderNodeId: string): boolean {
+    const want = Buffer.from(this.channelProof(sessionKeyingMaterial, senderNodeId), 'base64url');
+    const got = Buffer.from(proof, 'base64url');
+    return got.length === want.length && timingSafeEqual(got, want);
+  }
+  /** The beacon MAC key of datagrams sent by `senderNodeId`. */
+  beaconMac(senderNodeId: string): Buffer {
+    return hkdf32(this.#shared, this.#siteId, `node-beacon-mac:${senderNodeId}`);
+  }
+  toJSON(): string {
+    return '[link keys redacted]';
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return '[link keys redacted]';
+  }
+}
+
+/** DER prefix of an X25519 SubjectPublicKeyInfo; the raw 32-byte key follows it. */
+const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
+
+function rawX25519(publicKey: KeyObject): string {
+  const der = publicKey.export({ type: 'spki', format: 'der' });
+  return der.subarray(X25519_SPKI_PREFIX.length).toString('base64url');
 }

@@ -1,7 +1,8 @@
 /**
  * Messages of the pairing channel (inside TLS-PSK, one JSON object per line). Pure: schema only.
  *
- *   both:     hello   {t, v, site, candidate}       each side's election input
+ *   both:     hello   {t, v, site, candidate, key}  each side's election input and node public key
+ *   both:     auth    {t, proof}                    proof of the node key, bound to this TLS session
  *   both:     propose {t, leader, follower, term}   each side's decision; must match
  *   leader:   secrets {t, term, secrets}            opaque cluster secrets (never logged)
  *   follower: ack     {t, term}                     after the follower persisted them
@@ -11,13 +12,19 @@ import type { Candidate } from './election.ts';
 import { isLsn } from './election.ts';
 import { bool, int, MAX_TERM, NAME_RE, NODE_ID_RE, object, SchemaError, SITE_ID_RE, str } from './schema.ts';
 
-export const CHANNEL_VERSION = 1;
+export const CHANNEL_VERSION = 2;
 
 export interface Hello {
   t: 'hello';
   v: typeof CHANNEL_VERSION;
   site: string;
   candidate: Candidate;
+  /** The sender's node public key (X25519, raw, base64url). */
+  key: string;
+}
+export interface Auth {
+  t: 'auth';
+  proof: string;
 }
 export interface Propose {
   t: 'propose';
@@ -42,9 +49,11 @@ export interface Abort {
   t: 'abort';
   reason: string;
 }
-export type ChannelMessage = Hello | Propose | Secrets | Ack | Refused | Abort;
+export type ChannelMessage = Hello | Auth | Propose | Secrets | Ack | Refused | Abort;
 
 const REASON_RE = /^[\x20-\x7e]{1,200}$/;
+/** 32 bytes, base64url without padding (node public keys, proofs). */
+const KEY_RE = /^[A-Za-z0-9_-]{43}$/;
 
 export function parseCandidate(v: unknown, where = 'candidate'): Candidate {
   const o = object(v, where, ['nodeId', 'committed', 'term', 'timeline', 'lsn'], ['name', 'leader']);
@@ -63,12 +72,16 @@ export function parseCandidate(v: unknown, where = 'candidate'): Candidate {
 }
 
 export function parseChannelMessage(raw: unknown): ChannelMessage {
-  const head = object(raw, 'message', ['t'], ['v', 'site', 'candidate', 'leader', 'follower', 'term', 'secrets', 'reason']);
+  const head = object(raw, 'message', ['t'], ['v', 'site', 'candidate', 'key', 'proof', 'leader', 'follower', 'term', 'secrets', 'reason']);
   switch (head.t) {
     case 'hello': {
-      const o = object(raw, 'hello', ['t', 'v', 'site', 'candidate']);
+      const o = object(raw, 'hello', ['t', 'v', 'site', 'candidate', 'key']);
       if (o.v !== CHANNEL_VERSION) throw new SchemaError('hello.v is not a supported version');
-      return { t: 'hello', v: CHANNEL_VERSION, site: str(o, 'site', SITE_ID_RE, 'hello'), candidate: parseCandidate(o.candidate, 'hello.candidate') };
+      return { t: 'hello', v: CHANNEL_VERSION, site: str(o, 'site', SITE_ID_RE, 'hello'), candidate: parseCandidate(o.candidate, 'hello.candidate'), key: str(o, 'key', KEY_RE, 'hello') };
+    }
+    case 'auth': {
+      const o = object(raw, 'auth', ['t', 'proof']);
+      return { t: 'auth', proof: str(o, 'proof', KEY_RE, 'auth') };
     }
     case 'propose': {
       const o = object(raw, 'propose', ['t', 'leader', 'follower', 'term']);

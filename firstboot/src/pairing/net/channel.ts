@@ -27,6 +27,8 @@ export interface Channel {
   readonly peerNodeId: string;
   readonly remoteAddress: string;
   send(msg: ChannelMessage): void;
+  /** 32 bytes unique to this TLS session (RFC 5705 exporter): binds node-key proofs to it. */
+  keyingMaterial(): Buffer;
   /** Next message; rejects on timeout, close, oversized/invalid frame. */
   receive(timeoutMs: number): Promise<ChannelMessage>;
   close(): void;
@@ -78,6 +80,10 @@ class TlsChannel implements Channel {
       this.#waiter = undefined;
       w.reject(this.#failure);
     }
+  }
+
+  keyingMaterial(): Buffer {
+    return this.socket.exportKeyingMaterial(32, 'EXPORTER-geminik8s-node-auth', Buffer.from('geminik8s pairing channel v2'));
   }
 
   send(msg: ChannelMessage): void {

@@ -31,7 +31,7 @@ import {
   type Challenge,
   type Response,
 } from '../core/beacon.ts';
-import type { PairKeys } from '../core/keys.ts';
+import type { LinkKeys, PairKeys } from '../core/keys.ts';
 import { pairFormedReason } from '../core/protocol.ts';
 import { RateLimitedLog } from './ratelog.ts';
 
@@ -88,6 +88,11 @@ export interface Discovery {
    * kept however long ago: the liveness loop measures the silence itself.
    */
   heard(nodeId: string): HeardPeer | undefined;
+  /**
+   * Pins the pair partner's link keys (after pairing): every datagram then carries this node's node
+   * MAC, and the partner's heartbeats count only when they carry its own.
+   */
+  setLink(peerNodeId: string, keys: LinkKeys): void;
   /** Sends an announce now (besides the periodic ones). */
   announce(): void;
   close(): Promise<void>;
@@ -96,6 +101,15 @@ export interface Discovery {
 interface PeerRecord extends DiscoveredPeer {
   verifiedAt: number;
   lastSeen: number;
+  /** Verified through the pinned partner's node MAC (not just the pair secret). */
+  nodeAuthenticated: boolean;
+}
+
+/** The pinned partner: its id, the key its node MACs verify with, and this node's own node MAC key. */
+interface Link {
+  peer: string;
+  recvMac: Buffer;
+  sendMac: Buffer;
 }
 
 const REJECT_TEXT: Record<string, string> = {
@@ -109,6 +123,8 @@ const REJECT_TEXT: Record<string, string> = {
   'bad-version': 'beacon of another protocol version',
   'address-mismatch': 'source address differs from the authenticated sender address (forged or reflected)',
   'reply-budget': 'challenge/response budget for this second spent (flood?)',
+  'bad-node-mac': "bad node MAC: not the paired peer's node key (forged with the pair secret?)",
+  'no-node-mac': 'claims to be the paired peer without its node MAC (only the pair secret?): not trusted for liveness',
 };
 
 /**
@@ -147,6 +163,7 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
   const listeners = new Set<(p: DiscoveredPeer) => void>();
   const ignoredLogged = new Set<string>();
   let pair: string[] = [];
+  let link: Link | undefined;
   let seq = 0;
   let closed = false;
 
@@ -176,7 +193,7 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
   const base = () => ({ v: BEACON_VERSION, site: siteId, node: nodeId, boot: bootId, addr: opts.bindAddress }) as const;
   const transmit = (msg: BeaconMessage, address: string, toPort: number) => {
     if (closed) return;
-    send.send(encodeBeacon(msg, macKey), toPort, address, (err) => {
+    send.send(encodeBeacon(msg, macKey, link?.sendMac), toPort, address, (err) => {
       if (err) rlog.event(`send|${address}|${err.message}`, 'warn', 'pairing-beacon-send-failed', { to: address, port: toPort, error: err.message });
     });
   };
@@ -208,12 +225,20 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
     transmit(msg, rinfo.address, rinfo.port);
   };
 
-  const verified = (msg: Response, rinfo: RemoteInfo) => {
+  /**
+   * Whether a datagram from `node` may update what this node believes of it. For the pinned partner
+   * only node-authenticated ones may (heartbeats, roles and terms drive failover); a datagram with
+   * the pair secret alone is at most a discovery hint, and only while no authenticated record is live.
+   */
+  const trusted = (node: string, nodeAuthenticated: boolean): boolean => link?.peer !== node || nodeAuthenticated;
+
+  const verified = (msg: Response, rinfo: RemoteInfo, nodeAuthenticated: boolean) => {
     const now = performance.now();
     const prev = peers.get(msg.node);
-    const rec: PeerRecord = { nodeId: msg.node, bootId: msg.boot, address: rinfo.address, state: msg.state, verifiedAt: now, lastSeen: now };
+    if (!trusted(msg.node, nodeAuthenticated) && prev?.nodeAuthenticated && now - prev.lastSeen <= peerTtlMs) return;
+    const rec: PeerRecord = { nodeId: msg.node, bootId: msg.boot, address: rinfo.address, state: msg.state, verifiedAt: now, lastSeen: now, nodeAuthenticated };
     peers.set(msg.node, rec);
-    lastHeard.set(msg.node, { nodeId: msg.node, bootId: msg.boot, address: rinfo.address, state: msg.state, at: now });
+    if (trusted(msg.node, nodeAuthenticated)) lastHeard.set(msg.node, { nodeId: msg.node, bootId: msg.boot, address: rinfo.address, state: msg.state, at: now });
     const fresh = !prev || prev.bootId !== msg.boot;
     if (pair.length === 2 && !pair.includes(msg.node)) {
       const key = `${msg.node}/${msg.boot}`;
@@ -241,10 +266,12 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
 
   const onMessage = (packet: Buffer, rinfo: RemoteInfo) => {
     if (closed) return;
-    const r = decodeBeacon(packet, macKey, siteId);
+    const r = decodeBeacon(packet, macKey, siteId, (sender) => (sender === link?.peer ? link.recvMac : undefined));
     if (!r.ok) return reject(rinfo, r.reason, r.detail !== undefined ? { detail: r.detail } : {});
     const msg = r.msg;
     if (msg.addr !== rinfo.address) return reject(rinfo, 'address-mismatch', { peer: msg.node, claimed: msg.addr });
+    const nodeAuthenticated = r.nodeAuthenticated;
+    if (!trusted(msg.node, nodeAuthenticated)) reject(rinfo, 'no-node-mac', { peer: msg.node });
     if (msg.node === nodeId) {
       if (msg.boot !== bootId) {
         rlog.event(`dup|${msg.boot}`, 'error', 'pairing-duplicate-node-id', {
@@ -257,9 +284,15 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
     const now = performance.now();
     switch (msg.t) {
       case 'announce': {
+        // Only what may be believed advances the replay window: forged high sequence numbers
+        // must not make the partner's real announces look like replays.
+        if (!trusted(msg.node, nodeAuthenticated)) {
+          const p = peers.get(msg.node);
+          return p?.nodeAuthenticated && now - p.lastSeen <= peerTtlMs ? undefined : challenge(msg.node, rinfo);
+        }
         if (!replay.accept(msg.node, msg.boot, msg.seq)) return reject(rinfo, 'replay', { peer: msg.node, seq: msg.seq });
         const p = peers.get(msg.node);
-        if (p && p.bootId === msg.boot && p.address === rinfo.address) {
+        if (p && p.bootId === msg.boot && p.address === rinfo.address && p.nodeAuthenticated === nodeAuthenticated) {
           p.lastSeen = now;
           p.state = msg.state;
           lastHeard.set(msg.node, { nodeId: msg.node, bootId: msg.boot, address: rinfo.address, state: msg.state, at: now });
@@ -276,7 +309,7 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
       case 'response': {
         if (msg.to !== nodeId) return;
         if (!nonces.consume(msg.nonce, msg.node, now)) return reject(rinfo, 'stale-nonce', { peer: msg.node });
-        return verified(msg, rinfo);
+        return verified(msg, rinfo, nodeAuthenticated);
       }
     }
   };
@@ -321,6 +354,15 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
       return pair.length === 2 && !pair.includes(id) ? pairFormedReason(pair) : undefined;
     },
     heard: (id) => lastHeard.get(id),
+    setLink(peerNodeId, keys) {
+      if (link?.peer === peerNodeId) return;
+      link = { peer: peerNodeId, recvMac: keys.beaconMac(peerNodeId), sendMac: keys.beaconMac(nodeId) };
+      // What was heard before the link was pinned was authenticated by the pair secret alone.
+      lastHeard.delete(peerNodeId);
+      const p = peers.get(peerNodeId);
+      if (p) p.nodeAuthenticated = false;
+      log.event('info', 'pairing-link-pinned', { peer: peerNodeId });
+    },
     announce,
     async close() {
       if (closed) return;

@@ -5,7 +5,7 @@
  */
 import type { Logger } from '../../adapters/output.ts';
 import { decidePair, shouldDial, type Candidate, type PairDecision } from '../core/election.ts';
-import type { PairKeys } from '../core/keys.ts';
+import type { LinkKeys, NodeKey, PairKeys } from '../core/keys.ts';
 import { CHANNEL_VERSION, type ChannelMessage } from '../core/protocol.ts';
 import { ChannelError, connectChannel, HandshakeRefusedError, type Channel, type ChannelServer } from './channel.ts';
 import type { DiscoveredPeer, Discovery } from './discovery.ts';
@@ -16,10 +16,16 @@ export interface PairResult extends PairDecision {
   peer: Candidate;
   /** Address the peer was reached at. */
   peerAddress: string;
+  /** The peer's node public key, proven on this channel (to be pinned). */
+  peerKey: string;
+  /** Keys shared with the peer from now on. */
+  link: LinkKeys;
 }
 
 export class PairingRefusedError extends Error {}
 export class DisagreementError extends Error {}
+/** The peer did not prove the node key this node pinned for it (someone holding only the pair secret?). */
+export class NodeKeyError extends Error {}
 
 /**
  * Cluster secrets as sent by the leader: any JSON object (passwords, tokens, CA...), opaque to
@@ -43,6 +49,10 @@ export interface NegotiateOptions {
    * pairing (the leader is told, no ack is sent).
    */
   onSecrets(secrets: unknown, decision: PairDecision): Promise<void>;
+  /** This node's identity key. */
+  nodeKey: NodeKey;
+  /** The node key pinned for a peer at an earlier pairing, if any: the peer must prove that one. */
+  pinnedKey(peerNodeId: string): string | undefined;
   log: Logger;
   /** Per-step receive timeout. Default 10 s. */
   stepTimeoutMs?: number;
@@ -67,12 +77,31 @@ export async function negotiate(channel: Channel, opts: NegotiateOptions): Promi
   const step = opts.stepTimeoutMs ?? 10_000;
   const { log } = opts;
   try {
-    channel.send({ t: 'hello', v: CHANNEL_VERSION, site: opts.siteId, candidate: opts.self });
+    channel.send({ t: 'hello', v: CHANNEL_VERSION, site: opts.siteId, candidate: opts.self, key: opts.nodeKey.publicKey });
     const hello = await expect(channel, 'hello', step);
     const peer = hello.candidate;
     if (hello.site !== opts.siteId) throw new DisagreementError(`peer ${peer.nodeId} belongs to site ${hello.site}`);
     if (peer.nodeId !== channel.peerNodeId) throw new DisagreementError(`peer identified as ${channel.peerNodeId} but claims node id ${peer.nodeId}`);
     if (peer.nodeId === opts.self.nodeId) throw new DisagreementError(`peer uses this box's node id ${peer.nodeId} (cloned disk?)`);
+
+    // Each side proves the private half of the node key it presents, bound to this TLS session (a
+    // relay between two sessions cannot pass the proof on). A paired node also requires the key it
+    // pinned: the pair secret that opened this channel is not enough to speak for its partner.
+    const pinned = opts.pinnedKey(peer.nodeId);
+    if (pinned !== undefined && pinned !== hello.key) {
+      channel.send({ t: 'abort', reason: 'node key differs from the one pinned at pairing' });
+      throw new NodeKeyError(`peer ${peer.nodeId} at ${channel.remoteAddress} presented another node key than the one pinned at pairing (a box holding only the pair secret?)`);
+    }
+    let link: LinkKeys;
+    try {
+      link = opts.nodeKey.linkWith(hello.key, opts.siteId);
+    } catch (e) {
+      throw new NodeKeyError(`peer ${peer.nodeId}: ${(e as Error).message}`);
+    }
+    const ekm = channel.keyingMaterial();
+    channel.send({ t: 'auth', proof: link.channelProof(ekm, opts.self.nodeId) });
+    const auth = await expect(channel, 'auth', step);
+    if (!link.checkChannelProof(auth.proof, ekm, peer.nodeId)) throw new NodeKeyError(`peer ${peer.nodeId} at ${channel.remoteAddress} failed to prove its node key`);
 
     const decision = decidePair(opts.self, peer, opts.preferredLeader);
     channel.send({ t: 'propose', ...decision });
@@ -105,7 +134,7 @@ export async function negotiate(channel: Channel, opts: NegotiateOptions): Promi
       channel.send({ t: 'ack', term: decision.term });
       log.event('info', 'pairing-secrets-received', { peer: peer.nodeId, term: decision.term });
     }
-    return { ...decision, role, peer, peerAddress: channel.remoteAddress };
+    return { ...decision, role, peer, peerAddress: channel.remoteAddress, peerKey: hello.key, link };
   } finally {
     channel.close();
   }
@@ -190,7 +219,7 @@ export async function runPairing(opts: RunPairingOptions): Promise<PairResult> {
       return result;
     } catch (e) {
       const err = e as Error;
-      const refused = e instanceof PairingRefusedError || e instanceof HandshakeRefusedError;
+      const refused = e instanceof PairingRefusedError || e instanceof HandshakeRefusedError || e instanceof NodeKeyError;
       log.event('warn', 'pairing-attempt-failed', { peer: peer.nodeId, kind: err.constructor.name, message: err.message });
       if (refused) await sleep(retryMs * 5);
       else await sleep(retryMs);
