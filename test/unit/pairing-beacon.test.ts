@@ -13,7 +13,7 @@ import {
   type BeaconMessage,
   siteTag,
 } from '../../firstboot/src/pairing/core/beacon.ts';
-import { derivePairKeys } from '../../firstboot/src/pairing/core/keys.ts';
+import { derivePairKeys, NodeKey } from '../../firstboot/src/pairing/core/keys.ts';
 
 const SECRET = Buffer.alloc(32, 7).toString('base64');
 const keys = derivePairKeys(SECRET, 'shop-1');
@@ -138,4 +138,20 @@ test('a heartbeat rides on the announce, and a malformed one is rejected whole',
     const r = decodeBeacon(raw({ ...announce, state: { ...state, hb: bad } }), keys.beaconMac, 'shop-1');
     t.like(r, { ok: false, reason: 'malformed' }, JSON.stringify(bad));
   }
+});
+
+test('a paired node adds its node MAC: its partner verifies it, a forged or missing one is told apart, third parties still read the beacon', (t) => {
+  const a = NodeKey.generate();
+  const b = NodeKey.generate();
+  const onA = a.linkWith(b.publicKey, 'shop-1');
+  const onB = b.linkWith(a.publicKey, 'shop-1');
+  const packet = encodeBeacon(announce, keys.beaconMac, onA.beaconMac(A));
+  t.like(decodeBeacon(packet, keys.beaconMac, 'shop-1', (s) => (s === A ? onB.beaconMac(A) : undefined)), { ok: true, nodeAuthenticated: true });
+  t.like(decodeBeacon(packet, keys.beaconMac, 'shop-1'), { ok: true, nodeAuthenticated: false }, 'a box without the link reads it by the pair MAC');
+  const forger = NodeKey.generate().linkWith(b.publicKey, 'shop-1');
+  const forged = encodeBeacon(announce, keys.beaconMac, forger.beaconMac(A));
+  t.like(decodeBeacon(forged, keys.beaconMac, 'shop-1', () => onB.beaconMac(A)), { ok: false, reason: 'bad-node-mac' });
+  t.like(decodeBeacon(encodeBeacon(announce, keys.beaconMac), keys.beaconMac, 'shop-1', () => onB.beaconMac(A)), { ok: true, nodeAuthenticated: false }, 'without a node MAC: authenticated by the pair secret only');
+  // B's own key for what it sends differs from A's: a node MAC is bound to its sender.
+  t.like(decodeBeacon(encodeBeacon(announce, keys.beaconMac, onB.beaconMac(B)), keys.beaconMac, 'shop-1', () => onB.beaconMac(A)), { ok: false, reason: 'bad-node-mac' });
 });
