@@ -30,7 +30,18 @@ if ! command -v node >/dev/null 2>&1 || [ "$(node -p 'process.versions.node.spli
   exit 3
 fi
 
-# npm ci is skipped when node_modules matches the lockfile already (the marker is npm's own).
-if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json node_modules/.package-lock.json 2>/dev/null; then
-  npm ci --no-audit --no-fund >&2
+# npm ci runs only when the lockfile changed since the last install (a marker of ours records its
+# hash; npm's own node_modules/.package-lock.json is a different file and never matches the lockfile
+# byte for byte). flock serialises concurrent make invocations: two npm ci at once would wipe each
+# other's node_modules.
+lock_hash="$(sha256sum package-lock.json | cut -d' ' -f1) node-$(node -p process.versions.node)"
+marker=node_modules/.geminik8s-installed
+if [ "$(cat "$marker" 2>/dev/null)" != "$lock_hash" ]; then
+  exec 9>.npm-install.lock
+  flock 9
+  if [ "$(cat "$marker" 2>/dev/null)" != "$lock_hash" ]; then
+    npm ci --no-audit --no-fund >&2
+    echo "$lock_hash" > "$marker"
+  fi
+  exec 9>&-
 fi
