@@ -7,10 +7,9 @@
  * pair. A node that was provisioned before resumes straight into the liveness loop: it must not
  * wait for the peer to agree again (the peer may be the box that died).
  */
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { storeHostMeta } from '../adapters/hostmeta-store.ts';
 import type { ConsoleOut, Logger } from '../adapters/output.ts';
 import { recordPairing, recordProvisioned, type HostMeta } from '../core/hostmeta.ts';
@@ -92,26 +91,35 @@ function canConnect(host: string, port: number, timeoutMs: number): Promise<bool
 }
 
 /**
- * Kine runs as our child; after an agent crash its orphan may still hold the port. The pid file
- * lets the next agent stop exactly that process (and nothing else) before starting its own.
+ * Kine runs as our child and outlives an agent crash (KillMode=process), so its orphan may still
+ * hold the port. Its pid cannot be relied on to have been recorded: the crash may fall between the
+ * spawn and any write. So every process running the Kine binary in this network namespace (the
+ * nodes of a test pair share a host, each in its own) is stopped, and only while this agent has
+ * no Kine of its own; then we wait until they are gone, since a listening socket is freed only at
+ * exit and a new Kine started sooner fails to bind.
  */
-function stopOrphanKine(pidFile: string, binary: string): void {
-  if (!existsSync(pidFile)) return;
-  const pid = Number(readFileSync(pidFile, 'utf8').trim());
-  rmSync(pidFile, { force: true });
-  if (!Number.isInteger(pid) || pid <= 1) return;
-  try {
-    const exe = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? '';
-    if (exe === binary) {
+function stopOrphanKine(binary: string): void {
+  const ownNet = readlinkSync('/proc/self/ns/net');
+  const orphans: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] !== binary || readlinkSync(`/proc/${pid}/ns/net`) !== ownNet) continue;
       process.kill(pid, 'SIGKILL');
-      // Its listening socket is freed only when it is gone: a new Kine started sooner fails to bind.
-      for (let i = 0; i < 100 && existsSync(`/proc/${pid}/cmdline`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z '); i++) {
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
-      }
+      orphans.push(pid);
+    } catch {
+      // exited meanwhile
     }
-  } catch {
-    // already gone
   }
+  const gone = (pid: number): boolean => {
+    try {
+      return readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
+    } catch {
+      return true;
+    }
+  };
+  for (let i = 0; i < 100 && !orphans.every(gone); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
 }
 
 export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promise<void> {
@@ -197,7 +205,6 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     },
   };
   const self: NodeIdentity = { name, ip: lan.ip };
-  const kinePid = join(settings.runDir, 'kine.pid');
   // Loopback unless the image serves remote etcd clients, and then only with mTLS (kine.ts).
   const kineListen = `${settings.kineRemoteClients ? '0.0.0.0' : '127.0.0.1'}:${settings.kinePort}`;
   const kineLaunch = (secrets: ClusterSecrets) => {
@@ -220,7 +227,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     out.line(`${MARKER} resuming role=${meta.role} term=${meta.term} peer=${peer.name}`);
     answerPeerReruns();
     allowNonLocalBind();
-    stopOrphanKine(kinePid, settings.kineBinary);
+    stopOrphanKine(settings.kineBinary);
   } else {
     const result = await runPairing(pairingOptions);
     peer = { nodeId: result.peer.nodeId, name: result.peer.name ?? nodeName(site, result.peer.nodeId, result.peerAddress), ip: result.peerAddress };
@@ -241,7 +248,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
 
   const secrets = loadSecrets(settings.secretsDir);
   if (!secrets) throw new Error(`no cluster secrets in ${settings.secretsDir}; the node is provisioned but its secrets are gone`);
-  const kine = new KineSupervisor({ ...kineLaunch(secrets), port: settings.pgPort, pidFile: kinePid, log });
+  const kine = new KineSupervisor({ ...kineLaunch(secrets), port: settings.pgPort, log });
   if (provisionedKine) kine.adopt(provisionedKine.proc, provisionedKine.upstream);
   liveness = startLiveness({
     nodeId: meta.nodeId, peer: { nodeId: peer.nodeId, name: peer.name, address: peer.ip }, ifname: lan.ifname, vipCidr: site.network.vip,
@@ -291,12 +298,10 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
       }
     }
     await runProvisioning(provisionConfig(role));
-    stopOrphanKine(kinePid, settings.kineBinary);
+    stopOrphanKine(settings.kineBinary);
     const upstream = role === 'leader' ? '127.0.0.1' : vip;
     const proc: KineProcess = await startKine({
       ...kineLaunch(secrets), db: { host: upstream, port: settings.pgPort },
-      // Recorded before the health wait: a crash during it must not leave an unknown orphan on the port.
-      onSpawn: (pid) => writeFileAtomic(kinePid, `${pid}\n`),
     });
     if (role === 'leader') {
       await bindVip(lan.ifname, site.network.vip);

@@ -5,12 +5,10 @@
  * Reconciliation runs in the background (a start waits for Kine to answer), never in a tick.
  */
 import type { Logger } from '../adapters/output.ts';
-import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { kineHealth, startKine, type KineOptions, type KineProcess } from '../provision/kine.ts';
 
-export interface KineSupervisorOptions extends Omit<KineOptions, 'db' | 'onSpawn'> {
+export interface KineSupervisorOptions extends Omit<KineOptions, 'db'> {
   port: number;
-  pidFile: string;
   log: Logger;
 }
 
@@ -101,7 +99,6 @@ export class KineSupervisor {
             db: { host: wanted, port: this.o.port },
             // Against the VIP the primary may be moving: give up sooner, a newer wish may be waiting.
             startTimeoutMs: this.o.startTimeoutMs ?? (wanted === '127.0.0.1' ? 15_000 : 5000),
-            onSpawn: (pid) => writeFileAtomic(this.o.pidFile, `${pid}\n`),
           });
           this.#track(started, wanted);
           this.o.log.event('info', 'kine-started', { upstream: `${wanted}:${this.o.port}`, pid: started.pid });

@@ -71,8 +71,6 @@ export interface KineOptions {
   extraArgs?: string[];
   /** How long start waits for a healthy answer (default 30 s). */
   startTimeoutMs?: number;
-  /** Called as soon as the process exists, before the health wait (to record its pid durably). */
-  onSpawn?: (pid: number) => void;
   /** Serve TLS and require client certificates signed by `caFile` (remote etcd clients). */
   tls?: KineTls;
   /** Run Kine as this user instead of the agent's (root): it needs no privilege. */
@@ -154,7 +152,6 @@ export async function startKine(o: KineOptions): Promise<KineProcess> {
     child.once('error', () => resolve({ code: null, signal: null }));
   });
   const spawnError = new Promise<Error>((resolve) => child.once('error', (e: NodeJS.ErrnoException) => resolve(e)));
-  if (child.pid !== undefined) o.onSpawn?.(child.pid);
   let gone = false;
   void exited.then(() => (gone = true));
   const client = localKineClient(o.listenAddress, o.tls);
