@@ -35,7 +35,8 @@ function bindUdp(address: string, port: number): Promise<Socket> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-test.serial('forged challenges and announces never send anything to a third address', async (t) => {
+/** A real discovery socket on VICTIM (its log collected) and an attacker's socket on ATTACKER, closed when the test ends. */
+async function victimAndAttacker(t: import('ava').ExecutionContext) {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const log = collectingLog();
   const victimId = randomBytes(16).toString('hex');
@@ -43,6 +44,11 @@ test.serial('forged challenges and announces never send anything to a third addr
   t.teardown(() => victim.close());
   const attacker = await bindUdp(ATTACKER, port + 1);
   t.teardown(() => attacker.close());
+  return { port, log, victimId, attacker };
+}
+
+test.serial('forged challenges and announces never send anything to a third address', async (t) => {
+  const { port, log, victimId, attacker } = await victimAndAttacker(t);
   const received: Buffer[] = [];
   attacker.on('message', (m) => received.push(m));
 
@@ -67,13 +73,7 @@ test.serial('forged challenges and announces never send anything to a third addr
 });
 
 test.serial('a flood of junk and forged datagrams costs bounded log lines; the node still answers a peer', async (t) => {
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const log = collectingLog();
-  const victimId = randomBytes(16).toString('hex');
-  const victim = await startDiscovery({ siteId: SITE, keys, nodeId: victimId, bindAddress: VICTIM, broadcastAddress: '127.0.0.9', port, intervalMs: 60_000, getState: () => state, log });
-  t.teardown(() => victim.close());
-  const attacker = await bindUdp(ATTACKER, port + 1);
-  t.teardown(() => attacker.close());
+  const { port, log, attacker } = await victimAndAttacker(t);
   const wrongKeys = derivePairKeys(randomBytes(32).toString('base64'), SITE);
   const other = randomBytes(16).toString('hex');
   const boot = randomBytes(16).toString('hex');
