@@ -32,17 +32,24 @@ test('invalid JSON and empty frames are errors', (t) => {
 
 test('channel messages are parsed strictly', (t) => {
   const cand = { nodeId: A, committed: false, term: 0, timeline: 0, lsn: '0/0' };
-  t.deepEqual(parseChannelMessage({ t: 'hello', v: 1, site: 'shop-1', candidate: cand }), { t: 'hello', v: 1, site: 'shop-1', candidate: cand });
+  const key = 'k'.repeat(43);
+  t.deepEqual(parseChannelMessage({ t: 'hello', v: 2, site: 'shop-1', candidate: cand, key }), { t: 'hello', v: 2, site: 'shop-1', candidate: cand, key });
+  t.deepEqual(parseChannelMessage({ t: 'auth', proof: key }), { t: 'auth', proof: key });
   t.deepEqual(parseChannelMessage({ t: 'propose', leader: A, follower: 'b'.repeat(32), term: 1 }).t, 'propose');
   const bad: unknown[] = [
     null,
     [],
     { t: 'nope' },
+    { t: 'hello', v: 1, site: 'shop-1', candidate: cand, key },
     { t: 'hello', v: 2, site: 'shop-1', candidate: cand },
-    { t: 'hello', v: 1, site: 'shop-1', candidate: { ...cand, extra: 1 } },
-    { t: 'hello', v: 1, site: 'shop-1', candidate: { ...cand, lsn: 'x' } },
-    { t: 'hello', v: 1, site: 'shop-1', candidate: { ...cand, term: -1 } },
-    { t: 'hello', v: 1, site: 'shop-1', candidate: { ...cand, nodeId: 'A'.repeat(32) } },
+    { t: 'hello', v: 2, site: 'shop-1', candidate: cand, key: 'short' },
+    { t: 'hello', v: 2, site: 'shop-1', candidate: { ...cand, extra: 1 }, key },
+    { t: 'hello', v: 2, site: 'shop-1', candidate: { ...cand, lsn: 'x' }, key },
+    { t: 'hello', v: 2, site: 'shop-1', candidate: { ...cand, term: -1 }, key },
+    { t: 'hello', v: 2, site: 'shop-1', candidate: { ...cand, term: 2 ** 31 }, key },
+    { t: 'hello', v: 2, site: 'shop-1', candidate: { ...cand, nodeId: 'A'.repeat(32) }, key },
+    { t: 'auth', proof: 'p'.repeat(42) },
+    { t: 'auth', proof: 'p'.repeat(43), extra: 1 },
     { t: 'propose', leader: A, follower: A, term: 1.5 },
     { t: 'secrets', term: 1, secrets: 'a string' },
     { t: 'ack', term: 1, more: true },
