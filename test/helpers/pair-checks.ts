@@ -33,7 +33,7 @@ export async function converged(pair: Pair, timeoutMs: number): Promise<[PairAge
 export async function dumpOnFailure(t: ExecutionContext, pair: Pair): Promise<void> {
   if (t.passed) return;
   for (const a of pair.agents) {
-    const log = (await a.log()).filter((e) => !String(e.event).startsWith("pairing-beacon")).slice(-60);
+    const log = (await a.log()).filter((e) => !String(e.event).startsWith('pairing-beacon')).slice(-60);
     const pgLog = (await readFile(path.join(a.dirs.pg, 'postgresql.log'), 'utf8').catch(() => '')).trim().split('\n').slice(-12).join('\n');
     t.log(`node ${a.index + 1} console:\n${await a.console()}\nlog tail:\n${log.map((e) => JSON.stringify(e)).join('\n')}\nPostgreSQL log tail:\n${pgLog}`);
   }
