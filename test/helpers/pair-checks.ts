@@ -3,7 +3,7 @@ import type { ExecutionContext } from 'ava';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { etcdctlFlags } from './etcd-client.ts';
-import { eventually, type Pair, type PairAgent } from './pair-agents.ts';
+import { createPair, eventually, type Pair, type PairAgent, type PairOptions } from './pair-agents.ts';
 
 export async function clusterReady(a: PairAgent): Promise<string | undefined> {
   const text = await a.console();
@@ -27,6 +27,20 @@ export async function converged(pair: Pair, timeoutMs: number): Promise<[PairAge
   });
   if (roles[0] === roles[1]) throw new Error(`both nodes are ${roles[0]}`);
   return roles[0] === 'leader' ? [a, b] : [b, a];
+}
+
+/**
+ * A pair for one test, destroyed when the test ends (after a dump of every agent when it failed);
+ * the first `start` agents are started at once (the others, e.g. a third host, stay off).
+ */
+export async function testPair(t: ExecutionContext, opts: PairOptions = {}, start = 2): Promise<Pair> {
+  const pair = await createPair(opts);
+  t.teardown(async () => {
+    await dumpOnFailure(t, pair);
+    await pair.destroy();
+  });
+  for (const a of pair.agents.slice(0, start)) a.start();
+  return pair;
 }
 
 /** On failure, show what each agent printed: the console and the tail of its log. */

@@ -8,8 +8,8 @@
  */
 import test from 'ava';
 import { randomInt } from 'node:crypto';
-import { createPair, type PairAgent } from '../helpers/pair-agents.ts';
-import { assertHealthyPair, dumpOnFailure } from '../helpers/pair-checks.ts';
+import type { PairAgent } from '../helpers/pair-agents.ts';
+import { assertHealthyPair, testPair } from '../helpers/pair-checks.ts';
 
 /** Not `nft`: under npx, node_modules/.bin comes first on PATH and holds another program of that name. */
 const NFT = '/usr/sbin/nft';
@@ -33,14 +33,8 @@ async function dropCounter(a: PairAgent): Promise<number> {
 }
 
 test.serial('a third host on the LAN reaches no PostgreSQL, pairing channel or other port of a formed pair, only Kine (mTLS); the peers reach each other', async (t) => {
-  const pair = await createPair({ nodes: 3 });
-  t.teardown(async () => {
-    await dumpOnFailure(t, pair);
-    await pair.destroy();
-  });
+  const pair = await testPair(t, { nodes: 3 });
   const [a, b, lanHost] = pair.agents as [PairAgent, PairAgent, PairAgent];
-  a.start();
-  b.start();
   await assertHealthyPair(t, { ...pair, agents: [a, b] });
 
   // First the probes, so that on a box without a firewall the failure names what was reached.

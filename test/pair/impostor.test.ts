@@ -90,18 +90,11 @@ if (process.argv[2] === '--impostor' && process.argv[1] !== undefined && path.re
 
 function defineTests(t0: TestFn): void {
   t0.serial('with only the pair secret, an impostor cannot raise the term, take over the heartbeats, re-pair or hand over secrets', async (t) => {
-    const { createPair } = await import('../helpers/pair-agents.ts');
-    const { assertHealthyPair, converged, dumpOnFailure } = await import('../helpers/pair-checks.ts');
+    const { assertHealthyPair, converged, testPair } = await import('../helpers/pair-checks.ts');
     const secret = randomBytes(32).toString('base64url');
     // With nothing committed the lower id leads: node 2 leads, node 1 follows, node 3 is the impostor's host.
-    const pair = await createPair({ nodes: 3, secret, nodeIds: [HIGH, LOW] });
-    t.teardown(async () => {
-      await dumpOnFailure(t, pair);
-      await pair.destroy();
-    });
+    const pair = await testPair(t, { nodes: 3, secret, nodeIds: [HIGH, LOW] });
     const [follower, leader, lanHost] = pair.agents as [NonNullable<(typeof pair.agents)[0]>, NonNullable<(typeof pair.agents)[0]>, NonNullable<(typeof pair.agents)[0]>];
-    follower.start();
-    leader.start();
     const [l, f] = await converged(pair, 180_000);
     t.is(l, leader);
     t.is(f, follower);

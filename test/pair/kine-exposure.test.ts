@@ -11,20 +11,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { etcdctlFlags, type EtcdClientFiles } from '../helpers/etcd-client.ts';
-import { createPair, type Pair, type PairAgent } from '../helpers/pair-agents.ts';
-import { assertHealthyPair, converged, dumpOnFailure } from '../helpers/pair-checks.ts';
+import type { Pair, PairAgent } from '../helpers/pair-agents.ts';
+import { assertHealthyPair, converged, testPair } from '../helpers/pair-checks.ts';
 import { run } from '../helpers/netns.ts';
 
 async function withPair(t: import('ava').ExecutionContext, remote: boolean): Promise<{ pair: Pair; lanHost: PairAgent }> {
-  const pair = await createPair({ nodes: 3, kineRemoteClients: remote });
-  t.teardown(async () => {
-    await dumpOnFailure(t, pair);
-    await pair.destroy();
-  });
-  const [a, b, lanHost] = pair.agents as [PairAgent, PairAgent, PairAgent];
-  a.start();
-  b.start();
-  return { pair, lanHost };
+  const pair = await testPair(t, { nodes: 3, kineRemoteClients: remote });
+  return { pair, lanHost: pair.agents[2] as PairAgent };
 }
 
 /** A client certificate that chains to a CA of its own, not the pair's. */

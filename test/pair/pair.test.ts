@@ -3,26 +3,16 @@
  * roles, PostgreSQL streaming in sync, Kine answering on both nodes with the same data.
  */
 import test from 'ava';
-import { createPair, eventually, type PairAgent } from '../helpers/pair-agents.ts';
-import { assertHealthyPair, converged, dumpOnFailure } from '../helpers/pair-checks.ts';
+import { eventually, type PairAgent } from '../helpers/pair-agents.ts';
+import { assertHealthyPair, converged, testPair } from '../helpers/pair-checks.ts';
 
 test.serial('two agents started together pair, replicate synchronously and serve Kine on both nodes', async (t) => {
-  const pair = await createPair();
-  t.teardown(async () => {
-    await dumpOnFailure(t, pair);
-    await pair.destroy();
-  });
-  for (const a of pair.agents) a.start();
+  const pair = await testPair(t);
   await assertHealthyPair(t, pair);
 });
 
 test.serial('an agent started two minutes later pairs with the one already waiting', async (t) => {
-  const pair = await createPair();
-  t.teardown(async () => {
-    await dumpOnFailure(t, pair);
-    await pair.destroy();
-  });
-  pair.agents[0]?.start();
+  const pair = await testPair(t, {}, 1);
   await eventually('the first agent discovering', 30_000, async () => (/discovering peer/.test((await pair.agents[0]?.console()) ?? '') ? true : undefined));
   // Minutes apart, as when the second box is unpacked later: the first keeps beaconing, no timeout fires.
   await new Promise((r) => setTimeout(r, 120_000));
@@ -31,12 +21,7 @@ test.serial('an agent started two minutes later pairs with the one already waiti
 });
 
 test.serial('a box with a different pair secret is never paired with, and the log says why', async (t) => {
-  const pair = await createPair({ secrets: [Buffer.alloc(32, 1).toString('base64url'), Buffer.alloc(32, 7).toString('base64url')] });
-  t.teardown(async () => {
-    await dumpOnFailure(t, pair);
-    await pair.destroy();
-  });
-  for (const a of pair.agents) a.start();
+  const pair = await testPair(t, { secrets: [Buffer.alloc(32, 1).toString('base64url'), Buffer.alloc(32, 7).toString('base64url')] });
   const reason = await eventually('a log line naming the wrong secret', 30_000, async () => {
     const events = await pair.agents[0]?.log();
     return events?.find((e) => /secret/i.test(String(e.message ?? e.reason ?? '')))?.message as string | undefined;
@@ -47,14 +32,8 @@ test.serial('a box with a different pair secret is never paired with, and the lo
 });
 
 test.serial('a third box with the right secret is refused while the pair is healthy', async (t) => {
-  const pair = await createPair({ nodes: 3 });
-  t.teardown(async () => {
-    await dumpOnFailure(t, pair);
-    await pair.destroy();
-  });
+  const pair = await testPair(t, { nodes: 3 });
   const [a, b, third] = pair.agents as [PairAgent, PairAgent, PairAgent];
-  a.start();
-  b.start();
   await converged({ ...pair, agents: [a, b] }, 120_000);
   third.start();
   const refusal = await eventually('the third box to log the refusal', 30_000, async () => {
