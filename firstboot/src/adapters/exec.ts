@@ -17,6 +17,7 @@ export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   initdb: 'postgresql-15',
   ip: 'iproute2',
   lsblk: 'util-linux',
+  nft: 'nftables',
   openssl: 'openssl',
   partx: 'util-linux',
   pg_basebackup: 'postgresql-client-15',
