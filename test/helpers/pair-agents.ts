@@ -379,8 +379,8 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
   return { topology, vip, agents, etcdClient, destroy };
 }
 
-/** Polls `check` until it returns a value (not undefined) or the time is up. */
-export async function eventually<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
+/** Polls `check` every `everyMs` until it returns a value (not undefined) or the time is up. */
+export async function eventually<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>, everyMs = 500): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   for (;;) {
@@ -391,6 +391,6 @@ export async function eventually<T>(what: string, timeoutMs: number, check: () =
       last = (e as Error).message || String(e);
     }
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (last error: ${last})` : ''}`);
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, everyMs));
   }
 }

@@ -44,7 +44,9 @@ for (const victimRole of ['leader', 'follower'] as const) {
         if (all.length < runCount) return undefined;
         const current = (all.at(-1) ?? []).filter((e) => STAGE_EVENTS.has(String(e.event))).map(stageName);
         return current.length >= k || current.includes('cluster-ready') ? current : undefined;
-      });
+        // Polled fast: the steps after the base backup take milliseconds, and a kill that lands
+        // after the node recorded itself provisioned ends the round early.
+      }, 25);
       const reached = stages[k - 1];
       if (reached === undefined || reached === 'cluster-ready') break;
       await victim.kill();
