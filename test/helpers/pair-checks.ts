@@ -55,8 +55,12 @@ export async function dumpOnFailure(t: ExecutionContext, pair: Pair): Promise<vo
 
 export async function assertHealthyPair(t: ExecutionContext, pair: Pair): Promise<void> {
   const [leader, follower] = await converged(pair, 120_000);
-  const ls = await leader.status();
-  const fs = await follower.status();
+  // "cluster ready" on the console may be an earlier run's: a leader just restarted starts fenced
+  // and earns its writes back within seconds, so wait for the live roles.
+  const [ls, fs] = await eventually('the live roles leader and follower', 60_000, async () => {
+    const both = [await leader.status(), await follower.status()] as const;
+    return both[0].role === 'leader' && both[1].role === 'follower' ? both : undefined;
+  }).catch(async () => [await leader.status(), await follower.status()] as const);
   t.like(ls, { role: 'leader', phase: 'provisioned' });
   t.like(fs, { role: 'follower', phase: 'provisioned' });
   t.is(ls.term, fs.term, 'both persisted the same term');
