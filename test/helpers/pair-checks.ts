@@ -74,8 +74,10 @@ export async function assertHealthyPair(t: ExecutionContext, pair: Pair): Promis
   t.is(await follower.sql('SELECT pg_is_in_recovery()'), 't');
 
   const key = `/lab/${Date.now()}`;
-  await etcdctl(pair, leader, ['put', `${key}/a`, 'written-on-leader']);
-  await etcdctl(pair, follower, ['put', `${key}/b`, 'written-on-follower']);
+  // Each Kine is restarted when its upstream changes (a leader unfencing re-points it at its own
+  // PostgreSQL): give it the seconds that takes. Puts are idempotent, so retrying is safe.
+  await eventually("the leader's Kine taking a put", 30_000, () => etcdctl(pair, leader, ['put', `${key}/a`, 'written-on-leader']));
+  await eventually("the follower's Kine taking a put", 30_000, () => etcdctl(pair, follower, ['put', `${key}/b`, 'written-on-follower']));
   t.is(await etcdctl(pair, follower, ['get', '--print-value-only', `${key}/a`]), 'written-on-leader');
   t.is(await etcdctl(pair, leader, ['get', '--print-value-only', `${key}/b`]), 'written-on-follower');
   t.is(await follower.sql(`SELECT count(*) FROM kine WHERE name LIKE '${key}/%'`, 'kine'), '2', 'rows replicated to the standby');
