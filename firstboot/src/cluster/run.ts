@@ -205,7 +205,10 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     },
   };
   const self: NodeIdentity = { name, ip: lan.ip };
-  // Loopback unless the image serves remote etcd clients, and then only with mTLS (kine.ts).
+  // Loopback by default: only this box's own clients reach Kine. A profile with remote etcd clients
+  // (Kubernetes servers elsewhere on the site LAN) binds every address, and then Kine accepts only
+  // TLS with a client certificate from the pair CA (kineLaunch passes its tls files; kine.ts); the
+  // firewall opens 2379 to the LAN only in that mode (net/core/firewall.ts).
   const kineListen = `${settings.kineRemoteClients ? '0.0.0.0' : '127.0.0.1'}:${settings.kinePort}`;
   const kineLaunch = (secrets: ClusterSecrets) => {
     const owner = kineUser();

@@ -93,6 +93,7 @@ export interface KineClient {
 export function localKineClient(listenAddress: string, tls?: KineTls): KineClient {
   const port = listenAddress.slice(listenAddress.lastIndexOf(':') + 1);
   const host = listenAddress.slice(0, listenAddress.lastIndexOf(':'));
+  // Not a listener: the agent's own client of a Kine bound to every address dials it on loopback.
   const local = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host;
   return { endpoint: `${tls ? 'https' : 'http'}://${local}:${port}`, ...(tls ? { tls } : {}) };
 }
