@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make image` and `make test` (both install what they need).
-PROFILE  ?= edge-datastore
+PROFILE  ?= edge-standard
 HARDWARE ?= generic-x86_64-uefi
 CLI      := node bin/geminik8s.js
 

@@ -40,7 +40,6 @@ network:
 postgresql: {version: 15, replication: physical, synchronous: true}
 components:
   kine: {version: v0.17.5, sources: [{goModule: github.com/k3s-io/kine}]}
-  k3s: {enabled: false}
 `;
 
 test('a valid profile file outside profiles/ is accepted by path', async (t) => {
@@ -71,12 +70,20 @@ test('an enum lists the allowed values', async (t) => {
   t.deepEqual(issues, ['p.yaml:9:15: network.addressing: found string "dhcpx"; allowed: "dhcp", "static"']);
 });
 
-test('k3s enabled without a version or source is reported field by field', async (t) => {
-  const issues = await issuesFor(VALID.replace('k3s: {enabled: false}', 'k3s: {enabled: true}'));
+test('kubernetes without a version or source is reported field by field', async (t) => {
+  const issues = await issuesFor(`${VALID}  kubernetes: {distribution: upstream}\n`);
   t.deepEqual(issues, [
-    'p.yaml:13:8: components.k3s.version: found nothing; "version" is required',
-    'p.yaml:13:8: components.k3s.sources: found nothing; "sources" is required',
+    'p.yaml:13:15: components.kubernetes.version: found nothing; "version" is required',
+    'p.yaml:13:15: components.kubernetes.sources: found nothing; "sources" is required',
   ]);
+});
+
+test('the pod and Service ranges default in the validator', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-cfg-'));
+  const file = path.join(dir, 'p.yaml');
+  await writeFile(file, `${VALID}  kubernetes: {distribution: upstream, version: v1.37.2, sources: [{goMain: components/kubernetes}]}\n`);
+  const r = await resolveConfig({ profile: file, hardware: HW, repoRoot: REPO_ROOT });
+  t.like(r.profile.components.kubernetes, { clusterCidr: '10.42.0.0/16', serviceCidr: '10.43.0.0/16' });
 });
 
 test('every problem in a file is reported at once', async (t) => {

@@ -46,10 +46,11 @@ test('the steps whose output holds a site file stamped at build time are the pri
   t.deepEqual(planBuild({ ...i, site: 's1' }).filter((s) => s.holdsSecrets).map((s) => s.id), ['disk', 'artifacts']);
 });
 
-test('profiles with K3s plan a k3s component step', async (t) => {
+test('profiles with Kubernetes plan a kubernetes component step, keyed by its source tree', async (t) => {
   const i = await inputs('edge-standard');
   const plan = planBuild(i);
-  t.true(plan.some((s) => s.id === 'k3s'));
-  t.deepEqual(plan.find((s) => s.id === 'rootTree')?.dependsOn, ['rootfs', 'kine', 'k3s', 'agent', 'overlays']);
+  t.true(plan.some((s) => s.id === 'kubernetes'));
+  t.deepEqual(plan.find((s) => s.id === 'rootTree')?.dependsOn, ['rootfs', 'kine', 'kubernetes', 'agent', 'overlays']);
+  t.deepEqual(changedSteps(i, { ...i, componentTrees: { 'components/kubernetes': 'changed' } }), ['kubernetes', 'rootTree', 'disk', 'artifacts']);
   t.is(artifactName(i.config), 'edge-standard-generic-x86_64-uefi-0.1.0');
 });

@@ -5,6 +5,8 @@
  *   artifactDir  offline path: <dir>/<name>/<version>/<arch>/<file>  (used in place)
  *   url          production path: pinned URL + sha256 per arch; downloaded once into the cache
  *   goModule     `go install <module>@<version>` cross-compiled with GOARCH; built once into the cache
+ *   goMain       `go build` of a main package of this repository (components/<name>) whose go.mod pins
+ *                the upstream module at the profile's version; built once per source tree into the cache
  *
  * Cache layout (shared across builds):
  *   <cacheDir>/components/<name>/<version>/<arch>/<file>          the binary
@@ -17,6 +19,7 @@ import { chmod, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile }
 import { basename, isAbsolute, join, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { hashTree } from '../plan/tree-hash.ts';
 import { run } from '../util/exec.ts';
 
 export type ComponentArch = 'amd64' | 'arm64';
@@ -25,7 +28,37 @@ export type PerArch<T> = Partial<Record<ComponentArch, T>>;
 export type ComponentSource =
   | { artifactDir: string; sha256?: PerArch<string> }
   | { url: string | PerArch<string>; sha256: PerArch<string> }
-  | { goModule: string; ldflags?: string[]; env?: Record<string, string> };
+  | { goModule: string; ldflags?: string[]; env?: Record<string, string> }
+  | { goMain: string };
+
+/**
+ * How a main package of this repository is built. `pins` is the upstream module its go.mod must
+ * require at exactly the profile's version (so the version the image reports is the code it
+ * runs); tags and -ldflags are those of the upstream release build. {version}, {major} and
+ * {minor} are substituted.
+ */
+export interface GoMainRecipe {
+  pins: string;
+  tags: string[];
+  ldflags: string[];
+  /** Shown before a cold build: what it costs. */
+  note?: string;
+}
+
+/** Kubernetes' release version stamp, for both packages that carry one (hack/lib/version.sh). */
+const kubernetesVersionFlags = ['k8s.io/component-base/version', 'k8s.io/client-go/pkg/version'].flatMap((p) => [
+  `-X ${p}.gitVersion={version}`, `-X ${p}.gitMajor={major}`, `-X ${p}.gitMinor={minor}`, `-X ${p}.gitTreeState=clean`,
+]);
+
+export const GO_MAIN_RECIPES: Record<string, GoMainRecipe> = {
+  'components/kubernetes': {
+    pins: 'k8s.io/kubernetes',
+    // selinux: volume relabelling support; notest and grpcnotrace: what upstream's release build sets.
+    tags: ['selinux', 'notest', 'grpcnotrace'],
+    ldflags: kubernetesVersionFlags,
+    note: 'a cold build takes about 10 min on 2 cores and 3 GiB of memory; later builds reuse the cache',
+  },
+};
 
 /**
  * Extra -ldflags for Go modules we know (so a profile's plain `goModule:` source still stamps the
@@ -91,9 +124,24 @@ export function kineSpec(version: string, extra: ComponentSource[] = []): Compon
   };
 }
 
+/** Upstream Kubernetes (kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy in one binary) from this repository's wrapper module. */
+export function kubernetesSpec(version: string, extra: ComponentSource[] = []): ComponentSpec {
+  return {
+    name: 'kubernetes',
+    version,
+    sources: [
+      { artifactDir: 'artifacts' },
+      ...extra,
+      { goMain: 'components/kubernetes' },
+    ],
+  };
+}
+
 const fileName = (spec: ComponentSpec): string => spec.file ?? spec.name;
-const expand = (s: string, spec: ComponentSpec, arch: ComponentArch): string =>
-  s.replaceAll('{arch}', arch).replaceAll('{version}', spec.version).replaceAll('{name}', spec.name);
+const expand = (s: string, spec: ComponentSpec, arch: ComponentArch): string => {
+  const [major = '', minor = ''] = spec.version.replace(/^v/, '').split('.');
+  return s.replaceAll('{arch}', arch).replaceAll('{version}', spec.version).replaceAll('{name}', spec.name).replaceAll('{major}', major).replaceAll('{minor}', minor);
+};
 
 export async function sha256File(path: string): Promise<string> {
   const h = createHash('sha256');
@@ -269,6 +317,50 @@ async function tryGoModule(src: { goModule: string; ldflags?: string[]; env?: Re
   }
 }
 
+/** The version of `module` that a go.mod requires, if any. */
+export function requiredVersion(goMod: string, module: string): string | undefined {
+  const escaped = module.replace(/[.]/g, '\\.');
+  return new RegExp(`^\\s*(?:require\\s+)?${escaped}\\s+(v\\S+)`, 'm').exec(goMod)?.[1];
+}
+
+async function tryGoMain(src: { goMain: string }, spec: ComponentSpec, o: ResolveOptions): Promise<Attempt> {
+  const label = `go main ${src.goMain}`;
+  const recipe = GO_MAIN_RECIPES[src.goMain];
+  if (!recipe) return { label, reason: `no build recipe for ${src.goMain} (known: ${Object.keys(GO_MAIN_RECIPES).join(', ')})` };
+  const dir = resolve(o.repoRoot ?? process.cwd(), src.goMain);
+  const goMod = await readFile(join(dir, 'go.mod'), 'utf8').catch(() => undefined);
+  if (goMod === undefined) return { label, reason: `${join(src.goMain, 'go.mod')} not found` };
+  const pinned = requiredVersion(goMod, recipe.pins);
+  if (pinned !== spec.version) {
+    return { label, reason: `${join(src.goMain, 'go.mod')} requires ${recipe.pins} ${pinned ?? '(not at all)'}, the profile asks for ${spec.version}: change one to match` };
+  }
+  // The binary is what this source tree builds: a cached one from another tree is rebuilt.
+  const tree = await hashTree(dir);
+  const dest = componentCachePath(o.cacheDir, spec, o.arch);
+  const recorded = await readFile(join(dest, '..', 'source.json'), 'utf8').then((t) => (JSON.parse(t) as { tree?: string }).tree, () => undefined);
+  const cached = recorded === tree ? await fromCache(dest) : undefined;
+  if (cached) return { ok: { name: spec.name, version: spec.version, arch: o.arch, sha256: cached.sha, path: dest, size: cached.size, source: 'go-module' } };
+
+  await mkdir(resolve(dest, '..'), { recursive: true });
+  const tmp = `${dest}.${process.pid}.build`;
+  const ldflags = ['-s', '-w', ...recipe.ldflags.map((f) => expand(f, spec, o.arch))].join(' ');
+  o.onProgress?.(`${spec.name}: go build ${src.goMain} (${recipe.pins} ${spec.version}, GOARCH=${o.arch})${recipe.note ? `: ${recipe.note}` : ''}`);
+  try {
+    await run('go', ['build', '-trimpath', '-buildvcs=false', '-mod=readonly', `-tags=${recipe.tags.join(',')}`, `-ldflags=${ldflags}`, '-o', tmp, '.'], {
+      cwd: dir,
+      env: { ...process.env, CGO_ENABLED: '0', GOOS: 'linux', GOARCH: o.arch, GOFLAGS: undefined },
+      timeoutMs: 60 * 60_000,
+    });
+  } catch (e) {
+    await rm(tmp, { force: true });
+    return { label, reason: `go build failed: ${(e as Error).message.split('\n').slice(0, 6).join(' | ')}` };
+  }
+  const sha = await sha256File(tmp);
+  const size = (await stat(tmp)).size;
+  await commitToCache(tmp, dest, sha, spec, { source: 'go-main', dir: src.goMain, tree, ldflags, tags: recipe.tags, goVersion: (await run('go', ['env', 'GOVERSION'])).trim() });
+  return { ok: { name: spec.name, version: spec.version, arch: o.arch, sha256: sha, path: dest, size, source: 'go-module' } };
+}
+
 /**
  * Resolves a component for one arch, trying its sources in order. Throws
  * ComponentUnavailableError listing every source tried and why it failed.
@@ -276,7 +368,7 @@ async function tryGoModule(src: { goModule: string; ldflags?: string[]; env?: Re
 export async function resolveComponent(spec: ComponentSpec, o: ResolveOptions): Promise<ResolvedComponent> {
   if (!spec.version) throw new ComponentUnavailableError(spec.name, [], `${spec.name} for ${o.arch}: no version set (components.${spec.name}.version in the profile)`);
   const attempts: { source: string; reason: string }[] = [];
-  const kinds = { artifactDir: false, url: false, goModule: false };
+  const kinds = { artifactDir: false, url: false, goModule: false, goMain: false };
   for (const src of spec.sources) {
     let r: Attempt;
     if ('artifactDir' in src) {
@@ -288,6 +380,9 @@ export async function resolveComponent(spec: ComponentSpec, o: ResolveOptions): 
     } else if ('goModule' in src) {
       kinds.goModule = true;
       r = await tryGoModule(src, spec, o);
+    } else if ('goMain' in src) {
+      kinds.goMain = true;
+      r = await tryGoMain(src, spec, o);
     } else {
       r = { label: 'unknown source', reason: `unsupported source ${JSON.stringify(src)}` };
     }

@@ -2,11 +2,33 @@ import { componentSources, debianPackageList, name } from './schema-parts.ts';
 
 export type ComponentSource =
   | { artifactDir: string }
-  | { url: string; sha256: Partial<Record<'amd64' | 'arm64', string>> }
-  | { goModule: string };
+  | { url: string | Partial<Record<'amd64' | 'arm64', string>>; sha256: Partial<Record<'amd64' | 'arm64', string>> }
+  | { goModule: string }
+  | { goMain: string };
 
 export const K3S_BUNDLED = ['traefik', 'servicelb', 'metrics-server', 'local-storage', 'coredns'] as const;
 export type K3sBundled = (typeof K3S_BUNDLED)[number];
+
+/**
+ * Which Kubernetes the image runs: `upstream` is built here from the k8s.io/kubernetes Go module
+ * (components/kubernetes); `k3s` is K3s' release binary, pinned by sha256.
+ */
+export const KUBERNETES_DISTRIBUTIONS = ['upstream', 'k3s'] as const;
+export type KubernetesDistribution = (typeof KUBERNETES_DISTRIBUTIONS)[number];
+
+/** Pod and Service ranges both servers share (K3s' defaults, so the two distributions agree). */
+export const DEFAULT_CLUSTER_CIDR = '10.42.0.0/16';
+export const DEFAULT_SERVICE_CIDR = '10.43.0.0/16';
+
+export interface KubernetesComponent {
+  distribution: KubernetesDistribution;
+  version: string;
+  sources: ComponentSource[];
+  /** K3s only: bundled add-ons left out on both servers. */
+  disable?: K3sBundled[];
+  clusterCidr: string;
+  serviceCidr: string;
+}
 
 /** A product profile: what goes into an image, independent of site and hardware. */
 export interface Profile {
@@ -21,10 +43,13 @@ export interface Profile {
   postgresql: { version: 15; replication: 'physical' | 'logical'; synchronous: boolean };
   components: {
     kine: { version: string; sources: ComponentSource[]; remoteClients?: boolean };
-    k3s: { enabled: boolean; version?: string; sources?: ComponentSource[]; disable?: K3sBundled[] };
+    /** Absent: no Kubernetes on the appliance (its clients run elsewhere and reach Kine). */
+    kubernetes?: KubernetesComponent;
   };
   cluster?: { preferredLeader?: string };
 }
+
+const CIDR = '^([0-9]{1,3}\\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$';
 
 const version = { type: 'string', pattern: '^v?[0-9]+\\.[0-9]+\\.[0-9]+([-+][0-9A-Za-z.+-]+)?$', description: 'a version like "v1.2.3" or "v1.33.1+k3s1"' } as const;
 
@@ -73,7 +98,7 @@ export const profileSchema = {
     components: {
       type: 'object',
       additionalProperties: false,
-      required: ['kine', 'k3s'],
+      required: ['kine'],
       properties: {
         kine: {
           type: 'object',
@@ -88,18 +113,19 @@ export const profileSchema = {
             },
           },
         },
-        k3s: {
+        kubernetes: {
           type: 'object',
           additionalProperties: false,
-          required: ['enabled'],
+          required: ['distribution', 'version', 'sources'],
+          description: 'the Kubernetes both appliances run as control-plane servers and workers; leave it out for a datastore-only image',
           properties: {
-            enabled: { type: 'boolean' },
+            distribution: { enum: [...KUBERNETES_DISTRIBUTIONS] },
             version,
             sources: componentSources,
-            disable: { type: 'array', uniqueItems: true, items: { enum: [...K3S_BUNDLED] } },
+            disable: { type: 'array', uniqueItems: true, items: { enum: [...K3S_BUNDLED] }, description: 'K3s add-ons to leave out (distribution k3s only)' },
+            clusterCidr: { type: 'string', pattern: CIDR, default: DEFAULT_CLUSTER_CIDR, description: 'the pod range, an IPv4 CIDR like "10.42.0.0/16"' },
+            serviceCidr: { type: 'string', pattern: CIDR, default: DEFAULT_SERVICE_CIDR, description: 'the Service range, an IPv4 CIDR like "10.43.0.0/16"' },
           },
-          if: { properties: { enabled: { const: true } } },
-          then: { required: ['version', 'sources'] },
         },
       },
     },

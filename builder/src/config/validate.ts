@@ -27,7 +27,8 @@ export function formatIssue(i: ConfigIssue): string {
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; issues: ConfigIssue[] };
 
-const ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false, allowUnionTypes: true, verbose: true });
+// useDefaults: a schema's `default` is filled in here, once, rather than patched in where a value is read.
+const ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false, allowUnionTypes: true, verbose: true, useDefaults: true });
 // `x-hint` on a property: advice shown when it is missing (e.g. which command creates it).
 ajv.addKeyword({ keyword: 'x-hint', schemaType: 'string' });
 const compiled = new WeakMap<object, ValidateFunction>();

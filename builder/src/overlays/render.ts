@@ -7,7 +7,8 @@ import type { ResolvedConfig } from '../config/resolve.ts';
 export function overlayLayers(config: ResolvedConfig): string[] {
   const layers = ['base', `network-${config.profile.network.addressing}`];
   if (config.packages.includes('openssh-server')) layers.push('ssh');
-  if (config.profile.components.k3s.enabled) layers.push('k3s');
+  const kubernetes = config.profile.components.kubernetes;
+  if (kubernetes) layers.push(kubernetes.distribution === 'k3s' ? 'k3s' : 'kubernetes');
   return layers;
 }
 

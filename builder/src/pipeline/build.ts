@@ -13,7 +13,7 @@ import { buildRootfs, readCachedRootfs, ROOTFS_HOOK_VERSION, type RootfsPackage 
 import { ARTIFACT_FILES, compressImage, publishArtifacts, sha256File, writeChecksums } from './artifacts.ts';
 import type { Reporter } from './events.ts';
 import { acquireBuildLock } from './lock.ts';
-import { composeRootTree, INSTALL_PATHS, makeDataSkeleton } from './root-tree.ts';
+import { composeRootTree, INSTALL_PATHS, KUBERNETES_BINARY, makeDataSkeleton } from './root-tree.ts';
 import { StepCache } from './step-cache.ts';
 
 export interface BuildOptions {
@@ -58,6 +58,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     rootfsRecipe: ROOTFS_HOOK_VERSION,
     agentSource: await agentSourceHash(),
     overlayTree: await hashTree(overlaysRoot),
+    componentTrees: Object.fromEntries(await Promise.all((profile.components.kubernetes?.sources ?? []).flatMap((s) => ('goMain' in s ? [s.goMain] : [])).map(async (dir) => [dir, await hashTree(path.join(repoRoot, dir))] as const))),
     diskRecipe: `${DISK_RECIPE_VERSION}:${await hashTree(path.join(repoRoot, 'image'))}`,
     site: opts.siteFile ? await hashFiles([opts.siteFile]) : undefined,
     sourceDateEpoch: opts.sourceDateEpoch,
@@ -93,10 +94,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           sourceDateEpoch: opts.sourceDateEpoch, onProgress: log('rootfs'),
         });
       },
-      kine: async (tmp) => fetchComponent({ name: 'kine', ...profile.components.kine }, tmp),
-      k3s: async (tmp) => {
-        const k3s = profile.components.k3s;
-        await fetchComponent({ name: 'k3s', version: k3s.version ?? '', sources: k3s.sources ?? [] }, tmp);
+      kine: async (tmp) => fetchComponent('kine', { name: 'kine', ...profile.components.kine }, tmp),
+      kubernetes: async (tmp) => {
+        const k = profile.components.kubernetes;
+        if (!k) throw new Error('internal: kubernetes step planned without components.kubernetes');
+        await fetchComponent('kubernetes', { name: KUBERNETES_BINARY[k.distribution], version: k.version, sources: k.sources }, tmp);
       },
       agent: async (tmp) => {
         const built = await buildAgentExecutable({ arch, outFile: path.join(tmp, 'geminik8s-agent'), cacheDir: path.join(opts.cacheRoot, 'node'), log: log('agent') });
@@ -104,7 +106,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       },
       overlays: async (tmp) => {
         await renderOverlays(overlaysRoot, overlayLayers(config), {
-          profile: { ...profile, cluster: { preferredLeader: '', ...profile.cluster }, components: { ...profile.components, k3s: { disable: [], ...profile.components.k3s } } },
+          profile: { ...profile, cluster: { preferredLeader: '', ...profile.cluster } },
           hardware,
           image: { name, version: profile.version, sourceDateEpoch: opts.sourceDateEpoch },
         }, tmp);
@@ -114,7 +116,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           { name: 'agent', file: path.join(need('agent'), 'geminik8s-agent') },
           { name: 'kine', file: path.join(need('kine'), 'kine') },
         ];
-        if (outputs.has('k3s')) binaries.push({ name: 'k3s', file: path.join(need('k3s'), 'k3s') });
+        const k = profile.components.kubernetes;
+        if (k) binaries.push({ name: KUBERNETES_BINARY[k.distribution], file: path.join(need('kubernetes'), 'kubernetes') });
         const tree = path.join(tmp, 'tree');
         await mkdir(tree);
         await composeRootTree({ rootfsDir: path.join(need('rootfs'), 'rootfs'), binaries, overlayDir: need('overlays'), outDir: tree, sourceDateEpoch: opts.sourceDateEpoch });
@@ -166,9 +169,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       return dir;
     }
 
-    async function fetchComponent(spec: ComponentSpec, tmp: string): Promise<void> {
-      const got = await resolveComponent(spec, { arch, cacheDir: opts.cacheRoot, repoRoot });
-      await copyFile(got.path, path.join(tmp, spec.name));
+    /** Resolves a component into its step's folder, as a file named after the step. */
+    async function fetchComponent(step: 'kine' | 'kubernetes', spec: ComponentSpec, tmp: string): Promise<void> {
+      const got = await resolveComponent(spec, { arch, cacheDir: opts.cacheRoot, repoRoot, onProgress: log(step) });
+      await copyFile(got.path, path.join(tmp, step));
       await writeFile(path.join(tmp, 'component.json'), JSON.stringify({ name: got.name, version: got.version, sha256: got.sha256, source: got.source }));
     }
 
@@ -186,7 +190,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       }
       outputs.set(step.id, result.dir);
       if (step.id === 'rootfs') packages = (await readCachedRootfs(path.join(result.dir, 'rootfs')))?.packages ?? [];
-      if (['kine', 'k3s', 'agent'].includes(step.id)) {
+      if (['kine', 'kubernetes', 'agent'].includes(step.id)) {
         components.push(JSON.parse(await readFile(path.join(result.dir, 'component.json'), 'utf8')) as ComponentRecord);
       }
       opts.report({ event: 'step-done', id: step.id, cached: result.cached, seconds: (performance.now() - started) / 1000 });

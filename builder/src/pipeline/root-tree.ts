@@ -1,4 +1,4 @@
-import { chmod, copyFile, mkdir } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { run } from '../util/exec.ts';
 
@@ -6,8 +6,16 @@ import { run } from '../util/exec.ts';
 export const INSTALL_PATHS = {
   agent: '/usr/lib/geminik8s/geminik8s-agent',
   kine: '/usr/lib/geminik8s/bin/kine',
+  /** Upstream Kubernetes, one binary for all its programs (components/kubernetes); links name each program. */
+  kubernetes: '/usr/lib/geminik8s/bin/kubernetes',
   k3s: '/usr/local/bin/k3s',
 } as const;
+
+/** Which installed binary each Kubernetes distribution is. */
+export const KUBERNETES_BINARY = { upstream: 'kubernetes', k3s: 'k3s' } as const;
+
+/** The upstream programs the multi-call binary dispatches to by the name it is called by. */
+export const KUBERNETES_PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy'] as const;
 
 /** Mount points on the read-only root that fstab needs; the root cannot grow them at run time. */
 const MOUNT_POINTS = ['data', 'oem', 'boot/efi'];
@@ -32,6 +40,9 @@ export async function composeRootTree(inp: RootTreeInputs): Promise<void> {
     await mkdir(path.dirname(target), { recursive: true });
     await copyFile(b.file, target);
     await chmod(target, 0o755);
+    if (b.name === 'kubernetes') {
+      for (const program of KUBERNETES_PROGRAMS) await symlink('kubernetes', path.join(path.dirname(target), program));
+    }
   }
   await run('cp', ['-a', `${inp.overlayDir}/.`, inp.outDir]);
   // Our system users (overlays/base/usr/lib/sysusers.d) are made here: /etc is read-only on the box.

@@ -6,7 +6,7 @@ import type { ResolvedConfig } from '../config/resolve.ts';
  * of the steps it consumes. Pure: the shell hashes files and passes the digests in, so what
  * rebuilds after a change can be reasoned about (and tested) without touching a disk.
  */
-export type StepId = 'rootfs' | 'kine' | 'k3s' | 'agent' | 'overlays' | 'rootTree' | 'disk' | 'artifacts';
+export type StepId = 'rootfs' | 'kine' | 'kubernetes' | 'agent' | 'overlays' | 'rootTree' | 'disk' | 'artifacts';
 
 export interface PlannedStep {
   id: StepId;
@@ -34,6 +34,8 @@ export interface PlanInputs {
   overlayTree: string;
   /** Digest of the image/ templates and the disk code's recipe. */
   diskRecipe: string;
+  /** Digest of each `components/<name>` source tree a goMain component builds from. */
+  componentTrees?: Record<string, string>;
   /** Digest of the site file when one is stamped at build time. */
   site?: string;
   sourceDateEpoch: number;
@@ -66,15 +68,18 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
   });
   const kine = profile.components.kine;
   add('kine', `Kine ${kine.version} (${arch})`, [], { version: kine.version, arch, sources: JSON.stringify(kine.sources) });
-  const k3s = profile.components.k3s;
-  if (k3s.enabled) {
-    add('k3s', `K3s ${k3s.version ?? ''} (${arch})`, [], { version: k3s.version ?? '', arch, sources: JSON.stringify(k3s.sources ?? []) });
+  const kubernetes = profile.components.kubernetes;
+  if (kubernetes) {
+    const trees = kubernetes.sources.flatMap((s) => ('goMain' in s ? [`${s.goMain}=${inp.componentTrees?.[s.goMain] ?? ''}`] : []));
+    add('kubernetes', `Kubernetes ${kubernetes.version} (${kubernetes.distribution}, ${arch})`, [], {
+      distribution: kubernetes.distribution, version: kubernetes.version, arch, sources: JSON.stringify(kubernetes.sources), trees: trees.join(' '),
+    });
   }
   add('agent', `firstboot agent (${arch})`, [], { arch, source: inp.agentSource });
   add('overlays', 'overlays rendered from the profile', [], {
     tree: inp.overlayTree, profile: JSON.stringify(profile), hardware: JSON.stringify(hardware),
   });
-  const components: StepId[] = k3s.enabled ? ['kine', 'k3s'] : ['kine'];
+  const components: StepId[] = kubernetes ? ['kine', 'kubernetes'] : ['kine'];
   add('rootTree', 'root filesystem tree (rootfs + components + agent + overlays)', ['rootfs', ...components, 'agent', 'overlays'], {});
   add('disk', `GPT disk image (${hardware.bootloader}, ${hardware.firmware})`, ['rootTree'], {
     recipe: inp.diskRecipe, disk: JSON.stringify(hardware.disk), console: hardware.console,
