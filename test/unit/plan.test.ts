@@ -16,7 +16,7 @@ function changedSteps(a: PlanInputs, b: PlanInputs): StepId[] {
 test('the same inputs give the same keys (a no-change rebuild reuses every step)', async (t) => {
   const i = await inputs();
   t.deepEqual(changedSteps(i, i), []);
-  t.deepEqual(planBuild(i).map((s) => s.id), ['rootfs', 'kine', 'agent', 'overlays', 'rootTree', 'disk', 'artifacts']);
+  t.deepEqual(planBuild(i).map((s) => s.id), ['kine', 'agent', 'overlays', 'rootfs', 'rootTree', 'disk', 'artifacts']);
 });
 
 test('an overlay change rebuilds only overlays and what consumes them', async (t) => {
@@ -49,8 +49,23 @@ test('the steps whose output holds a site file stamped at build time are the pri
 test('profiles with Kubernetes plan a kubernetes component step, keyed by its source tree', async (t) => {
   const i = await inputs('edge-standard');
   const plan = planBuild(i);
-  t.true(plan.some((s) => s.id === 'kubernetes'));
+  t.deepEqual(plan.map((s) => s.id), ['kubernetes', 'kine', 'agent', 'overlays', 'rootfs', 'rootTree', 'disk', 'artifacts']);
   t.deepEqual(plan.find((s) => s.id === 'rootTree')?.dependsOn, ['rootfs', 'kine', 'kubernetes', 'agent', 'overlays']);
   t.deepEqual(changedSteps(i, { ...i, componentTrees: { 'components/kubernetes': 'changed' } }), ['kubernetes', 'rootTree', 'disk', 'artifacts']);
   t.is(artifactName(i.config), 'edge-standard-generic-x86_64-uefi-0.1.0');
 });
+
+for (const profile of ['edge-datastore', 'edge-standard', 'edge-static']) {
+  test(`${profile}: what the profile names is fetched, verified and rendered before the rootfs is built, and every step runs after what it consumes`, async (t) => {
+    const plan = planBuild(await inputs(profile));
+    const position = (id: StepId) => plan.findIndex((s) => s.id === id);
+    const rootfs = position('rootfs');
+    t.true(rootfs > 0);
+    for (const id of ['kine', 'agent', 'overlays', ...(profile === 'edge-datastore' ? [] : ['kubernetes'])] as StepId[]) {
+      t.true(position(id) >= 0 && position(id) < rootfs, `${id} runs before rootfs`);
+    }
+    for (const [i, step] of plan.entries()) {
+      for (const dep of step.dependsOn) t.true(position(dep) >= 0 && position(dep) < i, `${step.id} runs after ${dep}`);
+    }
+  });
+}

@@ -62,12 +62,9 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
     steps.push({ id, title, key, dependsOn, inputs, holdsSecrets });
   };
 
-  add('rootfs', `Debian ${profile.debian.suite} ${arch} rootfs`, [], {
-    suite: profile.debian.suite, arch, mirror: inp.mirror, securityMirror: inp.securityMirror ?? '',
-    packages: packages.join(' '), recipe: inp.rootfsRecipe,
-  });
-  const kine = profile.components.kine;
-  add('kine', `Kine ${kine.version} (${arch})`, [], { version: kine.version, arch, sources: JSON.stringify(kine.sources) });
+  // The steps that fetch, verify or render what the profile names run before the rootfs step's
+  // minutes, Kubernetes first of all: a distribution with no source or a wrong pinned sha256 then
+  // fails before anything is built.
   const kubernetes = profile.components.kubernetes;
   if (kubernetes) {
     const trees = kubernetes.sources.flatMap((s) => ('goMain' in s ? [`${s.goMain}=${inp.componentTrees?.[s.goMain] ?? ''}`] : []));
@@ -75,11 +72,19 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
       distribution: kubernetes.distribution, version: kubernetes.version, arch, sources: JSON.stringify(kubernetes.sources), trees: trees.join(' '),
     });
   }
+  const kine = profile.components.kine;
+  add('kine', `Kine ${kine.version} (${arch})`, [], { version: kine.version, arch, sources: JSON.stringify(kine.sources) });
   add('agent', `firstboot agent (${arch})`, [], { arch, source: inp.agentSource });
   add('overlays', 'overlays rendered from the profile', [], {
     tree: inp.overlayTree, profile: JSON.stringify(profile), hardware: JSON.stringify(hardware),
   });
+  add('rootfs', `Debian ${profile.debian.suite} ${arch} rootfs`, [], {
+    suite: profile.debian.suite, arch, mirror: inp.mirror, securityMirror: inp.securityMirror ?? '',
+    packages: packages.join(' '), recipe: inp.rootfsRecipe,
+  });
   const components: StepId[] = kubernetes ? ['kine', 'kubernetes'] : ['kine'];
+  // A key hashes the keys of dependsOn in the order listed here, not in the run order above: the
+  // run order can change without invalidating a cached root tree.
   add('rootTree', 'root filesystem tree (rootfs + components + agent + overlays)', ['rootfs', ...components, 'agent', 'overlays'], {});
   add('disk', `GPT disk image (${hardware.bootloader}, ${hardware.firmware})`, ['rootTree'], {
     recipe: inp.diskRecipe, disk: JSON.stringify(hardware.disk), console: hardware.console,
