@@ -7,9 +7,9 @@
  * pair. A node that was provisioned before resumes straight into the liveness loop: it must not
  * wait for the peer to agree again (the peer may be the box that died).
  */
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
+import { processesRunning, stopProcesses } from '../adapters/daemons.ts';
 import { storeHostMeta } from '../adapters/hostmeta-store.ts';
 import type { ConsoleOut, Logger } from '../adapters/output.ts';
 import { recordPairing, recordProvisioned, type HostMeta } from '../core/hostmeta.ts';
@@ -29,6 +29,7 @@ import { NO_PROGRESS, readProgress, type Progress } from './progress.ts';
 import { keepConfirmingPair } from './reconfirm.ts';
 import { validateSecrets, type ClusterSecrets, type NodeIdentity } from '../provision/core/secrets.ts';
 import { kineUser, startKine, writeKineFiles, type KineProcess } from '../provision/kine.ts';
+import { ControlPlane } from '../kubernetes/control-plane.ts';
 import type { LocalPg } from '../provision/postgres.ts';
 import { runProvisioning } from '../provision/provision.ts';
 import { replicationStatus } from '../provision/replication.ts';
@@ -58,6 +59,7 @@ export interface ClusterStatus {
   peer?: { nodeId: string; name: string; address: string };
   vip: string;
   kine?: { listen: string; tls: boolean };
+  kubernetes?: ReturnType<ControlPlane['status']>;
   replication?: unknown;
   liveness?: Record<string, unknown>;
   lastError?: string;
@@ -92,34 +94,11 @@ function canConnect(host: string, port: number, timeoutMs: number): Promise<bool
 
 /**
  * Kine runs as our child and outlives an agent crash (KillMode=process), so its orphan may still
- * hold the port. Its pid cannot be relied on to have been recorded: the crash may fall between the
- * spawn and any write. So every process running the Kine binary in this network namespace (the
- * nodes of a test pair share a host, each in its own) is stopped, and only while this agent has
- * no Kine of its own; then we wait until they are gone, since a listening socket is freed only at
- * exit and a new Kine started sooner fails to bind.
+ * hold the port: every Kine in this network namespace is stopped, and only while this agent has no
+ * Kine of its own (adapters/daemons.ts says why they are found by what they run).
  */
-function stopOrphanKine(binary: string): void {
-  const ownNet = readlinkSync('/proc/self/ns/net');
-  const orphans: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] !== binary || readlinkSync(`/proc/${pid}/ns/net`) !== ownNet) continue;
-      process.kill(pid, 'SIGKILL');
-      orphans.push(pid);
-    } catch {
-      // exited meanwhile
-    }
-  }
-  const gone = (pid: number): boolean => {
-    try {
-      return readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
-    } catch {
-      return true;
-    }
-  };
-  for (let i = 0; i < 100 && !orphans.every(gone); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+async function stopOrphanKine(binary: string): Promise<void> {
+  await stopProcesses(processesRunning(binary).map((p) => p.pid), 0);
 }
 
 export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promise<void> {
@@ -230,7 +209,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     out.line(`${MARKER} resuming role=${meta.role} term=${meta.term} peer=${peer.name}`);
     answerPeerReruns();
     allowNonLocalBind();
-    stopOrphanKine(settings.kineBinary);
+    await stopOrphanKine(settings.kineBinary);
   } else {
     const result = await runPairing(pairingOptions);
     peer = { nodeId: result.peer.nodeId, name: result.peer.name ?? nodeName(site, result.peer.nodeId, result.peerAddress), ip: result.peerAddress };
@@ -253,10 +232,20 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   if (!secrets) throw new Error(`no cluster secrets in ${settings.secretsDir}; the node is provisioned but its secrets are gone`);
   const kine = new KineSupervisor({ ...kineLaunch(secrets), port: settings.pgPort, log });
   if (provisionedKine) kine.adopt(provisionedKine.proc, provisionedKine.upstream);
+  const controlPlane = await startControlPlane(secrets);
   liveness = startLiveness({
     nodeId: meta.nodeId, peer: { nodeId: peer.nodeId, name: peer.name, address: peer.ip }, ifname: lan.ifname, vipCidr: site.network.vip,
     witnesses: siteWitnesses(site), pg, mode: settings.replication, secrets, divergentDir: join(ctx.stateDir, 'divergent'),
     follower: provisionConfig('follower'), discovery, kine, meta: () => meta, save,
+    ...(controlPlane ? {
+      kubernetes: {
+        observe: (datastoreReady: boolean) => {
+          controlPlane.observe(datastoreReady);
+          status.kubernetes = controlPlane.status();
+        },
+        apiHealthy: () => controlPlane.apiHealthy(),
+      },
+    } : {}),
     publish: (state) => {
       // A new role, term, handover or VIP is worth a heartbeat now rather than at the next beat.
       const changed = !live || live.role !== state.role || live.term !== state.term || live.hb.holdsVip !== state.hb.holdsVip || (live.hb.handoverForMs === null) !== (state.hb.handoverForMs === null);
@@ -270,6 +259,26 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     initialRole, announcedReady, log, out, signal, watchdog: ctx.watchdog,
   });
   await liveness.done;
+
+  /** The upstream control plane's files, ready to start once Kine answers (the liveness tick starts it). */
+  async function startControlPlane(secrets: ClusterSecrets): Promise<ControlPlane | undefined> {
+    if (settings.kubernetes?.distribution !== 'upstream') {
+      if (settings.kubernetes) log.event('warn', 'kubernetes-not-run', { distribution: settings.kubernetes.distribution, reason: 'this agent runs upstream Kubernetes only so far' });
+      return undefined;
+    }
+    // Kine answers on loopback in both modes (a wildcard bind covers it); TLS only when it serves remote clients.
+    const etcdEndpoint = `${settings.kineRemoteClients ? 'https' : 'http'}://127.0.0.1:${settings.kinePort}`;
+    const cp = new ControlPlane({
+      binary: settings.kubernetesBinary, stateDir: ctx.stateDir, runDir: settings.runDir, log,
+      input: {
+        node: self, vip, etcdEndpoint, etcdTls: settings.kineRemoteClients,
+        clusterCidr: settings.kubernetes.clusterCidr, serviceCidr: settings.kubernetes.serviceCidr, apiPort: settings.kubeApiPort,
+      },
+    });
+    await cp.prepare(secrets);
+    status.kubernetes = cp.status();
+    return cp;
+  }
 
   function answerPeerReruns(): void {
     status.peer = { nodeId: peer.nodeId, name: peer.name, address: peer.ip };
@@ -301,7 +310,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
       }
     }
     await runProvisioning(provisionConfig(role));
-    stopOrphanKine(settings.kineBinary);
+    await stopOrphanKine(settings.kineBinary);
     const upstream = role === 'leader' ? '127.0.0.1' : vip;
     const proc: KineProcess = await startKine({
       ...kineLaunch(secrets), db: { host: upstream, port: settings.pgPort },

@@ -19,6 +19,11 @@ export interface ClusterSettings {
   kinePort: number;
   /** Kine serves remote etcd clients on the LAN with mTLS (else loopback only). */
   kineRemoteClients: boolean;
+  /** The Kubernetes this image runs (absent: a datastore-only image). */
+  kubernetes?: KubernetesFacts;
+  /** The distribution's binary: upstream's multi-call binary, or k3s. */
+  kubernetesBinary: string;
+  kubeApiPort: number;
   discoveryPort: number;
   channelPort: number;
   /** Broadcast target of the beacons (tests may narrow it to their bridge). */
@@ -27,9 +32,19 @@ export interface ClusterSettings {
   runDir: string;
 }
 
+export interface KubernetesFacts {
+  distribution: 'upstream' | 'k3s';
+  version: string;
+  clusterCidr: string;
+  serviceCidr: string;
+  /** K3s add-ons left out. */
+  disable: string[];
+}
+
 interface ImageFacts {
   postgresql?: { replication?: string; synchronous?: boolean };
   kine?: { remoteClients?: boolean };
+  kubernetes?: Record<string, unknown>;
   cluster?: { preferredLeader?: string };
 }
 
@@ -42,10 +57,29 @@ function readImageFacts(file: string): ImageFacts {
   }
 }
 
+const CIDR_RE = /^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/;
+
+/** The image's kubernetes block, checked field by field: the builder wrote it, but a hand-edited or truncated file must not start a half-configured cluster. */
+function kubernetesFacts(raw: Record<string, unknown> | undefined, file: string): KubernetesFacts | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  const bad = (field: string, expected: string): never => {
+    throw new Error(`${file}: kubernetes.${field}: found ${JSON.stringify(raw[field])}; expected ${expected}`);
+  };
+  const { distribution, version, clusterCidr, serviceCidr, disable = [] } = raw;
+  if (distribution !== 'upstream' && distribution !== 'k3s') bad('distribution', '"upstream" or "k3s"');
+  if (typeof version !== 'string' || !/^v\d+\.\d+\.\d+/.test(version)) bad('version', 'a version like v1.37.2');
+  if (typeof clusterCidr !== 'string' || !CIDR_RE.test(clusterCidr)) bad('clusterCidr', 'an IPv4 CIDR like 10.42.0.0/16');
+  if (typeof serviceCidr !== 'string' || !CIDR_RE.test(serviceCidr)) bad('serviceCidr', 'an IPv4 CIDR like 10.43.0.0/16');
+  if (!Array.isArray(disable) || !disable.every((d) => typeof d === 'string')) bad('disable', 'a list of add-on names');
+  return { distribution, version, clusterCidr, serviceCidr, disable } as KubernetesFacts;
+}
+
 const intFrom = (v: string | undefined, fallback: number): number => (v && /^[0-9]+$/.test(v) ? Number(v) : fallback);
 
 export function clusterSettings(env: NodeJS.ProcessEnv, stateDir: string): ClusterSettings {
-  const image = readImageFacts(env.GEMINIK8S_IMAGE_FILE || '/etc/geminik8s/image.yaml');
+  const imageFile = env.GEMINIK8S_IMAGE_FILE || '/etc/geminik8s/image.yaml';
+  const image = readImageFacts(imageFile);
+  const kubernetes = kubernetesFacts(image.kubernetes, imageFile);
   const pg = appliancePgPaths();
   const root = env.GEMINIK8S_PG_ROOT;
   return {
@@ -58,6 +92,10 @@ export function clusterSettings(env: NodeJS.ProcessEnv, stateDir: string): Clust
     kineBinary: env.GEMINIK8S_KINE_BIN || '/usr/lib/geminik8s/bin/kine',
     kinePort: intFrom(env.GEMINIK8S_KINE_PORT, 2379),
     kineRemoteClients: image.kine?.remoteClients === true,
+    ...(kubernetes ? { kubernetes } : {}),
+    // Where the builder installs them (builder/src/pipeline/root-tree.ts INSTALL_PATHS).
+    kubernetesBinary: env.GEMINIK8S_KUBERNETES_BIN || (kubernetes?.distribution === 'k3s' ? '/usr/local/bin/k3s' : '/usr/lib/geminik8s/bin/kubernetes'),
+    kubeApiPort: intFrom(env.GEMINIK8S_KUBE_API_PORT, 6443),
     discoveryPort: intFrom(env.GEMINIK8S_DISCOVERY_PORT, 7946),
     channelPort: intFrom(env.GEMINIK8S_CHANNEL_PORT, 7946),
     broadcastAddress: env.GEMINIK8S_BROADCAST || '255.255.255.255',

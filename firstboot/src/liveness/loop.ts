@@ -44,6 +44,11 @@ export interface LivenessContext {
   follower: ProvisionConfig;
   discovery: Discovery;
   kine: KineSupervisor;
+  /**
+   * The node's Kubernetes, when the image runs one: observed each tick (it starts once the local
+   * Kine answers) and reported, never a failover trigger (restarting it locally is its remedy).
+   */
+  kubernetes?: { observe(datastoreReady: boolean): void; apiHealthy(): boolean | undefined };
   meta(): HostMeta;
   save(next: HostMeta): void;
   /** What this node's beacons carry from now on (each announce is a heartbeat). */
@@ -307,6 +312,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     const now = performance.now();
     ctx.watchdog.beat('loop');
     ctx.kine.checkHealth();
+    ctx.kubernetes?.observe(ctx.kine.healthy);
     const [s, vipHolders] = await Promise.all([samplePg(pg, ctx.peer.name), interfacesWith(ctx.vipCidr).catch(() => undefined)]);
     sample = s;
     syncRepNow = undefined;
@@ -336,6 +342,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       // At least 1 while bad: 0 means healthy now.
       pg: { state: s.state, badForMs: badSince === undefined ? 0 : Math.max(1, Math.round(now - badSince)) },
       kineHealthy: ctx.kine.healthy,
+      ...(ctx.kubernetes?.apiHealthy() !== undefined ? { kubeApiHealthy: ctx.kubernetes.apiHealthy() } : {}),
       holdsVip,
       peer: { silentMs: peerSilentMs, ...(last ? { last } : {}) },
       witness: {

@@ -28,7 +28,10 @@ export function nodeFirewall(settings: ClusterSettings, lanInterface: string, pe
   return {
     lanInterface, ...(peerAddress !== undefined ? { peerAddress } : {}),
     kineRemote: settings.kineRemoteClients, sshOpen: existsSync(SSHD),
-    ports: { ssh: 22, discovery: settings.discoveryPort, channel: settings.channelPort, postgres: settings.pgPort, kine: settings.kinePort },
+    ports: {
+      ssh: 22, discovery: settings.discoveryPort, channel: settings.channelPort, postgres: settings.pgPort, kine: settings.kinePort,
+      ...(settings.kubernetes ? { kubeApi: settings.kubeApiPort } : {}),
+    },
   };
 }
 

@@ -1,5 +1,5 @@
 /**
- * Cluster secrets: generation (passwords, K3s token, an EC P-256 CA and one certificate per node via the
+ * Cluster secrets: generation (passwords, K3s token, the service-account signing key, an EC P-256 CA and one certificate per node via the
  * openssl CLI) and the persistent store (`<secretsDir>/cluster.json`, 0600 in a 0700 directory,
  * written atomically).
  *
@@ -94,17 +94,29 @@ export async function issueNodeCert(ca: PemPair, node: NodeIdentity, vip?: strin
   return { ...(await issueCert(ca, node.name, sans, 'v3_node')), sans };
 }
 
-/** A client-only certificate from the pair CA for a remote etcd client of Kine (common name `name`). */
-export function issueClientCert(ca: PemPair, name: string): Promise<PemPair> {
-  return issueCert(ca, name, [], 'v3_client');
+/**
+ * A client-only certificate from the pair CA (common name `name`, and `organization`, which
+ * Kubernetes reads as a group): a remote etcd client of Kine, or a Kubernetes user.
+ */
+export function issueClientCert(ca: PemPair, name: string, organization?: string): Promise<PemPair> {
+  return issueCert(ca, name, [], 'v3_client', organization);
 }
 
-async function issueCert(ca: PemPair, cn: string, sans: string[], extensions: 'v3_node' | 'v3_client'): Promise<PemPair> {
+/** A server-only certificate from the pair CA for `sans` (the Kubernetes API server's). */
+export function issueServerCert(ca: PemPair, name: string, sans: string[]): Promise<PemPair> {
+  return issueCert(ca, name, sans, 'v3_server');
+}
+
+/** What a subject may hold: openssl -subj parses '/' and '=' itself. */
+const SUBJECT_PART = /^[A-Za-z0-9 :._@-]+$/;
+
+async function issueCert(ca: PemPair, cn: string, sans: string[], extensions: 'v3_node' | 'v3_client' | 'v3_server', organization?: string): Promise<PemPair> {
+  for (const part of [cn, ...(organization ? [organization] : [])]) if (!SUBJECT_PART.test(part)) throw new Error(`certificate subject ${JSON.stringify(part)}: only letters, digits, spaces and : . _ @ - are allowed`);
   return withPrivateDir(async (dir) => {
     writeFileSync(join(dir, 'ca.crt'), ca.certPem, { mode: 0o600 });
     writeFileSync(join(dir, 'ca.key'), ca.keyPem, { mode: 0o600 });
     const key = await genKey(dir, 'cert.key');
-    await runTool('openssl', ['req', '-new', '-key', key, '-subj', `/CN=${cn}`, '-out', join(dir, 'cert.csr')]);
+    await runTool('openssl', ['req', '-new', '-key', key, '-subj', `${organization ? `/O=${organization}` : ''}/CN=${cn}`, '-out', join(dir, 'cert.csr')]);
     const certPem = await signCsr(dir, { csr: 'cert.csr', cn, sans, ca: { cert: 'ca.crt', key: 'ca.key' }, extensions, out: 'cert.crt' });
     return { certPem, keyPem: readFileSync(key, 'utf8') };
   });
@@ -122,7 +134,12 @@ export async function generateClusterSecrets(input: GenerateSecretsInput, random
   const ca = await generateCa(input.siteId ? `geminik8s ${input.siteId} CA` : undefined);
   const nodes: ClusterSecrets['nodes'] = {};
   for (const n of input.nodes) nodes[n.name] = await issueNodeCert(ca, n, input.vip);
-  return { format: SECRETS_FORMAT, ...generateCredentials(random), ca, nodes };
+  return { format: SECRETS_FORMAT, ...generateCredentials(random), ca, nodes, serviceAccountKeyPem: await generateKeyPem() };
+}
+
+/** A fresh EC P-256 private key (PEM), e.g. the service-account signing key. */
+async function generateKeyPem(): Promise<string> {
+  return withPrivateDir(async (dir) => readFileSync(await genKey(dir, 'key.pem'), 'utf8'));
 }
 
 export function storeSecrets(dir: string, s: ClusterSecrets): string {

@@ -118,7 +118,7 @@ export function decide(i: TickInput, c: LivenessConfig = DEFAULT_LIVENESS_CONFIG
   const d = i.self.role === 'leader' ? decideLeader(i, c, f) : i.self.role === 'fenced' ? decideFenced(i, c, f) : decideFollower(i, c, f);
   const notes: string[] = [];
   if (!i.kineHealthy) notes.push('kine unhealthy (restarted locally, not a failover trigger)');
-  if (i.k3sHealthy === false) notes.push('k3s API unhealthy (not a failover trigger)');
+  if (i.kubeApiHealthy === false) notes.push('Kubernetes API unhealthy (not a failover trigger)');
   return notes.length ? { actions: d.actions, reason: `${d.reason}; ${notes.join('; ')}` } : d;
 }
 

@@ -59,9 +59,9 @@ export interface TickInput {
     /** ms PostgreSQL has not been healthy in the role the node wants (0 when healthy now). */
     badForMs: number;
   };
-  /** Informational only: Kine and the K3s API are restarted locally, moving the database would not fix them. */
+  /** Informational only: Kine and the Kubernetes API are restarted locally, moving the database would not fix them. */
   kineHealthy: boolean;
-  k3sHealthy?: boolean;
+  kubeApiHealthy?: boolean;
   /** This node has the VIP on one of its interfaces. */
   holdsVip: boolean;
   peer: {

@@ -39,6 +39,11 @@ export interface ClusterSecrets extends ClusterCredentials {
   ca: PemPair;
   /** One server/client certificate per node name; SANs cover the node IP, the VIP, 127.0.0.1, localhost, the name. */
   nodes: Record<string, PemPair & { sans: string[] }>;
+  /**
+   * The key both Kubernetes API servers sign service-account tokens with (EC P-256, PEM): shared,
+   * so a token issued by one server is honoured by the other after a failover.
+   */
+  serviceAccountKeyPem: string;
 }
 
 export type RandomBytes = (n: number) => Buffer;
@@ -86,6 +91,8 @@ export function renderOpensslCaConfig(sans: readonly string[]): string {
     'copy_extensions = none',
     'unique_subject = no',
     '[p]',
+    // Kubernetes reads a client certificate's organisation as its group (system:masters, system:nodes).
+    'organizationName = optional',
     'commonName = supplied',
     '[v3_ca]',
     'basicConstraints = critical,CA:TRUE,pathlen:0',
@@ -95,6 +102,14 @@ export function renderOpensslCaConfig(sans: readonly string[]): string {
     'basicConstraints = critical,CA:FALSE',
     'keyUsage = critical,digitalSignature,keyEncipherment',
     'extendedKeyUsage = serverAuth,clientAuth',
+    `subjectAltName = ${sans.length ? sans.join(',') : 'DNS:localhost'}`,
+    'authorityKeyIdentifier = keyid',
+    // The Kubernetes API server's serving certificate: server authentication only, so it cannot
+    // log in to Kine or PostgreSQL, which trust the same CA.
+    '[v3_server]',
+    'basicConstraints = critical,CA:FALSE',
+    'keyUsage = critical,digitalSignature,keyEncipherment',
+    'extendedKeyUsage = serverAuth',
     `subjectAltName = ${sans.length ? sans.join(',') : 'DNS:localhost'}`,
     'authorityKeyIdentifier = keyid',
     // Remote etcd clients of Kine (a Kubernetes server elsewhere): client authentication only, so a
@@ -135,6 +150,7 @@ export function validateSecrets(value: unknown, source = 'secrets'): ClusterSecr
     if (typeof q.keyPem !== 'string' || !PEM_KEY_RE.test(q.keyPem)) fail(`${field}.keyPem`, 'not a PEM private key');
   };
   pair('ca', v.ca);
+  if (typeof v.serviceAccountKeyPem !== 'string' || !PEM_KEY_RE.test(v.serviceAccountKeyPem)) fail('serviceAccountKeyPem', 'not a PEM private key');
   if (typeof v.nodes !== 'object' || v.nodes === null) fail('nodes', 'missing');
   const nodes = v.nodes as Record<string, unknown>;
   if (Object.keys(nodes).length === 0) fail('nodes', 'no node certificate');
@@ -148,7 +164,7 @@ export function validateSecrets(value: unknown, source = 'secrets'): ClusterSecr
 
 /** Every secret string of a bundle (for "never logged" checks and redaction). */
 export function secretValues(s: ClusterSecrets): string[] {
-  return [s.superuserPassword, s.replicationPassword, s.kinePassword, s.k3sToken, s.ca.keyPem, ...Object.values(s.nodes).map((n) => n.keyPem)];
+  return [s.superuserPassword, s.replicationPassword, s.kinePassword, s.k3sToken, s.ca.keyPem, s.serviceAccountKeyPem, ...Object.values(s.nodes).map((n) => n.keyPem)];
 }
 
 /**

@@ -1,0 +1,262 @@
+/**
+ * Runs this appliance's upstream Kubernetes control plane (core/control-plane.ts decides what):
+ * issues its certificates from the pair CA once, writes what the programs read, starts the
+ * programs once the local Kine answers, restarts one that exits, and probes the API server.
+ *
+ * The programs keep running across agent restarts: they are children the unit does not kill
+ * (KillMode=process), found again by their command line when the agent comes back and adopted
+ * when it is exactly the one wanted (otherwise replaced). So an agent upgrade or crash does not
+ * take the API away.
+ *
+ * Files:
+ *   <stateDir>/kubernetes/            root 0700, on the data partition: survives reboots
+ *     certificates.json               every issued certificate and key (0600), reused while unchanged
+ *     admin.kubeconfig                the operator's, for the VIP (0600)
+ *   <runDir>/kubernetes/pki/          0700, owned by the user the programs run as: what they read
+ *   <runDir>/kubernetes/<program>.log
+ */
+import { createPublicKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import { join } from 'node:path';
+import { adoptDaemon, processesRunning, spawnDaemon, stopProcesses, type Daemon } from '../adapters/daemons.ts';
+import { writeFileAtomic } from '../adapters/atomic-file.ts';
+import type { Logger } from '../adapters/output.ts';
+import { ensureDir, lookupUser, pathExists, type OsUser } from '../provision/files.ts';
+import type { ClusterSecrets, PemPair } from '../provision/core/secrets.ts';
+import { issueClientCert, issueServerCert } from '../provision/secrets.ts';
+import {
+  CONTROL_PLANE_PROGRAMS,
+  certificateRequests,
+  kubeconfigPlan,
+  programArgs,
+  renderKubeconfig,
+  type CertificateRequest,
+  type ControlPlaneInput,
+  type ControlPlaneProgram,
+} from './core/control-plane.ts';
+
+/** The unprivileged user the Kubernetes control plane runs as on the appliance (sysusers.d). */
+export const KUBE_USER = 'geminik8s-kube';
+
+export type ApiServerState = 'ready' | 'starting' | 'down';
+
+export interface ControlPlaneOptions {
+  binary: string;
+  input: Omit<ControlPlaneInput, 'pkiDir'>;
+  stateDir: string;
+  runDir: string;
+  log: Logger;
+}
+
+type Issued = Record<string, PemPair & { request: string }>;
+
+export class ControlPlane {
+  readonly #o: ControlPlaneOptions;
+  readonly #input: ControlPlaneInput;
+  readonly #owner: OsUser | undefined;
+  readonly #daemons = new Map<ControlPlaneProgram, Daemon>();
+  readonly #restartAt = new Map<ControlPlaneProgram, number>();
+  readonly #failures = new Map<ControlPlaneProgram, number>();
+  #admin: { ca: string; cert: string; key: string } | undefined;
+  #started = false;
+  #stopping = false;
+  #probing = false;
+  #api: ApiServerState = 'down';
+  #startedAt = 0;
+
+  constructor(o: ControlPlaneOptions) {
+    this.#o = o;
+    this.#input = { ...o.input, pkiDir: join(o.runDir, 'kubernetes', 'pki') };
+    this.#owner = (() => {
+      try {
+        return lookupUser(KUBE_USER);
+      } catch {
+        return undefined; // not on the appliance (tests): the programs run as the agent's user
+      }
+    })();
+  }
+
+  get adminKubeconfig(): string {
+    return join(this.#o.stateDir, 'kubernetes', 'admin.kubeconfig');
+  }
+
+  /**
+   * Issues (or reuses) the certificates and writes every file the programs and the operator read.
+   * Idempotent; rewriting identical files does not disturb adopted programs.
+   */
+  async prepare(secrets: ClusterSecrets): Promise<void> {
+    const stateDir = join(this.#o.stateDir, 'kubernetes');
+    ensureDir(stateDir, 0o700);
+    const store = join(stateDir, 'certificates.json');
+    const issued: Issued = pathExists(store) ? (JSON.parse(readFileSync(store, 'utf8')) as Issued) : {};
+    let changed = false;
+    for (const req of certificateRequests(this.#input)) {
+      // A certificate is reissued only when what it asserts changed (an address, a SAN), and must chain to today's CA.
+      const fingerprint = JSON.stringify({ req, ca: secrets.ca.certPem });
+      if (issued[req.file]?.request === fingerprint) continue;
+      issued[req.file] = { ...(await issue(secrets.ca, req)), request: fingerprint };
+      changed = true;
+    }
+    if (changed) writeFileAtomic(store, `${JSON.stringify(issued, null, 2)}\n`, 0o600);
+
+    const pki = this.#input.pkiDir;
+    ensureDir(join(this.#o.runDir, 'kubernetes'), 0o755);
+    ensureDir(pki, 0o700, this.#owner);
+    const put = (name: string, text: string): void => writeFileAtomic(join(pki, name), text, 0o600, this.#owner);
+    put('ca.crt', secrets.ca.certPem);
+    put('service-account.key', secrets.serviceAccountKeyPem);
+    put('service-account.pub', createPublicKey(secrets.serviceAccountKeyPem).export({ type: 'spki', format: 'pem' }).toString());
+    // Certificates a kubeconfig embeds are written only there; the others as .crt/.key files.
+    const kubeconfigs = kubeconfigPlan(this.#input);
+    for (const r of certificateRequests(this.#input).filter((c) => !kubeconfigs.some((k) => k.certificate === c.file))) {
+      const c = need(issued, r.file);
+      put(`${r.file}.crt`, c.certPem);
+      put(`${r.file}.key`, c.keyPem);
+    }
+    for (const k of kubeconfigs) {
+      const cert = need(issued, k.certificate);
+      const text = renderKubeconfig({ server: k.server, caPem: secrets.ca.certPem, certPem: cert.certPem, keyPem: cert.keyPem, user: k.certificate });
+      // The operator's kubeconfig stays with root; the programs' go where they can read them.
+      if (k.certificate === 'admin') writeFileAtomic(join(stateDir, k.file), text, 0o600);
+      else put(k.file, text);
+    }
+    const admin = need(issued, 'admin');
+    this.#admin = { ca: secrets.ca.certPem, cert: admin.certPem, key: admin.keyPem };
+  }
+
+  /**
+   * Starts (or adopts) every program that is not running; call while the local datastore answers.
+   * A program that exited is started again after a backoff (1 s doubling to 30 s).
+   */
+  ensureRunning(): void {
+    if (this.#stopping) return;
+    const args = programArgs(this.#input);
+    if (!this.#started) {
+      this.#started = true;
+      this.#startedAt = performance.now();
+      this.#adoptOrClear(args);
+    }
+    for (const program of CONTROL_PLANE_PROGRAMS) {
+      if (this.#daemons.has(program) || performance.now() < (this.#restartAt.get(program) ?? 0)) continue;
+      const d = spawnDaemon({
+        binary: this.#o.binary, args: args[program], logFile: join(this.#o.runDir, 'kubernetes', `${program}.log`),
+        ...(this.#owner ? { runAs: { uid: this.#owner.uid, gid: this.#owner.gid } } : {}),
+      });
+      this.#o.log.event('info', 'kube-program-started', { program, pid: d.pid });
+      this.#track(program, d);
+    }
+  }
+
+  /** Programs left by an earlier agent: kept when they run exactly what is wanted, else stopped (in the background). */
+  #adoptOrClear(args: Record<ControlPlaneProgram, string[]>): void {
+    const running = processesRunning(this.#o.binary);
+    const unwanted: number[] = [];
+    for (const p of running) {
+      const program = CONTROL_PLANE_PROGRAMS.find((name) => p.argv[1] === name);
+      const same = program !== undefined && !this.#daemons.has(program) && JSON.stringify(p.argv.slice(1)) === JSON.stringify(args[program]);
+      if (!same || !program) {
+        unwanted.push(p.pid);
+        continue;
+      }
+      this.#o.log.event('info', 'kube-program-adopted', { program, pid: p.pid });
+      this.#track(program, adoptDaemon(p.pid));
+    }
+    if (unwanted.length > 0) {
+      this.#o.log.event('info', 'kube-programs-replaced', { pids: unwanted });
+      // Until they are gone their successors cannot bind: hold the starts back meanwhile.
+      for (const program of CONTROL_PLANE_PROGRAMS) if (!this.#daemons.has(program)) this.#restartAt.set(program, Number.POSITIVE_INFINITY);
+      void stopProcesses(unwanted).then(() => {
+        for (const program of CONTROL_PLANE_PROGRAMS) if (this.#restartAt.get(program) === Number.POSITIVE_INFINITY) this.#restartAt.delete(program);
+      });
+    }
+  }
+
+  #track(program: ControlPlaneProgram, d: Daemon): void {
+    this.#daemons.set(program, d);
+    void d.exited.then((how) => {
+      if (this.#daemons.get(program) !== d) return;
+      this.#daemons.delete(program);
+      if (this.#stopping) return;
+      const failures = (this.#failures.get(program) ?? 0) + 1;
+      this.#failures.set(program, failures);
+      const delayMs = Math.min(1000 * 2 ** (failures - 1), 30_000);
+      this.#restartAt.set(program, performance.now() + delayMs);
+      this.#o.log.event('warn', 'kube-program-exited', { program, pid: d.pid, ...how, restartInMs: delayMs, log: join(this.#o.runDir, 'kubernetes', `${program}.log`) });
+    });
+  }
+
+  /** One liveness tick: (re)starts what is missing while the local datastore answers, and probes the API. */
+  observe(datastoreReady: boolean): void {
+    if (datastoreReady) this.ensureRunning();
+    this.checkHealth();
+  }
+
+  /** undefined until the control plane was first started (nothing to judge yet). */
+  apiHealthy(): boolean | undefined {
+    return this.#started ? this.#api === 'ready' : undefined;
+  }
+
+  /** Refreshes the API server's state in the background: GET /readyz on this node, as the admin. */
+  checkHealth(): void {
+    if (this.#probing || !this.#admin || !this.#daemons.has('kube-apiserver')) {
+      if (!this.#daemons.has('kube-apiserver')) this.#api = 'down';
+      return;
+    }
+    this.#probing = true;
+    const admin = this.#admin;
+    void readyz(`https://127.0.0.1:${this.#input.apiPort ?? 6443}/readyz`, admin, 2000)
+      .then((ok) => {
+        const was = this.#api;
+        this.#api = ok ? 'ready' : 'starting';
+        if (ok) this.#failures.delete('kube-apiserver');
+        if (was !== this.#api) this.#o.log.event('info', 'kube-apiserver-state', { state: this.#api, sinceStartMs: Math.round(performance.now() - this.#startedAt) });
+      })
+      .finally(() => (this.#probing = false));
+  }
+
+  get apiServer(): ApiServerState {
+    return this.#api;
+  }
+
+  /** For GET /status. */
+  status(): { apiserver: ApiServerState; programs: Record<string, { pid: number; adopted: boolean } | null>; adminKubeconfig: string } {
+    return {
+      apiserver: this.#api,
+      programs: Object.fromEntries(CONTROL_PLANE_PROGRAMS.map((p) => {
+        const d = this.#daemons.get(p);
+        return [p, d ? { pid: d.pid, adopted: d.adopted } : null];
+      })),
+      adminKubeconfig: this.adminKubeconfig,
+    };
+  }
+
+  /** Stops every program (replace-node, tests); an agent that merely exits leaves them running. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await Promise.all([...this.#daemons.values()].map((d) => d.stop()));
+    this.#daemons.clear();
+  }
+}
+
+function need(issued: Issued, file: string): PemPair {
+  const c = issued[file];
+  if (!c) throw new Error(`internal: no certificate ${file} was issued`);
+  return c;
+}
+
+function issue(ca: PemPair, req: CertificateRequest): Promise<PemPair> {
+  return req.usage === 'server' ? issueServerCert(ca, req.commonName, req.sans) : issueClientCert(ca, req.commonName, req.organization);
+}
+
+/** One GET with client-certificate authentication; true on 200. */
+function readyz(url: string, tls: { ca: string; cert: string; key: string }, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = https.get(url, { ca: tls.ca, cert: tls.cert, key: tls.key, timeout: timeoutMs, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.once('timeout', () => req.destroy(new Error('timeout')));
+    req.once('error', () => resolve(false));
+  });
+}

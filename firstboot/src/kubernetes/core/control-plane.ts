@@ -1,0 +1,174 @@
+/**
+ * The upstream Kubernetes control plane of one appliance, as data: which certificates it needs,
+ * the kubeconfigs its programs and the operator use, and the exact command line of each program.
+ * Pure: the shell (../control-plane.ts) issues the certificates, writes the files and runs the
+ * programs; every choice is made here, where unit tests reach it.
+ *
+ * Both appliances run the same three programs on their own Kine (which reaches the primary
+ * PostgreSQL), so either API server answers on the VIP after a failover. Controller-manager and
+ * scheduler elect one active instance per pair through Leases in the API.
+ *
+ * Who reaches what:
+ *  - kube-apiserver listens on every address, port 6443 (the VIP and the node address): TLS with a
+ *    serving certificate from the pair CA; clients authenticate with a client certificate from
+ *    the pair CA (the operator's admin kubeconfig: group system:masters) or a service-account
+ *    token; anonymous requests are refused, RBAC authorises. Node certificates and Kine client
+ *    certificates also chain to the pair CA but carry no group, so RBAC grants them nothing.
+ *  - controller-manager and scheduler serve their health and metrics on 127.0.0.1 only.
+ */
+
+export const KUBE_API_PORT = 6443;
+export const CONTROL_PLANE_PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const;
+export type ControlPlaneProgram = (typeof CONTROL_PLANE_PROGRAMS)[number];
+
+export interface ControlPlaneInput {
+  node: { name: string; ip: string };
+  /** The VIP, no prefix. */
+  vip: string;
+  /** Kine's etcd endpoint as the API server reaches it (on this box). */
+  etcdEndpoint: string;
+  /**
+   * Kine requires a client certificate (the image also serves remote etcd clients): the API server
+   * gets one of its own from the pair CA.
+   */
+  etcdTls?: boolean;
+  clusterCidr: string;
+  serviceCidr: string;
+  /** Where the certificates and kubeconfigs live (persistent, private). */
+  pkiDir: string;
+  apiPort?: number;
+}
+
+/** What a certificate of the control plane is for; the shell issues one per entry from the pair CA. */
+export interface CertificateRequest {
+  /** Base name of `<pkiDir>/<file>.crt` and `.key`. */
+  file: string;
+  commonName: string;
+  organization?: string;
+  usage: 'server' | 'client';
+  /** subjectAltName entries (server certificates only), e.g. "IP:10.0.0.1", "DNS:kubernetes". */
+  sans: string[];
+}
+
+/** The first address of the Service range: the `kubernetes` Service's ClusterIP, which pods dial. */
+export function kubernetesServiceIp(serviceCidr: string): string {
+  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/(\d+)$/.exec(serviceCidr);
+  if (!m) throw new Error(`serviceCidr ${JSON.stringify(serviceCidr)}: expected an IPv4 CIDR like 10.43.0.0/16`);
+  const octets = m.slice(1, 5).map(Number);
+  const prefix = Number(m[5]);
+  if (octets.some((o) => o > 255) || prefix > 30) throw new Error(`serviceCidr ${serviceCidr}: not a usable IPv4 range`);
+  const base = (((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0) & (prefix === 0 ? 0 : (~0 << (32 - prefix)) >>> 0);
+  const ip = (base + 1) >>> 0;
+  return [ip >>> 24, (ip >>> 16) & 255, (ip >>> 8) & 255, ip & 255].join('.');
+}
+
+/** The names clients use for the API: the VIP, this node, loopback and the in-cluster Service. */
+export function apiServerSans(i: Pick<ControlPlaneInput, 'node' | 'vip' | 'serviceCidr'>): string[] {
+  const ips = [...new Set([i.vip, i.node.ip, kubernetesServiceIp(i.serviceCidr), '127.0.0.1'])];
+  const dns = ['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local', 'localhost', i.node.name];
+  return [...ips.map((ip) => `IP:${ip}`), ...[...new Set(dns)].map((d) => `DNS:${d}`)];
+}
+
+/**
+ * The certificates one node needs. The serving certificate is per node (its own address in the
+ * SANs); the client identities are the same on both nodes, issued locally from the shared CA.
+ */
+export function certificateRequests(i: ControlPlaneInput): CertificateRequest[] {
+  return [
+    { file: 'apiserver', commonName: 'kube-apiserver', usage: 'server', sans: apiServerSans(i) },
+    { file: 'admin', commonName: 'geminik8s-admin', organization: 'system:masters', usage: 'client', sans: [] },
+    { file: 'kube-controller-manager', commonName: 'system:kube-controller-manager', usage: 'client', sans: [] },
+    { file: 'kube-scheduler', commonName: 'system:kube-scheduler', usage: 'client', sans: [] },
+    ...(i.etcdTls ? [{ file: 'etcd-client', commonName: 'kube-apiserver-etcd-client', usage: 'client' as const, sans: [] }] : []),
+  ];
+}
+
+/** A kubeconfig with everything embedded (one file to copy, nothing to resolve relative to it). */
+export function renderKubeconfig(o: { server: string; caPem: string; certPem: string; keyPem: string; user: string; cluster?: string }): string {
+  const b64 = (s: string): string => Buffer.from(s).toString('base64');
+  const cluster = o.cluster ?? 'geminik8s';
+  return [
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    `- name: ${cluster}`,
+    '  cluster:',
+    `    server: ${o.server}`,
+    `    certificate-authority-data: ${b64(o.caPem)}`,
+    'users:',
+    `- name: ${o.user}`,
+    '  user:',
+    `    client-certificate-data: ${b64(o.certPem)}`,
+    `    client-key-data: ${b64(o.keyPem)}`,
+    'contexts:',
+    `- name: ${o.user}@${cluster}`,
+    '  context:',
+    `    cluster: ${cluster}`,
+    `    user: ${o.user}`,
+    `current-context: ${o.user}@${cluster}`,
+    '',
+  ].join('\n');
+}
+
+/** The kubeconfigs: controller-manager and scheduler talk to their own node's API server, the operator to the VIP. */
+export function kubeconfigPlan(i: ControlPlaneInput): { file: string; certificate: string; server: string }[] {
+  const port = i.apiPort ?? KUBE_API_PORT;
+  const local = `https://127.0.0.1:${port}`;
+  return [
+    { file: 'admin.kubeconfig', certificate: 'admin', server: `https://${i.vip}:${port}` },
+    { file: 'kube-controller-manager.kubeconfig', certificate: 'kube-controller-manager', server: local },
+    { file: 'kube-scheduler.kubeconfig', certificate: 'kube-scheduler', server: local },
+  ];
+}
+
+/** Command lines (program name first, as the multi-call binary dispatches on it). Nothing secret: keys are files. */
+export function programArgs(i: ControlPlaneInput): Record<ControlPlaneProgram, string[]> {
+  const pki = (f: string): string => `${i.pkiDir}/${f}`;
+  const port = i.apiPort ?? KUBE_API_PORT;
+  const kubeconfig = (f: string): string[] => [`--kubeconfig=${pki(f)}`, `--authentication-kubeconfig=${pki(f)}`, `--authorization-kubeconfig=${pki(f)}`];
+  return {
+    'kube-apiserver': [
+      'kube-apiserver',
+      `--etcd-servers=${i.etcdEndpoint}`,
+      ...(i.etcdTls ? [`--etcd-cafile=${pki('ca.crt')}`, `--etcd-certfile=${pki('etcd-client.crt')}`, `--etcd-keyfile=${pki('etcd-client.key')}`] : []),
+      '--bind-address=0.0.0.0',
+      `--secure-port=${port}`,
+      `--advertise-address=${i.node.ip}`,
+      `--service-cluster-ip-range=${i.serviceCidr}`,
+      `--tls-cert-file=${pki('apiserver.crt')}`,
+      `--tls-private-key-file=${pki('apiserver.key')}`,
+      `--client-ca-file=${pki('ca.crt')}`,
+      '--anonymous-auth=false',
+      '--authorization-mode=Node,RBAC',
+      '--enable-admission-plugins=NodeRestriction',
+      '--allow-privileged=true',
+      '--profiling=false',
+      '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+      `--service-account-key-file=${pki('service-account.pub')}`,
+      `--service-account-signing-key-file=${pki('service-account.key')}`,
+      // Kine compacts its own table; the API server's periodic compaction requests are redundant.
+      '--etcd-compaction-interval=0',
+    ],
+    'kube-controller-manager': [
+      'kube-controller-manager',
+      ...kubeconfig('kube-controller-manager.kubeconfig'),
+      '--bind-address=127.0.0.1',
+      '--leader-elect=true',
+      '--use-service-account-credentials=true',
+      `--service-account-private-key-file=${pki('service-account.key')}`,
+      `--root-ca-file=${pki('ca.crt')}`,
+      `--cluster-cidr=${i.clusterCidr}`,
+      '--allocate-node-cidrs=true',
+      '--node-cidr-mask-size=24',
+      `--service-cluster-ip-range=${i.serviceCidr}`,
+      '--profiling=false',
+    ],
+    'kube-scheduler': [
+      'kube-scheduler',
+      ...kubeconfig('kube-scheduler.kubeconfig'),
+      '--bind-address=127.0.0.1',
+      '--leader-elect=true',
+      '--profiling=false',
+    ],
+  };
+}
