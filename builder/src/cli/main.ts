@@ -37,10 +37,15 @@ function printJson(value: unknown): void {
 
 export function makeProgram(): Command {
   const program = new Command('geminik8s')
-    .description('Build, stamp and operate geminik8s two-node HA edge appliances (K3s on Kine on replicated PostgreSQL).')
+    .description('Build, stamp and operate geminik8s two-node HA edge appliances (Kubernetes on Kine on replicated PostgreSQL).')
     .addHelpText('after', `
+Profiles (--profile; profiles/<name>.yaml):
+  edge-standard   the default: both boxes run upstream Kubernetes (built here from its Go module), DHCP
+  edge-static     K3s from its release binary, pinned by sha256 (an artifact dir or its URL supplies it), static addressing
+  edge-datastore  the HA datastore alone (Kine on replicated PostgreSQL) for a Kubernetes that runs elsewhere
+
 Typical flow:
-  geminik8s build                                     # dist/edge-datastore-generic-x86_64-uefi-<version>/
+  geminik8s build                                     # dist/edge-standard-generic-x86_64-uefi-<version>/
   geminik8s init --site-id store-0042 --vip 192.0.2.10/24 --gateway 192.0.2.1 --out store-0042.yaml
   zstd -d dist/<artifact>/image.raw.zst -o store-0042.raw
   geminik8s stamp --site store-0042.yaml store-0042.raw   # or the flashed USB stick, e.g. /dev/sdb
@@ -50,7 +55,7 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
 
   program.command('build')
     .description('Build a bootable disk image from a profile and a hardware definition. Steps whose inputs did not change are reused from the cache.')
-    .option('--profile <name|file>', 'profile under profiles/ or a YAML file', 'edge-datastore')
+    .option('--profile <name|file>', 'profile under profiles/ or a YAML file', 'edge-standard')
     .option('--hardware <name|file>', 'hardware definition under hardware/ or a YAML file', 'generic-x86_64-uefi')
     .option('--site <file>', 'site file to stamp into the OEM partition at build time (usually done later with `stamp`)')
     .option('--out <dir>', 'artifact root; the image goes to <dir>/<profile>-<hardware>-<version>/', 'dist')
