@@ -24,8 +24,8 @@ export interface KubernetesComponent {
   distribution: KubernetesDistribution;
   version: string;
   sources: ComponentSource[];
-  /** K3s only: bundled add-ons left out on both servers. */
-  disable?: K3sBundled[];
+  /** K3s only: bundled add-ons left out on both servers (default none). */
+  disable: K3sBundled[];
   clusterCidr: string;
   serviceCidr: string;
 }
@@ -122,7 +122,7 @@ export const profileSchema = {
             distribution: { enum: [...KUBERNETES_DISTRIBUTIONS] },
             version,
             sources: componentSources,
-            disable: { type: 'array', uniqueItems: true, items: { enum: [...K3S_BUNDLED] }, description: 'K3s add-ons to leave out (distribution k3s only)' },
+            disable: { type: 'array', uniqueItems: true, items: { enum: [...K3S_BUNDLED] }, default: [], description: 'K3s add-ons to leave out (distribution k3s only)' },
             clusterCidr: { type: 'string', pattern: CIDR, default: DEFAULT_CLUSTER_CIDR, description: 'the pod range, an IPv4 CIDR like "10.42.0.0/16"' },
             serviceCidr: { type: 'string', pattern: CIDR, default: DEFAULT_SERVICE_CIDR, description: 'the Service range, an IPv4 CIDR like "10.43.0.0/16"' },
           },
