@@ -171,10 +171,7 @@ test('the K3s image carries what both servers need to render identical configs',
   t.deepEqual(config.disable, ['traefik', 'servicelb', 'metrics-server']);
 });
 
-// Known failure: overlays/base/etc/geminik8s/image.yaml.hbs reads `kubernetes.disable.length`, and a
-// profile without `disable` (edge-standard) has no list to read it from; `{{#if …disable}}` is
-// enough (Handlebars treats [] as false). Once that is fixed AVA reports this test: drop `.failing`.
-test.failing('the upstream Kubernetes image renders without the K3s layer', async (t) => {
+test('the upstream Kubernetes image renders without the K3s layer', async (t) => {
   const { written } = await renderedOverlays(t, 'edge-standard');
   t.false(written.some((f) => f.startsWith('etc/rancher')));
   t.true(written.includes('etc/geminik8s/image.yaml'));
