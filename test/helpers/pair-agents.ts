@@ -6,18 +6,23 @@
  * Fault helpers per agent (the fault matrix, test/helpers/fault-matrix.ts): power off / on the
  * whole node, crash its PostgreSQL, down its link, detach it from the bridge, fill its PostgreSQL
  * disk (a size-limited tmpfs, `pgTmpfsMb`), ask it for a planned switchover.
+ *
+ * With `kubernetes: true` each node's image.yaml also asks for upstream Kubernetes and the agent
+ * gets the multi-call binary from the component cache (test/helpers/components.ts; never built
+ * here): it runs kube-apiserver on its local Kine and writes an admin kubeconfig for the VIP.
  */
 import type { ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { stringify } from 'yaml';
-import { kineSpec, resolveComponent } from '../../builder/src/components/resolve.ts';
+import { kineSpec, resolveComponent, type ResolvedComponent } from '../../builder/src/components/resolve.ts';
 import { isAlive } from '../../builder/src/util/process.ts';
 import { readStatus } from '../../firstboot/src/net/status-server.ts';
+import { KINE_VERSION, resolveTestComponent } from './components.ts';
 import { issueEtcdClientCert, type EtcdClientFiles } from './etcd-client.ts';
 import { createTopology, run, type Topology } from './netns.ts';
 
@@ -84,6 +89,13 @@ export interface Pair {
   topology: Topology;
   vip: string;
   agents: PairAgent[];
+  /** The nodes run Kubernetes (createPair `kubernetes`). */
+  kubernetes: boolean;
+  /**
+   * The admin kubeconfig the agents write (`<state>/kubernetes/admin.kubeconfig`), from the first
+   * node that has one; rejects naming each node's reason when none has.
+   */
+  adminKubeconfig(): Promise<string>;
   /**
    * A client certificate for Kine from the pair CA (issued once by the real `etcd-client-cert` on
    * the first node that has secrets), as a remote Kubernetes server would hold one.
@@ -96,6 +108,8 @@ const PG_BIN = '/usr/lib/postgresql/15/bin';
 /** tmpfs mounts carry the creating process id as their source, so a later run can sweep a killed run's. */
 const MOUNT_SOURCE_RE = /^gk8s-pg-(\d+)$/;
 const FILL_FILE = 'fault-fill.bin';
+/** Beside each node's folders: `<run>/kubernetes` as the last power-off left it (powerOn() empties /run). */
+export const PREVIOUS_RUN_KUBERNETES = 'run-kubernetes-before-power-on';
 
 async function must(argv: string[], timeoutMs = 15_000): Promise<string> {
   const r = await run(argv, { timeoutMs });
@@ -163,11 +177,25 @@ export interface PairOptions {
    * Kine on the LAN with mTLS; false: loopback only.
    */
   kineRemoteClients?: boolean;
+  /**
+   * Run upstream Kubernetes on both nodes (the image fact `kubernetes`, and GEMINIK8S_KUBERNETES_BIN
+   * from the component cache: a cache miss fails, naming the command that builds it). Default false.
+   */
+  kubernetes?: boolean;
 }
+
+/** The image fact the agent reads to run upstream Kubernetes (the edge-standard profile's choice). */
+export function kubernetesImageFact(version: string): Record<string, string> {
+  return { distribution: 'upstream', version, clusterCidr: '10.42.0.0/16', serviceCidr: '10.43.0.0/16' };
+}
+
+/** Where an agent keeps the admin kubeconfig (the contract with firstboot/src/kubernetes). */
+export const adminKubeconfigPath = (a: PairAgent): string => path.join(a.dirs.state, 'kubernetes', 'admin.kubeconfig');
 
 export async function createPair(opts: PairOptions = {}): Promise<Pair> {
   const count = opts.nodes ?? 2;
-  const kine = await resolveComponent(kineSpec('v0.17.5'), { arch: 'amd64', cacheDir: path.join(REPO, '.cache') });
+  const kine = await resolveComponent(kineSpec(KINE_VERSION), { arch: 'amd64', cacheDir: path.join(REPO, '.cache') });
+  const kubernetes: ResolvedComponent | undefined = opts.kubernetes ? await resolveTestComponent('kubernetes', { build: false }) : undefined;
   if (opts.pgTmpfsMb !== undefined) await sweepStaleMounts();
   const topology = await createTopology(count);
   const root = await mkdtemp(path.join(os.tmpdir(), 'gk8s-pair-'));
@@ -209,7 +237,7 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
         await writeFile(path.join(dirs.state, 'hostmeta.json'), `${JSON.stringify(meta)}\n`);
       }
       const imageFile = path.join(base, 'image.yaml');
-      await writeFile(imageFile, stringify({ kine: { remoteClients: opts.kineRemoteClients ?? true } }));
+      await writeFile(imageFile, stringify({ kine: { remoteClients: opts.kineRemoteClients ?? true }, ...(kubernetes ? { kubernetes: kubernetesImageFact(kubernetes.version) } : {}) }));
       const consoleFile = path.join(base, 'console.log');
       const logFile = path.join(base, 'agent.log');
       const env: Record<string, string> = {
@@ -217,6 +245,7 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
         GEMINIK8S_OEM_DIR: dirs.oem, GEMINIK8S_STATE_DIR: dirs.state, GEMINIK8S_RUN_DIR: dirs.run, GEMINIK8S_PG_ROOT: dirs.pg,
         GEMINIK8S_DATA_DIR: path.join(base, 'no-data-mount'), GEMINIK8S_CONSOLE: consoleFile, GEMINIK8S_KINE_BIN: kine.path,
         GEMINIK8S_BROADCAST: topology.broadcast, GEMINIK8S_IMAGE_FILE: imageFile,
+        ...(kubernetes ? { GEMINIK8S_KUBERNETES_BIN: kubernetes.path } : {}),
       };
       let wanted = false;
       const launch = (): void => {
@@ -286,6 +315,9 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
           // A reboot loses the addresses it held and everything under /run.
           const addrs = await must(['ip', '-n', node.ns, '-4', '-o', 'addr', 'show', 'dev', node.ifname]);
           if (addrs.includes(`inet ${vip}/`)) await must(['ip', '-n', node.ns, 'addr', 'del', vipCidr, 'dev', node.ifname]);
+          // Kubernetes' program logs live under /run too: keep the last boot's for the failure dumps.
+          await rm(path.join(base, PREVIOUS_RUN_KUBERNETES), { recursive: true, force: true });
+          await rename(path.join(dirs.run, 'kubernetes'), path.join(base, PREVIOUS_RUN_KUBERNETES)).catch(() => undefined);
           for (const entry of await readdir(dirs.run).catch(() => [] as string[])) await rm(path.join(dirs.run, entry), { recursive: true, force: true });
           await topology.linkUp(node.index);
           state.linkDown = false;
@@ -376,7 +408,17 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
     })();
     return client;
   };
-  return { topology, vip, agents, etcdClient, destroy };
+  const adminKubeconfig = async (): Promise<string> => {
+    if (!kubernetes) throw new Error('adminKubeconfig() needs createPair({ kubernetes: true })');
+    const why: string[] = [];
+    for (const a of agents) {
+      const file = adminKubeconfigPath(a);
+      const ok = await access(file).then(() => true, (e: NodeJS.ErrnoException) => void why.push(`node ${a.index + 1}: ${e.code ?? e.message}`));
+      if (ok) return file;
+    }
+    throw new Error(`no node has written ${path.join('<state>', 'kubernetes', 'admin.kubeconfig')} yet (${why.join(', ')})`);
+  };
+  return { topology, vip, agents, kubernetes: kubernetes !== undefined, adminKubeconfig, etcdClient, destroy };
 }
 
 /** Polls `check` every `everyMs` until it returns a value (not undefined) or the time is up. */

@@ -1,9 +1,9 @@
 /** Assertions on a running pair (test/helpers/pair-agents.ts), shared by the pair tests. */
 import type { ExecutionContext } from 'ava';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { etcdctlFlags } from './etcd-client.ts';
-import { createPair, eventually, type Pair, type PairAgent, type PairOptions } from './pair-agents.ts';
+import { createPair, eventually, PREVIOUS_RUN_KUBERNETES, type Pair, type PairAgent, type PairOptions } from './pair-agents.ts';
 
 export async function clusterReady(a: PairAgent): Promise<string | undefined> {
   const text = await a.console();
@@ -43,13 +43,36 @@ export async function testPair(t: ExecutionContext, opts: PairOptions = {}, star
   return pair;
 }
 
-/** On failure, show what each agent printed: the console and the tail of its log. */
+/** The last `lines` lines of each `*.log` in `dir` (long lines cut), one block per file; '' when there are none. */
+export async function logTails(dir: string, lines: number): Promise<string> {
+  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.log')).sort();
+  const blocks: string[] = [];
+  for (const n of names) {
+    const text = await readFile(path.join(dir, n), 'utf8').catch((e: Error) => `(unreadable: ${e.message})`);
+    const tail = text.trimEnd().split('\n').slice(-lines).map((l) => (l.length > 400 ? `${l.slice(0, 400)} …` : l));
+    blocks.push(`--- ${path.join(dir, n)} (last ${tail.length} lines)\n${tail.join('\n')}`);
+  }
+  return blocks.join('\n');
+}
+
+/**
+ * On failure, show what each agent printed: the console and the tail of its log, its PostgreSQL
+ * log, and with Kubernetes the tails of `<run>/kubernetes/*.log` (and of the logs of the boot
+ * before the last power-on, which empties /run).
+ */
 export async function dumpOnFailure(t: ExecutionContext, pair: Pair): Promise<void> {
   if (t.passed) return;
   for (const a of pair.agents) {
     const log = (await a.log()).filter((e) => !String(e.event).startsWith('pairing-beacon')).slice(-60);
     const pgLog = (await readFile(path.join(a.dirs.pg, 'postgresql.log'), 'utf8').catch(() => '')).trim().split('\n').slice(-12).join('\n');
-    t.log(`node ${a.index + 1} console:\n${await a.console()}\nlog tail:\n${log.map((e) => JSON.stringify(e)).join('\n')}\nPostgreSQL log tail:\n${pgLog}`);
+    let kube = '';
+    if (pair.kubernetes) {
+      const now = await logTails(path.join(a.dirs.run, 'kubernetes'), 25);
+      const before = await logTails(path.join(a.dirs.root, PREVIOUS_RUN_KUBERNETES), 15);
+      const status = await a.status().then((s) => JSON.stringify(s.kubernetes ?? '(no kubernetes field)'), (e: unknown) => `(no status: ${(e as Error).message})`);
+      kube = `\nKubernetes status: ${status}\nKubernetes logs:\n${now || '(none)'}${before ? `\nKubernetes logs before the last power-on:\n${before}` : ''}`;
+    }
+    t.log(`node ${a.index + 1} console:\n${await a.console()}\nlog tail:\n${log.map((e) => JSON.stringify(e)).join('\n')}\nPostgreSQL log tail:\n${pgLog}${kube}`);
   }
 }
 
