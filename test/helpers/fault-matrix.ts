@@ -1,15 +1,22 @@
 /**
- * The fault-injection matrix of issue 4, shared by test/fault/matrix.test.ts and bench/failover.ts.
+ * The fault-injection matrix of issue 4, shared by test/fault/matrix.test.ts,
+ * test/fault/kubernetes.test.ts and bench/failover.ts.
  *
  * One pair (test/helpers/pair-agents.ts, a tmpfs under each node's PostgreSQL so that a disk can be
  * filled) serves a whole pass. Each scenario starts from a healthy pair, and while
- *  - a writer in the gateway namespace puts numbered keys `/fault/<run>/<scenario>/<n>` through
- *    Kine on the VIP (etcd gRPC KV/Put over mTLS with a client certificate from the pair CA, one at a time, 2 s per put) and records every
- *    acknowledged key, and
+ *  - a writer in the gateway namespace writes numbered objects through the VIP, one at a time,
+ *    2 s per write, and records every acknowledged one. Its target is either
+ *      etcd:      keys `/fault/<run>/<scenario>/<n>` through Kine (etcd gRPC KV/Put over mTLS with
+ *                 a client certificate from the pair CA), or
+ *      configmap: ConfigMaps `fault-<run>-<scenario>-<n>` created through the Kubernetes API at
+ *                 https://<VIP>:6443 (TLS verified against the pair CA, the agents' admin
+ *                 kubeconfig), labelled with the run and scenario,
+ *    and
  *  - a checker samples both nodes' PostgreSQL every 200 ms and records any moment both take writes,
  * injects its fault, waits for the recovery it expects, undoes what is still broken (power, link,
- * bridge port, disk: the environment, never the software), waits for a healthy synchronous pair,
- * and reads every acknowledged key back through the VIP.
+ * bridge port, disk: the environment, never the software), waits for a healthy synchronous pair
+ * (with Kubernetes: GET /readyz on the VIP answering 200 too), and reads every acknowledged object
+ * back through the VIP.
  *
  * Everything is bounded in time; the writer is a child process (this file, `--fault-writer`) in the
  * gateway namespace and is stopped in a finally. Traffic stays inside the pair's namespaces.
@@ -24,6 +31,8 @@ import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { connectEtcd, etcdctlFlags, grpcPut, type EtcdClientFiles } from './etcd-client.ts';
 import type { Pair, PairAgent, PairOptions } from './pair-agents.ts';
+
+const KUBE_CLIENT = fileURLToPath(new URL('./kube-client.ts', import.meta.url));
 
 const SELF = fileURLToPath(import.meta.url);
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -62,6 +71,20 @@ export async function until<T>(what: string, timeoutMs: number, check: () => Pro
 
 const gwExec = (pair: Pair, argv: string[], timeoutMs = 15_000) => pair.topology.exec(pair.topology.gw.ns, argv, { timeoutMs });
 const etcdctlArgs = async (pair: Pair, commandTimeoutS: number) => ['etcdctl', ...etcdctlFlags(pair.vip, await pair.etcdClient()), '--dial-timeout=2s', `--command-timeout=${commandTimeoutS}s`];
+/** The Kubernetes API on the VIP, as the writer and the admin kubeconfig address it. */
+export const vipServer = (pair: Pair): string => `https://${pair.vip}:6443`;
+/** test/helpers/kube-client.ts's command line in the gateway namespace (the VIP is not reachable from the host). */
+const kubeInGw = (pair: Pair, args: string[], timeoutMs: number) => gwExec(pair, [process.execPath, '--import', 'tsx', KUBE_CLIENT, ...args], timeoutMs);
+
+/** GET /readyz on the VIP from the gateway namespace: undefined when it answered 200, else what it said. */
+export async function vipNotReady(pair: Pair): Promise<string | undefined> {
+  const r = await kubeInGw(pair, ['readyz', await pair.adminKubeconfig(), vipServer(pair)], 30_000);
+  if (r.code !== 0) return `no answer (${r.stderr.trim().split('\n').slice(-1)[0] ?? `exit ${r.code}`})`;
+  const a = JSON.parse(r.stdout) as { status: number; body: string };
+  if (a.status === 200) return undefined;
+  const failing = a.body.split('\n').filter((l) => l.startsWith('[-]')).join(' ');
+  return `HTTP ${a.status}: ${(failing || a.body).replace(/\s+/g, ' ').slice(0, 300)}`;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Prerequisites
@@ -95,11 +118,33 @@ export async function requireFaultPrereqs(): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Writer: numbered keys through Kine on the VIP, from the gateway namespace
+// Writer: numbered objects through the VIP, from the gateway namespace
 // ---------------------------------------------------------------------------------------------
+
+/**
+ * What the writer writes and verifyAcked() reads back, both through the VIP. Object n is called
+ * `${prefix}${n}`: an etcd key, or a ConfigMap name in `namespace`.
+ */
+export type WriteTarget =
+  | { kind: 'etcd'; host: string; client: EtcdClientFiles; prefix: string }
+  | {
+      kind: 'configmap';
+      /** https://<VIP>:6443 (the kubeconfig's CA and client certificate are used, its server is not). */
+      server: string;
+      kubeconfig: string;
+      namespace: string;
+      prefix: string;
+      /** On every ConfigMap; verification lists exactly these. */
+      labels: Record<string, string>;
+    };
+export type WriteTargetKind = WriteTarget['kind'];
+
+/** The label selector that lists exactly one writer's ConfigMaps. */
+export const labelSelector = (labels: Record<string, string>): string => Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',');
 
 export interface Ack {
   n: number;
+  /** The etcd key or ConfigMap name. */
   key: string;
   /** Epoch ms the put was sent / acknowledged. */
   startedAt: number;
@@ -137,7 +182,8 @@ export interface WriterOptions {
   maxMs?: number;
 }
 
-export function startWriter(pair: Pair, client: EtcdClientFiles, prefix: string, o: WriterOptions = {}): Writer {
+export function startWriter(pair: Pair, target: WriteTarget, o: WriterOptions = {}): Writer {
+  const prefix = target.prefix;
   const putTimeoutMs = o.putTimeoutMs ?? 2000;
   const periodMs = o.periodMs ?? 20;
   const maxMs = o.maxMs ?? 15 * 60_000;
@@ -145,7 +191,7 @@ export function startWriter(pair: Pair, client: EtcdClientFiles, prefix: string,
   const failures: PutFailure[] = [];
   const child: ChildProcess = pair.topology.spawn(
     pair.topology.gw.ns,
-    [process.execPath, '--import', 'tsx', SELF, '--fault-writer', pair.vip, JSON.stringify(client), prefix, String(putTimeoutMs), String(periodMs), String(maxMs)],
+    [process.execPath, '--import', 'tsx', SELF, '--fault-writer', JSON.stringify(target), String(putTimeoutMs), String(periodMs), String(maxMs)],
     { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let buf = '';
@@ -186,32 +232,63 @@ export function startWriter(pair: Pair, client: EtcdClientFiles, prefix: string,
   };
 }
 
+/** The writer's put of object n, bounded by the put timeout; `reset` after a failure, `close` at the end. */
+interface Putter {
+  put(n: number): Promise<void>;
+  reset(): void;
+  close(): void;
+}
+
+async function putter(target: WriteTarget, putTimeoutMs: number): Promise<Putter> {
+  if (target.kind === 'etcd') {
+    let session: http2.ClientHttp2Session | undefined;
+    return {
+      async put(n) {
+        if (!session || session.destroyed || session.closed) session = connectEtcd(target.host, target.client);
+        await grpcPut(session, `${target.prefix}${n}`, Buffer.from(String(n)), putTimeoutMs);
+      },
+      // A fresh connection next time: the VIP may have moved, the old one may be black-holed.
+      reset() {
+        session?.destroy();
+        session = undefined;
+      },
+      close() {
+        session?.destroy();
+      },
+    };
+  }
+  // Imported here: the etcd writer does not load the YAML parser.
+  const { kubeClient } = await import('./kube-client.ts');
+  // One connection per request (kube-client): nothing to reset after a failover.
+  const client = await kubeClient(target.kubeconfig, { server: target.server, timeoutMs: putTimeoutMs });
+  return {
+    put: async (n) => void (await client.createConfigMap(target.namespace, `${target.prefix}${n}`, { n: String(n) }, target.labels)),
+    reset: () => undefined,
+    close: () => undefined,
+  };
+}
+
 /** Writer process: one line per put on stdout, `A n sentMs ackMs` or `F n sentMs failMs error`; `E` at the end. */
-async function writerMain(host: string, client: EtcdClientFiles, prefix: string, putTimeoutMs: number, periodMs: number, maxMs: number): Promise<void> {
+async function writerMain(target: WriteTarget, putTimeoutMs: number, periodMs: number, maxMs: number): Promise<void> {
   let stopping = false;
   process.on('SIGTERM', () => (stopping = true));
   process.on('SIGINT', () => (stopping = true));
   const deadline = Date.now() + maxMs;
-  let session: http2.ClientHttp2Session | undefined;
   const out = (line: string): boolean => process.stdout.write(`${line}\n`);
+  const p = await putter(target, putTimeoutMs);
   for (let n = 0; !stopping && Date.now() < deadline; n++) {
     const startedAt = Date.now();
     try {
-      if (!session || session.destroyed || session.closed) {
-        session = connectEtcd(host, client);
-      }
-      await grpcPut(session, `${prefix}${n}`, Buffer.from(String(n)), putTimeoutMs);
+      await p.put(n);
       out(`A ${n} ${startedAt} ${Date.now()}`);
     } catch (e) {
       out(`F ${n} ${startedAt} ${Date.now()} ${errText(e)}`);
-      // A fresh connection next time: the VIP may have moved, the old one may be black-holed.
-      session?.destroy();
-      session = undefined;
+      p.reset();
     }
     const wait = startedAt + periodMs - Date.now();
     if (wait > 0 && !stopping) await sleep(wait);
   }
-  session?.destroy();
+  p.close();
   out('E');
   process.exit(0);
 }
@@ -232,7 +309,7 @@ export interface CheckerReport {
   dual: DualSample[];
   /** Each change of the sampled states, e.g. "W r" = node 1 writable, node 2 not ("?" = no answer). */
   writable: { at: number; states: string }[];
-  /** Each change of the agents' role/term. */
+  /** Each change of the agents' role/term (and kube-apiserver state, with Kubernetes). */
   roles: { at: number; states: string }[];
 }
 export interface Checker {
@@ -266,7 +343,8 @@ export function startChecker(pair: Pair, intervalMs = 200): Checker {
         pair.agents.map(async (a) => {
           try {
             const s = await a.status();
-            return `n${a.index + 1} ${String(s.role)}/${String(s.term)}`;
+            const api = (s.kubernetes as { apiserver?: unknown } | undefined)?.apiserver;
+            return `n${a.index + 1} ${String(s.role)}/${String(s.term)}${api !== undefined ? ` api ${String(api)}` : ''}`;
           } catch {
             return `n${a.index + 1} -`;
           }
@@ -329,13 +407,18 @@ export async function checkHealthy(pair: Pair): Promise<Healthy | { missing: str
   if (await holdsVip(pair, follower)) return { missing: `the follower (node ${fi + 1}) releasing the VIP` };
   const put = await gwExec(pair, [...(await etcdctlArgs(pair, 3)), 'put', '/fault/health', String(Date.now())], 10_000).catch((e: unknown) => ({ code: -1, stdout: '', stderr: errText(e) }));
   if (put.code !== 0) return { missing: `Kine taking a put through the VIP (${put.stderr.trim() || `exit ${put.code}`})` };
+  if (pair.kubernetes) {
+    const notReady = await vipNotReady(pair).catch((e: unknown) => errText(e));
+    if (notReady !== undefined) return { missing: `GET /readyz on ${vipServer(pair)} answering 200 (${notReady})` };
+  }
   return { leader, follower, term: ls.term, at: Date.now() };
 }
 
 /**
  * Exactly one leader and one follower in status with the same term, the follower streaming in
- * sync on the leader, the follower in recovery, the VIP on the leader only, and Kine taking a put
- * through the VIP. Throws after `timeoutMs` naming what is still missing.
+ * sync on the leader, the follower in recovery, the VIP on the leader only, Kine taking a put
+ * through the VIP and, when the pair runs Kubernetes, GET /readyz on the VIP answering 200.
+ * Throws after `timeoutMs` naming what is still missing.
  */
 export async function waitHealthy(pair: Pair, timeoutMs = 180_000): Promise<Healthy> {
   const deadline = Date.now() + timeoutMs;
@@ -348,16 +431,24 @@ export async function waitHealthy(pair: Pair, timeoutMs = 180_000): Promise<Heal
 }
 
 /**
- * Reads every key under `prefix` back through Kine on the VIP; returns the acknowledged keys that
- * are missing. Kine serves rows in revision order and holds back rows behind a gap in its id
- * sequence (a PostgreSQL crash skips sequence values) until it has filled the gap, so a key is
- * only reported missing once it stayed unread for `settleMs`.
+ * Reads every object the writer's target names back through the VIP (etcd: every key under the
+ * prefix, through Kine; configmap: every ConfigMap with the writer's labels, through the API
+ * server); returns the acknowledged ones that are missing. Kine serves rows in revision order and
+ * holds back rows behind a gap in its id sequence (a PostgreSQL crash skips sequence values) until
+ * it has filled the gap, so an object is only reported missing once it stayed unread for `settleMs`.
  */
-export async function verifyAcked(pair: Pair, prefix: string, acked: readonly string[], timeoutMs = 60_000, settleMs = 30_000): Promise<{ present: number; missing: string[] }> {
+export async function verifyAcked(pair: Pair, target: WriteTarget, acked: readonly string[], timeoutMs = 60_000, settleMs = 30_000): Promise<{ present: number; missing: string[] }> {
+  const prefix = target.prefix;
+  const what = target.kind === 'etcd' ? prefix : `the ConfigMaps labelled ${labelSelector(target.labels)}`;
   const read = async (): Promise<Set<string>> => {
-    const out = await until(`reading ${prefix} back through the VIP`, timeoutMs, async () => {
-      const r = await gwExec(pair, [...(await etcdctlArgs(pair, 30)), 'get', '--prefix', '--keys-only', prefix], 40_000);
-      if (r.code !== 0) throw new Error(`etcdctl get --prefix ${prefix}: ${r.stderr.trim() || `exit ${r.code}`}`);
+    const out = await until(`reading ${what} back through the VIP`, timeoutMs, async () => {
+      if (target.kind === 'etcd') {
+        const r = await gwExec(pair, ['etcdctl', ...etcdctlFlags(target.host, target.client), '--dial-timeout=2s', '--command-timeout=30s', 'get', '--prefix', '--keys-only', prefix], 40_000);
+        if (r.code !== 0) throw new Error(`etcdctl get --prefix ${prefix}: ${r.stderr.trim() || `exit ${r.code}`}`);
+        return r.stdout;
+      }
+      const r = await kubeInGw(pair, ['list', target.kubeconfig, target.server, target.namespace, labelSelector(target.labels)], 60_000);
+      if (r.code !== 0) throw new Error(`listing ${what}: ${r.stderr.trim() || `exit ${r.code}`}`);
       return r.stdout;
     }, 1000);
     return new Set(out.split('\n').map((l) => l.trim()).filter((l) => l.length > 0));
@@ -498,13 +589,18 @@ const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
 export interface ScenarioResult {
   scenario: ScenarioId;
   rep: number;
+  /** What the writer wrote through the VIP: etcd keys (Kine) or ConfigMaps (the Kubernetes API). */
+  target: WriteTargetKind;
   prefix: string;
   /** 1-based node numbers and terms before and after. */
   leaderBefore: number;
   termBefore: number;
   leaderAfter?: number;
   termAfter?: number;
-  /** Time from the fault to the first acknowledged put sent once it was in place. */
+  /**
+   * Time from the fault to the first acknowledged put sent once it was in place; with the
+   * configmap target this is the API's unavailability on the VIP.
+   */
   faultToFirstWriteMs?: number;
   /** How long injecting the fault took (the fault counts from its start). */
   injectMs: number;
@@ -513,7 +609,7 @@ export interface ScenarioResult {
   acked: number;
   ackedAfterFault: number;
   failures: number;
-  /** Acknowledged keys not read back (undefined when the read-back failed, see verifyError). */
+  /** Acknowledged keys / ConfigMaps not read back (undefined when the read-back failed, see verifyError). */
   missing?: string[];
   dualPrimary: DualSample[];
   samples: number;
@@ -535,10 +631,15 @@ export interface MatrixOptions {
   healthyTimeoutMs?: number;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
+  /**
+   * The pair runs Kubernetes (createPair `kubernetes`) and the writer creates ConfigMaps through
+   * https://<VIP>:6443 instead of putting etcd keys; health needs /readyz on the VIP too.
+   */
+  kubernetes?: boolean;
 }
 
 export class FaultMatrix {
-  /** Unique per matrix: keys are `/fault/<id>-r<rep>/<scenario>/<n>`. */
+  /** Unique per matrix: keys are `/fault/<id>-r<rep>/<scenario>/<n>`, ConfigMaps `fault-<id>-r<rep>-<scenario>-<n>`. */
   readonly id = `${Date.now().toString(36)}${process.pid.toString(36)}`;
   private constructor(
     public pair: Pair,
@@ -547,11 +648,12 @@ export class FaultMatrix {
 
   private static async newPair(o: MatrixOptions): Promise<Pair> {
     const { createPair } = await import('./pair-agents.ts');
-    const opts: PairOptions = { pgTmpfsMb: o.pgTmpfsMb ?? 1024 };
+    const opts: PairOptions = { pgTmpfsMb: o.pgTmpfsMb ?? 1024, ...(o.kubernetes ? { kubernetes: true } : {}) };
     const pair = await createPair(opts);
     try {
       for (const a of pair.agents) a.start();
-      await waitHealthy(pair, 240_000);
+      // Kubernetes starts once the datastore is ready, and a cold kube-apiserver takes its time.
+      await waitHealthy(pair, o.kubernetes ? 420_000 : 240_000);
       return pair;
     } catch (e) {
       await pair.destroy();
@@ -559,7 +661,7 @@ export class FaultMatrix {
     }
   }
 
-  /** Checks the prerequisites, pairs two agents (tmpfs under each PostgreSQL) and waits until healthy. */
+  /** Checks the prerequisites, pairs two agents (tmpfs under each PostgreSQL; Kubernetes if asked) and waits until healthy. */
   static async create(o: MatrixOptions = {}): Promise<FaultMatrix> {
     await requireFaultPrereqs();
     return new FaultMatrix(await FaultMatrix.newPair(o), o);
@@ -584,14 +686,28 @@ export class FaultMatrix {
     }
   }
 
+  /** The writer's target for one scenario run, through the VIP. */
+  private async target(scenario: ScenarioId, rep: number): Promise<WriteTarget> {
+    if (!this.o.kubernetes) return { kind: 'etcd', host: this.pair.vip, client: await this.pair.etcdClient(), prefix: `/fault/${this.id}-r${rep}/${scenario}/` };
+    return {
+      kind: 'configmap',
+      server: vipServer(this.pair),
+      kubeconfig: await this.pair.adminKubeconfig(),
+      namespace: 'default',
+      prefix: `fault-${this.id}-r${rep}-${scenario}-`,
+      labels: { 'fault.geminik8s.test/run': `${this.id}-r${rep}-${scenario}` },
+    };
+  }
+
   /** Runs one scenario once; never throws for a scenario failure (see `error`), only when no healthy pair can be had. */
   async run(scenario: ScenarioId, rep: number): Promise<ScenarioResult> {
     const notes: string[] = [];
     const h0 = await this.ensureHealthy(notes);
     const pair = this.pair;
-    const prefix = `/fault/${this.id}-r${rep}/${scenario}/`;
-    this.log(`${scenario}#${rep}: leader node ${h0.leader.index + 1} term ${h0.term}, writing ${prefix}*`);
-    const writer = startWriter(pair, await pair.etcdClient(), prefix, { periodMs: this.o.writePeriodMs ?? 20 });
+    const target = await this.target(scenario, rep);
+    const prefix = target.prefix;
+    this.log(`${scenario}#${rep}: leader node ${h0.leader.index + 1} term ${h0.term}, writing ${target.kind === 'etcd' ? 'keys' : `ConfigMaps in ${target.namespace} through ${target.server}:`} ${prefix}*`);
+    const writer = startWriter(pair, target, { periodMs: this.o.writePeriodMs ?? 20 });
     const checker = startChecker(pair);
     let faultAt = 0;
     let injectedAt = 0;
@@ -633,7 +749,7 @@ export class FaultMatrix {
     try {
       // After a failure the pair may still be recovering: give it a moment, bounded.
       if (error !== undefined) await waitHealthy(pair, 60_000).catch(() => undefined);
-      missing = (await verifyAcked(pair, prefix, w.acks.map((a) => a.key))).missing;
+      missing = (await verifyAcked(pair, target, w.acks.map((a) => a.key))).missing;
     } catch (e) {
       verifyError = errText(e);
     }
@@ -642,6 +758,7 @@ export class FaultMatrix {
     const result: ScenarioResult = {
       scenario,
       rep,
+      target: target.kind,
       prefix,
       leaderBefore: h0.leader.index + 1,
       termBefore: h0.term,
@@ -673,12 +790,13 @@ export class FaultMatrix {
 /** One line per run for logs. */
 export function summarize(r: ScenarioResult): string {
   const ms = (v: number | undefined): string => (v === undefined ? '-' : `${(v / 1000).toFixed(2)} s`);
+  const things = r.target === 'etcd' ? 'puts' : 'ConfigMap creates';
   return [
-    `${r.scenario}#${r.rep}`,
+    `${r.scenario}#${r.rep}${r.target === 'etcd' ? '' : ` (${r.target})`}`,
     `leader n${r.leaderBefore}/t${r.termBefore} -> ${r.leaderAfter !== undefined ? `n${r.leaderAfter}/t${r.termAfter}` : '?'}`,
-    `first write after fault ${ms(r.faultToFirstWriteMs)}`,
+    `first ${r.target === 'etcd' ? 'write' : 'ConfigMap'} after fault ${ms(r.faultToFirstWriteMs)}`,
     `healthy after ${ms(r.recoveryMs)}`,
-    `acked ${r.acked} (${r.ackedAfterFault} after the fault), failed puts ${r.failures}`,
+    `acked ${r.acked} (${r.ackedAfterFault} after the fault), failed ${things} ${r.failures}`,
     `missing ${r.missing ? r.missing.length : `? (${r.verifyError ?? 'not read back'})`}`,
     `dual-primary samples ${r.dualPrimary.length}/${r.samples}`,
     ...(r.error ? [`ERROR ${r.error}`] : []),
@@ -696,13 +814,13 @@ export function describe(r: ScenarioResult): string {
     `writable (n1 n2): ${r.checker.writable.map((s) => `${rel(s.at)} ${s.states}`).join(', ')}`,
     `roles: ${r.checker.roles.map((s) => `${rel(s.at)} ${s.states}`).join(' | ')}`,
     ...(r.dualPrimary.length ? [`dual primary at: ${r.dualPrimary.slice(0, 10).map((d) => rel(d.at)).join(', ')}`] : []),
-    ...(r.missing?.length ? [`missing keys: ${r.missing.slice(0, 20).join(', ')}${r.missing.length > 20 ? ' …' : ''}`] : []),
+    ...(r.missing?.length ? [`missing ${r.target === 'etcd' ? 'keys' : 'ConfigMaps'}: ${r.missing.slice(0, 20).join(', ')}${r.missing.length > 20 ? ' …' : ''}`] : []),
   ].join('\n');
 }
 
-// Writer mode: `node --import tsx test/helpers/fault-matrix.ts --fault-writer <host> <client files JSON> <prefix> <putTimeoutMs> <periodMs> <maxMs>`
+// Writer mode: `node --import tsx test/helpers/fault-matrix.ts --fault-writer <WriteTarget JSON> <putTimeoutMs> <periodMs> <maxMs>`
 if (process.argv[2] === '--fault-writer' && process.argv[1] !== undefined && path.resolve(process.argv[1]) === SELF) {
-  const [host, client, prefix, putTimeoutMs, periodMs, maxMs] = process.argv.slice(3);
-  if (!host || !client || !prefix || !putTimeoutMs || !periodMs || !maxMs) throw new Error('usage: fault-matrix.ts --fault-writer <host> <client files JSON> <prefix> <putTimeoutMs> <periodMs> <maxMs>');
-  await writerMain(host, JSON.parse(client) as EtcdClientFiles, prefix, Number(putTimeoutMs), Number(periodMs), Number(maxMs));
+  const [target, putTimeoutMs, periodMs, maxMs] = process.argv.slice(3);
+  if (!target || !putTimeoutMs || !periodMs || !maxMs) throw new Error('usage: fault-matrix.ts --fault-writer <WriteTarget JSON> <putTimeoutMs> <periodMs> <maxMs>');
+  await writerMain(JSON.parse(target) as WriteTarget, Number(putTimeoutMs), Number(periodMs), Number(maxMs));
 }
