@@ -7,8 +7,9 @@ import type { ResolvedConfig } from '../config/resolve.ts';
 export function overlayLayers(config: ResolvedConfig): string[] {
   const layers = ['base', `network-${config.profile.network.addressing}`];
   if (config.packages.includes('openssh-server')) layers.push('ssh');
-  const kubernetes = config.profile.components.kubernetes;
-  if (kubernetes) layers.push(kubernetes.distribution === 'k3s' ? 'k3s' : 'kubernetes');
+  // Upstream Kubernetes needs no files of its own in the image (the agent writes its configuration
+  // at run time); K3s needs links from its fixed paths under the read-only /etc.
+  if (config.profile.components.kubernetes?.distribution === 'k3s') layers.push('k3s');
   return layers;
 }
 
