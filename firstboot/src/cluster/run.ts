@@ -260,19 +260,17 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   });
   await liveness.done;
 
-  /** The upstream control plane's files, ready to start once Kine answers (the liveness tick starts it). */
+  /** The Kubernetes server's files, ready to start once Kine answers (the liveness tick starts it). */
   async function startControlPlane(secrets: ClusterSecrets): Promise<ControlPlane | undefined> {
-    if (settings.kubernetes?.distribution !== 'upstream') {
-      if (settings.kubernetes) log.event('warn', 'kubernetes-not-run', { distribution: settings.kubernetes.distribution, reason: 'this agent runs upstream Kubernetes only so far' });
-      return undefined;
-    }
+    if (!settings.kubernetes) return undefined;
     // Kine answers on loopback in both modes (a wildcard bind covers it); TLS only when it serves remote clients.
     const etcdEndpoint = `${settings.kineRemoteClients ? 'https' : 'http'}://127.0.0.1:${settings.kinePort}`;
     const cp = new ControlPlane({
-      binary: settings.kubernetesBinary, stateDir: ctx.stateDir, runDir: settings.runDir, log,
+      distribution: settings.kubernetes.distribution, binary: settings.kubernetesBinary, stateDir: ctx.stateDir, runDir: settings.runDir, log,
       input: {
         node: self, vip, etcdEndpoint, etcdTls: settings.kineRemoteClients,
         clusterCidr: settings.kubernetes.clusterCidr, serviceCidr: settings.kubernetes.serviceCidr, apiPort: settings.kubeApiPort,
+        kinePort: settings.kinePort, k3sDisable: settings.kubernetes.disable,
       },
     });
     await cp.prepare(secrets);

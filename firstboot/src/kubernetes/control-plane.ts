@@ -1,7 +1,9 @@
 /**
- * Runs this appliance's upstream Kubernetes control plane (core/control-plane.ts decides what):
- * issues its certificates from the pair CA once, writes what the programs read, starts the
- * programs once the local Kine answers, restarts one that exits, and probes the API server.
+ * Runs this appliance's Kubernetes server: upstream's control plane (core/control-plane.ts decides
+ * what) or `k3s server` (core/k3s.ts). Issues its certificates from the pair CA once, writes what
+ * the programs read, starts the programs once the local Kine answers, restarts one that exits,
+ * and probes the API server. Both distributions serve the API with the pair CA and get the same
+ * admin kubeconfig for the VIP.
  *
  * The programs keep running across agent restarts: they are children the unit does not kill
  * (KillMode=process), found again by their command line when the agent comes back and adopted
@@ -25,15 +27,15 @@ import type { Logger } from '../adapters/output.ts';
 import { ensureDir, lookupUser, pathExists, type OsUser } from '../provision/files.ts';
 import type { ClusterSecrets, PemPair } from '../provision/core/secrets.ts';
 import { issueClientCert, issueServerCert } from '../provision/secrets.ts';
+import { K3S_APPLIANCE, k3sServerArgv, renderK3sConfig } from './core/k3s.ts';
 import {
-  CONTROL_PLANE_PROGRAMS,
   certificateRequests,
   kubeconfigPlan,
+  KUBE_API_PORT,
   programArgs,
   renderKubeconfig,
   type CertificateRequest,
   type ControlPlaneInput,
-  type ControlPlaneProgram,
 } from './core/control-plane.ts';
 
 /** The unprivileged user the Kubernetes control plane runs as on the appliance (sysusers.d). */
@@ -42,8 +44,9 @@ export const KUBE_USER = 'geminik8s-kube';
 export type ApiServerState = 'ready' | 'starting' | 'down';
 
 export interface ControlPlaneOptions {
+  distribution: 'upstream' | 'k3s';
   binary: string;
-  input: Omit<ControlPlaneInput, 'pkiDir'>;
+  input: Omit<ControlPlaneInput, 'pkiDir'> & { kinePort: number; k3sDisable: readonly string[] };
   stateDir: string;
   runDir: string;
   log: Logger;
@@ -54,10 +57,13 @@ type Issued = Record<string, PemPair & { request: string }>;
 export class ControlPlane {
   readonly #o: ControlPlaneOptions;
   readonly #input: ControlPlaneInput;
+  readonly #k3s: { kinePort: number; disable: readonly string[] };
   readonly #owner: OsUser | undefined;
-  readonly #daemons = new Map<ControlPlaneProgram, Daemon>();
-  readonly #restartAt = new Map<ControlPlaneProgram, number>();
-  readonly #failures = new Map<ControlPlaneProgram, number>();
+  /** Program name → its arguments after the binary (upstream: three programs; K3s: one). */
+  #programs: Record<string, string[]> = {};
+  readonly #daemons = new Map<string, Daemon>();
+  readonly #restartAt = new Map<string, number>();
+  readonly #failures = new Map<string, number>();
   #admin: { ca: string; cert: string; key: string } | undefined;
   #started = false;
   #stopping = false;
@@ -67,8 +73,11 @@ export class ControlPlane {
 
   constructor(o: ControlPlaneOptions) {
     this.#o = o;
-    this.#input = { ...o.input, pkiDir: join(o.runDir, 'kubernetes', 'pki') };
-    this.#owner = (() => {
+    const { kinePort, k3sDisable, ...input } = o.input;
+    this.#input = { ...input, pkiDir: join(o.runDir, 'kubernetes', 'pki') };
+    this.#k3s = { kinePort, disable: k3sDisable };
+    // K3s runs its kubelet and container runtime in-process: it needs root.
+    this.#owner = o.distribution === 'k3s' ? undefined : (() => {
       try {
         return lookupUser(KUBE_USER);
       } catch {
@@ -91,7 +100,9 @@ export class ControlPlane {
     const store = join(stateDir, 'certificates.json');
     const issued: Issued = pathExists(store) ? (JSON.parse(readFileSync(store, 'utf8')) as Issued) : {};
     let changed = false;
-    for (const req of certificateRequests(this.#input)) {
+    // K3s issues its own serving and component certificates from the CA it is given; the admin's is ours.
+    const requests = certificateRequests(this.#input).filter((r) => this.#o.distribution === 'upstream' || r.file === 'admin' || r.file === 'etcd-client');
+    for (const req of requests) {
       // A certificate is reissued only when what it asserts changed (an address, a SAN), and must chain to today's CA.
       const fingerprint = JSON.stringify({ req, ca: secrets.ca.certPem });
       if (issued[req.file]?.request === fingerprint) continue;
@@ -99,30 +110,67 @@ export class ControlPlane {
       changed = true;
     }
     if (changed) writeFileAtomic(store, `${JSON.stringify(issued, null, 2)}\n`, 0o600);
-
-    const pki = this.#input.pkiDir;
     ensureDir(join(this.#o.runDir, 'kubernetes'), 0o755);
+    if (this.#o.distribution === 'upstream') this.#prepareUpstream(secrets, issued);
+    else this.#prepareK3s(secrets, issued);
+    // The operator's kubeconfig, for the VIP, stays with root.
+    const admin = need(issued, 'admin');
+    const port = this.#input.apiPort ?? KUBE_API_PORT;
+    writeFileAtomic(this.adminKubeconfig, renderKubeconfig({ server: `https://${this.#input.vip}:${port}`, caPem: secrets.ca.certPem, certPem: admin.certPem, keyPem: admin.keyPem, user: 'admin' }), 0o600);
+    this.#admin = { ca: secrets.ca.certPem, cert: admin.certPem, key: admin.keyPem };
+  }
+
+  #prepareUpstream(secrets: ClusterSecrets, issued: Issued): void {
+    const pki = this.#input.pkiDir;
     ensureDir(pki, 0o700, this.#owner);
     const put = (name: string, text: string): void => writeFileAtomic(join(pki, name), text, 0o600, this.#owner);
     put('ca.crt', secrets.ca.certPem);
     put('service-account.key', secrets.serviceAccountKeyPem);
     put('service-account.pub', createPublicKey(secrets.serviceAccountKeyPem).export({ type: 'spki', format: 'pem' }).toString());
-    // Certificates a kubeconfig embeds are written only there; the others as .crt/.key files.
+    // Certificates a kubeconfig embeds are written only there (the admin's: by prepare, for root
+    // only); the others as .crt/.key files.
     const kubeconfigs = kubeconfigPlan(this.#input);
-    for (const r of certificateRequests(this.#input).filter((c) => !kubeconfigs.some((k) => k.certificate === c.file))) {
+    for (const r of certificateRequests(this.#input).filter((c) => c.file !== 'admin' && !kubeconfigs.some((k) => k.certificate === c.file))) {
       const c = need(issued, r.file);
       put(`${r.file}.crt`, c.certPem);
       put(`${r.file}.key`, c.keyPem);
     }
-    for (const k of kubeconfigs) {
+    for (const k of kubeconfigs.filter((c) => c.certificate !== 'admin')) {
       const cert = need(issued, k.certificate);
-      const text = renderKubeconfig({ server: k.server, caPem: secrets.ca.certPem, certPem: cert.certPem, keyPem: cert.keyPem, user: k.certificate });
-      // The operator's kubeconfig stays with root; the programs' go where they can read them.
-      if (k.certificate === 'admin') writeFileAtomic(join(stateDir, k.file), text, 0o600);
-      else put(k.file, text);
+      put(k.file, renderKubeconfig({ server: k.server, caPem: secrets.ca.certPem, certPem: cert.certPem, keyPem: cert.keyPem, user: k.certificate }));
     }
-    const admin = need(issued, 'admin');
-    this.#admin = { ca: secrets.ca.certPem, cert: admin.certPem, key: admin.keyPem };
+    this.#programs = programArgs(this.#input);
+  }
+
+  /**
+   * K3s: its config file (with the token: /run, 0600), the pair CA as its server and client CA and
+   * the shared service-account key, placed where K3s looks before its first start (it then signs
+   * its own certificates with them), and the admin kubeconfig for the VIP as for upstream.
+   */
+  #prepareK3s(secrets: ClusterSecrets, issued: Issued): void {
+    const i = this.#input;
+    const configDir = join(this.#o.runDir, 'k3s');
+    ensureDir(configDir, 0o700);
+    const put = (name: string, text: string): string => {
+      writeFileAtomic(join(configDir, name), text, 0o600);
+      return join(configDir, name);
+    };
+    // Kine serving remote clients wants a client certificate on loopback too.
+    const etcd = issued['etcd-client'];
+    const kineTls = i.etcdTls && etcd ? { caFile: put('kine-ca.crt', secrets.ca.certPem), certFile: put('kine-client.crt', etcd.certPem), keyFile: put('kine-client.key', etcd.keyPem) } : undefined;
+    const configFile = put('config.yaml', renderK3sConfig({
+      node: i.node, vip: i.vip, token: secrets.k3sToken, kine: { port: this.#k3s.kinePort, ...(kineTls ? { tls: kineTls } : {}) },
+      clusterCidr: i.clusterCidr, serviceCidr: i.serviceCidr, disable: this.#k3s.disable, dataDir: K3S_APPLIANCE.dataDir, kubeconfigFile: K3S_APPLIANCE.kubeconfigFile,
+    }));
+    ensureDir(K3S_APPLIANCE.nodePasswordDir, 0o700);
+    const tls = join(K3S_APPLIANCE.dataDir, 'server', 'tls');
+    ensureDir(tls, 0o700);
+    for (const ca of ['server-ca', 'client-ca']) {
+      writeFileAtomic(join(tls, `${ca}.crt`), secrets.ca.certPem, 0o600);
+      writeFileAtomic(join(tls, `${ca}.key`), secrets.ca.keyPem, 0o600);
+    }
+    writeFileAtomic(join(tls, 'service.key'), secrets.serviceAccountKeyPem, 0o600);
+    this.#programs = { 'k3s-server': k3sServerArgv(configFile) };
   }
 
   /**
@@ -131,16 +179,15 @@ export class ControlPlane {
    */
   ensureRunning(): void {
     if (this.#stopping) return;
-    const args = programArgs(this.#input);
     if (!this.#started) {
       this.#started = true;
       this.#startedAt = performance.now();
-      this.#adoptOrClear(args);
+      this.#adoptOrClear();
     }
-    for (const program of CONTROL_PLANE_PROGRAMS) {
+    for (const [program, args] of Object.entries(this.#programs)) {
       if (this.#daemons.has(program) || performance.now() < (this.#restartAt.get(program) ?? 0)) continue;
       const d = spawnDaemon({
-        binary: this.#o.binary, args: args[program], logFile: join(this.#o.runDir, 'kubernetes', `${program}.log`),
+        binary: this.#o.binary, args, logFile: join(this.#o.runDir, 'kubernetes', `${program}.log`),
         ...(this.#owner ? { runAs: { uid: this.#owner.uid, gid: this.#owner.gid } } : {}),
       });
       this.#o.log.event('info', 'kube-program-started', { program, pid: d.pid });
@@ -149,13 +196,11 @@ export class ControlPlane {
   }
 
   /** Programs left by an earlier agent: kept when they run exactly what is wanted, else stopped (in the background). */
-  #adoptOrClear(args: Record<ControlPlaneProgram, string[]>): void {
-    const running = processesRunning(this.#o.binary);
+  #adoptOrClear(): void {
     const unwanted: number[] = [];
-    for (const p of running) {
-      const program = CONTROL_PLANE_PROGRAMS.find((name) => p.argv[1] === name);
-      const same = program !== undefined && !this.#daemons.has(program) && JSON.stringify(p.argv.slice(1)) === JSON.stringify(args[program]);
-      if (!same || !program) {
+    for (const p of processesRunning(this.#o.binary)) {
+      const program = Object.keys(this.#programs).find((name) => JSON.stringify(p.argv.slice(1)) === JSON.stringify(this.#programs[name]));
+      if (program === undefined || this.#daemons.has(program)) {
         unwanted.push(p.pid);
         continue;
       }
@@ -165,14 +210,15 @@ export class ControlPlane {
     if (unwanted.length > 0) {
       this.#o.log.event('info', 'kube-programs-replaced', { pids: unwanted });
       // Until they are gone their successors cannot bind: hold the starts back meanwhile.
-      for (const program of CONTROL_PLANE_PROGRAMS) if (!this.#daemons.has(program)) this.#restartAt.set(program, Number.POSITIVE_INFINITY);
+      const held = Object.keys(this.#programs).filter((program) => !this.#daemons.has(program));
+      for (const program of held) this.#restartAt.set(program, Number.POSITIVE_INFINITY);
       void stopProcesses(unwanted).then(() => {
-        for (const program of CONTROL_PLANE_PROGRAMS) if (this.#restartAt.get(program) === Number.POSITIVE_INFINITY) this.#restartAt.delete(program);
+        for (const program of held) this.#restartAt.delete(program);
       });
     }
   }
 
-  #track(program: ControlPlaneProgram, d: Daemon): void {
+  #track(program: string, d: Daemon): void {
     this.#daemons.set(program, d);
     void d.exited.then((how) => {
       if (this.#daemons.get(program) !== d) return;
@@ -199,8 +245,9 @@ export class ControlPlane {
 
   /** Refreshes the API server's state in the background: GET /readyz on this node, as the admin. */
   checkHealth(): void {
-    if (this.#probing || !this.#admin || !this.#daemons.has('kube-apiserver')) {
-      if (!this.#daemons.has('kube-apiserver')) this.#api = 'down';
+    const server = this.#o.distribution === 'k3s' ? 'k3s-server' : 'kube-apiserver';
+    if (this.#probing || !this.#admin || !this.#daemons.has(server)) {
+      if (!this.#daemons.has(server)) this.#api = 'down';
       return;
     }
     this.#probing = true;
@@ -209,7 +256,7 @@ export class ControlPlane {
       .then((ok) => {
         const was = this.#api;
         this.#api = ok ? 'ready' : 'starting';
-        if (ok) this.#failures.delete('kube-apiserver');
+        if (ok) this.#failures.delete(server);
         if (was !== this.#api) this.#o.log.event('info', 'kube-apiserver-state', { state: this.#api, sinceStartMs: Math.round(performance.now() - this.#startedAt) });
       })
       .finally(() => (this.#probing = false));
@@ -223,7 +270,7 @@ export class ControlPlane {
   status(): { apiserver: ApiServerState; programs: Record<string, { pid: number; adopted: boolean } | null>; adminKubeconfig: string } {
     return {
       apiserver: this.#api,
-      programs: Object.fromEntries(CONTROL_PLANE_PROGRAMS.map((p) => {
+      programs: Object.fromEntries(Object.keys(this.#programs).map((p) => {
         const d = this.#daemons.get(p);
         return [p, d ? { pid: d.pid, adopted: d.adopted } : null];
       })),
