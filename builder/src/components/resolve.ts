@@ -34,11 +34,12 @@ export type ComponentSource =
 /**
  * How a main package of this repository is built. `pins` is the upstream module its go.mod must
  * require at exactly the profile's version (so the version the image reports is the code it
- * runs); tags and -ldflags are those of the upstream release build. {version}, {major} and
- * {minor} are substituted.
+ * runs); a program of this project's own pins none, its version is the one the builder gives it.
+ * Tags and -ldflags are those of the upstream release build. {version}, {major} and {minor} are
+ * substituted.
  */
 export interface GoMainRecipe {
-  pins: string;
+  pins?: string;
   tags: string[];
   ldflags: string[];
   /** Shown before a cold build: what it costs. */
@@ -58,6 +59,9 @@ export const GO_MAIN_RECIPES: Record<string, GoMainRecipe> = {
     ldflags: kubernetesVersionFlags,
     note: 'a cold build takes about 10 min on 2 cores and 3 GiB of memory; later builds reuse the cache',
   },
+  // The pod sandbox and the workload baked in as container images (builder/src/images).
+  'components/pause': { tags: [], ldflags: ['-X main.version={version}'] },
+  'components/hello': { tags: [], ldflags: ['-X main.version={version}'] },
 };
 
 /**
@@ -66,6 +70,8 @@ export const GO_MAIN_RECIPES: Record<string, GoMainRecipe> = {
  */
 export const KNOWN_GO_LDFLAGS: Record<string, string[]> = {
   'github.com/k3s-io/kine': ['-X github.com/k3s-io/kine/pkg/version.Version={version}', '-X github.com/k3s-io/kine/pkg/version.GitCommit=gomodule'],
+  // CoreDNS carries its version in the source; only the commit is left for the release build to stamp.
+  'github.com/coredns/coredns': ['-X github.com/coredns/coredns/coremain.GitCommit=gomodule'],
 };
 
 export interface ComponentSpec {
@@ -120,6 +126,19 @@ export function kineSpec(version: string, extra: ComponentSource[] = []): Compon
       { artifactDir: 'artifacts' },
       ...extra,
       { goModule: 'github.com/k3s-io/kine' },
+    ],
+  };
+}
+
+/** CoreDNS, the cluster DNS of upstream Kubernetes, from its Go module: pure Go, so CGO_ENABLED=0 cross-compiles it too. */
+export function corednsSpec(version: string, extra: ComponentSource[] = []): ComponentSpec {
+  return {
+    name: 'coredns',
+    version,
+    sources: [
+      { artifactDir: 'artifacts' },
+      ...extra,
+      { goModule: 'github.com/coredns/coredns' },
     ],
   };
 }
@@ -330,9 +349,11 @@ async function tryGoMain(src: { goMain: string }, spec: ComponentSpec, o: Resolv
   const dir = resolve(o.repoRoot ?? process.cwd(), src.goMain);
   const goMod = await readFile(join(dir, 'go.mod'), 'utf8').catch(() => undefined);
   if (goMod === undefined) return { label, reason: `${join(src.goMain, 'go.mod')} not found` };
-  const pinned = requiredVersion(goMod, recipe.pins);
-  if (pinned !== spec.version) {
-    return { label, reason: `${join(src.goMain, 'go.mod')} requires ${recipe.pins} ${pinned ?? '(not at all)'}, the profile asks for ${spec.version}: change one to match` };
+  if (recipe.pins) {
+    const pinned = requiredVersion(goMod, recipe.pins);
+    if (pinned !== spec.version) {
+      return { label, reason: `${join(src.goMain, 'go.mod')} requires ${recipe.pins} ${pinned ?? '(not at all)'}, the profile asks for ${spec.version}: change one to match` };
+    }
   }
   // The binary is what this source tree builds: a cached one from another tree is rebuilt.
   const tree = await hashTree(dir);
@@ -344,7 +365,7 @@ async function tryGoMain(src: { goMain: string }, spec: ComponentSpec, o: Resolv
   await mkdir(resolve(dest, '..'), { recursive: true });
   const tmp = `${dest}.${process.pid}.build`;
   const ldflags = ['-s', '-w', ...recipe.ldflags.map((f) => expand(f, spec, o.arch))].join(' ');
-  o.onProgress?.(`${spec.name}: go build ${src.goMain} (${recipe.pins} ${spec.version}, GOARCH=${o.arch})${recipe.note ? `: ${recipe.note}` : ''}`);
+  o.onProgress?.(`${spec.name}: go build ${src.goMain} (${recipe.pins ? `${recipe.pins} ` : ''}${spec.version}, GOARCH=${o.arch})${recipe.note ? `: ${recipe.note}` : ''}`);
   try {
     await run('go', ['build', '-trimpath', '-buildvcs=false', '-mod=readonly', `-tags=${recipe.tags.join(',')}`, `-ldflags=${ldflags}`, '-o', tmp, '.'], {
       cwd: dir,

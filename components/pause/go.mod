@@ -1,0 +1,3 @@
+module geminik8s/components/pause
+
+go 1.26.0
