@@ -86,6 +86,31 @@ test('the pod and Service ranges default in the validator', async (t) => {
   t.like(r.profile.components.kubernetes, { clusterCidr: '10.42.0.0/16', serviceCidr: '10.43.0.0/16' });
 });
 
+const UPSTREAM = `${VALID}  kubernetes:\n    distribution: upstream\n    version: v1.37.2\n    sources: [{goMain: components/kubernetes}]\n`;
+
+test('upstream Kubernetes may list more image archives, from an artifact dir or a url with its sha256', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-cfg-'));
+  const file = path.join(dir, 'p.yaml');
+  const sha = 'a'.repeat(64);
+  await writeFile(file, `${UPSTREAM}    images:\n      - {name: nginx, version: v1.27.0, sources: [{artifactDir: artifacts}, {url: 'https://example.invalid/nginx-{arch}.tar', sha256: {amd64: ${sha}}}]}\n`);
+  const r = await resolveConfig({ profile: file, hardware: HW, repoRoot: REPO_ROOT });
+  t.deepEqual(r.profile.components.kubernetes?.images, [
+    { name: 'nginx', version: 'v1.27.0', sources: [{ artifactDir: 'artifacts' }, { url: 'https://example.invalid/nginx-{arch}.tar', sha256: { amd64: sha } }] },
+  ]);
+});
+
+test('an image archive cannot take a baked-in image\'s name, be built from Go, or lack a version', async (t) => {
+  const issues = await issuesFor(`${UPSTREAM}    images:\n      - {name: pause, sources: [{goModule: github.com/example/pause}]}\n`);
+  t.true(issues.includes('p.yaml:18:16: components.kubernetes.images.0.name: found string "pause"; expected the archive\'s name (lowercase letters, digits, dashes, underscores), other than pause, hello, coredns, kine, kubernetes, k3s'), issues.join('\n'));
+  t.true(issues.includes('p.yaml:18:34: components.kubernetes.images.0.sources.0.goModule: found unknown field "goModule"; allowed fields here: artifactDir, url, sha256'), issues.join('\n'));
+  t.true(issues.includes('p.yaml:18:9: components.kubernetes.images.0.version: found nothing; "version" is required'), issues.join('\n'));
+});
+
+test('K3s takes no image list (it imports its own tarballs), and says so', async (t) => {
+  const issues = await issuesFor(`${VALID}  kubernetes:\n    distribution: k3s\n    version: v1.36.4+k3s1\n    sources: [{artifactDir: artifacts}]\n    images: [{name: nginx, version: v1.27.0, sources: [{artifactDir: artifacts}]}]\n`);
+  t.deepEqual(issues, ['p.yaml:17:13: components.kubernetes.images: found a list of 1; expected null (no images list with distribution k3s, which imports the tarballs in its own images folder)']);
+});
+
 test('every problem in a file is reported at once', async (t) => {
   const issues = await issuesFor(VALID.replace('name: p', 'name: Bad Name').replace('version: 1.0.0', 'version: 1'));
   t.is(issues.length, 2);

@@ -49,10 +49,34 @@ test('the steps whose output holds a site file stamped at build time are the pri
 test('profiles with Kubernetes plan a kubernetes component step, keyed by its source tree', async (t) => {
   const i = await inputs('edge-standard');
   const plan = planBuild(i);
-  t.deepEqual(plan.map((s) => s.id), ['kubernetes', 'kine', 'agent', 'overlays', 'rootfs', 'rootTree', 'disk', 'artifacts']);
-  t.deepEqual(plan.find((s) => s.id === 'rootTree')?.dependsOn, ['rootfs', 'kine', 'kubernetes', 'agent', 'overlays']);
+  t.deepEqual(plan.map((s) => s.id), ['kubernetes', 'kine', 'images', 'agent', 'overlays', 'rootfs', 'rootTree', 'disk', 'artifacts']);
+  t.deepEqual(plan.find((s) => s.id === 'rootTree')?.dependsOn, ['rootfs', 'kine', 'kubernetes', 'images', 'agent', 'overlays']);
   t.deepEqual(changedSteps(i, { ...i, componentTrees: { 'components/kubernetes': 'changed' } }), ['kubernetes', 'rootTree', 'disk', 'artifacts']);
   t.is(artifactName(i.config), 'edge-standard-generic-x86_64-uefi-0.1.0');
+});
+
+test('upstream Kubernetes bakes in container images, keyed by their programs, the archive code, the profile\'s extra archives and SOURCE_DATE_EPOCH', async (t) => {
+  const i = await inputs('edge-standard');
+  const images = planBuild(i).find((s) => s.id === 'images');
+  t.like(images, { title: 'container images (pause, hello, coredns; amd64)', dependsOn: [] });
+  t.deepEqual(changedSteps(i, { ...i, componentTrees: { 'components/pause': 'changed' } }), ['images', 'rootTree', 'disk', 'artifacts']);
+  t.deepEqual(changedSteps(i, { ...i, componentTrees: { 'components/hello': 'changed' } }), ['images', 'rootTree', 'disk', 'artifacts']);
+  t.deepEqual(changedSteps(i, { ...i, imagesRecipe: 'changed' }), ['images', 'rootTree', 'disk', 'artifacts']);
+  t.deepEqual(changedSteps(i, { ...i, sourceDateEpoch: i.sourceDateEpoch + 1 }), ['images', 'rootTree', 'disk', 'artifacts']);
+  const kubernetes = i.config.profile.components.kubernetes!;
+  const extra = { name: 'nginx', version: 'v1.27.0', sources: [{ artifactDir: 'artifacts' }] };
+  const withExtra = { ...i, config: { ...i.config, profile: { ...i.config.profile, components: { ...i.config.profile.components, kubernetes: { ...kubernetes, images: [extra] } } } } };
+  // The overlays render the whole profile, so they follow any profile change.
+  t.deepEqual(changedSteps(i, withExtra), ['images', 'overlays', 'rootTree', 'disk', 'artifacts']);
+  t.is(planBuild(withExtra).find((s) => s.id === 'images')?.title, 'container images (pause, hello, coredns, nginx; amd64)');
+});
+
+test('K3s and datastore-only profiles plan no images step (K3s brings its own images)', async (t) => {
+  for (const profile of ['edge-static', 'edge-datastore']) {
+    const plan = planBuild(await inputs(profile));
+    t.false(plan.some((s) => s.id === 'images'), profile);
+    t.false(plan.find((s) => s.id === 'rootTree')?.dependsOn.includes('images'), profile);
+  }
 });
 
 for (const profile of ['edge-datastore', 'edge-standard', 'edge-static']) {
@@ -61,7 +85,7 @@ for (const profile of ['edge-datastore', 'edge-standard', 'edge-static']) {
     const position = (id: StepId) => plan.findIndex((s) => s.id === id);
     const rootfs = position('rootfs');
     t.true(rootfs > 0);
-    for (const id of ['kine', 'agent', 'overlays', ...(profile === 'edge-datastore' ? [] : ['kubernetes'])] as StepId[]) {
+    for (const id of ['kine', 'agent', 'overlays', ...(profile === 'edge-datastore' ? [] : ['kubernetes']), ...(profile === 'edge-standard' ? ['images'] : [])] as StepId[]) {
       t.true(position(id) >= 0 && position(id) < rootfs, `${id} runs before rootfs`);
     }
     for (const [i, step] of plan.entries()) {

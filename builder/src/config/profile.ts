@@ -20,10 +20,19 @@ export type KubernetesDistribution = (typeof KUBERNETES_DISTRIBUTIONS)[number];
 export const DEFAULT_CLUSTER_CIDR = '10.42.0.0/16';
 export const DEFAULT_SERVICE_CIDR = '10.43.0.0/16';
 
+/** A container image archive the profile adds to the baked-in ones (upstream distribution). */
+export interface ImageArchive {
+  name: string;
+  version: string;
+  sources: ({ artifactDir: string } | { url: string | Partial<Record<'amd64' | 'arm64', string>>; sha256: Partial<Record<'amd64' | 'arm64', string>> })[];
+}
+
 export interface KubernetesComponent {
   distribution: KubernetesDistribution;
   version: string;
   sources: ComponentSource[];
+  /** Upstream only: image archives imported into the runtime at boot, next to the baked-in ones. */
+  images?: ImageArchive[];
   /** K3s only: bundled add-ons left out on both servers (default none). */
   disable: K3sBundled[];
   clusterCidr: string;
@@ -50,6 +59,23 @@ export interface Profile {
 }
 
 const CIDR = '^([0-9]{1,3}\\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$';
+
+/**
+ * Where an image archive may come from: the component source fragment narrowed to files that
+ * exist already (an archive is not built from a Go package).
+ */
+const imageArchiveSources = {
+  ...componentSources,
+  items: {
+    ...componentSources.items,
+    properties: {
+      artifactDir: { type: 'string', minLength: 1, description: 'a local directory laid out as <dir>/<name>/<version>/<arch>/<name>.tar' },
+      url: componentSources.items.properties.url,
+      sha256: componentSources.items.properties.sha256,
+    },
+    oneOf: [{ required: ['artifactDir'] }, { required: ['url', 'sha256'] }],
+  },
+} as const;
 
 const version = { type: 'string', pattern: '^v?[0-9]+\\.[0-9]+\\.[0-9]+([-+][0-9A-Za-z.+-]+)?$', description: 'a version like "v1.2.3" or "v1.33.1+k3s1"' } as const;
 
@@ -125,7 +151,30 @@ export const profileSchema = {
             disable: { type: 'array', uniqueItems: true, items: { enum: [...K3S_BUNDLED] }, default: [], description: 'K3s add-ons to leave out (distribution k3s only)' },
             clusterCidr: { type: 'string', pattern: CIDR, default: DEFAULT_CLUSTER_CIDR, description: 'the pod range, an IPv4 CIDR like "10.42.0.0/16"' },
             serviceCidr: { type: 'string', pattern: CIDR, default: DEFAULT_SERVICE_CIDR, description: 'the Service range, an IPv4 CIDR like "10.43.0.0/16"' },
+            images: {
+              type: 'array',
+              description: 'more OCI image archives imported into the runtime at boot, next to the baked-in pause, hello and coredns (distribution upstream only)',
+              items: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['name', 'version', 'sources'],
+                properties: {
+                  name: {
+                    type: 'string',
+                    // The baked-in images' names, and the components', would share their cache folders.
+                    pattern: '^(?!(pause|hello|coredns|kine|kubernetes|k3s)$)[a-z0-9][a-z0-9_-]{0,62}$',
+                    description: 'the archive\'s name (lowercase letters, digits, dashes, underscores), other than pause, hello, coredns, kine, kubernetes, k3s',
+                  },
+                  version,
+                  sources: imageArchiveSources,
+                },
+              },
+            },
           },
+          // K3s imports its own image tarballs: a list it would never read must not look as if it did.
+          // (A type no list has, so the validator's message carries the description.)
+          if: { properties: { distribution: { const: 'k3s' } } },
+          then: { properties: { images: { type: 'null', description: 'no images list with distribution k3s, which imports the tarballs in its own images folder' } } },
         },
       },
     },

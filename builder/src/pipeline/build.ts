@@ -5,6 +5,8 @@ import { agentSourceHash, buildAgentExecutable } from '../../../firstboot/build.
 import { assembleDiskImage, DISK_RECIPE_VERSION } from '../disk/assemble.ts';
 import { resolveComponent, type ComponentSpec } from '../components/resolve.ts';
 import type { ResolvedConfig } from '../config/resolve.ts';
+import { bakedGoMains } from '../images/baked.ts';
+import { IMAGES_FILE, makeImages, type ImageRecord } from '../images/make.ts';
 import { overlayLayers, renderOverlays } from '../overlays/render.ts';
 import { artifactName, planBuild, type PlannedStep, type StepId } from '../plan/plan.ts';
 import { hashFiles, hashTree } from '../plan/tree-hash.ts';
@@ -51,6 +53,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const arch = hardware.arch;
   const mirrors = await detectDebianMirror({ suite: profile.debian.suite, override: opts.mirror ?? profile.debian.mirror, securityOverride: profile.debian.securityMirror });
   const overlaysRoot = path.join(repoRoot, 'overlays');
+  const kubernetes = profile.components.kubernetes;
+  const goMains = [
+    ...(kubernetes?.sources ?? []).flatMap((s) => ('goMain' in s ? [s.goMain] : [])),
+    ...(kubernetes?.distribution === 'upstream' ? bakedGoMains() : []),
+  ];
   const plan = planBuild({
     config,
     mirror: mirrors.mirror,
@@ -58,7 +65,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     rootfsRecipe: ROOTFS_HOOK_VERSION,
     agentSource: await agentSourceHash(),
     overlayTree: await hashTree(overlaysRoot),
-    componentTrees: Object.fromEntries(await Promise.all((profile.components.kubernetes?.sources ?? []).flatMap((s) => ('goMain' in s ? [s.goMain] : [])).map(async (dir) => [dir, await hashTree(path.join(repoRoot, dir))] as const))),
+    componentTrees: Object.fromEntries(await Promise.all(goMains.map(async (dir) => [dir, await hashTree(path.join(repoRoot, dir))] as const))),
+    imagesRecipe: await hashTree(path.join(repoRoot, 'builder', 'src', 'images')),
     diskRecipe: `${DISK_RECIPE_VERSION}:${await hashTree(path.join(repoRoot, 'image'))}`,
     site: opts.siteFile ? await hashFiles([opts.siteFile]) : undefined,
     sourceDateEpoch: opts.sourceDateEpoch,
@@ -82,6 +90,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   try {
     const outputs = new Map<StepId, string>();
     const components: ComponentRecord[] = [];
+    let images: ImageRecord[] = [];
     let packages: RootfsPackage[] = [];
     const aptCacheDir = path.join(opts.cacheRoot, 'apt-archives');
     const log = (id: StepId) => (line: string) => opts.report({ event: 'step-log', id, line });
@@ -99,6 +108,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         const k = profile.components.kubernetes;
         if (!k) throw new Error('internal: kubernetes step planned without components.kubernetes');
         await fetchComponent('kubernetes', { name: KUBERNETES_BINARY[k.distribution], version: k.version, sources: k.sources }, tmp);
+      },
+      images: async (tmp) => {
+        if (kubernetes?.distribution !== 'upstream') throw new Error('internal: images step planned without upstream Kubernetes');
+        await makeImages({ arch, cacheDir: opts.cacheRoot, repoRoot, sourceDateEpoch: opts.sourceDateEpoch, extra: kubernetes.images ?? [], outDir: tmp, onProgress: log('images') });
       },
       agent: async (tmp) => {
         const built = await buildAgentExecutable({ arch, outFile: path.join(tmp, 'geminik8s-agent'), cacheDir: path.join(opts.cacheRoot, 'node'), log: log('agent') });
@@ -120,7 +133,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         if (k) binaries.push({ name: KUBERNETES_BINARY[k.distribution], file: path.join(need('kubernetes'), 'kubernetes') });
         const tree = path.join(tmp, 'tree');
         await mkdir(tree);
-        await composeRootTree({ rootfsDir: path.join(need('rootfs'), 'rootfs'), binaries, overlayDir: need('overlays'), outDir: tree, sourceDateEpoch: opts.sourceDateEpoch });
+        const imageFiles = outputs.has('images') ? [IMAGES_FILE, ...new Set(images.map((i) => path.basename(i.file)))].map((f) => path.join(need('images'), f)) : [];
+        await composeRootTree({ rootfsDir: path.join(need('rootfs'), 'rootfs'), binaries, imageFiles, overlayDir: need('overlays'), outDir: tree, sourceDateEpoch: opts.sourceDateEpoch });
       },
       disk: async (tmp) => {
         const skeleton = path.join(tmp, 'data-skeleton');
@@ -146,6 +160,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           image: { file: ARTIFACT_FILES.image, bytes: image.bytes, sha256: image.sha256, rawBytes: layout.totalBytes, rawSha256: await sha256File(raw) },
           layout,
           components,
+          images,
           packages: await packagesWithChecksums(packages, aptCacheDir),
           mirror: mirrors.origin === 'override' ? 'profile/flag' : 'build host apt sources',
         };
@@ -190,6 +205,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       }
       outputs.set(step.id, result.dir);
       if (step.id === 'rootfs') packages = (await readCachedRootfs(path.join(result.dir, 'rootfs')))?.packages ?? [];
+      if (step.id === 'images') images = JSON.parse(await readFile(path.join(result.dir, IMAGES_FILE), 'utf8')) as ImageRecord[];
       if (['kine', 'kubernetes', 'agent'].includes(step.id)) {
         components.push(JSON.parse(await readFile(path.join(result.dir, 'component.json'), 'utf8')) as ComponentRecord);
       }
@@ -207,10 +223,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         if (holdsSecrets) await chmod(path.join(staging, f), 0o600);
       }
     });
-    // Root trees and disk images are large: keep only the ones this build used (private steps are not in the cache).
-    for (const id of ['rootTree', 'disk', 'artifacts'] as const) {
+    // Image archives, root trees and disk images are large: keep only the ones this build used (private steps are not in the cache).
+    for (const id of ['images', 'rootTree', 'disk', 'artifacts'] as const) {
       const step = plan.find((s) => s.id === id);
-      if (!step?.holdsSecrets) await cache.prune(id, step?.key ?? '');
+      // A step this plan has not (images for K3s) leaves other profiles' outputs alone.
+      if (step && !step.holdsSecrets) await cache.prune(id, step.key);
     }
     opts.report({ event: 'done', artifactDir, seconds: (performance.now() - t0) / 1000, files: Object.values(ARTIFACT_FILES) });
     return { plan, artifactDir };

@@ -1,5 +1,6 @@
 import { chmod, copyFile, mkdir, symlink } from 'node:fs/promises';
 import path from 'node:path';
+import { IMAGES_DIR } from '../images/baked.ts';
 import { run } from '../util/exec.ts';
 
 /** Where binaries land inside the image. Units and the agent refer to these paths. */
@@ -25,6 +26,8 @@ const ENABLED_UNITS = ['systemd-networkd.service', 'systemd-resolved.service', '
 export interface RootTreeInputs {
   rootfsDir: string;
   binaries: { name: keyof typeof INSTALL_PATHS; file: string }[];
+  /** Container image archives and their images.json, installed in IMAGES_DIR for the runtime to import at boot. */
+  imageFiles: string[];
   overlayDir: string;
   outDir: string;
   /** Dates the system users' shadow entries, so the tree stays reproducible. */
@@ -42,6 +45,15 @@ export async function composeRootTree(inp: RootTreeInputs): Promise<void> {
     await chmod(target, 0o755);
     if (b.name === 'kubernetes') {
       for (const program of KUBERNETES_PROGRAMS) await symlink('kubernetes', path.join(path.dirname(target), program));
+    }
+  }
+  if (inp.imageFiles.length > 0) {
+    const dir = path.join(inp.outDir, IMAGES_DIR);
+    await mkdir(dir, { recursive: true });
+    for (const f of inp.imageFiles) {
+      const target = path.join(dir, path.basename(f));
+      await copyFile(f, target);
+      await chmod(target, 0o644);
     }
   }
   await run('cp', ['-a', `${inp.overlayDir}/.`, inp.outDir]);

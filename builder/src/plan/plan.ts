@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
 import type { ResolvedConfig } from '../config/resolve.ts';
+import { BAKED_IMAGES } from '../images/baked.ts';
 
 /**
  * The build as a list of steps, each keyed by a content hash of its own inputs and of the keys
  * of the steps it consumes. Pure: the shell hashes files and passes the digests in, so what
  * rebuilds after a change can be reasoned about (and tested) without touching a disk.
  */
-export type StepId = 'rootfs' | 'kine' | 'kubernetes' | 'agent' | 'overlays' | 'rootTree' | 'disk' | 'artifacts';
+export type StepId = 'rootfs' | 'kine' | 'kubernetes' | 'images' | 'agent' | 'overlays' | 'rootTree' | 'disk' | 'artifacts';
 
 export interface PlannedStep {
   id: StepId;
@@ -36,6 +37,8 @@ export interface PlanInputs {
   diskRecipe: string;
   /** Digest of each `components/<name>` source tree a goMain component builds from. */
   componentTrees?: Record<string, string>;
+  /** Digest of the code that writes the image archives (builder/src/images). */
+  imagesRecipe?: string;
   /** Digest of the site file when one is stamped at build time. */
   site?: string;
   sourceDateEpoch: number;
@@ -74,6 +77,17 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
   }
   const kine = profile.components.kine;
   add('kine', `Kine ${kine.version} (${arch})`, [], { version: kine.version, arch, sources: JSON.stringify(kine.sources) });
+  // Upstream Kubernetes has no registry at the site: its pause, workload and DNS images are baked
+  // in (K3s brings its own). The images carry SOURCE_DATE_EPOCH as their dates, so it is an input.
+  const images = kubernetes?.distribution === 'upstream';
+  if (images) {
+    const baked = BAKED_IMAGES.map(({ component, ...image }) => ({ ...image, version: component.version, sources: component.sources }));
+    const trees = baked.flatMap((b) => b.sources.flatMap((s) => ('goMain' in s ? [`${s.goMain}=${inp.componentTrees?.[s.goMain] ?? ''}`] : [])));
+    add('images', `container images (${[...baked.map((b) => b.name), ...(kubernetes.images ?? []).map((i) => i.name)].join(', ')}; ${arch})`, [], {
+      arch, recipe: inp.imagesRecipe ?? '', sourceDateEpoch: String(inp.sourceDateEpoch),
+      baked: JSON.stringify(baked), trees: trees.join(' '), extra: JSON.stringify(kubernetes.images ?? []),
+    });
+  }
   add('agent', `firstboot agent (${arch})`, [], { arch, source: inp.agentSource });
   add('overlays', 'overlays rendered from the profile', [], {
     tree: inp.overlayTree, profile: JSON.stringify(profile), hardware: JSON.stringify(hardware),
@@ -82,10 +96,10 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
     suite: profile.debian.suite, arch, mirror: inp.mirror, securityMirror: inp.securityMirror ?? '',
     packages: packages.join(' '), recipe: inp.rootfsRecipe,
   });
-  const components: StepId[] = kubernetes ? ['kine', 'kubernetes'] : ['kine'];
+  const components: StepId[] = kubernetes ? ['kine', 'kubernetes', ...(images ? ['images' as const] : [])] : ['kine'];
   // A key hashes the keys of dependsOn in the order listed here, not in the run order above: the
   // run order can change without invalidating a cached root tree.
-  add('rootTree', 'root filesystem tree (rootfs + components + agent + overlays)', ['rootfs', ...components, 'agent', 'overlays'], {});
+  add('rootTree', `root filesystem tree (rootfs + components${images ? ' + images' : ''} + agent + overlays)`, ['rootfs', ...components, 'agent', 'overlays'], {});
   add('disk', `GPT disk image (${hardware.bootloader}, ${hardware.firmware})`, ['rootTree'], {
     recipe: inp.diskRecipe, disk: JSON.stringify(hardware.disk), console: hardware.console,
     cmdline: [...(hardware.kernel.cmdline ?? []), ...(profile.kernel?.cmdline ?? [])].join(' '),
