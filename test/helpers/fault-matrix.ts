@@ -311,6 +311,10 @@ export interface CheckerReport {
   writable: { at: number; states: string }[];
   /** Each change of the agents' role/term (and kube-apiserver state, with Kubernetes). */
   roles: { at: number; states: string }[];
+  /** Each change of a node's liveness reason (why it does or does not act). */
+  reasons: { at: number; node: number; reason: string }[];
+  /** Every second: how long each node had not heard the other's heartbeat (its last liveness tick; undefined: no status). */
+  peerSilence: { at: number; ms: (number | undefined)[] }[];
 }
 export interface Checker {
   stop(): Promise<CheckerReport>;
@@ -318,7 +322,8 @@ export interface Checker {
 
 export function startChecker(pair: Pair, intervalMs = 200): Checker {
   let stopping = false;
-  const report: CheckerReport = { samples: 0, unanswered: 0, dual: [], writable: [], roles: [] };
+  const report: CheckerReport = { samples: 0, unanswered: 0, dual: [], writable: [], roles: [], reasons: [], peerSilence: [] };
+  const lastReason: string[] = [];
   const sampling = (async () => {
     let last = '';
     while (!stopping) {
@@ -339,17 +344,25 @@ export function startChecker(pair: Pair, intervalMs = 200): Checker {
     let last = '';
     while (!stopping) {
       const at = Date.now();
+      const silence: (number | undefined)[] = pair.agents.map(() => undefined);
       const states = await Promise.all(
         pair.agents.map(async (a) => {
           try {
             const s = await a.status();
             const api = (s.kubernetes as { apiserver?: unknown } | undefined)?.apiserver;
+            const live = s.liveness as { reason?: unknown; peerSilentMs?: unknown } | undefined;
+            if (typeof live?.peerSilentMs === 'number') silence[a.index] = live.peerSilentMs;
+            if (typeof live?.reason === 'string' && live.reason !== lastReason[a.index]) {
+              lastReason[a.index] = live.reason;
+              report.reasons.push({ at, node: a.index + 1, reason: live.reason });
+            }
             return `n${a.index + 1} ${String(s.role)}/${String(s.term)}${api !== undefined ? ` api ${String(api)}` : ''}`;
           } catch {
             return `n${a.index + 1} -`;
           }
         }),
       );
+      report.peerSilence.push({ at, ms: silence });
       const key = states.join(', ');
       if (key !== last) report.roles.push({ at, states: key });
       last = key;
@@ -396,6 +409,12 @@ export async function checkHealthy(pair: Pair): Promise<Healthy | { missing: str
   const ls = st[li] as Record<string, unknown>;
   const fs = st[fi] as Record<string, unknown>;
   if (ls.term !== fs.term || typeof ls.term !== 'number') return { missing: `the same term on both (${seen})` };
+  // A follower that does not hear the leader's heartbeats cannot take over safely: not healthy.
+  const { DEFAULT_LIVENESS_CONFIG } = await import('../../firstboot/src/liveness/core/types.ts');
+  const silent = [ls, fs].map((s) => (s.liveness as { peerSilentMs?: unknown } | undefined)?.peerSilentMs);
+  if (silent.some((ms) => typeof ms !== 'number' || ms >= DEFAULT_LIVENESS_CONFIG.peerDeadMs)) {
+    return { missing: `both nodes hearing each other's heartbeats (peer silent for: leader ${String(silent[0])} ms, follower ${String(silent[1])} ms; alive below ${DEFAULT_LIVENESS_CONFIG.peerDeadMs} ms)` };
+  }
   const rows = await leader.sql("SELECT application_name || ' ' || state || ' ' || sync_state FROM pg_stat_replication").catch((e: unknown) => `(${errText(e)})`);
   const name = typeof fs.name === 'string' ? fs.name : undefined;
   if (!rows.split('\n').some((r) => / streaming sync$/.test(r) && (name === undefined || r.startsWith(`${name} `)))) {
@@ -415,7 +434,8 @@ export async function checkHealthy(pair: Pair): Promise<Healthy | { missing: str
 }
 
 /**
- * Exactly one leader and one follower in status with the same term, the follower streaming in
+ * Exactly one leader and one follower in status with the same term, hearing each other's
+ * heartbeats (each one's liveness peerSilentMs below the agent's peerDeadMs), the follower streaming in
  * sync on the leader, the follower in recovery, the VIP on the leader only, Kine taking a put
  * through the VIP and, when the pair runs Kubernetes, GET /readyz on the VIP answering 200.
  * Throws after `timeoutMs` naming what is still missing.
@@ -604,6 +624,12 @@ export interface ScenarioResult {
   faultToFirstWriteMs?: number;
   /** How long injecting the fault took (the fault counts from its start). */
   injectMs: number;
+  /**
+   * The longest a node had not heard its peer's heartbeat while both were up, from the writer's
+   * start to the fault (sampled every second): a follower that missed heartbeats just before the
+   * fault may rightly refuse to promote (the leader may have degraded to async unheard).
+   */
+  heartbeatGapBeforeFaultMs?: number;
   /** Time from the fault to the pair found healthy again. */
   recoveryMs?: number;
   acked: number;
@@ -755,6 +781,7 @@ export class FaultMatrix {
     }
     if (faultAt > 0 && injectedAt === 0) injectedAt = faultAt;
     const first = faultAt > 0 ? w.acks.find((a) => a.startedAt >= injectedAt) : undefined;
+    const gaps = c.peerSilence.filter((p) => faultAt === 0 || p.at < faultAt).flatMap((p) => p.ms.filter((v): v is number => v !== undefined));
     const result: ScenarioResult = {
       scenario,
       rep,
@@ -766,6 +793,7 @@ export class FaultMatrix {
       ...(first ? { faultToFirstWriteMs: first.ackedAt - faultAt } : {}),
       acked: w.acks.length,
       injectMs: injectedAt - faultAt,
+      ...(gaps.length > 0 ? { heartbeatGapBeforeFaultMs: Math.max(...gaps) } : {}),
       ackedAfterFault: faultAt > 0 ? w.acks.filter((a) => a.startedAt >= injectedAt).length : 0,
       failures: w.failures.length,
       ...(missing ? { missing } : {}),
@@ -799,6 +827,7 @@ export function summarize(r: ScenarioResult): string {
     `acked ${r.acked} (${r.ackedAfterFault} after the fault), failed ${things} ${r.failures}`,
     `missing ${r.missing ? r.missing.length : `? (${r.verifyError ?? 'not read back'})`}`,
     `dual-primary samples ${r.dualPrimary.length}/${r.samples}`,
+    `longest heartbeat gap before the fault ${ms(r.heartbeatGapBeforeFaultMs)}`,
     ...(r.error ? [`ERROR ${r.error}`] : []),
   ].join('; ');
 }
@@ -813,6 +842,7 @@ export function describe(r: ScenarioResult): string {
     `writer: ${r.writerExit}; first failures: ${r.firstFailures.map((f) => `#${f.n} ${f.error}`).join(' | ') || '-'}`,
     `writable (n1 n2): ${r.checker.writable.map((s) => `${rel(s.at)} ${s.states}`).join(', ')}`,
     `roles: ${r.checker.roles.map((s) => `${rel(s.at)} ${s.states}`).join(' | ')}`,
+    `liveness reasons: ${r.checker.reasons.map((s) => `${rel(s.at)} n${s.node} ${s.reason}`).join(' | ') || '-'}`,
     ...(r.dualPrimary.length ? [`dual primary at: ${r.dualPrimary.slice(0, 10).map((d) => rel(d.at)).join(', ')}`] : []),
     ...(r.missing?.length ? [`missing ${r.target === 'etcd' ? 'keys' : 'ConfigMaps'}: ${r.missing.slice(0, 20).join(', ')}${r.missing.length > 20 ? ' …' : ''}`] : []),
   ].join('\n');
