@@ -43,13 +43,31 @@ export async function testPair(t: ExecutionContext, opts: PairOptions = {}, star
   return pair;
 }
 
-/** The last `lines` lines of each `*.log` in `dir` (long lines cut), one block per file; '' when there are none. */
+/**
+ * Consecutive lines that differ only in numbers (timestamps, pids, ports, counters: a klog retry
+ * storm) collapse into the last of them with a count, so a tail shows more than one repeated error.
+ */
+export function collapseRepeats(lines: string[]): string[] {
+  const out: { line: string; key: string; n: number }[] = [];
+  for (const line of lines) {
+    const key = line.replace(/\d+/g, '#');
+    const prev = out.at(-1);
+    if (prev && prev.key === key) {
+      prev.line = line;
+      prev.n++;
+    } else out.push({ line, key, n: 1 });
+  }
+  return out.map((o) => (o.n > 1 ? `${o.line}  [×${o.n} similar]` : o.line));
+}
+
+/** The last `lines` lines of each `*.log` in `dir` (repeats collapsed, long lines cut), one block per file; '' when there are none. */
 export async function logTails(dir: string, lines: number): Promise<string> {
   const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.log')).sort();
   const blocks: string[] = [];
   for (const n of names) {
     const text = await readFile(path.join(dir, n), 'utf8').catch((e: Error) => `(unreadable: ${e.message})`);
-    const tail = text.trimEnd().split('\n').slice(-lines).map((l) => (l.length > 400 ? `${l.slice(0, 400)} …` : l));
+    // Collapsing needs more than the tail: a storm can be thousands of lines.
+    const tail = collapseRepeats(text.trimEnd().split('\n').slice(-20_000)).slice(-lines).map((l) => (l.length > 400 ? `${l.slice(0, 400)} …` : l));
     blocks.push(`--- ${path.join(dir, n)} (last ${tail.length} lines)\n${tail.join('\n')}`);
   }
   return blocks.join('\n');
@@ -67,8 +85,8 @@ export async function dumpOnFailure(t: ExecutionContext, pair: Pair): Promise<vo
     const pgLog = (await readFile(path.join(a.dirs.pg, 'postgresql.log'), 'utf8').catch(() => '')).trim().split('\n').slice(-12).join('\n');
     let kube = '';
     if (pair.kubernetes) {
-      const now = await logTails(path.join(a.dirs.run, 'kubernetes'), 25);
-      const before = await logTails(path.join(a.dirs.root, PREVIOUS_RUN_KUBERNETES), 15);
+      const now = await logTails(path.join(a.dirs.run, 'kubernetes'), 20);
+      const before = await logTails(path.join(a.dirs.root, PREVIOUS_RUN_KUBERNETES), 10);
       const status = await a.status().then((s) => JSON.stringify(s.kubernetes ?? '(no kubernetes field)'), (e: unknown) => `(no status: ${(e as Error).message})`);
       kube = `\nKubernetes status: ${status}\nKubernetes logs:\n${now || '(none)'}${before ? `\nKubernetes logs before the last power-on:\n${before}` : ''}`;
     }
