@@ -88,7 +88,9 @@ export class KineSupervisor {
         const proc = this.#proc;
         if (proc && (wanted !== this.#upstream || this.#exited.has(proc))) {
           this.#proc = undefined;
-          await proc.stop();
+          // Killed, not asked: its pooled connections lead to a primary that is gone or moved, so
+          // its graceful shutdown (up to 2 s of Kine's own) only delays the one that replaces it.
+          await proc.stop(0);
           this.o.log.event('info', 'kine-stopped', { upstream: this.#upstream ?? null, wanted });
           continue;
         }

@@ -309,11 +309,14 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   }
 
   async function tick(): Promise<void> {
-    const now = performance.now();
     ctx.watchdog.beat('loop');
     ctx.kine.checkHealth();
     ctx.kubernetes?.observe(ctx.kine.healthy);
     const [s, vipHolders] = await Promise.all([samplePg(pg, ctx.peer.name), interfacesWith(ctx.vipCidr).catch(() => undefined)]);
+    // After the awaits: a beacon or probe answer that arrived while PostgreSQL was sampled is newer
+    // than a time taken before them, and its age would come out negative (the peer then rejects
+    // the heartbeat that carries it).
+    const now = performance.now();
     sample = s;
     syncRepNow = undefined;
     // An action binding or releasing the VIP right now knows better than a look taken before it.
