@@ -72,7 +72,7 @@ test.serial('build --site: the secret is in the image, never in the cache, the o
   const env = { GEMINIK8S_CACHE: cache };
   const site = await newSite('secret-build');
   // A mirror that cannot answer: if a step before the disk were not taken from the stand-ins, it fails fast.
-  const args = ['build', '--site', site.file, '--mirror', 'file:///nonexistent-test-mirror', '--out', out, '--compression', '1', '--json'];
+  const args = ['build', '--profile', 'edge-datastore', '--site', site.file, '--mirror', 'file:///nonexistent-test-mirror', '--out', out, '--compression', '1', '--json'];
 
   const dry = await geminik8s([...args, '--dry-run'], { env });
   t.is(dry.exitCode, 0, dry.stderr);
