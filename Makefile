@@ -3,7 +3,7 @@ PROFILE  ?= edge-standard
 HARDWARE ?= generic-x86_64-uefi
 CLI      := node bin/geminik8s.js
 
-.PHONY: deps image test test-unit typecheck bench bench-pair bench-failover fault-matrix clean
+.PHONY: deps image test test-unit typecheck bench bench-pair bench-failover fault-matrix fault-kubernetes clean
 
 deps:
 	@sh builder/host-deps.sh
@@ -30,6 +30,10 @@ bench-pair: deps
 # Every fault of issue 4, three times each (make test runs each once).
 fault-matrix: deps typecheck
 	FAULT_REPS=3 node test/run-suite.mjs --concurrency 1 test/fault
+
+# Faults a, b, c on a pair running Kubernetes, ConfigMaps through the API on the VIP (make test runs b).
+fault-kubernetes: deps typecheck
+	KUBERNETES_FAULTS=abc node test/run-suite.mjs --concurrency 1 test/fault/kubernetes.test.ts
 
 # Needs root; RUNS=3 by default.
 bench-failover: deps
