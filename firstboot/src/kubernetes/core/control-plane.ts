@@ -131,6 +131,10 @@ export function programArgs(i: ControlPlaneInput): Record<ControlPlaneProgram, s
       'kube-apiserver',
       `--etcd-servers=${i.etcdEndpoint}`,
       ...(i.etcdTls ? [`--etcd-cafile=${pki('ca.crt')}`, `--etcd-certfile=${pki('etcd-client.crt')}`, `--etcd-keyfile=${pki('etcd-client.key')}`] : []),
+      // Every address: the VIP moves between the boxes and operators and the peer reach the API on
+      // the LAN. Nothing is served unauthenticated: TLS with the pair CA's serving certificate,
+      // client certificates from the pair CA or service-account tokens, anonymous refused (below),
+      // RBAC. The host firewall opens this port to the LAN only when the image runs Kubernetes.
       '--bind-address=0.0.0.0',
       `--secure-port=${port}`,
       `--advertise-address=${i.node.ip}`,
