@@ -8,13 +8,13 @@
  * the integrity pinned here, and cached per version+arch. Nothing is installed on the appliance.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { access, chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { fileDigest, sha256File } from '../builder/src/util/digest.ts';
 import { run } from '../builder/src/util/exec.ts';
 
 export type AgentArch = 'amd64' | 'arm64';
@@ -56,12 +56,6 @@ async function exists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
-}
-
-async function fileDigest(path: string, algorithm: 'sha256' | 'sha512', encoding: 'hex' | 'base64'): Promise<string> {
-  const hash = createHash(algorithm);
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest(encoding);
 }
 
 /** The official `bin/node` of AGENT_NODE_VERSION for `arch`, downloaded once into the cache. */
@@ -145,7 +139,7 @@ export async function buildAgentExecutable(opts: BuildAgentOptions): Promise<Bui
     await chmod(tmpOut, 0o755);
     await rename(tmpOut, opts.outFile);
     log(`injected SEA blob in ${Date.now() - t}ms`);
-    return { outFile: opts.outFile, sha256: await fileDigest(opts.outFile, 'sha256', 'hex'), nodeVersion: AGENT_NODE_VERSION };
+    return { outFile: opts.outFile, sha256: await sha256File(opts.outFile), nodeVersion: AGENT_NODE_VERSION };
   } finally {
     await rm(tmpOut, { force: true });
     await rm(work, { recursive: true, force: true });

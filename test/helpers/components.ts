@@ -17,10 +17,11 @@ import { readFile, readdir, rm, stat, writeFile, mkdir } from 'node:fs/promises'
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  componentCachePath, kineSpec, kubernetesSpec, requiredVersion, resolveComponent, sha256File,
+  componentCachePath, kineSpec, kubernetesSpec, requiredVersion, resolveComponent,
   type ComponentSpec, type ResolvedComponent,
 } from '../../builder/src/components/resolve.ts';
 import { hashTree } from '../../builder/src/plan/tree-hash.ts';
+import { sha256File } from '../../builder/src/util/digest.ts';
 import { isAlive } from '../../builder/src/util/process.ts';
 
 const SELF = fileURLToPath(import.meta.url);

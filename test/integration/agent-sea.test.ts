@@ -1,9 +1,9 @@
 import test from 'ava';
-import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { AGENT_NODE_VERSION, agentSourceHash, buildAgentExecutable } from '../../firstboot/build.ts';
+import { sha256File } from '../../builder/src/util/digest.ts';
 import { run } from '../../builder/src/util/exec.ts';
 
 const CACHE_DIR = resolve('.cache/agent');
@@ -20,7 +20,7 @@ test('the x64 agent builds into a self-contained executable that runs', async (t
 
   t.is(built.outFile, outFile);
   t.is(built.nodeVersion, AGENT_NODE_VERSION);
-  t.is(built.sha256, createHash('sha256').update(await readFile(outFile)).digest('hex'));
+  t.is(built.sha256, await sha256File(outFile));
   const st = await stat(outFile);
   t.is(st.mode & 0o777, 0o755);
   t.log(`executable ${(st.size / 1024 / 1024).toFixed(1)} MiB`);

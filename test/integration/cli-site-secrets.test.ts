@@ -8,13 +8,13 @@
  * the steps that carry the site (disk, artifacts) really run, in seconds.
  */
 import test from 'ava';
-import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse } from 'yaml';
 import { readSiteFromImage, requireTools } from '../../builder/src/disk/index.ts';
+import { sha256File } from '../../builder/src/util/digest.ts';
 import { run } from '../../builder/src/util/exec.ts';
 import { events, geminik8s } from '../helpers/cli.ts';
 import { fakeRootfs, lookalikeDisk, SMALL_LAYOUT } from '../helpers/fake-disk.ts';
@@ -29,12 +29,6 @@ test.before(async () => {
 test.after.always(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
-
-async function sha256(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
 
 /** Whether `file` holds `needle` anywhere (streamed; a match across two chunks is found too). */
 async function fileContains(file: string, needle: string): Promise<boolean> {
@@ -127,13 +121,13 @@ test('stamp refuses a disk with a partition named oem that geminik8s did not par
   const disk = path.join(dir, 'foreign.raw');
   const oem = SMALL_LAYOUT.partitions.find((p) => p.name === 'oem')!;
   await lookalikeDisk(disk, `label: gpt\nstart=2048, size=${oem.sizeSectors}, type=${oem.typeGuid}, name="oem"\n`);
-  const before = await sha256(disk);
+  const before = await sha256File(disk);
   const r = await geminik8s(['stamp', '--site', site.file, disk]);
   t.is(r.exitCode, 2, r.stderr);
   t.regex(r.stderr, /^not a geminik8s image: .*foreign\.raw has a partition table geminik8s build did not write \(found 1 "oem"\); nothing was written:\n {2}expected 5 partitions, found 1\n {2}partition 1: expected the name "esp", found "oem"\n/);
   t.notRegex(r.stderr, /\n\s+at /, 'no stack trace for bad input');
   t.false(r.stderr.includes(site.secret));
-  t.is(await sha256(disk), before, 'the disk is byte-identical');
+  t.is(await sha256File(disk), before, 'the disk is byte-identical');
   await rm(disk);
 });
 
@@ -145,11 +139,11 @@ test('a site file whose addresses cannot work is refused by stamp and init with 
   const line = text.split('\n').findIndex((l) => l.includes('gateway:')) + 1;
   const image = path.join(dir, 'untouched.raw');
   await writeFile(image, Buffer.alloc(1024 * 1024, 1));
-  const before = await sha256(image);
+  const before = await sha256File(image);
   const stamp = await geminik8s(['stamp', '--site', site.file, image]);
   t.is(stamp.exitCode, 2, stamp.stderr);
   t.regex(stamp.stderr, new RegExp(`bad-plan\\.yaml:${line}:\\d+: network\\.gateway: the gateway 192\\.0\\.2\\.10 is also the VIP \\(found "192\\.0\\.2\\.10"; allowed: `));
-  t.is(await sha256(image), before, 'the image is untouched');
+  t.is(await sha256File(image), before, 'the image is untouched');
 
   const out = path.join(dir, 'never-written.yaml');
   const init = await geminik8s(['init', '--out', out, '--site-id', 'bad-plan', '--vip', '192.0.2.10/24', '--node', 'a=192.0.2.11/24', '--node', 'b=192.0.3.12/24']);

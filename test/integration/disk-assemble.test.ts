@@ -1,21 +1,14 @@
 import test from 'ava';
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { sha256File } from '../../builder/src/util/digest.ts';
 import { run } from '../../builder/src/util/exec.ts';
 import { fakeRootfs, lookalikeDisk, SMALL_LAYOUT } from '../helpers/fake-disk.ts';
 import { assembleDiskImage, deriveDiskIds, ImageRefusedError, readGpt, readSiteFromImage, requireTools, sfdiskScript, stampSite, toolPath } from '../../builder/src/disk/index.ts';
 
 const EPOCH = 1_700_000_000;
 let dir: string;
-
-async function sha256(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
 
 test.before(async () => {
   // Tools this test uses beyond assembleDiskImage's own (which checks its set itself).
@@ -131,7 +124,7 @@ test.serial('two assemblies with identical inputs are byte-identical', async (t)
   await assemble(a);
   await new Promise((r) => setTimeout(r, 2100)); // a different wall-clock second (FAT has 2 s resolution)
   await assemble(b);
-  t.is(await sha256(a), await sha256(b));
+  t.is(await sha256File(a), await sha256File(b));
   await rm(a);
   await rm(b);
 });
@@ -179,11 +172,11 @@ test('stamp refuses a GPT with an oem partition that geminik8s build did not wri
   const sameShape = path.join(dir, 'same-shape.raw');
   await lookalikeDisk(sameShape, sfdiskScript(layout, foreignIds));
   for (const [image, found] of [[justOem, /found 1 "oem"/], [sameShape, /partition UUIDs derived from the disk GUID .* found other UUIDs on esp, root-a, root-b, oem, data/]] as const) {
-    const before = await sha256(image);
+    const before = await sha256File(image);
     const err = await t.throwsAsync(stampSite(image, site), { instanceOf: ImageRefusedError });
     t.regex(err?.message ?? '', /^not a geminik8s image: /);
     t.regex(err?.message ?? '', found);
-    t.is(await sha256(image), before, `${path.basename(image)} is byte-identical`);
+    t.is(await sha256File(image), before, `${path.basename(image)} is byte-identical`);
   }
   // The same shape with our UUIDs is accepted: the mark, not the shape, is what is checked.
   const marked = path.join(dir, 'marked.raw');

@@ -14,12 +14,13 @@
  *   <cacheDir>/components/<name>/<version>/<arch>/source.json     which source produced it
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, isAbsolute, join, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { hashTree } from '../plan/tree-hash.ts';
+import { sha256File } from '../util/digest.ts';
 import { run } from '../util/exec.ts';
 
 export type ComponentArch = 'amd64' | 'arm64';
@@ -161,12 +162,6 @@ const expand = (s: string, spec: ComponentSpec, arch: ComponentArch): string => 
   const [major = '', minor = ''] = spec.version.replace(/^v/, '').split('.');
   return s.replaceAll('{arch}', arch).replaceAll('{version}', spec.version).replaceAll('{name}', spec.name).replaceAll('{major}', major).replaceAll('{minor}', minor);
 };
-
-export async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  await pipeline(createReadStream(path), h);
-  return h.digest('hex');
-}
 
 /** Where a component lives in the cache. */
 export function componentCachePath(cacheDir: string, spec: ComponentSpec, arch: ComponentArch): string {

@@ -1,16 +1,10 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { sha256File } from '../util/digest.ts';
 import { run } from '../util/exec.ts';
 
 export const ARTIFACT_FILES = { image: 'image.raw.zst', bmap: 'image.bmap', manifest: 'manifest.json', sums: 'SHA256SUMS' } as const;
-
-export async function sha256File(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
 
 /** Compresses the raw image and writes its block map; both into `dir`. */
 export async function compressImage(rawImage: string, dir: string, level: number): Promise<{ bytes: number; sha256: string }> {

@@ -12,7 +12,8 @@ import { artifactName, planBuild, type PlannedStep, type StepId } from '../plan/
 import { hashFiles, hashTree } from '../plan/tree-hash.ts';
 import { detectDebianMirror } from '../rootfs/apt-sources.ts';
 import { buildRootfs, readCachedRootfs, ROOTFS_HOOK_VERSION, type RootfsPackage } from '../rootfs/rootfs.ts';
-import { ARTIFACT_FILES, compressImage, publishArtifacts, sha256File, writeChecksums } from './artifacts.ts';
+import { sha256File } from '../util/digest.ts';
+import { ARTIFACT_FILES, compressImage, publishArtifacts, writeChecksums } from './artifacts.ts';
 import type { Reporter } from './events.ts';
 import { acquireBuildLock } from './lock.ts';
 import { composeRootTree, INSTALL_PATHS, KUBERNETES_BINARY, makeDataSkeleton } from './root-tree.ts';
