@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { unmountUnder } from '../util/mounts.ts';
+import { removeMountedTree } from '../util/mounts.ts';
 
 const COMPLETE_MARKER = '.complete';
 
@@ -53,10 +53,7 @@ export class StepCache {
 async function removeStaleTemps(stepDir: string): Promise<void> {
   // Only one build per cache at a time (the CLI takes a lock), so any temp folder is a leftover.
   const entries = await readdir(stepDir);
-  for (const e of entries.filter((name) => name.startsWith('.tmp-'))) {
-    await unmountUnder(path.join(stepDir, e));
-    await rm(path.join(stepDir, e), { recursive: true, force: true });
-  }
+  for (const e of entries.filter((name) => name.startsWith('.tmp-'))) await removeMountedTree(path.join(stepDir, e));
 }
 
 export async function exists(p: string): Promise<boolean> {

@@ -14,6 +14,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { CommandError, run } from '../util/exec.ts';
+import { removeMountedTree } from '../util/mounts.ts';
 import { ensureForeignArchSupport, type DebianArch } from './foreign-arch.ts';
 
 /** Bump whenever the mmdebstrap options or hooks/customize.sh change: it is part of the rootfs cache key. */
@@ -223,25 +224,6 @@ export async function readCachedRootfs(outDir: string): Promise<RootfsResult | u
   }
 }
 
-async function mountsUnder(dir: string): Promise<string[]> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8');
-  const prefix = dir.replace(/\/+$/, '') + '/';
-  return info
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((m): m is string => !!m && (m + '/').startsWith(prefix))
-    .map((m) => m.replace(/\\040/g, ' '))
-    .sort((a, b) => b.length - a.length);
-}
-
-/** Removes a (possibly half-built) chroot safely: unmount anything left mounted inside first. */
-export async function removeChrootDir(dir: string): Promise<void> {
-  for (const m of await mountsUnder(dir)) await run('umount', ['-l', m]).catch(() => undefined);
-  const left = await mountsUnder(dir);
-  if (left.length) throw new Error(`refusing to delete ${dir}: still mounted inside: ${left.join(', ')}`);
-  await run('rm', ['-rf', '--one-file-system', dir]);
-}
-
 async function removeStalePartials(outDir: string): Promise<void> {
   const parent = dirname(outDir);
   const base = basename(outDir);
@@ -262,7 +244,7 @@ async function removeStalePartials(outDir: string): Promise<void> {
     } catch {
       alive = false;
     }
-    if (!alive) await removeChrootDir(join(parent, n));
+    if (!alive) await removeMountedTree(join(parent, n));
   }
 }
 
@@ -321,10 +303,10 @@ export async function buildRootfs(opts: BuildRootfsOptions): Promise<RootfsResul
     await writeFile(`${pj}.tmp`, JSON.stringify({ suite: opts.suite, arch: opts.arch, sourceDateEpoch: opts.sourceDateEpoch ?? null, hookVersion: ROOTFS_HOOK_VERSION, packages }, null, 2) + '\n');
     await rename(`${pj}.tmp`, pj);
     await rename(partial, outDir);
-    if (hadOld) await removeChrootDir(old);
+    if (hadOld) await removeMountedTree(old);
     return { outDir, packages };
   } catch (e) {
-    await removeChrootDir(partial).catch(() => undefined);
+    await removeMountedTree(partial).catch(() => undefined);
     throw e;
   } finally {
     if (excludesFile) await rm(excludesFile, { force: true });

@@ -17,9 +17,11 @@ export function mountsUnder(procMounts: string, dir: string): string[] {
     .sort((a, b) => b.length - a.length);
 }
 
-export async function unmountUnder(dir: string): Promise<string[]> {
+/** Removes `dir` (a build folder, possibly half-built) after detaching every mount at or under it. */
+export async function removeMountedTree(dir: string): Promise<void> {
   const mounts = mountsUnder(await readFile('/proc/mounts', 'utf8').catch(() => ''), dir);
   // Lazy: a leftover process may still hold one; detaching is enough to remove the folder.
   for (const m of mounts) await run('umount', ['-l', m]);
-  return mounts;
+  // --one-file-system: should a mount appear after the listing, rm leaves it alone instead of emptying it.
+  await run('rm', ['-rf', '--one-file-system', dir]);
 }
