@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { CommandError, run } from '../util/exec.ts';
 import { removeMountedTree } from '../util/mounts.ts';
+import { isAlive } from '../util/process.ts';
 import { ensureForeignArchSupport, type DebianArch } from './foreign-arch.ts';
 
 /** Bump whenever the mmdebstrap options or hooks/customize.sh change: it is part of the rootfs cache key. */
@@ -237,14 +238,8 @@ async function removeStalePartials(outDir: string): Promise<void> {
     const m = new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d+)\\.(partial|old)$`).exec(n);
     if (!m) continue;
     const pid = Number(m[1]);
-    let alive = false;
-    try {
-      process.kill(pid, 0);
-      alive = pid !== process.pid ? true : false;
-    } catch {
-      alive = false;
-    }
-    if (!alive) await removeMountedTree(join(parent, n));
+    // Our own pid on a leftover means an earlier process had it: nothing of this build exists yet.
+    if (pid === process.pid || !isAlive(pid)) await removeMountedTree(join(parent, n));
   }
 }
 
