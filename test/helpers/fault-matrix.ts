@@ -21,7 +21,8 @@
  * Everything is bounded in time; the writer is a child process (this file, `--fault-writer`) in the
  * gateway namespace and is stopped in a finally. Traffic stays inside the pair's namespaces.
  *
- * Static imports are node builtins and types only, so the writer child starts fast.
+ * Static imports are node builtins, types and helpers built on builtins alone (etcd-client.ts,
+ * poll.ts), so the writer child starts fast.
  */
 import { access, constants, mkdtemp, rmdir } from 'node:fs/promises';
 import type http2 from 'node:http2';
@@ -31,6 +32,7 @@ import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { connectEtcd, etcdctlFlags, grpcPut, type EtcdClientFiles } from './etcd-client.ts';
 import type { Pair, PairAgent, PairOptions } from './pair-agents.ts';
+import { eventually } from './poll.ts';
 
 const KUBE_CLIENT = fileURLToPath(new URL('./kube-client.ts', import.meta.url));
 
@@ -52,22 +54,6 @@ export const SCENARIOS = [
 ] as const;
 export type ScenarioId = (typeof SCENARIOS)[number]['id'];
 export const isScenarioId = (s: string): s is ScenarioId => SCENARIOS.some((x) => x.id === s);
-
-/** Polls `check` every `everyMs` until it returns a value (not undefined); the error names `what` and the last failure. */
-export async function until<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined> | T | undefined, everyMs = 250): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = errText(e);
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (last error: ${last})` : ''}`);
-    await sleep(everyMs);
-  }
-}
 
 const gwExec = (pair: Pair, argv: string[], timeoutMs = 15_000) => pair.topology.exec(pair.topology.gw.ns, argv, { timeoutMs });
 const etcdctlArgs = async (pair: Pair, commandTimeoutS: number) => ['etcdctl', ...etcdctlFlags(pair.vip, await pair.etcdClient()), '--dial-timeout=2s', `--command-timeout=${commandTimeoutS}s`];
@@ -461,7 +447,7 @@ export async function verifyAcked(pair: Pair, target: WriteTarget, acked: readon
   const prefix = target.prefix;
   const what = target.kind === 'etcd' ? prefix : `the ConfigMaps labelled ${labelSelector(target.labels)}`;
   const read = async (): Promise<Set<string>> => {
-    const out = await until(`reading ${what} back through the VIP`, timeoutMs, async () => {
+    const out = await eventually(`reading ${what} back through the VIP`, timeoutMs, async () => {
       if (target.kind === 'etcd') {
         const r = await gwExec(pair, ['etcdctl', ...etcdctlFlags(target.host, target.client), '--dial-timeout=2s', '--command-timeout=30s', 'get', '--prefix', '--keys-only', prefix], 40_000);
         if (r.code !== 0) throw new Error(`etcdctl get --prefix ${prefix}: ${r.stderr.trim() || `exit ${r.code}`}`);
@@ -507,7 +493,7 @@ interface ScenarioContext {
 
 /** The follower of the healthy pair became leader with a higher term; resolves with the new term. */
 async function followerPromoted(ctx: ScenarioContext, timeoutMs = 90_000): Promise<number> {
-  const term = await until(`node ${ctx.follower.index + 1} (the follower) to become leader with a term above ${ctx.term}`, timeoutMs, async () => {
+  const term = await eventually(`node ${ctx.follower.index + 1} (the follower) to become leader with a term above ${ctx.term}`, timeoutMs, async () => {
     const s = await ctx.follower.status();
     return s.role === 'leader' && typeof s.term === 'number' && s.term > ctx.term ? s.term : undefined;
   });
@@ -516,7 +502,7 @@ async function followerPromoted(ctx: ScenarioContext, timeoutMs = 90_000): Promi
 }
 
 async function writeAfterFault(ctx: ScenarioContext, timeoutMs: number): Promise<Ack> {
-  return until('a put through the VIP acknowledged after the fault', timeoutMs, () => ctx.writer.firstAckFrom(ctx.injectedAt()));
+  return eventually('a put through the VIP acknowledged after the fault', timeoutMs, () => ctx.writer.firstAckFrom(ctx.injectedAt()));
 }
 
 const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
@@ -581,7 +567,7 @@ const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
     ctx.note(`switchover answer: ${JSON.stringify(answer)}`);
     // The request is answered at once; writes stop when the old leader turns read-only. Puts sent
     // from then on can only be served by the new leader.
-    await until(`node ${ctx.leader.index + 1} (the old leader) to stop taking writes`, 60_000, async () => ((await ctx.leader.writable()) === true ? undefined : true), 100);
+    await eventually(`node ${ctx.leader.index + 1} (the old leader) to stop taking writes`, 60_000, async () => ((await ctx.leader.writable()) === true ? undefined : true), 100);
     ctx.injected();
     ctx.note(`old leader read-only ${Date.now() - ctx.faultAt()} ms after the request`);
     await followerPromoted(ctx, 60_000);
@@ -595,7 +581,7 @@ const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
     // Writes land on the new leader only while the old one is away.
     await sleep(5000);
     await ctx.leader.powerOn();
-    await until(`node ${ctx.leader.index + 1} (the old leader) to rejoin as follower with term ${term}`, 180_000, async () => {
+    await eventually(`node ${ctx.leader.index + 1} (the old leader) to rejoin as follower with term ${term}`, 180_000, async () => {
       const s = await ctx.leader.status();
       if (s.role === 'follower' && s.term === term) return s;
       return undefined;
@@ -740,7 +726,7 @@ export class FaultMatrix {
     let error: string | undefined;
     let healthy: Healthy | undefined;
     try {
-      await until('the writer’s first acknowledged put', 30_000, () => writer.acks[0]);
+      await eventually('the writer’s first acknowledged put', 30_000, () => writer.acks[0]);
       await sleep(3000);
       const ctx: ScenarioContext = {
         pair,
@@ -761,7 +747,7 @@ export class FaultMatrix {
       this.log(`${scenario}#${rep}: fault injected and undone, waiting for a healthy pair`);
       healthy = await waitHealthy(pair, this.o.healthyTimeoutMs ?? 180_000);
       // The service is back: a put sent after the fault was acknowledged (normally long ago).
-      await until('a put through the VIP acknowledged after the fault', 30_000, () => writer.firstAckFrom(injectedAt));
+      await eventually('a put through the VIP acknowledged after the fault', 30_000, () => writer.firstAckFrom(injectedAt));
       await sleep(1000);
     } catch (e) {
       error = errText(e);

@@ -424,18 +424,3 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
   return { topology, vip, agents, kubernetes: kubernetes !== undefined, adminKubeconfig, etcdClient, destroy };
 }
 
-/** Polls `check` every `everyMs` until it returns a value (not undefined) or the time is up. */
-export async function eventually<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>, everyMs = 500): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = (e as Error).message || String(e);
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (last error: ${last})` : ''}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}

@@ -3,7 +3,8 @@ import type { ExecutionContext } from 'ava';
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { etcdctlFlags } from './etcd-client.ts';
-import { createPair, eventually, PREVIOUS_RUN_KUBERNETES, type Pair, type PairAgent, type PairOptions } from './pair-agents.ts';
+import { createPair, PREVIOUS_RUN_KUBERNETES, type Pair, type PairAgent, type PairOptions } from './pair-agents.ts';
+import { eventually } from './poll.ts';
 
 export async function clusterReady(a: PairAgent): Promise<string | undefined> {
   const text = await a.console();

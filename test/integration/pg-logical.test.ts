@@ -7,6 +7,7 @@ import test from 'ava';
 import { execa } from 'execa';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { eventually } from '../helpers/poll.ts';
 import { kineBinary, makePair, requirePrerequisites } from '../helpers/provision-pair.ts';
 import { runProvisioning } from '../../firstboot/src/provision/provision.ts';
 import { loadSecrets } from '../../firstboot/src/provision/secrets.ts';
@@ -20,13 +21,6 @@ const put = async (addr: string, key: string, value: string): Promise<number> =>
 };
 const maxId = async (pg: LocalPg): Promise<number> => withAdmin(pg, async (db) => Number((await db.query<{ m: string }>('SELECT COALESCE(max(id),0)::text AS m FROM kine')).rows[0]?.m), 'kine');
 
-async function waitFor(what: string, fn: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await fn())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test('logical: publication/subscription of kine; promoting the follower advances the sequence and Kine revisions keep increasing', async (t) => {
   if (!requirePrerequisites(t)) return;
@@ -35,6 +29,7 @@ test('logical: publication/subscription of kine; promoting the follower advances
   const kine = await kineBinary();
   const leaderPg = { paths: pair.leader.paths, port: pair.leader.port };
   const followerPg = { paths: pair.follower.paths, port: pair.follower.port };
+  const followerCaughtUp = async () => ((await maxId(followerPg)) === (await maxId(leaderPg)) ? true : undefined);
 
   await runProvisioning(pair.leaderConfig());
   const secrets = loadSecrets(pair.leader.secretsDir)!;
@@ -46,14 +41,14 @@ test('logical: publication/subscription of kine; promoting the follower advances
   const rec = await runProvisioning(pair.followerConfig({ receivedSecrets: secrets }));
   t.log(`logical follower: ${rec.map((r) => `${r.step}=${r.outcome} ${r.ms}ms`).join(', ')}`);
   t.deepEqual(rec.map((r) => r.step), ['secrets', 'tls', 'initdb', 'config', 'start', 'bootstrap', 'subscribe']);
-  await waitFor('initial copy', async () => (await maxId(followerPg)) === (await maxId(leaderPg)));
+  await eventually('initial copy', 30_000, followerCaughtUp, 100);
 
   // sync logical replication: the subscription's walsender carries application_name = node-b
   await waitForStandby(leaderPg, 'node-b', { timeoutMs: 30_000 });
   await setSynchronousStandby(leaderPg, 'node-b');
   t.is((await waitForStandby(leaderPg, 'node-b', { sync: true, timeoutMs: 15_000 })).syncState, 'sync');
   for (let i = 0; i < 20; i++) lastRev = await put(kl.listenAddress, `/during/${i}`, `w${i}`);
-  await waitFor('streamed changes', async () => (await maxId(followerPg)) === (await maxId(leaderPg)));
+  await eventually('streamed changes', 30_000, followerCaughtUp, 100);
   const fst = await replicationStatus(followerPg);
   t.is(fst.role, 'primary');
   if (fst.role === 'primary') t.deepEqual(fst.subscriptions.map((s) => [s.name, s.enabled]), [['geminik8s_kine', true]]);

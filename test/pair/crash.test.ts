@@ -4,7 +4,8 @@
  * manual step. Once for each role, so the leader's and the follower's stages are both covered.
  */
 import test from 'ava';
-import { createPair, eventually, type PairAgent } from '../helpers/pair-agents.ts';
+import { createPair, type PairAgent } from '../helpers/pair-agents.ts';
+import { eventually } from '../helpers/poll.ts';
 import { assertHealthyPair, dumpOnFailure } from '../helpers/pair-checks.ts';
 
 /** Log events that mark a completed stage, in the order the agent reaches them. */

@@ -3,7 +3,8 @@
  * roles, PostgreSQL streaming in sync, Kine answering on both nodes with the same data.
  */
 import test from 'ava';
-import { eventually, type PairAgent } from '../helpers/pair-agents.ts';
+import type { PairAgent } from '../helpers/pair-agents.ts';
+import { eventually } from '../helpers/poll.ts';
 import { assertHealthyPair, converged, testPair } from '../helpers/pair-checks.ts';
 
 test.serial('two agents started together pair, replicate synchronously and serve Kine on both nodes', async (t) => {
