@@ -71,6 +71,17 @@ test('Kine opens to the LAN only when the image serves remote etcd clients; the 
   t.deepEqual(tcpAccepts(renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ...PORTS, kubeApi: 6443 } }))[0], 'iifname "eth0" tcp dport { 22, 6443 } accept comment "LAN services"');
 });
 
+test('a worker: the kubelet opens to exactly the peer, and its pods reach the API server port and nothing else of the host', (t) => {
+  const worker = renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ...PORTS, kubeApi: 6443, kubelet: 10250 }, podRange: '10.42.0.0/16' });
+  t.deepEqual(tcpAccepts(worker).slice(1), [
+    'iifname "eth0" ip saddr 192.0.2.12 tcp dport { 5432, 7946, 10250 } accept comment "peer only"',
+    'ip saddr 10.42.0.0/16 tcp dport 6443 accept comment "pods to the API server"',
+  ]);
+  t.notRegex(renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ...PORTS, kubeApi: 6443 } }), /10250|10\.42/);
+  t.throws(() => renderFirewall({ ...base, ports: { ...PORTS, kubeApi: 6443 }, podRange: '10.42.0.0/16; accept' }), { instanceOf: FirewallInputError, message: /podRange/ });
+  t.throws(() => renderFirewall({ ...base, podRange: '10.42.0.0/16' }), { instanceOf: FirewallInputError, message: /without ports.kubeApi/ });
+});
+
 test('without sshd and once paired nothing TCP is open to the LAN; without an interface LAN rules match any interface', (t) => {
   const text = renderFirewall({ kineRemote: false, sshOpen: false, peerAddress: '192.0.2.12', ports: PORTS });
   t.deepEqual(tcpAccepts(text), ['ip saddr 192.0.2.12 tcp dport { 5432, 7946 } accept comment "peer only"']);

@@ -18,6 +18,13 @@ export const APPLIANCE_PACKAGES = [
   'nftables',
 ] as const;
 
+/**
+ * What an upstream-Kubernetes box needs beside the multi-call binary to be a worker: the container
+ * runtime (containerd 1.6 with runc; the kubelet is told the cgroup driver, firstboot/src/kubernetes/core/worker.ts)
+ * and the CNI plugins of the pod network (bridge, host-local, portmap). K3s brings its own.
+ */
+export const UPSTREAM_WORKER_PACKAGES = ['containerd', 'runc', 'containernetworking-plugins'] as const;
+
 export interface ResolvedConfig {
   profile: Profile;
   hardware: Hardware;
@@ -42,7 +49,8 @@ export async function resolveConfig(opts: ResolveOptions): Promise<ResolvedConfi
   ]);
   const issues = [...profile.issues, ...hardware.issues];
   if (issues.length > 0 || !profile.value || !hardware.value) throw new ConfigError(issues);
-  const packages = [...new Set([...APPLIANCE_PACKAGES, hardware.value.kernel.package, ...(hardware.value.packages ?? []), ...(profile.value.debian.packages ?? [])])].sort();
+  const worker = profile.value.components.kubernetes?.distribution === 'upstream' ? UPSTREAM_WORKER_PACKAGES : [];
+  const packages = [...new Set([...APPLIANCE_PACKAGES, ...worker, hardware.value.kernel.package, ...(hardware.value.packages ?? []), ...(profile.value.debian.packages ?? [])])].sort();
   return { profile: profile.value, hardware: hardware.value, files: { profile: profile.file, hardware: hardware.file }, packages };
 }
 

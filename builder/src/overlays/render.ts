@@ -7,9 +7,11 @@ import type { ResolvedConfig } from '../config/resolve.ts';
 export function overlayLayers(config: ResolvedConfig): string[] {
   const layers = ['base', `network-${config.profile.network.addressing}`];
   if (config.packages.includes('openssh-server')) layers.push('ssh');
-  // Upstream Kubernetes needs no files of its own in the image (the agent writes its configuration
-  // at run time); K3s needs links from its fixed paths under the read-only /etc.
-  if (config.profile.components.kubernetes?.distribution === 'k3s') layers.push('k3s');
+  // Upstream Kubernetes: the worker's units (containerd, image import, kubelet, kube-proxy), which
+  // read what the agent writes at run time. K3s: links from its fixed paths under the read-only /etc.
+  const distribution = config.profile.components.kubernetes?.distribution;
+  if (distribution === 'upstream') layers.push('kubernetes');
+  if (distribution === 'k3s') layers.push('k3s');
   return layers;
 }
 

@@ -32,6 +32,7 @@ export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   resize2fs: 'e2fsprogs',
   runuser: 'util-linux',
   sfdisk: 'fdisk',
+  systemctl: 'systemd',
   udevadm: 'udev',
 };
 

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
+import { parseCidr } from '../net/core/ipv4.ts';
 import { appliancePgPaths, type PgPaths } from '../provision/postgres.ts';
 import type { ReplicationMode } from '../provision/core/pgconf.ts';
 
@@ -39,6 +40,13 @@ export interface KubernetesFacts {
   serviceCidr: string;
   /** K3s add-ons left out. */
   disable: string[];
+  /** The boxes run pods too (image.yaml `worker: true`); the tests' agents run the control plane only. */
+  worker: boolean;
+}
+
+/** The agent runs this box's worker (containerd, kubelet, kube-proxy, pod network): upstream images whose boxes run pods. */
+export function runsUpstreamWorker(s: Pick<ClusterSettings, 'kubernetes'>): boolean {
+  return s.kubernetes?.distribution === 'upstream' && s.kubernetes.worker;
 }
 
 interface ImageFacts {
@@ -57,21 +65,20 @@ function readImageFacts(file: string): ImageFacts {
   }
 }
 
-const CIDR_RE = /^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/;
-
 /** The image's kubernetes block, checked field by field: the builder wrote it, but a hand-edited or truncated file must not start a half-configured cluster. */
 function kubernetesFacts(raw: Record<string, unknown> | undefined, file: string): KubernetesFacts | undefined {
   if (raw === undefined || raw === null) return undefined;
   const bad = (field: string, expected: string): never => {
     throw new Error(`${file}: kubernetes.${field}: found ${JSON.stringify(raw[field])}; expected ${expected}`);
   };
-  const { distribution, version, clusterCidr, serviceCidr, disable = [] } = raw;
+  const { distribution, version, clusterCidr, serviceCidr, disable = [], worker = false } = raw;
   if (distribution !== 'upstream' && distribution !== 'k3s') bad('distribution', '"upstream" or "k3s"');
   if (typeof version !== 'string' || !/^v\d+\.\d+\.\d+/.test(version)) bad('version', 'a version like v1.37.2');
-  if (typeof clusterCidr !== 'string' || !CIDR_RE.test(clusterCidr)) bad('clusterCidr', 'an IPv4 CIDR like 10.42.0.0/16');
-  if (typeof serviceCidr !== 'string' || !CIDR_RE.test(serviceCidr)) bad('serviceCidr', 'an IPv4 CIDR like 10.43.0.0/16');
+  if (typeof clusterCidr !== 'string' || !parseCidr(clusterCidr)) bad('clusterCidr', 'an IPv4 CIDR like 10.42.0.0/16');
+  if (typeof serviceCidr !== 'string' || !parseCidr(serviceCidr)) bad('serviceCidr', 'an IPv4 CIDR like 10.43.0.0/16');
   if (!Array.isArray(disable) || !disable.every((d) => typeof d === 'string')) bad('disable', 'a list of add-on names');
-  return { distribution, version, clusterCidr, serviceCidr, disable } as KubernetesFacts;
+  if (typeof worker !== 'boolean') bad('worker', 'true or false');
+  return { distribution, version, clusterCidr, serviceCidr, disable, worker } as KubernetesFacts;
 }
 
 const intFrom = (v: string | undefined, fallback: number): number => (v && /^[0-9]+$/.test(v) ? Number(v) : fallback);

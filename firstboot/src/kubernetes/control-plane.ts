@@ -20,14 +20,16 @@
 import { createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { adoptDaemon, processesRunning, spawnDaemon, stopProcesses, type Daemon } from '../adapters/daemons.ts';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import type { Logger } from '../adapters/output.ts';
 import { ensureDir, lookupUser, pathExists, type OsUser } from '../provision/files.ts';
 import type { ClusterSecrets, PemPair } from '../provision/core/secrets.ts';
 import { issueClientCert, issueServerCert } from '../provision/secrets.ts';
+import { runTool } from '../adapters/exec.ts';
 import { K3S_APPLIANCE, k3sServerArgv, renderK3sConfig } from './core/k3s.ts';
+import { peerPodRoute, WORKER_APPLIANCE, workerCertificateRequests, workerFiles, type WorkerInput } from './core/worker.ts';
 import {
   certificateRequests,
   kubeconfigPlan,
@@ -46,7 +48,12 @@ export type ApiServerState = 'ready' | 'starting' | 'down';
 export interface ControlPlaneOptions {
   distribution: 'upstream' | 'k3s';
   binary: string;
-  input: Omit<ControlPlaneInput, 'pkiDir'> & { kinePort: number; k3sDisable: readonly string[] };
+  input: Omit<ControlPlaneInput, 'pkiDir' | 'worker'> & {
+    kinePort: number;
+    k3sDisable: readonly string[];
+    /** Upstream on the appliance: this box is also a worker (the units of overlays/kubernetes). */
+    worker?: Pick<WorkerInput, 'peer' | 'lanInterface' | 'pauseImage' | 'clusterDns'>;
+  };
   stateDir: string;
   runDir: string;
   log: Logger;
@@ -70,11 +77,24 @@ export class ControlPlane {
   #probing = false;
   #api: ApiServerState = 'down';
   #startedAt = 0;
+  /** The worker: units started (once per agent run), the peer route re-asserted now and then. */
+  #worker = { busy: false, unitsStarted: false, nextAt: 0 };
 
   constructor(o: ControlPlaneOptions) {
     this.#o = o;
-    const { kinePort, k3sDisable, ...input } = o.input;
-    this.#input = { ...input, pkiDir: join(o.runDir, 'kubernetes', 'pki') };
+    const { kinePort, k3sDisable, worker, ...input } = o.input;
+    this.#input = {
+      ...input,
+      pkiDir: join(o.runDir, 'kubernetes', 'pki'),
+      ...(worker && o.distribution === 'upstream'
+        ? {
+            worker: {
+              ...worker, node: input.node, clusterCidr: input.clusterCidr, serviceCidr: input.serviceCidr, apiPort: input.apiPort ?? KUBE_API_PORT,
+              nodeDir: WORKER_APPLIANCE.nodeDir, cniConfDir: WORKER_APPLIANCE.cniConfDir, cniStateDir: WORKER_APPLIANCE.cniStateDir,
+            },
+          }
+        : {}),
+    };
     this.#k3s = { kinePort, disable: k3sDisable };
     // K3s runs its kubelet and container runtime in-process: it needs root.
     this.#owner = o.distribution === 'k3s' ? undefined : (() => {
@@ -122,22 +142,41 @@ export class ControlPlane {
 
   #prepareUpstream(secrets: ClusterSecrets, issued: Issued): void {
     const pki = this.#input.pkiDir;
+    const worker = this.#input.worker;
     ensureDir(pki, 0o700, this.#owner);
-    const put = (name: string, text: string): void => writeFileAtomic(join(pki, name), text, 0o600, this.#owner);
-    put('ca.crt', secrets.ca.certPem);
-    put('service-account.key', secrets.serviceAccountKeyPem);
-    put('service-account.pub', createPublicKey(secrets.serviceAccountKeyPem).export({ type: 'spki', format: 'pem' }).toString());
+    // The control plane's files belong to its user; the worker's (the node's identity) to root only.
+    const put = (dir: 'pki' | 'node', name: string, text: string): void => {
+      if (dir === 'pki') writeFileAtomic(join(pki, name), text, 0o600, this.#owner);
+      else if (worker) writeFileAtomic(join(worker.nodeDir, name), text, 0o600);
+    };
+    if (worker) {
+      ensureDir(worker.nodeDir, 0o700);
+      put('node', 'ca.crt', secrets.ca.certPem);
+    }
+    put('pki', 'ca.crt', secrets.ca.certPem);
+    put('pki', 'service-account.key', secrets.serviceAccountKeyPem);
+    put('pki', 'service-account.pub', createPublicKey(secrets.serviceAccountKeyPem).export({ type: 'spki', format: 'pem' }).toString());
     // Certificates a kubeconfig embeds are written only there (the admin's: by prepare, for root
-    // only); the others as .crt/.key files.
+    // only); the others as .crt/.key files, in the folder of the program that presents them.
     const kubeconfigs = kubeconfigPlan(this.#input);
+    const workerCerts = new Set(worker ? workerCertificateRequests(worker).map((r) => r.file) : []);
     for (const r of certificateRequests(this.#input).filter((c) => c.file !== 'admin' && !kubeconfigs.some((k) => k.certificate === c.file))) {
       const c = need(issued, r.file);
-      put(`${r.file}.crt`, c.certPem);
-      put(`${r.file}.key`, c.keyPem);
+      const dir = workerCerts.has(r.file) ? 'node' : 'pki';
+      put(dir, `${r.file}.crt`, c.certPem);
+      put(dir, `${r.file}.key`, c.keyPem);
     }
     for (const k of kubeconfigs.filter((c) => c.certificate !== 'admin')) {
       const cert = need(issued, k.certificate);
-      put(k.file, renderKubeconfig({ server: k.server, caPem: secrets.ca.certPem, certPem: cert.certPem, keyPem: cert.keyPem, user: k.certificate }));
+      put(k.dir, k.file, renderKubeconfig({ server: k.server, caPem: secrets.ca.certPem, certPem: cert.certPem, keyPem: cert.keyPem, user: k.certificate }));
+    }
+    if (worker) {
+      for (const f of workerFiles(worker)) {
+        if (f.path.startsWith('/')) {
+          ensureDir(dirname(f.path), 0o755);
+          writeFileAtomic(f.path, f.text, 0o644);
+        } else put('node', f.path, f.text);
+      }
     }
     this.#programs = programArgs(this.#input);
   }
@@ -236,6 +275,33 @@ export class ControlPlane {
   observe(datastoreReady: boolean): void {
     if (datastoreReady) this.ensureRunning();
     this.checkHealth();
+    this.#ensureWorker();
+  }
+
+  /**
+   * Once this box's API server is ready: the route to the peer's pods (again every 30 s, since a
+   * link that went down took it away) and the worker's units, which systemd then keeps running
+   * (Restart=always) across agent restarts. In the background; a failure is retried in 5 s.
+   */
+  #ensureWorker(): void {
+    const w = this.#input.worker;
+    if (!w || this.#api !== 'ready' || this.#worker.busy || this.#stopping || performance.now() < this.#worker.nextAt) return;
+    this.#worker.busy = true;
+    void (async () => {
+      const route = peerPodRoute(w);
+      await runTool('ip', ['route', 'replace', route.destination, 'via', route.via, 'dev', route.dev], { timeoutMs: 10_000 });
+      if (!this.#worker.unitsStarted) {
+        await runTool('systemctl', ['start', '--no-block', ...WORKER_APPLIANCE.units], { timeoutMs: 30_000 });
+        this.#worker.unitsStarted = true;
+        this.#o.log.event('info', 'kube-worker-started', { units: WORKER_APPLIANCE.units, podRoute: route });
+      }
+      this.#worker.nextAt = performance.now() + 30_000;
+    })()
+      .catch((e: unknown) => {
+        this.#worker.nextAt = performance.now() + 5_000;
+        this.#o.log.event('warn', 'kube-worker-start-failed', { error: (e as Error).message, retryInMs: 5_000 });
+      })
+      .finally(() => (this.#worker.busy = false));
   }
 
   /** undefined until the control plane was first started (nothing to judge yet). */

@@ -7,7 +7,8 @@ import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runTool } from '../adapters/exec.ts';
 import type { Logger } from '../adapters/output.ts';
-import type { ClusterSettings } from '../cluster/settings.ts';
+import { runsUpstreamWorker, type ClusterSettings } from '../cluster/settings.ts';
+import { KUBELET_PORT } from '../kubernetes/core/worker.ts';
 import { FIREWALL_TABLE, renderFirewall, type FirewallInput } from './core/firewall.ts';
 
 const RETRY_MAX_MS = 30_000;
@@ -22,7 +23,7 @@ const SSHD = '/usr/sbin/sshd';
 /**
  * This node's firewall: the ports its settings serve on, LAN services on its LAN interface, and
  * the peer-only services for `peerAddress` once it is paired. The Kubernetes API (ports.kubeApi)
- * is added here when the image runs K3s.
+ * is added when the image runs Kubernetes, the kubelet and the pod range when the box is a worker.
  */
 export function nodeFirewall(settings: ClusterSettings, lanInterface: string, peerAddress?: string): FirewallInput {
   return {
@@ -31,7 +32,9 @@ export function nodeFirewall(settings: ClusterSettings, lanInterface: string, pe
     ports: {
       ssh: 22, discovery: settings.discoveryPort, channel: settings.channelPort, postgres: settings.pgPort, kine: settings.kinePort,
       ...(settings.kubernetes ? { kubeApi: settings.kubeApiPort } : {}),
+      ...(runsUpstreamWorker(settings) ? { kubelet: KUBELET_PORT } : {}),
     },
+    ...(runsUpstreamWorker(settings) && settings.kubernetes ? { podRange: settings.kubernetes.clusterCidr } : {}),
   };
 }
 

@@ -17,6 +17,9 @@
  *  - controller-manager and scheduler serve their health and metrics on 127.0.0.1 only.
  */
 
+import { rangeAddress } from '../../net/core/ipv4.ts';
+import { workerCertificateRequests, type WorkerInput } from './worker.ts';
+
 export const KUBE_API_PORT = 6443;
 export const CONTROL_PLANE_PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const;
 export type ControlPlaneProgram = (typeof CONTROL_PLANE_PROGRAMS)[number];
@@ -34,9 +37,11 @@ export interface ControlPlaneInput {
   etcdTls?: boolean;
   clusterCidr: string;
   serviceCidr: string;
-  /** Where the certificates and kubeconfigs live (persistent, private). */
+  /** Where the control plane's certificates and kubeconfigs live (private to its user). */
   pkiDir: string;
   apiPort?: number;
+  /** This box is also a worker (upstream on the appliance): kubelet, kube-proxy, pod network. */
+  worker?: WorkerInput;
 }
 
 /** What a certificate of the control plane is for; the shell issues one per entry from the pair CA. */
@@ -52,14 +57,7 @@ export interface CertificateRequest {
 
 /** The first address of the Service range: the `kubernetes` Service's ClusterIP, which pods dial. */
 export function kubernetesServiceIp(serviceCidr: string): string {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/(\d+)$/.exec(serviceCidr);
-  if (!m) throw new Error(`serviceCidr ${JSON.stringify(serviceCidr)}: expected an IPv4 CIDR like 10.43.0.0/16`);
-  const octets = m.slice(1, 5).map(Number);
-  const prefix = Number(m[5]);
-  if (octets.some((o) => o > 255) || prefix > 30) throw new Error(`serviceCidr ${serviceCidr}: not a usable IPv4 range`);
-  const base = (((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0) & (prefix === 0 ? 0 : (~0 << (32 - prefix)) >>> 0);
-  const ip = (base + 1) >>> 0;
-  return [ip >>> 24, (ip >>> 16) & 255, (ip >>> 8) & 255, ip & 255].join('.');
+  return rangeAddress('serviceCidr', serviceCidr, 1);
 }
 
 /** The names clients use for the API: the VIP, this node, loopback and the in-cluster Service. */
@@ -80,6 +78,10 @@ export function certificateRequests(i: ControlPlaneInput): CertificateRequest[] 
     { file: 'kube-controller-manager', commonName: 'system:kube-controller-manager', usage: 'client', sans: [] },
     { file: 'kube-scheduler', commonName: 'system:kube-scheduler', usage: 'client', sans: [] },
     ...(i.etcdTls ? [{ file: 'etcd-client', commonName: 'kube-apiserver-etcd-client', usage: 'client' as const, sans: [] }] : []),
+    // The API server's identity towards kubelets (logs, exec, port-forward): kubelets authorise it
+    // by asking the API server, and system:masters may do anything.
+    { file: 'apiserver-kubelet-client', commonName: 'kube-apiserver-kubelet-client', organization: 'system:masters', usage: 'client', sans: [] },
+    ...(i.worker ? workerCertificateRequests(i.worker) : []),
   ];
 }
 
@@ -110,14 +112,24 @@ export function renderKubeconfig(o: { server: string; caPem: string; certPem: st
   ].join('\n');
 }
 
-/** The kubeconfigs: controller-manager and scheduler talk to their own node's API server, the operator to the VIP. */
-export function kubeconfigPlan(i: ControlPlaneInput): { file: string; certificate: string; server: string }[] {
+/**
+ * The kubeconfigs: every program talks to its own node's API server (it answers while the local
+ * Kine reaches the primary, whichever box holds the VIP), the operator to the VIP. `dir` says
+ * whose folder it goes to: the control plane's (pkiDir) or the worker's (root-only nodeDir).
+ */
+export function kubeconfigPlan(i: ControlPlaneInput): { file: string; certificate: string; server: string; dir: 'pki' | 'node' }[] {
   const port = i.apiPort ?? KUBE_API_PORT;
   const local = `https://127.0.0.1:${port}`;
   return [
-    { file: 'admin.kubeconfig', certificate: 'admin', server: `https://${i.vip}:${port}` },
-    { file: 'kube-controller-manager.kubeconfig', certificate: 'kube-controller-manager', server: local },
-    { file: 'kube-scheduler.kubeconfig', certificate: 'kube-scheduler', server: local },
+    { file: 'admin.kubeconfig', certificate: 'admin', server: `https://${i.vip}:${port}`, dir: 'pki' },
+    { file: 'kube-controller-manager.kubeconfig', certificate: 'kube-controller-manager', server: local, dir: 'pki' },
+    { file: 'kube-scheduler.kubeconfig', certificate: 'kube-scheduler', server: local, dir: 'pki' },
+    ...(i.worker
+      ? [
+          { file: 'kubelet.kubeconfig', certificate: 'kubelet-client', server: local, dir: 'node' as const },
+          { file: 'kube-proxy.kubeconfig', certificate: 'kube-proxy', server: local, dir: 'node' as const },
+        ]
+      : []),
   ];
 }
 
@@ -152,6 +164,12 @@ export function programArgs(i: ControlPlaneInput): Record<ControlPlaneProgram, s
       `--service-account-signing-key-file=${pki('service-account.key')}`,
       // Kine compacts its own table; the API server's periodic compaction requests are redundant.
       '--etcd-compaction-interval=0',
+      // Logs, exec and port-forward go to the kubelet on the node's address, whose serving
+      // certificate the pair CA signed.
+      `--kubelet-client-certificate=${pki('apiserver-kubelet-client.crt')}`,
+      `--kubelet-client-key=${pki('apiserver-kubelet-client.key')}`,
+      `--kubelet-certificate-authority=${pki('ca.crt')}`,
+      '--kubelet-preferred-address-types=InternalIP',
     ],
     'kube-controller-manager': [
       'kube-controller-manager',
@@ -161,9 +179,8 @@ export function programArgs(i: ControlPlaneInput): Record<ControlPlaneProgram, s
       '--use-service-account-credentials=true',
       `--service-account-private-key-file=${pki('service-account.key')}`,
       `--root-ca-file=${pki('ca.crt')}`,
-      `--cluster-cidr=${i.clusterCidr}`,
-      '--allocate-node-cidrs=true',
-      '--node-cidr-mask-size=24',
+      // Each box's pod range is fixed by the pair (core/worker.ts podRanges), not allocated.
+      '--allocate-node-cidrs=false',
       `--service-cluster-ip-range=${i.serviceCidr}`,
       '--profiling=false',
     ],

@@ -15,6 +15,7 @@
  */
 import { isIPv4 } from 'node:net';
 import { stringify } from 'yaml';
+import { parseCidr } from '../../net/core/ipv4.ts';
 
 /** Where the K3s distribution keeps things on the appliance (overlays/k3s points /etc/rancher/k3s at them). */
 export const K3S_APPLIANCE = {
@@ -69,7 +70,6 @@ export interface K3sServerInput {
 /** Mode of the kubeconfig K3s writes: it holds the cluster admin's credentials. */
 export const K3S_KUBECONFIG_MODE = '0600';
 
-const CIDR_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
 /** A Kubernetes node name (RFC 1123 subdomain). */
 const NODE_NAME_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 /** K3s add-on names: traefik, servicelb, metrics-server, local-storage, coredns… */
@@ -82,8 +82,7 @@ function fail(field: string, why: string): never {
 }
 
 function checkCidr(field: string, v: string): void {
-  const m = CIDR_RE.exec(v);
-  if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32) fail(field, `${JSON.stringify(v)} is not an IPv4 CIDR like 10.42.0.0/16`);
+  if (!parseCidr(v)) fail(field, `${JSON.stringify(v)} is not an IPv4 CIDR like 10.42.0.0/16`);
 }
 
 function checkPath(field: string, v: string): void {

@@ -15,15 +15,18 @@
  *     channel (TCP) until a peer is known, Kine's etcd API only when the image serves remote etcd
  *     clients (then with mTLS), the Kubernetes API once it is given a port;
  *   - the peer's address only: PostgreSQL (replication, pg_rewind, the follower's Kine through the
- *     VIP) and, once paired, the pairing channel;
+ *     VIP), once paired the pairing channel, and on a worker the kubelet (mTLS);
+ *   - on a worker, the pod range: the API server port only (pods use the `kubernetes` Service);
  *   - always: loopback, replies (established/related), ICMP echo and the errors path-MTU discovery
  *     needs, DHCP replies, IPv6 neighbour discovery.
- * No forward chain: forwarding stays unfiltered (the kernel does not route on the appliance today,
- * and Kubernetes pod networking will bring its own rules). Output is not restricted.
+ * No forward chain: a worker routes its pods' traffic (to the peer's pod range, and masqueraded
+ * to the LAN), and kube-proxy's table handles Services; a box that is not a worker has forwarding
+ * off (the kernel default). Output is not restricted.
  *
  * Every value that reaches the text is validated first: nothing unvalidated is interpolated.
  */
 import { isIPv4, isIPv6 } from 'node:net';
+import { formatCidr, parseCidr } from './ipv4.ts';
 
 export const FIREWALL_TABLE = 'geminik8s';
 /** Named counter of inbound packets that matched no rule (dropped by the chain policy). */
@@ -40,6 +43,8 @@ export interface FirewallPorts {
   kine: number;
   /** Kubernetes API (LAN) once the image runs one; absent: closed. */
   kubeApi?: number;
+  /** The kubelet's API (the peer's API server fetches logs, exec) when the box is a worker; absent: closed. */
+  kubelet?: number;
 }
 
 export interface FirewallInput {
@@ -52,6 +57,8 @@ export interface FirewallInput {
   /** The image runs sshd. */
   sshOpen: boolean;
   ports: FirewallPorts;
+  /** The pods' range when the box is a worker: pods reach the API server (through the `kubernetes` Service), nothing else. */
+  podRange?: string;
 }
 
 export class FirewallInputError extends Error {
@@ -111,7 +118,11 @@ export function renderFirewall(input: FirewallInput): string {
     postgres: checkPort('ports.postgres', p.postgres),
     kine: checkPort('ports.kine', p.kine),
     ...(p.kubeApi !== undefined ? { kubeApi: checkPort('ports.kubeApi', p.kubeApi) } : {}),
+    ...(p.kubelet !== undefined ? { kubelet: checkPort('ports.kubelet', p.kubelet) } : {}),
   };
+  const podRange = input.podRange !== undefined ? parseCidr(input.podRange) : undefined;
+  if (input.podRange !== undefined && !podRange) throw new FirewallInputError('podRange', input.podRange, 'is not an IPv4 CIDR like 10.42.0.0/16');
+  if (podRange && ports.kubeApi === undefined) throw new FirewallInputError('podRange', input.podRange, 'is given without ports.kubeApi: pods on a box without an API server');
   if (typeof input.kineRemote !== 'boolean') throw new FirewallInputError('kineRemote', input.kineRemote, 'is not true or false');
   if (typeof input.sshOpen !== 'boolean') throw new FirewallInputError('sshOpen', input.sshOpen, 'is not true or false');
   if (input.lanInterface !== undefined && (typeof input.lanInterface !== 'string' || !IFNAME_RE.test(input.lanInterface))) {
@@ -126,7 +137,7 @@ export function renderFirewall(input: FirewallInput): string {
     ...(input.kineRemote ? [ports.kine] : []),
     ...(ports.kubeApi !== undefined ? [ports.kubeApi] : []),
   ];
-  const peerTcp = [ports.postgres, ...(peer ? [ports.channel] : [])];
+  const peerTcp = [ports.postgres, ...(peer ? [ports.channel] : []), ...(ports.kubelet !== undefined ? [ports.kubelet] : [])];
 
   const rules = [
     'iif "lo" accept',
@@ -140,6 +151,7 @@ export function renderFirewall(input: FirewallInput): string {
     `${lan}udp dport ${portSet([ports.discovery])} accept comment "pairing beacons (HMAC)"`,
     ...(lanTcp.length > 0 ? [`${lan}tcp dport ${portSet(lanTcp)} accept comment "LAN services"`] : []),
     ...(peer ? [`${lan}${peer.family} saddr ${peer.address} tcp dport ${portSet(peerTcp)} accept comment "peer only"`] : []),
+    ...(podRange && ports.kubeApi !== undefined ? [`ip saddr ${formatCidr(podRange)} tcp dport ${ports.kubeApi} accept comment "pods to the API server"`] : []),
     `counter name "${DROP_COUNTER}"`,
   ];
   return [
