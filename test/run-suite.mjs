@@ -7,7 +7,10 @@
 // The fault matrix (test/fault) runs on its own, serially: its failover timings must not compete
 // with other pairs for the two cores. The QEMU image tests run after everything else, one file at
 // a time: three TCG VMs at once on two cores starve each other's udev and timers.
+// test/image/kubernetes.test.ts (workloads on the QEMU pair, about an hour on two cores) is a slow
+// tier of its own, out of the default groups: `make test-kubernetes-image` names it explicitly.
 import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 
 function runAva(args) {
   return new Promise((resolve) => {
@@ -72,7 +75,10 @@ function resolveComponents(names) {
 }
 
 const explicit = process.argv.slice(2);
-const groups = explicit.length > 0 ? [explicit] : [['test/unit', 'test/integration', 'test/pair'], ['--concurrency', '1', 'test/fault'], ['--concurrency', '1', 'test/image']];
+/** Test files that run only when named (their own make target), never in `make test`. */
+const SLOW_TIERS = new Set(['test/image/kubernetes.test.ts']);
+const imageTests = readdirSync('test/image').filter((f) => f.endsWith('.test.ts')).map((f) => `test/image/${f}`).filter((f) => !SLOW_TIERS.has(f)).sort();
+const groups = explicit.length > 0 ? [explicit] : [['test/unit', 'test/integration', 'test/pair'], ['--concurrency', '1', 'test/fault'], ['--concurrency', '1', ...imageTests]];
 let passed = 0;
 let failed = 0;
 let exit = 0;

@@ -9,6 +9,8 @@
  * The VIP lives in the pair's network namespaces, not on the host: a test reaches it from the
  * gateway namespace with this file's command line (see the end of the file), e.g.
  *   ip netns exec <gw> node --import tsx test/helpers/kube-client.ts readyz <kubeconfig> [server]
+ * or from the host through a unix-socket relay into that namespace (the socketPath option,
+ * test/helpers/ns-relay.ts; test/image/kubernetes.test.ts).
  *
  * Static imports are node builtins and `yaml` only, so a writer child that imports this starts fast.
  */
@@ -102,6 +104,12 @@ export interface KubeClientOptions {
   server?: string;
   /** Per request, connection and whole response included (5000 ms). */
   timeoutMs?: number;
+  /**
+   * Connect through this unix socket instead of TCP: a relay into the network namespace that
+   * reaches the server (test/helpers/ns-relay.ts). TLS stays end to end and the certificate is
+   * still checked against the server's host name.
+   */
+  socketPath?: string;
 }
 
 function toConfigMap(o: unknown): ConfigMap {
@@ -120,6 +128,7 @@ export class KubeClient {
   readonly server: string;
   private readonly url: URL;
   private readonly timeoutMs: number;
+  private readonly socketPath: string | undefined;
 
   constructor(
     private readonly cfg: KubeConfig,
@@ -129,10 +138,11 @@ export class KubeClient {
     this.url = new URL(this.server);
     if (this.url.protocol !== 'https:') throw new Error(`${this.server}: only https is spoken here`);
     this.timeoutMs = o.timeoutMs ?? 5000;
+    this.socketPath = o.socketPath;
   }
 
   /** One request on its own connection; resolves with any HTTP status, rejects on a network/TLS error or the deadline. */
-  request(method: string, pathAndQuery: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<{ status: number; body: string }> {
+  request(method: string, pathAndQuery: string, body?: unknown, timeoutMs = this.timeoutMs, contentType = 'application/json'): Promise<{ status: number; body: string }> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -147,6 +157,7 @@ export class KubeClient {
         protocol: 'https:',
         host: this.url.hostname.replace(/^\[|\]$/g, ''),
         port: this.url.port === '' ? 443 : Number(this.url.port),
+        ...(this.socketPath !== undefined ? { socketPath: this.socketPath } : {}),
         method,
         path: pathAndQuery,
         ca: this.cfg.ca,
@@ -156,7 +167,7 @@ export class KubeClient {
         headers: {
           accept: 'application/json',
           connection: 'close',
-          ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
+          ...(payload ? { 'content-type': contentType, 'content-length': String(payload.length) } : {}),
         },
       });
       const timer = setTimeout(() => {
@@ -174,8 +185,8 @@ export class KubeClient {
     });
   }
 
-  private async json(method: string, pathAndQuery: string, expect: number[], body?: unknown, timeoutMs?: number): Promise<unknown> {
-    const r = await this.request(method, pathAndQuery, body, timeoutMs);
+  private async json(method: string, pathAndQuery: string, expect: number[], body?: unknown, timeoutMs?: number, contentType?: string): Promise<unknown> {
+    const r = await this.request(method, pathAndQuery, body, timeoutMs, contentType);
     let parsed: unknown;
     try {
       parsed = JSON.parse(r.body);
@@ -188,6 +199,38 @@ export class KubeClient {
     }
     if (parsed === undefined) throw new Error(`${method} ${pathAndQuery}: HTTP ${r.status} with a body that is not JSON: ${r.body.slice(0, 200)}`);
     return parsed;
+  }
+
+  /** GET any API path that answers JSON (an object, a list); anything but 200 rejects with a KubeApiError. */
+  async get<T = unknown>(pathAndQuery: string, timeoutMs?: number): Promise<T> {
+    return (await this.json('GET', pathAndQuery, [200], undefined, timeoutMs)) as T;
+  }
+
+  /** POST an object to its collection, e.g. /apis/apps/v1/namespaces/default/deployments; resolves with what the API stored (201). */
+  async create<T = unknown>(collectionPath: string, object: unknown, timeoutMs?: number): Promise<T> {
+    return (await this.json('POST', collectionPath, [201], object, timeoutMs)) as T;
+  }
+
+  /** PATCH an object with a JSON merge patch (RFC 7386), e.g. to add a label; resolves with the patched object. */
+  async mergePatch<T = unknown>(objectPath: string, patch: unknown, timeoutMs?: number): Promise<T> {
+    return (await this.json('PATCH', objectPath, [200], patch, timeoutMs, 'application/merge-patch+json')) as T;
+  }
+
+  /** A pod's log as text (GET …/pods/<name>/log: the API server fetches it from the kubelet on the pod's node). */
+  async podLog(namespace: string, pod: string, o: { container?: string; timeoutMs?: number } = {}): Promise<string> {
+    const q = o.container !== undefined ? `?${new URLSearchParams({ container: o.container }).toString()}` : '';
+    const p = `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(pod)}/log${q}`;
+    const r = await this.request('GET', p, undefined, o.timeoutMs);
+    if (r.status !== 200) {
+      let st: { reason?: string; message?: string } = {};
+      try {
+        st = JSON.parse(r.body) as typeof st;
+      } catch {
+        /* not a Status: the body is quoted as it is */
+      }
+      throw new KubeApiError(r.status, st.reason ?? '', `GET ${p}: HTTP ${r.status}${st.reason ? ` ${st.reason}` : ''}: ${(st.message ?? r.body).slice(0, 300)}`);
+    }
+    return r.body;
   }
 
   /** GET /readyz: the status and the body ("ok", or the failing checks). */

@@ -10,6 +10,8 @@ export interface BootedVm {
   consoleFile: string;
   /** Resolves with the console text once every pattern has appeared; rejects on timeout or exit. */
   waitFor(patterns: RegExp[], timeoutMs: number): Promise<string>;
+  /** Pulls the power: SIGKILL to QEMU, no guest shutdown; resolves once QEMU is gone (at most 10 s). */
+  kill(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -35,7 +37,7 @@ export interface VmNetwork {
  * Boots a raw disk image under TCG (KVM is not usable here) with UEFI firmware, and records the
  * serial console to a file the test can read. No network unless `network` names a tap device.
  */
-export async function bootImage(image: string, workDir: string, opts: { memoryMiB?: number; network?: VmNetwork } = {}): Promise<BootedVm> {
+export async function bootImage(image: string, workDir: string, opts: { memoryMiB?: number; cpus?: number; network?: VmNetwork } = {}): Promise<BootedVm> {
   await requireQemu();
   const vars = path.join(workDir, 'OVMF_VARS.fd');
   await copyFile(OVMF_VARS, vars);
@@ -49,7 +51,7 @@ export async function bootImage(image: string, workDir: string, opts: { memoryMi
     : ['-nic', 'none'];
   const qemu = [
     'qemu-system-x86_64',
-    '-accel', 'tcg', '-machine', 'q35', '-cpu', 'max', '-smp', '2', '-m', String(opts.memoryMiB ?? 1536),
+    '-accel', 'tcg', '-machine', 'q35', '-cpu', 'max', '-smp', String(opts.cpus ?? 2), '-m', String(opts.memoryMiB ?? 1536),
     '-display', 'none', '-monitor', 'none', ...nic,
     '-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`,
     '-drive', `if=pflash,format=raw,file=${vars}`,
@@ -76,6 +78,13 @@ export async function bootImage(image: string, workDir: string, opts: { memoryMi
         if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${patterns.filter((p) => !p.test(text)).join(', ')}\n--- console tail ---\n${text.slice(-3000)}`);
         await new Promise((r) => setTimeout(r, 1000));
       }
+    },
+    async kill() {
+      if (exited) return;
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await Promise.race([gone, new Promise((r) => setTimeout(r, 10_000))]);
+      if (!exited) throw new Error(`QEMU (pid ${child.pid}) still runs 10 s after SIGKILL`);
     },
     async stop() {
       if (exited) return;
