@@ -3,7 +3,8 @@
  * CoreDNS's objects as the agent applies them, and the REST path each object is applied at.
  */
 import test from 'ava';
-import { clusterDnsIp, coreDnsObjects, objectPath, renderCorefile, serviceRangeAddress, type CoreDnsInput, type KubeObject } from '../../firstboot/src/kubernetes/core/addons.ts';
+import { rangeAddress } from '../../firstboot/src/core/subnet.ts';
+import { clusterDnsIp, coreDnsObjects, objectPath, renderCorefile, type CoreDnsInput, type KubeObject } from '../../firstboot/src/kubernetes/core/addons.ts';
 
 const input: CoreDnsInput = { image: 'geminik8s.local/coredns:v1.15.0', serviceCidr: '10.43.0.0/16', clusterDomain: 'cluster.local', replicas: 2 };
 
@@ -19,24 +20,24 @@ function find(objects: KubeObject[], kind: string): KubeObject {
 }
 
 test('Service range addresses: the nth after the network address; cluster DNS is the 10th', (t) => {
-  t.is(serviceRangeAddress('10.43.0.0/16', 1), '10.43.0.1');
+  t.is(rangeAddress('serviceCidr', '10.43.0.0/16', 1), '10.43.0.1');
   t.is(clusterDnsIp('10.43.0.0/16'), '10.43.0.10');
   t.is(clusterDnsIp('10.96.0.0/12'), '10.96.0.10');
   // A range written with host bits set still counts from its network address.
   t.is(clusterDnsIp('10.43.7.9/16'), '10.43.0.10');
-  t.is(serviceRangeAddress('172.16.5.0/24', 254), '172.16.5.254');
-  t.is(serviceRangeAddress('10.0.0.0/8', 256), '10.0.1.0');
-  t.is(serviceRangeAddress('10.43.0.0/30', 2), '10.43.0.2');
+  t.is(rangeAddress('serviceCidr', '172.16.5.0/24', 254), '172.16.5.254');
+  t.is(rangeAddress('serviceCidr', '10.0.0.0/8', 256), '10.0.1.0');
+  t.is(rangeAddress('serviceCidr', '10.43.0.0/30', 2), '10.43.0.2');
 });
 
 test('Service range addresses: a malformed range, and an address the range does not hold, are refused naming serviceCidr', (t) => {
-  t.throws(() => clusterDnsIp('10.43.0.0'), { message: /^serviceCidr "10\.43\.0\.0": expected an IPv4 CIDR/ });
-  t.throws(() => clusterDnsIp('10.43.0.256/16'), { message: /^serviceCidr 10\.43\.0\.256\/16: not a usable IPv4 range/ });
-  t.throws(() => serviceRangeAddress('10.43.0.0/31', 1), { message: /not a usable/ });
-  t.throws(() => clusterDnsIp('10.43.0.0/29'), { message: /^serviceCidr 10\.43\.0\.0\/29: has no address number 10 \(it holds 6 Service addresses\)/ });
-  t.throws(() => serviceRangeAddress('10.43.0.0/24', 255), { message: /no address number 255/ }, 'the broadcast address');
-  t.throws(() => serviceRangeAddress('10.43.0.0/24', 0), { message: /no address number 0/ }, 'the network address');
-  t.throws(() => serviceRangeAddress('10.43.0.0/24', 1.5), { message: /no address number 1\.5/ });
+  t.throws(() => clusterDnsIp('10.43.0.0'), { message: /^serviceCidr: "10\.43\.0\.0" is not an IPv4 CIDR/ });
+  t.throws(() => clusterDnsIp('10.43.0.256/16'), { message: /^serviceCidr: "10\.43\.0\.256\/16" is not an IPv4 CIDR/ });
+  t.throws(() => rangeAddress('serviceCidr', '10.43.0.0/31', 1), { message: /has no host address number 1/ });
+  t.throws(() => clusterDnsIp('10.43.0.0/29'), { message: /^serviceCidr: 10\.43\.0\.0\/29 has no host address number 10/ });
+  t.throws(() => rangeAddress('serviceCidr', '10.43.0.0/24', 255), { message: /no host address number 255/ }, 'the broadcast address');
+  t.throws(() => rangeAddress('serviceCidr', '10.43.0.0/24', 0), { message: /no host address number 0/ }, 'the network address');
+  t.throws(() => rangeAddress('serviceCidr', '10.43.0.0/24', 1.5), { message: /no host address number 1\.5/ });
 });
 
 test('CoreDNS: every object in kube-system or cluster-wide, in an order the API accepts (account and config before the Deployment)', (t) => {
@@ -129,7 +130,7 @@ test('CoreDNS: bad input is refused naming the field', (t) => {
   for (const domain of ['', 'Cluster.Local', 'cluster.local.', '-x.local', 'a..b', `${'a'.repeat(64)}.local`]) {
     t.throws(() => coreDnsObjects({ ...input, clusterDomain: domain }), { message: /^CoreDNS: clusterDomain: .* is not a DNS name/ }, domain);
   }
-  t.throws(() => coreDnsObjects({ ...input, serviceCidr: '10.43.0.0/29' }), { message: /^serviceCidr 10\.43\.0\.0\/29/ });
+  t.throws(() => coreDnsObjects({ ...input, serviceCidr: '10.43.0.0/29' }), { message: /^serviceCidr: 10\.43\.0\.0\/29/ });
   t.notThrows(() => coreDnsObjects({ ...input, clusterDomain: 'cluster.local', replicas: 1 }));
 });
 

@@ -4,7 +4,7 @@ import test from 'ava';
 import { parse } from 'yaml';
 import { certificateRequests, kubeconfigPlan } from '../../firstboot/src/kubernetes/core/control-plane.ts';
 import { peerPodRoute, podRanges, WORKER_APPLIANCE, workerCertificateRequests, workerFiles, type WorkerInput } from '../../firstboot/src/kubernetes/core/worker.ts';
-import { parseCidr, rangeAddress, subRange } from '../../firstboot/src/net/core/ipv4.ts';
+import { parseCidr, rangeAddress, subRange } from '../../firstboot/src/core/subnet.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const nodeA = { name: 'node-a', ip: '192.168.50.11' };

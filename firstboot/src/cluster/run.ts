@@ -35,7 +35,10 @@ import { runProvisioning } from '../provision/provision.ts';
 import { replicationStatus } from '../provision/replication.ts';
 import { ensureClusterSecrets, loadOrCreateNodeKey, loadSecrets, storeSecrets } from '../provision/secrets.ts';
 import { allowNonLocalBind, waitForLanAddress } from './lan.ts';
-import type { ClusterSettings } from './settings.ts';
+import { runsUpstreamWorker, type ClusterSettings } from './settings.ts';
+import { readBakedImages } from '../kubernetes/baked-images.ts';
+import { clusterDnsIp } from '../kubernetes/core/addons.ts';
+import { imageReference } from '../kubernetes/core/baked-images.ts';
 
 export interface ClusterContext {
   settings: ClusterSettings;
@@ -271,11 +274,21 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
         node: self, vip, etcdEndpoint, etcdTls: settings.kineRemoteClients,
         clusterCidr: settings.kubernetes.clusterCidr, serviceCidr: settings.kubernetes.serviceCidr, apiPort: settings.kubeApiPort,
         kinePort: settings.kinePort, k3sDisable: settings.kubernetes.disable,
+        ...(runsUpstreamWorker(settings) ? { worker: workerOptions(settings.kubernetes.serviceCidr) } : {}),
       },
     });
     await cp.prepare(secrets);
     status.kubernetes = cp.status();
     return cp;
+  }
+
+  /** This box as a worker: its peer, and the baked images its pods start from (images.json). */
+  function workerOptions(serviceCidr: string) {
+    const images = readBakedImages();
+    return {
+      peer: { name: peer.name, ip: peer.ip }, lanInterface: lan.ifname, clusterDns: clusterDnsIp(serviceCidr),
+      pauseImage: imageReference(images, 'pause'), coreDnsImage: imageReference(images, 'coredns'),
+    };
   }
 
   function answerPeerReruns(): void {

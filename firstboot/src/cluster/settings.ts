@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { parseCidr } from '../net/core/ipv4.ts';
+import { parseCidr } from '../core/subnet.ts';
 import { appliancePgPaths, type PgPaths } from '../provision/postgres.ts';
 import type { ReplicationMode } from '../provision/core/pgconf.ts';
 

@@ -1,4 +1,8 @@
-/** IPv4 subnet math (pure): subnets, reserved addresses, and which of this box's addresses shares the VIP's subnet. */
+/**
+ * IPv4 subnet math (pure), the one home for it: subnets, reserved addresses, which of this box's
+ * addresses shares the VIP's subnet, and the ranges of Kubernetes (Service addresses, each box's
+ * share of the pod range) parsed from CIDR text.
+ */
 
 export function ipv4ToInt(ip: string): number {
   return ip.split('.').reduce((acc, part) => (acc << 8) + Number(part), 0) >>> 0;
@@ -54,4 +58,48 @@ export interface InterfaceAddress {
 export function pickLanAddress(addresses: InterfaceAddress[], vipCidr: string, iface?: string): InterfaceAddress | undefined {
   const { ip: vip, prefix } = splitCidr(vipCidr);
   return addresses.find((a) => a.ip !== vip && (iface ? a.ifname === iface : sameSubnet(a.ip, vip, prefix)));
+}
+
+export interface Ipv4Range {
+  /** The network address as an unsigned 32-bit number (host bits cleared). */
+  base: number;
+  prefix: number;
+}
+
+const CIDR_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
+
+/** A CIDR like 10.42.0.0/16, or undefined when the text is not one (octet > 255, prefix > 32, anything around it). */
+export function parseCidr(text: string): Ipv4Range | undefined {
+  const m = CIDR_RE.exec(text);
+  if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32) return undefined;
+  const prefix = Number(m[5]);
+  return { base: (ipv4ToInt(`${m[1]}.${m[2]}.${m[3]}.${m[4]}`) & maskOf(prefix)) >>> 0, prefix };
+}
+
+/** Like parseCidr, but a bad value is an Error naming `field` and the expected form. */
+export function requireCidr(field: string, text: string): Ipv4Range {
+  const r = typeof text === 'string' ? parseCidr(text) : undefined;
+  if (!r) throw new Error(`${field}: ${JSON.stringify(text)} is not an IPv4 CIDR like 10.42.0.0/16`);
+  return r;
+}
+
+export function formatCidr(r: Ipv4Range): string {
+  return `${intToIpv4(r.base)}/${r.prefix}`;
+}
+
+/** The n-th address of a range (1: the first host address); the network and broadcast addresses are never one. */
+export function rangeAddress(field: string, cidr: string, n: number): string {
+  const r = requireCidr(field, cidr);
+  const size = 2 ** (32 - r.prefix);
+  if (!Number.isInteger(n) || n < 1 || n >= size - 1) throw new Error(`${field}: ${cidr} has no host address number ${n}`);
+  return intToIpv4((r.base + n) >>> 0);
+}
+
+/** The index-th sub-range of `prefix` bits inside `cidr` (e.g. the 2nd /24 of 10.42.0.0/16: 10.42.1.0/24). */
+export function subRange(field: string, cidr: string, prefix: number, index: number): string {
+  const r = requireCidr(field, cidr);
+  if (prefix < r.prefix || prefix > 32) throw new Error(`${field}: ${cidr} cannot be split into /${prefix} ranges`);
+  const count = 2 ** (prefix - r.prefix);
+  if (!Number.isInteger(index) || index < 0 || index >= count) throw new Error(`${field}: ${cidr} has ${count} /${prefix} ranges, not a number ${index + 1}`);
+  return formatCidr({ base: (r.base + index * 2 ** (32 - prefix)) >>> 0, prefix });
 }

@@ -19,7 +19,6 @@
  */
 import { createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import https from 'node:https';
 import { dirname, join } from 'node:path';
 import { adoptDaemon, processesRunning, spawnDaemon, stopProcesses, type Daemon } from '../adapters/daemons.ts';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
@@ -29,7 +28,9 @@ import type { ClusterSecrets, PemPair } from '../provision/core/secrets.ts';
 import { issueClientCert, issueServerCert } from '../provision/secrets.ts';
 import { runTool } from '../adapters/exec.ts';
 import { K3S_APPLIANCE, k3sServerArgv, renderK3sConfig } from './core/k3s.ts';
-import { peerPodRoute, WORKER_APPLIANCE, workerCertificateRequests, workerFiles, type WorkerInput } from './core/worker.ts';
+import { KubeApi } from './api.ts';
+import { coreDnsObjects } from './core/addons.ts';
+import { CLUSTER_DOMAIN, peerPodRoute, WORKER_APPLIANCE, workerCertificateRequests, workerFiles, type WorkerInput } from './core/worker.ts';
 import {
   certificateRequests,
   kubeconfigPlan,
@@ -52,7 +53,7 @@ export interface ControlPlaneOptions {
     kinePort: number;
     k3sDisable: readonly string[];
     /** Upstream on the appliance: this box is also a worker (the units of overlays/kubernetes). */
-    worker?: Pick<WorkerInput, 'peer' | 'lanInterface' | 'pauseImage' | 'clusterDns'>;
+    worker?: Pick<WorkerInput, 'peer' | 'lanInterface' | 'pauseImage' | 'clusterDns'> & { coreDnsImage: string };
   };
   stateDir: string;
   runDir: string;
@@ -77,19 +78,21 @@ export class ControlPlane {
   #probing = false;
   #api: ApiServerState = 'down';
   #startedAt = 0;
-  /** The worker: units started (once per agent run), the peer route re-asserted now and then. */
-  #worker = { busy: false, unitsStarted: false, nextAt: 0 };
+  /** The worker: units started and cluster DNS applied (once per agent run), the peer route re-asserted now and then. */
+  #worker = { busy: false, unitsStarted: false, addonsApplied: false, nextAt: 0 };
+  readonly #coreDnsImage: string;
 
   constructor(o: ControlPlaneOptions) {
     this.#o = o;
     const { kinePort, k3sDisable, worker, ...input } = o.input;
+    this.#coreDnsImage = worker?.coreDnsImage ?? '';
     this.#input = {
       ...input,
       pkiDir: join(o.runDir, 'kubernetes', 'pki'),
       ...(worker && o.distribution === 'upstream'
         ? {
             worker: {
-              ...worker, node: input.node, clusterCidr: input.clusterCidr, serviceCidr: input.serviceCidr, apiPort: input.apiPort ?? KUBE_API_PORT,
+              peer: worker.peer, lanInterface: worker.lanInterface, pauseImage: worker.pauseImage, clusterDns: worker.clusterDns, node: input.node, clusterCidr: input.clusterCidr, serviceCidr: input.serviceCidr, apiPort: input.apiPort ?? KUBE_API_PORT,
               nodeDir: WORKER_APPLIANCE.nodeDir, cniConfDir: WORKER_APPLIANCE.cniConfDir, cniStateDir: WORKER_APPLIANCE.cniStateDir,
             },
           }
@@ -295,6 +298,15 @@ export class ControlPlane {
         this.#worker.unitsStarted = true;
         this.#o.log.event('info', 'kube-worker-started', { units: WORKER_APPLIANCE.units, podRoute: route });
       }
+      if (!this.#worker.addonsApplied && this.#admin) {
+        // Both boxes apply the same objects (server-side apply, one field manager): whichever comes
+        // first creates them, the other changes nothing.
+        const api = new KubeApi({ server: `https://127.0.0.1:${w.apiPort}`, credentials: this.#admin, timeoutMs: 15_000 });
+        const objects = coreDnsObjects({ image: this.#coreDnsImage, serviceCidr: w.serviceCidr, clusterDomain: CLUSTER_DOMAIN, replicas: 2 });
+        for (const obj of objects) await api.apply(obj, 'geminik8s');
+        this.#worker.addonsApplied = true;
+        this.#o.log.event('info', 'kube-addons-applied', { addon: 'coredns', objects: objects.length });
+      }
       this.#worker.nextAt = performance.now() + 30_000;
     })()
       .catch((e: unknown) => {
@@ -317,8 +329,8 @@ export class ControlPlane {
       return;
     }
     this.#probing = true;
-    const admin = this.#admin;
-    void readyz(`https://127.0.0.1:${this.#input.apiPort ?? 6443}/readyz`, admin, 2000)
+    void new KubeApi({ server: `https://127.0.0.1:${this.#input.apiPort ?? KUBE_API_PORT}`, credentials: this.#admin, timeoutMs: 2000 })
+      .readyz()
       .then((ok) => {
         const was = this.#api;
         this.#api = ok ? 'ready' : 'starting';
@@ -360,16 +372,4 @@ function need(issued: Issued, file: string): PemPair {
 
 function issue(ca: PemPair, req: CertificateRequest): Promise<PemPair> {
   return req.usage === 'server' ? issueServerCert(ca, req.commonName, req.sans) : issueClientCert(ca, req.commonName, req.organization);
-}
-
-/** One GET with client-certificate authentication; true on 200. */
-function readyz(url: string, tls: { ca: string; cert: string; key: string }, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = https.get(url, { ca: tls.ca, cert: tls.cert, key: tls.key, timeout: timeoutMs, agent: false }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.once('timeout', () => req.destroy(new Error('timeout')));
-    req.once('error', () => resolve(false));
-  });
 }

@@ -3,7 +3,7 @@
  * point pods at) and the REST path each object is applied at. Pure: the shell (../api.ts) sends
  * them with server-side apply, so applying the same objects again changes nothing.
  */
-import { intToIpv4, ipv4ToInt, subnetOf } from '../../core/subnet.ts';
+import { rangeAddress } from '../../core/subnet.ts';
 
 /** The fields every object needs to be applied: what it is and where it lives. */
 export interface KubeObject {
@@ -13,26 +13,9 @@ export interface KubeObject {
   [field: string]: unknown;
 }
 
-const IPV4_CIDR_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
-
-/**
- * The `n`th address of the Service range (1: the `kubernetes` Service, 10: cluster DNS). The API
- * server never hands out the range's network and broadcast addresses, so neither is asked for.
- */
-export function serviceRangeAddress(serviceCidr: string, n: number): string {
-  const m = IPV4_CIDR_RE.exec(serviceCidr);
-  if (!m) throw new Error(`serviceCidr ${JSON.stringify(serviceCidr)}: expected an IPv4 CIDR like 10.43.0.0/16`);
-  const prefix = Number(m[5]);
-  if (m.slice(1, 5).some((o) => Number(o) > 255) || prefix > 30) throw new Error(`serviceCidr ${serviceCidr}: not a usable IPv4 range`);
-  const size = 2 ** (32 - prefix);
-  if (!Number.isInteger(n) || n < 1 || n > size - 2) throw new Error(`serviceCidr ${serviceCidr}: has no address number ${n} (it holds ${size - 2} Service addresses)`);
-  const network = subnetOf(`${m[1]}.${m[2]}.${m[3]}.${m[4]}`, prefix).split('/')[0]!;
-  return intToIpv4(ipv4ToInt(network) + n);
-}
-
 /** The ClusterIP of the kube-dns Service: what every kubelet gives its pods as their resolver (`clusterDNS`). */
 export function clusterDnsIp(serviceCidr: string): string {
-  return serviceRangeAddress(serviceCidr, 10);
+  return rangeAddress('serviceCidr', serviceCidr, 10);
 }
 
 export interface CoreDnsInput {

@@ -17,7 +17,7 @@
  *  - controller-manager and scheduler serve their health and metrics on 127.0.0.1 only.
  */
 
-import { rangeAddress } from '../../net/core/ipv4.ts';
+import { rangeAddress } from '../../core/subnet.ts';
 import { workerCertificateRequests, type WorkerInput } from './worker.ts';
 
 export const KUBE_API_PORT = 6443;

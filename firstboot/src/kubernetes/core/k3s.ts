@@ -15,7 +15,7 @@
  */
 import { isIPv4 } from 'node:net';
 import { stringify } from 'yaml';
-import { parseCidr } from '../../net/core/ipv4.ts';
+import { parseCidr } from '../../core/subnet.ts';
 
 /** Where the K3s distribution keeps things on the appliance (overlays/k3s points /etc/rancher/k3s at them). */
 export const K3S_APPLIANCE = {

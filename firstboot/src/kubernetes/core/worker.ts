@@ -21,7 +21,7 @@
  */
 import { isIPv4 } from 'node:net';
 import { stringify } from 'yaml';
-import { requireCidr, subRange } from '../../net/core/ipv4.ts';
+import { requireCidr, subRange } from '../../core/subnet.ts';
 import type { CertificateRequest } from './control-plane.ts';
 
 export const KUBELET_PORT = 10250;

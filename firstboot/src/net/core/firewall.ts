@@ -26,7 +26,7 @@
  * Every value that reaches the text is validated first: nothing unvalidated is interpolated.
  */
 import { isIPv4, isIPv6 } from 'node:net';
-import { formatCidr, parseCidr } from './ipv4.ts';
+import { formatCidr, parseCidr } from '../../core/subnet.ts';
 
 export const FIREWALL_TABLE = 'geminik8s';
 /** Named counter of inbound packets that matched no rule (dropped by the chain policy). */
