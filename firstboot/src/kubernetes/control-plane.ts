@@ -321,7 +321,12 @@ export class ControlPlane {
     return this.#started ? this.#api === 'ready' : undefined;
   }
 
-  /** Refreshes the API server's state in the background: GET /readyz on this node, as the admin. */
+  /**
+   * Refreshes the API server's state in the background: GET /readyz on this node, as the admin.
+   * One probe at a time, each given 10 s: a starting API server on a slow box (measured: minutes
+   * under emulation) accepts connections long before it answers, and probes abandoned after a
+   * shorter wait piled up in its accept queue (800 seen), each costing it a TLS handshake later.
+   */
   checkHealth(): void {
     const server = this.#o.distribution === 'k3s' ? 'k3s-server' : 'kube-apiserver';
     if (this.#probing || !this.#admin || !this.#daemons.has(server)) {
@@ -329,7 +334,7 @@ export class ControlPlane {
       return;
     }
     this.#probing = true;
-    void new KubeApi({ server: `https://127.0.0.1:${this.#input.apiPort ?? KUBE_API_PORT}`, credentials: this.#admin, timeoutMs: 2000 })
+    void new KubeApi({ server: `https://127.0.0.1:${this.#input.apiPort ?? KUBE_API_PORT}`, credentials: this.#admin, timeoutMs: 10_000 })
       .readyz()
       .then((ok) => {
         const was = this.#api;
