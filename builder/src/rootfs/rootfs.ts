@@ -19,7 +19,7 @@ import { isAlive } from '../util/process.ts';
 import { ensureForeignArchSupport, type DebianArch } from './foreign-arch.ts';
 
 /** Bump whenever the mmdebstrap options or hooks/customize.sh change: it is part of the rootfs cache key. */
-export const ROOTFS_HOOK_VERSION = 'rootfs-hooks-4';
+export const ROOTFS_HOOK_VERSION = 'rootfs-hooks-5';
 
 export const CUSTOMIZE_HOOK = fileURLToPath(new URL('./hooks/customize.sh', import.meta.url));
 
@@ -42,7 +42,12 @@ export const SUGGESTED_KERNEL_EXCLUDES: readonly string[] = [
   'drivers/nfc', 'net/nfc', 'fs/ocfs2', 'fs/gfs2',
 ];
 
-/** dpkg path filters: no docs (except copyright), man pages, info or translations in the image. */
+/**
+ * dpkg path filters: no docs (except copyright), man pages, info or translations in the image; of
+ * the container stack (upstream Kubernetes' worker), only what the appliance runs: the CNI plugins
+ * of its pod network (firstboot/src/kubernetes/core/worker.ts: bridge, host-local, portmap; the
+ * runtime adds loopback) and containerd's runc v2 shim, not the legacy v1 shims (~50 MB together).
+ */
 export const DPKG_EXCLUDES: readonly string[] = [
   'path-exclude=/usr/share/doc/*',
   'path-include=/usr/share/doc/*/copyright',
@@ -51,6 +56,10 @@ export const DPKG_EXCLUDES: readonly string[] = [
   'path-exclude=/usr/share/locale/*',
   'path-include=/usr/share/locale/locale.alias',
   'path-exclude=/usr/share/lintian/*',
+  'path-exclude=/usr/lib/cni/*',
+  ...['bridge', 'host-local', 'loopback', 'portmap'].map((plugin) => `path-include=/usr/lib/cni/${plugin}`),
+  'path-exclude=/usr/bin/containerd-shim',
+  'path-exclude=/usr/bin/containerd-shim-runc-v1',
 ];
 
 /**
