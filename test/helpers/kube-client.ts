@@ -15,10 +15,10 @@
  * Static imports are node builtins and `yaml` only, so a writer child that imports this starts fast.
  */
 import { readFile } from 'node:fs/promises';
-import https from 'node:https';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
+import { KubeApi } from '../../firstboot/src/kubernetes/api.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -126,63 +126,19 @@ function toConfigMap(o: unknown): ConfigMap {
 
 export class KubeClient {
   readonly server: string;
-  private readonly url: URL;
   private readonly timeoutMs: number;
-  private readonly socketPath: string | undefined;
+  private readonly api: KubeApi;
 
-  constructor(
-    private readonly cfg: KubeConfig,
-    o: KubeClientOptions = {},
-  ) {
+  constructor(cfg: KubeConfig, o: KubeClientOptions = {}) {
     this.server = (o.server ?? cfg.server).replace(/\/$/, '');
-    this.url = new URL(this.server);
-    if (this.url.protocol !== 'https:') throw new Error(`${this.server}: only https is spoken here`);
     this.timeoutMs = o.timeoutMs ?? 5000;
-    this.socketPath = o.socketPath;
+    this.api = new KubeApi({ server: this.server, credentials: cfg, timeoutMs: this.timeoutMs, ...(o.socketPath !== undefined ? { socketPath: o.socketPath } : {}) });
   }
 
-  /** One request on its own connection; resolves with any HTTP status, rejects on a network/TLS error or the deadline. */
-  request(method: string, pathAndQuery: string, body?: unknown, timeoutMs = this.timeoutMs, contentType = 'application/json'): Promise<{ status: number; body: string }> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const finish = (e: Error | undefined, v?: { status: number; body: string }): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        if (e) reject(e);
-        else resolve(v as { status: number; body: string });
-      };
-      const req = https.request({
-        protocol: 'https:',
-        host: this.url.hostname.replace(/^\[|\]$/g, ''),
-        port: this.url.port === '' ? 443 : Number(this.url.port),
-        ...(this.socketPath !== undefined ? { socketPath: this.socketPath } : {}),
-        method,
-        path: pathAndQuery,
-        ca: this.cfg.ca,
-        cert: this.cfg.cert,
-        key: this.cfg.key,
-        agent: false,
-        headers: {
-          accept: 'application/json',
-          connection: 'close',
-          ...(payload ? { 'content-type': contentType, 'content-length': String(payload.length) } : {}),
-        },
-      });
-      const timer = setTimeout(() => {
-        finish(new Error(`${method} ${pathAndQuery}: no complete answer from ${this.server} within ${timeoutMs} ms`));
-        req.destroy();
-      }, timeoutMs);
-      req.on('error', (e) => finish(new Error(`${method} ${pathAndQuery} to ${this.server}: ${e.message}`)));
-      req.on('response', (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', (e) => finish(new Error(`${method} ${pathAndQuery}: response from ${this.server} broke off: ${e.message}`)));
-        res.on('end', () => finish(undefined, { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-      });
-      req.end(payload);
-    });
+  /** One request on its own connection (the agent's client, firstboot/src/kubernetes/api.ts); resolves with any HTTP status, rejects on a network/TLS error or the deadline. */
+  async request(method: string, pathAndQuery: string, body?: unknown, timeoutMs = this.timeoutMs, contentType = 'application/json'): Promise<{ status: number; body: string }> {
+    const r = await this.api.request(method, pathAndQuery, body === undefined ? undefined : JSON.stringify(body), contentType, timeoutMs);
+    return { status: r.status, body: r.text };
   }
 
   private async json(method: string, pathAndQuery: string, expect: number[], body?: unknown, timeoutMs?: number, contentType?: string): Promise<unknown> {
