@@ -45,8 +45,8 @@ export const SUGGESTED_KERNEL_EXCLUDES: readonly string[] = [
 /**
  * dpkg path filters: no docs (except copyright), man pages, info or translations in the image; of
  * the container stack (upstream Kubernetes' worker), only what the appliance runs: the CNI plugins
- * of its pod network (firstboot/src/kubernetes/core/worker.ts: bridge, host-local, portmap; the
- * runtime adds loopback) and containerd's runc v2 shim, not the legacy v1 shims (~50 MB together).
+ * of its pod network (firstboot/src/kubernetes/core/worker.ts: bridge, host-local; the runtime
+ * adds loopback) and containerd's runc v2 shim, not the legacy v1 shims (~50 MB together).
  */
 export const DPKG_EXCLUDES: readonly string[] = [
   'path-exclude=/usr/share/doc/*',
@@ -57,7 +57,7 @@ export const DPKG_EXCLUDES: readonly string[] = [
   'path-include=/usr/share/locale/locale.alias',
   'path-exclude=/usr/share/lintian/*',
   'path-exclude=/usr/lib/cni/*',
-  ...['bridge', 'host-local', 'loopback', 'portmap'].map((plugin) => `path-include=/usr/lib/cni/${plugin}`),
+  ...['bridge', 'host-local', 'loopback'].map((plugin) => `path-include=/usr/lib/cni/${plugin}`),
   'path-exclude=/usr/bin/containerd-shim',
   'path-exclude=/usr/bin/containerd-shim-runc-v1',
 ];
