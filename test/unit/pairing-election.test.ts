@@ -1,5 +1,6 @@
 import test from 'ava';
-import { compareProgress, decideLeader, decidePair, parseLsn, shouldDial, type Candidate } from '../../firstboot/src/pairing/core/election.ts';
+import { compareHistory, parseLsn } from '../../firstboot/src/core/history.ts';
+import { decideLeader, decidePair, shouldDial, type Candidate } from '../../firstboot/src/pairing/core/election.ts';
 
 const A = '1'.repeat(32);
 const B = '2'.repeat(32);
@@ -70,8 +71,8 @@ test('exhaustive: symmetric, returns one of the two, and agrees with the stated 
         const [win, lose] = w === a.nodeId ? [a, b] : [b, a];
         // Rule 1: never lose to an uncommitted node while committed; never lose committed progress.
         if (lose.committed && !win.committed) return t.fail('uncommitted beat committed');
-        if (win.committed && lose.committed && compareProgress(win, lose) < 0) return t.fail('less progress won');
-        const tied = win.committed === lose.committed && (!win.committed || compareProgress(win, lose) === 0);
+        if (win.committed && lose.committed && compareHistory(win, lose) < 0) return t.fail('less progress won');
+        const tied = win.committed === lose.committed && (!win.committed || compareHistory(win, lose) === 0);
         const pw = pref !== undefined && (win.nodeId === pref || win.name === pref);
         const pl = pref !== undefined && (lose.nodeId === pref || lose.name === pref);
         if (tied && pl && !pw) return t.fail('preferred leader lost a tie');

@@ -3,7 +3,7 @@
  * of cluster secrets over a TLS-PSK channel. `core/` is pure (no I/O), `net/` does the sockets.
  */
 export { decodePairSecret, derivePairKeys, PairKeys, KEY_LABELS, NodeKey, LinkKeys } from './core/keys.ts';
-export { decideLeader, decidePair, shouldDial, parseLsn, compareProgress, type Candidate, type PairDecision } from './core/election.ts';
+export { decideLeader, decidePair, shouldDial, type Candidate, type PairDecision } from './core/election.ts';
 export { DEFAULT_BEACON_PORT, type BeaconState } from './core/beacon.ts';
 export { MAX_FRAME_BYTES } from './core/frames.ts';
 export { pairFormedReason } from './core/protocol.ts';

@@ -22,7 +22,7 @@
  *     a heartbeat sent after the taker's cutoff (timeout - 3 s) shows the peer still a follower.
  *  R1 A node that hears a leader outranking it (term, timeline, LSN, …) fences and rejoins it.
  */
-import { parseLsn } from '../../pairing/core/election.ts';
+import { lsnOrder } from '../../core/history.ts';
 import { outranks, type RankFacts } from './rank.ts';
 import { DEFAULT_LIVENESS_CONFIG, type Action, type Decision, type Heartbeat, type LivenessConfig, type LivenessRole, type TickInput } from './types.ts';
 
@@ -57,14 +57,6 @@ export function validateTimeouts(c: LivenessConfig): string[] {
   );
   need(c.peerHearsMeMs < c.peerDeadMs, 'peerHearsMeMs must be < peerDeadMs');
   return errs;
-}
-
-function lsnValue(text: string): bigint {
-  try {
-    return parseLsn(text);
-  } catch {
-    return -1n;
-  }
 }
 
 /** The peer's PostgreSQL is healthy and in the state its role needs (a follower's a standby). */
@@ -256,7 +248,7 @@ function decideFollower(i: TickInput, c: LivenessConfig, f: Facts): Decision {
     }
     if (hb.role === 'fenced' && hb.handoverForMs !== null) {
       const age = hb.handoverForMs + i.peer.silentMs;
-      const caughtUp = hb.pgHealthy ? lsnValue(i.self.lsn) >= lsnValue(hb.lsn) && lsnValue(hb.lsn) >= 0n : hb.syncRep;
+      const caughtUp = hb.pgHealthy ? lsnOrder(i.self.lsn) >= lsnOrder(hb.lsn) && lsnOrder(hb.lsn) >= 0n : hb.syncRep;
       const missing: string[] = [];
       if (!standbyOk) missing.push(`my PostgreSQL is ${i.pg.state}`);
       if (!caughtUp) missing.push(hb.pgHealthy ? `not caught up (${i.self.lsn} < ${hb.lsn})` : 'peer was async and its PostgreSQL is down');

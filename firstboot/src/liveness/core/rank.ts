@@ -6,30 +6,16 @@
  *  5. the seed's lastModified (newer wins; absent loses) — the last tie-break on the data side,
  *  6. the lower node id (only so the order is total).
  */
-import { parseLsn } from '../../pairing/core/election.ts';
+import { compareHistory, compareValues as cmp } from '../../core/history.ts';
 import type { LivenessRole, NodeFacts } from './types.ts';
 
 export type RankFacts = NodeFacts;
-
-function cmp(x: number | bigint, y: number | bigint): number {
-  return x < y ? -1 : x > y ? 1 : 0;
-}
-
-function lsnOf(text: string): bigint {
-  try {
-    return parseLsn(text);
-  } catch {
-    return -1n;
-  }
-}
 
 /** Positive when `a` outranks `b`, negative when `b` does; 0 only for the same node id. */
 export function compareRank(a: RankFacts, b: RankFacts): number {
   const wasLeader = (r: LivenessRole) => (r === 'follower' ? 0 : 1);
   return (
-    cmp(a.term, b.term) ||
-    cmp(a.timeline, b.timeline) ||
-    cmp(lsnOf(a.lsn), lsnOf(b.lsn)) ||
+    compareHistory(a, b) ||
     cmp(wasLeader(a.role), wasLeader(b.role)) ||
     cmp(a.lastModified ?? -1, b.lastModified ?? -1) ||
     (a.nodeId === b.nodeId ? 0 : a.nodeId < b.nodeId ? 1 : -1)

@@ -23,7 +23,7 @@
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
-import { isLsn } from './election.ts';
+import { isLsn } from '../../core/history.ts';
 import { bool, HEX128_RE, int, MAX_TERM, NAME_RE, NODE_ID_RE, object, ROLE_RE, SchemaError, SITE_ID_RE, str, type Obj } from './schema.ts';
 
 export const BEACON_VERSION = 2;

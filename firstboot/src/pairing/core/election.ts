@@ -10,6 +10,7 @@
  *  3. then the lower node id.
  */
 
+import { compareHistory } from '../../core/history.ts';
 export interface Candidate {
   /** 32 lowercase hex digits (hostmeta nodeId). */
   nodeId: string;
@@ -33,27 +34,6 @@ export interface PairDecision {
   term: number;
 }
 
-const LSN_RE = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
-
-export function isLsn(text: string): boolean {
-  return LSN_RE.test(text);
-}
-
-/** A pg_lsn as a 64-bit integer. Throws on a malformed LSN. */
-export function parseLsn(text: string): bigint {
-  const m = LSN_RE.exec(text);
-  if (!m) throw new Error(`malformed LSN ${JSON.stringify(text)}`);
-  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
-}
-
-function cmp(x: number | bigint, y: number | bigint): number {
-  return x < y ? -1 : x > y ? 1 : 0;
-}
-
-/** Orders committed state: negative when `a` is behind `b`. */
-export function compareProgress(a: Candidate, b: Candidate): number {
-  return cmp(a.term, b.term) || cmp(a.timeline, b.timeline) || cmp(parseLsn(a.lsn), parseLsn(b.lsn));
-}
 
 function isPreferred(c: Candidate, preferred: string | undefined): boolean {
   return preferred !== undefined && (c.nodeId === preferred || c.name === preferred);
@@ -64,7 +44,7 @@ export function decideLeader(a: Candidate, b: Candidate, preferredLeader?: strin
   if (a.nodeId === b.nodeId) throw new Error(`both candidates have node id ${a.nodeId} (cloned disk?)`);
   if (a.committed !== b.committed) return a.committed ? a.nodeId : b.nodeId;
   if (a.committed && b.committed) {
-    const c = compareProgress(a, b);
+    const c = compareHistory(a, b);
     if (c !== 0) return c > 0 ? a.nodeId : b.nodeId;
     // Equal progress and an agreement both persisted (a restart mid-provisioning): keep it.
     if (a.leader !== undefined && a.leader === b.leader && (a.leader === a.nodeId || a.leader === b.nodeId)) return a.leader;

@@ -9,7 +9,7 @@
  *   any:      refused {t, reason} / abort {t, reason}
  */
 import type { Candidate } from './election.ts';
-import { isLsn } from './election.ts';
+import { isLsn } from '../../core/history.ts';
 import { bool, int, MAX_TERM, NAME_RE, NODE_ID_RE, object, SchemaError, SITE_ID_RE, str } from './schema.ts';
 
 export const CHANNEL_VERSION = 2;
