@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { processesRunning, stopProcesses } from '../adapters/daemons.ts';
 import { storeHostMeta } from '../adapters/hostmeta-store.ts';
 import type { ConsoleOut, Logger } from '../adapters/output.ts';
-import { recordPairing, recordProvisioned, type HostMeta } from '../core/hostmeta.ts';
+import { recordPairing, recordProvisioned, type HostMeta, type PairRole } from '../core/hostmeta.ts';
 import type { HeartbeatFacts } from '../pairing/core/beacon.ts';
 import { KineSupervisor } from '../liveness/kine-supervisor.ts';
 import { startLiveness, type LivenessHandle } from '../liveness/loop.ts';
@@ -296,7 +296,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     void keepConfirmingPair({ ...pairingOptions, nodeId: meta.nodeId, peerNodeId: peer.nodeId, current: () => ({ role: meta.role, term: meta.term }) });
   }
 
-  function provisionConfig(role: 'leader' | 'follower') {
+  function provisionConfig(role: PairRole) {
     return {
       role, mode: settings.replication, self, peer, vip, port: settings.pgPort,
       // A standby streams from the peer's own address, not the VIP: in a pair the peer is the
@@ -308,7 +308,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   }
 
   /** First provisioning after the agreement; Kine started here is handed to the supervisor. */
-  async function provision(role: 'leader' | 'follower'): Promise<{ proc: KineProcess; upstream: string }> {
+  async function provision(role: PairRole): Promise<{ proc: KineProcess; upstream: string }> {
     allowNonLocalBind();
     const secrets = loadSecrets(settings.secretsDir);
     if (!secrets) throw new Error(`no cluster secrets in ${settings.secretsDir} after pairing`);

@@ -16,8 +16,14 @@ export const HOSTMETA_FILE = 'hostmeta.json';
  */
 export type Phase = 'waiting-for-site' | 'site-invalid' | 'local-ready' | 'paired' | 'provisioned';
 const PHASES: readonly Phase[] = ['waiting-for-site', 'site-invalid', 'local-ready', 'paired', 'provisioned'];
-/** `fenced`: a leader that stopped taking writes (liveness/core/types.ts); it starts fenced after a restart too. */
-export type Role = 'unassigned' | 'leader' | 'follower' | 'fenced';
+/**
+ * The one role vocabulary of a node. The pairing gives a node one of the two pair roles; liveness
+ * adds `fenced`, a leader that stopped taking writes (liveness/core/types.ts), which is how every
+ * leader starts after a restart too; hostmeta records `unassigned` before the pairing.
+ */
+export type PairRole = 'leader' | 'follower';
+export type LivenessRole = PairRole | 'fenced';
+export type Role = 'unassigned' | LivenessRole;
 const ROLES: readonly Role[] = ['unassigned', 'leader', 'follower', 'fenced'];
 
 /** The agreed pair, persisted so a restart re-confirms it instead of electing afresh. */
@@ -154,7 +160,7 @@ export function finishLocalSteps(
 }
 
 /** After both boxes agreed: the role, term and peer this node must keep. */
-export function recordPairing(meta: HostMeta, p: { role: 'leader' | 'follower'; term: number; pair: PairState }): HostMeta {
+export function recordPairing(meta: HostMeta, p: { role: PairRole; term: number; pair: PairState }): HostMeta {
   const keepProvisioned = meta.phase === 'provisioned' && meta.role === p.role && meta.pair?.peerNodeId === p.pair.peerNodeId;
   return { ...meta, role: p.role, term: p.term, pair: p.pair, phase: keepProvisioned ? 'provisioned' : 'paired' };
 }
@@ -167,7 +173,7 @@ export function recordProvisioned(meta: HostMeta): HostMeta {
  * A failover transition of a provisioned node (promotion, fence, rejoin, handover): the live role,
  * the term (never lowered), and who leads at that term (the pairing election's persisted leader).
  */
-export function recordLiveness(meta: HostMeta, next: { role: 'leader' | 'follower' | 'fenced'; term: number; leader?: string; handover: boolean }): HostMeta {
+export function recordLiveness(meta: HostMeta, next: { role: LivenessRole; term: number; leader?: string; handover: boolean }): HostMeta {
   const out: HostMeta = { ...meta, role: next.role, term: Math.max(meta.term, next.term) };
   if (out.pair && next.leader !== undefined) out.pair = { ...out.pair, leader: next.leader };
   delete out.handover;

@@ -8,6 +8,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type pg from 'pg';
 import type { Logger } from '../adapters/output.ts';
+import type { PairRole } from '../core/hostmeta.ts';
 import {
   dropAutoConfSettings,
   ensureIncludeLine,
@@ -31,10 +32,9 @@ import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { confFiles, postgresUser, runPgTool, startServer, waitForServer, withAdmin, withClient, type LocalPg, type PgPaths } from './postgres.ts';
 import { ensureClusterSecrets, loadSecrets, storeSecrets } from './secrets.ts';
 
-export type NodeRole = 'leader' | 'follower';
 
 export interface ProvisionConfig {
-  role: NodeRole;
+  role: PairRole;
   mode: ReplicationMode;
   self: NodeIdentity;
   peer: NodeIdentity;

@@ -9,6 +9,7 @@
  * nodes (the VIP probe); it differs from `ab`/`ba` only for an IP-level filter (L2 still up) or a
  * non-transitive LAN fault (L2 down between the nodes while both reach the gateway).
  */
+import type { PairRole } from '../../core/hostmeta.ts';
 import { bootRole, decide } from './decide.ts';
 import { DEFAULT_LIVENESS_CONFIG, type Action, type Heartbeat, type LivenessConfig, type LivenessRole, type PgState, type TickInput } from './types.ts';
 
@@ -91,7 +92,7 @@ function isPrefix(a: readonly number[], b: readonly number[]): boolean {
   return a.length <= b.length && a.every((v, k) => b[k] === v);
 }
 
-function newNode(id: 'A' | 'B', role: 'leader' | 'follower'): SimNode {
+function newNode(id: 'A' | 'B', role: PairRole): SimNode {
   return {
     id,
     nodeId: IDS[id],

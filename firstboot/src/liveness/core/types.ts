@@ -16,7 +16,8 @@
  *    (`bootRole()`): a restarted leader has to earn its writes back.
  */
 
-export type LivenessRole = 'leader' | 'follower' | 'fenced';
+export type { LivenessRole } from '../../core/hostmeta.ts';
+import type { LivenessRole } from '../../core/hostmeta.ts';
 
 /** What PostgreSQL on a node currently is. `down`: not running or not answering. */
 export type PgState = 'primary' | 'standby' | 'down';

@@ -3,6 +3,7 @@
  * loop the orchestrator runs on first boot (and again after any restart: re-running it with the
  * persisted candidate re-confirms the same pair).
  */
+import type { PairRole } from '../../core/hostmeta.ts';
 import type { Logger } from '../../adapters/output.ts';
 import { decidePair, shouldDial, type Candidate, type PairDecision } from '../core/election.ts';
 import type { LinkKeys, NodeKey, PairKeys } from '../core/keys.ts';
@@ -11,7 +12,7 @@ import { ChannelError, connectChannel, HandshakeRefusedError, type Channel, type
 import type { DiscoveredPeer, Discovery } from './discovery.ts';
 
 export interface PairResult extends PairDecision {
-  role: 'leader' | 'follower';
+  role: PairRole;
   /** The peer's candidate as it sent it. */
   peer: Candidate;
   /** Address the peer was reached at. */
