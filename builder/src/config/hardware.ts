@@ -10,7 +10,7 @@ export interface Hardware {
   firmware: 'uefi';
   bootloader: 'grub-efi';
   console: string;
-  kernel: { package: string; cmdline?: string[] };
+  kernel: { package: string; cmdline?: string[]; excludeModules?: string[] };
   packages?: string[];
   disk: { espMiB: number; oemMiB: number; dataMiB: number; minDiskGiB: number };
 }
@@ -35,6 +35,10 @@ export const hardwareSchema = {
       properties: {
         package: { type: 'string', pattern: '^linux-image-[a-z0-9.+-]+$', description: 'a Debian kernel package, e.g. "linux-image-amd64"' },
         cmdline: { type: 'array', items: { type: 'string', pattern: '^[^\\s]+$', description: 'one kernel argument without spaces' } },
+        excludeModules: {
+          type: 'array',
+          items: { type: 'string', pattern: '^!?[a-z0-9_][a-z0-9_./-]*$', description: 'a module folder under lib/modules/<version>/kernel/ to leave out (e.g. "sound"), or "!folder" to keep one inside it' },
+        },
       },
     },
     packages: debianPackageList,

@@ -101,6 +101,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         await buildRootfs({
           arch, suite: profile.debian.suite, mirror: mirrors.mirror, securityMirror: mirrors.securityMirror,
           packages: config.packages, outDir: path.join(tmp, 'rootfs'), aptCacheDir,
+          ...(hardware.kernel.excludeModules ? { excludeModules: hardware.kernel.excludeModules } : {}),
           sourceDateEpoch: opts.sourceDateEpoch, onProgress: log('rootfs'),
         });
       },

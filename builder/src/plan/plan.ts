@@ -95,6 +95,7 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
   add('rootfs', `Debian ${profile.debian.suite} ${arch} rootfs`, [], {
     suite: profile.debian.suite, arch, mirror: inp.mirror, securityMirror: inp.securityMirror ?? '',
     packages: packages.join(' '), recipe: inp.rootfsRecipe,
+    excludeModules: (hardware.kernel.excludeModules ?? []).join(' '),
   });
   const components: StepId[] = kubernetes ? ['kine', 'kubernetes', ...(images ? ['images' as const] : [])] : ['kine'];
   // A key hashes the keys of dependsOn in the order listed here, not in the run order above: the

@@ -30,17 +30,6 @@ export const DEFAULT_PACKAGES_AMD64: readonly string[] = [
   'dosfstools', 'openssh-server', 'less', 'procps', 'zstd',
 ];
 
-/**
- * Kernel module trees an appliance never needs; a profile may pass this (or its own list) as
- * `kernel.excludeModules`. "!path" keeps a subtree; dependencies of kept modules are always kept.
- */
-export const SUGGESTED_KERNEL_EXCLUDES: readonly string[] = [
-  'sound', 'drivers/media', 'drivers/gpu', '!drivers/gpu/drm/virtio', '!drivers/gpu/drm/tiny',
-  'drivers/net/wireless', 'net/wireless', 'net/mac80211', 'net/bluetooth', 'drivers/bluetooth',
-  'drivers/infiniband', 'drivers/isdn', 'drivers/staging', 'drivers/iio', 'drivers/input/joystick',
-  'drivers/input/touchscreen', 'drivers/net/can', 'net/can', 'drivers/atm', 'net/atm',
-  'drivers/nfc', 'net/nfc', 'fs/ocfs2', 'fs/gfs2',
-];
 
 /**
  * dpkg path filters: no docs (except copyright), man pages, info or translations in the image; of
@@ -90,7 +79,7 @@ export interface BuildRootfsOptions {
   outDir: string;
   aptCacheDir: string;
   sourceDateEpoch?: number;
-  /** Optional kernel module trimming (profile `kernel.excludeModules`), see SUGGESTED_KERNEL_EXCLUDES. */
+  /** Optional kernel module trimming (the hardware definition's `kernel.excludeModules`). */
   excludeModules?: string[];
   /** Apt components (default main; Raspberry Pi firmware needs non-free-firmware). */
   components?: string[];
