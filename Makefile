@@ -3,7 +3,7 @@ PROFILE  ?= edge-standard
 HARDWARE ?= generic-x86_64-uefi
 CLI      := node bin/geminik8s.js
 
-.PHONY: deps image test test-unit typecheck bench bench-pair bench-failover fault-matrix fault-kubernetes test-kubernetes-image clean
+.PHONY: deps image test test-unit typecheck bench bench-pair bench-failover fault-matrix fault-kubernetes test-kubernetes-image bench-memory clean
 
 deps:
 	@sh builder/host-deps.sh
@@ -43,6 +43,10 @@ test-kubernetes-image: deps typecheck
 # Needs root; RUNS=3 by default.
 bench-failover: deps
 	node --import tsx bench/failover.ts
+
+# Needs root: idle memory (PSS) of one appliance by program, on a pair running Kubernetes.
+bench-memory: deps
+	node --import tsx bench/memory.ts
 
 clean:
 	rm -rf dist .cache
