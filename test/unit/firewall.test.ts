@@ -77,7 +77,9 @@ test('a worker: the kubelet opens to exactly the peer, and its pods reach the AP
     'iifname "eth0" ip saddr 192.0.2.12 tcp dport { 5432, 7946, 10250 } accept comment "peer only"',
     'ip saddr 10.42.0.0/16 tcp dport 6443 accept comment "pods to the API server"',
   ]);
-  t.notRegex(renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ...PORTS, kubeApi: 6443 } }), /10250|10\.42/);
+  t.notRegex(renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ...PORTS, kubeApi: 6443 } }), /10250|10\.42|postrouting/);
+  // Pods leave the cluster range as the box; between the two boxes' pod ranges nothing is translated.
+  t.regex(worker, /chain postrouting \{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr 10\.42\.0\.0\/16 ip daddr != 10\.42\.0\.0\/16 masquerade/);
   t.throws(() => renderFirewall({ ...base, ports: { ...PORTS, kubeApi: 6443 }, podRange: '10.42.0.0/16; accept' }), { instanceOf: FirewallInputError, message: /podRange/ });
   t.throws(() => renderFirewall({ ...base, podRange: '10.42.0.0/16' }), { instanceOf: FirewallInputError, message: /without ports.kubeApi/ });
 });

@@ -6,7 +6,8 @@
  * Both boxes are workers. The pod network needs no overlay and no agent of its own: the cluster
  * range is split into one /24 per box, in the order of the two node names (the same on both boxes,
  * nothing to agree on), each box bridges its own range (the CNI `bridge` plugin with `host-local`
- * addresses) and routes the peer's range to the peer's LAN address. kube-proxy (nftables mode)
+ * addresses) and routes the peer's range to the peer's LAN address; pods reach each other
+ * unmasqueraded, and what leaves the cluster range leaves as the box (the firewall's nat chain). kube-proxy (nftables mode)
  * implements Services; CoreDNS (./addons.ts) answers cluster DNS.
  *
  * Who reaches what:
@@ -179,6 +180,10 @@ export function workerFiles(i: WorkerInput): WorkerFile[] {
     metricsBindAddress: '127.0.0.1:10249',
     nodePortAddresses: [`${i.node.ip}/32`],
   };
+  // Only `bridge` (with `host-local` addresses). Debian's plugins (1.1) masquerade and map host
+  // ports with iptables, which the appliance does not carry: pods' traffic leaving the cluster
+  // range is masqueraded by the host firewall's own nftables table instead (net/core/firewall.ts),
+  // and host ports (the portmap plugin) are not offered.
   const cni = {
     cniVersion: '1.0.0',
     name: 'geminik8s',
@@ -187,12 +192,10 @@ export function workerFiles(i: WorkerInput): WorkerFile[] {
         type: 'bridge',
         bridge: 'cni0',
         isGateway: true,
-        // Pods leave the box as the box (their range is not routed beyond the pair).
-        ipMasq: true,
+        ipMasq: false,
         hairpinMode: true,
         ipam: { type: 'host-local', ranges: [[{ subnet: podRanges(i).own }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: i.cniStateDir },
       },
-      { type: 'portmap', capabilities: { portMappings: true } },
     ],
   };
   const containerd = [

@@ -19,9 +19,9 @@
  *   - on a worker, the pod range: the API server port only (pods use the `kubernetes` Service);
  *   - always: loopback, replies (established/related), ICMP echo and the errors path-MTU discovery
  *     needs, DHCP replies, IPv6 neighbour discovery.
- * No forward chain: a worker routes its pods' traffic (to the peer's pod range, and masqueraded
- * to the LAN), and kube-proxy's table handles Services; a box that is not a worker has forwarding
- * off (the kernel default). Output is not restricted.
+ * No forward chain: a worker routes its pods' traffic (to the peer's pod range, and to the LAN
+ * masqueraded by this table's nat chain), and kube-proxy's table handles Services; a box that is
+ * not a worker has forwarding off (the kernel default). Output is not restricted.
  *
  * Every value that reaches the text is validated first: nothing unvalidated is interpolated.
  */
@@ -154,6 +154,11 @@ export function renderFirewall(input: FirewallInput): string {
     ...(podRange && ports.kubeApi !== undefined ? [`ip saddr ${formatCidr(podRange)} tcp dport ${ports.kubeApi} accept comment "pods to the API server"`] : []),
     `counter name "${DROP_COUNTER}"`,
   ];
+  // A worker's pods leave the cluster range as the box: the LAN has no route to the pod ranges.
+  // Between the two boxes' pod ranges nothing is translated (each box routes the other's range).
+  const nat = podRange
+    ? ['', '\tchain postrouting {', '\t\ttype nat hook postrouting priority srcnat; policy accept;', `\t\tip saddr ${formatCidr(podRange)} ip daddr != ${formatCidr(podRange)} masquerade comment "pods leaving the cluster range"`, '\t}']
+    : [];
   return [
     `# geminik8s host firewall, rendered by the agent (${peer ? `paired with ${peer.address}` : 'not paired yet'}).`,
     `add table inet ${FIREWALL_TABLE}`,
@@ -166,6 +171,7 @@ export function renderFirewall(input: FirewallInput): string {
     '\t\ttype filter hook input priority filter; policy drop;',
     ...rules.map((r) => `\t\t${r}`),
     '\t}',
+    ...nat,
     '}',
     '',
   ].join('\n');
