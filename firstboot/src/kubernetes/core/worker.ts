@@ -7,8 +7,8 @@
  * range is split into one /24 per box, in the order of the two node names (the same on both boxes,
  * nothing to agree on), each box bridges its own range (the CNI `bridge` plugin with `host-local`
  * addresses) and routes the peer's range to the peer's LAN address; pods reach each other
- * unmasqueraded, and what leaves the cluster range leaves as the box (the firewall's nat chain). kube-proxy (nftables mode)
- * implements Services; CoreDNS (./addons.ts) answers cluster DNS.
+ * unmasqueraded, and what leaves the cluster range leaves as the box (the firewall's nat chain).
+ * kube-proxy (nftables mode) implements Services; CoreDNS (./addons.ts) answers cluster DNS.
  *
  * Who reaches what:
  *  - kubelet serves its API on the node address, port 10250: TLS with a serving certificate from
