@@ -84,6 +84,13 @@ test('a worker: the kubelet opens to exactly the peer, and its pods reach the AP
   t.throws(() => renderFirewall({ ...base, podRange: '10.42.0.0/16' }), { instanceOf: FirewallInputError, message: /without ports.kubeApi/ });
 });
 
+test('K3s: its pod network (flannel VXLAN, UDP) opens to exactly the peer', (t) => {
+  const k3s = renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ...PORTS, kubeApi: 6443, kubelet: 10250, podOverlay: 8472 }, podRange: '10.42.0.0/16' });
+  t.true(rules(k3s).includes('iifname "eth0" ip saddr 192.0.2.12 udp dport 8472 accept comment "peer only: pod network"'));
+  t.notRegex(renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ...PORTS, kubeApi: 6443, kubelet: 10250 }, podRange: '10.42.0.0/16' }), /8472/);
+  t.notRegex(renderFirewall({ ...base, ports: { ...PORTS, podOverlay: 8472 } }), /8472/, 'nothing before a peer is known');
+});
+
 test('without sshd and once paired nothing TCP is open to the LAN; without an interface LAN rules match any interface', (t) => {
   const text = renderFirewall({ kineRemote: false, sshOpen: false, peerAddress: '192.0.2.12', ports: PORTS });
   t.deepEqual(tcpAccepts(text), ['ip saddr 192.0.2.12 tcp dport { 5432, 7946 } accept comment "peer only"']);

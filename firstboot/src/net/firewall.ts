@@ -7,7 +7,8 @@ import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runTool } from '../adapters/exec.ts';
 import type { Logger } from '../adapters/output.ts';
-import { runsUpstreamWorker, type ClusterSettings } from '../cluster/settings.ts';
+import type { ClusterSettings } from '../cluster/settings.ts';
+import { K3S_FLANNEL_VXLAN_PORT } from '../kubernetes/core/k3s.ts';
 import { KUBELET_PORT } from '../kubernetes/core/worker.ts';
 import { FIREWALL_TABLE, renderFirewall, type FirewallInput } from './core/firewall.ts';
 
@@ -32,9 +33,11 @@ export function nodeFirewall(settings: ClusterSettings, lanInterface: string, pe
     ports: {
       ssh: 22, discovery: settings.discoveryPort, channel: settings.channelPort, postgres: settings.pgPort, kine: settings.kinePort,
       ...(settings.kubernetes ? { kubeApi: settings.kubeApiPort } : {}),
-      ...(runsUpstreamWorker(settings) ? { kubelet: KUBELET_PORT } : {}),
+      // Both distributions run a kubelet on every box; K3s links the boxes' pods with flannel's VXLAN.
+      ...(settings.kubernetes?.worker ? { kubelet: KUBELET_PORT } : {}),
+      ...(settings.kubernetes?.worker && settings.kubernetes.distribution === 'k3s' ? { podOverlay: K3S_FLANNEL_VXLAN_PORT } : {}),
     },
-    ...(runsUpstreamWorker(settings) && settings.kubernetes ? { podRange: settings.kubernetes.clusterCidr } : {}),
+    ...(settings.kubernetes?.worker ? { podRange: settings.kubernetes.clusterCidr } : {}),
   };
 }
 

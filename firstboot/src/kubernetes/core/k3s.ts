@@ -50,6 +50,9 @@ export const K3S_APPLIANCE = {
   nodePasswordDir: '/var/lib/rancher/node',
 } as const;
 
+/** flannel's VXLAN port, K3s' default pod network between nodes (the host firewall opens it to the peer). */
+export const K3S_FLANNEL_VXLAN_PORT = 8472;
+
 export interface K3sServerInput {
   node: { name: string; ip: string };
   /** The VIP, no prefix: the API's address for clients, whichever box holds it. */

@@ -15,7 +15,8 @@
  *     channel (TCP) until a peer is known, Kine's etcd API only when the image serves remote etcd
  *     clients (then with mTLS), the Kubernetes API once it is given a port;
  *   - the peer's address only: PostgreSQL (replication, pg_rewind, the follower's Kine through the
- *     VIP), once paired the pairing channel, and on a worker the kubelet (mTLS);
+ *     VIP), once paired the pairing channel, on a worker the kubelet (mTLS), and with K3s its
+ *     pod network (flannel's VXLAN, UDP);
  *   - on a worker, the pod range: the API server port only (pods use the `kubernetes` Service);
  *   - always: loopback, replies (established/related), ICMP echo and the errors path-MTU discovery
  *     needs, DHCP replies, IPv6 neighbour discovery.
@@ -45,6 +46,8 @@ export interface FirewallPorts {
   kubeApi?: number;
   /** The kubelet's API (the peer's API server fetches logs, exec) when the box is a worker; absent: closed. */
   kubelet?: number;
+  /** K3s' pod network between the boxes (flannel's VXLAN, UDP) when the box runs K3s; absent: closed. */
+  podOverlay?: number;
 }
 
 export interface FirewallInput {
@@ -119,6 +122,7 @@ export function renderFirewall(input: FirewallInput): string {
     kine: checkPort('ports.kine', p.kine),
     ...(p.kubeApi !== undefined ? { kubeApi: checkPort('ports.kubeApi', p.kubeApi) } : {}),
     ...(p.kubelet !== undefined ? { kubelet: checkPort('ports.kubelet', p.kubelet) } : {}),
+    ...(p.podOverlay !== undefined ? { podOverlay: checkPort('ports.podOverlay', p.podOverlay) } : {}),
   };
   const podRange = input.podRange !== undefined ? parseCidr(input.podRange) : undefined;
   if (input.podRange !== undefined && !podRange) throw new FirewallInputError('podRange', input.podRange, 'is not an IPv4 CIDR like 10.42.0.0/16');
@@ -151,6 +155,7 @@ export function renderFirewall(input: FirewallInput): string {
     `${lan}udp dport ${portSet([ports.discovery])} accept comment "pairing beacons (HMAC)"`,
     ...(lanTcp.length > 0 ? [`${lan}tcp dport ${portSet(lanTcp)} accept comment "LAN services"`] : []),
     ...(peer ? [`${lan}${peer.family} saddr ${peer.address} tcp dport ${portSet(peerTcp)} accept comment "peer only"`] : []),
+    ...(peer && ports.podOverlay !== undefined ? [`${lan}${peer.family} saddr ${peer.address} udp dport ${ports.podOverlay} accept comment "peer only: pod network"`] : []),
     ...(podRange && ports.kubeApi !== undefined ? [`ip saddr ${formatCidr(podRange)} tcp dport ${ports.kubeApi} accept comment "pods to the API server"`] : []),
     `counter name "${DROP_COUNTER}"`,
   ];
