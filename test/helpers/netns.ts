@@ -115,6 +115,11 @@ export interface Topology {
   exec(ns: string, argv: readonly string[], opts?: { timeoutMs?: number }): Promise<ExecResult>;
   /** Starts a long-running command inside a namespace; killed by destroy() if still running. */
   spawn(ns: string, argv: readonly string[], opts?: SpawnOptions): ChildProcess;
+  /**
+   * DHCP for the bridge's L2 (VMs on taps): dnsmasq in the gw namespace leasing .100–.150, the gw
+   * as router, leases in `leaseFile`; its last output for a failure report. Stopped by destroy().
+   */
+  serveDhcp(leaseFile: string): { log(): string };
   linkDown(node: number): Promise<void>;
   linkUp(node: number): Promise<void>;
   /** Kills everything started in the namespaces and deletes them. Idempotent; never throws. */
@@ -179,6 +184,14 @@ export async function createTopology(nodeCount: number): Promise<Topology> {
     throw e;
   }
 
+  const spawnIn = (ns: string, argv: readonly string[], opts: SpawnOptions = {}): ChildProcess => {
+    if (destroyed) throw new Error(`topology ${id} is destroyed`);
+    const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+    children.add(child);
+    child.on('exit', () => children.delete(child));
+    return child;
+  };
+
   const nodeAt = (i: number): NetnsNode => {
     const n = nodes[i];
     if (!n) throw new Error(`no node ${i} in topology ${id}`);
@@ -193,12 +206,17 @@ export async function createTopology(nodeCount: number): Promise<Topology> {
     gw,
     nodes,
     exec: (ns, argv, opts) => run(['ip', 'netns', 'exec', ns, ...argv], opts),
-    spawn(ns, argv, opts = {}) {
-      if (destroyed) throw new Error(`topology ${id} is destroyed`);
-      const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
-      children.add(child);
-      child.on('exit', () => children.delete(child));
-      return child;
+    spawn: spawnIn,
+    serveDhcp(leaseFile) {
+      const dnsmasq = spawnIn(gw.ns, [
+        'dnsmasq', '--no-daemon', '--conf-file=/dev/null', `--interface=${bridge}`, '--bind-interfaces', '--port=0',
+        `--dhcp-range=${subnet}.100,${subnet}.150,255.255.255.0,1h`, `--dhcp-option=3,${gw.address}`, `--dhcp-leasefile=${leaseFile}`,
+      ]);
+      let log = '';
+      const keep = (d: Buffer): void => void (log = (log + d.toString()).slice(-3000));
+      dnsmasq.stderr?.on('data', keep);
+      dnsmasq.stdout?.on('data', keep);
+      return { log: () => log };
     },
     linkDown: (i) => ip(['-n', nodeAt(i).ns, 'link', 'set', 'eth0', 'down']).then(() => undefined),
     async linkUp(i) {

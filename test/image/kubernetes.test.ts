@@ -306,7 +306,7 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
   const vms: Vm[] = [];
   let kube: KubeClient | undefined;
   let relay: Relay | undefined;
-  let dnsmasqLog = '';
+  let dhcp: { log(): string } | undefined;
   const knownHosts = path.join(work, 'known_hosts');
   const operatorKey = path.join(work, 'operator_ed25519');
   const ssh = (host: string, command: string, timeoutMs = 120_000) =>
@@ -322,20 +322,14 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
   // One teardown, in this order: what the API and the boxes still tell (on failure), then the VMs and the namespace go.
   t.teardown(async () => {
     try {
-      if (!t.passed) await dumpOnFailure(t, { kube, vms, ssh, relay, dnsmasqLog });
+      if (!t.passed) await dumpOnFailure(t, { kube, vms, ssh, relay, dnsmasqLog: dhcp?.log() ?? '' });
     } finally {
       await Promise.all(vms.map((v) => v.vm.stop()));
       await topology.destroy();
     }
   });
   const { subnet, bridge, gw } = topology;
-  const dnsmasq = topology.spawn(gw.ns, [
-    'dnsmasq', '--no-daemon', '--conf-file=/dev/null', `--interface=${bridge}`, '--bind-interfaces', '--port=0',
-    `--dhcp-range=${subnet}.100,${subnet}.150,255.255.255.0,1h`, `--dhcp-option=3,${gw.address}`,
-    `--dhcp-leasefile=${path.join(work, 'dnsmasq.leases')}`,
-  ]);
-  dnsmasq.stderr?.on('data', (d: Buffer) => (dnsmasqLog = (dnsmasqLog + d.toString()).slice(-3000)));
-  dnsmasq.stdout?.on('data', (d: Buffer) => (dnsmasqLog = (dnsmasqLog + d.toString()).slice(-3000)));
+  dhcp = topology.serveDhcp(path.join(work, 'dnsmasq.leases'));
 
   // --- one site file with an operator key, stamped into two copies ---
   await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'image-kubernetes-test-operator', '-f', operatorKey]);

@@ -123,15 +123,8 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
     await topology.destroy();
   });
   const { subnet, bridge, gw } = topology;
-  const dnsmasq = topology.spawn(gw.ns, [
-    'dnsmasq', '--no-daemon', '--conf-file=/dev/null', `--interface=${bridge}`, '--bind-interfaces', '--port=0',
-    `--dhcp-range=${subnet}.100,${subnet}.150,255.255.255.0,1h`, `--dhcp-option=3,${gw.address}`,
-    `--dhcp-leasefile=${path.join(work, 'dnsmasq.leases')}`,
-  ]);
-  let dnsmasqLog = '';
-  dnsmasq.stderr?.on('data', (d: Buffer) => (dnsmasqLog += d.toString()));
-  dnsmasq.stdout?.on('data', (d: Buffer) => (dnsmasqLog += d.toString()));
-  t.teardown(() => { if (!t.passed) t.log(`--- dnsmasq ---\n${dnsmasqLog.slice(-3000)}`); });
+  const dhcp = topology.serveDhcp(path.join(work, 'dnsmasq.leases'));
+  t.teardown(() => { if (!t.passed) t.log(`--- dnsmasq ---\n${dhcp.log()}`); });
 
   // --- one site file with an operator key, stamped into two copies ---
   const operatorKey = path.join(work, 'operator_ed25519');
