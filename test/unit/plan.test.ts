@@ -5,7 +5,7 @@ import { artifactName, planBuild, type PlanInputs, type StepId } from '../../bui
 
 async function inputs(profile = 'edge-datastore'): Promise<PlanInputs> {
   const config = await resolveConfig({ profile, hardware: 'generic-x86_64-uefi', repoRoot: REPO_ROOT });
-  return { config, mirror: 'file:///srv/mirror/debian', rootfsRecipe: 'r1', agentSource: 'a1', overlayTree: 'o1', diskRecipe: 'd1', sourceDateEpoch: 1700000000 };
+  return { config, mirror: 'file:///srv/mirror/debian', rootfsRecipe: 'r1', rootfsSourceDateEpoch: 1686355200, agentSource: 'a1', overlayTree: 'o1', diskRecipe: 'd1', sourceDateEpoch: 1700000000 };
 }
 
 function changedSteps(a: PlanInputs, b: PlanInputs): StepId[] {
@@ -35,6 +35,12 @@ test('an agent change does not rebuild the rootfs', async (t) => {
   t.deepEqual(changedSteps(i, { ...i, agentSource: 'a2' }), ['agent', 'rootTree', 'disk', 'artifacts']);
 });
 
+test('a new commit (SOURCE_DATE_EPOCH) redoes every step that writes it, not the rootfs, which has a date of its own', async (t) => {
+  const i = await inputs();
+  t.deepEqual(changedSteps(i, { ...i, sourceDateEpoch: i.sourceDateEpoch + 1 }), ['overlays', 'rootTree', 'disk', 'artifacts']);
+  t.deepEqual(changedSteps(i, { ...i, rootfsSourceDateEpoch: i.rootfsSourceDateEpoch + 1 }), ['rootfs', 'rootTree', 'disk', 'artifacts']);
+});
+
 test('stamping a site at build time only re-assembles the disk', async (t) => {
   const i = await inputs();
   t.deepEqual(changedSteps(i, { ...i, site: 's1' }), ['disk', 'artifacts']);
@@ -62,7 +68,7 @@ test('upstream Kubernetes bakes in container images, keyed by their programs, th
   t.deepEqual(changedSteps(i, { ...i, componentTrees: { 'components/pause': 'changed' } }), ['images', 'rootTree', 'disk', 'artifacts']);
   t.deepEqual(changedSteps(i, { ...i, componentTrees: { 'components/hello': 'changed' } }), ['images', 'rootTree', 'disk', 'artifacts']);
   t.deepEqual(changedSteps(i, { ...i, imagesRecipe: 'changed' }), ['images', 'rootTree', 'disk', 'artifacts']);
-  t.deepEqual(changedSteps(i, { ...i, sourceDateEpoch: i.sourceDateEpoch + 1 }), ['images', 'rootTree', 'disk', 'artifacts']);
+  t.deepEqual(changedSteps(i, { ...i, sourceDateEpoch: i.sourceDateEpoch + 1 }), ['images', 'overlays', 'rootTree', 'disk', 'artifacts']);
   const kubernetes = i.config.profile.components.kubernetes!;
   const extra = { name: 'nginx', version: 'v1.27.0', sources: [{ artifactDir: 'artifacts' }] };
   const withExtra = { ...i, config: { ...i.config, profile: { ...i.config.profile, components: { ...i.config.profile.components, kubernetes: { ...kubernetes, images: [extra] } } } } };

@@ -46,15 +46,23 @@ export async function measureTree(dir: string): Promise<TreeUsage> {
   return { blockBytes, inodes };
 }
 
-/** Sets atime+mtime of everything under `dir` (and `dir` itself) to `epoch`. */
+/**
+ * Dates everything under `dir` (and `dir` itself) no later than `epoch`: a later access or
+ * modification time becomes `epoch`, an earlier one stays (a package's files keep theirs), as
+ * `tar --clamp-mtime` does. Files written while building are later than SOURCE_DATE_EPOCH (the
+ * commit's time), so they all get it.
+ */
 export async function clampTreeTimes(dir: string, epoch: number): Promise<void> {
   const walk = async (p: string): Promise<void> => {
     const st = await lstat(p);
     if (st.isDirectory()) {
       for (const e of await readdir(p)) await walk(path.join(p, e));
     }
-    if (st.isSymbolicLink()) await lutimes(p, epoch, epoch);
-    else await utimes(p, epoch, epoch);
+    if (st.mtimeMs <= epoch * 1000 && st.atimeMs <= epoch * 1000) return;
+    const atime = Math.min(st.atimeMs / 1000, epoch);
+    const mtime = Math.min(st.mtimeMs / 1000, epoch);
+    if (st.isSymbolicLink()) await lutimes(p, atime, mtime);
+    else await utimes(p, atime, mtime);
   };
   await walk(dir);
 }

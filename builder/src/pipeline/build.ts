@@ -11,6 +11,7 @@ import { overlayLayers, renderOverlays } from '../overlays/render.ts';
 import { artifactName, planBuild, type PlannedStep, type StepId } from '../plan/plan.ts';
 import { hashFiles, hashTree } from '../plan/tree-hash.ts';
 import { detectDebianMirror } from '../rootfs/apt-sources.ts';
+import { ROOTFS_SOURCE_DATE_EPOCH } from '../rootfs/epoch.ts';
 import { buildRootfs, readCachedRootfs, ROOTFS_HOOK_VERSION, type RootfsPackage } from '../rootfs/rootfs.ts';
 import { sha256File } from '../util/digest.ts';
 import { ARTIFACT_FILES, compressImage, publishArtifacts, writeChecksums } from './artifacts.ts';
@@ -64,6 +65,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     mirror: mirrors.mirror,
     securityMirror: mirrors.securityMirror,
     rootfsRecipe: ROOTFS_HOOK_VERSION,
+    rootfsSourceDateEpoch: ROOTFS_SOURCE_DATE_EPOCH,
     agentSource: await agentSourceHash(),
     overlayTree: await hashTree(overlaysRoot),
     componentTrees: Object.fromEntries(await Promise.all(goMains.map(async (dir) => [dir, await hashTree(path.join(repoRoot, dir))] as const))),
@@ -102,7 +104,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           arch, suite: profile.debian.suite, mirror: mirrors.mirror, securityMirror: mirrors.securityMirror,
           packages: config.packages, outDir: path.join(tmp, 'rootfs'), aptCacheDir,
           ...(hardware.kernel.excludeModules ? { excludeModules: hardware.kernel.excludeModules } : {}),
-          sourceDateEpoch: opts.sourceDateEpoch, onProgress: log('rootfs'),
+          sourceDateEpoch: ROOTFS_SOURCE_DATE_EPOCH, onProgress: log('rootfs'),
         });
       },
       kine: async (tmp) => fetchComponent('kine', { name: 'kine', ...profile.components.kine }, tmp),
@@ -120,11 +122,14 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         await writeFile(path.join(tmp, 'component.json'), JSON.stringify({ name: 'geminik8s-agent', version: `${profile.version}+node${built.nodeVersion}`, sha256: built.sha256, source: 'firstboot/' }));
       },
       overlays: async (tmp) => {
+        // In a folder of its own: the step folder also holds the cache's completion marker, which is no file of the image.
+        const tree = path.join(tmp, 'tree');
+        await mkdir(tree);
         await renderOverlays(overlaysRoot, overlayLayers(config), {
           profile: { ...profile, cluster: { preferredLeader: '', ...profile.cluster } },
           hardware,
           image: { name, version: profile.version, sourceDateEpoch: opts.sourceDateEpoch },
-        }, tmp);
+        }, tree);
       },
       rootTree: async (tmp) => {
         const binaries: { name: keyof typeof INSTALL_PATHS; file: string }[] = [
@@ -136,11 +141,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         const tree = path.join(tmp, 'tree');
         await mkdir(tree);
         const imageFiles = outputs.has('images') ? [IMAGES_FILE, ...new Set(images.map((i) => path.basename(i.file)))].map((f) => path.join(need('images'), f)) : [];
-        await composeRootTree({ rootfsDir: path.join(need('rootfs'), 'rootfs'), binaries, imageFiles, overlayDir: need('overlays'), outDir: tree, sourceDateEpoch: opts.sourceDateEpoch });
+        await composeRootTree({ rootfsDir: path.join(need('rootfs'), 'rootfs'), binaries, imageFiles, overlayDir: path.join(need('overlays'), 'tree'), outDir: tree, sourceDateEpoch: opts.sourceDateEpoch });
       },
       disk: async (tmp) => {
         const skeleton = path.join(tmp, 'data-skeleton');
-        await makeDataSkeleton(skeleton);
+        await makeDataSkeleton(skeleton, opts.sourceDateEpoch);
         const result = await assembleDiskImage({
           arch, rootfsDir: path.join(need('rootTree'), 'tree'), dataSkeletonDir: skeleton, siteFile: opts.siteFile,
           outFile: path.join(tmp, 'image.raw'), workDir: path.join(tmp, 'work'), seed: plan.find((s) => s.id === 'disk')?.key ?? name,

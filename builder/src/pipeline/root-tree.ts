@@ -1,6 +1,8 @@
 import { chmod, copyFile, mkdir, symlink } from 'node:fs/promises';
 import path from 'node:path';
+import { clampTreeTimes } from '../disk/fs.ts';
 import { IMAGES_DIR } from '../images/baked.ts';
+import { ROOTFS_SOURCE_DATE_EPOCH } from '../rootfs/epoch.ts';
 import { run } from '../util/exec.ts';
 
 /** Where binaries land inside the image. Units and the agent refer to these paths. */
@@ -30,7 +32,7 @@ export interface RootTreeInputs {
   imageFiles: string[];
   overlayDir: string;
   outDir: string;
-  /** Dates the system users' shadow entries, so the tree stays reproducible. */
+  /** Dates the system users' shadow entries and is the latest file time in the tree, so the tree stays reproducible. */
   sourceDateEpoch: number;
 }
 
@@ -38,6 +40,9 @@ export interface RootTreeInputs {
 export async function composeRootTree(inp: RootTreeInputs): Promise<void> {
   // --reflink=auto makes this nearly free on CoW filesystems and a plain copy elsewhere.
   await run('cp', ['-a', '--reflink=auto', `${inp.rootfsDir}/.`, inp.outDir]);
+  // The cached rootfs carries the time it was built on whatever its maintainer scripts wrote: it takes
+  // the rootfs's own date instead, so the image does not depend on when (or for which commit) it was built.
+  await clampTreeTimes(inp.outDir, ROOTFS_SOURCE_DATE_EPOCH);
   for (const b of inp.binaries) {
     const target = path.join(inp.outDir, INSTALL_PATHS[b.name]);
     await mkdir(path.dirname(target), { recursive: true });
@@ -66,10 +71,13 @@ export async function composeRootTree(inp: RootTreeInputs): Promise<void> {
   await run('systemctl', ['--root', inp.outDir, 'enable', ...ENABLED_UNITS]);
   // Nothing on the appliance waits for "network online"; without this, a box with no cable stalls boot.
   await run('systemctl', ['--root', inp.outDir, 'mask', 'systemd-networkd-wait-online.service']);
+  // Everything written above is dated now; the image must not depend on when it was built.
+  await clampTreeTimes(inp.outDir, inp.sourceDateEpoch);
 }
 
-/** Folders the data partition starts with: the writable layer of /var (see overlays/base/etc/fstab). */
-export async function makeDataSkeleton(dir: string): Promise<void> {
+/** Folders the data partition starts with: the writable layer of /var (see overlays/base/etc/fstab), dated `sourceDateEpoch`. */
+export async function makeDataSkeleton(dir: string, sourceDateEpoch: number): Promise<void> {
   await mkdir(path.join(dir, 'var', 'upper'), { recursive: true });
   await mkdir(path.join(dir, 'var', 'work'), { recursive: true });
+  await clampTreeTimes(dir, sourceDateEpoch);
 }

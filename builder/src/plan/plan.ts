@@ -29,6 +29,8 @@ export interface PlanInputs {
   securityMirror?: string;
   /** Digest of the rootfs hook scripts' behaviour (bumped when they change). */
   rootfsRecipe: string;
+  /** The rootfs's own date (rootfs/epoch.ts), not the commit's: it dates what the rootfs build writes. */
+  rootfsSourceDateEpoch: number;
   /** Digest of firstboot sources, lockfile and pinned Node version. */
   agentSource: string;
   /** Digest of the overlays tree. */
@@ -89,18 +91,22 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
     });
   }
   add('agent', `firstboot agent (${arch})`, [], { arch, source: inp.agentSource });
+  // The image's own description (etc/geminik8s/image.yaml) carries SOURCE_DATE_EPOCH.
   add('overlays', 'overlays rendered from the profile', [], {
-    tree: inp.overlayTree, profile: JSON.stringify(profile), hardware: JSON.stringify(hardware),
+    tree: inp.overlayTree, profile: JSON.stringify(profile), hardware: JSON.stringify(hardware), sourceDateEpoch: String(inp.sourceDateEpoch),
   });
   add('rootfs', `Debian ${profile.debian.suite} ${arch} rootfs`, [], {
     suite: profile.debian.suite, arch, mirror: inp.mirror, securityMirror: inp.securityMirror ?? '',
-    packages: packages.join(' '), recipe: inp.rootfsRecipe,
+    packages: packages.join(' '), recipe: inp.rootfsRecipe, sourceDateEpoch: String(inp.rootfsSourceDateEpoch),
     excludeModules: (hardware.kernel.excludeModules ?? []).join(' '),
   });
   const components: StepId[] = kubernetes ? ['kine', 'kubernetes', ...(images ? ['images' as const] : [])] : ['kine'];
   // A key hashes the keys of dependsOn in the order listed here, not in the run order above: the
   // run order can change without invalidating a cached root tree.
-  add('rootTree', `root filesystem tree (rootfs + components${images ? ' + images' : ''} + agent + overlays)`, ['rootfs', ...components, 'agent', 'overlays'], {});
+  // The tree's file times are clamped to SOURCE_DATE_EPOCH (pipeline/root-tree.ts).
+  add('rootTree', `root filesystem tree (rootfs + components${images ? ' + images' : ''} + agent + overlays)`, ['rootfs', ...components, 'agent', 'overlays'], {
+    sourceDateEpoch: String(inp.sourceDateEpoch),
+  });
   add('disk', `GPT disk image (${hardware.bootloader}, ${hardware.firmware})`, ['rootTree'], {
     recipe: inp.diskRecipe, disk: JSON.stringify(hardware.disk), console: hardware.console,
     cmdline: [...(hardware.kernel.cmdline ?? []), ...(profile.kernel?.cmdline ?? [])].join(' '),

@@ -27,6 +27,11 @@ if [ -f "$root/var/lib/dbus/machine-id" ] && [ ! -L "$root/var/lib/dbus/machine-
 fi
 # SSH host keys generated in the chroot would be shared by every box flashed with the image.
 rm -f "$root"/etc/ssh/ssh_host_*_key "$root"/etc/ssh/ssh_host_*_key.pub
+# So would the TLS "snakeoil" pair ssl-cert makes at install (PostgreSQL pulls it in): nothing on the
+# box uses it, PostgreSQL serves the pair CA's certificates (firstboot/src/provision/core/pgconf.ts).
+# Its hash link in /etc/ssl/certs goes with it.
+rm -f "$root/etc/ssl/private/ssl-cert-snakeoil.key" "$root/etc/ssl/certs/ssl-cert-snakeoil.pem"
+if [ -d "$root/etc/ssl/certs" ]; then find "$root/etc/ssl/certs" -maxdepth 1 -type l -lname ssl-cert-snakeoil.pem -delete; fi
 
 # --- PostgreSQL is managed by the appliance agent --------------------------------
 if [ -e "$root/lib/systemd/system/postgresql.service" ] || [ -e "$root/usr/lib/systemd/system/postgresql.service" ]; then
@@ -37,6 +42,12 @@ if [ -d "$root/etc/postgresql" ] && [ -n "$(ls -A "$root/etc/postgresql" 2>/dev/
   echo "customize.sh: a default PostgreSQL cluster was created despite create_main_cluster = false" >&2
   exit 1
 fi
+# ucf found createcluster.conf already there (the essential hook writes it) and kept it without
+# asking; debconf still records that question's variables, among them ucf's random temporary file
+# (NEW = /tmp/postgresql-common.XXXXXX), which would make every build's image differ.
+for db in "$root/var/cache/debconf/config.dat" "$root/var/cache/debconf/config.dat-old"; do
+  if [ -f "$db" ]; then sed -i 's|^\( NEW = /tmp/[^ ]*\.\)[A-Za-z0-9]\{6\}$|\1XXXXXX|' "$db"; fi
+done
 
 # PostgreSQL JIT files were dpkg-excluded: make sure nothing else needs LLVM.
 if [ "$jit" = no-jit ]; then
