@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs what building and testing geminik8s needs on a Debian 12 host: apt packages (only the
-# missing ones, so a warm machine pays nothing) and the locked npm dependencies.
+# missing ones, so a warm machine pays nothing) and the locked npm dependencies. Arguments name extra
+# Debian packages one target needs (make repro: diffoscope-minimal).
 set -eu
 
 PACKAGES="mmdebstrap fdisk e2fsprogs dosfstools mtools grub-common grub-efi-amd64-bin \
