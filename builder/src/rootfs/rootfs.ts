@@ -19,7 +19,7 @@ import { isAlive } from '../util/process.ts';
 import { ensureForeignArchSupport, type DebianArch } from './foreign-arch.ts';
 
 /** Bump whenever the mmdebstrap options or hooks/customize.sh change: it is part of the rootfs cache key. */
-export const ROOTFS_HOOK_VERSION = 'rootfs-hooks-5';
+export const ROOTFS_HOOK_VERSION = 'rootfs-hooks-6';
 
 export const CUSTOMIZE_HOOK = fileURLToPath(new URL('./hooks/customize.sh', import.meta.url));
 
