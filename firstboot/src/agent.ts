@@ -7,7 +7,8 @@ import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { finishLocalSteps, startBoot, type HostMeta, type SiteOutcome } from './core/hostmeta.ts';
 import { markers, summaryLine, type DataOutcome, type SiteReport } from './core/report.ts';
-import { formatSiteError, parseSiteConfig, type SiteConfig } from './core/site.ts';
+import { formatIssue } from './core/config-file.ts';
+import { parseSiteConfig, type SiteConfig } from './core/site.ts';
 import { renderAuthorizedKeys } from './core/ssh-keys.ts';
 import { writeFileAtomic } from './adapters/atomic-file.ts';
 import { growDataFilesystem, growDataPartition } from './adapters/disk.ts';
@@ -59,15 +60,15 @@ async function readSite(paths: AgentPaths, log: Logger, out: ConsoleOut): Promis
   }
   const parsed = parseSiteConfig(file.text, file.path);
   if (!parsed.ok) {
-    for (const e of parsed.errors) {
-      log.event('error', 'site-invalid', { file: e.file, line: e.line, column: e.column, path: e.path, found: e.found, allowed: e.allowed, message: e.message });
-      out.line(`geminik8s-agent: ${formatSiteError(e)}`);
+    for (const issue of parsed.issues) {
+      log.event('error', 'site-invalid', { ...issue });
+      out.line(`geminik8s-agent: ${formatIssue(issue)}`);
     }
-    return { outcome: { kind: 'invalid' }, report: { kind: 'invalid', errorCount: parsed.errors.length } };
+    return { outcome: { kind: 'invalid' }, report: { kind: 'invalid', errorCount: parsed.issues.length } };
   }
-  const { site, network } = parsed.config;
+  const { site, network } = parsed.value;
   log.event('info', 'site-read', { path: file.path, siteId: site.id, vip: network.vip, addressing: network.addressing });
-  return { outcome: { kind: 'valid', siteId: site.id }, report: { kind: 'valid', siteId: site.id }, site: parsed.config };
+  return { outcome: { kind: 'valid', siteId: site.id }, report: { kind: 'valid', siteId: site.id }, site: parsed.value };
 }
 
 export async function runLocalSteps(paths: AgentPaths, log: Logger, out: ConsoleOut): Promise<LocalState> {

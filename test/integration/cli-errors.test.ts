@@ -47,8 +47,8 @@ test('unknown field in a profile', async (t) => {
 });
 
 test('wrong type in a profile', async (t) => {
-  const file = await profileFile(await scratch(t), PROFILE.replace('synchronous: true', 'synchronous: sometimes'));
-  await refusedBuild(t, ['--profile', file], /bad\.yaml:\d+:\d+: postgresql\.synchronous: found string "sometimes"; expected boolean/);
+  const file = await profileFile(await scratch(t), PROFILE.replace('replication: physical', 'replication: sometimes'));
+  await refusedBuild(t, ['--profile', file], /bad\.yaml:\d+:\d+: postgresql\.replication: found string "sometimes"; allowed: "physical", "logical"/);
 });
 
 test('missing profile file', async (t) => {
@@ -63,13 +63,13 @@ test('site file without a secret, at build and at stamp', async (t) => {
   const dir = await scratch(t);
   const site = path.join(dir, 'site.yaml');
   await writeFile(site, 'apiVersion: geminik8s/v1\nkind: Site\nsite:\n  id: store-1\nnetwork:\n  vip: 192.0.2.10/24\n  addressing: dhcp\n');
-  await refusedBuild(t, ['--site', site], /site\.yaml:1:1: pair: site file has no pair\.secret: run `geminik8s init` to generate one/);
+  await refusedBuild(t, ['--site', site], /site\.yaml:1:1: pair: found nothing; "pair" is required \(it holds the pair secret: run `geminik8s init` to generate one\)/);
   const image = path.join(dir, 'image.raw');
   await writeFile(image, Buffer.alloc(4096));
   const before = await readFile(image);
   const r = await geminik8s(['stamp', '--site', site, image], { cwd: dir });
   t.is(r.exitCode, 2);
-  t.regex(r.stderr, /no pair\.secret/);
+  t.regex(r.stderr, /"pair" is required \(it holds the pair secret/);
   t.deepEqual(await readFile(image), before, 'the image is untouched');
 });
 

@@ -3,7 +3,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { resolveConfig } from '../../builder/src/config/resolve.ts';
-import { ConfigError, formatIssue, parseYamlWithSchema } from '../../builder/src/config/validate.ts';
+import { ConfigError, formatIssue, parseYamlWithSchema } from '../../firstboot/src/core/config-file.ts';
 import { profileSchema } from '../../builder/src/config/profile.ts';
 import { REPO_ROOT } from '../../builder/src/cli/paths.ts';
 
@@ -37,7 +37,7 @@ debian:
   suite: bookworm
 network:
   addressing: dhcp
-postgresql: {version: 15, replication: physical, synchronous: true}
+postgresql: {version: 15, replication: physical}
 components:
   kine: {version: v0.17.5, sources: [{goModule: github.com/k3s-io/kine}]}
 `;
@@ -57,12 +57,12 @@ test('bad YAML names the line and column', async (t) => {
 
 test('an unknown field names itself, its line:column and the allowed fields', async (t) => {
   const issues = await issuesFor(VALID.replace('  suite: bookworm', '  suite: bookworm\n  packagez: [vim]'));
-  t.deepEqual(issues, ['p.yaml:8:3: debian.packagez: found unknown field "packagez"; allowed fields here: suite, mirror, securityMirror, packages']);
+  t.deepEqual(issues, ['p.yaml:8:3: debian.packagez: found unknown field "packagez"; allowed fields here: suite, mirror, securityMirror, packages (did you mean "packages"?)']);
 });
 
 test('a wrong type says what was found and what is expected', async (t) => {
-  const issues = await issuesFor(VALID.replace('synchronous: true', 'synchronous: "yes"'));
-  t.deepEqual(issues, ['p.yaml:10:63: postgresql.synchronous: found string "yes"; expected boolean']);
+  const issues = await issuesFor(VALID.replace('description: d', 'description: [d]'));
+  t.deepEqual(issues, ['p.yaml:4:14: description: found a list of 1; expected string']);
 });
 
 test('an enum lists the allowed values', async (t) => {
@@ -101,9 +101,9 @@ test('upstream Kubernetes may list more image archives, from an artifact dir or 
 
 test('an image archive cannot take a baked-in image\'s name, be built from Go, or lack a version', async (t) => {
   const issues = await issuesFor(`${UPSTREAM}    images:\n      - {name: pause, sources: [{goModule: github.com/example/pause}]}\n`);
-  t.true(issues.includes('p.yaml:18:16: components.kubernetes.images.0.name: found string "pause"; expected the archive\'s name (lowercase letters, digits, dashes, underscores), other than pause, hello, coredns, kine, kubernetes, k3s'), issues.join('\n'));
-  t.true(issues.includes('p.yaml:18:34: components.kubernetes.images.0.sources.0.goModule: found unknown field "goModule"; allowed fields here: artifactDir, url, sha256'), issues.join('\n'));
-  t.true(issues.includes('p.yaml:18:9: components.kubernetes.images.0.version: found nothing; "version" is required'), issues.join('\n'));
+  t.true(issues.includes('p.yaml:18:16: components.kubernetes.images[0].name: found string "pause"; expected the archive\'s name (lowercase letters, digits, dashes, underscores), other than pause, hello, coredns, kine, kubernetes, k3s'), issues.join('\n'));
+  t.true(issues.includes('p.yaml:18:34: components.kubernetes.images[0].sources[0].goModule: found unknown field "goModule"; allowed fields here: artifactDir, url, sha256'), issues.join('\n'));
+  t.true(issues.includes('p.yaml:18:9: components.kubernetes.images[0].version: found nothing; "version" is required'), issues.join('\n'));
 });
 
 test('K3s takes no image list (it imports its own tarballs), and says so', async (t) => {

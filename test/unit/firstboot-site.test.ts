@@ -1,5 +1,6 @@
 import test from 'ava';
-import { formatSiteError, parseSiteConfig, type SiteError } from '../../firstboot/src/core/site.ts';
+import { formatIssue, type ConfigIssue } from '../../firstboot/src/core/config-file.ts';
+import { parseSiteConfig } from '../../firstboot/src/core/site.ts';
 
 const SECRET = 'q4Jr7m8sXvYc2Zb1Lk9PwN3eTg6HfA0dUiOy5RjWlMo='; // 44 chars, 32 bytes
 
@@ -23,23 +24,23 @@ network:
       address: 192.0.2.12/24
 `;
 
-function errorsOf(text: string): SiteError[] {
+function errorsOf(text: string): ConfigIssue[] {
   const r = parseSiteConfig(text, 'site.yaml');
   if (r.ok) throw new Error('expected errors, the file was accepted');
-  return r.errors;
+  return r.issues;
 }
 
-function only(t: import('ava').ExecutionContext, text: string, expected: Partial<SiteError>): SiteError {
+function only(t: import('ava').ExecutionContext, text: string, expected: Partial<ConfigIssue>): ConfigIssue {
   const errors = errorsOf(text);
-  t.is(errors.length, 1, errors.map(formatSiteError).join('\n'));
+  t.is(errors.length, 1, errors.map(formatIssue).join('\n'));
   t.like(errors[0], { file: 'site.yaml', ...expected });
   return errors[0]!;
 }
 
 test('a valid site file parses into the config', (t) => {
   const r = parseSiteConfig(VALID, 'site.yaml');
-  if (!r.ok) return t.fail(r.errors.map(formatSiteError).join('\n'));
-  t.deepEqual(r.config, {
+  if (!r.ok) return t.fail(r.issues.map(formatIssue).join('\n'));
+  t.deepEqual(r.value, {
     apiVersion: 'geminik8s/v1',
     kind: 'Site',
     site: { id: 'shop-0042' },
@@ -61,60 +62,65 @@ test('a valid site file parses into the config', (t) => {
 test('a minimal dhcp site with a 64-digit hex secret parses', (t) => {
   const text = `apiVersion: geminik8s/v1\nkind: Site\nsite: {id: a}\npair: {secret: ${'ab'.repeat(32)}}\nnetwork: {vip: 10.0.0.5/16, addressing: dhcp}\n`;
   const r = parseSiteConfig(text, 'site.yaml');
-  t.true(r.ok, r.ok ? '' : r.errors.map(formatSiteError).join('\n'));
+  t.true(r.ok, r.ok ? '' : r.issues.map(formatIssue).join('\n'));
 });
 
 test('bad YAML names the position of the syntax error', (t) => {
-  const e = only(t, 'apiVersion: geminik8s/v1\nkind: Site\nsite:\n  id: [a, b\n', { line: 5 });
-  t.regex(e.message, /^invalid YAML/);
+  const e = only(t, 'apiVersion: geminik8s/v1\nkind: Site\nsite:\n  id: [a, b\n', { line: 5, field: '(document)', found: 'invalid YAML' });
+  t.regex(e.allowed, /flow sequence/i);
 });
 
-test('an unknown field is reported at its key', (t) => {
-  only(t, VALID.replace('  gateway: 192.0.2.1\n', '  gateway: 192.0.2.1\n  gatway: 192.0.2.1\n'), {
+test('an unknown field is reported at its key, with the known field it most likely meant', (t) => {
+  const e = only(t, VALID.replace('  gateway: 192.0.2.1\n', '  gateway: 192.0.2.1\n  gatway: 192.0.2.1\n'), {
     line: 12,
     column: 3,
-    path: 'network.gatway',
-    found: '"gatway"',
+    field: 'network.gatway',
+    found: 'unknown field "gatway"',
   });
+  t.is(e.allowed, 'allowed fields here: vip, interface, gateway, witnesses, addressing, nodes (did you mean "gateway"?)');
+  const far = only(t, VALID.replace('  gateway: 192.0.2.1\n', '  gateway: 192.0.2.1\n  router: 192.0.2.1\n'), { field: 'network.router' });
+  t.notRegex(far.allowed, /did you mean/, 'no guess when nothing is close');
 });
 
 test('a wrong type is reported at the value with what was found and allowed', (t) => {
-  const e = only(t, VALID.replace('  id: shop-0042', '  id: 42'), { line: 4, column: 7, path: 'site.id', found: '42', allowed: 'a string' });
-  t.is(formatSiteError(e), 'site.yaml:4:7: site.id: site.id must be a string (found 42; allowed: a string)');
+  const e = only(t, VALID.replace('  id: shop-0042', '  id: 42'), { line: 4, column: 7, field: 'site.id', found: 'number 42' });
+  t.is(formatIssue(e), 'site.yaml:4:7: site.id: found number 42; expected string (1-63 characters of a-z, 0-9 and "-", starting and ending with a letter or digit)');
 });
 
 test('a missing pair.secret says to run geminik8s init', (t) => {
-  const e = only(t, VALID.replace(`  secret: ${SECRET}\n`, ''), { line: 6, column: 3, path: 'pair.secret' });
-  t.is(e.message, 'site file has no pair.secret: run `geminik8s init` to generate one');
-  const empty = only(t, VALID.replace(`  secret: ${SECRET}`, '  secret:'), { line: 6, path: 'pair.secret' });
-  t.is(empty.message, e.message);
-  const noPair = errorsOf(VALID.replace(/pair:\n(  .*\n)+/, '')).find((x) => x.path === 'pair');
-  t.is(noPair?.message, e.message);
+  const e = only(t, VALID.replace(`  secret: ${SECRET}\n`, ''), { line: 6, column: 3, field: 'pair.secret', found: 'nothing' });
+  t.regex(e.allowed, /"secret" is required \(run `geminik8s init` to generate one\)/);
+  const empty = only(t, VALID.replace(`  secret: ${SECRET}`, '  secret:'), { line: 6, field: 'pair.secret', found: 'null' });
+  t.regex(empty.allowed, /run `geminik8s init` to generate one/);
+  const blank = only(t, VALID.replace(`  secret: ${SECRET}`, "  secret: ''"), { line: 6, field: 'pair.secret', found: 'an empty value' });
+  t.regex(blank.message ?? '', /run `geminik8s init` to generate one/);
+  const noPair = errorsOf(VALID.replace(/pair:\n(  .*\n)+/, '')).find((x) => x.field === 'pair');
+  t.regex(noPair?.allowed ?? '', /the pair secret: run `geminik8s init`/);
 });
 
 test('a weak secret is rejected without echoing it', (t) => {
   const weak = 'c2hvcnQtc2VjcmV0LWJ1dC1iYXNlNjQ=';
-  const e = only(t, VALID.replace(SECRET, weak), { line: 6, column: 11, path: 'pair.secret' });
+  const e = only(t, VALID.replace(SECRET, weak), { line: 6, column: 11, field: 'pair.secret' });
   t.false(JSON.stringify(e).includes(weak));
   t.regex(e.found, /32 characters encoding 23 bytes/);
 });
 
 test('a bad VIP is reported with the CIDR form that is allowed', (t) => {
-  only(t, VALID.replace('vip: 192.0.2.10/24', 'vip: 192.0.2.300/24'), { line: 9, column: 8, path: 'network.vip', found: '"192.0.2.300/24"' });
-  only(t, VALID.replace('vip: 192.0.2.10/24', 'vip: 192.0.2.10'), { line: 9, column: 8, path: 'network.vip' });
+  only(t, VALID.replace('vip: 192.0.2.10/24', 'vip: 192.0.2.300/24'), { line: 9, column: 8, field: 'network.vip', found: 'string "192.0.2.300/24"' });
+  only(t, VALID.replace('vip: 192.0.2.10/24', 'vip: 192.0.2.10'), { line: 9, column: 8, field: 'network.vip' });
 });
 
 test('static addressing without nodes is an error at addressing', (t) => {
   const text = VALID.replace(/  nodes:\n(    .*\n)+/, '').replace('  preferredLeader: box-a\n', '');
-  const e = only(t, text, { line: 12, column: 15, path: 'network.nodes' });
-  t.regex(e.message, /addressing: static needs network.nodes/);
+  const e = only(t, text, { line: 12, column: 15, field: 'network.nodes' });
+  t.regex(e.message ?? '', /addressing: static needs network.nodes/);
 });
 
 test('nodes with dhcp, bad witness entries and an unknown preferred leader are all reported in order', (t) => {
   const text = VALID.replace('addressing: static', 'addressing: dhcp').replace('192.0.2.2]', 'gateway]').replace('preferredLeader: box-a', 'preferredLeader: box-c');
   const errors = errorsOf(text);
   t.deepEqual(
-    errors.map((e) => `${e.line}:${e.column} ${e.path}`),
+    errors.map((e) => `${e.line}:${e.column} ${e.field}`),
     ['7:20 pair.preferredLeader', '12:26 network.witnesses[1]', '14:3 network.nodes'],
   );
 });
@@ -122,7 +128,7 @@ test('nodes with dhcp, bad witness entries and an unknown preferred leader are a
 test('every error names the file given by the caller', (t) => {
   const r = parseSiteConfig('kind: Nope\n', '/oem/site.yaml');
   t.false(r.ok);
-  if (!r.ok) for (const e of r.errors) t.is(e.file, '/oem/site.yaml');
+  if (!r.ok) for (const e of r.issues) t.is(e.file, '/oem/site.yaml');
 });
 
 /** The cross-field address checks, one case per rule: the change to VALID, then each error's `line:column path` and message. */
@@ -147,9 +153,9 @@ for (const [rule, from, to, expected] of ADDRESS_PLAN_CASES) {
   test(`cross-field address check: ${rule}`, (t) => {
     t.true(VALID.includes(from), `the case edits VALID (${from})`);
     const errors = errorsOf(VALID.replace(from, to));
-    t.deepEqual(errors.map((e) => `${e.line}:${e.column} ${e.path}`), expected.map(([where]) => where), errors.map(formatSiteError).join('\n'));
+    t.deepEqual(errors.map((e) => `${e.line}:${e.column} ${e.field}`), expected.map(([where]) => where), errors.map(formatIssue).join('\n'));
     errors.forEach((e, i) => {
-      t.regex(e.message, expected[i]![1]);
+      t.regex(e.message ?? '', expected[i]![1]);
       t.is(e.file, 'site.yaml');
       t.true(e.found.length > 0 && e.allowed.length > 0, 'says what was found and what to use instead');
     });
@@ -163,6 +169,6 @@ test('cross-field address checks accept witnesses outside the subnet and /31 and
     `apiVersion: geminik8s/v1\nkind: Site\nsite: {id: a}\npair: {secret: ${SECRET}}\nnetwork: {vip: 10.0.0.255/32, addressing: dhcp, witnesses: [10.0.0.1]}\n`,
   ]) {
     const r = parseSiteConfig(text, 'site.yaml');
-    t.true(r.ok, r.ok ? '' : r.errors.map(formatSiteError).join('\n'));
+    t.true(r.ok, r.ok ? '' : r.issues.map(formatIssue).join('\n'));
   }
 });

@@ -23,8 +23,8 @@ test('init --ssh-key puts every key of every file into ssh.authorizedKeys', asyn
   const result = await runInit({ out, siteId: 'store-0042', vip: '192.0.2.10/24', sshKey: [path.join(dir, 'alice.pub'), path.join(dir, 'team_keys')] });
   const parsed = parseSiteConfig(await readFile(out, 'utf8'), out);
   if (!parsed.ok) return t.fail('the written site does not parse');
-  t.deepEqual(parsed.config.ssh, { authorizedKeys: [ED25519, ECDSA] });
-  t.deepEqual(result.site.ssh, parsed.config.ssh);
+  t.deepEqual(parsed.value.ssh, { authorizedKeys: [ED25519, ECDSA] });
+  t.deepEqual(result.site.ssh, parsed.value.ssh);
 });
 
 test('init without --ssh-key writes no ssh section', async (t) => {
@@ -39,14 +39,14 @@ test('init --ssh-key refuses a private key file without quoting it, and names fi
   const privateFile = path.join(dir, 'id_ed25519');
   await writeFile(privateFile, `-----BEGIN OPENSSH PRIVATE KEY-----\n${PRIVATE_BODY}\n-----END OPENSSH PRIVATE KEY-----\n`);
   const err = await t.throwsAsync(runInit({ out, siteId: 's1', vip: '192.0.2.10/24', sshKey: [privateFile] }), { instanceOf: CliError });
-  t.regex(err?.message ?? '', /^--ssh-key .*id_ed25519: this is a PRIVATE key.*\.pub file/);
+  t.regex(err?.message ?? '', /^\/.*id_ed25519: --ssh-key: this is a PRIVATE key.*\.pub file/);
   t.false(err?.message.includes(PRIVATE_BODY.slice(0, 16)));
   await t.throwsAsync(stat(out), undefined, 'nothing written');
 
   const badFile = path.join(dir, 'bad.pub');
   await writeFile(badFile, `${ED25519}\nssh-dss AAAAB3NzaC1kc3MAAACBAP old\n`);
   const bad = await t.throwsAsync(runInit({ out, siteId: 's1', vip: '192.0.2.10/24', sshKey: [badFile] }), { instanceOf: CliError });
-  t.regex(bad?.message ?? '', /^--ssh-key .*bad\.pub:2: unsupported key type.*found key type "ssh-dss"/);
+  t.regex(bad?.message ?? '', /^\/.*bad\.pub:2:1: --ssh-key: unsupported key type.*found key type "ssh-dss"/);
   const missing = await t.throwsAsync(runInit({ out, siteId: 's1', vip: '192.0.2.10/24', sshKey: [path.join(dir, 'nope.pub')] }), { instanceOf: CliError });
   t.regex(missing?.message ?? '', /nope\.pub: cannot read it \(ENOENT\)/);
   await t.throwsAsync(stat(out), undefined, 'nothing written');

@@ -17,22 +17,22 @@ test('init writes a valid private site file with a strong fresh secret', async (
   const parsed = parseSiteConfig(text, out);
   t.true(parsed.ok);
   if (!parsed.ok) return;
-  t.is(parsed.config.site.id, 'store-0042');
-  t.is(parsed.config.network.addressing, 'dhcp');
-  t.true(parsed.config.pair.secret.length >= 43);
+  t.is(parsed.value.site.id, 'store-0042');
+  t.is(parsed.value.network.addressing, 'dhcp');
+  t.true(parsed.value.pair.secret.length >= 43);
   t.is((await stat(out)).mode & 0o777, 0o600);
-  t.false(JSON.stringify(result).includes(parsed.config.pair.secret), 'the returned summary never carries the secret');
+  t.false(JSON.stringify(result).includes(parsed.value.pair.secret), 'the returned summary never carries the secret');
   const other = await tmpFile();
   await runInit({ out: other, siteId: 'store-0042', vip: '192.0.2.10/24' });
   const second = parseSiteConfig(await readFile(other, 'utf8'), other);
-  t.true(second.ok && second.config.pair.secret !== parsed.config.pair.secret, 'each init draws a new secret');
+  t.true(second.ok && second.value.pair.secret !== parsed.value.pair.secret, 'each init draws a new secret');
 });
 
 test('init with --node entries makes a static site', async (t) => {
   const out = await tmpFile();
   await runInit({ out, siteId: 'line-7', vip: '10.9.0.10/24', node: ['node-a=10.9.0.11/24', 'node-b=10.9.0.12/24'], preferredLeader: 'node-a' });
   const parsed = parseSiteConfig(await readFile(out, 'utf8'), out);
-  t.true(parsed.ok && parsed.config.network.addressing === 'static' && parsed.config.network.nodes?.length === 2);
+  t.true(parsed.ok && parsed.value.network.addressing === 'static' && parsed.value.network.nodes?.length === 2);
 });
 
 test('init refuses to overwrite a site file (its secret would be lost) without --force', async (t) => {
@@ -59,10 +59,10 @@ test('init errors name the flag, and nothing is written', async (t) => {
 test('init refuses an address plan that cannot work, names the flag, and writes nothing', async (t) => {
   const out = await tmpFile();
   const cases: [Parameters<typeof runInit>[0], RegExp][] = [
-    [{ out, siteId: 's1', vip: '192.0.2.10/24', gateway: '192.0.2.10' }, /^--gateway: the gateway 192\.0\.2\.10 is also the VIP \(found "192\.0\.2\.10"; allowed: /m],
-    [{ out, siteId: 's1', vip: '192.0.2.10/24', gateway: '198.51.100.1' }, /^--gateway: the gateway 198\.51\.100\.1 is outside the VIP's subnet 192\.0\.2\.0\/24/m],
-    [{ out, siteId: 's1', vip: '192.0.2.10/24', node: ['a=192.0.2.11/24', 'b=192.0.2.11/24'] }, /^--node: 192\.0\.2\.11 is also network\.nodes\[0\]\.address/m],
-    [{ out, siteId: 's1', vip: '192.0.2.255/24' }, /^--vip: 192\.0\.2\.255 is the broadcast address of 192\.0\.2\.0\/24/m],
+    [{ out, siteId: 's1', vip: '192.0.2.10/24', gateway: '192.0.2.10' }, /^--gateway: network\.gateway: the gateway 192\.0\.2\.10 is also the VIP; found "192\.0\.2\.10"; expected /m],
+    [{ out, siteId: 's1', vip: '192.0.2.10/24', gateway: '198.51.100.1' }, /^--gateway: network\.gateway: the gateway 198\.51\.100\.1 is outside the VIP's subnet 192\.0\.2\.0\/24/m],
+    [{ out, siteId: 's1', vip: '192.0.2.10/24', node: ['a=192.0.2.11/24', 'b=192.0.2.11/24'] }, /^--node: network\.nodes\[1\]\.address: 192\.0\.2\.11 is also network\.nodes\[0\]\.address/m],
+    [{ out, siteId: 's1', vip: '192.0.2.255/24' }, /^--vip: network\.vip: 192\.0\.2\.255 is the broadcast address of 192\.0\.2\.0\/24/m],
   ];
   for (const [opts, message] of cases) {
     const err = await t.throwsAsync(runInit(opts), { instanceOf: CliError });

@@ -3,7 +3,8 @@ import { open, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { stringify } from 'yaml';
-import { formatSiteError, parseSiteConfig, PAIR_SECRET_MIN_BYTES, type SiteConfig } from '../../../firstboot/src/core/site.ts';
+import { formatIssue } from '../../../firstboot/src/core/config-file.ts';
+import { parseSiteConfig, PAIR_SECRET_MIN_BYTES, type SiteConfig } from '../../../firstboot/src/core/site.ts';
 import { looksLikePrivateKey, PRIVATE_KEY_PROBLEM, SSH_KEY_ALLOWED, sshPublicKeyProblem } from '../../../firstboot/src/core/ssh-keys.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 
@@ -63,12 +64,15 @@ async function readSshKeyFiles(files: readonly string[]): Promise<string[]> {
     const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
       throw new CliError(`--ssh-key ${file}: cannot read it (${e.code ?? e.message}); pass an OpenSSH public key file such as ~/.ssh/id_ed25519.pub`, EXIT.invalidInput);
     });
-    if (looksLikePrivateKey(text)) throw new CliError(`--ssh-key ${file}: ${PRIVATE_KEY_PROBLEM.message}`, EXIT.invalidInput);
+    const refuse = (line: number, problem: { message: string; found: string }) => {
+      throw new CliError(formatIssue({ file, line, column: line > 0 ? 1 : 0, field: '--ssh-key', ...problem, allowed: `expected ${SSH_KEY_ALLOWED}` }), EXIT.invalidInput);
+    };
+    if (looksLikePrivateKey(text)) refuse(0, PRIVATE_KEY_PROBLEM);
     const lines = text.split('\n').map((l, i) => ({ line: l.trim(), number: i + 1 })).filter((l) => l.line !== '' && !l.line.startsWith('#'));
-    if (lines.length === 0) throw new CliError(`--ssh-key ${file}: no key in it (allowed: ${SSH_KEY_ALLOWED})`, EXIT.invalidInput);
+    if (lines.length === 0) refuse(0, { message: 'no key in it', found: 'no key line' });
     for (const { line, number } of lines) {
       const problem = sshPublicKeyProblem(line);
-      if (problem) throw new CliError(`--ssh-key ${file}:${number}: ${problem.message} (found ${problem.found}; allowed: ${SSH_KEY_ALLOWED})`, EXIT.invalidInput);
+      if (problem) refuse(number, problem);
       keys.push(line);
     }
   }
@@ -119,13 +123,14 @@ export async function runInit(opts: InitOptions): Promise<{ file: string; site: 
   const text = renderSiteYaml(siteFromFlags(o, secret, authorizedKeys));
   const parsed = parseSiteConfig(text, o.out);
   if (!parsed.ok) {
-    throw new CliError(parsed.errors.map((e) => {
-      const flag = FLAG_FOR_FIELD.find(([re]) => re.test(e.path))?.[1];
-      return flag ? `${flag}: ${e.message} (found ${e.found}; allowed: ${e.allowed})` : formatSiteError(e);
+    // The file does not exist yet: a problem is located at the flag that set the field.
+    throw new CliError(parsed.issues.map((i) => {
+      const flag = FLAG_FOR_FIELD.find(([re]) => re.test(i.field))?.[1];
+      return formatIssue(flag ? { ...i, file: flag, line: 0 } : i);
     }).join('\n'), EXIT.invalidInput);
   }
   await writePrivateFileAtomically(o.out, text);
-  const { pair: _secretStaysInTheFile, ...site } = parsed.config;
+  const { pair: _secretStaysInTheFile, ...site } = parsed.value;
   return { file: o.out, site };
 }
 

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { ImageRefusedError, stampSite } from '../disk/stamp.ts';
-import { ConfigError } from '../config/validate.ts';
+import { ConfigError } from '../../../firstboot/src/core/config-file.ts';
 import { resolveConfig } from '../config/resolve.ts';
 import { build } from '../pipeline/build.ts';
 import { humanReporter, jsonReporter } from '../pipeline/events.ts';

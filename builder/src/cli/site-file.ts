@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { formatSiteError, parseSiteConfig, type SiteConfig } from '../../../firstboot/src/core/site.ts';
+import { formatIssue } from '../../../firstboot/src/core/config-file.ts';
+import { parseSiteConfig, type SiteConfig } from '../../../firstboot/src/core/site.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 
 /** Reads and validates a site file; a problem becomes a CliError listing every issue by line. */
@@ -11,6 +12,6 @@ export async function loadSiteFile(file: string): Promise<SiteConfig> {
     throw new CliError(`${file}: cannot read the site file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); create one with \`geminik8s init --out ${file}\``, EXIT.invalidInput);
   }
   const parsed = parseSiteConfig(text, file);
-  if (!parsed.ok) throw new CliError(parsed.errors.map(formatSiteError).join('\n'), EXIT.invalidInput);
-  return parsed.config;
+  if (!parsed.ok) throw new CliError(parsed.issues.map(formatIssue).join('\n'), EXIT.invalidInput);
+  return parsed.value;
 }

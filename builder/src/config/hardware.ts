@@ -1,19 +1,5 @@
-import { architectures, debianPackageList, name, type Arch } from './schema-parts.ts';
-
-/** A hardware definition: how to boot and what the disk looks like on one class of machine. */
-export interface Hardware {
-  apiVersion: 'geminik8s/v1';
-  kind: 'Hardware';
-  name: string;
-  description: string;
-  arch: Arch;
-  firmware: 'uefi';
-  bootloader: 'grub-efi';
-  console: string;
-  kernel: { package: string; cmdline?: string[]; excludeModules?: string[] };
-  packages?: string[];
-  disk: { espMiB: number; oemMiB: number; dataMiB: number; minDiskGiB: number };
-}
+import type { FromSchema } from 'json-schema-to-ts';
+import { architectures, debianPackageList, name } from './schema-parts.ts';
 
 export const hardwareSchema = {
   type: 'object',
@@ -55,3 +41,6 @@ export const hardwareSchema = {
     },
   },
 } as const;
+
+/** A hardware definition: how to boot and what the disk looks like on one class of machine. The schema above is its one declaration. */
+export type Hardware = FromSchema<typeof hardwareSchema>;

@@ -1,62 +1,17 @@
+import type { FromSchema } from 'json-schema-to-ts';
 import { componentSources, debianPackageList, name } from './schema-parts.ts';
 
-export type ComponentSource =
-  | { artifactDir: string }
-  | { url: string | Partial<Record<'amd64' | 'arm64', string>>; sha256: Partial<Record<'amd64' | 'arm64', string>> }
-  | { goModule: string }
-  | { goMain: string };
-
 export const K3S_BUNDLED = ['traefik', 'servicelb', 'metrics-server', 'local-storage', 'coredns'] as const;
-export type K3sBundled = (typeof K3S_BUNDLED)[number];
 
 /**
  * Which Kubernetes the image runs: `upstream` is built here from the k8s.io/kubernetes Go module
  * (components/kubernetes); `k3s` is K3s' release binary, pinned by sha256.
  */
 export const KUBERNETES_DISTRIBUTIONS = ['upstream', 'k3s'] as const;
-export type KubernetesDistribution = (typeof KUBERNETES_DISTRIBUTIONS)[number];
 
 /** Pod and Service ranges both servers share (K3s' defaults, so the two distributions agree). */
 export const DEFAULT_CLUSTER_CIDR = '10.42.0.0/16';
 export const DEFAULT_SERVICE_CIDR = '10.43.0.0/16';
-
-/** A container image archive the profile adds to the baked-in ones (upstream distribution). */
-export interface ImageArchive {
-  name: string;
-  version: string;
-  sources: ({ artifactDir: string } | { url: string | Partial<Record<'amd64' | 'arm64', string>>; sha256: Partial<Record<'amd64' | 'arm64', string>> })[];
-}
-
-export interface KubernetesComponent {
-  distribution: KubernetesDistribution;
-  version: string;
-  sources: ComponentSource[];
-  /** Upstream only: image archives imported into the runtime at boot, next to the baked-in ones. */
-  images?: ImageArchive[];
-  /** K3s only: bundled add-ons left out on both servers (default none). */
-  disable: K3sBundled[];
-  clusterCidr: string;
-  serviceCidr: string;
-}
-
-/** A product profile: what goes into an image, independent of site and hardware. */
-export interface Profile {
-  apiVersion: 'geminik8s/v1';
-  kind: 'Profile';
-  name: string;
-  description: string;
-  version: string;
-  debian: { suite: 'bookworm'; mirror?: string; securityMirror?: string; packages?: string[] };
-  kernel?: { cmdline?: string[] };
-  network: { addressing: 'dhcp' | 'static' };
-  postgresql: { version: 15; replication: 'physical' | 'logical'; synchronous: boolean };
-  components: {
-    kine: { version: string; sources: ComponentSource[]; remoteClients?: boolean };
-    /** Absent: no Kubernetes on the appliance (its clients run elsewhere and reach Kine). */
-    kubernetes?: KubernetesComponent;
-  };
-  cluster?: { preferredLeader?: string };
-}
 
 const CIDR = '^([0-9]{1,3}\\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$';
 
@@ -114,11 +69,10 @@ export const profileSchema = {
     postgresql: {
       type: 'object',
       additionalProperties: false,
-      required: ['version', 'replication', 'synchronous'],
+      required: ['version', 'replication'],
       properties: {
         version: { enum: [15] },
         replication: { enum: ['physical', 'logical'] },
-        synchronous: { type: 'boolean' },
       },
     },
     components: {
@@ -185,3 +139,8 @@ export const profileSchema = {
     },
   },
 } as const;
+
+/** A product profile: what goes into an image, independent of site and hardware. The schema above is its one declaration. */
+export type Profile = FromSchema<typeof profileSchema>;
+/** A container image archive the profile adds to the baked-in ones (upstream distribution). */
+export type ImageArchive = NonNullable<NonNullable<Profile['components']['kubernetes']>['images']>[number];

@@ -2,7 +2,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { hardwareSchema, type Hardware } from './hardware.ts';
 import { profileSchema, type Profile } from './profile.ts';
-import { ConfigError, parseYamlWithSchema, type ConfigIssue } from './validate.ts';
+import { ConfigError, parseYamlWithSchema, type ConfigIssue } from '../../../firstboot/src/core/config-file.ts';
 
 /** Packages every appliance needs regardless of profile: the agent's tools and PostgreSQL. */
 export const APPLIANCE_PACKAGES = [

@@ -57,7 +57,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const overlaysRoot = path.join(repoRoot, 'overlays');
   const kubernetes = profile.components.kubernetes;
   const goMains = [
-    ...(kubernetes?.sources ?? []).flatMap((s) => ('goMain' in s ? [s.goMain] : [])),
+    ...(kubernetes?.sources ?? []).flatMap((s) => (s.goMain !== undefined ? [s.goMain] : [])),
     ...(kubernetes?.distribution === 'upstream' ? bakedGoMains() : []),
   ];
   const plan = planBuild({

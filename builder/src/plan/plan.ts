@@ -72,7 +72,7 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
   // fails before anything is built.
   const kubernetes = profile.components.kubernetes;
   if (kubernetes) {
-    const trees = kubernetes.sources.flatMap((s) => ('goMain' in s ? [`${s.goMain}=${inp.componentTrees?.[s.goMain] ?? ''}`] : []));
+    const trees = kubernetes.sources.flatMap((s) => (s.goMain !== undefined ? [`${s.goMain}=${inp.componentTrees?.[s.goMain] ?? ''}`] : []));
     add('kubernetes', `Kubernetes ${kubernetes.version} (${kubernetes.distribution}, ${arch})`, [], {
       distribution: kubernetes.distribution, version: kubernetes.version, arch, sources: JSON.stringify(kubernetes.sources), trees: trees.join(' '),
     });

@@ -1,12 +1,15 @@
 /**
- * The site file (`site.yaml` on the OEM partition): schema, parsing and validation.
+ * The site file (`site.yaml` on the OEM partition): its schema, from which its type comes, and the
+ * cross-field checks a schema cannot state (the address plan, the secret's strength, the operator
+ * keys' shape).
  *
  * Pure: no I/O. The agent reads the file and calls {@link parseSiteConfig}; the builder imports the
  * same function for `geminik8s init` / `geminik8s stamp`, so both sides agree on one schema and one
- * error format. Errors never echo the pair secret.
+ * error format (core/config-file.ts). Errors never echo the pair secret or a key.
  */
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type Pair, type Scalar, type YAMLMap } from 'yaml';
-import { reservedAddressKind, sameSubnet, splitCidr, subnetOf } from './subnet.ts';
+import type { FromSchema } from 'json-schema-to-ts';
+import { fieldName, parseYamlWithSchema, type CrossCheck, type FieldPath, type Parsed } from './config-file.ts';
+import { isIPv4Cidr, reservedAddressKind, sameSubnet, splitCidr, subnetOf } from './subnet.ts';
 import { SSH_KEY_ALLOWED, sshPublicKeyProblem } from './ssh-keys.ts';
 
 export const SITE_API_VERSION = 'geminik8s/v1';
@@ -14,71 +17,67 @@ export const SITE_KIND = 'Site';
 /** Bytes of entropy the pair secret must carry (HKDF input for beacon auth and the secret channel). */
 export const PAIR_SECRET_MIN_BYTES = 32;
 
-export interface SiteNode {
-  name: string;
-  /** IPv4 address with prefix length, e.g. 192.0.2.11/24. */
-  address: string;
-}
-
-export interface SiteConfig {
-  apiVersion: typeof SITE_API_VERSION;
-  kind: typeof SITE_KIND;
-  site: { id: string };
-  pair: { secret: string; preferredLeader?: string };
-  network: {
-    /** IPv4 address with prefix length, e.g. 192.0.2.10/24. */
-    vip: string;
-    interface?: string;
-    gateway?: string;
-    witnesses?: string[];
-    addressing: 'dhcp' | 'static';
-    nodes?: SiteNode[];
-  };
-  /** Operators' OpenSSH public keys; the agent installs them for root on every boot. */
-  ssh?: { authorizedKeys: string[] };
-}
-
-export interface SiteError {
-  file: string;
-  /** 1-based. */
-  line: number;
-  /** 1-based. */
-  column: number;
-  /** Dotted field path, e.g. `network.nodes[1].address`; empty for the document itself. */
-  path: string;
-  found: string;
-  allowed: string;
-  message: string;
-}
-
-export type SiteParseResult = { ok: true; config: SiteConfig } | { ok: false; errors: SiteError[] };
-
-/** `site.yaml:12:5: network.vip: <message> (found "x"; allowed: y)` — one line per error, for logs and CLIs. */
-export function formatSiteError(e: SiteError): string {
-  const where = `${e.file}:${e.line}:${e.column}`;
-  const field = e.path ? ` ${e.path}:` : '';
-  return `${where}:${field} ${e.message} (found ${e.found}; allowed: ${e.allowed})`;
-}
-
-const LABEL_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const LABEL_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
 const LABEL_ALLOWED = '1-63 characters of a-z, 0-9 and "-", starting and ending with a letter or digit';
-const IFNAME_RE = /^[A-Za-z0-9_.:-]{1,15}$/;
 const HEX_RE = /^[0-9a-fA-F]+$/;
 const BASE64_RE = /^[A-Za-z0-9+/_-]+={0,2}$/;
 const CIDR_ALLOWED = 'an IPv4 address with prefix length, like 192.0.2.10/24';
 const IPV4_ALLOWED = 'an IPv4 address, like 192.0.2.1';
 const SECRET_ALLOWED = `base64 (at least 43 characters) or hex (at least 64 characters) encoding ${PAIR_SECRET_MIN_BYTES} random bytes`;
-const NO_SECRET_MESSAGE = 'site file has no pair.secret: run `geminik8s init` to generate one';
+const INIT_HINT = 'run `geminik8s init` to generate one';
 
-export function isIPv4(text: string): boolean {
-  const parts = text.split('.');
-  return parts.length === 4 && parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p) && Number(p) <= 255);
-}
+const label = { type: 'string', pattern: LABEL_PATTERN, description: LABEL_ALLOWED } as const;
+const hostCidr = { type: 'string', format: 'ipv4-cidr', description: CIDR_ALLOWED } as const;
+const ipv4 = { type: 'string', format: 'ipv4', description: IPV4_ALLOWED } as const;
 
-export function isIPv4Cidr(text: string): boolean {
-  const m = /^([^/]+)\/(0|[1-9][0-9]?)$/.exec(text);
-  return m !== null && isIPv4(m[1] ?? '') && Number(m[2]) >= 1 && Number(m[2]) <= 32;
-}
+export const siteSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['apiVersion', 'kind', 'site', 'pair', 'network'],
+  properties: {
+    apiVersion: { const: SITE_API_VERSION },
+    kind: { const: SITE_KIND },
+    site: { type: 'object', additionalProperties: false, required: ['id'], properties: { id: label } },
+    pair: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['secret'],
+      'x-hint': `it holds the pair secret: ${INIT_HINT}`,
+      properties: {
+        secret: { type: 'string', 'x-secret': true, 'x-hint': INIT_HINT, description: SECRET_ALLOWED },
+        preferredLeader: { ...label, description: `a node name: ${LABEL_ALLOWED}` },
+      },
+    },
+    network: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['vip', 'addressing'],
+      properties: {
+        vip: hostCidr,
+        interface: { type: 'string', pattern: '^[A-Za-z0-9_.:-]{1,15}$', description: 'a Linux interface name (1-15 characters of A-Z a-z 0-9 _ . : -)' },
+        gateway: ipv4,
+        witnesses: { type: 'array', items: ipv4, description: `a list of ${IPV4_ALLOWED}` },
+        addressing: { enum: ['dhcp', 'static'] },
+        nodes: {
+          type: 'array',
+          minItems: 1,
+          description: 'a list of {name, address}, one per box (addressing: static)',
+          items: { type: 'object', additionalProperties: false, required: ['name', 'address'], properties: { name: label, address: hostCidr } },
+        },
+      },
+    },
+    ssh: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['authorizedKeys'],
+      description: "operators' OpenSSH public keys; the agent installs them for root on every boot",
+      properties: { authorizedKeys: { type: 'array', 'x-secret': true, description: `a list, each item ${SSH_KEY_ALLOWED}`, items: { type: 'string', 'x-secret': true, description: SSH_KEY_ALLOWED } } },
+    },
+  },
+} as const;
+
+export type SiteConfig = FromSchema<typeof siteSchema>;
+export type SiteNode = NonNullable<SiteConfig['network']['nodes']>[number];
 
 /** Bytes encoded by a hex or base64 pair secret, or undefined when it is neither. */
 export function pairSecretBytes(secret: string): number | undefined {
@@ -89,91 +88,77 @@ export function pairSecretBytes(secret: string): number | undefined {
   return Math.floor((body.length * 3) / 4);
 }
 
-class Checker {
-  readonly errors: SiteError[] = [];
-  constructor(
-    private readonly file: string,
-    private readonly lines: LineCounter,
-  ) {}
-
-  error(offset: number, path: string, message: string, found: string, allowed: string): void {
-    const pos = this.lines.linePos(offset);
-    this.errors.push({ file: this.file, line: pos.line, column: pos.col, path, found, allowed, message });
-  }
-
-  at(node: Node | null | undefined, fallback: number, path: string, message: string, found: string, allowed: string): void {
-    this.error(node?.range?.[0] ?? fallback, path, message, found, allowed);
-  }
-
-  /** Checks a mapping's keys against `fields`; returns its present values by key, or undefined when `node` is no mapping. */
-  fields(
-    node: Node | null,
-    fallback: number,
-    path: string,
-    fields: Record<string, { required: boolean; missing?: string }>,
-  ): Map<string, { pair: Pair<Scalar, Node | null>; offset: number }> | undefined {
-    if (!isMap(node)) {
-      this.at(node, fallback, path, `${path || 'the document'} must be a mapping`, describe(node), `a mapping with fields ${Object.keys(fields).join(', ')}`);
-      return undefined;
-    }
-    const out = new Map<string, { pair: Pair<Scalar, Node | null>; offset: number }>();
-    for (const pair of (node as YAMLMap<unknown, unknown>).items) {
-      const key = pair.key as Node | null;
-      const keyOffset = key?.range?.[0] ?? node.range?.[0] ?? fallback;
-      const name = isScalar(key) ? String(key.value) : undefined;
-      const fieldPath = join(path, name ?? '?');
-      if (name === undefined || !(name in fields)) {
-        this.error(keyOffset, fieldPath, `unknown field ${JSON.stringify(name ?? describe(key))}`, describe(key), `one of ${Object.keys(fields).join(', ')}`);
-        continue;
-      }
-      out.set(name, { pair: pair as Pair<Scalar, Node | null>, offset: keyOffset });
-    }
-    for (const [name, spec] of Object.entries(fields)) {
-      if (spec.required && !out.has(name)) {
-        const message = spec.missing ?? `missing required field ${name}`;
-        this.at(node, fallback, join(path, name), message, 'nothing', 'a value');
-      }
-    }
-    return out;
-  }
-
-  string(entry: { pair: Pair<Scalar, Node | null>; offset: number } | undefined, path: string): { value: string; node: Node } | undefined {
-    if (!entry) return undefined;
-    const node = entry.pair.value;
-    if (!isScalar(node) || typeof node.value !== 'string') {
-      this.at(node, entry.offset, path, `${path} must be a string`, describe(node), 'a string');
-      return undefined;
-    }
-    return { value: node.value, node };
-  }
-
-  pattern(entry: { pair: Pair<Scalar, Node | null>; offset: number } | undefined, path: string, ok: (v: string) => boolean, allowed: string): string | undefined {
-    const s = this.string(entry, path);
-    if (!s) return undefined;
-    if (!ok(s.value)) {
-      this.at(s.node, entry?.offset ?? 0, path, `invalid ${path}`, JSON.stringify(s.value), allowed);
-      return undefined;
-    }
-    return s.value;
-  }
+/**
+ * Parses and validates a site file. `fileName` is only used in issues. Every problem is reported
+ * (not just the first), sorted by position.
+ */
+export function parseSiteConfig(text: string, fileName: string): Parsed<SiteConfig> {
+  const r = parseYamlWithSchema<SiteConfig>(text, fileName, siteSchema, crossCheckSite);
+  if (!r.ok) return r;
+  const keys = r.value.ssh?.authorizedKeys;
+  return keys ? { ok: true, value: { ...r.value, ssh: { authorizedKeys: keys.map((k) => k.trim()) } } } : r;
 }
 
-function join(path: string, name: string): string {
-  return path ? `${path}.${name}` : name;
+/** What the schema cannot say. Each rule reads only fields the schema found well-formed. */
+function crossCheckSite(c: CrossCheck): void {
+  const v = c.value as Partial<Record<string, unknown>>;
+  const obj = (x: unknown): Record<string, unknown> => (x !== null && typeof x === 'object' && !Array.isArray(x) ? (x as Record<string, unknown>) : {});
+  const pair = obj(v.pair);
+  const net = obj(v.network);
+  const ok = (path: FieldPath, x: unknown): x is string => typeof x === 'string' && !c.failed(path);
+
+  if (ok(['pair', 'secret'], pair.secret)) {
+    const secret = pair.secret;
+    const bytes = pairSecretBytes(secret);
+    if (bytes === undefined || bytes < PAIR_SECRET_MIN_BYTES) {
+      // Never echo the secret, not even a wrong one: it may be a real secret pasted badly.
+      const found = secret === '' ? 'an empty value' : bytes === undefined ? `a ${secret.length}-character string that is neither hex nor base64` : `${secret.length} characters encoding ${bytes} bytes`;
+      c.report(['pair', 'secret'], { message: `too weak or malformed: ${INIT_HINT}`, found, allowed: `expected ${SECRET_ALLOWED}` });
+    }
+  }
+
+  const keys = obj(v.ssh).authorizedKeys;
+  if (Array.isArray(keys)) {
+    keys.forEach((key, i) => {
+      const path = ['ssh', 'authorizedKeys', i];
+      if (!ok(path, key)) return;
+      const problem = sshPublicKeyProblem(key);
+      if (problem) c.report(path, { message: problem.message, found: problem.found, allowed: `expected ${SSH_KEY_ALLOWED}` });
+    });
+  }
+
+  const addressing = net.addressing;
+  const nodes = Array.isArray(net.nodes) && !c.failed(['network', 'nodes']) ? (net.nodes as SiteNode[]) : undefined;
+  if ('nodes' in net && addressing === 'dhcp') {
+    c.report(['network', 'nodes'], { message: 'only used with addressing: static', found: 'nodes with addressing: dhcp', allowed: 'expected no nodes field, or addressing: static' }, 'key');
+  } else if (!('nodes' in net) && addressing === 'static') {
+    c.report(['network', 'nodes'], { message: 'addressing: static needs network.nodes (one {name, address} per box)', found: 'no nodes', allowed: 'expected a list of {name, address}' }, ['network', 'addressing']);
+  }
+  const names = new Map<string, number>();
+  nodes?.forEach((n, i) => {
+    const first = names.get(n.name);
+    if (first !== undefined) c.report(['network', 'nodes', i, 'name'], { message: `duplicate node name ${JSON.stringify(n.name)}, also network.nodes[${first}]`, found: JSON.stringify(n.name), allowed: 'expected a name no other node has' });
+    else names.set(n.name, i);
+  });
+  if (ok(['pair', 'preferredLeader'], pair.preferredLeader) && nodes && !names.has(pair.preferredLeader)) {
+    c.report(['pair', 'preferredLeader'], { message: 'names no node in network.nodes', found: JSON.stringify(pair.preferredLeader), allowed: `expected ${nodes.map((n) => JSON.stringify(n.name)).join(' or ')}` });
+  }
+
+  if (!ok(['network', 'vip'], net.vip) || !isIPv4Cidr(net.vip)) return;
+  const fields: AddressFields = { witnesses: [], nodes: [] };
+  if (ok(['network', 'gateway'], net.gateway)) fields.gateway = { path: ['network', 'gateway'], text: net.gateway };
+  if (Array.isArray(net.witnesses)) {
+    net.witnesses.forEach((w, i) => {
+      if (ok(['network', 'witnesses', i], w)) fields.witnesses.push({ path: ['network', 'witnesses', i], text: w });
+    });
+  }
+  nodes?.forEach((n, i) => fields.nodes.push({ path: ['network', 'nodes', i, 'address'], text: n.address }));
+  checkAddressPlan(c, { path: ['network', 'vip'], text: net.vip }, fields);
 }
 
-function describe(node: unknown): string {
-  if (node === null || node === undefined) return 'nothing';
-  if (isMap(node)) return 'a mapping';
-  if (isSeq(node)) return 'a list';
-  if (isScalar(node)) return node.value === null ? 'null' : JSON.stringify(node.value);
-  return 'an unsupported YAML node';
-}
-
-/** An address field as written (`text` already valid on its own), with its YAML node for the error position. */
+/** An address field as written (`text` already valid on its own) and where it is. */
 interface AddressField {
-  path: string;
-  node: Node | null | undefined;
+  path: FieldPath;
   text: string;
 }
 
@@ -187,13 +172,12 @@ interface AddressFields {
  * The checks a network engineer makes across fields: the VIP, the boxes' static addresses and the
  * gateway are distinct hosts of the VIP's subnet (the boxes with the VIP's prefix), and none is the
  * subnet's network or broadcast address; a witness may sit anywhere but is never the VIP or a box.
- * One error per field, at its value. Returns false when it reported anything.
+ * One issue per field, at its value.
  */
-function checkAddressPlan(c: Checker, vipField: AddressField, f: AddressFields): boolean {
-  const before = c.errors.length;
+function checkAddressPlan(c: CrossCheck, vipField: AddressField, f: AddressFields): void {
   const { ip: vip, prefix } = splitCidr(vipField.text);
   const subnet = subnetOf(vip, prefix);
-  const report = (a: AddressField, message: string, allowed: string) => c.at(a.node, 0, a.path, message, JSON.stringify(a.text), allowed);
+  const report = (a: AddressField, message: string, allowed: string) => c.report(a.path, { message, found: JSON.stringify(a.text), allowed: `expected ${allowed}` });
   /** Reports `ip` when it is its subnet's network or broadcast address; true when it did. */
   const reserved = (a: AddressField, ip: string, p: number): boolean => {
     const kind = reservedAddressKind(ip, p);
@@ -218,7 +202,7 @@ function checkAddressPlan(c: Checker, vipField: AddressField, f: AddressFields):
     else if (seen.has(ip)) report(n, `${ip} is also ${seen.get(ip)}: each box needs its own address`, hostAllowed);
     else if (ip === gatewayIp) report(n, `${ip} is the gateway's address`, hostAllowed);
     else reserved(n, ip, p);
-    if (!seen.has(ip)) seen.set(ip, n.path);
+    if (!seen.has(ip)) seen.set(ip, fieldName(n.path));
   }
   for (const w of f.witnesses) {
     const witnessAllowed = 'a third device that answers ping (the gateway is a good one), not the VIP or a box';
@@ -226,215 +210,5 @@ function checkAddressPlan(c: Checker, vipField: AddressField, f: AddressFields):
     else if (seen.has(w.text)) report(w, `witness ${w.text} is ${seen.get(w.text)}`, witnessAllowed);
     else if (sameSubnet(w.text, vip, prefix)) reserved(w, w.text, prefix);
   }
-  return c.errors.length === before;
 }
 
-/**
- * Parses and validates a site file. `fileName` is only used in error messages.
- * Every problem found is reported (not just the first), sorted by position.
- */
-export function parseSiteConfig(text: string, fileName: string): SiteParseResult {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
-  const c = new Checker(fileName, lines);
-  if (doc.errors.length > 0) {
-    for (const e of doc.errors) {
-      c.error(e.pos[0], '', `invalid YAML: ${e.message.split('\n')[0]}`, 'malformed YAML', 'a YAML mapping');
-    }
-    return { ok: false, errors: c.errors };
-  }
-  const root = doc.contents as Node | null;
-  if (root === null || (isScalar(root) && root.value === null)) {
-    c.error(0, '', 'site file is empty', 'an empty document', `a mapping with apiVersion: ${SITE_API_VERSION} and kind: ${SITE_KIND}`);
-    return { ok: false, errors: c.errors };
-  }
-
-  const top = c.fields(root, 0, '', {
-    apiVersion: { required: true },
-    kind: { required: true },
-    site: { required: true },
-    pair: { required: true, missing: NO_SECRET_MESSAGE },
-    network: { required: true },
-    ssh: { required: false },
-  });
-  if (!top) return { ok: false, errors: c.errors };
-
-  const apiVersion = c.pattern(top.get('apiVersion'), 'apiVersion', (v) => v === SITE_API_VERSION, JSON.stringify(SITE_API_VERSION));
-  const kind = c.pattern(top.get('kind'), 'kind', (v) => v === SITE_KIND, JSON.stringify(SITE_KIND));
-
-  let siteId: string | undefined;
-  const siteEntry = top.get('site');
-  if (siteEntry) {
-    const site = c.fields(siteEntry.pair.value, siteEntry.offset, 'site', { id: { required: true } });
-    if (site) siteId = c.pattern(site.get('id'), 'site.id', (v) => LABEL_RE.test(v), LABEL_ALLOWED);
-  }
-
-  let secret: string | undefined;
-  let preferredLeader: string | undefined;
-  let preferredLeaderNode: Node | undefined;
-  const pairEntry = top.get('pair');
-  if (pairEntry) {
-    const pair = c.fields(pairEntry.pair.value, pairEntry.offset, 'pair', {
-      secret: { required: true, missing: NO_SECRET_MESSAGE },
-      preferredLeader: { required: false },
-    });
-    if (pair) {
-      const secretEntry = pair.get('secret');
-      const secretNode = secretEntry?.pair.value;
-      const empty = secretEntry && (secretNode === null || (isScalar(secretNode) && (secretNode.value === null || secretNode.value === '')));
-      const s = empty ? undefined : c.string(secretEntry, 'pair.secret');
-      if (empty) c.at(secretNode, secretEntry.offset, 'pair.secret', NO_SECRET_MESSAGE, 'an empty value', SECRET_ALLOWED);
-      if (s) {
-        const bytes = pairSecretBytes(s.value);
-        if (bytes === undefined || bytes < PAIR_SECRET_MIN_BYTES) {
-          // Never echo the secret, not even a wrong one: it may be a real secret pasted badly.
-          const found = bytes === undefined ? `a ${s.value.length}-character string that is neither hex nor base64` : `${s.value.length} characters encoding ${bytes} bytes`;
-          c.at(s.node, 0, 'pair.secret', 'pair.secret is too weak or malformed: run `geminik8s init` to generate one', found, SECRET_ALLOWED);
-        } else {
-          secret = s.value;
-        }
-      }
-      const pl = pair.get('preferredLeader');
-      preferredLeader = c.pattern(pl, 'pair.preferredLeader', (v) => LABEL_RE.test(v), `a node name: ${LABEL_ALLOWED}`);
-      preferredLeaderNode = pl?.pair.value ?? undefined;
-    }
-  }
-
-  let network: SiteConfig['network'] | undefined;
-  const netEntry = top.get('network');
-  if (netEntry) {
-    const net = c.fields(netEntry.pair.value, netEntry.offset, 'network', {
-      vip: { required: true },
-      interface: { required: false },
-      gateway: { required: false },
-      witnesses: { required: false },
-      addressing: { required: true },
-      nodes: { required: false },
-    });
-    if (net) {
-      let valid = true;
-      const vip = c.pattern(net.get('vip'), 'network.vip', isIPv4Cidr, CIDR_ALLOWED);
-      const ifEntry = net.get('interface');
-      const iface = c.pattern(ifEntry, 'network.interface', (v) => IFNAME_RE.test(v), 'a Linux interface name (1-15 characters of A-Z a-z 0-9 _ . : -)');
-      const gwEntry = net.get('gateway');
-      const gateway = c.pattern(gwEntry, 'network.gateway', isIPv4, IPV4_ALLOWED);
-      const addressFields: AddressFields = { witnesses: [], nodes: [] };
-      if (gateway !== undefined) addressFields.gateway = { path: 'network.gateway', node: gwEntry?.pair.value, text: gateway };
-      if ((ifEntry && iface === undefined) || (gwEntry && gateway === undefined)) valid = false;
-      const addrEntry = net.get('addressing');
-      const addressing = c.pattern(addrEntry, 'network.addressing', (v) => v === 'dhcp' || v === 'static', '"dhcp" or "static"') as
-        | 'dhcp'
-        | 'static'
-        | undefined;
-
-      let witnesses: string[] | undefined;
-      const wEntry = net.get('witnesses');
-      if (wEntry) {
-        const seq = wEntry.pair.value;
-        if (!isSeq(seq)) {
-          c.at(seq, wEntry.offset, 'network.witnesses', 'network.witnesses must be a list', describe(seq), `a list of ${IPV4_ALLOWED}`);
-          valid = false;
-        } else {
-          witnesses = [];
-          seq.items.forEach((item, i) => {
-            const path = `network.witnesses[${i}]`;
-            const node = item as Node | null;
-            if (isScalar(node) && typeof node.value === 'string' && isIPv4(node.value)) {
-              witnesses?.push(node.value);
-              addressFields.witnesses.push({ path, node, text: node.value });
-            } else {
-              c.at(node, seq.range?.[0] ?? wEntry.offset, path, `invalid ${path}`, describe(node), IPV4_ALLOWED);
-              valid = false;
-            }
-          });
-        }
-      }
-
-      let nodes: SiteNode[] | undefined;
-      const nEntry = net.get('nodes');
-      if (nEntry) {
-        const seq = nEntry.pair.value;
-        if (addressing === 'dhcp') {
-          c.at(nEntry.pair.key, nEntry.offset, 'network.nodes', 'network.nodes is only used with addressing: static', 'nodes with addressing: dhcp', 'no nodes field, or addressing: static');
-          valid = false;
-        }
-        if (!isSeq(seq) || seq.items.length === 0) {
-          c.at(seq, nEntry.offset, 'network.nodes', 'network.nodes must be a non-empty list', describe(seq), 'a list of {name, address}');
-          valid = false;
-        } else {
-          nodes = [];
-          const names = new Set<string>();
-          seq.items.forEach((item, i) => {
-            const path = `network.nodes[${i}]`;
-            const node = item as Node | null;
-            const f = c.fields(node, seq.range?.[0] ?? nEntry.offset, path, { name: { required: true }, address: { required: true } });
-            if (!f) return void (valid = false);
-            const name = c.pattern(f.get('name'), `${path}.name`, (v) => LABEL_RE.test(v), LABEL_ALLOWED);
-            const address = c.pattern(f.get('address'), `${path}.address`, isIPv4Cidr, CIDR_ALLOWED);
-            if (name === undefined || address === undefined) return void (valid = false);
-            if (names.has(name)) {
-              c.at(f.get('name')?.pair.value, 0, `${path}.name`, `duplicate node name ${JSON.stringify(name)}`, JSON.stringify(name), 'a name not used by another node');
-              valid = false;
-            }
-            names.add(name);
-            nodes?.push({ name, address });
-            addressFields.nodes.push({ path: `${path}.address`, node: f.get('address')?.pair.value, text: address });
-          });
-        }
-      } else if (addressing === 'static') {
-        c.at(addrEntry?.pair.value, netEntry.offset, 'network.nodes', 'addressing: static needs network.nodes (one {name, address} per box)', 'no nodes', 'a list of {name, address}');
-        valid = false;
-      }
-
-      if (preferredLeader !== undefined && nodes !== undefined && !nodes.some((n) => n.name === preferredLeader)) {
-        c.at(preferredLeaderNode, 0, 'pair.preferredLeader', 'pair.preferredLeader names no node in network.nodes', JSON.stringify(preferredLeader), nodes.map((n) => JSON.stringify(n.name)).join(' or '));
-      }
-
-      if (vip !== undefined && !checkAddressPlan(c, { path: 'network.vip', node: net.get('vip')?.pair.value, text: vip }, addressFields)) valid = false;
-
-      if (valid && vip !== undefined && addressing !== undefined) {
-        network = { vip, addressing };
-        if (iface !== undefined) network.interface = iface;
-        if (gateway !== undefined) network.gateway = gateway;
-        if (witnesses !== undefined) network.witnesses = witnesses;
-        if (nodes !== undefined) network.nodes = nodes;
-      }
-    }
-  }
-
-  const sshEntry = top.get('ssh');
-  const ssh = sshEntry ? parseSsh(c, sshEntry) : undefined;
-
-  if (c.errors.length > 0 || !apiVersion || !kind || !siteId || !secret || !network) {
-    c.errors.sort((a, b) => a.line - b.line || a.column - b.column);
-    return { ok: false, errors: c.errors };
-  }
-  const pair: SiteConfig['pair'] = { secret };
-  if (preferredLeader !== undefined) pair.preferredLeader = preferredLeader;
-  return { ok: true, config: { apiVersion: SITE_API_VERSION, kind: SITE_KIND, site: { id: siteId }, pair, network, ...(ssh ? { ssh } : {}) } };
-}
-
-/** The optional `ssh` section. A key is never echoed in an error: it may be a private key pasted by mistake. */
-function parseSsh(c: Checker, entry: { pair: Pair<Scalar, Node | null>; offset: number }): SiteConfig['ssh'] | undefined {
-  const ssh = c.fields(entry.pair.value, entry.offset, 'ssh', { authorizedKeys: { required: true } });
-  const keysEntry = ssh?.get('authorizedKeys');
-  if (!keysEntry) return undefined;
-  const seq = keysEntry.pair.value;
-  if (!isSeq(seq)) {
-    c.at(seq, keysEntry.offset, 'ssh.authorizedKeys', 'ssh.authorizedKeys must be a list', isScalar(seq) ? 'a single value' : describe(seq), `a list, each item ${SSH_KEY_ALLOWED}`);
-    return undefined;
-  }
-  const authorizedKeys: string[] = [];
-  seq.items.forEach((item, i) => {
-    const path = `ssh.authorizedKeys[${i}]`;
-    const node = item as Node | null;
-    if (!isScalar(node) || typeof node.value !== 'string') {
-      c.at(node, seq.range?.[0] ?? keysEntry.offset, path, `${path} must be a string`, isScalar(node) ? `a ${typeof node.value}` : describe(node), SSH_KEY_ALLOWED);
-      return;
-    }
-    const problem = sshPublicKeyProblem(node.value);
-    if (problem) c.at(node, keysEntry.offset, path, `invalid ${path}: ${problem.message}`, problem.found, SSH_KEY_ALLOWED);
-    else authorizedKeys.push(node.value.trim());
-  });
-  return authorizedKeys.length === seq.items.length ? { authorizedKeys } : undefined;
-}

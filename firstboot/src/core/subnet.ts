@@ -60,6 +60,18 @@ export function pickLanAddress(addresses: InterfaceAddress[], vipCidr: string, i
   return addresses.find((a) => a.ip !== vip && (iface ? a.ifname === iface : sameSubnet(a.ip, vip, prefix)));
 }
 
+/** A dotted-quad IPv4 address, strictly: four decimal octets ≤ 255, no leading zeros. */
+export function isIPv4(text: string): boolean {
+  const parts = text.split('.');
+  return parts.length === 4 && parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p) && Number(p) <= 255);
+}
+
+/** A host address with its prefix length (1-32), like 192.0.2.10/24: a VIP or a box's static address. */
+export function isIPv4Cidr(text: string): boolean {
+  const m = /^([^/]+)\/(0|[1-9][0-9]?)$/.exec(text);
+  return m !== null && isIPv4(m[1] ?? '') && Number(m[2]) >= 1 && Number(m[2]) <= 32;
+}
+
 export interface Ipv4Range {
   /** The network address as an unsigned 32-bit number (host bits cleared). */
   base: number;
