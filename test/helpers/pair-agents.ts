@@ -237,7 +237,12 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
         await writeFile(path.join(dirs.state, 'hostmeta.json'), `${JSON.stringify(meta)}\n`);
       }
       const imageFile = path.join(base, 'image.yaml');
-      await writeFile(imageFile, stringify({ kine: { remoteClients: opts.kineRemoteClients ?? true }, ...(kubernetes ? { kubernetes: kubernetesImageFact(kubernetes.version) } : {}) }));
+      await writeFile(imageFile, stringify({
+        postgresql: { replication: 'physical' },
+        kine: { remoteClients: opts.kineRemoteClients ?? true },
+        ...(kubernetes ? { kubernetes: kubernetesImageFact(kubernetes.version) } : {}),
+        cluster: { preferredLeader: '' },
+      }));
       const consoleFile = path.join(base, 'console.log');
       const logFile = path.join(base, 'agent.log');
       const env: Record<string, string> = {

@@ -15,6 +15,8 @@ import { resolveConfig } from '../../builder/src/config/resolve.ts';
 import { overlayLayers, renderOverlays } from '../../builder/src/overlays/render.ts';
 import { INSTALL_PATHS } from '../../builder/src/pipeline/root-tree.ts';
 import { K3S_APPLIANCE, k3sServerArgv, renderK3sConfig, type K3sServerInput } from '../../firstboot/src/kubernetes/core/k3s.ts';
+import { formatIssue } from '../../firstboot/src/core/config-file.ts';
+import { parseImageFacts, type ImageFacts } from '../../firstboot/src/core/image-facts.ts';
 import { generateCredentials } from '../../firstboot/src/provision/core/secrets.ts';
 
 /** K3s reads its config file as YAML 1.1 (sigs.k8s.io/yaml): read it back the same way. */
@@ -162,7 +164,10 @@ test('the K3s image: /etc/rancher (read-only on the box) points at where the age
 
 test('the K3s image carries what both servers need to render identical configs', async (t) => {
   const { dir } = await renderedOverlays(t, 'edge-static');
-  const image = parse(await readFile(path.join(dir, 'etc/geminik8s/image.yaml'), 'utf8')) as { kubernetes: { distribution: string; clusterCidr: string; serviceCidr: string; disable: string[] } };
+  const file = path.join(dir, 'etc/geminik8s/image.yaml');
+  const parsed = parseImageFacts(await readFile(file, 'utf8'), file);
+  if (!parsed.ok) return t.fail(parsed.issues.map(formatIssue).join('\n'));
+  const image = parsed.value as Required<ImageFacts>;
   t.is(image.kubernetes.distribution, 'k3s');
   const fromImage = { clusterCidr: image.kubernetes.clusterCidr, serviceCidr: image.kubernetes.serviceCidr, disable: image.kubernetes.disable };
   const config = readAsK3s(renderK3sConfig({ ...nodeA, ...fromImage }));
@@ -172,7 +177,11 @@ test('the K3s image carries what both servers need to render identical configs',
 });
 
 test('the upstream Kubernetes image renders without the K3s layer', async (t) => {
-  const { written } = await renderedOverlays(t, 'edge-standard');
+  const { dir, written } = await renderedOverlays(t, 'edge-standard');
   t.false(written.some((f) => f.startsWith('etc/rancher')));
-  t.true(written.includes('etc/geminik8s/image.yaml'));
+  // The builder writes what the agent's schema accepts (the agent refuses anything else at boot).
+  const file = path.join(dir, 'etc/geminik8s/image.yaml');
+  const parsed = parseImageFacts(await readFile(file, 'utf8'), file);
+  t.true(parsed.ok, parsed.ok ? '' : parsed.issues.map(formatIssue).join('\n'));
+  t.like(parsed.ok ? parsed.value : {}, { postgresql: { replication: 'physical' }, kubernetes: { distribution: 'upstream', worker: true, disable: [] }, cluster: { preferredLeader: '' } });
 });

@@ -5,14 +5,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse } from 'yaml';
-import { parseCidr } from '../core/subnet.ts';
+import { ConfigError } from '../core/config-file.ts';
+import { parseImageFacts, type ImageFacts, type KubernetesFacts } from '../core/image-facts.ts';
+import { isIPv4 } from '../core/subnet.ts';
 import { appliancePgPaths, type PgPaths } from '../provision/postgres.ts';
 import type { ReplicationMode } from '../provision/core/pgconf.ts';
 
 export interface ClusterSettings {
   replication: ReplicationMode;
-  synchronous: boolean;
   preferredLeader?: string;
   pg: PgPaths;
   pgPort: number;
@@ -33,80 +33,72 @@ export interface ClusterSettings {
   runDir: string;
 }
 
-export interface KubernetesFacts {
-  distribution: 'upstream' | 'k3s';
-  version: string;
-  clusterCidr: string;
-  serviceCidr: string;
-  /** K3s add-ons left out. */
-  disable: string[];
-  /** The boxes run pods too (image.yaml `worker: true`); the tests' agents run the control plane only. */
-  worker: boolean;
-}
-
 /** The agent runs this box's worker (containerd, kubelet, kube-proxy, pod network): upstream images whose boxes run pods. */
 export function runsUpstreamWorker(s: Pick<ClusterSettings, 'kubernetes'>): boolean {
   return s.kubernetes?.distribution === 'upstream' && s.kubernetes.worker;
 }
 
-interface ImageFacts {
-  postgresql?: { replication?: string; synchronous?: boolean };
-  kine?: { remoteClients?: boolean };
-  kubernetes?: Record<string, unknown>;
-  cluster?: { preferredLeader?: string };
-}
-
+/** The image's description, validated; a missing or malformed file stops the agent with a clear message (the image is broken). */
 function readImageFacts(file: string): ImageFacts {
+  let text: string;
   try {
-    return (parse(readFileSync(file, 'utf8')) as ImageFacts | null) ?? {};
+    text = readFileSync(file, 'utf8');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new Error(`${file}: ${(e as Error).message}`);
+    throw new Error(`${file}: cannot read the image's description (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): this image was not built by geminik8s build, or its root is damaged`);
   }
+  const parsed = parseImageFacts(text, file);
+  if (!parsed.ok) throw new ConfigError(parsed.issues);
+  return parsed.value;
 }
 
-/** The image's kubernetes block, checked field by field: the builder wrote it, but a hand-edited or truncated file must not start a half-configured cluster. */
-function kubernetesFacts(raw: Record<string, unknown> | undefined, file: string): KubernetesFacts | undefined {
-  if (raw === undefined || raw === null) return undefined;
-  const bad = (field: string, expected: string): never => {
-    throw new Error(`${file}: kubernetes.${field}: found ${JSON.stringify(raw[field])}; expected ${expected}`);
-  };
-  const { distribution, version, clusterCidr, serviceCidr, disable = [], worker = false } = raw;
-  if (distribution !== 'upstream' && distribution !== 'k3s') bad('distribution', '"upstream" or "k3s"');
-  if (typeof version !== 'string' || !/^v\d+\.\d+\.\d+/.test(version)) bad('version', 'a version like v1.37.2');
-  if (typeof clusterCidr !== 'string' || !parseCidr(clusterCidr)) bad('clusterCidr', 'an IPv4 CIDR like 10.42.0.0/16');
-  if (typeof serviceCidr !== 'string' || !parseCidr(serviceCidr)) bad('serviceCidr', 'an IPv4 CIDR like 10.43.0.0/16');
-  if (!Array.isArray(disable) || !disable.every((d) => typeof d === 'string')) bad('disable', 'a list of add-on names');
-  if (typeof worker !== 'boolean') bad('worker', 'true or false');
-  return { distribution, version, clusterCidr, serviceCidr, disable, worker } as KubernetesFacts;
+/**
+ * The environment overrides, each declared once: tests run several agents on one host, each in its
+ * own network namespace with its own directories and ports. A malformed value is an error, never a
+ * silent fallback to the default.
+ */
+function envPort(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const v = env[name];
+  if (v === undefined || v === '') return fallback;
+  if (!/^[0-9]+$/.test(v) || Number(v) < 1 || Number(v) > 65535) throw new Error(`${name}: found ${JSON.stringify(v)}; expected a TCP/UDP port 1-65535 (unset: ${fallback})`);
+  return Number(v);
 }
 
-const intFrom = (v: string | undefined, fallback: number): number => (v && /^[0-9]+$/.test(v) ? Number(v) : fallback);
+function envAddress(env: NodeJS.ProcessEnv, name: string, fallback: string): string {
+  const v = env[name];
+  if (v === undefined || v === '') return fallback;
+  if (!isIPv4(v)) throw new Error(`${name}: found ${JSON.stringify(v)}; expected an IPv4 address (unset: ${fallback})`);
+  return v;
+}
+
+function envPath(env: NodeJS.ProcessEnv, name: string, fallback: string): string {
+  const v = env[name];
+  if (v === undefined || v === '') return fallback;
+  if (!v.startsWith('/')) throw new Error(`${name}: found ${JSON.stringify(v)}; expected an absolute path (unset: ${fallback})`);
+  return v;
+}
 
 export function clusterSettings(env: NodeJS.ProcessEnv, stateDir: string): ClusterSettings {
-  const imageFile = env.GEMINIK8S_IMAGE_FILE || '/etc/geminik8s/image.yaml';
-  const image = readImageFacts(imageFile);
-  const kubernetes = kubernetesFacts(image.kubernetes, imageFile);
+  const image = readImageFacts(envPath(env, 'GEMINIK8S_IMAGE_FILE', '/etc/geminik8s/image.yaml'));
+  const kubernetes = image.kubernetes;
   const pg = appliancePgPaths();
-  const root = env.GEMINIK8S_PG_ROOT;
+  const root = envPath(env, 'GEMINIK8S_PG_ROOT', '') || undefined;
   return {
-    replication: image.postgresql?.replication === 'logical' ? 'logical' : 'physical',
-    synchronous: image.postgresql?.synchronous ?? true,
-    ...(image.cluster?.preferredLeader ? { preferredLeader: image.cluster.preferredLeader } : {}),
+    replication: image.postgresql.replication,
+    ...(image.cluster.preferredLeader ? { preferredLeader: image.cluster.preferredLeader } : {}),
     // GEMINIK8S_PG_ROOT moves every PostgreSQL path under one folder (tests); the appliance uses Debian's.
     pg: root ? { binDir: pg.binDir, dataDir: join(root, 'data'), confDir: join(root, 'conf'), socketDir: join(root, 'run'), logFile: join(root, 'postgresql.log') } : pg,
-    pgPort: intFrom(env.GEMINIK8S_PG_PORT, 5432),
-    kineBinary: env.GEMINIK8S_KINE_BIN || '/usr/lib/geminik8s/bin/kine',
-    kinePort: intFrom(env.GEMINIK8S_KINE_PORT, 2379),
-    kineRemoteClients: image.kine?.remoteClients === true,
+    pgPort: envPort(env, 'GEMINIK8S_PG_PORT', 5432),
+    kineBinary: envPath(env, 'GEMINIK8S_KINE_BIN', '/usr/lib/geminik8s/bin/kine'),
+    kinePort: envPort(env, 'GEMINIK8S_KINE_PORT', 2379),
+    kineRemoteClients: image.kine.remoteClients,
     ...(kubernetes ? { kubernetes } : {}),
     // Where the builder installs them (builder/src/pipeline/root-tree.ts INSTALL_PATHS).
-    kubernetesBinary: env.GEMINIK8S_KUBERNETES_BIN || (kubernetes?.distribution === 'k3s' ? '/usr/local/bin/k3s' : '/usr/lib/geminik8s/bin/kubernetes'),
-    kubeApiPort: intFrom(env.GEMINIK8S_KUBE_API_PORT, 6443),
-    discoveryPort: intFrom(env.GEMINIK8S_DISCOVERY_PORT, 7946),
-    channelPort: intFrom(env.GEMINIK8S_CHANNEL_PORT, 7946),
-    broadcastAddress: env.GEMINIK8S_BROADCAST || '255.255.255.255',
+    kubernetesBinary: envPath(env, 'GEMINIK8S_KUBERNETES_BIN', kubernetes?.distribution === 'k3s' ? '/usr/local/bin/k3s' : '/usr/lib/geminik8s/bin/kubernetes'),
+    kubeApiPort: envPort(env, 'GEMINIK8S_KUBE_API_PORT', 6443),
+    discoveryPort: envPort(env, 'GEMINIK8S_DISCOVERY_PORT', 7946),
+    channelPort: envPort(env, 'GEMINIK8S_CHANNEL_PORT', 7946),
+    broadcastAddress: envAddress(env, 'GEMINIK8S_BROADCAST', '255.255.255.255'),
     secretsDir: join(stateDir, 'secrets'),
-    runDir: env.GEMINIK8S_RUN_DIR || '/run/geminik8s',
+    runDir: envPath(env, 'GEMINIK8S_RUN_DIR', '/run/geminik8s'),
   };
 }
