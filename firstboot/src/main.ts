@@ -6,7 +6,7 @@
  */
 import { agentPaths, runLocalSteps, runPartitionGrowth } from './agent.ts';
 import { runCluster } from './cluster/run.ts';
-import { clusterSettings } from './cluster/settings.ts';
+import { clusterSettings, secretsDirOf } from './cluster/settings.ts';
 import { MARKER } from './core/report.ts';
 import { jsonLogger, openConsole } from './adapters/output.ts';
 import { startWatchdog } from './liveness/watchdog.ts';
@@ -44,7 +44,7 @@ async function main(args: string[]): Promise<number> {
     // A failed growth must not keep /data from mounting: the box works, only smaller.
     return result.kind === 'failed' ? 1 : 0;
   }
-  if (args[0] === 'etcd-client-cert') return printEtcdClientCert(args.slice(1), clusterSettings(process.env, paths.stateDir).secretsDir);
+  if (args[0] === 'etcd-client-cert') return printEtcdClientCert(args.slice(1), secretsDirOf(paths.stateDir));
   if (args.length > 0) {
     process.stderr.write(`geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | grow-data-partition | etcd-client-cert --name <name>])\n`);
     return 2;

@@ -28,7 +28,7 @@ import { derivePairKeys, runPairing, startChannelServer, startDiscovery, type Ca
 import { NO_PROGRESS, readProgress, type Progress } from './progress.ts';
 import { keepConfirmingPair } from './reconfirm.ts';
 import { validateSecrets, type ClusterSecrets, type NodeIdentity } from '../provision/core/secrets.ts';
-import { kineUser, startKine, writeKineFiles, type KineProcess } from '../provision/kine.ts';
+import { kineUser, writeKineFiles } from '../provision/kine.ts';
 import { ControlPlane } from '../kubernetes/control-plane.ts';
 import type { LocalPg } from '../provision/postgres.ts';
 import { runProvisioning } from '../provision/provision.ts';
@@ -39,6 +39,12 @@ import { runsUpstreamWorker, type ClusterSettings } from './settings.ts';
 import { readBakedImages } from '../kubernetes/baked-images.ts';
 import { clusterDnsIp } from '../kubernetes/core/addons.ts';
 import { imageReference } from '../kubernetes/core/baked-images.ts';
+
+/**
+ * How long provisioning waits for its first Kine (failed starts are retried every 2 s meanwhile).
+ * Past it the agent fails and systemd starts it again, resuming from hostmeta.json.
+ */
+const KINE_FIRST_START_MS = 120_000;
 
 export interface ClusterContext {
   settings: ClusterSettings;
@@ -203,7 +209,6 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   let peer: NodeIdentity & { nodeId: string };
   let initialRole: LivenessRole;
   let announcedReady = false;
-  let provisionedKine: { proc: KineProcess; upstream: string } | undefined;
 
   if (meta.phase === 'provisioned' && meta.pair) {
     peer = { nodeId: meta.pair.peerNodeId, name: meta.pair.peerName, ip: meta.pair.peerAddress };
@@ -226,15 +231,17 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     // Before provisioning: a peer restarted meanwhile re-runs the agreement and needs an answer
     // (its new boot must not be mistaken for the one already confirmed).
     answerPeerReruns();
-    provisionedKine = await provision(result.role);
-    announcedReady = true;
   }
   status.kine = { listen: kineListen, tls: settings.kineRemoteClients };
 
   const secrets = loadSecrets(settings.secretsDir);
-  if (!secrets) throw new Error(`no cluster secrets in ${settings.secretsDir}; the node is provisioned but its secrets are gone`);
+  if (!secrets) throw new Error(`no cluster secrets in ${settings.secretsDir}; the node is ${meta.phase} but its secrets are gone`);
+  // The one owner of Kine from here on: provisioning's first start and the liveness loop's restarts.
   const kine = new KineSupervisor({ ...kineLaunch(secrets), port: settings.pgPort, log });
-  if (provisionedKine) kine.adopt(provisionedKine.proc, provisionedKine.upstream);
+  if (meta.phase !== 'provisioned') {
+    await provision(initialRole === 'follower' ? 'follower' : 'leader', kine);
+    announcedReady = true;
+  }
   const controlPlane = await startControlPlane(secrets);
   liveness = startLiveness({
     nodeId: meta.nodeId, peer: { nodeId: peer.nodeId, name: peer.name, address: peer.ip }, ifname: lan.ifname, vipCidr: site.network.vip,
@@ -307,11 +314,9 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     };
   }
 
-  /** First provisioning after the agreement; Kine started here is handed to the supervisor. */
-  async function provision(role: PairRole): Promise<{ proc: KineProcess; upstream: string }> {
+  /** First provisioning after the agreement: PostgreSQL in its role, Kine (through the supervisor), the VIP on the leader. */
+  async function provision(role: PairRole, kine: KineSupervisor): Promise<void> {
     allowNonLocalBind();
-    const secrets = loadSecrets(settings.secretsDir);
-    if (!secrets) throw new Error(`no cluster secrets in ${settings.secretsDir} after pairing`);
     if (role === 'follower') {
       // The follower copies the primary once the leader has provisioned and bound the VIP.
       for (let waited = 0; !(await canConnect(vip, settings.pgPort, 1000)); waited++) {
@@ -322,10 +327,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     }
     await runProvisioning(provisionConfig(role));
     await stopOrphanKine(settings.kineBinary);
-    const upstream = role === 'leader' ? '127.0.0.1' : vip;
-    const proc: KineProcess = await startKine({
-      ...kineLaunch(secrets), db: { host: upstream, port: settings.pgPort },
-    });
+    await kine.running(role === 'leader' ? '127.0.0.1' : vip, KINE_FIRST_START_MS, signal);
     if (role === 'leader') {
       await bindVip(lan.ifname, site.network.vip);
       log.event('info', 'vip-bound', { vip: site.network.vip, interface: lan.ifname });
@@ -333,6 +335,5 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     save(recordProvisioned(meta));
     log.event('info', 'cluster-ready', { role: meta.role, term: meta.term });
     out.line(`${MARKER} cluster ready role=${meta.role} term=${meta.term} kine=${settings.kineRemoteClients ? lan.ip : '127.0.0.1'}:${settings.kinePort}`);
-    return { proc, upstream };
   }
 }

@@ -33,6 +33,11 @@ export interface ClusterSettings {
   runDir: string;
 }
 
+/** Where the pair's secrets live (the etcd-client-cert command needs only this, not the image's description). */
+export function secretsDirOf(stateDir: string): string {
+  return join(stateDir, 'secrets');
+}
+
 /** The agent runs this box's worker (containerd, kubelet, kube-proxy, pod network): upstream images whose boxes run pods. */
 export function runsUpstreamWorker(s: Pick<ClusterSettings, 'kubernetes'>): boolean {
   return s.kubernetes?.distribution === 'upstream' && s.kubernetes.worker;
@@ -98,7 +103,7 @@ export function clusterSettings(env: NodeJS.ProcessEnv, stateDir: string): Clust
     discoveryPort: envPort(env, 'GEMINIK8S_DISCOVERY_PORT', 7946),
     channelPort: envPort(env, 'GEMINIK8S_CHANNEL_PORT', 7946),
     broadcastAddress: envAddress(env, 'GEMINIK8S_BROADCAST', '255.255.255.255'),
-    secretsDir: join(stateDir, 'secrets'),
+    secretsDir: secretsDirOf(stateDir),
     runDir: envPath(env, 'GEMINIK8S_RUN_DIR', '/run/geminik8s'),
   };
 }

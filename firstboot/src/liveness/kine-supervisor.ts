@@ -1,6 +1,7 @@
 /**
- * Keeps one Kine running against the current primary, as the liveness loop wants it: on the leader
- * its local PostgreSQL, elsewhere the VIP. A change of upstream restarts Kine, because its pooled
+ * The one owner of this box's Kine, from its first start at provisioning to the agent's stop: keeps
+ * one Kine running against the current primary, as the agent wants it (on the leader its local
+ * PostgreSQL, elsewhere the VIP). A change of upstream restarts Kine, because its pooled
  * connections to a dead primary would hang until TCP gives up; a Kine that exits is started again.
  * Reconciliation runs in the background (a start waits for Kine to answer), never in a tick.
  */
@@ -24,12 +25,6 @@ export class KineSupervisor {
 
   constructor(private readonly o: KineSupervisorOptions) {}
 
-  /** Takes over a Kine started during provisioning. */
-  adopt(proc: KineProcess, upstreamHost: string): void {
-    this.#track(proc, upstreamHost);
-    this.#wanted = upstreamHost;
-  }
-
   #track(proc: KineProcess, upstreamHost: string): void {
     this.#proc = proc;
     this.#upstream = upstreamHost;
@@ -51,6 +46,31 @@ export class KineSupervisor {
     this.#wanted = host;
     if (!this.#running) void this.#reconcile();
   }
+
+  /**
+   * Wants Kine against `host` and resolves once one runs against it and answers (provisioning
+   * announces the cluster ready only then). Failed starts are retried meanwhile; rejects after
+   * `timeoutMs` or when `signal` aborts.
+   */
+  async running(host: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
+    // A first start creates Kine's tables: no failover waits on it, so give each try more time.
+    this.#firstStart = true;
+    try {
+      this.want(host);
+      const deadline = performance.now() + timeoutMs;
+      while (!(this.#proc && this.#upstream === host && !this.#exited.has(this.#proc))) {
+        if (signal.aborted) throw new Error('stopped while starting Kine');
+        if (performance.now() > deadline) throw new Error(`Kine did not start against ${host}:${this.o.port} within ${timeoutMs / 1000} s${this.#lastError ? `: ${this.#lastError}` : ''}`);
+        await new Promise((r) => setTimeout(r, 250));
+        this.want(host);
+      }
+    } finally {
+      this.#firstStart = false;
+    }
+  }
+
+  #lastError: string | undefined;
+  #firstStart = false;
 
   /** Restart even with the same upstream (its connections may be stuck on a primary that went away). */
   restart(): void {
@@ -100,12 +120,14 @@ export class KineSupervisor {
             ...this.o,
             db: { host: wanted, port: this.o.port },
             // Against the VIP the primary may be moving: give up sooner, a newer wish may be waiting.
-            startTimeoutMs: this.o.startTimeoutMs ?? (wanted === '127.0.0.1' ? 15_000 : 5000),
+            startTimeoutMs: this.o.startTimeoutMs ?? (this.#firstStart ? 30_000 : wanted === '127.0.0.1' ? 15_000 : 5000),
           });
           this.#track(started, wanted);
+          this.#lastError = undefined;
           this.o.log.event('info', 'kine-started', { upstream: `${wanted}:${this.o.port}`, pid: started.pid });
         } catch (e) {
           this.#retryAt = performance.now() + 2000;
+          this.#lastError = (e as Error).message;
           this.o.log.event('warn', 'kine-start-failed', { upstream: `${wanted}:${this.o.port}`, error: (e as Error).message });
           return;
         }
