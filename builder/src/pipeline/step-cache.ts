@@ -33,10 +33,11 @@ export class StepCache {
     try {
       await produce(tmp);
       await writeFile(path.join(tmp, COMPLETE_MARKER), `${new Date().toISOString()}\n`);
-      await rm(final, { recursive: true, force: true });
+      // An incomplete output of the same key (killed before its marker) may still hold a producer's mounts.
+      await removeMountedTree(final);
       await rename(tmp, final);
     } catch (err) {
-      await rm(tmp, { recursive: true, force: true });
+      await removeMountedTree(tmp).catch(() => undefined);
       throw err;
     }
     return { dir: final, cached: false };

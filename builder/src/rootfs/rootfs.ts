@@ -2,34 +2,22 @@
  * Debian rootfs via mmdebstrap (DESIGN "Build pipeline" step 3).
  *
  * Layout on disk (paths chosen by the caller, typically under .cache/):
- *   <outDir>/                      the finished rootfs; exists only when complete (atomic rename)
- *   <outDir>.packages.json         installed packages [{name,version,arch}] + build facts, written
- *                                  before the rename, so <outDir> existing implies it is there
- *   <outDir>.<pid>.partial/        in-progress build; removed (after unmounting) by the next build
+ *   <outDir>/                      the rootfs (inside the step cache's fresh folder, published by it)
+ *   <outDir>.packages.json         installed packages [{name,version,arch}] + build facts
  *   <aptCacheDir>/*.deb            persistent apt archive cache shared by all builds (sync-in/sync-out)
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { CommandError, run } from '../util/exec.ts';
-import { removeMountedTree } from '../util/mounts.ts';
-import { isAlive } from '../util/process.ts';
 import { ensureForeignArchSupport, type DebianArch } from './foreign-arch.ts';
 
 /** Bump whenever the mmdebstrap options or hooks/customize.sh change: it is part of the rootfs cache key. */
 export const ROOTFS_HOOK_VERSION = 'rootfs-hooks-6';
 
 export const CUSTOMIZE_HOOK = fileURLToPath(new URL('./hooks/customize.sh', import.meta.url));
-
-/** The package set used when a profile does not give one (profiles normally do). */
-export const DEFAULT_PACKAGES_AMD64: readonly string[] = [
-  'linux-image-amd64', 'systemd', 'systemd-sysv', 'systemd-resolved', 'udev', 'dbus', 'kmod', 'iproute2',
-  'arping', 'iputils-ping', 'ca-certificates', 'postgresql-15', 'e2fsprogs', 'fdisk', 'util-linux',
-  'dosfstools', 'openssh-server', 'less', 'procps', 'zstd',
-];
-
 
 /**
  * dpkg path filters: no docs (except copyright), man pages, info or translations in the image; of
@@ -223,24 +211,6 @@ export async function readCachedRootfs(outDir: string): Promise<RootfsResult | u
   }
 }
 
-async function removeStalePartials(outDir: string): Promise<void> {
-  const parent = dirname(outDir);
-  const base = basename(outDir);
-  let names: string[] = [];
-  try {
-    names = await readdir(parent);
-  } catch {
-    return;
-  }
-  for (const n of names) {
-    const m = new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d+)\\.(partial|old)$`).exec(n);
-    if (!m) continue;
-    const pid = Number(m[1]);
-    // Our own pid on a leftover means an earlier process had it: nothing of this build exists yet.
-    if (pid === process.pid || !isAlive(pid)) await removeMountedTree(join(parent, n));
-  }
-}
-
 /** Streams a long-running command's output lines to onProgress; CommandError with the tail on failure. */
 async function runStreaming(file: string, args: string[], env: Record<string, string>, onLine: (l: string) => void): Promise<void> {
   const tail: string[] = [];
@@ -256,22 +226,19 @@ async function runStreaming(file: string, args: string[], env: Record<string, st
 }
 
 /**
- * Builds a Debian rootfs directory with mmdebstrap. The result appears at `outDir` only when
- * complete (built in `<outDir>.<pid>.partial`, then renamed); `<outDir>.packages.json` holds
- * the package list. Needs root (mmdebstrap --mode=root).
+ * Builds a Debian rootfs directory with mmdebstrap into `outDir`, which must not exist yet, and
+ * writes `<outDir>.packages.json`. A plain producer: the step cache gives it a fresh folder and
+ * owns publishing, locking and the cleanup of an interrupted build (pipeline/step-cache.ts).
+ * Needs root (mmdebstrap --mode=root).
  */
 export async function buildRootfs(opts: BuildRootfsOptions): Promise<RootfsResult> {
   const outDir = opts.outDir.replace(/\/+$/, '');
   if (process.getuid?.() !== 0) throw new Error('building the rootfs needs root (mmdebstrap --mode=root)');
   await ensureForeignArchSupport(opts.arch);
-  await mkdir(dirname(outDir), { recursive: true });
   await mkdir(opts.aptCacheDir, { recursive: true });
-  await removeStalePartials(outDir);
-
-  const partial = `${outDir}.${process.pid}.partial`;
   let excludesFile: string | undefined;
   if (opts.excludeModules?.length) {
-    excludesFile = `${outDir}.${process.pid}.exclude-modules`;
+    excludesFile = `${outDir}.exclude-modules`;
     await writeFile(excludesFile, opts.excludeModules.join('\n') + '\n');
   }
   const env: Record<string, string> = {
@@ -279,29 +246,9 @@ export async function buildRootfs(opts: BuildRootfsOptions): Promise<RootfsResul
     LC_ALL: 'C.UTF-8',
     ...(opts.sourceDateEpoch !== undefined ? { SOURCE_DATE_EPOCH: String(opts.sourceDateEpoch) } : {}),
   };
-  const onLine = opts.onProgress ?? (() => undefined);
-  try {
-    await runStreaming('mmdebstrap', mmdebstrapArgs(opts, partial, excludesFile), env, onLine);
-    const packages = await listRootfsPackages(partial);
-    // replace a previous complete build (same key) only after the new one is complete
-    const old = `${outDir}.${process.pid}.old`;
-    let hadOld = false;
-    try {
-      await rename(outDir, old);
-      hadOld = true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
-    const pj = packagesJsonPath(outDir);
-    await writeFile(`${pj}.tmp`, JSON.stringify({ suite: opts.suite, arch: opts.arch, sourceDateEpoch: opts.sourceDateEpoch ?? null, hookVersion: ROOTFS_HOOK_VERSION, packages }, null, 2) + '\n');
-    await rename(`${pj}.tmp`, pj);
-    await rename(partial, outDir);
-    if (hadOld) await removeMountedTree(old);
-    return { outDir, packages };
-  } catch (e) {
-    await removeMountedTree(partial).catch(() => undefined);
-    throw e;
-  } finally {
-    if (excludesFile) await rm(excludesFile, { force: true });
-  }
+  await runStreaming('mmdebstrap', mmdebstrapArgs(opts, outDir, excludesFile), env, opts.onProgress ?? (() => undefined));
+  if (excludesFile) await rm(excludesFile, { force: true });
+  const packages = await listRootfsPackages(outDir);
+  await writeFile(packagesJsonPath(outDir), JSON.stringify({ suite: opts.suite, arch: opts.arch, sourceDateEpoch: opts.sourceDateEpoch ?? null, hookVersion: ROOTFS_HOOK_VERSION, packages }, null, 2) + '\n');
+  return { outDir, packages };
 }

@@ -13,10 +13,6 @@ export function fenceFileOf(pg: LocalPg): string {
   return confFiles(pg.paths.confDir).fence;
 }
 
-export function isFenceInPlace(pg: LocalPg): boolean {
-  return existsSync(fenceFileOf(pg));
-}
-
 /** Puts the fence up (read-only, sessions ended) or takes it down, on disk and in the running server. */
 export async function setFence(pg: LocalPg, on: boolean): Promise<void> {
   const file = fenceFileOf(pg);
