@@ -3,7 +3,7 @@ PROFILE  ?= edge-standard
 HARDWARE ?= generic-x86_64-uefi
 CLI      := node bin/geminik8s.js
 
-.PHONY: deps image repro test test-unit typecheck bench bench-pair bench-failover fault-matrix fault-kubernetes test-kubernetes-image bench-memory clean
+.PHONY: deps image repro test test-unit typecheck lint bench bench-pair bench-failover fault-matrix fault-kubernetes test-kubernetes-image bench-memory clean
 
 deps:
 	@sh builder/host-deps.sh
@@ -17,7 +17,7 @@ repro:
 	@sh builder/host-deps.sh diffoscope-minimal
 	PROFILE=$(PROFILE) HARDWARE=$(HARDWARE) node --import tsx builder/src/repro/repro.ts
 
-test: deps typecheck
+test: deps typecheck lint
 	node test/run-suite.mjs
 
 test-unit: deps
@@ -25,6 +25,11 @@ test-unit: deps
 
 typecheck: deps
 	npx tsc --noEmit
+
+# Biome: formatting and lint rules (biome.jsonc); `npx biome check --write $(LINTED)` fixes what it can.
+LINTED := builder firstboot test bench bin
+lint: deps
+	npx biome ci $(LINTED)
 
 bench: deps
 	node --import tsx bench/build.ts

@@ -15,7 +15,17 @@ const mainCache = process.env.GEMINIK8S_CACHE ?? path.join(repo, '.cache');
 const benchCache = path.join(mainCache, 'bench');
 const out = await mkdtemp(path.join(os.tmpdir(), 'gk8s-bench-'));
 const env = { ...process.env, GEMINIK8S_CACHE: benchCache };
-const args = ['bin/geminik8s.js', 'build', '--profile', process.env.PROFILE ?? 'edge-datastore', '--hardware', process.env.HARDWARE ?? 'generic-x86_64-uefi', '--out', out, '--json'];
+const args = [
+  'bin/geminik8s.js',
+  'build',
+  '--profile',
+  process.env.PROFILE ?? 'edge-datastore',
+  '--hardware',
+  process.env.HARDWARE ?? 'generic-x86_64-uefi',
+  '--out',
+  out,
+  '--json',
+];
 
 async function timedBuild(label: string): Promise<number> {
   process.stderr.write(`bench: ${label} ...\n`);

@@ -59,14 +59,17 @@ function figures(rs: ScenarioResult[]) {
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) {
-    process.stderr.write('bench/failover: must run as root (network namespaces, tmpfs mounts, PostgreSQL as the postgres user): sudo node --import tsx bench/failover.ts\n');
+    process.stderr.write(
+      'bench/failover: must run as root (network namespaces, tmpfs mounts, PostgreSQL as the postgres user): sudo node --import tsx bench/failover.ts\n',
+    );
     process.exit(2);
   }
   const runs = envInt('RUNS', 3, 1, 100);
   const withKubernetes = envInt('KUBERNETES', 1, 0, 1) === 1;
   const wanted = (process.env.SCENARIOS ?? SCENARIOS.map((s) => s.id).join('')).split('').filter((c) => c.trim() !== '');
   const bad = wanted.filter((c) => !isScenarioId(c));
-  if (bad.length > 0 || wanted.length === 0) throw new Error(`SCENARIOS=${process.env.SCENARIOS}: expected letters among ${SCENARIOS.map((s) => s.id).join('')}`);
+  if (bad.length > 0 || wanted.length === 0)
+    throw new Error(`SCENARIOS=${process.env.SCENARIOS}: expected letters among ${SCENARIOS.map((s) => s.id).join('')}`);
   const scenarios = SCENARIOS.filter((s) => wanted.includes(s.id));
   const kubeScenarios = withKubernetes ? scenarios.filter((s) => KUBERNETES_SCENARIOS.includes(s.id)) : [];
   if (runs < 3) process.stderr.write(`bench/failover: RUNS=${runs} (< 3): the acceptance figures need at least 3 runs per scenario\n`);
@@ -150,14 +153,29 @@ async function main(): Promise<void> {
       const target = TARGET_MS[s.id];
       const targetText = target !== undefined ? `<= ${target / 1000} s median` : undefined;
       rows.push({ metric: `${s.id} runs completed (of ${kine.length})`, value: f.ok, unit: 'runs' });
-      rows.push({ metric: `${s.id} fault -> first write via VIP, median`, value: secs(median(f.first)), unit: 's', ...(targetText ? { target: targetText } : {}) });
+      rows.push({
+        metric: `${s.id} fault -> first write via VIP, median`,
+        value: secs(median(f.first)),
+        unit: 's',
+        ...(targetText ? { target: targetText } : {}),
+      });
       rows.push({ metric: `${s.id} fault -> first write via VIP, max`, value: secs(max(f.first)), unit: 's' });
       rows.push({ metric: `${s.id} fault -> healthy sync pair, median`, value: secs(median(f.healthy)), unit: 's' });
       rows.push({ metric: `${s.id} fault -> healthy sync pair, max`, value: secs(max(f.healthy)), unit: 's' });
       rows.push({ metric: `${s.id} acked writes`, value: f.acked, unit: '' });
       rows.push({ metric: `${s.id} lost acked writes${f.unverified ? ` (${f.unverified} runs not read back)` : ''}`, value: f.lost, unit: '', target: '0' });
       rows.push({ metric: `${s.id} dual-primary samples`, value: f.dual, unit: '', target: '0' });
-      line.push(`${f.ok}/${kine.length}`, fmt(median(f.first)), fmt(max(f.first)), fmt(median(f.healthy)), fmt(max(f.healthy)), String(f.acked), `${f.lost}${f.unverified ? '?' : ''}`, String(f.dual), verdictOf(target, median(f.first)));
+      line.push(
+        `${f.ok}/${kine.length}`,
+        fmt(median(f.first)),
+        fmt(max(f.first)),
+        fmt(median(f.healthy)),
+        fmt(max(f.healthy)),
+        String(f.acked),
+        `${f.lost}${f.unverified ? '?' : ''}`,
+        String(f.dual),
+        verdictOf(target, median(f.first)),
+      );
     } else {
       line.push(...header.slice(1).map(() => '-'));
     }
@@ -166,13 +184,32 @@ async function main(): Promise<void> {
       const target = API_TARGET_MS[s.id];
       const targetText = target !== undefined ? `<= ${target / 1000} s median` : undefined;
       rows.push({ metric: `${s.id} Kubernetes runs completed (of ${kube.length})`, value: f.ok, unit: 'runs' });
-      rows.push({ metric: `${s.id} API unavailable on VIP (fault -> first ConfigMap created), median`, value: secs(median(f.first)), unit: 's', ...(targetText ? { target: targetText } : {}) });
+      rows.push({
+        metric: `${s.id} API unavailable on VIP (fault -> first ConfigMap created), median`,
+        value: secs(median(f.first)),
+        unit: 's',
+        ...(targetText ? { target: targetText } : {}),
+      });
       rows.push({ metric: `${s.id} API unavailable on VIP (fault -> first ConfigMap created), max`, value: secs(max(f.first)), unit: 's' });
       rows.push({ metric: `${s.id} Kubernetes pair: fault -> healthy pair with /readyz on VIP, median`, value: secs(median(f.healthy)), unit: 's' });
       rows.push({ metric: `${s.id} acked ConfigMaps`, value: f.acked, unit: '' });
-      rows.push({ metric: `${s.id} lost acked ConfigMaps${f.unverified ? ` (${f.unverified} runs not read back)` : ''}`, value: f.lost, unit: '', target: '0' });
+      rows.push({
+        metric: `${s.id} lost acked ConfigMaps${f.unverified ? ` (${f.unverified} runs not read back)` : ''}`,
+        value: f.lost,
+        unit: '',
+        target: '0',
+      });
       rows.push({ metric: `${s.id} Kubernetes pair: dual-primary samples`, value: f.dual, unit: '', target: '0' });
-      line.push(`${f.ok}/${kube.length}`, fmt(median(f.first)), fmt(max(f.first)), fmt(median(f.healthy)), String(f.acked), `${f.lost}${f.unverified ? '?' : ''}`, String(f.dual), verdictOf(target, median(f.first)));
+      line.push(
+        `${f.ok}/${kube.length}`,
+        fmt(median(f.first)),
+        fmt(max(f.first)),
+        fmt(median(f.healthy)),
+        String(f.acked),
+        `${f.lost}${f.unverified ? '?' : ''}`,
+        String(f.dual),
+        verdictOf(target, median(f.first)),
+      );
     } else if (anyKube) {
       line.push(...kubeHeader.map(() => '-'));
     }
@@ -188,7 +225,10 @@ async function main(): Promise<void> {
   if (anyKube) process.stdout.write('  API: a second pair running Kubernetes; a writer creating ConfigMaps through https://<VIP>:6443\n');
 
   const failedRuns = results.filter((r) => r.error !== undefined || r.verifyError !== undefined);
-  if (failedRuns.length > 0) say(`${failedRuns.length} run(s) did not complete:\n${failedRuns.map((r) => `  - ${r.scenario}#${r.rep} (${r.target}): ${r.error ?? r.verifyError}`).join('\n')}`);
+  if (failedRuns.length > 0)
+    say(
+      `${failedRuns.length} run(s) did not complete:\n${failedRuns.map((r) => `  - ${r.scenario}#${r.rep} (${r.target}): ${r.error ?? r.verifyError}`).join('\n')}`,
+    );
   if (aborted.length > 0) say(`aborted: ${aborted.join('; ')}`);
   if (results.length === 0 || aborted.length > 0) process.exitCode = 1;
 }

@@ -51,7 +51,14 @@ async function main(): Promise<void> {
     for (const a of pair.agents) a.start();
     const deadline = Date.now() + READY_TIMEOUT_S * 1000;
     for (;;) {
-      const states = await Promise.all(pair.agents.map((a) => a.status().then((s) => (s.kubernetes as { apiserver?: string } | undefined)?.apiserver, () => undefined)));
+      const states = await Promise.all(
+        pair.agents.map((a) =>
+          a.status().then(
+            (s) => (s.kubernetes as { apiserver?: string } | undefined)?.apiserver,
+            () => undefined,
+          ),
+        ),
+      );
       if (states.every((s) => s === 'ready')) break;
       if (Date.now() > deadline) throw new Error(`the API servers were not ready within ${READY_TIMEOUT_S} s: ${JSON.stringify(states)}`);
       await new Promise((r) => setTimeout(r, 2000));

@@ -80,16 +80,18 @@ async function writerMain(host: string, client: EtcdClientFiles, seconds: number
     }
     res.attempted++;
     const started = performance.now();
-    const p: Promise<void> = grpcPut(session, `${prefix}/${i}`, value, 5000).then(
-      () => {
-        res.ok++;
-        res.latencyMs.push(performance.now() - started);
-      },
-      (e: unknown) => {
-        res.failed++;
-        res.firstError ??= (e as Error).message;
-      },
-    ).finally(() => pending.delete(p));
+    const p: Promise<void> = grpcPut(session, `${prefix}/${i}`, value, 5000)
+      .then(
+        () => {
+          res.ok++;
+          res.latencyMs.push(performance.now() - started);
+        },
+        (e: unknown) => {
+          res.failed++;
+          res.firstError ??= (e as Error).message;
+        },
+      )
+      .finally(() => pending.delete(p));
     pending.add(p);
   }
   await Promise.all(pending);
@@ -137,7 +139,11 @@ async function clusterReady(a: PairAgent): Promise<boolean> {
 
 async function kineOnVip(pair: Pair): Promise<boolean> {
   // The client certificate can be issued once the pair has exchanged its secrets (before Kine is up).
-  const r = await pair.topology.exec(pair.topology.gw.ns, ['etcdctl', ...etcdctlFlags(pair.vip, await pair.etcdClient()), '--dial-timeout=1s', '--command-timeout=2s', 'endpoint', 'health'], { timeoutMs: 5000 });
+  const r = await pair.topology.exec(
+    pair.topology.gw.ns,
+    ['etcdctl', ...etcdctlFlags(pair.vip, await pair.etcdClient()), '--dial-timeout=1s', '--command-timeout=2s', 'endpoint', 'health'],
+    { timeoutMs: 5000 },
+  );
   return r.code === 0 && /is healthy/.test(r.stdout + r.stderr);
 }
 
@@ -219,12 +225,17 @@ async function timePairing(pair: Pair, timeoutMs: number, pollMs: number): Promi
       const t = rel(e.ts);
       if (t === undefined) continue;
       const key =
-        e.event === 'pairing-peer-discovered' ? `${role} peer discovered`
-        : e.event === 'paired' ? `${role} paired`
-        : e.event === 'vip-bound' ? 'leader VIP bound'
-        : e.event === 'replication-synchronous' ? 'leader replication synchronous'
-        : e.event === 'cluster-ready' ? `${role} cluster ready`
-        : undefined;
+        e.event === 'pairing-peer-discovered'
+          ? `${role} peer discovered`
+          : e.event === 'paired'
+            ? `${role} paired`
+            : e.event === 'vip-bound'
+              ? 'leader VIP bound'
+              : e.event === 'replication-synchronous'
+                ? 'leader replication synchronous'
+                : e.event === 'cluster-ready'
+                  ? `${role} cluster ready`
+                  : undefined;
       if (key !== undefined && phases[key] === undefined) phases[key] = t;
     }
   }
@@ -264,13 +275,38 @@ async function measureLag(pair: Pair, leader: PairAgent, opts: { seconds: number
   const sock = path.join(leader.dirs.pg, 'run');
   const query =
     'SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint, ' +
-    'coalesce((extract(epoch FROM write_lag) * 1000)::text, \'\'), coalesce((extract(epoch FROM flush_lag) * 1000)::text, \'\'), ' +
-    'coalesce((extract(epoch FROM replay_lag) * 1000)::text, \'\'), pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) ' +
+    "coalesce((extract(epoch FROM write_lag) * 1000)::text, ''), coalesce((extract(epoch FROM flush_lag) * 1000)::text, ''), " +
+    "coalesce((extract(epoch FROM replay_lag) * 1000)::text, ''), pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) " +
     "FROM pg_stat_replication WHERE state = 'streaming'";
   const samplerSeconds = opts.seconds + 15;
-  const sampler = topology.spawn(leader.ns, ['runuser', '-u', 'postgres', '--', 'timeout', '-s', 'INT', String(samplerSeconds), '/usr/bin/psql', '-X', '-q', '-h', sock, '-p', '5432', '-d', 'postgres', '-At', '-F', '|'], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const sampler = topology.spawn(
+    leader.ns,
+    [
+      'runuser',
+      '-u',
+      'postgres',
+      '--',
+      'timeout',
+      '-s',
+      'INT',
+      String(samplerSeconds),
+      '/usr/bin/psql',
+      '-X',
+      '-q',
+      '-h',
+      sock,
+      '-p',
+      '5432',
+      '-d',
+      'postgres',
+      '-At',
+      '-F',
+      '|',
+    ],
+    {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
   let samplerOut = '';
   let samplerErr = '';
   sampler.stdout?.on('data', (d: Buffer) => (samplerOut += d.toString()));
@@ -282,7 +318,23 @@ async function measureLag(pair: Pair, leader: PairAgent, opts: { seconds: number
 
   // Writer: this file in writer mode, in the gateway namespace, against Kine on the VIP.
   const prefix = `/bench/lag/${Date.now()}`;
-  const writer = topology.spawn(topology.gw.ns, [process.execPath, '--import', 'tsx', SELF, '--writer', pair.vip, JSON.stringify(await pair.etcdClient()), String(opts.seconds), String(opts.rate), String(opts.inflight), prefix], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  const writer = topology.spawn(
+    topology.gw.ns,
+    [
+      process.execPath,
+      '--import',
+      'tsx',
+      SELF,
+      '--writer',
+      pair.vip,
+      JSON.stringify(await pair.etcdClient()),
+      String(opts.seconds),
+      String(opts.rate),
+      String(opts.inflight),
+      prefix,
+    ],
+    { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let writerOut = '';
   let writerErr = '';
   writer.stdout?.on('data', (d: Buffer) => (writerOut += d.toString()));
@@ -324,12 +376,19 @@ async function measureLag(pair: Pair, leader: PairAgent, opts: { seconds: number
 
 async function benchMain(): Promise<void> {
   if (process.getuid?.() !== 0) {
-    process.stderr.write('bench/pair: must run as root (it creates network namespaces with `ip netns add` and runs PostgreSQL as the postgres user): sudo make bench-pair\n');
+    process.stderr.write(
+      'bench/pair: must run as root (it creates network namespaces with `ip netns add` and runs PostgreSQL as the postgres user): sudo make bench-pair\n',
+    );
     process.exit(2);
   }
   const runs = envInt('RUNS', 5, 1, 100);
   const timeoutMs = envInt('PAIR_TIMEOUT_S', 180, 10, 1800) * 1000;
-  const load = { seconds: envInt('LOAD_SECONDS', 20, 1, 600), rate: envInt('LOAD_RATE', 50, 1, 10_000), inflight: envInt('LOAD_INFLIGHT', 32, 1, 1000), sampleMs: envInt('SAMPLE_MS', 100, 20, 1000) };
+  const load = {
+    seconds: envInt('LOAD_SECONDS', 20, 1, 600),
+    rate: envInt('LOAD_RATE', 50, 1, 10_000),
+    inflight: envInt('LOAD_INFLIGHT', 32, 1, 1000),
+    sampleMs: envInt('SAMPLE_MS', 100, 20, 1000),
+  };
   if (runs < 5) process.stderr.write(`bench/pair: RUNS=${runs} (< 5): the acceptance figure needs at least 5 runs\n`);
   const { createPair } = (await import('../test/helpers/pair-agents.ts')) as PairsModule;
 
@@ -352,8 +411,15 @@ async function benchMain(): Promise<void> {
     try {
       const r = await timePairing(pair, timeoutMs, 150);
       results.push(r);
-      process.stderr.write(`bench/pair:   ready in ${r.seconds.toFixed(2)} s (streaming ${r.streamingS.toFixed(2)} s, Kine on VIP ${r.kineVipS.toFixed(2)} s${r.syncS !== undefined ? `, sync ${r.syncS.toFixed(2)} s` : ''}), leader node ${r.leader + 1}\n`);
-      process.stderr.write(`bench/pair:   log phases (s): ${Object.entries(r.phases).sort((a, b) => a[1] - b[1]).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}\n`);
+      process.stderr.write(
+        `bench/pair:   ready in ${r.seconds.toFixed(2)} s (streaming ${r.streamingS.toFixed(2)} s, Kine on VIP ${r.kineVipS.toFixed(2)} s${r.syncS !== undefined ? `, sync ${r.syncS.toFixed(2)} s` : ''}), leader node ${r.leader + 1}\n`,
+      );
+      process.stderr.write(
+        `bench/pair:   log phases (s): ${Object.entries(r.phases)
+          .sort((a, b) => a[1] - b[1])
+          .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+          .join(', ')}\n`,
+      );
       if (r.seconds > 30) await keepLogs(pair, 'slower than the 30 s target');
       if (i === runs - 1) {
         process.stderr.write(`bench/pair: replication lag under ${load.rate} puts/s through Kine on the VIP for ${load.seconds} s ...\n`);
@@ -386,7 +452,16 @@ async function benchMain(): Promise<void> {
     rows.push({ metric: '  Kine answering on VIP, median', value: median(results.map((r) => r.kineVipS)), unit: 's' });
     const syncs = results.flatMap((r) => (r.syncS !== undefined ? [r.syncS] : []));
     if (syncs.length > 0) rows.push({ metric: `  sync_state = sync, median (${syncs.length} runs)`, value: median(syncs), unit: 's' });
-    const phaseOrder = ['leader peer discovered', 'follower peer discovered', 'leader paired', 'follower paired', 'leader VIP bound', 'leader cluster ready', 'follower cluster ready', 'leader replication synchronous'];
+    const phaseOrder = [
+      'leader peer discovered',
+      'follower peer discovered',
+      'leader paired',
+      'follower paired',
+      'leader VIP bound',
+      'leader cluster ready',
+      'follower cluster ready',
+      'leader replication synchronous',
+    ];
     for (const p of phaseOrder) {
       const v = results.flatMap((r) => (r.phases[p] !== undefined ? [r.phases[p]] : []));
       if (v.length > 0) rows.push({ metric: `  log: ${p}, median${v.length < results.length ? ` (${v.length} runs)` : ''}`, value: median(v), unit: 's' });
@@ -401,7 +476,11 @@ async function benchMain(): Promise<void> {
     rows.push({ metric: 'Kine put latency p50', value: quantile(w.latencyMs, 0.5), unit: 'ms' });
     rows.push({ metric: 'Kine put latency p99', value: quantile(w.latencyMs, 0.99), unit: 'ms' });
     rows.push({ metric: 'lag samples in load window', value: lag.samples, unit: '' });
-    for (const [name, v] of [['write_lag', lag.writeLag], ['flush_lag', lag.flushLag], ['replay_lag', lag.replayLag]] as const) {
+    for (const [name, v] of [
+      ['write_lag', lag.writeLag],
+      ['flush_lag', lag.flushLag],
+      ['replay_lag', lag.replayLag],
+    ] as const) {
       if (v.length === 0) {
         rows.push({ metric: `${name} samples (non-null)`, value: 0, unit: '' });
         continue;
@@ -411,7 +490,9 @@ async function benchMain(): Promise<void> {
     }
     rows.push({ metric: 'WAL gap current - replay p50', value: quantile(lag.replayGapBytes, 0.5), unit: 'B' });
     rows.push({ metric: 'WAL gap current - replay p99', value: quantile(lag.replayGapBytes, 0.99), unit: 'B' });
-    process.stderr.write(`bench/pair: replication during load: "${lag.syncState}", synchronous_commit=${lag.synchronousCommit}${w.firstError ? `, first put error: ${w.firstError}` : ''}\n`);
+    process.stderr.write(
+      `bench/pair: replication during load: "${lag.syncState}", synchronous_commit=${lag.synchronousCommit}${w.firstError ? `, first put error: ${w.firstError}` : ''}\n`,
+    );
   }
   printReport('pair', rows);
   if (failures.length > 0) process.stderr.write(`bench/pair: ${failures.length} run(s) failed:\n${failures.map((f) => `  - ${f}`).join('\n')}\n`);
@@ -422,7 +503,8 @@ async function benchMain(): Promise<void> {
 const argv = process.argv.slice(2);
 if (argv[0] === '--writer') {
   const [host, client, seconds, rate, inflight, prefix] = argv.slice(1);
-  if (!host || !client || !seconds || !rate || !inflight || !prefix) throw new Error('usage: pair.ts --writer <host> <client files JSON> <seconds> <rate> <inflight> <prefix>');
+  if (!host || !client || !seconds || !rate || !inflight || !prefix)
+    throw new Error('usage: pair.ts --writer <host> <client files JSON> <seconds> <rate> <inflight> <prefix>');
   await writerMain(host, JSON.parse(client) as EtcdClientFiles, Number(seconds), Number(rate), Number(inflight), prefix);
 } else {
   await benchMain();

@@ -69,7 +69,10 @@ async function nodeBinary(arch: AgentArch, cacheDir: string, log: (msg: string) 
   const work = await mkdtemp(join(cacheDir, 'node', '.download-'));
   try {
     const spec = `${pkg.name}@${AGENT_NODE_VERSION}`;
-    const packed = JSON.parse(await run('npm', ['pack', spec, '--json', '--pack-destination', work], { cwd: work })) as { filename: string; integrity: string }[];
+    const packed = JSON.parse(await run('npm', ['pack', spec, '--json', '--pack-destination', work], { cwd: work })) as {
+      filename: string;
+      integrity: string;
+    }[];
     const entry = packed[0];
     if (!entry) throw new Error(`npm pack ${spec} reported no tarball`);
     const tarball = join(work, entry.filename);

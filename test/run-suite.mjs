@@ -54,7 +54,11 @@ function resolveComponents(names) {
     const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/components.ts', ...names], { stdio: ['ignore', 'pipe', 'pipe'] });
     let errTail = '';
     child.stdout.on('data', (chunk) => {
-      for (const line of chunk.toString().split('\n').filter((l) => l.trim() !== '')) process.stderr.write(`run-suite: resolved ${line}\n`);
+      for (const line of chunk
+        .toString()
+        .split('\n')
+        .filter((l) => l.trim() !== ''))
+        process.stderr.write(`run-suite: resolved ${line}\n`);
     });
     child.stderr.on('data', (chunk) => {
       process.stderr.write(chunk);
@@ -68,7 +72,11 @@ function resolveComponents(names) {
         resolve({ ok: true });
         return;
       }
-      const named = errTail.split('\n').filter((l) => / FAILED: /.test(l)).join('\n') || errTail.trim().split('\n').slice(-3).join('\n');
+      const named =
+        errTail
+          .split('\n')
+          .filter((l) => / FAILED: /.test(l))
+          .join('\n') || errTail.trim().split('\n').slice(-3).join('\n');
       resolve({ ok: false, why: `${signal ? `killed by ${signal}` : `exit ${code}`} after ${took}\n${named}` });
     });
   });
@@ -77,8 +85,19 @@ function resolveComponents(names) {
 const explicit = process.argv.slice(2);
 /** Test files that run only when named (their own make target), never in `make test`. */
 const SLOW_TIERS = new Set(['test/image/kubernetes.test.ts']);
-const imageTests = readdirSync('test/image').filter((f) => f.endsWith('.test.ts')).map((f) => `test/image/${f}`).filter((f) => !SLOW_TIERS.has(f)).sort();
-const groups = explicit.length > 0 ? [explicit] : [['test/unit', 'test/integration', 'test/pair'], ['--concurrency', '1', 'test/fault'], ['--concurrency', '1', ...imageTests]];
+const imageTests = readdirSync('test/image')
+  .filter((f) => f.endsWith('.test.ts'))
+  .map((f) => `test/image/${f}`)
+  .filter((f) => !SLOW_TIERS.has(f))
+  .sort();
+const groups =
+  explicit.length > 0
+    ? [explicit]
+    : [
+        ['test/unit', 'test/integration', 'test/pair'],
+        ['--concurrency', '1', 'test/fault'],
+        ['--concurrency', '1', ...imageTests],
+      ];
 let passed = 0;
 let failed = 0;
 let exit = 0;

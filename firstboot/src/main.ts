@@ -46,7 +46,9 @@ async function main(args: string[]): Promise<number> {
   }
   if (args[0] === 'etcd-client-cert') return printEtcdClientCert(args.slice(1), secretsDirOf(paths.stateDir));
   if (args.length > 0) {
-    process.stderr.write(`geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | grow-data-partition | etcd-client-cert --name <name>])\n`);
+    process.stderr.write(
+      `geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | grow-data-partition | etcd-client-cert --name <name>])\n`,
+    );
     return 2;
   }
   log.event('info', 'start', { version: AGENT_VERSION, node: process.version, pid: process.pid, ...paths });
@@ -65,7 +67,10 @@ async function main(args: string[]): Promise<number> {
   try {
     const local = await runLocalSteps(paths, log, out);
     if (local.site) {
-      await runCluster({ settings: clusterSettings(process.env, paths.stateDir), site: local.site, stateDir: paths.stateDir, log, out, signal: controller.signal, watchdog }, local.meta);
+      await runCluster(
+        { settings: clusterSettings(process.env, paths.stateDir), site: local.site, stateDir: paths.stateDir, log, out, signal: controller.signal, watchdog },
+        local.meta,
+      );
     }
   } catch (e) {
     if (!controller.signal.aborted) return fail(e);

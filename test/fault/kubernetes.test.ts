@@ -59,6 +59,10 @@ test.serial('each node wrote an admin kubeconfig (0600) for the VIP with a syste
     t.is(ca.fingerprint256, pairCa.fingerprint256, `${at}: the kubeconfig trusts the pair CA (${pairCa.subject.replace(/\n/g, ', ')})`);
     const client = new X509Certificate(cfg.cert);
     t.true(client.checkIssued(ca) && client.verify(ca.publicKey), `${at}: the client certificate is issued by the pair CA`);
-    t.regex(client.subject, /^O=system:masters$/m, `${at}: the client certificate's organisation is system:masters (subject: ${client.subject.replace(/\n/g, ', ')})`);
+    t.regex(
+      client.subject,
+      /^O=system:masters$/m,
+      `${at}: the client certificate's organisation is system:masters (subject: ${client.subject.replace(/\n/g, ', ')})`,
+    );
   }
 });

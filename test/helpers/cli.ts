@@ -18,5 +18,8 @@ export async function geminik8s(args: string[], opts: { env?: Record<string, str
 
 /** Parses `--json` output: one event per line. */
 export function events(stdout: string): Record<string, unknown>[] {
-  return stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  return stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }

@@ -17,8 +17,13 @@ import { readFile, readdir, rm, stat, writeFile, mkdir } from 'node:fs/promises'
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  componentCachePath, kineSpec, kubernetesSpec, requiredVersion, resolveComponent,
-  type ComponentSpec, type ResolvedComponent,
+  componentCachePath,
+  kineSpec,
+  kubernetesSpec,
+  requiredVersion,
+  resolveComponent,
+  type ComponentSpec,
+  type ResolvedComponent,
 } from '../../builder/src/components/resolve.ts';
 import { hashTree } from '../../builder/src/plan/tree-hash.ts';
 import { sha256File } from '../../builder/src/util/digest.ts';
@@ -121,7 +126,10 @@ export async function resolveTestComponent(name: TestComponent, o: ResolveTestOp
       const running = await buildsInProgress(dest);
       if (running.length === 0) break;
       await rm(lock, { force: true });
-      if (Date.now() > deadline) throw new Error(`${what}: a build (pid ${running.join(', ')}) is still running after ${Math.round(waitMs / 1000)} s of waiting; let it finish, then run again`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `${what}: a build (pid ${running.join(', ')}) is still running after ${Math.round(waitMs / 1000)} s of waiting; let it finish, then run again`,
+        );
       waitedFor(`the build running as pid ${running.join(', ')}`);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
@@ -140,7 +148,9 @@ export async function resolveTestComponent(name: TestComponent, o: ResolveTestOp
       const artifact = await resolveComponent({ ...spec, sources: spec.sources.filter((s) => 'artifactDir' in s) }, opts).catch(() => undefined);
       if (artifact) return artifact;
       if (!(await cachedGoMain(spec, dest))) {
-        throw new Error(`${what} is not built: no artifacts/kubernetes/${spec.version}/${TEST_ARCH}/kubernetes and no cache entry for this ${KUBERNETES_MAIN} tree under ${path.dirname(dest)}. Build it first with \`${RESOLVE_COMMAND}\` (\`make test\` does it before the tests; a cold build takes 10–25 min, 3 GiB of memory and Go)`);
+        throw new Error(
+          `${what} is not built: no artifacts/kubernetes/${spec.version}/${TEST_ARCH}/kubernetes and no cache entry for this ${KUBERNETES_MAIN} tree under ${path.dirname(dest)}. Build it first with \`${RESOLVE_COMMAND}\` (\`make test\` does it before the tests; a cold build takes 10–25 min, 3 GiB of memory and Go)`,
+        );
       }
     }
     const started = Date.now();
@@ -169,7 +179,9 @@ if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === SELF) {
     process.stderr.write(`components: resolving ${name} for ${TEST_ARCH} ...\n`);
     try {
       const r = await resolveTestComponent(name, { build: true, log: (l) => process.stderr.write(`components: ${l}\n`) });
-      process.stdout.write(`${r.name} ${r.version} ${r.arch} ${r.path} (${(r.size / 1e6).toFixed(0)} MB, ${r.source}, ${((Date.now() - t0) / 1000).toFixed(1)} s)\n`);
+      process.stdout.write(
+        `${r.name} ${r.version} ${r.arch} ${r.path} (${(r.size / 1e6).toFixed(0)} MB, ${r.source}, ${((Date.now() - t0) / 1000).toFixed(1)} s)\n`,
+      );
     } catch (e) {
       const msg = (e as Error).message;
       failed.push(name);

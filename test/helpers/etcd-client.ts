@@ -29,8 +29,11 @@ export interface EtcdClientFiles {
  */
 export async function issueEtcdClientCert(stateDir: string, dir: string, name = 'test-client'): Promise<EtcdClientFiles> {
   const stdout = await new Promise<string>((resolve, reject) => {
-    execFile(process.execPath, ['--import', 'tsx', AGENT_ENTRY, 'etcd-client-cert', '--name', name], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', GEMINIK8S_STATE_DIR: stateDir }, timeout: 60_000 }, (err, out, errOut) =>
-      err ? reject(new Error(`etcd-client-cert on ${stateDir}: ${errOut.trim() || err.message}`)) : resolve(out),
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', AGENT_ENTRY, 'etcd-client-cert', '--name', name],
+      { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', GEMINIK8S_STATE_DIR: stateDir }, timeout: 60_000 },
+      (err, out, errOut) => (err ? reject(new Error(`etcd-client-cert on ${stateDir}: ${errOut.trim() || err.message}`)) : resolve(out)),
     );
   });
   const bundle = JSON.parse(stdout) as { ca: string; cert: string; key: string };
@@ -99,7 +102,8 @@ export function grpcPut(session: http2.ClientHttp2Session, key: string, value: B
         message = decodeURIComponent(String(h['grpc-message'] ?? ''));
       }
     };
-    const verdict = (): Error | undefined => (status === '0' ? undefined : new Error(status === undefined ? 'stream closed without a grpc-status' : `grpc-status ${status} ${message}`));
+    const verdict = (): Error | undefined =>
+      status === '0' ? undefined : new Error(status === undefined ? 'stream closed without a grpc-status' : `grpc-status ${status} ${message}`);
     req.on('response', take);
     req.on('trailers', take);
     req.on('data', () => undefined);

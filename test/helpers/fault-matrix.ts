@@ -56,7 +56,12 @@ export type ScenarioId = (typeof SCENARIOS)[number]['id'];
 export const isScenarioId = (s: string): s is ScenarioId => SCENARIOS.some((x) => x.id === s);
 
 const gwExec = (pair: Pair, argv: string[], timeoutMs = 15_000) => pair.topology.exec(pair.topology.gw.ns, argv, { timeoutMs });
-const etcdctlArgs = async (pair: Pair, commandTimeoutS: number) => ['etcdctl', ...etcdctlFlags(pair.vip, await pair.etcdClient()), '--dial-timeout=2s', `--command-timeout=${commandTimeoutS}s`];
+const etcdctlArgs = async (pair: Pair, commandTimeoutS: number) => [
+  'etcdctl',
+  ...etcdctlFlags(pair.vip, await pair.etcdClient()),
+  '--dial-timeout=2s',
+  `--command-timeout=${commandTimeoutS}s`,
+];
 /** The Kubernetes API on the VIP, as the writer and the admin kubeconfig address it. */
 export const vipServer = (pair: Pair): string => `https://${pair.vip}:6443`;
 /** test/helpers/kube-client.ts's command line in the gateway namespace (the VIP is not reachable from the host). */
@@ -68,7 +73,10 @@ export async function vipNotReady(pair: Pair): Promise<string | undefined> {
   if (r.code !== 0) return `no answer (${r.stderr.trim().split('\n').slice(-1)[0] ?? `exit ${r.code}`})`;
   const a = JSON.parse(r.stdout) as { status: number; body: string };
   if (a.status === 200) return undefined;
-  const failing = a.body.split('\n').filter((l) => l.startsWith('[-]')).join(' ');
+  const failing = a.body
+    .split('\n')
+    .filter((l) => l.startsWith('[-]'))
+    .join(' ');
   return `HTTP ${a.status}: ${(failing || a.body).replace(/\s+/g, ' ').slice(0, 300)}`;
 }
 
@@ -78,7 +86,15 @@ export async function vipNotReady(pair: Pair): Promise<string | undefined> {
 
 async function onPath(cmd: string): Promise<boolean> {
   const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin', '/usr/bin', '/bin'];
-  for (const d of dirs) if (d && (await access(path.join(d, cmd), constants.X_OK).then(() => true, () => false))) return true;
+  for (const d of dirs)
+    if (
+      d &&
+      (await access(path.join(d, cmd), constants.X_OK).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return true;
   return false;
 }
 
@@ -86,9 +102,23 @@ async function onPath(cmd: string): Promise<boolean> {
 export async function requireFaultPrereqs(): Promise<void> {
   const missing: string[] = [];
   if (process.getuid?.() !== 0) missing.push('root (network namespaces, tmpfs mounts, PostgreSQL as the postgres user): run as root');
-  const tools: [string, string][] = [['ip', 'iproute2'], ['etcdctl', 'etcd-client'], ['psql', 'postgresql-client-15'], ['runuser', 'util-linux'], ['mount', 'mount'], ['umount', 'mount'], ['dd', 'coreutils']];
+  const tools: [string, string][] = [
+    ['ip', 'iproute2'],
+    ['etcdctl', 'etcd-client'],
+    ['psql', 'postgresql-client-15'],
+    ['runuser', 'util-linux'],
+    ['mount', 'mount'],
+    ['umount', 'mount'],
+    ['dd', 'coreutils'],
+  ];
   for (const [cmd, pkg] of tools) if (!(await onPath(cmd))) missing.push(`\`${cmd}\` (apt-get install ${pkg})`);
-  if (!(await access('/usr/lib/postgresql/15/bin/pg_ctl', constants.X_OK).then(() => true, () => false))) missing.push('PostgreSQL 15 server binaries (apt-get install postgresql-15)');
+  if (
+    !(await access('/usr/lib/postgresql/15/bin/pg_ctl', constants.X_OK).then(
+      () => true,
+      () => false,
+    ))
+  )
+    missing.push('PostgreSQL 15 server binaries (apt-get install postgresql-15)');
   if (missing.length === 0) {
     const { run } = await import('./netns.ts');
     const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-tmpfs-probe-'));
@@ -126,7 +156,10 @@ export type WriteTarget =
 export type WriteTargetKind = WriteTarget['kind'];
 
 /** The label selector that lists exactly one writer's ConfigMaps. */
-export const labelSelector = (labels: Record<string, string>): string => Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',');
+export const labelSelector = (labels: Record<string, string>): string =>
+  Object.entries(labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
 
 export interface Ack {
   n: number;
@@ -386,7 +419,9 @@ async function holdsVip(pair: Pair, a: PairAgent): Promise<boolean> {
 export async function checkHealthy(pair: Pair): Promise<Healthy | { missing: string }> {
   const agents = pair.agents.slice(0, 2);
   const st = await Promise.all(agents.map((a) => a.status().catch((e: unknown) => ({ error: errText(e) }) as Record<string, unknown>)));
-  const seen = st.map((s, i) => `node ${i + 1}: ${s.error !== undefined ? `no status (${String(s.error)})` : `${String(s.role)} term ${String(s.term)}`}`).join(', ');
+  const seen = st
+    .map((s, i) => `node ${i + 1}: ${s.error !== undefined ? `no status (${String(s.error)})` : `${String(s.role)} term ${String(s.term)}`}`)
+    .join(', ');
   const li = st.findIndex((s) => s.role === 'leader');
   const fi = st.findIndex((s) => s.role === 'follower');
   if (li < 0 || fi < 0) return { missing: `one leader and one follower (${seen})` };
@@ -399,9 +434,13 @@ export async function checkHealthy(pair: Pair): Promise<Healthy | { missing: str
   const { DEFAULT_LIVENESS_CONFIG } = await import('../../firstboot/src/liveness/core/types.ts');
   const silent = [ls, fs].map((s) => (s.liveness as { peerSilentMs?: unknown } | undefined)?.peerSilentMs);
   if (silent.some((ms) => typeof ms !== 'number' || ms >= DEFAULT_LIVENESS_CONFIG.peerDeadMs)) {
-    return { missing: `both nodes hearing each other's heartbeats (peer silent for: leader ${String(silent[0])} ms, follower ${String(silent[1])} ms; alive below ${DEFAULT_LIVENESS_CONFIG.peerDeadMs} ms)` };
+    return {
+      missing: `both nodes hearing each other's heartbeats (peer silent for: leader ${String(silent[0])} ms, follower ${String(silent[1])} ms; alive below ${DEFAULT_LIVENESS_CONFIG.peerDeadMs} ms)`,
+    };
   }
-  const rows = await leader.sql("SELECT application_name || ' ' || state || ' ' || sync_state FROM pg_stat_replication").catch((e: unknown) => `(${errText(e)})`);
+  const rows = await leader
+    .sql("SELECT application_name || ' ' || state || ' ' || sync_state FROM pg_stat_replication")
+    .catch((e: unknown) => `(${errText(e)})`);
   const name = typeof fs.name === 'string' ? fs.name : undefined;
   if (!rows.split('\n').some((r) => / streaming sync$/.test(r) && (name === undefined || r.startsWith(`${name} `)))) {
     return { missing: `the follower (node ${fi + 1}) streaming in sync in the leader's pg_stat_replication (rows: ${rows.replace(/\n/g, '; ') || 'none'})` };
@@ -410,7 +449,11 @@ export async function checkHealthy(pair: Pair): Promise<Healthy | { missing: str
   if (recovery !== 't') return { missing: `the follower's PostgreSQL in recovery (pg_is_in_recovery: ${recovery})` };
   if (!(await holdsVip(pair, leader))) return { missing: `the VIP on the leader (node ${li + 1})` };
   if (await holdsVip(pair, follower)) return { missing: `the follower (node ${fi + 1}) releasing the VIP` };
-  const put = await gwExec(pair, [...(await etcdctlArgs(pair, 3)), 'put', '/fault/health', String(Date.now())], 10_000).catch((e: unknown) => ({ code: -1, stdout: '', stderr: errText(e) }));
+  const put = await gwExec(pair, [...(await etcdctlArgs(pair, 3)), 'put', '/fault/health', String(Date.now())], 10_000).catch((e: unknown) => ({
+    code: -1,
+    stdout: '',
+    stderr: errText(e),
+  }));
   if (put.code !== 0) return { missing: `Kine taking a put through the VIP (${put.stderr.trim() || `exit ${put.code}`})` };
   if (pair.kubernetes) {
     const notReady = await vipNotReady(pair).catch((e: unknown) => errText(e));
@@ -443,21 +486,41 @@ export async function waitHealthy(pair: Pair, timeoutMs = 180_000): Promise<Heal
  * holds back rows behind a gap in its id sequence (a PostgreSQL crash skips sequence values) until
  * it has filled the gap, so an object is only reported missing once it stayed unread for `settleMs`.
  */
-export async function verifyAcked(pair: Pair, target: WriteTarget, acked: readonly string[], timeoutMs = 60_000, settleMs = 30_000): Promise<{ present: number; missing: string[] }> {
+export async function verifyAcked(
+  pair: Pair,
+  target: WriteTarget,
+  acked: readonly string[],
+  timeoutMs = 60_000,
+  settleMs = 30_000,
+): Promise<{ present: number; missing: string[] }> {
   const prefix = target.prefix;
   const what = target.kind === 'etcd' ? prefix : `the ConfigMaps labelled ${labelSelector(target.labels)}`;
   const read = async (): Promise<Set<string>> => {
-    const out = await eventually(`reading ${what} back through the VIP`, timeoutMs, async () => {
-      if (target.kind === 'etcd') {
-        const r = await gwExec(pair, ['etcdctl', ...etcdctlFlags(target.host, target.client), '--dial-timeout=2s', '--command-timeout=30s', 'get', '--prefix', '--keys-only', prefix], 40_000);
-        if (r.code !== 0) throw new Error(`etcdctl get --prefix ${prefix}: ${r.stderr.trim() || `exit ${r.code}`}`);
+    const out = await eventually(
+      `reading ${what} back through the VIP`,
+      timeoutMs,
+      async () => {
+        if (target.kind === 'etcd') {
+          const r = await gwExec(
+            pair,
+            ['etcdctl', ...etcdctlFlags(target.host, target.client), '--dial-timeout=2s', '--command-timeout=30s', 'get', '--prefix', '--keys-only', prefix],
+            40_000,
+          );
+          if (r.code !== 0) throw new Error(`etcdctl get --prefix ${prefix}: ${r.stderr.trim() || `exit ${r.code}`}`);
+          return r.stdout;
+        }
+        const r = await kubeInGw(pair, ['list', target.kubeconfig, target.server, target.namespace, labelSelector(target.labels)], 60_000);
+        if (r.code !== 0) throw new Error(`listing ${what}: ${r.stderr.trim() || `exit ${r.code}`}`);
         return r.stdout;
-      }
-      const r = await kubeInGw(pair, ['list', target.kubeconfig, target.server, target.namespace, labelSelector(target.labels)], 60_000);
-      if (r.code !== 0) throw new Error(`listing ${what}: ${r.stderr.trim() || `exit ${r.code}`}`);
-      return r.stdout;
-    }, 1000);
-    return new Set(out.split('\n').map((l) => l.trim()).filter((l) => l.length > 0));
+      },
+      1000,
+    );
+    return new Set(
+      out
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l.length > 0),
+    );
   };
   const deadline = Date.now() + settleMs;
   let present = await read();
@@ -539,7 +602,14 @@ const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
     await Promise.all([ctx.leader.detach(), ctx.follower.detach()]);
     ctx.injected();
     await sleep(15_000);
-    const roles = await Promise.all([ctx.leader, ctx.follower].map((a) => a.status().then((s) => String(s.role), () => '-')));
+    const roles = await Promise.all(
+      [ctx.leader, ctx.follower].map((a) =>
+        a.status().then(
+          (s) => String(s.role),
+          () => '-',
+        ),
+      ),
+    );
     ctx.note(`after 15 s of full partition: old leader ${roles[0]}, old follower ${roles[1]}`);
     await Promise.all([ctx.leader.attach(), ctx.follower.attach()]);
   },
@@ -567,7 +637,12 @@ const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
     ctx.note(`switchover answer: ${JSON.stringify(answer)}`);
     // The request is answered at once; writes stop when the old leader turns read-only. Puts sent
     // from then on can only be served by the new leader.
-    await eventually(`node ${ctx.leader.index + 1} (the old leader) to stop taking writes`, 60_000, async () => ((await ctx.leader.writable()) === true ? undefined : true), 100);
+    await eventually(
+      `node ${ctx.leader.index + 1} (the old leader) to stop taking writes`,
+      60_000,
+      async () => ((await ctx.leader.writable()) === true ? undefined : true),
+      100,
+    );
     ctx.injected();
     ctx.note(`old leader read-only ${Date.now() - ctx.faultAt()} ms after the request`);
     await followerPromoted(ctx, 60_000);
@@ -581,13 +656,20 @@ const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
     // Writes land on the new leader only while the old one is away.
     await sleep(5000);
     await ctx.leader.powerOn();
-    await eventually(`node ${ctx.leader.index + 1} (the old leader) to rejoin as follower with term ${term}`, 180_000, async () => {
-      const s = await ctx.leader.status();
-      if (s.role === 'follower' && s.term === term) return s;
-      return undefined;
-    }, 1000).then((s) => {
+    await eventually(
+      `node ${ctx.leader.index + 1} (the old leader) to rejoin as follower with term ${term}`,
+      180_000,
+      async () => {
+        const s = await ctx.leader.status();
+        if (s.role === 'follower' && s.term === term) return s;
+        return undefined;
+      },
+      1000,
+    ).then((s) => {
       const divergent = (s.liveness as Record<string, unknown> | undefined)?.divergentRowsFile;
-      ctx.note(`old leader rejoined as follower ${Date.now() - ctx.faultAt()} ms after the fault${divergent ? `; divergent rows saved to ${String(divergent)}` : ''}`);
+      ctx.note(
+        `old leader rejoined as follower ${Date.now() - ctx.faultAt()} ms after the fault${divergent ? `; divergent rows saved to ${String(divergent)}` : ''}`,
+      );
     });
   },
 };
@@ -700,7 +782,8 @@ export class FaultMatrix {
 
   /** The writer's target for one scenario run, through the VIP. */
   private async target(scenario: ScenarioId, rep: number): Promise<WriteTarget> {
-    if (!this.o.kubernetes) return { kind: 'etcd', host: this.pair.vip, client: await this.pair.etcdClient(), prefix: `/fault/${this.id}-r${rep}/${scenario}/` };
+    if (!this.o.kubernetes)
+      return { kind: 'etcd', host: this.pair.vip, client: await this.pair.etcdClient(), prefix: `/fault/${this.id}-r${rep}/${scenario}/` };
     return {
       kind: 'configmap',
       server: vipServer(this.pair),
@@ -718,7 +801,9 @@ export class FaultMatrix {
     const pair = this.pair;
     const target = await this.target(scenario, rep);
     const prefix = target.prefix;
-    this.log(`${scenario}#${rep}: leader node ${h0.leader.index + 1} term ${h0.term}, writing ${target.kind === 'etcd' ? 'keys' : `ConfigMaps in ${target.namespace} through ${target.server}:`} ${prefix}*`);
+    this.log(
+      `${scenario}#${rep}: leader node ${h0.leader.index + 1} term ${h0.term}, writing ${target.kind === 'etcd' ? 'keys' : `ConfigMaps in ${target.namespace} through ${target.server}:`} ${prefix}*`,
+    );
     const writer = startWriter(pair, target, { periodMs: this.o.writePeriodMs ?? 20 });
     const checker = startChecker(pair);
     let faultAt = 0;
@@ -734,8 +819,12 @@ export class FaultMatrix {
         follower: h0.follower,
         term: h0.term,
         writer,
-        mark: () => void (faultAt = Date.now()),
-        injected: () => void (injectedAt = Date.now()),
+        mark: () => {
+          faultAt = Date.now();
+        },
+        injected: () => {
+          injectedAt = Date.now();
+        },
         faultAt: () => faultAt,
         injectedAt: () => injectedAt || faultAt,
         note: (t) => notes.push(t),
@@ -761,7 +850,13 @@ export class FaultMatrix {
     try {
       // After a failure the pair may still be recovering: give it a moment, bounded.
       if (error !== undefined) await waitHealthy(pair, 60_000).catch(() => undefined);
-      missing = (await verifyAcked(pair, target, w.acks.map((a) => a.key))).missing;
+      missing = (
+        await verifyAcked(
+          pair,
+          target,
+          w.acks.map((a) => a.key),
+        )
+      ).missing;
     } catch (e) {
       verifyError = errText(e);
     }
@@ -829,14 +924,24 @@ export function describe(r: ScenarioResult): string {
     `writable (n1 n2): ${r.checker.writable.map((s) => `${rel(s.at)} ${s.states}`).join(', ')}`,
     `roles: ${r.checker.roles.map((s) => `${rel(s.at)} ${s.states}`).join(' | ')}`,
     `liveness reasons: ${r.checker.reasons.map((s) => `${rel(s.at)} n${s.node} ${s.reason}`).join(' | ') || '-'}`,
-    ...(r.dualPrimary.length ? [`dual primary at: ${r.dualPrimary.slice(0, 10).map((d) => rel(d.at)).join(', ')}`] : []),
-    ...(r.missing?.length ? [`missing ${r.target === 'etcd' ? 'keys' : 'ConfigMaps'}: ${r.missing.slice(0, 20).join(', ')}${r.missing.length > 20 ? ' …' : ''}`] : []),
+    ...(r.dualPrimary.length
+      ? [
+          `dual primary at: ${r.dualPrimary
+            .slice(0, 10)
+            .map((d) => rel(d.at))
+            .join(', ')}`,
+        ]
+      : []),
+    ...(r.missing?.length
+      ? [`missing ${r.target === 'etcd' ? 'keys' : 'ConfigMaps'}: ${r.missing.slice(0, 20).join(', ')}${r.missing.length > 20 ? ' …' : ''}`]
+      : []),
   ].join('\n');
 }
 
 // Writer mode: `node --import tsx test/helpers/fault-matrix.ts --fault-writer <WriteTarget JSON> <putTimeoutMs> <periodMs> <maxMs>`
 if (process.argv[2] === '--fault-writer' && process.argv[1] !== undefined && path.resolve(process.argv[1]) === SELF) {
   const [target, putTimeoutMs, periodMs, maxMs] = process.argv.slice(3);
-  if (!target || !putTimeoutMs || !periodMs || !maxMs) throw new Error('usage: fault-matrix.ts --fault-writer <WriteTarget JSON> <putTimeoutMs> <periodMs> <maxMs>');
+  if (!target || !putTimeoutMs || !periodMs || !maxMs)
+    throw new Error('usage: fault-matrix.ts --fault-writer <WriteTarget JSON> <putTimeoutMs> <periodMs> <maxMs>');
   await writerMain(JSON.parse(target) as WriteTarget, Number(putTimeoutMs), Number(periodMs), Number(maxMs));
 }

@@ -71,10 +71,15 @@ export function registerFaultTests(o: FaultTestsOptions): { need: (t: ExecutionC
       const n = faultReps();
       for (let rep = 1; rep <= n; rep++) {
         const r = await m.run(s.id, rep);
-        const failed = r.error !== undefined || r.verifyError !== undefined || r.missing?.length !== 0 || r.dualPrimary.length > 0 || r.faultToFirstWriteMs === undefined;
+        const failed =
+          r.error !== undefined || r.verifyError !== undefined || r.missing?.length !== 0 || r.dualPrimary.length > 0 || r.faultToFirstWriteMs === undefined;
         t.log(failed ? describe(r) : summarize(r));
         const at = `${s.id} run ${rep}/${n}`;
-        t.is(r.error, undefined, `${at}: the scenario completed and the pair returned to healthy synchronous replication${o.kubernetes ? ' with /readyz on the VIP answering 200' : ''}`);
+        t.is(
+          r.error,
+          undefined,
+          `${at}: the scenario completed and the pair returned to healthy synchronous replication${o.kubernetes ? ' with /readyz on the VIP answering 200' : ''}`,
+        );
         t.is(r.verifyError, undefined, `${at}: the ${things}s were read back through the VIP`);
         t.deepEqual(r.missing, [], `${at}: every acknowledged ${things} is present after recovery`);
         t.deepEqual(r.dualPrimary, [], `${at}: never both nodes writable primaries (${r.samples} samples)`);

@@ -34,7 +34,10 @@ function pick(list: unknown, name: string | undefined, field: string, what: stri
   if (!Array.isArray(list) || list.length === 0) throw new Error(`${origin}: no ${what}s`);
   const entries = list as (Record<string, unknown> | null)[];
   const entry = name !== undefined ? entries.find((e) => e?.name === name) : entries.length === 1 ? entries[0] : undefined;
-  if (!entry) throw new Error(`${origin}: ${name !== undefined ? `no ${what} named ${JSON.stringify(name)}` : `${entries.length} ${what}s and no current-context to choose one`}`);
+  if (!entry)
+    throw new Error(
+      `${origin}: ${name !== undefined ? `no ${what} named ${JSON.stringify(name)}` : `${entries.length} ${what}s and no current-context to choose one`}`,
+    );
   const body = entry[field];
   if (body === null || typeof body !== 'object') throw new Error(`${origin}: ${what} ${JSON.stringify(entry.name)} has no ${field}`);
   return body as Record<string, unknown>;
@@ -71,8 +74,14 @@ export function parseKubeconfig(text: string, origin = 'kubeconfig'): KubeConfig
   const cluster = pick(d.clusters, clusterName, 'cluster', 'cluster', origin);
   const user = pick(d.users, userName, 'user', 'user', origin);
   const server = cluster.server;
-  if (typeof server !== 'string' || !/^https:\/\/[^/]+$/.test(server.replace(/\/$/, ''))) throw new Error(`${origin}: cluster server ${JSON.stringify(server)} is not an https:// URL`);
-  return { server: server.replace(/\/$/, ''), ca: pemData(cluster, 'certificate-authority-data', origin), cert: pemData(user, 'client-certificate-data', origin), key: pemData(user, 'client-key-data', origin) };
+  if (typeof server !== 'string' || !/^https:\/\/[^/]+$/.test(server.replace(/\/$/, '')))
+    throw new Error(`${origin}: cluster server ${JSON.stringify(server)} is not an https:// URL`);
+  return {
+    server: server.replace(/\/$/, ''),
+    ca: pemData(cluster, 'certificate-authority-data', origin),
+    cert: pemData(user, 'client-certificate-data', origin),
+    key: pemData(user, 'client-key-data', origin),
+  };
 }
 
 export async function readKubeconfig(file: string): Promise<KubeConfig> {
@@ -132,11 +141,22 @@ export class KubeClient {
   constructor(cfg: KubeConfig, o: KubeClientOptions = {}) {
     this.server = (o.server ?? cfg.server).replace(/\/$/, '');
     this.timeoutMs = o.timeoutMs ?? 5000;
-    this.api = new KubeApi({ server: this.server, credentials: cfg, timeoutMs: this.timeoutMs, ...(o.socketPath !== undefined ? { socketPath: o.socketPath } : {}) });
+    this.api = new KubeApi({
+      server: this.server,
+      credentials: cfg,
+      timeoutMs: this.timeoutMs,
+      ...(o.socketPath !== undefined ? { socketPath: o.socketPath } : {}),
+    });
   }
 
   /** One request on its own connection (the agent's client, firstboot/src/kubernetes/api.ts); resolves with any HTTP status, rejects on a network/TLS error or the deadline. */
-  async request(method: string, pathAndQuery: string, body?: unknown, timeoutMs = this.timeoutMs, contentType = 'application/json'): Promise<{ status: number; body: string }> {
+  async request(
+    method: string,
+    pathAndQuery: string,
+    body?: unknown,
+    timeoutMs = this.timeoutMs,
+    contentType = 'application/json',
+  ): Promise<{ status: number; body: string }> {
     const r = await this.api.request(method, pathAndQuery, body === undefined ? undefined : JSON.stringify(body), contentType, timeoutMs);
     return { status: r.status, body: r.text };
   }
@@ -151,7 +171,11 @@ export class KubeClient {
     }
     if (!expect.includes(r.status)) {
       const st = (parsed ?? {}) as { reason?: string; message?: string };
-      throw new KubeApiError(r.status, st.reason ?? '', `${method} ${pathAndQuery}: HTTP ${r.status}${st.reason ? ` ${st.reason}` : ''}: ${(st.message ?? r.body).slice(0, 300)}`);
+      throw new KubeApiError(
+        r.status,
+        st.reason ?? '',
+        `${method} ${pathAndQuery}: HTTP ${r.status}${st.reason ? ` ${st.reason}` : ''}: ${(st.message ?? r.body).slice(0, 300)}`,
+      );
     }
     if (parsed === undefined) throw new Error(`${method} ${pathAndQuery}: HTTP ${r.status} with a body that is not JSON: ${r.body.slice(0, 200)}`);
     return parsed;
@@ -184,7 +208,11 @@ export class KubeClient {
       } catch {
         /* not a Status: the body is quoted as it is */
       }
-      throw new KubeApiError(r.status, st.reason ?? '', `GET ${p}: HTTP ${r.status}${st.reason ? ` ${st.reason}` : ''}: ${(st.message ?? r.body).slice(0, 300)}`);
+      throw new KubeApiError(
+        r.status,
+        st.reason ?? '',
+        `GET ${p}: HTTP ${r.status}${st.reason ? ` ${st.reason}` : ''}: ${(st.message ?? r.body).slice(0, 300)}`,
+      );
     }
     return r.body;
   }
@@ -195,7 +223,13 @@ export class KubeClient {
   }
 
   /** POST a ConfigMap; resolves once the API server answered 201 Created (the write is acknowledged). */
-  async createConfigMap(namespace: string, name: string, data: Record<string, string>, labels: Record<string, string> = {}, timeoutMs?: number): Promise<ConfigMap> {
+  async createConfigMap(
+    namespace: string,
+    name: string,
+    data: Record<string, string>,
+    labels: Record<string, string> = {},
+    timeoutMs?: number,
+  ): Promise<ConfigMap> {
     const body = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace, labels }, data };
     return toConfigMap(await this.json('POST', `/api/v1/namespaces/${encodeURIComponent(namespace)}/configmaps`, [201], body, timeoutMs));
   }
@@ -215,7 +249,10 @@ export class KubeClient {
           if (page >= 10_000) throw new Error(`listing ConfigMaps (${labelSelector}): more than 10000 pages`);
           const q = new URLSearchParams({ labelSelector, limit: String(o.pageSize ?? 500) });
           if (token) q.set('continue', token);
-          const list = (await this.json('GET', `${base}?${q.toString()}`, [200], undefined, o.timeoutMs)) as { items?: unknown[]; metadata?: { continue?: string } };
+          const list = (await this.json('GET', `${base}?${q.toString()}`, [200], undefined, o.timeoutMs)) as {
+            items?: unknown[];
+            metadata?: { continue?: string };
+          };
           for (const it of list.items ?? []) items.push(toConfigMap(it));
           token = list.metadata?.continue ?? '';
           if (!token) return items;
@@ -239,7 +276,8 @@ export async function kubeClient(kubeconfig: string, o: KubeClientOptions = {}):
 if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === SELF) {
   const [cmd, file, server, namespace, selector] = process.argv.slice(2);
   try {
-    if (!file || (cmd !== 'readyz' && cmd !== 'list')) throw new Error('usage: kube-client.ts readyz <kubeconfig> [server] | list <kubeconfig> <server|-> <namespace|-> <labelSelector>');
+    if (!file || (cmd !== 'readyz' && cmd !== 'list'))
+      throw new Error('usage: kube-client.ts readyz <kubeconfig> [server] | list <kubeconfig> <server|-> <namespace|-> <labelSelector>');
     const c = await kubeClient(file, { ...(server && server !== '-' ? { server } : {}), timeoutMs: 10_000 });
     if (cmd === 'readyz') {
       process.stdout.write(`${JSON.stringify(await c.readyz())}\n`);

@@ -36,8 +36,14 @@ export function run(argv: readonly string[], opts: { timeoutMs?: number; input?:
       child.kill('SIGKILL');
       reject(new Error(`${argv.join(' ')} timed out after ${opts.timeoutMs} ms`));
     }, opts.timeoutMs ?? 10_000);
-    child.on('error', (e) => (clearTimeout(timer), reject(e)));
-    child.on('close', (code) => (clearTimeout(timer), resolve({ code, stdout, stderr })));
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
     if (opts.input !== undefined) {
       child.stdin?.on('error', () => undefined);
       child.stdin?.end(opts.input);
@@ -55,7 +61,13 @@ async function ip(args: readonly string[]): Promise<string> {
 export async function requireNetns(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('network-namespace tests need root (ip netns add): run the suite as root');
   for (const p of ['/usr/sbin/ip', '/bin/ip', '/sbin/ip']) {
-    if (await access(p, constants.X_OK).then(() => true, () => false)) return;
+    if (
+      await access(p, constants.X_OK).then(
+        () => true,
+        () => false,
+      )
+    )
+      return;
   }
   throw new Error('`ip` is missing: apt-get install iproute2');
 }
@@ -68,10 +80,12 @@ async function listNamespaces(): Promise<string[]> {
     .filter((n) => n.length > 0);
 }
 
-
 /** Kills the processes inside a namespace (those a test started there), then deletes it. */
 async function deleteNamespace(ns: string): Promise<void> {
-  const pids = (await run(['ip', 'netns', 'pids', ns])).stdout.split('\n').map(Number).filter((n) => Number.isInteger(n) && n > 1);
+  const pids = (await run(['ip', 'netns', 'pids', ns])).stdout
+    .split('\n')
+    .map(Number)
+    .filter((n) => Number.isInteger(n) && n > 1);
   for (const pid of pids) {
     try {
       process.kill(pid, 'SIGKILL');
@@ -209,11 +223,20 @@ export async function createTopology(nodeCount: number): Promise<Topology> {
     spawn: spawnIn,
     serveDhcp(leaseFile) {
       const dnsmasq = spawnIn(gw.ns, [
-        'dnsmasq', '--no-daemon', '--conf-file=/dev/null', `--interface=${bridge}`, '--bind-interfaces', '--port=0',
-        `--dhcp-range=${subnet}.100,${subnet}.150,255.255.255.0,1h`, `--dhcp-option=3,${gw.address}`, `--dhcp-leasefile=${leaseFile}`,
+        'dnsmasq',
+        '--no-daemon',
+        '--conf-file=/dev/null',
+        `--interface=${bridge}`,
+        '--bind-interfaces',
+        '--port=0',
+        `--dhcp-range=${subnet}.100,${subnet}.150,255.255.255.0,1h`,
+        `--dhcp-option=3,${gw.address}`,
+        `--dhcp-leasefile=${leaseFile}`,
       ]);
       let log = '';
-      const keep = (d: Buffer): void => void (log = (log + d.toString()).slice(-3000));
+      const keep = (d: Buffer): void => {
+        log = (log + d.toString()).slice(-3000);
+      };
       dnsmasq.stderr?.on('data', keep);
       dnsmasq.stdout?.on('data', keep);
       return { log: () => log };

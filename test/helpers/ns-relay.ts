@@ -47,7 +47,10 @@ export async function startRelay(topology: Topology, ns: string, target: { host:
   child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   await new Promise<void>((resolve, reject) => {
     let stdout = '';
-    const timer = setTimeout(() => reject(new Error(`the relay to ${target.host}:${target.port} in ${ns} did not listen on ${socketPath} within 30 s: ${stderr.trim()}`)), 30_000);
+    const timer = setTimeout(
+      () => reject(new Error(`the relay to ${target.host}:${target.port} in ${ns} did not listen on ${socketPath} within 30 s: ${stderr.trim()}`)),
+      30_000,
+    );
     child.stdout?.on('data', (d: Buffer) => {
       stdout += d.toString();
       if (stdout.includes('listening\n')) {

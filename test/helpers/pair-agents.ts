@@ -140,7 +140,10 @@ export async function sweepStaleMounts(): Promise<string[]> {
 /** Every process in a network namespace, SIGKILLed until none is left (bounded). */
 async function killNamespace(ns: string): Promise<void> {
   for (let round = 0; round < 20; round++) {
-    const pids = (await run(['ip', 'netns', 'pids', ns])).stdout.split('\n').map(Number).filter((n) => Number.isInteger(n) && n > 1);
+    const pids = (await run(['ip', 'netns', 'pids', ns])).stdout
+      .split('\n')
+      .map(Number)
+      .filter((n) => Number.isInteger(n) && n > 1);
     if (pids.length === 0) return;
     for (const pid of pids) {
       try {
@@ -155,7 +158,13 @@ async function killNamespace(ns: string): Promise<void> {
 }
 
 export function siteYaml(siteId: string, secret: string, vipCidr: string, gateway: string): string {
-  return stringify({ apiVersion: 'geminik8s/v1', kind: 'Site', site: { id: siteId }, pair: { secret }, network: { vip: vipCidr, addressing: 'dhcp', gateway } });
+  return stringify({
+    apiVersion: 'geminik8s/v1',
+    kind: 'Site',
+    site: { id: siteId },
+    pair: { secret },
+    network: { vip: vipCidr, addressing: 'dhcp', gateway },
+  });
 }
 
 /**
@@ -212,7 +221,11 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
     for (const a of agents) await a.kill().catch(() => undefined);
     // PostgreSQL (pg_ctl daemon) and Kine outlive the agent process: stop them before the namespaces go.
     for (const a of agents) {
-      await topology.exec(a.ns, ['runuser', '-u', 'postgres', '--', `${PG_BIN}/pg_ctl`, '-D', path.join(a.dirs.pg, 'data'), 'stop', '-m', 'immediate'], { timeoutMs: 20_000 }).catch(() => undefined);
+      await topology
+        .exec(a.ns, ['runuser', '-u', 'postgres', '--', `${PG_BIN}/pg_ctl`, '-D', path.join(a.dirs.pg, 'data'), 'stop', '-m', 'immediate'], {
+          timeoutMs: 20_000,
+        })
+        .catch(() => undefined);
     }
     await topology.destroy();
     for (const m of mounts.splice(0)) await unmount(m);
@@ -237,24 +250,37 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
         await writeFile(path.join(dirs.state, 'hostmeta.json'), `${JSON.stringify(meta)}\n`);
       }
       const imageFile = path.join(base, 'image.yaml');
-      await writeFile(imageFile, stringify({
-        postgresql: { replication: 'physical' },
-        kine: { remoteClients: opts.kineRemoteClients ?? true },
-        ...(kubernetes ? { kubernetes: kubernetesImageFact(kubernetes.version) } : {}),
-        cluster: { preferredLeader: '' },
-      }));
+      await writeFile(
+        imageFile,
+        stringify({
+          postgresql: { replication: 'physical' },
+          kine: { remoteClients: opts.kineRemoteClients ?? true },
+          ...(kubernetes ? { kubernetes: kubernetesImageFact(kubernetes.version) } : {}),
+          cluster: { preferredLeader: '' },
+        }),
+      );
       const consoleFile = path.join(base, 'console.log');
       const logFile = path.join(base, 'agent.log');
       const env: Record<string, string> = {
         PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
-        GEMINIK8S_OEM_DIR: dirs.oem, GEMINIK8S_STATE_DIR: dirs.state, GEMINIK8S_RUN_DIR: dirs.run, GEMINIK8S_PG_ROOT: dirs.pg,
-        GEMINIK8S_DATA_DIR: path.join(base, 'no-data-mount'), GEMINIK8S_CONSOLE: consoleFile, GEMINIK8S_KINE_BIN: kine.path,
-        GEMINIK8S_BROADCAST: topology.broadcast, GEMINIK8S_IMAGE_FILE: imageFile,
+        GEMINIK8S_OEM_DIR: dirs.oem,
+        GEMINIK8S_STATE_DIR: dirs.state,
+        GEMINIK8S_RUN_DIR: dirs.run,
+        GEMINIK8S_PG_ROOT: dirs.pg,
+        GEMINIK8S_DATA_DIR: path.join(base, 'no-data-mount'),
+        GEMINIK8S_CONSOLE: consoleFile,
+        GEMINIK8S_KINE_BIN: kine.path,
+        GEMINIK8S_BROADCAST: topology.broadcast,
+        GEMINIK8S_IMAGE_FILE: imageFile,
         ...(kubernetes ? { GEMINIK8S_KUBERNETES_BIN: kubernetes.path } : {}),
       };
       let wanted = false;
       const launch = (): void => {
-        const child = topology.spawn(node.ns, ['env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, '--import', 'tsx', AGENT_ENTRY], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = topology.spawn(
+          node.ns,
+          ['env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, '--import', 'tsx', AGENT_ENTRY],
+          { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] },
+        );
         children.set(node.index, child);
         // One ordered stream per agent run: separate un-awaited appends could interleave lines.
         const sink = createWriteStream(logFile, { flags: 'a' });
@@ -282,7 +308,12 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
       const state = { poweredOff: false, linkDown: false, detached: false, diskFilled: false };
       const gwIp = (args: string[]) => must(['ip', '-n', topology.gw.ns, ...args]);
       const agent: PairAgent = {
-        index: node.index, ns: node.ns, address: node.address, dirs, consoleFile, logFile,
+        index: node.index,
+        ns: node.ns,
+        address: node.address,
+        dirs,
+        consoleFile,
+        logFile,
         start() {
           wanted = true;
           launch();
@@ -304,7 +335,11 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
         },
         status: async () => (await readStatus(path.join(dirs.run, 'agent.sock'))) as Record<string, unknown>,
         async sql(query, database = 'postgres') {
-          const r = await topology.exec(node.ns, ['runuser', '-u', 'postgres', '--', 'psql', '-X', '-h', socketDir, '-p', '5432', '-d', database, '-Atc', query], { timeoutMs: 15_000 });
+          const r = await topology.exec(
+            node.ns,
+            ['runuser', '-u', 'postgres', '--', 'psql', '-X', '-h', socketDir, '-p', '5432', '-d', database, '-Atc', query],
+            { timeoutMs: 15_000 },
+          );
           if (r.code !== 0) throw new Error(`psql on node ${node.index + 1} failed: ${r.stderr.trim()}`);
           return r.stdout.trim();
         },
@@ -379,7 +414,15 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
           if (state.poweredOff) await agent.powerOn();
         },
         async writable() {
-          const c = new pg.Client({ host: socketDir, port: 5432, user: 'postgres', database: 'postgres', connectionTimeoutMillis: 1000, query_timeout: 1000, application_name: 'gk8s-fault-checker' });
+          const c = new pg.Client({
+            host: socketDir,
+            port: 5432,
+            user: 'postgres',
+            database: 'postgres',
+            connectionTimeoutMillis: 1000,
+            query_timeout: 1000,
+            application_name: 'gk8s-fault-checker',
+          });
           c.on('error', () => undefined);
           try {
             await c.connect();
@@ -421,11 +464,13 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
     const why: string[] = [];
     for (const a of agents) {
       const file = adminKubeconfigPath(a);
-      const ok = await access(file).then(() => true, (e: NodeJS.ErrnoException) => void why.push(`node ${a.index + 1}: ${e.code ?? e.message}`));
+      const ok = await access(file).then(
+        () => true,
+        (e: NodeJS.ErrnoException) => void why.push(`node ${a.index + 1}: ${e.code ?? e.message}`),
+      );
       if (ok) return file;
     }
     throw new Error(`no node has written ${path.join('<state>', 'kubernetes', 'admin.kubeconfig')} yet (${why.join(', ')})`);
   };
   return { topology, vip, agents, kubernetes: kubernetes !== undefined, adminKubeconfig, etcdClient, destroy };
 }
-

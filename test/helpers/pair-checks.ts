@@ -68,7 +68,9 @@ export async function logTails(dir: string, lines: number): Promise<string> {
   for (const n of names) {
     const text = await readFile(path.join(dir, n), 'utf8').catch((e: Error) => `(unreadable: ${e.message})`);
     // Collapsing needs more than the tail: a storm can be thousands of lines.
-    const tail = collapseRepeats(text.trimEnd().split('\n').slice(-20_000)).slice(-lines).map((l) => (l.length > 400 ? `${l.slice(0, 400)} …` : l));
+    const tail = collapseRepeats(text.trimEnd().split('\n').slice(-20_000))
+      .slice(-lines)
+      .map((l) => (l.length > 400 ? `${l.slice(0, 400)} …` : l));
     blocks.push(`--- ${path.join(dir, n)} (last ${tail.length} lines)\n${tail.join('\n')}`);
   }
   return blocks.join('\n');
@@ -88,10 +90,15 @@ export async function dumpOnFailure(t: ExecutionContext, pair: Pair): Promise<vo
     if (pair.kubernetes) {
       const now = await logTails(path.join(a.dirs.run, 'kubernetes'), 20);
       const before = await logTails(path.join(a.dirs.root, PREVIOUS_RUN_KUBERNETES), 10);
-      const status = await a.status().then((s) => JSON.stringify(s.kubernetes ?? '(no kubernetes field)'), (e: unknown) => `(no status: ${(e as Error).message})`);
+      const status = await a.status().then(
+        (s) => JSON.stringify(s.kubernetes ?? '(no kubernetes field)'),
+        (e: unknown) => `(no status: ${(e as Error).message})`,
+      );
       kube = `\nKubernetes status: ${status}\nKubernetes logs:\n${now || '(none)'}${before ? `\nKubernetes logs before the last power-on:\n${before}` : ''}`;
     }
-    t.log(`node ${a.index + 1} console:\n${await a.console()}\nlog tail:\n${log.map((e) => JSON.stringify(e)).join('\n')}\nPostgreSQL log tail:\n${pgLog}${kube}`);
+    t.log(
+      `node ${a.index + 1} console:\n${await a.console()}\nlog tail:\n${log.map((e) => JSON.stringify(e)).join('\n')}\nPostgreSQL log tail:\n${pgLog}${kube}`,
+    );
   }
 }
 

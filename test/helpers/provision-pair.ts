@@ -29,16 +29,19 @@ export function missingPrerequisites(): string[] {
     ['/usr/bin/openssl', 'openssl'],
     ['/usr/sbin/runuser', 'util-linux'],
   ];
-  const out = need.filter(([p]) => {
-    try {
-      accessSync(p, constants.X_OK);
-      return false;
-    } catch {
-      return true;
-    }
-  }).map(([p, pkg]) => `${p} missing: install the Debian package ${pkg}`);
+  const out = need
+    .filter(([p]) => {
+      try {
+        accessSync(p, constants.X_OK);
+        return false;
+      } catch {
+        return true;
+      }
+    })
+    .map(([p, pkg]) => `${p} missing: install the Debian package ${pkg}`);
   if (process.getuid?.() !== 0) out.push('these tests run PostgreSQL as the postgres OS user and must run as root');
-  if (!existsSync('/etc/passwd') || !/^postgres:/m.test(readFileSync('/etc/passwd', 'utf8'))) out.push('no postgres OS user: install the Debian package postgresql-15');
+  if (!existsSync('/etc/passwd') || !/^postgres:/m.test(readFileSync('/etc/passwd', 'utf8')))
+    out.push('no postgres OS user: install the Debian package postgresql-15');
   return out;
 }
 

@@ -16,7 +16,10 @@ export interface BootedVm {
 }
 
 export async function requireQemu(): Promise<void> {
-  for (const [file, pkg] of [['/usr/bin/qemu-system-x86_64', 'qemu-system-x86'], [OVMF_CODE, 'ovmf']] as const) {
+  for (const [file, pkg] of [
+    ['/usr/bin/qemu-system-x86_64', 'qemu-system-x86'],
+    [OVMF_CODE, 'ovmf'],
+  ] as const) {
     await stat(file).catch(() => {
       throw new Error(`${file} is missing: apt-get install ${pkg} (or run \`make deps\`)`);
     });
@@ -51,20 +54,41 @@ export async function bootImage(image: string, workDir: string, opts: { memoryMi
     : ['-nic', 'none'];
   const qemu = [
     'qemu-system-x86_64',
-    '-accel', 'tcg', '-machine', 'q35', '-cpu', 'max', '-smp', String(opts.cpus ?? 2), '-m', String(opts.memoryMiB ?? 1536),
-    '-display', 'none', '-monitor', 'none', ...nic,
-    '-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`,
-    '-drive', `if=pflash,format=raw,file=${vars}`,
-    '-drive', `file=${image},format=raw,if=virtio,cache=unsafe`,
-    '-serial', `file:${consoleFile}`,
+    '-accel',
+    'tcg',
+    '-machine',
+    'q35',
+    '-cpu',
+    'max',
+    '-smp',
+    String(opts.cpus ?? 2),
+    '-m',
+    String(opts.memoryMiB ?? 1536),
+    '-display',
+    'none',
+    '-monitor',
+    'none',
+    ...nic,
+    '-drive',
+    `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`,
+    '-drive',
+    `if=pflash,format=raw,file=${vars}`,
+    '-drive',
+    `file=${image},format=raw,if=virtio,cache=unsafe`,
+    '-serial',
+    `file:${consoleFile}`,
   ];
   // `ip netns exec` execs QEMU in place, so the child's pid (and its signals) are QEMU's.
   const argv = net?.netns ? ['ip', 'netns', 'exec', net.netns, ...qemu] : qemu;
   const child: ChildProcess = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
   let exited = false;
-  child.on('exit', () => { exited = true; });
+  child.on('exit', () => {
+    exited = true;
+  });
 
   const readConsole = () => readFile(consoleFile, 'utf8').catch(() => '');
   return {
@@ -74,8 +98,14 @@ export async function bootImage(image: string, workDir: string, opts: { memoryMi
       for (;;) {
         const text = await readConsole();
         if (patterns.every((p) => p.test(text))) return text;
-        if (exited) throw new Error(`QEMU exited before the console showed ${patterns.filter((p) => !p.test(text)).join(', ')}\n${stderr}\n--- console tail ---\n${text.slice(-3000)}`);
-        if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${patterns.filter((p) => !p.test(text)).join(', ')}\n--- console tail ---\n${text.slice(-3000)}`);
+        if (exited)
+          throw new Error(
+            `QEMU exited before the console showed ${patterns.filter((p) => !p.test(text)).join(', ')}\n${stderr}\n--- console tail ---\n${text.slice(-3000)}`,
+          );
+        if (Date.now() > deadline)
+          throw new Error(
+            `timed out after ${timeoutMs / 1000} s waiting for ${patterns.filter((p) => !p.test(text)).join(', ')}\n--- console tail ---\n${text.slice(-3000)}`,
+          );
         await new Promise((r) => setTimeout(r, 1000));
       }
     },

@@ -35,7 +35,11 @@ async function bootAndWait(raw: string, dir: string, patterns: RegExp[]): Promis
 }
 
 function stepResults(stdout: string): Record<string, boolean> {
-  return Object.fromEntries(events(stdout).filter((e) => e.event === 'step-done').map((e) => [e.id as string, e.cached as boolean]));
+  return Object.fromEntries(
+    events(stdout)
+      .filter((e) => e.event === 'step-done')
+      .map((e) => [e.id as string, e.cached as boolean]),
+  );
 }
 
 test.serial('build produces the artifacts, and an unchanged rebuild reuses every step', async (t) => {
@@ -72,9 +76,15 @@ test.serial('the rootfs follows the appliance policy and its initrd can find roo
   t.regex(await readFile(f('etc/postgresql-common/createcluster.conf'), 'utf8'), /^create_main_cluster = false$/m);
   t.deepEqual(await readdir(f('etc/postgresql')).catch(() => []), [], 'no default cluster');
   t.is(await readlink(f('etc/systemd/system/postgresql.service')), '/dev/null');
-  t.deepEqual((await readdir(f('etc/ssh'))).filter((n) => n.startsWith('ssh_host_')), []);
+  t.deepEqual(
+    (await readdir(f('etc/ssh'))).filter((n) => n.startsWith('ssh_host_')),
+    [],
+  );
   t.deepEqual(await readdir(f('var/cache/apt/archives')).then((a) => a.filter((n) => n.endsWith('.deb'))), [], 'debs cleaned from the rootfs');
-  t.true((await readdir(path.join(cacheRoot(), 'apt-archives'))).some((n) => n.startsWith('postgresql-15_')), 'debs kept in the shared cache');
+  t.true(
+    (await readdir(path.join(cacheRoot(), 'apt-archives'))).some((n) => n.startsWith('postgresql-15_')),
+    'debs kept in the shared cache',
+  );
   // dpkg path-excludes: no man pages or docs (only dangling alternatives symlinks remain), copyright kept
   t.is(await run('find', [f('usr/share/man'), f('usr/share/locale'), '-type', 'f']), '');
   t.is(await run('find', [f('usr/share/doc'), '-type', 'f', '!', '-name', 'copyright']), '');
@@ -86,7 +96,18 @@ test.serial('the rootfs follows the appliance policy and its initrd can find roo
   t.is(kernels.length, 1);
   const ver = kernels[0]!.slice('vmlinuz-'.length);
   const initrd = await run('chroot', [outDir, 'lsinitramfs', `/boot/initrd.img-${ver}`]);
-  for (const needed of ['usr/sbin/blkid', 'systemd-udevd', '60-persistent-storage.rules', '/ext4.ko', '/squashfs.ko', '/virtio_blk.ko', '/nvme.ko', '/ahci.ko', '/usb-storage.ko', '/uas.ko']) {
+  for (const needed of [
+    'usr/sbin/blkid',
+    'systemd-udevd',
+    '60-persistent-storage.rules',
+    '/ext4.ko',
+    '/squashfs.ko',
+    '/virtio_blk.ko',
+    '/nvme.ko',
+    '/ahci.ko',
+    '/usb-storage.ko',
+    '/uas.ko',
+  ]) {
     t.true(initrd.includes(needed), `initrd contains ${needed}`);
   }
   // initramfs-tools resolves root=PARTLABEL=… through blkid
@@ -104,20 +125,30 @@ test.serial('a build killed midway leaves nothing that looks complete, and the n
     child.stdout?.on('data', (d: Buffer) => {
       buffer += d.toString();
       if (/"event":"step-start","id":"disk"/.test(buffer)) {
-        setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 1500);
+        setTimeout(() => {
+          child.kill('SIGKILL');
+          resolve();
+        }, 1500);
       }
     });
     void child.then(() => resolve());
   });
   await child;
   const left = await readdir(killedOut).catch(() => [] as string[]);
-  t.deepEqual(left.filter((f) => !f.startsWith('.')), [], `no visible artifact folder after the kill: ${left.join(', ')}`);
+  t.deepEqual(
+    left.filter((f) => !f.startsWith('.')),
+    [],
+    `no visible artifact folder after the kill: ${left.join(', ')}`,
+  );
 
   const resumed = await geminik8s([...BUILD.map((a) => (a === out ? killedOut : a)), '--site', site]);
   t.is(resumed.exitCode, 0, resumed.stderr.slice(-3000));
   const cached = stepResults(resumed.stdout);
   t.true(cached.rootfs && cached.agent && cached.kine, 'steps finished before the kill are reused');
-  t.deepEqual((await readdir(killedOut)).filter((f) => !f.startsWith('.')), [ARTIFACT]);
+  t.deepEqual(
+    (await readdir(killedOut)).filter((f) => !f.startsWith('.')),
+    [ARTIFACT],
+  );
 });
 
 test.serial('a stamped image boots under UEFI and the agent reads the site and grows the data partition', async (t) => {
@@ -143,7 +174,9 @@ test.serial('a stamped image boots under UEFI and the agent reads the site and g
   ]);
   const grown = /GEMINIK8S-AGENT: data grown (\d+) -> (\d+)/.exec(first);
   t.truthy(grown);
-  const manifest = JSON.parse(await readFile(path.join(out, ARTIFACT, 'manifest.json'), 'utf8')) as { layout: { partitions: { name: string; offsetBytes: number }[] } };
+  const manifest = JSON.parse(await readFile(path.join(out, ARTIFACT, 'manifest.json'), 'utf8')) as {
+    layout: { partitions: { name: string; offsetBytes: number }[] };
+  };
   const dataOffset = manifest.layout.partitions.find((p) => p.name === 'data')?.offsetBytes ?? Infinity;
   const room = 4 * 1024 ** 3 - dataOffset;
   t.true(Number(grown?.[2]) > 0.9 * room, `data filesystem fills the rest of the 4 GiB disk (${room} bytes): ${grown?.[0]}`);
@@ -151,7 +184,11 @@ test.serial('a stamped image boots under UEFI and the agent reads the site and g
   t.false(first.includes(secret), 'the pair secret never reaches the console');
 
   // Second boot: every first-boot step is idempotent, and the node keeps its identity.
-  const second = await bootAndWait(raw, path.join(work, 'boot-2'), [/GEMINIK8S-AGENT: data-partition already-grown \d+/, /GEMINIK8S-AGENT: data already-grown \d+/, /GEMINIK8S-AGENT: ready/]);
+  const second = await bootAndWait(raw, path.join(work, 'boot-2'), [
+    /GEMINIK8S-AGENT: data-partition already-grown \d+/,
+    /GEMINIK8S-AGENT: data already-grown \d+/,
+    /GEMINIK8S-AGENT: ready/,
+  ]);
   const nodeId = (text: string) => /geminik8s-agent: started node=([0-9a-f]+)/.exec(text)?.[1];
   t.truthy(nodeId(first));
   t.is(nodeId(second), nodeId(first));

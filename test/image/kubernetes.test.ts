@@ -68,7 +68,17 @@ const CLIENT_ATTEMPTS = 4;
 const FAILOVER_BUDGET_MS = 8 * 60_000;
 /** The API back until the survivor's kubelet has renewed its node Lease and its pod has been checked. */
 const AFTER_BUDGET_MS = 5 * 60_000;
-const TEST_TIMEOUT_MS = BUILD_BUDGET_MS + PAIR_BUDGET_MS + API_BUDGET_MS + NODES_BUDGET_MS + DNS_BUDGET_MS + WORKLOAD_BUDGET_MS + CROSS_BUDGET_MS + FAILOVER_BUDGET_MS + AFTER_BUDGET_MS + 10 * 60_000;
+const TEST_TIMEOUT_MS =
+  BUILD_BUDGET_MS +
+  PAIR_BUDGET_MS +
+  API_BUDGET_MS +
+  NODES_BUDGET_MS +
+  DNS_BUDGET_MS +
+  WORKLOAD_BUDGET_MS +
+  CROSS_BUDGET_MS +
+  FAILOVER_BUDGET_MS +
+  AFTER_BUDGET_MS +
+  10 * 60_000;
 
 const MARKER = 'GEMINIK8S-AGENT:';
 const ADMIN_KUBECONFIG = '/var/lib/geminik8s/kubernetes/admin.kubeconfig';
@@ -120,7 +130,11 @@ interface Pod {
 interface Node {
   metadata: Meta;
   spec?: { taints?: { key: string; effect: string }[] };
-  status?: { conditions?: Condition[]; addresses?: { type: string; address: string }[]; nodeInfo?: { kubeletVersion?: string; containerRuntimeVersion?: string } };
+  status?: {
+    conditions?: Condition[];
+    addresses?: { type: string; address: string }[];
+    nodeInfo?: { kubeletVersion?: string; containerRuntimeVersion?: string };
+  };
 }
 interface List<T> {
   items: T[];
@@ -169,15 +183,23 @@ async function retrying<T>(what: string, ms: number, fn: () => Promise<T>, every
 /** One line per pod: node, phase, and what is not yet so (conditions not True, containers waiting or terminated). */
 function describePods(pods: Pod[]): string {
   if (pods.length === 0) return 'no pods';
-  return pods.map((p) => {
-    const notTrue = (p.status?.conditions ?? []).filter((c) => c.status !== 'True').map((c) => `${c.type}=${c.status}${c.reason ? ` ${c.reason}` : ''}${c.message ? `: ${c.message}` : ''}`);
-    const containers = (p.status?.containerStatuses ?? []).map((c) => {
-      const s = c.state ?? {};
-      const what = s.waiting ? `waiting ${s.waiting.reason ?? ''} ${s.waiting.message ?? ''}` : s.terminated ? `terminated exit ${s.terminated.exitCode} ${s.terminated.reason ?? ''}` : 'running';
-      return `${c.name} ${what.trim()} restarts=${c.restartCount}`;
-    });
-    return `${p.metadata.name} on ${p.spec.nodeName ?? '(unscheduled)'}: ${p.status?.phase ?? '?'}${notTrue.length ? `; ${notTrue.join('; ')}` : ''}${containers.length ? `; ${containers.join('; ')}` : ''}`;
-  }).join(' | ');
+  return pods
+    .map((p) => {
+      const notTrue = (p.status?.conditions ?? [])
+        .filter((c) => c.status !== 'True')
+        .map((c) => `${c.type}=${c.status}${c.reason ? ` ${c.reason}` : ''}${c.message ? `: ${c.message}` : ''}`);
+      const containers = (p.status?.containerStatuses ?? []).map((c) => {
+        const s = c.state ?? {};
+        const what = s.waiting
+          ? `waiting ${s.waiting.reason ?? ''} ${s.waiting.message ?? ''}`
+          : s.terminated
+            ? `terminated exit ${s.terminated.exitCode} ${s.terminated.reason ?? ''}`
+            : 'running';
+        return `${c.name} ${what.trim()} restarts=${c.restartCount}`;
+      });
+      return `${p.metadata.name} on ${p.spec.nodeName ?? '(unscheduled)'}: ${p.status?.phase ?? '?'}${notTrue.length ? `; ${notTrue.join('; ')}` : ''}${containers.length ? `; ${containers.join('; ')}` : ''}`;
+    })
+    .join(' | ');
 }
 
 /**
@@ -185,7 +207,12 @@ function describePods(pods: Pod[]): string {
  * appears); an earlier try that was stored though its answer got lost (409) counts as created; an
  * object the API refuses (400, 403, 422) fails at once.
  */
-async function ensureCreated<T>(kube: KubeClient, collectionPath: string, object: { metadata: { name: string; [field: string]: unknown }; [field: string]: unknown }, ms = 2 * 60_000): Promise<T> {
+async function ensureCreated<T>(
+  kube: KubeClient,
+  collectionPath: string,
+  object: { metadata: { name: string; [field: string]: unknown }; [field: string]: unknown },
+  ms = 2 * 60_000,
+): Promise<T> {
   const what = `creating ${collectionPath}/${object.metadata.name}`;
   const deadline = Date.now() + ms;
   for (;;) {
@@ -206,11 +233,23 @@ async function requirePrerequisites(): Promise<void> {
   await requireQemu();
   const dirs = [...(process.env.PATH ?? '').split(':').filter(Boolean), '/usr/sbin', '/sbin'];
   const found = async (cmd: string) => {
-    for (const d of dirs) if (await access(path.join(d, cmd), constants.X_OK).then(() => true, () => false)) return true;
+    for (const d of dirs)
+      if (
+        await access(path.join(d, cmd), constants.X_OK).then(
+          () => true,
+          () => false,
+        )
+      )
+        return true;
     return false;
   };
   const missing: string[] = [];
-  for (const [cmd, pkg] of [['dnsmasq', 'dnsmasq-base'], ['ssh', 'openssh-client'], ['ssh-keygen', 'openssh-client'], ['zstd', 'zstd']] as const) {
+  for (const [cmd, pkg] of [
+    ['dnsmasq', 'dnsmasq-base'],
+    ['ssh', 'openssh-client'],
+    ['ssh-keygen', 'openssh-client'],
+    ['zstd', 'zstd'],
+  ] as const) {
     if (!(await found(cmd))) missing.push(`${cmd} (apt-get install ${pkg})`);
   }
   if (missing.length > 0) throw new Error(`missing on this host: ${missing.join(', ')}; or run \`make deps\``);
@@ -272,15 +311,20 @@ const AGENT_STATUS = `perl -MIO::Socket::UNIX -e '$s = IO::Socket::UNIX->new(Pee
 
 /** What a box still up tells when the test failed: the agent, the worker's units, memory and disk. */
 const BOX_DUMP = [
-  AGENT_STATUS, 'echo',
+  AGENT_STATUS,
+  'echo',
   'for f in /run/geminik8s/kubernetes/*.log; do echo "--- $f"; tail -n 10 "$f" | cut -c1-300; done',
-  "echo '--- agent journal'", 'journalctl -u geminik8s-agent --no-pager -o cat -n 200 | grep -v pam_unix | tail -n 25 | cut -c1-400',
+  "echo '--- agent journal'",
+  'journalctl -u geminik8s-agent --no-pager -o cat -n 200 | grep -v pam_unix | tail -n 25 | cut -c1-400',
   'for u in containerd geminik8s-images geminik8s-kubelet geminik8s-kube-proxy; do echo "--- $u: $(systemctl is-active $u.service)"; journalctl -u $u.service --no-pager -o cat -n 15 | cut -c1-300; done',
-  "echo '--- CPU time by process'", 'ps -eo pid,etime,time,rss,args --sort=-time | head -n 12 | cut -c1-140',
-  "echo '--- memory and data'", 'free -m', 'df -h /data',
+  "echo '--- CPU time by process'",
+  'ps -eo pid,etime,time,rss,args --sort=-time | head -n 12 | cut -c1-140',
+  "echo '--- memory and data'",
+  'free -m',
+  'df -h /data',
 ].join('; ');
 
-test('two stamped copies of the default image pair, run a Deployment of the baked hello image on both nodes, reach a Service across nodes by DNS, and keep the survivor\'s pod through the leader\'s power cut', async (t) => {
+test("two stamped copies of the default image pair, run a Deployment of the baked hello image on both nodes, reach a Service across nodes by DNS, and keep the survivor's pod through the leader's power cut", async (t) => {
   t.timeout(TEST_TIMEOUT_MS, 'the Kubernetes image test, a cold build included');
   await requirePrerequisites();
   const started = Date.now();
@@ -295,9 +339,15 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
   const artifactDir = buildEvents.find((e) => e.event === 'done')?.artifactDir;
   if (typeof artifactDir !== 'string') throw new Error(`the build reported no artifact folder (no "done" event): ${build.stdout.slice(-1500)}`);
   t.log(`build: ${secs(Date.now() - started)}${rebuilt.length ? ` (rebuilt: ${rebuilt.join(', ')})` : ' (all steps cached)'}; ${path.basename(artifactDir)}`);
-  const manifest = JSON.parse(await readFile(path.join(artifactDir, 'manifest.json'), 'utf8')) as { images?: { name: string; reference: string }[]; components?: { name: string; version: string }[] };
+  const manifest = JSON.parse(await readFile(path.join(artifactDir, 'manifest.json'), 'utf8')) as {
+    images?: { name: string; reference: string }[];
+    components?: { name: string; version: string }[];
+  };
   const helloRef = manifest.images?.find((i) => i.name === 'hello')?.reference;
-  if (!helloRef) throw new Error(`the default image's manifest.json lists no hello image (images: ${JSON.stringify(manifest.images?.map((i) => i.reference) ?? null)}): the build must bake geminik8s.local/hello`);
+  if (!helloRef)
+    throw new Error(
+      `the default image's manifest.json lists no hello image (images: ${JSON.stringify(manifest.images?.map((i) => i.reference) ?? null)}): the build must bake geminik8s.local/hello`,
+    );
   const helloVersion = helloRef.slice(helloRef.lastIndexOf(':') + 1);
   t.log(`workload image ${helloRef}; Kubernetes ${manifest.components?.find((c) => c.name === 'kubernetes')?.version ?? '?'}`);
 
@@ -310,10 +360,29 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
   const knownHosts = path.join(work, 'known_hosts');
   const operatorKey = path.join(work, 'operator_ed25519');
   const ssh = (host: string, command: string, timeoutMs = 120_000) =>
-    topology.exec(topology.gw.ns, [
-      'ssh', '-F', '/dev/null', '-i', operatorKey, '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=accept-new', '-o', `UserKnownHostsFile=${knownHosts}`,
-      '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=20', `root@${host}`, command,
-    ], { timeoutMs });
+    topology.exec(
+      topology.gw.ns,
+      [
+        'ssh',
+        '-F',
+        '/dev/null',
+        '-i',
+        operatorKey,
+        '-o',
+        'IdentitiesOnly=yes',
+        '-o',
+        'StrictHostKeyChecking=accept-new',
+        '-o',
+        `UserKnownHostsFile=${knownHosts}`,
+        '-o',
+        'BatchMode=yes',
+        '-o',
+        'ConnectTimeout=20',
+        `root@${host}`,
+        command,
+      ],
+      { timeoutMs },
+    );
   const onBox = async (vm: Vm, command: string, what: string, timeoutMs?: number): Promise<string> => {
     const r = await ssh(vm.ip!, command, timeoutMs);
     if (r.code !== 0) throw new Error(`${what} on ${vm.name} (${vm.ip}) over SSH exited ${r.code}: ${(r.stderr || r.stdout).trim().slice(-1500)}`);
@@ -336,7 +405,19 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
   const site = path.join(work, 'site.yaml');
   const vip = `${subnet}.10`;
   const vipServer = `https://${vip}:6443`;
-  const init = await geminik8s(['init', '--out', site, '--site-id', 'image-kube-1', '--vip', `${vip}/24`, '--gateway', gw.address, '--ssh-key', `${operatorKey}.pub`]);
+  const init = await geminik8s([
+    'init',
+    '--out',
+    site,
+    '--site-id',
+    'image-kube-1',
+    '--vip',
+    `${vip}/24`,
+    '--gateway',
+    gw.address,
+    '--ssh-key',
+    `${operatorKey}.pub`,
+  ]);
   t.is(init.exitCode, 0, init.stderr);
   if (init.exitCode !== 0) return;
   const raw0 = path.join(work, 'disk-0.raw');
@@ -352,14 +433,21 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
   const vmsStarted = Date.now();
   for (const i of [0, 1]) {
     const tap = `gk8s-t${topology.id}${i}`;
-    for (const argv of [['ip', 'tuntap', 'add', 'mode', 'tap', 'name', tap], ['ip', 'link', 'set', tap, 'master', bridge, 'up']]) {
+    for (const argv of [
+      ['ip', 'tuntap', 'add', 'mode', 'tap', 'name', tap],
+      ['ip', 'link', 'set', tap, 'master', bridge, 'up'],
+    ]) {
       const r = await topology.exec(gw.ns, argv);
       if (r.code !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr.trim()}`);
     }
     const dir = path.join(work, `vm-${i}`);
     await mkdir(dir, { recursive: true });
     const bootedAt = Date.now();
-    const vm = await bootImage(i === 0 ? raw0 : raw1, dir, { memoryMiB: MEMORY_MIB, cpus: VCPUS, network: { tap, mac: `52:54:00:6b:39:${(0x11 + i).toString(16)}`, netns: gw.ns } });
+    const vm = await bootImage(i === 0 ? raw0 : raw1, dir, {
+      memoryMiB: MEMORY_MIB,
+      cpus: VCPUS,
+      network: { tap, mac: `52:54:00:6b:39:${(0x11 + i).toString(16)}`, netns: gw.ns },
+    });
     vms.push({ name: `vm-${i}`, vm, bootedAt, at: {} });
   }
   const consoles = await Promise.all(vms.map((v) => followStages(v, vmsStarted + PAIR_BUDGET_MS)));
@@ -371,64 +459,109 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
     v.role = /GEMINIK8S-AGENT: cluster ready role=(\S+)/.exec(text)?.[1];
     v.nodeName = v.nodeId ? `node-${v.nodeId.slice(0, 8)}` : undefined;
     const s = (k: string) => secs(v.at[k] ?? NaN);
-    t.log(`${v.name}: boot → login ${s('login')} → discovering ${s('discovering')} → paired ${s('paired')} → cluster ready ${s('ready')} (${v.role}, ${v.ip}, Node ${v.nodeName})`);
+    t.log(
+      `${v.name}: boot → login ${s('login')} → discovering ${s('discovering')} → paired ${s('paired')} → cluster ready ${s('ready')} (${v.role}, ${v.ip}, Node ${v.nodeName})`,
+    );
   });
   for (const v of vms) {
-    if (!v.ip?.startsWith(`${subnet}.`) || !v.nodeName) throw new Error(`${v.name}: the console shows no LAN address on ${subnet}.0/24 (${v.ip}) or no node id (${v.nodeId})`);
+    if (!v.ip?.startsWith(`${subnet}.`) || !v.nodeName)
+      throw new Error(`${v.name}: the console shows no LAN address on ${subnet}.0/24 (${v.ip}) or no node id (${v.nodeId})`);
   }
   t.deepEqual(vms.map((v) => v.role).sort(), ['follower', 'leader'], 'one leader, one follower');
   const leader = vms.find((v) => v.role === 'leader')!;
   const follower = vms.find((v) => v.role === 'follower')!;
 
   // --- the admin kubeconfig over SSH, and the API on the VIP through the relay ---
-  const kubeconfigText = await retrying(`${leader.name}: reading ${ADMIN_KUBECONFIG} over SSH`, 3 * 60_000, () => onBox(leader, `cat ${ADMIN_KUBECONFIG}`, `cat ${ADMIN_KUBECONFIG}`), 5000);
+  const kubeconfigText = await retrying(
+    `${leader.name}: reading ${ADMIN_KUBECONFIG} over SSH`,
+    3 * 60_000,
+    () => onBox(leader, `cat ${ADMIN_KUBECONFIG}`, `cat ${ADMIN_KUBECONFIG}`),
+    5000,
+  );
   const cfg = parseKubeconfig(kubeconfigText, `${leader.name}:${ADMIN_KUBECONFIG}`);
   t.is(cfg.server, vipServer, 'the admin kubeconfig points at the VIP');
   const onBoxImages = JSON.parse(await onBox(leader, `cat ${IMAGES_JSON}`, `cat ${IMAGES_JSON}`)) as { reference?: string }[];
-  t.true(onBoxImages.some((i) => i.reference === helloRef), `${IMAGES_JSON} on the box lists ${helloRef}: ${onBoxImages.map((i) => i.reference).join(', ')}`);
+  t.true(
+    onBoxImages.some((i) => i.reference === helloRef),
+    `${IMAGES_JSON} on the box lists ${helloRef}: ${onBoxImages.map((i) => i.reference).join(', ')}`,
+  );
   relay = await startRelay(topology, gw.ns, { host: vip, port: 6443 }, path.join(work, 'vip-6443.sock'));
   const api = new KubeClient(cfg, { socketPath: relay.socketPath, timeoutMs: REQUEST_MS });
   kube = api;
   const readyz = async () => {
     const r = await api.readyz(10_000);
-    if (r.status !== 200) throw new Error(`GET /readyz: HTTP ${r.status}: ${r.body.split('\n').filter((l) => l.startsWith('[-]')).join(' ') || r.body.slice(0, 300)}`);
+    if (r.status !== 200)
+      throw new Error(
+        `GET /readyz: HTTP ${r.status}: ${
+          r.body
+            .split('\n')
+            .filter((l) => l.startsWith('[-]'))
+            .join(' ') || r.body.slice(0, 300)
+        }`,
+      );
   };
   await retrying(`the API on ${vipServer} answering /readyz 200`, API_BUDGET_MS, readyz, 5000);
   const apiAt = Date.now();
   t.log(`API: /readyz 200 on the VIP ${secs(apiAt - pairedAt)} after both were ready`);
 
   // --- both Nodes registered (named node-<first 8 of the node id>) and Ready ---
-  const nodes = await retrying('both boxes registered as Nodes and Ready', NODES_BUDGET_MS, async () => {
-    const list = await api.get<List<Node>>('/api/v1/nodes');
-    const byName = new Map(list.items.map((n) => [n.metadata.name, n]));
-    const state = vms.map((v) => {
-      const n = byName.get(v.nodeName!);
-      const ready = condition(n, 'Ready');
-      return `${v.nodeName}: ${n ? `Ready=${ready?.status ?? '?'}${ready?.reason ? ` ${ready.reason}` : ''}${ready?.message ? ` (${ready.message})` : ''}` : 'not registered'}`;
-    });
-    if (!vms.every((v) => condition(byName.get(v.nodeName!), 'Ready')?.status === 'True')) throw new Error(`${state.join('; ')}; registered: ${[...byName.keys()].join(', ') || 'none'}`);
-    return list.items;
-  }, 5000);
+  const nodes = await retrying(
+    'both boxes registered as Nodes and Ready',
+    NODES_BUDGET_MS,
+    async () => {
+      const list = await api.get<List<Node>>('/api/v1/nodes');
+      const byName = new Map(list.items.map((n) => [n.metadata.name, n]));
+      const state = vms.map((v) => {
+        const n = byName.get(v.nodeName!);
+        const ready = condition(n, 'Ready');
+        return `${v.nodeName}: ${n ? `Ready=${ready?.status ?? '?'}${ready?.reason ? ` ${ready.reason}` : ''}${ready?.message ? ` (${ready.message})` : ''}` : 'not registered'}`;
+      });
+      if (!vms.every((v) => condition(byName.get(v.nodeName!), 'Ready')?.status === 'True'))
+        throw new Error(`${state.join('; ')}; registered: ${[...byName.keys()].join(', ') || 'none'}`);
+      return list.items;
+    },
+    5000,
+  );
   const nodesAt = Date.now();
-  t.deepEqual(nodes.map((n) => n.metadata.name).sort(), vms.map((v) => v.nodeName!).sort(), 'exactly the two boxes are Nodes, named node-<first 8 chars of the node id>');
+  t.deepEqual(
+    nodes.map((n) => n.metadata.name).sort(),
+    vms.map((v) => v.nodeName!).sort(),
+    'exactly the two boxes are Nodes, named node-<first 8 chars of the node id>',
+  );
   const hostnameLabel = (name: string) => nodes.find((n) => n.metadata.name === name)?.metadata.labels?.['kubernetes.io/hostname'];
-  t.not(hostnameLabel(leader.nodeName!), hostnameLabel(follower.nodeName!), 'the Nodes carry different kubernetes.io/hostname labels (what one-pod-per-node anti-affinity and the client\'s pinning go by)');
+  t.not(
+    hostnameLabel(leader.nodeName!),
+    hostnameLabel(follower.nodeName!),
+    "the Nodes carry different kubernetes.io/hostname labels (what one-pod-per-node anti-affinity and the client's pinning go by)",
+  );
   for (const n of nodes) {
     const ip = n.status?.addresses?.find((a) => a.type === 'InternalIP')?.address;
-    t.log(`Node ${n.metadata.name}: InternalIP ${ip}, kubelet ${n.status?.nodeInfo?.kubeletVersion}, ${n.status?.nodeInfo?.containerRuntimeVersion}, taints ${JSON.stringify(n.spec?.taints ?? [])}`);
+    t.log(
+      `Node ${n.metadata.name}: InternalIP ${ip}, kubelet ${n.status?.nodeInfo?.kubeletVersion}, ${n.status?.nodeInfo?.containerRuntimeVersion}, taints ${JSON.stringify(n.spec?.taints ?? [])}`,
+    );
   }
   t.log(`Nodes: both Ready ${secs(nodesAt - apiAt)} after the API answered`);
 
   // --- cluster DNS: CoreDNS available, kube-dns on the 10th address of the service range ---
-  const dnsService = await retrying('Service kube-system/kube-dns', DNS_BUDGET_MS, () => api.get<Service>('/api/v1/namespaces/kube-system/services/kube-dns'), 5000);
+  const dnsService = await retrying(
+    'Service kube-system/kube-dns',
+    DNS_BUDGET_MS,
+    () => api.get<Service>('/api/v1/namespaces/kube-system/services/kube-dns'),
+    5000,
+  );
   t.is(dnsService.spec.clusterIP, CLUSTER_DNS_IP, `kube-dns is on ${CLUSTER_DNS_IP}`);
-  await retrying('Deployment kube-system/coredns available', Math.max(30_000, nodesAt + DNS_BUDGET_MS - Date.now()), async () => {
-    const d = await api.get<Deployment>('/apis/apps/v1/namespaces/kube-system/deployments/coredns');
-    if ((d.status?.availableReplicas ?? 0) < 1) {
-      const pods = await api.get<List<Pod>>('/api/v1/namespaces/kube-system/pods?labelSelector=k8s-app%3Dkube-dns').catch(() => ({ items: [] as Pod[] }));
-      throw new Error(`coredns: ${JSON.stringify(d.status ?? {})}; ${describePods(pods.items)}`);
-    }
-  }, 5000);
+  await retrying(
+    'Deployment kube-system/coredns available',
+    Math.max(30_000, nodesAt + DNS_BUDGET_MS - Date.now()),
+    async () => {
+      const d = await api.get<Deployment>('/apis/apps/v1/namespaces/kube-system/deployments/coredns');
+      if ((d.status?.availableReplicas ?? 0) < 1) {
+        const pods = await api.get<List<Pod>>('/api/v1/namespaces/kube-system/pods?labelSelector=k8s-app%3Dkube-dns').catch(() => ({ items: [] as Pod[] }));
+        throw new Error(`coredns: ${JSON.stringify(d.status ?? {})}; ${describePods(pods.items)}`);
+      }
+    },
+    5000,
+  );
   const dnsAt = Date.now();
   t.log(`CoreDNS available ${secs(dnsAt - nodesAt)} after both Nodes were Ready`);
 
@@ -444,7 +577,11 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
       template: {
         metadata: { labels },
         spec: {
-          affinity: { podAntiAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [{ labelSelector: { matchLabels: labels }, topologyKey: 'kubernetes.io/hostname' }] } },
+          affinity: {
+            podAntiAffinity: {
+              requiredDuringSchedulingIgnoredDuringExecution: [{ labelSelector: { matchLabels: labels }, topologyKey: 'kubernetes.io/hostname' }],
+            },
+          },
           terminationGracePeriodSeconds: 5,
           containers: [{ name: APP, image: helloRef, imagePullPolicy: 'Never', ports: [{ name: 'http', containerPort: 8080 }] }],
         },
@@ -452,16 +589,23 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
     },
   });
   await ensureCreated(api, `/api/v1/namespaces/${NS}/services`, {
-    apiVersion: 'v1', kind: 'Service', metadata: { name: APP, namespace: NS, labels },
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: APP, namespace: NS, labels },
     spec: { selector: labels, ports: [{ name: 'http', port: 80, targetPort: 8080 }] },
   });
-  const helloPods = await retrying(`Deployment ${APP}: a pod Running and Ready on each node`, WORKLOAD_BUDGET_MS, async () => {
-    const live = (await api.get<List<Pod>>(`/api/v1/namespaces/${NS}/pods?labelSelector=app%3D${APP}`)).items.filter((p) => !p.metadata.deletionTimestamp);
-    const running = live.filter((p) => p.status?.phase === 'Running' && condition(p, 'Ready')?.status === 'True');
-    const covered = new Set(running.map((p) => p.spec.nodeName));
-    if (running.length !== 2 || !vms.every((v) => covered.has(v.nodeName))) throw new Error(describePods(live));
-    return running;
-  }, 5000);
+  const helloPods = await retrying(
+    `Deployment ${APP}: a pod Running and Ready on each node`,
+    WORKLOAD_BUDGET_MS,
+    async () => {
+      const live = (await api.get<List<Pod>>(`/api/v1/namespaces/${NS}/pods?labelSelector=app%3D${APP}`)).items.filter((p) => !p.metadata.deletionTimestamp);
+      const running = live.filter((p) => p.status?.phase === 'Running' && condition(p, 'Ready')?.status === 'True');
+      const covered = new Set(running.map((p) => p.spec.nodeName));
+      if (running.length !== 2 || !vms.every((v) => covered.has(v.nodeName))) throw new Error(describePods(live));
+      return running;
+    },
+    5000,
+  );
   const podsAt = Date.now();
   t.log(`Deployment ${APP}: a pod running on each node ${secs(podsAt - dnsAt)} after it was created (${describePods(helloPods)})`);
   const podOn = (v: Vm) => helloPods.find((p) => p.spec.nodeName === v.nodeName)!;
@@ -491,12 +635,20 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
   await api.mergePatch(`/api/v1/namespaces/${NS}/pods/${podY.metadata.name}`, { metadata: { labels: { [TARGET_LABEL]: 'true' } } }, REQUEST_MS);
   const serviceY = `${APP}-${y.nodeName}`;
   await ensureCreated(api, `/api/v1/namespaces/${NS}/services`, {
-    apiVersion: 'v1', kind: 'Service', metadata: { name: serviceY, namespace: NS, labels },
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: serviceY, namespace: NS, labels },
     spec: { selector: { ...labels, [TARGET_LABEL]: 'true' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] },
   });
   const readyAddresses = async (service: string) => {
-    const slices = await api.get<List<EndpointSlice>>(`/apis/discovery.k8s.io/v1/namespaces/${NS}/endpointslices?labelSelector=${encodeURIComponent(`kubernetes.io/service-name=${service}`)}`);
-    return slices.items.flatMap((s) => s.endpoints ?? []).filter((e) => e.conditions?.ready !== false).flatMap((e) => e.addresses).sort();
+    const slices = await api.get<List<EndpointSlice>>(
+      `/apis/discovery.k8s.io/v1/namespaces/${NS}/endpointslices?labelSelector=${encodeURIComponent(`kubernetes.io/service-name=${service}`)}`,
+    );
+    return slices.items
+      .flatMap((s) => s.endpoints ?? [])
+      .filter((e) => e.conditions?.ready !== false)
+      .flatMap((e) => e.addresses)
+      .sort();
   };
   const wantBoth = helloPods.map((p) => p.status?.podIP ?? '?').sort();
   await retrying(`Service ${APP}'s endpoints: both pods`, 2 * 60_000, async () => {
@@ -505,7 +657,8 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
   });
   await retrying(`Service ${serviceY}'s endpoints: only ${podY.metadata.name}`, 2 * 60_000, async () => {
     const got = await readyAddresses(serviceY);
-    if (JSON.stringify(got) !== JSON.stringify([podY.status?.podIP])) throw new Error(`ready endpoints ${got.join(', ') || 'none'}, want ${podY.status?.podIP}`);
+    if (JSON.stringify(got) !== JSON.stringify([podY.status?.podIP]))
+      throw new Error(`ready endpoints ${got.join(', ') || 'none'}, want ${podY.status?.podIP}`);
   });
 
   // --- a client pod on X reaches Y's pod through the Service hello-<Y>, by its DNS name ---
@@ -519,7 +672,9 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
   for (let attempt = 1; answer === undefined; attempt++) {
     const name = `hello-client-${attempt}`;
     await ensureCreated(api, `/api/v1/namespaces/${NS}/pods`, {
-      apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: NS, labels: { app: 'hello-client' } },
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: NS, labels: { app: 'hello-client' } },
       spec: {
         restartPolicy: 'Never',
         nodeSelector: { 'kubernetes.io/hostname': xHostname },
@@ -527,11 +682,16 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
         containers: [{ name: 'client', image: helloRef, imagePullPolicy: 'Never', args: ['-get', url, '-timeout', '30s'] }],
       },
     });
-    const done = await retrying(`client pod ${name} (on ${x.nodeName}) running to completion`, Math.max(30_000, Math.min(CLIENT_POD_MS, crossDeadline - Date.now())), async () => {
-      const p = await api.get<Pod>(`/api/v1/namespaces/${NS}/pods/${name}`);
-      if (p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed') throw new Error(describePods([p]));
-      return p;
-    }, 3000);
+    const done = await retrying(
+      `client pod ${name} (on ${x.nodeName}) running to completion`,
+      Math.max(30_000, Math.min(CLIENT_POD_MS, crossDeadline - Date.now())),
+      async () => {
+        const p = await api.get<Pod>(`/api/v1/namespaces/${NS}/pods/${name}`);
+        if (p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed') throw new Error(describePods([p]));
+        return p;
+      },
+      3000,
+    );
     const log = await retrying(`the log of ${name} through the API`, 60_000, () => api.podLog(NS, name, { timeoutMs: REQUEST_MS }));
     if (done.status?.phase === 'Succeeded') {
       client = done;
@@ -544,7 +704,9 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
     }
     attempts.push(`${name}: ${describePods([done])}; log: ${log.trim().slice(-400)}`);
     if (attempt >= CLIENT_ATTEMPTS || Date.now() + 30_000 > crossDeadline) {
-      throw new Error(`no client pod on ${x.nodeName} could GET ${url} (${attempt} attempts within ${secs(Date.now() - crossStarted)}):\n${attempts.join('\n')}`);
+      throw new Error(
+        `no client pod on ${x.nodeName} could GET ${url} (${attempt} attempts within ${secs(Date.now() - crossStarted)}):\n${attempts.join('\n')}`,
+      );
     }
     t.log(`client attempt ${attempt} failed (retrying in 10 s): ${attempts.at(-1)}`);
     await sleep(10_000);
@@ -562,8 +724,13 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
   const from = requestLine.exec(logY)?.[1];
   // The pod network masquerades what leaves a box's pod range (the CNI bridge's ipMasq): the request
   // comes from X's LAN address (or the VIP, which X holds), or from the client pod's own address if not.
-  t.true([x.ip, vip, client?.status?.podIP].includes(from), `${podY.metadata.name} logged the request coming from ${x.nodeName} (${from}; X is ${x.ip}, the client pod ${client?.status?.podIP})`);
-  t.log(`cross-node: the client on ${x.nodeName} got ${JSON.stringify(answer)} from ${podY.metadata.name} on ${y.nodeName} via ${url} ${secs(crossAt - crossStarted)} after the first client pod was created (${attempts.length + 1} attempt(s))`);
+  t.true(
+    [x.ip, vip, client?.status?.podIP].includes(from),
+    `${podY.metadata.name} logged the request coming from ${x.nodeName} (${from}; X is ${x.ip}, the client pod ${client?.status?.podIP})`,
+  );
+  t.log(
+    `cross-node: the client on ${x.nodeName} got ${JSON.stringify(answer)} from ${podY.metadata.name} on ${y.nodeName} via ${url} ${secs(crossAt - crossStarted)} after the first client pod was created (${attempts.length + 1} attempt(s))`,
+  );
 
   // --- the VIP holder loses its power; the API answers on the VIP again; the survivor's pod keeps running ---
   const holders: Vm[] = [];
@@ -587,12 +754,19 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
   // The survivor's kubelet reaches the API after the cut: its node Lease is renewed again.
   const leasePath = `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${survivor.nodeName}`;
   const firstRenew = (await retrying(`reading ${leasePath}`, 60_000, () => api.get<Lease>(leasePath))).spec?.renewTime;
-  await retrying(`${survivor.nodeName}'s kubelet renewing its node Lease after the cut (seen: ${firstRenew})`, AFTER_BUDGET_MS, async () => {
-    const renew = (await api.get<Lease>(leasePath)).spec?.renewTime;
-    if (renew === firstRenew) throw new Error(`renewTime still ${renew}`);
-  }, 3000);
+  await retrying(
+    `${survivor.nodeName}'s kubelet renewing its node Lease after the cut (seen: ${firstRenew})`,
+    AFTER_BUDGET_MS,
+    async () => {
+      const renew = (await api.get<Lease>(leasePath)).spec?.renewTime;
+      if (renew === firstRenew) throw new Error(`renewTime still ${renew}`);
+    },
+    3000,
+  );
   const leaseAt = Date.now();
-  const podAfter = await retrying(`GET pod ${podS.metadata.name} after the cut`, 60_000, () => api.get<Pod>(`/api/v1/namespaces/${NS}/pods/${podS.metadata.name}`));
+  const podAfter = await retrying(`GET pod ${podS.metadata.name} after the cut`, 60_000, () =>
+    api.get<Pod>(`/api/v1/namespaces/${NS}/pods/${podS.metadata.name}`),
+  );
   const containerAfter = podAfter.status?.containerStatuses?.[0];
   t.is(podAfter.metadata.uid, podS.metadata.uid, `${survivor.nodeName}'s hello pod is the same pod (uid)`);
   t.is(podAfter.status?.phase, 'Running', `${podS.metadata.name} is still Running: ${describePods([podAfter])}`);
@@ -600,17 +774,33 @@ test('two stamped copies of the default image pair, run a Deployment of the bake
   t.is(containerAfter?.containerID, containerBefore?.containerID, `${podS.metadata.name} runs the same container`);
   t.truthy(containerAfter?.state?.running, `${podS.metadata.name}'s container is running: ${JSON.stringify(containerAfter?.state)}`);
   t.is(containerAfter?.state?.running?.startedAt, containerBefore?.state?.running?.startedAt, `${podS.metadata.name}'s container has not started again`);
-  const logAfter = await retrying(`${podS.metadata.name}'s log through the API after the cut`, 60_000, () => api.podLog(NS, podS.metadata.name, { timeoutMs: REQUEST_MS }));
-  t.regex(logAfter, new RegExp(`^hello \\S+ on ${podS.metadata.name} listening on `, 'm'), `${podS.metadata.name}'s log is still readable through the API after the cut (same container)`);
+  const logAfter = await retrying(`${podS.metadata.name}'s log through the API after the cut`, 60_000, () =>
+    api.podLog(NS, podS.metadata.name, { timeoutMs: REQUEST_MS }),
+  );
+  t.regex(
+    logAfter,
+    new RegExp(`^hello \\S+ on ${podS.metadata.name} listening on `, 'm'),
+    `${podS.metadata.name}'s log is still readable through the API after the cut (same container)`,
+  );
   const victimNode = await api.get<Node>(`/api/v1/nodes/${victim.nodeName}`).catch((e: unknown) => (e as Error).message);
-  t.log(`after the cut: ${survivor.nodeName}'s Lease renewed ${secs(leaseAt - apiBackAt)} after the API was back; ${describePods([podAfter])}; ${victim.nodeName}: ${typeof victimNode === 'string' ? victimNode : `Ready=${condition(victimNode, 'Ready')?.status}`}`);
-  t.log(`total ${secs(Date.now() - started)} (VMs ${secs(Date.now() - vmsStarted)}); leader ${leader.name} ${leader.ip}, follower ${follower.name} ${follower.ip}, VIP ${vip}`);
+  t.log(
+    `after the cut: ${survivor.nodeName}'s Lease renewed ${secs(leaseAt - apiBackAt)} after the API was back; ${describePods([podAfter])}; ${victim.nodeName}: ${typeof victimNode === 'string' ? victimNode : `Ready=${condition(victimNode, 'Ready')?.status}`}`,
+  );
+  t.log(
+    `total ${secs(Date.now() - started)} (VMs ${secs(Date.now() - vmsStarted)}); leader ${leader.name} ${leader.ip}, follower ${follower.name} ${follower.ip}, VIP ${vip}`,
+  );
 });
 
 /** On failure: the objects as the API sees them (while it answers), each box still up over SSH, the consoles, the relay and dnsmasq. */
 async function dumpOnFailure(
   t: ExecutionContext,
-  o: { kube: KubeClient | undefined; vms: Vm[]; ssh: (host: string, command: string, timeoutMs?: number) => ReturnType<Topology['exec']>; relay: Relay | undefined; dnsmasqLog: string },
+  o: {
+    kube: KubeClient | undefined;
+    vms: Vm[];
+    ssh: (host: string, command: string, timeoutMs?: number) => ReturnType<Topology['exec']>;
+    relay: Relay | undefined;
+    dnsmasqLog: string;
+  },
 ): Promise<void> {
   if (o.kube) {
     const k = o.kube;
@@ -621,10 +811,27 @@ async function dumpOnFailure(
         t.log(`--- API: ${what}: ${(e as Error).message}`);
       }
     };
-    await part('nodes', async () => (await k.get<List<Node>>('/api/v1/nodes', 15_000)).items.map((n) => `${n.metadata.name} Ready=${condition(n, 'Ready')?.status} ${condition(n, 'Ready')?.message ?? ''} taints=${JSON.stringify(n.spec?.taints ?? [])}`).join('\n') || 'none');
-    await part('pods', async () => describePods((await k.get<List<Pod>>('/api/v1/pods', 15_000)).items).split(' | ').join('\n'));
-    await part('recent events', async () => (await k.get<List<KubeEvent>>('/api/v1/events?limit=500', 15_000)).items
-      .slice(-40).map((e) => `${e.lastTimestamp ?? e.eventTime ?? ''} ${e.involvedObject?.kind}/${e.involvedObject?.name} ${e.reason}: ${e.message ?? ''}`.slice(0, 300)).join('\n'));
+    await part(
+      'nodes',
+      async () =>
+        (await k.get<List<Node>>('/api/v1/nodes', 15_000)).items
+          .map(
+            (n) =>
+              `${n.metadata.name} Ready=${condition(n, 'Ready')?.status} ${condition(n, 'Ready')?.message ?? ''} taints=${JSON.stringify(n.spec?.taints ?? [])}`,
+          )
+          .join('\n') || 'none',
+    );
+    await part('pods', async () =>
+      describePods((await k.get<List<Pod>>('/api/v1/pods', 15_000)).items)
+        .split(' | ')
+        .join('\n'),
+    );
+    await part('recent events', async () =>
+      (await k.get<List<KubeEvent>>('/api/v1/events?limit=500', 15_000)).items
+        .slice(-40)
+        .map((e) => `${e.lastTimestamp ?? e.eventTime ?? ''} ${e.involvedObject?.kind}/${e.involvedObject?.name} ${e.reason}: ${e.message ?? ''}`.slice(0, 300))
+        .join('\n'),
+    );
   }
   for (const v of o.vms.filter((x) => x.ip && !x.killed)) {
     const r = await o.ssh(v.ip!, BOX_DUMP, 90_000).catch((e: unknown) => ({ code: -1, stdout: '', stderr: (e as Error).message.slice(-300) }));

@@ -79,7 +79,9 @@ interface EtcdClient {
 
 /** etcdctl from the gateway namespace; `tls` picks what it presents: nothing but the endpoint, or TLS with or without a client certificate. */
 function etcdctlRun(topology: Topology, endpoint: string, tls: string[], args: string[]) {
-  return topology.exec(topology.gw.ns, ['etcdctl', `--endpoints=${endpoint}`, ...tls, '--dial-timeout=5s', '--command-timeout=10s', ...args], { timeoutMs: 30_000 });
+  return topology.exec(topology.gw.ns, ['etcdctl', `--endpoints=${endpoint}`, ...tls, '--dial-timeout=5s', '--command-timeout=10s', ...args], {
+    timeoutMs: 30_000,
+  });
 }
 
 async function etcdctl(topology: Topology, client: EtcdClient, host: string, args: string[]): Promise<string> {
@@ -109,7 +111,9 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
   const build = await geminik8s(['build', '--profile', 'edge-datastore', '--hardware', 'generic-x86_64-uefi', '--out', out, '--json']);
   t.is(build.exitCode, 0, build.stderr.slice(-3000));
   if (build.exitCode !== 0) return;
-  const cached = events(build.stdout).filter((e) => e.event === 'step-done' && e.cached === false).map((e) => e.id);
+  const cached = events(build.stdout)
+    .filter((e) => e.event === 'step-done' && e.cached === false)
+    .map((e) => e.id);
   t.log(`build: ${((Date.now() - started) / 1000).toFixed(0)} s${cached.length ? ` (rebuilt: ${cached.join(', ')})` : ' (all steps cached)'}`);
 
   // --- the L2: a bridge in a gateway namespace, DHCP from dnsmasq, one tap per VM ---
@@ -124,14 +128,28 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
   });
   const { subnet, bridge, gw } = topology;
   const dhcp = topology.serveDhcp(path.join(work, 'dnsmasq.leases'));
-  t.teardown(() => { if (!t.passed) t.log(`--- dnsmasq ---\n${dhcp.log()}`); });
+  t.teardown(() => {
+    if (!t.passed) t.log(`--- dnsmasq ---\n${dhcp.log()}`);
+  });
 
   // --- one site file with an operator key, stamped into two copies ---
   const operatorKey = path.join(work, 'operator_ed25519');
   await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'image-test-operator', '-f', operatorKey]);
   const site = path.join(work, 'site.yaml');
   const vip = `${subnet}.10`;
-  const init = await geminik8s(['init', '--out', site, '--site-id', 'image-pair-1', '--vip', `${vip}/24`, '--gateway', gw.address, '--ssh-key', `${operatorKey}.pub`]);
+  const init = await geminik8s([
+    'init',
+    '--out',
+    site,
+    '--site-id',
+    'image-pair-1',
+    '--vip',
+    `${vip}/24`,
+    '--gateway',
+    gw.address,
+    '--ssh-key',
+    `${operatorKey}.pub`,
+  ]);
   t.is(init.exitCode, 0, init.stderr);
   const raw0 = path.join(work, 'disk-0.raw');
   await execa('zstd', ['-q', '-d', path.join(out, ARTIFACT, 'image.raw.zst'), '-o', raw0]);
@@ -145,14 +163,20 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
   const deadline = Date.now() + BUDGET_MS;
   for (const i of [0, 1]) {
     const tap = `gk8s-t${topology.id}${i}`;
-    for (const argv of [['ip', 'tuntap', 'add', 'mode', 'tap', 'name', tap], ['ip', 'link', 'set', tap, 'master', bridge, 'up']]) {
+    for (const argv of [
+      ['ip', 'tuntap', 'add', 'mode', 'tap', 'name', tap],
+      ['ip', 'link', 'set', tap, 'master', bridge, 'up'],
+    ]) {
       const r = await topology.exec(gw.ns, argv);
       if (r.code !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr.trim()}`);
     }
     const dir = path.join(work, `vm-${i}`);
     await mkdir(dir, { recursive: true });
     const bootedAt = Date.now();
-    const vm = await bootImage(i === 0 ? raw0 : raw1, dir, { memoryMiB: 1280, network: { tap, mac: `52:54:00:6b:38:${(0x11 + i).toString(16)}`, netns: gw.ns } });
+    const vm = await bootImage(i === 0 ? raw0 : raw1, dir, {
+      memoryMiB: 1280,
+      network: { tap, mac: `52:54:00:6b:38:${(0x11 + i).toString(16)}`, netns: gw.ns },
+    });
     nodes.push({ name: `vm-${i}`, vm, bootedAt, at: {} });
   }
 
@@ -182,10 +206,29 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
   // --- an operator with the site's key logs in as root and has the leader issue an etcd client certificate ---
   const knownHosts = path.join(work, 'known_hosts');
   const ssh = (host: string, command: string[]) =>
-    topology.exec(gw.ns, [
-      'ssh', '-F', '/dev/null', '-i', operatorKey, '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=accept-new', '-o', `UserKnownHostsFile=${knownHosts}`,
-      '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=20', `root@${host}`, ...command,
-    ], { timeoutMs: 120_000 });
+    topology.exec(
+      gw.ns,
+      [
+        'ssh',
+        '-F',
+        '/dev/null',
+        '-i',
+        operatorKey,
+        '-o',
+        'IdentitiesOnly=yes',
+        '-o',
+        'StrictHostKeyChecking=accept-new',
+        '-o',
+        `UserKnownHostsFile=${knownHosts}`,
+        '-o',
+        'BatchMode=yes',
+        '-o',
+        'ConnectTimeout=20',
+        `root@${host}`,
+        ...command,
+      ],
+      { timeoutMs: 120_000 },
+    );
   const bundleText = await retrying('etcd client certificate over SSH', left(), async () => {
     const r = await ssh(leader.ip!, ['/usr/lib/geminik8s/geminik8s-agent', 'etcd-client-cert', '--name', 'image-test']);
     if (r.code !== 0) throw new Error(`ssh exited ${r.code}: ${r.stderr.trim().slice(-1000)}`);
@@ -196,7 +239,11 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
   await writeFile(client.ca, bundle.ca, { mode: 0o600 });
   await writeFile(client.cert, bundle.cert, { mode: 0o600 });
   await writeFile(client.key, bundle.key, { mode: 0o600 });
-  t.regex(await readFile(knownHosts, 'utf8'), new RegExp(`^${leader.ip!.replace(/\./g, '\\.')} (ssh-ed25519|ecdsa-sha2-nistp256) AAAA`, 'm'), 'the leader\'s per-box host key is pinned on first contact');
+  t.regex(
+    await readFile(knownHosts, 'utf8'),
+    new RegExp(`^${leader.ip!.replace(/\./g, '\\.')} (ssh-ed25519|ecdsa-sha2-nistp256) AAAA`, 'm'),
+    "the leader's per-box host key is pinned on first contact",
+  );
 
   // --- Kine from the gateway namespace: write on the leader, read on the follower and the VIP ---
   const key = `/image-pair/${Date.now()}`;
@@ -223,9 +270,27 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
     const starts = text.match(/GEMINIK8S-AGENT: started/g)?.length;
     if (starts === 1) continue;
     // Why it restarted: systemd's word on it (watchdog, exit code, signal) and the agent's own last lines.
-    const journal = await ssh(ready[i]!.ip!, ['journalctl', '-b', '-o', 'short-monotonic', '--no-pager', '-u', 'geminik8s-agent', '-g', 'watchdog|Watchdog|Main process|fatal|failed|Failed|Started|Stopping']).catch((e: unknown) => ({ stdout: '', stderr: String(e) }));
-    const agentLines = text.split('\n').filter((l) => /GEMINIK8S-AGENT: (started|failed)|geminik8s-agent:|Error|error/.test(l)).slice(-40).join('\n');
-    t.is(starts, 1, `${n.name}: the agent restarted; it must run its first start throughout\n--- journal ---\n${journal.stdout}${journal.stderr}\n--- console ---\n${agentLines}`);
+    const journal = await ssh(ready[i]!.ip!, [
+      'journalctl',
+      '-b',
+      '-o',
+      'short-monotonic',
+      '--no-pager',
+      '-u',
+      'geminik8s-agent',
+      '-g',
+      'watchdog|Watchdog|Main process|fatal|failed|Failed|Started|Stopping',
+    ]).catch((e: unknown) => ({ stdout: '', stderr: String(e) }));
+    const agentLines = text
+      .split('\n')
+      .filter((l) => /GEMINIK8S-AGENT: (started|failed)|geminik8s-agent:|Error|error/.test(l))
+      .slice(-40)
+      .join('\n');
+    t.is(
+      starts,
+      1,
+      `${n.name}: the agent restarted; it must run its first start throughout\n--- journal ---\n${journal.stdout}${journal.stderr}\n--- console ---\n${agentLines}`,
+    );
   }
   t.log(`total ${((Date.now() - started) / 1000).toFixed(0)} s; leader ${leader.ip}, follower ${follower.ip}, VIP ${vip}`);
 });

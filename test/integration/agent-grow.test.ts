@@ -47,7 +47,12 @@ async function hasCapSysResource(): Promise<boolean> {
 
 /** The pre-mount step, as geminik8s-grow-data.service runs it: exits when done. */
 async function runPartitionStep(agent: string, env: Record<string, string>): Promise<{ exitCode: number | undefined; stdout: string }> {
-  const r = await execa(agent, ['grow-data-partition'], { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, extendEnv: false, reject: false, timeout: 60_000 });
+  const r = await execa(agent, ['grow-data-partition'], {
+    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env },
+    extendEnv: false,
+    reject: false,
+    timeout: 60_000,
+  });
   return { exitCode: r.exitCode, stdout: String(r.stdout) };
 }
 
@@ -66,7 +71,11 @@ async function runAgent(agent: string, env: Record<string, string>, consoleFile:
 }
 
 async function sfdiskJson(disk: string): Promise<{ lastlba: number; partitions: { node: string; start: number; size: number; name?: string }[] }> {
-  return (JSON.parse(await run('sfdisk', ['--json', disk])) as { partitiontable: { lastlba: number; partitions: { node: string; start: number; size: number; name?: string }[] } }).partitiontable;
+  return (
+    JSON.parse(await run('sfdisk', ['--json', disk])) as {
+      partitiontable: { lastlba: number; partitions: { node: string; start: number; size: number; name?: string }[] };
+    }
+  ).partitiontable;
 }
 
 async function fsBytes(dev: string): Promise<number> {
@@ -123,7 +132,13 @@ test.serial('the agent grows the data partition and filesystem to fill the disk,
   await writeFile(join(oemDir, 'site.yaml'), SITE);
   const stateDir = join(dataDir, 'geminik8s');
   const consoleFile = join(dir, 'console');
-  const env = { GEMINIK8S_OEM_DIR: oemDir, GEMINIK8S_DATA_DIR: dataDir, GEMINIK8S_DATA_DEVICE: part, GEMINIK8S_STATE_DIR: stateDir, GEMINIK8S_CONSOLE: consoleFile };
+  const env = {
+    GEMINIK8S_OEM_DIR: oemDir,
+    GEMINIK8S_DATA_DIR: dataDir,
+    GEMINIK8S_DATA_DEVICE: part,
+    GEMINIK8S_STATE_DIR: stateDir,
+    GEMINIK8S_CONSOLE: consoleFile,
+  };
   const fsBefore = await fsBytes(part);
 
   // --- first boot: the partition grows before the mount, the filesystem after it ---
@@ -169,7 +184,15 @@ test.serial('the agent grows the data partition and filesystem to fill the disk,
     t.true(consoleText.includes(`GEMINIK8S-AGENT: ${marker}\n`), `console has marker "${marker}"`);
   }
   const meta1 = JSON.parse(await readFile(join(stateDir, 'hostmeta.json'), 'utf8'));
-  t.like(meta1, { schemaVersion: 1, siteId: 'lab-grow', bootCount: 1, phase: 'local-ready', term: 0, role: 'unassigned', dataPartition: { device: part, sizeBytes: kernelBytes } });
+  t.like(meta1, {
+    schemaVersion: 1,
+    siteId: 'lab-grow',
+    bootCount: 1,
+    phase: 'local-ready',
+    term: 0,
+    role: 'unassigned',
+    dataPartition: { device: part, sizeBytes: kernelBytes },
+  });
 
   // --- second boot: nothing left to grow ---
   await writeFile(consoleFile, '');
@@ -185,7 +208,11 @@ test.serial('the agent grows the data partition and filesystem to fill the disk,
   consoleText = await readFile(consoleFile, 'utf8');
   t.log(consoleText.trim());
   t.true(consoleText.includes(`GEMINIK8S-AGENT: data already-grown ${await fsBytes(part)}\n`));
-  t.deepEqual((await sfdiskJson(loop)).partitions.find((p) => p.name === 'data'), data, 'partition table untouched');
+  t.deepEqual(
+    (await sfdiskJson(loop)).partitions.find((p) => p.name === 'data'),
+    data,
+    'partition table untouched',
+  );
   const meta2 = JSON.parse(await readFile(join(stateDir, 'hostmeta.json'), 'utf8'));
   t.is(meta2.nodeId, meta1.nodeId);
   t.is(meta2.bootCount, 2);

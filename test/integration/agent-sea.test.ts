@@ -32,7 +32,10 @@ test('the x64 agent builds into a self-contained executable that runs', async (t
   // A second build reuses the cached Node binary (no download) and is byte-identical.
   const again: string[] = [];
   const rebuilt = await buildAgentExecutable({ arch: 'amd64', outFile, cacheDir: CACHE_DIR, log: (m) => again.push(m) });
-  t.false(again.some((m) => m.startsWith('fetched')), again.join('; '));
+  t.false(
+    again.some((m) => m.startsWith('fetched')),
+    again.join('; '),
+  );
   t.is(rebuilt.sha256, built.sha256);
 });
 

@@ -14,7 +14,8 @@ import { hasCommand, run } from '../../builder/src/util/exec.ts';
 
 const SECRET = 'q4Jr7m8sXvYc2Zb1Lk9PwN3eTg6HfA0dUiOy5RjWlMo=';
 const ED25519 = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5IJnbKJDh4i/6ywpF8um4yZ/ZwnQ6N+rLYM7Nhwyl0 alice@laptop';
-const ECDSA = 'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBA8qyPVPHFH3uBFqlU319uuNcwxx7SSoUQ/inNf3hb79Ahwt7cruYR+ldUagK5fpffzgfS5vqgFJY+MHWoiKUyE= bob ops';
+const ECDSA =
+  'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBA8qyPVPHFH3uBFqlU319uuNcwxx7SSoUQ/inNf3hb79Ahwt7cruYR+ldUagK5fpffzgfS5vqgFJY+MHWoiKUyE= bob ops';
 
 function site(keys: string[] | undefined): string {
   const ssh = keys === undefined ? '' : `ssh:\n  authorizedKeys:${keys.length ? '' : ' []'}\n${keys.map((k) => `    - ${k}\n`).join('')}`;
@@ -23,7 +24,7 @@ function site(keys: string[] | undefined): string {
 
 const keyLines = (text: string): string[] => text.split('\n').filter((l) => l !== '' && !l.startsWith('#'));
 
-test('each boot installs exactly the site\'s operator keys for sshd, 0600, and keeps them when the site is broken', async (t) => {
+test("each boot installs exactly the site's operator keys for sshd, 0600, and keeps them when the site is broken", async (t) => {
   if (!(await hasCommand('ssh-keygen'))) return t.fail('ssh-keygen is missing: install the Debian package openssh-client (builder/host-deps.sh)');
   const dir = await mkdtemp(join(tmpdir(), 'g8s-ssh-keys-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
@@ -36,7 +37,7 @@ test('each boot installs exactly the site\'s operator keys for sshd, 0600, and k
     GEMINIK8S_CONSOLE: join(dir, 'console'),
   });
   await mkdir(paths.dataDir);
-  t.is(paths.authorizedKeysFile, join(dir, 'state', 'ssh', 'authorized_keys'), 'beside the state: an agent under test never writes the host\'s keys');
+  t.is(paths.authorizedKeysFile, join(dir, 'state', 'ssh', 'authorized_keys'), "beside the state: an agent under test never writes the host's keys");
   const logLines: string[] = [];
   const log = jsonLogger((l) => logLines.push(l));
   const boot = async (siteText: string) => {

@@ -52,18 +52,30 @@ test('wrong type in a profile', async (t) => {
 });
 
 test('missing profile file', async (t) => {
-  await refusedBuild(t, ['--profile', 'does-not-exist'], /profiles\/does-not-exist\.yaml: \(file\): found no such file; expected a profile: one of edge-datastore, edge-standard, edge-static/);
+  await refusedBuild(
+    t,
+    ['--profile', 'does-not-exist'],
+    /profiles\/does-not-exist\.yaml: \(file\): found no such file; expected a profile: one of edge-datastore, edge-standard, edge-static/,
+  );
 });
 
 test('unknown hardware', async (t) => {
-  await refusedBuild(t, ['--hardware', 'pdp-11'], /hardware\/pdp-11\.yaml: \(file\): found no such file; expected a hardware definition: one of generic-x86_64-uefi/);
+  await refusedBuild(
+    t,
+    ['--hardware', 'pdp-11'],
+    /hardware\/pdp-11\.yaml: \(file\): found no such file; expected a hardware definition: one of generic-x86_64-uefi/,
+  );
 });
 
 test('site file without a secret, at build and at stamp', async (t) => {
   const dir = await scratch(t);
   const site = path.join(dir, 'site.yaml');
   await writeFile(site, 'apiVersion: geminik8s/v1\nkind: Site\nsite:\n  id: store-1\nnetwork:\n  vip: 192.0.2.10/24\n  addressing: dhcp\n');
-  await refusedBuild(t, ['--site', site], /site\.yaml:1:1: pair: found nothing; "pair" is required \(it holds the pair secret: run `geminik8s init` to generate one\)/);
+  await refusedBuild(
+    t,
+    ['--site', site],
+    /site\.yaml:1:1: pair: found nothing; "pair" is required \(it holds the pair secret: run `geminik8s init` to generate one\)/,
+  );
   const image = path.join(dir, 'image.raw');
   await writeFile(image, Buffer.alloc(4096));
   const before = await readFile(image);
@@ -102,7 +114,9 @@ const K3S_VERSION = 'v1.36.4+k3s1';
 
 /** The K3s profile (edge-static) with its Kubernetes sources replaced. */
 async function k3sProfile(t: import('ava').ExecutionContext, dir: string, sources: unknown[]): Promise<string> {
-  const profile = parse(await readFile(new URL('../../profiles/edge-static.yaml', import.meta.url), 'utf8')) as { components: { kubernetes: { distribution: string; version: string; sources: unknown[] } } };
+  const profile = parse(await readFile(new URL('../../profiles/edge-static.yaml', import.meta.url), 'utf8')) as {
+    components: { kubernetes: { distribution: string; version: string; sources: unknown[] } };
+  };
   t.is(profile.components.kubernetes.distribution, 'k3s');
   t.is(profile.components.kubernetes.version, K3S_VERSION);
   profile.components.kubernetes.sources = sources;
@@ -116,7 +130,12 @@ async function k3sProfile(t: import('ava').ExecutionContext, dir: string, source
  * shared .cache is never touched, that must stop at its first step: the Kubernetes component.
  * Returns the error it printed and the one its --json events carry.
  */
-async function buildStoppedAtKubernetes(t: import('ava').ExecutionContext, dir: string, profile: string, env: Record<string, string> = {}): Promise<{ stderr: string; message: string; cache: string }> {
+async function buildStoppedAtKubernetes(
+  t: import('ava').ExecutionContext,
+  dir: string,
+  profile: string,
+  env: Record<string, string> = {},
+): Promise<{ stderr: string; message: string; cache: string }> {
   const cache = path.join(dir, 'cache');
   const out = path.join(dir, 'dist');
   const r = await geminik8s(['build', '--json', '--profile', profile, '--out', out], { cwd: dir, env: { GEMINIK8S_CACHE: cache, ...env } });
@@ -125,7 +144,11 @@ async function buildStoppedAtKubernetes(t: import('ava').ExecutionContext, dir: 
   const planned = (ev.find((e) => e.event === 'plan')?.steps as { id: string }[] | undefined)?.map((s) => s.id) ?? [];
   // The rootfs and Kine are in the plan, so their absence from what started below means they never did.
   t.true(planned.includes('rootfs') && planned.includes('kine'), `planned: ${planned.join(', ')}`);
-  t.deepEqual(ev.filter((e) => e.event === 'step-start').map((e) => e.id), ['kubernetes'], 'only the Kubernetes component started');
+  t.deepEqual(
+    ev.filter((e) => e.event === 'step-start').map((e) => e.id),
+    ['kubernetes'],
+    'only the Kubernetes component started',
+  );
   const error = ev.find((e) => e.event === 'error');
   t.is(error?.step, 'kubernetes');
   t.deepEqual(await readdir(out).catch(() => []), [], 'nothing written to --out');
@@ -151,7 +174,25 @@ async function httpsServer(t: import('ava').ExecutionContext, pathname: string, 
   const dir = await scratch(t);
   const key = path.join(dir, 'server.key');
   const cert = path.join(dir, 'server.crt');
-  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
+  await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    cert,
+    '-days',
+    '2',
+    '-subj',
+    '/CN=127.0.0.1',
+    '-addext',
+    'subjectAltName=IP:127.0.0.1',
+  ]);
   let hits = 0;
   const server = createServer({ key: await readFile(key), cert: await readFile(cert) }, (req, res) => {
     hits++;
@@ -164,7 +205,7 @@ async function httpsServer(t: import('ava').ExecutionContext, pathname: string, 
 }
 
 test('a K3s download whose sha256 is not the pinned one fails naming both hashes, and nothing is cached', async (t) => {
-  if (!(await hasCommand('openssl'))) return t.fail('openssl is missing (it makes the test server\'s certificate): apt-get install openssl');
+  if (!(await hasCommand('openssl'))) return t.fail("openssl is missing (it makes the test server's certificate): apt-get install openssl");
   const body = Buffer.from('#!/bin/sh\necho this is not the k3s release\n');
   const actual = createHash('sha256').update(body).digest('hex');
   // The hash edge-static pins for the real release, which the served file is not.

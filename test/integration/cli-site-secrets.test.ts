@@ -66,7 +66,20 @@ test.serial('build --site: the secret is in the image, never in the cache, the o
   const env = { GEMINIK8S_CACHE: cache };
   const site = await newSite('secret-build');
   // A mirror that cannot answer: if a step before the disk were not taken from the stand-ins, it fails fast.
-  const args = ['build', '--profile', 'edge-datastore', '--site', site.file, '--mirror', 'file:///nonexistent-test-mirror', '--out', out, '--compression', '1', '--json'];
+  const args = [
+    'build',
+    '--profile',
+    'edge-datastore',
+    '--site',
+    site.file,
+    '--mirror',
+    'file:///nonexistent-test-mirror',
+    '--out',
+    out,
+    '--compression',
+    '1',
+    '--json',
+  ];
 
   const dry = await geminik8s([...args, '--dry-run'], { env });
   t.is(dry.exitCode, 0, dry.stderr);
@@ -74,15 +87,24 @@ test.serial('build --site: the secret is in the image, never in the cache, the o
   for (const step of plan.steps.filter((s) => s.id !== 'disk' && s.id !== 'artifacts')) {
     const stepDir = path.join(cache, 'steps', step.id, step.key);
     await mkdir(stepDir, { recursive: true });
-    if (step.id === 'kine' || step.id === 'agent') await writeFile(path.join(stepDir, 'component.json'), JSON.stringify({ name: step.id, version: '0', sha256: '0'.repeat(64), source: 'test' }));
+    if (step.id === 'kine' || step.id === 'agent')
+      await writeFile(path.join(stepDir, 'component.json'), JSON.stringify({ name: step.id, version: '0', sha256: '0'.repeat(64), source: 'test' }));
     if (step.id === 'rootTree') await fakeRootfs(path.join(stepDir, 'tree'));
     await writeFile(path.join(stepDir, '.complete'), 'stand-in\n');
   }
 
   const built = await geminik8s(args, { env });
   t.is(built.exitCode, 0, built.stderr.slice(-3000));
-  const done = Object.fromEntries(events(built.stdout).filter((e) => e.event === 'step-done').map((e) => [e.id, e.cached]));
-  t.deepEqual(done, { rootfs: true, kine: true, agent: true, overlays: true, rootTree: true, disk: false, artifacts: false }, 'only the steps that carry the site ran');
+  const done = Object.fromEntries(
+    events(built.stdout)
+      .filter((e) => e.event === 'step-done')
+      .map((e) => [e.id, e.cached]),
+  );
+  t.deepEqual(
+    done,
+    { rootfs: true, kine: true, agent: true, overlays: true, rootTree: true, disk: false, artifacts: false },
+    'only the steps that carry the site ran',
+  );
   t.false(`${dry.stdout}${dry.stderr}${built.stdout}${built.stderr}`.includes(site.secret), 'the secret is not in the output');
 
   // The cache: nothing holds the secret (the site-carrying steps ran in a private folder, now gone).
@@ -124,7 +146,10 @@ test('stamp refuses a disk with a partition named oem that geminik8s did not par
   const before = await sha256File(disk);
   const r = await geminik8s(['stamp', '--site', site.file, disk]);
   t.is(r.exitCode, 2, r.stderr);
-  t.regex(r.stderr, /^not a geminik8s image: .*foreign\.raw has a partition table geminik8s build did not write \(found 1 "oem"\); nothing was written:\n {2}expected 5 partitions, found 1\n {2}partition 1: expected the name "esp", found "oem"\n/);
+  t.regex(
+    r.stderr,
+    /^not a geminik8s image: .*foreign\.raw has a partition table geminik8s build did not write \(found 1 "oem"\); nothing was written:\n {2}expected 5 partitions, found 1\n {2}partition 1: expected the name "esp", found "oem"\n/,
+  );
   t.notRegex(r.stderr, /\n\s+at /, 'no stack trace for bad input');
   t.false(r.stderr.includes(site.secret));
   t.is(await sha256File(disk), before, 'the disk is byte-identical');
@@ -142,11 +167,26 @@ test('a site file whose addresses cannot work is refused by stamp and init with 
   const before = await sha256File(image);
   const stamp = await geminik8s(['stamp', '--site', site.file, image]);
   t.is(stamp.exitCode, 2, stamp.stderr);
-  t.regex(stamp.stderr, new RegExp(`bad-plan\\.yaml:${line}:\\d+: network\\.gateway: the gateway 192\\.0\\.2\\.10 is also the VIP; found "192\\.0\\.2\\.10"; expected `));
+  t.regex(
+    stamp.stderr,
+    new RegExp(`bad-plan\\.yaml:${line}:\\d+: network\\.gateway: the gateway 192\\.0\\.2\\.10 is also the VIP; found "192\\.0\\.2\\.10"; expected `),
+  );
   t.is(await sha256File(image), before, 'the image is untouched');
 
   const out = path.join(dir, 'never-written.yaml');
-  const init = await geminik8s(['init', '--out', out, '--site-id', 'bad-plan', '--vip', '192.0.2.10/24', '--node', 'a=192.0.2.11/24', '--node', 'b=192.0.3.12/24']);
+  const init = await geminik8s([
+    'init',
+    '--out',
+    out,
+    '--site-id',
+    'bad-plan',
+    '--vip',
+    '192.0.2.10/24',
+    '--node',
+    'a=192.0.2.11/24',
+    '--node',
+    'b=192.0.3.12/24',
+  ]);
   t.is(init.exitCode, 2, init.stderr);
   t.regex(init.stderr, /--node: network\.nodes\[1\]\.address: 192\.0\.3\.12 is outside the VIP's subnet 192\.0\.2\.0\/24/);
   await t.throwsAsync(stat(out), undefined, 'init wrote nothing');

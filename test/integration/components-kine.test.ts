@@ -11,7 +11,9 @@ const KINE_VERSION = process.env.KINE_VERSION ?? 'v0.17.5';
 
 test('kine amd64 from its Go module (or the component cache) runs and reports its version', async (t) => {
   if (!(await hasCommand('go'))) {
-    return t.fail("the Go toolchain that builds Kine is not on PATH: install Go >= 1.22 (Debian 12's own golang-go is 1.19, too old) and put `go` on PATH; `make deps` checks for it");
+    return t.fail(
+      "the Go toolchain that builds Kine is not on PATH: install Go >= 1.22 (Debian 12's own golang-go is 1.19, too old) and put `go` on PATH; `make deps` checks for it",
+    );
   }
   const started = Date.now();
   const kine = await resolveComponent(kineSpec(KINE_VERSION), { arch: 'amd64', cacheDir, repoRoot, onProgress: (l) => t.log(l) });

@@ -16,7 +16,10 @@ test('finds a running program by its executable, with its arguments, and adopts 
   t.teardown(() => child.kill('SIGKILL'));
   await new Promise((r) => child.once('spawn', r));
   const found = mine(mark(1));
-  t.deepEqual(found.map((p) => p.pid), [child.pid]);
+  t.deepEqual(
+    found.map((p) => p.pid),
+    [child.pid],
+  );
   t.deepEqual(found[0]?.argv, [SLEEP, mark(1)]);
   const adopted = adoptDaemon(child.pid!);
   t.true(adopted.adopted);

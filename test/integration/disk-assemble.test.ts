@@ -5,7 +5,17 @@ import path from 'node:path';
 import { sha256File } from '../../builder/src/util/digest.ts';
 import { run } from '../../builder/src/util/exec.ts';
 import { fakeRootfs, lookalikeDisk, SMALL_LAYOUT } from '../helpers/fake-disk.ts';
-import { assembleDiskImage, deriveDiskIds, ImageRefusedError, readGpt, readSiteFromImage, requireTools, sfdiskScript, stampSite, toolPath } from '../../builder/src/disk/index.ts';
+import {
+  assembleDiskImage,
+  deriveDiskIds,
+  ImageRefusedError,
+  readGpt,
+  readSiteFromImage,
+  requireTools,
+  sfdiskScript,
+  stampSite,
+  toolPath,
+} from '../../builder/src/disk/index.ts';
 
 const EPOCH = 1_700_000_000;
 let dir: string;
@@ -43,7 +53,10 @@ test.serial('assembles a GPT image with the expected partitions and filesystems;
   t.true((await stat(img)).blocks * 512 < 64 * 2 ** 20, 'image file is sparse');
 
   const gpt = await readGpt(img);
-  t.deepEqual(gpt.partitions.map((p) => p.name), ['esp', 'root-a', 'root-b', 'oem', 'data']);
+  t.deepEqual(
+    gpt.partitions.map((p) => p.name),
+    ['esp', 'root-a', 'root-b', 'oem', 'data'],
+  );
   for (const p of layout.partitions) {
     const g = gpt.partitions.find((x) => x.name === p.name)!;
     t.is(g.startSector, p.startSector, `${p.name} start`);
@@ -95,7 +108,10 @@ test.serial('assembles a GPT image with the expected partitions and filesystems;
   try {
     const buf = Buffer.alloc(1024 * 1024);
     await fh.read(buf, 0, buf.length, rootB.offsetBytes);
-    t.true(buf.every((b) => b === 0), 'root-b is empty');
+    t.true(
+      buf.every((b) => b === 0),
+      'root-b is empty',
+    );
   } finally {
     await fh.close();
   }
@@ -134,7 +150,13 @@ test.serial('site file baked in at build time', async (t) => {
   await writeFile(site, 'name: baked\n');
   const img = path.join(dir, 'baked.raw');
   await assembleDiskImage({
-    arch: 'amd64', rootfsDir: path.join(dir, 'rootfs'), siteFile: site, outFile: img, workDir: path.join(dir, 'work'), seed: 's', sourceDateEpoch: EPOCH,
+    arch: 'amd64',
+    rootfsDir: path.join(dir, 'rootfs'),
+    siteFile: site,
+    outFile: img,
+    workDir: path.join(dir, 'work'),
+    seed: 's',
+    sourceDateEpoch: EPOCH,
   });
   t.is(await readSiteFromImage(img), 'name: baked\n');
   await rm(img);
@@ -148,7 +170,10 @@ test('stamping something that is not a geminik8s image fails clearly', async (t)
   await writeFile(noOem, '');
   await truncate(noOem, 8 * 2 ** 20);
   await run(await toolPath('sfdisk'), ['--quiet', noOem], { input: 'label: gpt\nstart=2048, size=4096, name="esp"\n' });
-  await t.throwsAsync(stampSite(noOem, site), { message: /not a geminik8s image: .* \(found 1 "esp"\); nothing was written:\n  expected 5 partitions, found 1\n[^]*\n  partition 2: expected "root-a", found none/ });
+  await t.throwsAsync(stampSite(noOem, site), {
+    message:
+      /not a geminik8s image: .* \(found 1 "esp"\); nothing was written:\n {2}expected 5 partitions, found 1\n[\s\S]*\n {2}partition 2: expected "root-a", found none/,
+  });
   await t.throwsAsync(readSiteFromImage(noOem), { message: /partition 4: expected "oem", found none/ });
   // No partition table at all.
   const blank = path.join(dir, 'blank.raw');
@@ -171,7 +196,10 @@ test('stamp refuses a GPT with an oem partition that geminik8s build did not wri
   const foreignIds = { diskGuid: ours.diskGuid, partUuids: { ...deriveDiskIds('other-tool').partUuids } };
   const sameShape = path.join(dir, 'same-shape.raw');
   await lookalikeDisk(sameShape, sfdiskScript(layout, foreignIds));
-  for (const [image, found] of [[justOem, /found 1 "oem"/], [sameShape, /partition UUIDs derived from the disk GUID .* found other UUIDs on esp, root-a, root-b, oem, data/]] as const) {
+  for (const [image, found] of [
+    [justOem, /found 1 "oem"/],
+    [sameShape, /partition UUIDs derived from the disk GUID .* found other UUIDs on esp, root-a, root-b, oem, data/],
+  ] as const) {
     const before = await sha256File(image);
     const err = await t.throwsAsync(stampSite(image, site), { instanceOf: ImageRefusedError });
     t.regex(err?.message ?? '', /^not a geminik8s image: /);
@@ -190,7 +218,14 @@ test('assembling a rootfs without /vmlinuz fails before doing any work', async (
   const root = path.join(dir, 'nokernel');
   await mkdir(path.join(root, 'etc'), { recursive: true });
   await t.throwsAsync(
-    assembleDiskImage({ arch: 'amd64', rootfsDir: root, outFile: path.join(dir, 'nk.raw'), workDir: path.join(dir, 'work'), seed: 's', sourceDateEpoch: EPOCH }),
+    assembleDiskImage({
+      arch: 'amd64',
+      rootfsDir: root,
+      outFile: path.join(dir, 'nk.raw'),
+      workDir: path.join(dir, 'work'),
+      seed: 's',
+      sourceDateEpoch: EPOCH,
+    }),
     { message: /has no usable \/vmlinuz/ },
   );
 });

@@ -64,7 +64,12 @@ async function grubenv(...setArgs: string[]): Promise<Record<string, string>> {
     await run(await toolPath('mcopy'), ['-o', '-i', target, local, '::/grub/grubenv'], { env: MT });
   }
   const list = await run(await toolPath('grub-editenv'), [local, 'list']);
-  return Object.fromEntries(list.split('\n').filter(Boolean).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  return Object.fromEntries(
+    list
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
 }
 
 test.before(async () => {
@@ -106,7 +111,16 @@ test.serial('grub A/B: try_slot with an empty slot falls back, a good try_slot b
   const a = gpt.partitions.find((p) => p.name === 'root-a')!;
   const b = gpt.partitions.find((p) => p.name === 'root-b')!;
   const MiB = 2 ** 20;
-  await run(await toolPath('dd'), [`if=${img}`, `of=${img}`, 'bs=1M', `skip=${a.offsetBytes / MiB}`, `seek=${b.offsetBytes / MiB}`, `count=${a.sizeBytes / MiB}`, 'conv=notrunc,sparse', 'status=none']);
+  await run(await toolPath('dd'), [
+    `if=${img}`,
+    `of=${img}`,
+    'bs=1M',
+    `skip=${a.offsetBytes / MiB}`,
+    `seek=${b.offsetBytes / MiB}`,
+    `count=${a.sizeBytes / MiB}`,
+    'conv=notrunc,sparse',
+    'status=none',
+  ]);
   started = Date.now();
   cmdline = await bootToKernelCmdline(img);
   t.log(`boot 2: ${Date.now() - started} ms: ${cmdline}`);

@@ -70,12 +70,19 @@ test('no private key in the root tree but the test keys Debian packages ship (ss
     if (holdsPrivateKey(bytes) && packaged.get(rel) !== createHash('md5').update(bytes).digest('hex')) withKeys.push(rel);
   }
   t.deepEqual(withKeys, []);
-  t.deepEqual((await readdir(path.join(tree, 'etc/ssh'))).filter((n) => n.startsWith('ssh_host_')), [], 'SSH host keys are made per box at first boot');
+  t.deepEqual(
+    (await readdir(path.join(tree, 'etc/ssh'))).filter((n) => n.startsWith('ssh_host_')),
+    [],
+    'SSH host keys are made per box at first boot',
+  );
   t.deepEqual(await readdir(path.join(tree, 'etc/ssl/private')).catch(() => []), []);
-  t.deepEqual((await readdir(path.join(tree, 'etc/ssl/certs'))).filter((n) => n.includes('snakeoil')), []);
+  t.deepEqual(
+    (await readdir(path.join(tree, 'etc/ssl/certs'))).filter((n) => n.includes('snakeoil')),
+    [],
+  );
 });
 
-test('no machine identity: an empty machine-id (systemd makes one per boot), dbus\'s pointing at it, no random seed or credential secret', async (t) => {
+test("no machine identity: an empty machine-id (systemd makes one per boot), dbus's pointing at it, no random seed or credential secret", async (t) => {
   const machineId = await lstat(path.join(tree, 'etc/machine-id'));
   t.true(machineId.isFile());
   t.is(machineId.size, 0);

@@ -23,7 +23,7 @@ const PREREQUISITES: [command: string, why: string][] = [
   ['file', '`file` is missing (it shows the binaries are statically linked): apt-get install file'],
   ['tar', '`tar` is missing (it unpacks the archives independently of the writer): apt-get install tar'],
   ['unshare', '`unshare` is missing (pause runs as PID 1 of its own PID namespace): apt-get install util-linux'],
-  ['nsenter', '`nsenter` is missing (it leaves an orphan in pause\'s PID namespace): apt-get install util-linux'],
+  ['nsenter', "`nsenter` is missing (it leaves an orphan in pause's PID namespace): apt-get install util-linux"],
 ];
 
 async function missingPrerequisite(): Promise<string | undefined> {
@@ -52,9 +52,20 @@ test.serial('pause, hello and coredns are built (or taken from the component cac
   if (missing) return t.fail(missing);
   const dir = await tmp('gk8s-images-a-');
   const started = Date.now();
-  const records = await makeImages({ arch: 'amd64', cacheDir: CACHE_DIR, repoRoot: REPO, sourceDateEpoch: EPOCH, extra: [], outDir: dir, onProgress: (l) => t.log(l) });
+  const records = await makeImages({
+    arch: 'amd64',
+    cacheDir: CACHE_DIR,
+    repoRoot: REPO,
+    sourceDateEpoch: EPOCH,
+    extra: [],
+    outDir: dir,
+    onProgress: (l) => t.log(l),
+  });
   t.log(`made in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  t.deepEqual(records.map((r) => r.name), ['pause', 'hello', 'coredns']);
+  t.deepEqual(
+    records.map((r) => r.name),
+    ['pause', 'hello', 'coredns'],
+  );
   for (const [i, baked] of BAKED_IMAGES.entries()) {
     t.like(records[i], { reference: bakedImageReference(baked), file: `${IMAGES_DIR}/${baked.name}.tar`, source: 'built' });
   }
@@ -69,10 +80,18 @@ test.serial('each archive is an image skopeo reads, one layer holding one static
   for (const baked of BAKED_IMAGES) {
     const record = first.records.find((r) => r.name === baked.name)!;
     const archive = path.join(first.dir, `${baked.name}.tar`);
-    const inspect = JSON.parse((await execa('skopeo', ['inspect', `oci-archive:${archive}`])).stdout) as { Digest: string; Architecture: string; Os: string; Layers: string[]; Created: string };
+    const inspect = JSON.parse((await execa('skopeo', ['inspect', `oci-archive:${archive}`])).stdout) as {
+      Digest: string;
+      Architecture: string;
+      Os: string;
+      Layers: string[];
+      Created: string;
+    };
     t.like(inspect, { Digest: record.digest, Architecture: 'amd64', Os: 'linux', Created: '2023-11-14T22:13:20Z' }, baked.name);
     t.is(inspect.Layers.length, 1, baked.name);
-    const config = JSON.parse((await execa('skopeo', ['inspect', '--config', `oci-archive:${archive}`])).stdout) as { config: { Entrypoint: string[]; User?: string } };
+    const config = JSON.parse((await execa('skopeo', ['inspect', '--config', `oci-archive:${archive}`])).stdout) as {
+      config: { Entrypoint: string[]; User?: string };
+    };
     t.deepEqual(config.config.Entrypoint, [baked.path], baked.name);
     t.is(config.config.User, baked.user, baked.name);
     // skopeo selects the image by the tag the index names.
@@ -109,22 +128,23 @@ function lines(child: ResultPromise): { all: string[]; waitFor: (re: RegExp, ms:
     all.push(...parts);
     waiting?.();
   });
-  const waitFor = (re: RegExp, ms: number) => new Promise<RegExpExecArray>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no line matching ${re} within ${ms} ms; got: ${all.join(' | ')}`)), ms);
-    const check = () => {
-      for (const l of all) {
-        const m = re.exec(l);
-        if (m) {
-          clearTimeout(timer);
-          waiting = undefined;
-          resolve(m);
-          return;
+  const waitFor = (re: RegExp, ms: number) =>
+    new Promise<RegExpExecArray>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no line matching ${re} within ${ms} ms; got: ${all.join(' | ')}`)), ms);
+      const check = () => {
+        for (const l of all) {
+          const m = re.exec(l);
+          if (m) {
+            clearTimeout(timer);
+            waiting = undefined;
+            resolve(m);
+            return;
+          }
         }
-      }
-    };
-    waiting = check;
-    check();
-  });
+      };
+      waiting = check;
+      check();
+    });
   return { all, waitFor };
 }
 
@@ -150,9 +170,10 @@ test.serial('hello answers with its host name and a counter, logs one line per r
   const client = await execa(hello, ['-get', `${url}via-client`, '-timeout', '5s']);
   t.deepEqual(JSON.parse(client.stdout), { hostname: os.hostname(), count: 3, version: 'v1.0.0' });
   await out.waitFor(/^request 3 /, 2000);
-  t.deepEqual(out.all.filter((l) => l.startsWith('request ')).map((l) => l.replace(/from 127\.0\.0\.1:\d+/, 'from LOOPBACK')), [
-    'request 1 from LOOPBACK: GET /', 'request 2 from LOOPBACK: GET /', 'request 3 from LOOPBACK: GET /via-client',
-  ]);
+  t.deepEqual(
+    out.all.filter((l) => l.startsWith('request ')).map((l) => l.replace(/from 127\.0\.0\.1:\d+/, 'from LOOPBACK')),
+    ['request 1 from LOOPBACK: GET /', 'request 2 from LOOPBACK: GET /', 'request 3 from LOOPBACK: GET /via-client'],
+  );
   const refused = await execa(hello, ['-get', 'http://127.0.0.1:1/', '-timeout', '2s'], { reject: false });
   t.is(refused.exitCode, 1, 'a failed GET is a failed pod');
 
@@ -192,7 +213,7 @@ test.serial('pause blocks, reaps the orphans it inherits as PID 1, and exits 0 o
   // An orphan: its parent shell exits at once, so the sleep is handed to the namespace's PID 1.
   // (Its output goes nowhere, or nsenter would wait for it through the pipe.)
   await execa('nsenter', ['--target', String(pid1), '--pid', '--', 'sh', '-c', 'sleep 1 </dev/null >/dev/null 2>&1 & exit 0'], { timeout: 5000 });
-  t.is((await childrenOf(pid1)).length, 1, 'the orphan is pause\'s child now');
+  t.is((await childrenOf(pid1)).length, 1, "the orphan is pause's child now");
   await sleep(2000);
   t.deepEqual(await childrenOf(pid1), [], 'the orphan has exited and pause reaped it (no zombie left)');
   t.is(ns.exitCode, null, 'pause still blocks');
@@ -221,22 +242,35 @@ test.serial('a second build takes the binaries from the cache and writes the sam
   }
 });
 
-test.serial('a profile\'s extra archive comes from its artifact dir as it is, named as its index names it; a wrong sha256 names both hashes', async (t) => {
+test.serial("a profile's extra archive comes from its artifact dir as it is, named as its index names it; a wrong sha256 names both hashes", async (t) => {
   if (!first) return t.fail('the images were not made (see the first test)');
   const artifacts = await tmp('gk8s-images-artifacts-');
   const folder = path.join(artifacts, 'extra', 'v2.0.0', 'amd64');
   await mkdir(folder, { recursive: true });
   // Made by another tool, as a site's own archive would be: skopeo names it by the OCI ref alone.
-  await execa('skopeo', ['copy', '--quiet', `oci-archive:${path.join(first.dir, 'hello.tar')}`, `oci-archive:${path.join(folder, 'extra.tar')}:geminik8s.local/extra:v2.0.0`]);
+  await execa('skopeo', [
+    'copy',
+    '--quiet',
+    `oci-archive:${path.join(first.dir, 'hello.tar')}`,
+    `oci-archive:${path.join(folder, 'extra.tar')}:geminik8s.local/extra:v2.0.0`,
+  ]);
   const sha256 = (await execa('sha256sum', [path.join(folder, 'extra.tar')])).stdout.split(' ')[0]!;
   const dir = await tmp('gk8s-images-extra-');
-  const make = (pinned?: string) => makeImages({
-    arch: 'amd64', cacheDir: CACHE_DIR, repoRoot: REPO, sourceDateEpoch: EPOCH, outDir: dir,
-    extra: [{ name: 'extra', version: 'v2.0.0', sources: [{ artifactDir: artifacts, ...(pinned ? { sha256: { amd64: pinned } } : {}) }] }],
-  });
+  const make = (pinned?: string) =>
+    makeImages({
+      arch: 'amd64',
+      cacheDir: CACHE_DIR,
+      repoRoot: REPO,
+      sourceDateEpoch: EPOCH,
+      outDir: dir,
+      extra: [{ name: 'extra', version: 'v2.0.0', sources: [{ artifactDir: artifacts, ...(pinned ? { sha256: { amd64: pinned } } : {}) }] }],
+    });
   const records = await make(sha256);
   t.like(records[0], { name: 'extra', file: `${IMAGES_DIR}/extra.tar`, sha256, reference: 'geminik8s.local/extra:v2.0.0', source: 'artifact-dir' });
-  t.deepEqual(records.slice(1).map((r) => r.name), ['pause', 'hello', 'coredns']);
+  t.deepEqual(
+    records.slice(1).map((r) => r.name),
+    ['pause', 'hello', 'coredns'],
+  );
   t.true((await readFile(path.join(dir, 'extra.tar'))).equals(await readFile(path.join(folder, 'extra.tar'))), 'installed as it was given');
 
   const wrong = 'f'.repeat(64);

@@ -31,7 +31,13 @@ async function leaderConverged(pg: LocalPg): Promise<string[]> {
     const slots = await db.query<{ slot_name: string }>('SELECT slot_name FROM pg_replication_slots');
     const checksums = await db.query<{ v: string }>("SELECT current_setting('data_checksums') AS v");
     const ssl = await db.query<{ v: string }>("SELECT current_setting('ssl') AS v");
-    return [...roles.rows.map((r) => r.rolname), dbs.rowCount ? 'db:kine' : 'no-db', ...slots.rows.map((s) => `slot:${s.slot_name}`), `checksums:${checksums.rows[0]?.v}`, `ssl:${ssl.rows[0]?.v}`];
+    return [
+      ...roles.rows.map((r) => r.rolname),
+      dbs.rowCount ? 'db:kine' : 'no-db',
+      ...slots.rows.map((s) => `slot:${s.slot_name}`),
+      `checksums:${checksums.rows[0]?.v}`,
+      `ssl:${ssl.rows[0]?.v}`,
+    ];
   });
 }
 

@@ -46,13 +46,22 @@ test('physical: leader + standby stream synchronously; a key put through Kine(le
   t.is(fst.receiver?.slotName, 'geminik8s_node_b');
 
   // The replication connection is TLS-verified and authenticated by scram.
-  const ssl = await withAdmin(leaderPg, (db) => db.query("SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_replication r ON r.pid = s.pid WHERE r.application_name = 'node-b'"));
+  const ssl = await withAdmin(leaderPg, (db) =>
+    db.query("SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_replication r ON r.pid = s.pid WHERE r.application_name = 'node-b'"),
+  );
   t.is(ssl.rows[0]?.ssl, true);
 
   // Kine on both nodes, both pointed at the primary.
   const secrets = loadSecrets(pair.leader.secretsDir)!;
   const ca = confFiles(pair.leader.paths.confDir).caCert;
-  const kl = await startKine({ binary: kine, listenAddress: '127.0.0.1:23791', db: { host: '127.0.0.1', port: pair.leader.port }, password: secrets.kinePassword, caFile: ca, logFile: join(pair.root, 'kine-a.log') });
+  const kl = await startKine({
+    binary: kine,
+    listenAddress: '127.0.0.1:23791',
+    db: { host: '127.0.0.1', port: pair.leader.port },
+    password: secrets.kinePassword,
+    caFile: ca,
+    logFile: join(pair.root, 'kine-a.log'),
+  });
   pair.kines.push(kl);
   const kf = await startKine({
     binary: kine,

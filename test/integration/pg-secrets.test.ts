@@ -30,15 +30,28 @@ test('secrets: 0600 on disk, never in logs, stdout, argv or copied config', asyn
   const stdout: string[] = [];
   const origOut = process.stdout.write.bind(process.stdout);
   const origErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((c: string | Uint8Array, ...rest: never[]) => (stdout.push(String(c)), origOut(c, ...rest))) as typeof process.stdout.write;
-  process.stderr.write = ((c: string | Uint8Array, ...rest: never[]) => (stdout.push(String(c)), origErr(c, ...rest))) as typeof process.stderr.write;
+  process.stdout.write = ((c: string | Uint8Array, ...rest: never[]) => {
+    stdout.push(String(c));
+    return origOut(c, ...rest);
+  }) as typeof process.stdout.write;
+  process.stderr.write = ((c: string | Uint8Array, ...rest: never[]) => {
+    stdout.push(String(c));
+    return origErr(c, ...rest);
+  }) as typeof process.stderr.write;
   let cmdlines = '';
   try {
     await runProvisioning(pair.leaderConfig());
     const secrets = loadSecrets(pair.leader.secretsDir)!;
     await runProvisioning(pair.followerConfig({ receivedSecrets: secrets }));
     await waitForStandby({ paths: pair.leader.paths, port: pair.leader.port }, 'node-b', { timeoutMs: 30_000 });
-    const k = await startKine({ binary: await kineBinary(), listenAddress: '127.0.0.1:23798', db: { host: '127.0.0.1', port: pair.leader.port }, password: secrets.kinePassword, caFile: confFiles(pair.leader.paths.confDir).caCert, logFile: join(pair.root, 'kine.log') });
+    const k = await startKine({
+      binary: await kineBinary(),
+      listenAddress: '127.0.0.1:23798',
+      db: { host: '127.0.0.1', port: pair.leader.port },
+      password: secrets.kinePassword,
+      caFile: confFiles(pair.leader.paths.confDir).caCert,
+      logFile: join(pair.root, 'kine.log'),
+    });
     pair.kines.push(k);
     // every process command line on the box while the pair runs
     for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
@@ -73,7 +86,9 @@ test('secrets: 0600 on disk, never in logs, stdout, argv or copied config', asyn
   t.deepEqual(loadSecrets(pair.follower.secretsDir), secrets, 'the follower stored the bundle it received');
 
   // roles hold SCRAM verifiers, never plaintext
-  const pw = await withAdmin({ paths: pair.leader.paths, port: pair.leader.port }, (db) => db.query<{ rolname: string; rolpassword: string }>("SELECT rolname, rolpassword FROM pg_authid WHERE rolname IN ('postgres','replicator','kine')"));
+  const pw = await withAdmin({ paths: pair.leader.paths, port: pair.leader.port }, (db) =>
+    db.query<{ rolname: string; rolpassword: string }>("SELECT rolname, rolpassword FROM pg_authid WHERE rolname IN ('postgres','replicator','kine')"),
+  );
   t.is(pw.rowCount, 3);
   for (const r of pw.rows) t.regex(r.rolpassword, /^SCRAM-SHA-256\$4096:/);
 
@@ -84,7 +99,10 @@ test('secrets: 0600 on disk, never in logs, stdout, argv or copied config', asyn
     ['process command lines', cmdlines],
     ['kine log', readFileSync(join(pair.root, 'kine.log'), 'utf8')],
   ];
-  t.true(logLines.some((l) => l.includes('provision-step')), 'the agent did log its steps');
+  t.true(
+    logLines.some((l) => l.includes('provision-step')),
+    'the agent did log its steps',
+  );
   for (const n of [pair.leader, pair.follower]) {
     haystacks.push([`${n.name} postgresql log`, readFileSync(n.paths.logFile, 'utf8')]);
     for (const f of allFiles(n.paths.dataDir).filter((p) => /\.conf$|signal$|backup_label/.test(p))) haystacks.push([f, readFileSync(f, 'utf8')]);

@@ -33,14 +33,27 @@ test('pods on the two boxes reach each other through the routed pod ranges, and 
     ];
     for (const [i, b] of boxes.entries()) {
       const input: WorkerInput = {
-        node: b.self, peer: b.peer, lanInterface: 'eth0', clusterCidr: '10.42.0.0/16', serviceCidr: '10.43.0.0/16', clusterDns: '10.43.0.10',
-        pauseImage: 'geminik8s.local/pause:3.10', nodeDir: path.join(tmp, `node-${i}`), cniConfDir: path.join(tmp, `net.d-${i}`), cniStateDir: path.join(tmp, `ipam-${i}`), apiPort: 6443,
+        node: b.self,
+        peer: b.peer,
+        lanInterface: 'eth0',
+        clusterCidr: '10.42.0.0/16',
+        serviceCidr: '10.43.0.0/16',
+        clusterDns: '10.43.0.10',
+        pauseImage: 'geminik8s.local/pause:3.10',
+        nodeDir: path.join(tmp, `node-${i}`),
+        cniConfDir: path.join(tmp, `net.d-${i}`),
+        cniStateDir: path.join(tmp, `ipam-${i}`),
+        apiPort: 6443,
       };
       // What the image's sysctl.d and the agent do on a box: forwarding on, the firewall, the route to the peer's pods.
       const forward = await topo.exec(b.box.ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
       t.is(forward.code, 0, forward.stderr);
       const firewall = renderFirewall({
-        lanInterface: 'eth0', peerAddress: b.peer.ip, kineRemote: false, sshOpen: false, podRange: input.clusterCidr,
+        lanInterface: 'eth0',
+        peerAddress: b.peer.ip,
+        kineRemote: false,
+        sshOpen: false,
+        podRange: input.clusterCidr,
         ports: { ssh: 22, discovery: 7946, channel: 7946, postgres: 5432, kine: 2379, kubeApi: 6443, kubelet: 10250 },
       });
       // By absolute path: npm puts another `nft` (@vercel/nft) first on the tests' PATH.
@@ -61,12 +74,15 @@ test('pods on the two boxes reach each other through the routed pod ranges, and 
       const result = await cni(b.box.ns, 'ADD', ns, conf);
       t.is(result.code, 0, `bridge ADD on ${b.self.name}: ${result.stdout}${result.stderr}`);
       const ip = ((JSON.parse(result.stdout) as { ips: { address: string }[] }).ips[0]?.address ?? '').split('/')[0]!;
-      t.true(ip.startsWith(podRanges(input).own.split('.').slice(0, 3).join('.') + '.'), `${b.self.name}'s pod got ${ip}, outside ${podRanges(input).own}`);
+      t.true(ip.startsWith(`${podRanges(input).own.split('.').slice(0, 3).join('.')}.`), `${b.self.name}'s pod got ${ip}, outside ${podRanges(input).own}`);
       pods[pods.length - 1]!.ip = ip;
     }
     const [pa, pb] = pods as [(typeof pods)[0], (typeof pods)[0]];
     const ping = (from: string, to: string) => run(['ip', 'netns', 'exec', from, 'ping', '-c', '2', '-W', '2', to], { timeoutMs: 15_000 });
-    for (const [from, to] of [[pa, pb.ip], [pb, pa.ip]] as const) {
+    for (const [from, to] of [
+      [pa, pb.ip],
+      [pb, pa.ip],
+    ] as const) {
       const p = await ping(from.ns, to);
       t.is(p.code, 0, `pod ${from.ip} → pod ${to}: ${p.stdout}${p.stderr}`);
     }
@@ -86,7 +102,19 @@ test('pods on the two boxes reach each other through the routed pod ranges, and 
 /** One call of the bridge plugin as a container runtime makes it, from the box's namespace. */
 function cni(boxNs: string, command: 'ADD' | 'DEL', podNs: string, conf: string) {
   return run(
-    ['ip', 'netns', 'exec', boxNs, 'env', `CNI_COMMAND=${command}`, `CNI_CONTAINERID=${podNs}`, `CNI_NETNS=/run/netns/${podNs}`, 'CNI_IFNAME=eth0', `CNI_PATH=${CNI_PATH}`, `${CNI_PATH}/bridge`],
+    [
+      'ip',
+      'netns',
+      'exec',
+      boxNs,
+      'env',
+      `CNI_COMMAND=${command}`,
+      `CNI_CONTAINERID=${podNs}`,
+      `CNI_NETNS=/run/netns/${podNs}`,
+      'CNI_IFNAME=eth0',
+      `CNI_PATH=${CNI_PATH}`,
+      `${CNI_PATH}/bridge`,
+    ],
     { input: conf, timeoutMs: 20_000 },
   );
 }

@@ -34,7 +34,13 @@ for (const [unit, max] of Object.entries(MAX_EXPOSURE)) {
     const exposure = Number(/Overall exposure level for \S+: ([\d.]+)/.exec(security)?.[1]);
     t.log(`${unit}: exposure ${exposure}`);
     t.true(exposure <= max, `${unit}: exposure ${exposure} > ${max}\n${security}`);
-    for (const directive of ['NoNewPrivileges=yes', 'ProtectSystem=strict', 'ProtectKernelModules=yes', 'RestrictNamespaces=yes', 'SystemCallArchitectures=native']) {
+    for (const directive of [
+      'NoNewPrivileges=yes',
+      'ProtectSystem=strict',
+      'ProtectKernelModules=yes',
+      'RestrictNamespaces=yes',
+      'SystemCallArchitectures=native',
+    ]) {
       t.regex(text, new RegExp(`^${directive}$`, 'm'), `${unit} sets ${directive}`);
     }
   });

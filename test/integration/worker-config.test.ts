@@ -13,9 +13,17 @@ import { run } from '../helpers/netns.ts';
 
 test('Debian’s containerd loads the agent’s containerd.toml: baked pause image, systemd cgroups, root on /data, our CNI folders', async (t) => {
   const files = workerFiles({
-    node: { name: 'node-a', ip: '192.168.50.11' }, peer: { name: 'node-b', ip: '192.168.50.12' }, lanInterface: 'eth0', clusterCidr: '10.42.0.0/16',
-    serviceCidr: '10.43.0.0/16', clusterDns: '10.43.0.10', pauseImage: 'geminik8s.local/pause:3.10', nodeDir: WORKER_APPLIANCE.nodeDir,
-    cniConfDir: WORKER_APPLIANCE.cniConfDir, cniStateDir: WORKER_APPLIANCE.cniStateDir, apiPort: 6443,
+    node: { name: 'node-a', ip: '192.168.50.11' },
+    peer: { name: 'node-b', ip: '192.168.50.12' },
+    lanInterface: 'eth0',
+    clusterCidr: '10.42.0.0/16',
+    serviceCidr: '10.43.0.0/16',
+    clusterDns: '10.43.0.10',
+    pauseImage: 'geminik8s.local/pause:3.10',
+    nodeDir: WORKER_APPLIANCE.nodeDir,
+    cniConfDir: WORKER_APPLIANCE.cniConfDir,
+    cniStateDir: WORKER_APPLIANCE.cniStateDir,
+    apiPort: 6443,
   });
   const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-containerd-'));
   try {

@@ -22,8 +22,8 @@ async function runs(a: PairAgent): Promise<Record<string, unknown>[][]> {
 
 const stageName = (e: Record<string, unknown>): string => (e.event === 'provision-step' ? `step:${String(e.step)}` : String(e.event));
 
-const LOW = '0'.repeat(31) + '1';
-const HIGH = 'f'.repeat(31) + 'e';
+const LOW = `${'0'.repeat(31)}1`;
+const HIGH = `${'f'.repeat(31)}e`;
 
 for (const victimRole of ['leader', 'follower'] as const) {
   test.serial(`the ${victimRole} killed after each stage in turn still converges to a healthy pair`, async (t) => {
@@ -40,14 +40,19 @@ for (const victimRole of ['leader', 'follower'] as const) {
     // Bounded: there are fewer than 12 stages on either role.
     for (let k = 1; k <= 12; k++) {
       const runCount = (await runs(victim)).length;
-      const stages = await eventually(`node ${victimIndex + 1} to reach stage ${k}`, 120_000, async () => {
-        const all = await runs(victim);
-        if (all.length < runCount) return undefined;
-        const current = (all.at(-1) ?? []).filter((e) => STAGE_EVENTS.has(String(e.event))).map(stageName);
-        return current.length >= k || current.includes('cluster-ready') ? current : undefined;
-        // Polled fast: the steps after the base backup take milliseconds, and a kill that lands
-        // after the node recorded itself provisioned ends the round early.
-      }, 25);
+      const stages = await eventually(
+        `node ${victimIndex + 1} to reach stage ${k}`,
+        120_000,
+        async () => {
+          const all = await runs(victim);
+          if (all.length < runCount) return undefined;
+          const current = (all.at(-1) ?? []).filter((e) => STAGE_EVENTS.has(String(e.event))).map(stageName);
+          return current.length >= k || current.includes('cluster-ready') ? current : undefined;
+          // Polled fast: the steps after the base backup take milliseconds, and a kill that lands
+          // after the node recorded itself provisioned ends the round early.
+        },
+        25,
+      );
       const reached = stages[k - 1];
       if (reached === undefined || reached === 'cluster-ready') break;
       await victim.kill();
@@ -58,7 +63,7 @@ for (const victimRole of ['leader', 'follower'] as const) {
     t.log(`killed after: ${killedAfter.join(', ')}`);
     t.true(killedAfter.length >= 5, `the agent was killed at every stage (${killedAfter.length})`);
     t.true(killedAfter.includes('paired'));
-    t.true(killedAfter.includes(victimRole === 'leader' ? 'step:initdb' : 'step:basebackup'), 'the kills covered this role\'s own steps');
+    t.true(killedAfter.includes(victimRole === 'leader' ? 'step:initdb' : 'step:basebackup'), "the kills covered this role's own steps");
     await assertHealthyPair(t, pair);
   });
 }

@@ -110,7 +110,14 @@ async function runDriver(cfg: DriverConfig): Promise<void> {
   const dial = async (d: NonNullable<AgentConfig['dial']>) => {
     try {
       const ch = await p.connectChannel({ keys, nodeId: cfg.nodeId, peerNodeId: d.peerNodeId, host: d.host, port: d.port, log });
-      const r = await p.negotiate(ch, { ...identity, siteId: cfg.siteId, self: candidate(cfg), log, secretsIfLeader: () => ({}), onSecrets: async () => undefined });
+      const r = await p.negotiate(ch, {
+        ...identity,
+        siteId: cfg.siteId,
+        self: candidate(cfg),
+        log,
+        secretsIfLeader: () => ({}),
+        onSecrets: async () => undefined,
+      });
       return { ok: true, result: r };
     } catch (e) {
       return { ok: false, error: (e as Error).message, kind: (e as Error).constructor.name };
@@ -141,7 +148,11 @@ async function runDriver(cfg: DriverConfig): Promise<void> {
   process.once('SIGTERM', () => void shutdown().then(() => process.exit(0)));
 
   // Stand-in for the other engineer's secret generation and persistence.
-  const secrets = { replicationPassword: randomBytes(18).toString('base64url'), kinePassword: randomBytes(18).toString('base64url'), k3sToken: `K10${randomBytes(24).toString('hex')}` };
+  const secrets = {
+    replicationPassword: randomBytes(18).toString('base64url'),
+    kinePassword: randomBytes(18).toString('base64url'),
+    k3sToken: `K10${randomBytes(24).toString('hex')}`,
+  };
   let received: unknown;
   try {
     const result = await p.runPairing({
@@ -207,7 +218,11 @@ function defineTests(test: TestFn): void {
   }
 
   function start(t: ExecutionContext, topo: Awaited<ReturnType<typeof topology>>, ns: string, cfg: DriverConfig, label: string): Agent {
-    const child = topo.spawn(ns, [process.execPath, '--import', 'tsx', HERE], { cwd: ROOT, env: { ...process.env, [DRIVER_ENV]: JSON.stringify(cfg) }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = topo.spawn(ns, [process.execPath, '--import', 'tsx', HERE], {
+      cwd: ROOT,
+      env: { ...process.env, [DRIVER_ENV]: JSON.stringify(cfg) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const events: Event[] = [];
     const waiters = new Set<() => void>();
     let buf = '';
@@ -215,8 +230,7 @@ function defineTests(test: TestFn): void {
     let exited = false;
     child.stdout?.on('data', (d: Buffer) => {
       buf += d.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         try {
@@ -317,11 +331,26 @@ function defineTests(test: TestFn): void {
   test.serial('started seconds apart: the late node pairs with the waiting one; the preferred leader wins', async (t) => {
     const topo = await topology(t, 2);
     const s = secret();
-    const a = start(t, topo, topo.nodes[0]!.ns, agentCfg(topo, 0, { secret: s, nodeId: ID.a, name: 'edge-1', preferredLeader: 'edge-2', broadcastAddress: topo.broadcast }), 'A');
+    const a = start(
+      t,
+      topo,
+      topo.nodes[0]!.ns,
+      agentCfg(topo, 0, { secret: s, nodeId: ID.a, name: 'edge-1', preferredLeader: 'edge-2', broadcastAddress: topo.broadcast }),
+      'A',
+    );
     await a.waitFor((e) => e.event === 'pairing-discovery-started', 10_000, 'discovery start');
     await new Promise((r) => setTimeout(r, 4000));
-    t.false(a.events.some((e) => e.event === 'driver-result'), 'A waits for a peer');
-    const b = start(t, topo, topo.nodes[1]!.ns, agentCfg(topo, 1, { secret: s, nodeId: ID.b, name: 'edge-2', preferredLeader: 'edge-2', broadcastAddress: topo.broadcast }), 'B');
+    t.false(
+      a.events.some((e) => e.event === 'driver-result'),
+      'A waits for a peer',
+    );
+    const b = start(
+      t,
+      topo,
+      topo.nodes[1]!.ns,
+      agentCfg(topo, 1, { secret: s, nodeId: ID.b, name: 'edge-2', preferredLeader: 'edge-2', broadcastAddress: topo.broadcast }),
+      'B',
+    );
     const [ra, rb] = await Promise.all([a.result(25_000), b.result(25_000)]);
     t.like(ra, { ok: true, leader: ID.b, follower: ID.a, term: 1, role: 'follower' });
     t.like(rb, { ok: true, leader: ID.b, follower: ID.a, term: 1, role: 'leader' });
@@ -335,14 +364,27 @@ function defineTests(test: TestFn): void {
     const bad = secret();
     const a = start(t, topo, topo.nodes[0]!.ns, agentCfg(topo, 0, { secret: good, nodeId: ID.a, timeoutMs: 6000 }), 'A');
     const b = start(t, topo, topo.nodes[1]!.ns, agentCfg(topo, 1, { secret: bad, nodeId: ID.b, timeoutMs: 6000 }), 'B');
-    const badMac = await a.waitFor((e) => e.event === 'pairing-beacon-rejected' && e.reason === 'bad-mac' && e.from === topo.nodes[1]!.address, 10_000, 'bad-MAC rejection');
+    const badMac = await a.waitFor(
+      (e) => e.event === 'pairing-beacon-rejected' && e.reason === 'bad-mac' && e.from === topo.nodes[1]!.address,
+      10_000,
+      'bad-MAC rejection',
+    );
     t.regex(String(badMac.message), /beacon from 10\.77\.\d+\.12 rejected: bad MAC \(different site pair secret\?\)/);
     // A box with the wrong secret dialling the channel directly fails the TLS-PSK handshake.
-    const d = start(t, topo, topo.nodes[1]!.ns, { mode: 'dial', siteId: SITE, secret: bad, nodeId: ID.b, dial: { host: topo.nodes[0]!.address, port: PORT, peerNodeId: ID.a } }, 'B-dial');
+    const d = start(
+      t,
+      topo,
+      topo.nodes[1]!.ns,
+      { mode: 'dial', siteId: SITE, secret: bad, nodeId: ID.b, dial: { host: topo.nodes[0]!.address, port: PORT, peerNodeId: ID.a } },
+      'B-dial',
+    );
     const rd = await d.result(10_000);
     t.like(rd, { ok: false, kind: 'HandshakeRefusedError' });
     const refused = await a.waitFor((e) => e.event === 'pairing-refused' && e.reason === 'psk-mismatch', 5000, 'handshake refusal');
-    t.regex(String(refused.message), new RegExp(`pairing refused: peer ${ID.b} at 10\\.77\\.\\d+\\.12 failed the pair-secret handshake \\(different site secret\\?\\)`));
+    t.regex(
+      String(refused.message),
+      new RegExp(`pairing refused: peer ${ID.b} at 10\\.77\\.\\d+\\.12 failed the pair-secret handshake \\(different site secret\\?\\)`),
+    );
     const [ra, rb] = await Promise.all([a.result(10_000), b.result(10_000)]);
     t.like(ra, { ok: false });
     t.like(rb, { ok: false });
@@ -352,7 +394,7 @@ function defineTests(test: TestFn): void {
   test.serial('replayed and tampered beacons are rejected; a third node with the right secret is refused while paired', async (t) => {
     const topo = await topology(t, 3);
     const s = secret();
-    const [n1, n2, n3] = topo.nodes as [typeof topo.nodes[0], typeof topo.nodes[0], typeof topo.nodes[0]];
+    const [n1, n2, n3] = topo.nodes as [(typeof topo.nodes)[0], (typeof topo.nodes)[0], (typeof topo.nodes)[0]];
     const cap = start(t, topo, topo.gw.ns, { mode: 'capture', port: PORT, from: n1.address, timeoutMs: 15_000 }, 'gw-capture');
     const a = start(t, topo, n1.ns, agentCfg(topo, 0, { secret: s, nodeId: ID.a, holdMs: 30_000 }), 'A');
     const b = start(t, topo, n2.ns, agentCfg(topo, 1, { secret: s, nodeId: ID.b, holdMs: 30_000 }), 'B');
@@ -364,16 +406,32 @@ function defineTests(test: TestFn): void {
     const flipped = Buffer.from(captured);
     flipped[BEACON_HEADER_BYTES - 10] = (flipped[BEACON_HEADER_BYTES - 10] ?? 0) ^ 0x01; // inside the 32-byte MAC that ends the header
     await new Promise((r) => setTimeout(r, 1500)); // B has certainly seen a later announce of A by now
-    const send = start(t, topo, topo.gw.ns, { mode: 'send', packets: [captured.toString('hex'), flipped.toString('hex')], host: n2.address, port: PORT }, 'gw-send');
+    const send = start(
+      t,
+      topo,
+      topo.gw.ns,
+      { mode: 'send', packets: [captured.toString('hex'), flipped.toString('hex')], host: n2.address, port: PORT },
+      'gw-send',
+    );
     t.like(await send.result(10_000), { ok: true, sent: 2 });
     // Replayed from another host, the authentic announce names A's address, not its source: dropped.
-    const replay = await b.waitFor((e) => e.event === 'pairing-beacon-rejected' && e.reason === 'address-mismatch' && e.from === topo.gw.address, 5000, 'replay rejection');
+    const replay = await b.waitFor(
+      (e) => e.event === 'pairing-beacon-rejected' && e.reason === 'address-mismatch' && e.from === topo.gw.address,
+      5000,
+      'replay rejection',
+    );
     t.is(replay.peer, ID.a);
     t.is(replay.claimed, n1.address);
     await b.waitFor((e) => e.event === 'pairing-beacon-rejected' && e.reason === 'bad-mac' && e.from === topo.gw.address, 5000, 'bad-MAC rejection');
 
     // Third node, right secret, lowest node id (so it would be the one to dial).
-    const c = start(t, topo, n3.ns, agentCfg(topo, 2, { mode: 'third', secret: s, nodeId: ID.c, timeoutMs: 5000, dial: { host: n1.address, port: PORT, peerNodeId: ID.a } }), 'C');
+    const c = start(
+      t,
+      topo,
+      n3.ns,
+      agentCfg(topo, 2, { mode: 'third', secret: s, nodeId: ID.c, timeoutMs: 5000, dial: { host: n1.address, port: PORT, peerNodeId: ID.a } }),
+      'C',
+    );
     const ignored = await a.waitFor((e) => e.event === 'pairing-third-node-ignored', 10_000, '"ignoring third node" on A');
     const pairText = `pair already formed (${[ID.a, ID.b].sort().join(',')}); use replace-node`;
     t.true(String(ignored.message).startsWith(`ignoring third node ${ID.c}`) && String(ignored.message).endsWith(pairText), String(ignored.message));

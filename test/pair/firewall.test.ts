@@ -32,41 +32,51 @@ async function dropCounter(a: PairAgent): Promise<number> {
   return Number(packets);
 }
 
-test.serial('a third host on the LAN reaches no PostgreSQL, pairing channel or other port of a formed pair, only Kine (mTLS); the peers reach each other', async (t) => {
-  const pair = await testPair(t, { nodes: 3 });
-  const [a, b, lanHost] = pair.agents as [PairAgent, PairAgent, PairAgent];
-  await assertHealthyPair(t, { ...pair, agents: [a, b] });
+test.serial(
+  'a third host on the LAN reaches no PostgreSQL, pairing channel or other port of a formed pair, only Kine (mTLS); the peers reach each other',
+  async (t) => {
+    const pair = await testPair(t, { nodes: 3 });
+    const [a, b, lanHost] = pair.agents as [PairAgent, PairAgent, PairAgent];
+    await assertHealthyPair(t, { ...pair, agents: [a, b] });
 
-  // First the probes, so that on a box without a firewall the failure names what was reached.
-  const randomPorts = [randomInt(1024, 5000), randomInt(10_000, 30_000), randomInt(30_000, 60_000)];
-  t.log(`random ports: ${randomPorts.join(', ')}`);
-  const hosts = [a.address, b.address, pair.vip];
-  const probed = [5432, 2379, 7946, 6443, ...randomPorts];
-  const targets = hosts.flatMap((host) => probed.map((port) => ({ host, port })));
-  const outcomes = await Promise.all(targets.map(async ({ host, port }) => `${host}:${port} ${await connect(lanHost, host, port)}`));
-  t.deepEqual(
-    outcomes.filter((o) => !o.endsWith(' no answer')),
-    hosts.map((h) => `${h}:2379 connected`),
-    'from the third host every port but Kine (remote clients on) is silently dropped',
-  );
+    // First the probes, so that on a box without a firewall the failure names what was reached.
+    const randomPorts = [randomInt(1024, 5000), randomInt(10_000, 30_000), randomInt(30_000, 60_000)];
+    t.log(`random ports: ${randomPorts.join(', ')}`);
+    const hosts = [a.address, b.address, pair.vip];
+    const probed = [5432, 2379, 7946, 6443, ...randomPorts];
+    const targets = hosts.flatMap((host) => probed.map((port) => ({ host, port })));
+    const outcomes = await Promise.all(targets.map(async ({ host, port }) => `${host}:${port} ${await connect(lanHost, host, port)}`));
+    t.deepEqual(
+      outcomes.filter((o) => !o.endsWith(' no answer')),
+      hosts.map((h) => `${h}:2379 connected`),
+      'from the third host every port but Kine (remote clients on) is silently dropped',
+    );
 
-  for (const [self, peer] of [[a, b], [b, a]] as const) {
-    const table = await self.exec([NFT, 'list', 'table', 'inet', 'geminik8s']);
-    t.is(table.code, 0, `node ${self.index + 1}: ${table.stderr.trim()}`);
-    t.regex(table.stdout, /type filter hook input priority filter; policy drop;/);
-    const peerRules = table.stdout.split('\n').filter((l) => /saddr/.test(l) && /tcp dport/.test(l));
-    t.deepEqual(peerRules.map((l) => l.trim()), [`iifname "eth0" ip saddr ${peer.address} tcp dport { 5432, 7946 } accept comment "peer only"`], `node ${self.index + 1} admits exactly its peer`);
-    // At least one SYN per dropped port probed on the node's own address.
-    t.true((await dropCounter(self)) >= probed.length - 1, `node ${self.index + 1} counted the drops`);
-  }
+    for (const [self, peer] of [
+      [a, b],
+      [b, a],
+    ] as const) {
+      const table = await self.exec([NFT, 'list', 'table', 'inet', 'geminik8s']);
+      t.is(table.code, 0, `node ${self.index + 1}: ${table.stderr.trim()}`);
+      t.regex(table.stdout, /type filter hook input priority filter; policy drop;/);
+      const peerRules = table.stdout.split('\n').filter((l) => /saddr/.test(l) && /tcp dport/.test(l));
+      t.deepEqual(
+        peerRules.map((l) => l.trim()),
+        [`iifname "eth0" ip saddr ${peer.address} tcp dport { 5432, 7946 } accept comment "peer only"`],
+        `node ${self.index + 1} admits exactly its peer`,
+      );
+      // At least one SYN per dropped port probed on the node's own address.
+      t.true((await dropCounter(self)) >= probed.length - 1, `node ${self.index + 1} counted the drops`);
+    }
 
-  // The peers still reach each other's PostgreSQL (replication, pg_rewind) and pairing channel.
-  t.is(await connect(a, b.address, 5432), 'connected');
-  t.is(await connect(b, a.address, 5432), 'connected');
-  t.is(await connect(a, b.address, 7946), 'connected');
-  for (const n of [a, b]) t.is(await connect(n, pair.vip, 5432), 'connected', `node ${n.index + 1} reaches the primary through the VIP`);
+    // The peers still reach each other's PostgreSQL (replication, pg_rewind) and pairing channel.
+    t.is(await connect(a, b.address, 5432), 'connected');
+    t.is(await connect(b, a.address, 5432), 'connected');
+    t.is(await connect(a, b.address, 7946), 'connected');
+    for (const n of [a, b]) t.is(await connect(n, pair.vip, 5432), 'connected', `node ${n.index + 1} reaches the primary through the VIP`);
 
-  const applied = (await a.log()).filter((e) => e.event === 'firewall-applied').map((e) => e.peer);
-  t.is(applied[0], null, 'node 1 first opened the pairing channel to the LAN');
-  t.is(applied.at(-1), b.address, 'then to its peer only');
-});
+    const applied = (await a.log()).filter((e) => e.event === 'firewall-applied').map((e) => e.peer);
+    t.is(applied[0], null, 'node 1 first opened the pairing channel to the LAN');
+    t.is(applied.at(-1), b.address, 'then to its peer only');
+  },
+);

@@ -20,8 +20,8 @@ import type { Announce } from '../../firstboot/src/pairing/core/beacon.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const LOW = '0'.repeat(31) + '1';
-const HIGH = 'f'.repeat(31) + 'e';
+const LOW = `${'0'.repeat(31)}1`;
+const HIGH = `${'f'.repeat(31)}e`;
 
 interface ImpostorConfig {
   secret: string;
@@ -56,18 +56,47 @@ async function impostorMain(cfg: ImpostorConfig): Promise<void> {
   while (Date.now() < Math.min(until, real ? Infinity : learnBy)) {
     if (real) {
       if (until === Infinity) until = Date.now() + cfg.seconds * 1000;
-      const state = { role: 'leader', term: 1000, committed: true, timeline: 9, lsn: 'F/0', tcpPort: real.tcpPort, pair: [cfg.as, cfg.target.nodeId].sort(), hb: { pg: 'primary' as const, pgHealthy: true, syncRep: true, handoverForMs: null, peerSilentMs: 0, holdsVip: true } };
-      const msg: Announce = { v: BEACON_VERSION, t: 'announce', site: cfg.siteId, node: cfg.as, boot: real.boot, addr: cfg.ownAddress, seq: real.seq + 1_000_000 + forged, state };
+      const state = {
+        role: 'leader',
+        term: 1000,
+        committed: true,
+        timeline: 9,
+        lsn: 'F/0',
+        tcpPort: real.tcpPort,
+        pair: [cfg.as, cfg.target.nodeId].sort(),
+        hb: { pg: 'primary' as const, pgHealthy: true, syncRep: true, handoverForMs: null, peerSilentMs: 0, holdsVip: true },
+      };
+      const msg: Announce = {
+        v: BEACON_VERSION,
+        t: 'announce',
+        site: cfg.siteId,
+        node: cfg.as,
+        boot: real.boot,
+        addr: cfg.ownAddress,
+        seq: real.seq + 1_000_000 + forged,
+        state,
+      };
       for (const to of [cfg.broadcast, cfg.target.address]) sock.send(encodeBeacon(msg, keys.beaconMac), 7946, to);
       forged++;
       if (!channel.tried) {
         channel = { tried: true };
         try {
-          const ch = await connectChannel({ keys, nodeId: cfg.as, peerNodeId: cfg.target.nodeId, host: cfg.target.address, port: real.tcpPort, log: jsonLogger(() => undefined) });
+          const ch = await connectChannel({
+            keys,
+            nodeId: cfg.as,
+            peerNodeId: cfg.target.nodeId,
+            host: cfg.target.address,
+            port: real.tcpPort,
+            log: jsonLogger(() => undefined),
+          });
           const r = await negotiate(ch, {
-            siteId: cfg.siteId, nodeKey: NodeKey.generate(), pinnedKey: () => undefined, log: jsonLogger(() => undefined),
+            siteId: cfg.siteId,
+            nodeKey: NodeKey.generate(),
+            pinnedKey: () => undefined,
+            log: jsonLogger(() => undefined),
             self: { nodeId: cfg.as, committed: true, term: 1000, timeline: 9, lsn: 'F/0', leader: cfg.as },
-            secretsIfLeader: () => ({ format: 1, forged: randomBytes(8).toString('hex') }), onSecrets: async () => undefined,
+            secretsIfLeader: () => ({ format: 1, forged: randomBytes(8).toString('hex') }),
+            onSecrets: async () => undefined,
           });
           channel = { tried: true, ok: true, role: r.role };
         } catch (e) {
@@ -94,19 +123,34 @@ function defineTests(t0: TestFn): void {
     const secret = randomBytes(32).toString('base64url');
     // With nothing committed the lower id leads: node 2 leads, node 1 follows, node 3 is the impostor's host.
     const pair = await testPair(t, { nodes: 3, secret, nodeIds: [HIGH, LOW] });
-    const [follower, leader, lanHost] = pair.agents as [NonNullable<(typeof pair.agents)[0]>, NonNullable<(typeof pair.agents)[0]>, NonNullable<(typeof pair.agents)[0]>];
+    const [follower, leader, lanHost] = pair.agents as [
+      NonNullable<(typeof pair.agents)[0]>,
+      NonNullable<(typeof pair.agents)[0]>,
+      NonNullable<(typeof pair.agents)[0]>,
+    ];
     const [l, f] = await converged(pair, 180_000);
     t.is(l, leader);
     t.is(f, follower);
     await assertHealthyPair(t, pair);
     const before = await follower.status();
     const secretsBefore = await readFile(path.join(follower.dirs.state, 'secrets', 'cluster.json'), 'utf8');
-    const metaBefore = JSON.parse(await readFile(path.join(follower.dirs.state, 'hostmeta.json'), 'utf8')) as { pair: { peerAddress: string; peerKey: string } };
+    const metaBefore = JSON.parse(await readFile(path.join(follower.dirs.state, 'hostmeta.json'), 'utf8')) as {
+      pair: { peerAddress: string; peerKey: string };
+    };
 
     const cfg: ImpostorConfig = {
-      secret, siteId: 'lab-pair', as: LOW, target: { nodeId: HIGH, address: follower.address }, ownAddress: lanHost.address, broadcast: pair.topology.broadcast, seconds: 12,
+      secret,
+      siteId: 'lab-pair',
+      as: LOW,
+      target: { nodeId: HIGH, address: follower.address },
+      ownAddress: lanHost.address,
+      broadcast: pair.topology.broadcast,
+      seconds: 12,
     };
-    const child = pair.topology.spawn(lanHost.ns, [process.execPath, '--import', 'tsx', SELF, '--impostor', JSON.stringify(cfg)], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = pair.topology.spawn(lanHost.ns, [process.execPath, '--import', 'tsx', SELF, '--impostor', JSON.stringify(cfg)], {
+      cwd: REPO,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
@@ -114,7 +158,7 @@ function defineTests(t0: TestFn): void {
     const code = await new Promise<number | null>((r) => child.once('close', r));
     t.is(code, 0, err.slice(-2000));
     const report = JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as { learned: boolean; forged: number; channel: { ok?: boolean; error?: string } };
-    t.true(report.learned, 'the impostor saw the leader\'s broadcasts (the attack was real)');
+    t.true(report.learned, "the impostor saw the leader's broadcasts (the attack was real)");
     t.true(report.forged >= 30, `forged heartbeats sent: ${report.forged}`);
     // The firewall already keeps a third address off the paired channel port; the node key is the
     // second line (test/unit/pairing-channel.test.ts drives an impostor past the firewall).
@@ -130,7 +174,10 @@ function defineTests(t0: TestFn): void {
     t.deepEqual(metaAfter.pair, metaBefore.pair, 'stored peer address and key unchanged');
     t.is(metaAfter.pair.peerAddress, leader.address);
     const log = await follower.log();
-    t.true(log.some((e) => e.event === 'pairing-beacon-rejected' && e.reason === 'no-node-mac' && e.from === lanHost.address), 'the forged heartbeats are reported');
+    t.true(
+      log.some((e) => e.event === 'pairing-beacon-rejected' && e.reason === 'no-node-mac' && e.from === lanHost.address),
+      'the forged heartbeats are reported',
+    );
     t.is((await leader.status()).term, before.term, 'the leader kept its term');
     await assertHealthyPair(t, pair);
   });

@@ -24,8 +24,39 @@ async function withPair(t: import('ava').ExecutionContext, remote: boolean): Pro
 async function foreignClient(dir: string): Promise<EtcdClientFiles> {
   const f = (n: string) => path.join(dir, n);
   const steps = [
-    ['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.crt'), '-subj', '/CN=not the pair CA', '-days', '2'],
-    ['openssl', 'req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('client.key'), '-out', f('client.csr'), '-subj', '/CN=intruder'],
+    [
+      'openssl',
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      f('ca.key'),
+      '-out',
+      f('ca.crt'),
+      '-subj',
+      '/CN=not the pair CA',
+      '-days',
+      '2',
+    ],
+    [
+      'openssl',
+      'req',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      f('client.key'),
+      '-out',
+      f('client.csr'),
+      '-subj',
+      '/CN=intruder',
+    ],
     ['openssl', 'x509', '-req', '-in', f('client.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('client.crt'), '-days', '2'],
   ];
   for (const argv of steps) {
@@ -50,7 +81,14 @@ test.serial('remote etcd clients: Kine on the LAN answers only mTLS with a clien
     t.not(plain.code, 0, `plain text to ${host}:2379 is refused`);
     const noCert = await etcdctl([`--endpoints=https://${host}:2379`, `--cacert=${client.caFile}`, 'get', '/x']);
     t.not(noCert.code, 0, `TLS without a client certificate to ${host}:2379 is refused`);
-    const wrongCa = await etcdctl([`--endpoints=https://${host}:2379`, `--cacert=${client.caFile}`, `--cert=${foreign.certFile}`, `--key=${foreign.keyFile}`, 'get', '/x']);
+    const wrongCa = await etcdctl([
+      `--endpoints=https://${host}:2379`,
+      `--cacert=${client.caFile}`,
+      `--cert=${foreign.certFile}`,
+      `--key=${foreign.keyFile}`,
+      'get',
+      '/x',
+    ]);
     t.not(wrongCa.code, 0, `a client certificate from another CA to ${host}:2379 is refused`);
     const key = `/exposure/${host}`;
     const put = await etcdctl([...etcdctlFlags(host, client), 'put', key, 'ok']);

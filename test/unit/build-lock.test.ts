@@ -10,7 +10,12 @@ test('a second build waits for the first to release the cache, then proceeds', a
   const dir = await tmp();
   const release = await acquireBuildLock(dir, { waitMs: 0 });
   let waitedFor = 0;
-  const second = acquireBuildLock(dir, { waitMs: 10_000, onWait: (pid) => { waitedFor = pid; } });
+  const second = acquireBuildLock(dir, {
+    waitMs: 10_000,
+    onWait: (pid) => {
+      waitedFor = pid;
+    },
+  });
   await new Promise((r) => setTimeout(r, 300));
   t.is(waitedFor, process.pid, 'told who holds the lock');
   await release();

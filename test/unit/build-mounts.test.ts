@@ -10,5 +10,10 @@ test('mounts left inside a killed build folder are found deepest first, blanks u
     'tmpfs /tmp/c/.tmp-k/with\\040blank tmpfs rw 0 0',
     'proc /proc proc rw 0 0',
   ].join('\n');
-  t.deepEqual(mountsUnder(procMounts, '/tmp/c/.tmp-k'), ['/tmp/c/.tmp-k/rootfs/dev/pts', '/tmp/c/.tmp-k/rootfs/proc', '/tmp/c/.tmp-k/rootfs/sys', '/tmp/c/.tmp-k/with blank']);
+  t.deepEqual(mountsUnder(procMounts, '/tmp/c/.tmp-k'), [
+    '/tmp/c/.tmp-k/rootfs/dev/pts',
+    '/tmp/c/.tmp-k/rootfs/proc',
+    '/tmp/c/.tmp-k/rootfs/sys',
+    '/tmp/c/.tmp-k/with blank',
+  ]);
 });

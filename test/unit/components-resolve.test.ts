@@ -36,7 +36,11 @@ test('artifact dir wins when present and is used in place', async (t) => {
   const p = join(root, 'artifacts', 'k3s', 'v1.33.1+k3s1', 'amd64');
   await mkdir(p, { recursive: true });
   await writeFile(join(p, 'k3s'), BODY);
-  const spec: ComponentSpec = { name: 'k3s', version: 'v1.33.1+k3s1', sources: [{ artifactDir: 'artifacts' }, { url: 'http://127.0.0.1:1/never', sha256: { amd64: BODY_SHA } }] };
+  const spec: ComponentSpec = {
+    name: 'k3s',
+    version: 'v1.33.1+k3s1',
+    sources: [{ artifactDir: 'artifacts' }, { url: 'http://127.0.0.1:1/never', sha256: { amd64: BODY_SHA } }],
+  };
   const r = await resolveComponent(spec, { arch: 'amd64', cacheDir: join(root, 'cache'), repoRoot: root });
   t.is(r.source, 'artifact-dir');
   t.is(r.path, join(p, 'k3s'));
@@ -50,25 +54,36 @@ test('artifact dir sha256 sidecar mismatch is rejected', async (t) => {
   await mkdir(p, { recursive: true });
   await writeFile(join(p, 'kine'), BODY);
   await writeFile(join(p, 'kine.sha256'), `${'0'.repeat(64)}  kine\n`);
-  const e = await t.throwsAsync(resolveComponent({ name: 'kine', version: 'v0.17.5', sources: [{ artifactDir: join(root, 'art') }] }, { arch: 'arm64', cacheDir: join(root, 'cache') }));
+  const e = await t.throwsAsync(
+    resolveComponent({ name: 'kine', version: 'v0.17.5', sources: [{ artifactDir: join(root, 'art') }] }, { arch: 'arm64', cacheDir: join(root, 'cache') }),
+  );
   t.regex(e!.message, /sha256 mismatch/);
 });
 
 test('no source: error lists every source tried and why, with the hint', async (t) => {
   const root = await tmp();
   const spec: ComponentSpec = { name: 'k3s', version: 'v1.33.1+k3s1', sources: [{ artifactDir: 'artifacts' }] };
-  const e = await t.throwsAsync(resolveComponent(spec, { arch: 'amd64', cacheDir: join(root, 'cache'), repoRoot: root }), { instanceOf: ComponentUnavailableError });
+  const e = await t.throwsAsync(resolveComponent(spec, { arch: 'amd64', cacheDir: join(root, 'cache'), repoRoot: root }), {
+    instanceOf: ComponentUnavailableError,
+  });
   t.is(
     e!.message,
     "k3s v1.33.1+k3s1 for amd64: no source available — artifact dir artifacts/k3s/v1.33.1+k3s1/amd64/k3s: not found; url: none configured. Put the binary there or see README 'K3s'",
   );
-  t.deepEqual((e as ComponentUnavailableError).attempts.map((a) => a.source), ['artifact dir artifacts/k3s/v1.33.1+k3s1/amd64/k3s', 'url']);
+  t.deepEqual(
+    (e as ComponentUnavailableError).attempts.map((a) => a.source),
+    ['artifact dir artifacts/k3s/v1.33.1+k3s1/amd64/k3s', 'url'],
+  );
 });
 
 test('url: downloads once, verifies sha256, caches with a .sha256 file', async (t) => {
   const root = await tmp();
   const srv = await server(t);
-  const spec: ComponentSpec = { name: 'k3s', version: 'v1.33.1+k3s1', sources: [{ artifactDir: 'artifacts' }, { url: `${srv.base}/k3s-{arch}`, sha256: { amd64: BODY_SHA } }] };
+  const spec: ComponentSpec = {
+    name: 'k3s',
+    version: 'v1.33.1+k3s1',
+    sources: [{ artifactDir: 'artifacts' }, { url: `${srv.base}/k3s-{arch}`, sha256: { amd64: BODY_SHA } }],
+  };
   const o = { arch: 'amd64' as const, cacheDir: join(root, 'cache'), repoRoot: root };
   const r = await resolveComponent(spec, o);
   t.is(r.source, 'url');
@@ -92,7 +107,9 @@ test('url: sha256 mismatch is rejected and nothing is cached; missing pin refuse
   t.regex(e!.message, new RegExp(`sha256 mismatch \\(expected ${bad}, got ${BODY_SHA}\\)`));
   await t.throwsAsync(stat(join(root, 'cache', 'components', 'k3s', 'v1', 'amd64', 'k3s')));
 
-  const e2 = await t.throwsAsync(resolveComponent({ name: 'k3s', version: 'v1', sources: [{ url: `${srv.base}/k3s-{arch}`, sha256: { amd64: BODY_SHA } }] }, { ...o, arch: 'arm64' }));
+  const e2 = await t.throwsAsync(
+    resolveComponent({ name: 'k3s', version: 'v1', sources: [{ url: `${srv.base}/k3s-{arch}`, sha256: { amd64: BODY_SHA } }] }, { ...o, arch: 'arm64' }),
+  );
   t.regex(e2!.message, /no valid sha256 pinned for arm64/);
 
   const e3 = await t.throwsAsync(resolveComponent({ name: 'k3s', version: 'v1', sources: [{ url: `${srv.base}/missing`, sha256: { amd64: BODY_SHA } }] }, o));
@@ -115,7 +132,7 @@ test('sources are tried in order: a failing url falls through to the next source
 
 test('go-module: a verified cache entry is reused without running go; a corrupt one is not trusted', async (t) => {
   const root = await tmp();
-  const spec: ComponentSpec = { name: 'fakebin', version: 'v0.0.1', sources: [{ goModule: 'example.invalid/nonexistent/fakebin', env: { GOPROXY: 'off'} }] }; // GOPROXY=off: no network
+  const spec: ComponentSpec = { name: 'fakebin', version: 'v0.0.1', sources: [{ goModule: 'example.invalid/nonexistent/fakebin', env: { GOPROXY: 'off' } }] }; // GOPROXY=off: no network
   const o = { arch: 'arm64' as const, cacheDir: join(root, 'cache') };
   const dest = componentCachePath(o.cacheDir, spec, 'arm64');
   await mkdir(join(dest, '..'), { recursive: true });
@@ -126,7 +143,7 @@ test('go-module: a verified cache entry is reused without running go; a corrupt 
   t.is(r.sha256, BODY_SHA);
 
   await writeFile(dest, 'tampered');
-  const e = await t.throwsAsync(resolveComponent(spec, { ...o, }), { instanceOf: ComponentUnavailableError });
+  const e = await t.throwsAsync(resolveComponent(spec, { ...o }), { instanceOf: ComponentUnavailableError });
   t.regex(e!.message, /go module example\.invalid\/nonexistent\/fakebin@v0\.0\.1: go install failed/);
 });
 

@@ -23,7 +23,10 @@ async function issuesFor(yaml: string): Promise<string[]> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-cfg-'));
   const file = path.join(dir, 'p.yaml');
   await writeFile(file, yaml);
-  const err = await resolveConfig({ profile: file, hardware: HW, repoRoot: REPO_ROOT }).then(() => undefined, (e: unknown) => e);
+  const err = await resolveConfig({ profile: file, hardware: HW, repoRoot: REPO_ROOT }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   if (!(err instanceof ConfigError)) throw new Error(`expected a ConfigError, got ${String(err)}`);
   return err.issues.map((i) => formatIssue({ ...i, file: 'p.yaml' }));
 }
@@ -57,7 +60,9 @@ test('bad YAML names the line and column', async (t) => {
 
 test('an unknown field names itself, its line:column and the allowed fields', async (t) => {
   const issues = await issuesFor(VALID.replace('  suite: bookworm', '  suite: bookworm\n  packagez: [vim]'));
-  t.deepEqual(issues, ['p.yaml:8:3: debian.packagez: found unknown field "packagez"; allowed fields here: suite, mirror, securityMirror, packages (did you mean "packages"?)']);
+  t.deepEqual(issues, [
+    'p.yaml:8:3: debian.packagez: found unknown field "packagez"; allowed fields here: suite, mirror, securityMirror, packages (did you mean "packages"?)',
+  ]);
 });
 
 test('a wrong type says what was found and what is expected', async (t) => {
@@ -92,23 +97,40 @@ test('upstream Kubernetes may list more image archives, from an artifact dir or 
   const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-cfg-'));
   const file = path.join(dir, 'p.yaml');
   const sha = 'a'.repeat(64);
-  await writeFile(file, `${UPSTREAM}    images:\n      - {name: nginx, version: v1.27.0, sources: [{artifactDir: artifacts}, {url: 'https://example.invalid/nginx-{arch}.tar', sha256: {amd64: ${sha}}}]}\n`);
+  await writeFile(
+    file,
+    `${UPSTREAM}    images:\n      - {name: nginx, version: v1.27.0, sources: [{artifactDir: artifacts}, {url: 'https://example.invalid/nginx-{arch}.tar', sha256: {amd64: ${sha}}}]}\n`,
+  );
   const r = await resolveConfig({ profile: file, hardware: HW, repoRoot: REPO_ROOT });
   t.deepEqual(r.profile.components.kubernetes?.images, [
     { name: 'nginx', version: 'v1.27.0', sources: [{ artifactDir: 'artifacts' }, { url: 'https://example.invalid/nginx-{arch}.tar', sha256: { amd64: sha } }] },
   ]);
 });
 
-test('an image archive cannot take a baked-in image\'s name, be built from Go, or lack a version', async (t) => {
+test("an image archive cannot take a baked-in image's name, be built from Go, or lack a version", async (t) => {
   const issues = await issuesFor(`${UPSTREAM}    images:\n      - {name: pause, sources: [{goModule: github.com/example/pause}]}\n`);
-  t.true(issues.includes('p.yaml:18:16: components.kubernetes.images[0].name: found string "pause"; expected the archive\'s name (lowercase letters, digits, dashes, underscores), other than pause, hello, coredns, kine, kubernetes, k3s'), issues.join('\n'));
-  t.true(issues.includes('p.yaml:18:34: components.kubernetes.images[0].sources[0].goModule: found unknown field "goModule"; allowed fields here: artifactDir, url, sha256'), issues.join('\n'));
+  t.true(
+    issues.includes(
+      'p.yaml:18:16: components.kubernetes.images[0].name: found string "pause"; expected the archive\'s name (lowercase letters, digits, dashes, underscores), other than pause, hello, coredns, kine, kubernetes, k3s',
+    ),
+    issues.join('\n'),
+  );
+  t.true(
+    issues.includes(
+      'p.yaml:18:34: components.kubernetes.images[0].sources[0].goModule: found unknown field "goModule"; allowed fields here: artifactDir, url, sha256',
+    ),
+    issues.join('\n'),
+  );
   t.true(issues.includes('p.yaml:18:9: components.kubernetes.images[0].version: found nothing; "version" is required'), issues.join('\n'));
 });
 
 test('K3s takes no image list (it imports its own tarballs), and says so', async (t) => {
-  const issues = await issuesFor(`${VALID}  kubernetes:\n    distribution: k3s\n    version: v1.36.4+k3s1\n    sources: [{artifactDir: artifacts}]\n    images: [{name: nginx, version: v1.27.0, sources: [{artifactDir: artifacts}]}]\n`);
-  t.deepEqual(issues, ['p.yaml:17:13: components.kubernetes.images: found a list of 1; expected null (no images list with distribution k3s, which imports the tarballs in its own images folder)']);
+  const issues = await issuesFor(
+    `${VALID}  kubernetes:\n    distribution: k3s\n    version: v1.36.4+k3s1\n    sources: [{artifactDir: artifacts}]\n    images: [{name: nginx, version: v1.27.0, sources: [{artifactDir: artifacts}]}]\n`,
+  );
+  t.deepEqual(issues, [
+    'p.yaml:17:13: components.kubernetes.images: found a list of 1; expected null (no images list with distribution k3s, which imports the tarballs in its own images folder)',
+  ]);
 });
 
 test('every problem in a file is reported at once', async (t) => {

@@ -11,7 +11,12 @@ const base: FirewallInput = { lanInterface: 'eth0', kineRemote: false, sshOpen: 
 /** The input chain's rules, one per line, without indentation. */
 function rules(text: string): string[] {
   const start = text.indexOf('chain input {');
-  return text.slice(start).split('\n').slice(2).map((l) => l.trim()).filter((l) => l && l !== '}');
+  return text
+    .slice(start)
+    .split('\n')
+    .slice(2)
+    .map((l) => l.trim())
+    .filter((l) => l && l !== '}');
 }
 /** Rules that let a TCP port in (the part before `accept`). */
 const tcpAccepts = (text: string) => rules(text).filter((r) => r.includes('tcp dport') && r.includes(' accept'));
@@ -44,7 +49,10 @@ test('always open: loopback, replies, ICMP echo and PMTU errors, DHCP replies, I
 
 test('before pairing: SSH and the pairing channel open to the LAN interface; PostgreSQL and Kine closed', (t) => {
   const text = renderFirewall(base);
-  t.true(rules(text).some((x) => x.startsWith('iifname "eth0" udp dport 7946 accept')), 'beacons from the LAN');
+  t.true(
+    rules(text).some((x) => x.startsWith('iifname "eth0" udp dport 7946 accept')),
+    'beacons from the LAN',
+  );
   t.deepEqual(tcpAccepts(text), ['iifname "eth0" tcp dport { 22, 7946 } accept comment "LAN services"']);
   t.notRegex(text, /5432|2379|saddr \d/);
 });
@@ -56,7 +64,10 @@ test('paired: PostgreSQL and the pairing channel only from exactly the peer addr
     'iifname "eth0" ip saddr 192.0.2.12 tcp dport { 5432, 7946 } accept comment "peer only"',
   ]);
   t.deepEqual(text.match(/saddr \S+/g), ['saddr fe80::/10', 'saddr 192.0.2.12'], 'no other source address is named');
-  t.true(rules(text).some((x) => x.startsWith('iifname "eth0" udp dport 7946 accept')), 'third boxes still hear the refusal; replace-node needs beacons');
+  t.true(
+    rules(text).some((x) => x.startsWith('iifname "eth0" udp dport 7946 accept')),
+    'third boxes still hear the refusal; replace-node needs beacons',
+  );
   t.regex(text, /^# .*paired with 192\.0\.2\.12/);
 });
 
@@ -67,8 +78,14 @@ test('an IPv6 peer is matched with ip6 saddr', (t) => {
 
 test('Kine opens to the LAN only when the image serves remote etcd clients; the Kubernetes API only when given a port', (t) => {
   t.notRegex(renderFirewall({ ...base, peerAddress: '192.0.2.12' }), /2379|6443/);
-  t.deepEqual(tcpAccepts(renderFirewall({ ...base, peerAddress: '192.0.2.12', kineRemote: true }))[0], 'iifname "eth0" tcp dport { 22, 2379 } accept comment "LAN services"');
-  t.deepEqual(tcpAccepts(renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ...PORTS, kubeApi: 6443 } }))[0], 'iifname "eth0" tcp dport { 22, 6443 } accept comment "LAN services"');
+  t.deepEqual(
+    tcpAccepts(renderFirewall({ ...base, peerAddress: '192.0.2.12', kineRemote: true }))[0],
+    'iifname "eth0" tcp dport { 22, 2379 } accept comment "LAN services"',
+  );
+  t.deepEqual(
+    tcpAccepts(renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ...PORTS, kubeApi: 6443 } }))[0],
+    'iifname "eth0" tcp dport { 22, 6443 } accept comment "LAN services"',
+  );
 });
 
 test('a worker: the kubelet opens to exactly the peer, and its pods reach the API server port and nothing else of the host', (t) => {
@@ -79,13 +96,24 @@ test('a worker: the kubelet opens to exactly the peer, and its pods reach the AP
   ]);
   t.notRegex(renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ...PORTS, kubeApi: 6443 } }), /10250|10\.42|postrouting/);
   // Pods leave the cluster range as the box; between the two boxes' pod ranges nothing is translated.
-  t.regex(worker, /chain postrouting \{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr 10\.42\.0\.0\/16 ip daddr != 10\.42\.0\.0\/16 masquerade/);
-  t.throws(() => renderFirewall({ ...base, ports: { ...PORTS, kubeApi: 6443 }, podRange: '10.42.0.0/16; accept' }), { instanceOf: FirewallInputError, message: /podRange/ });
+  t.regex(
+    worker,
+    /chain postrouting \{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr 10\.42\.0\.0\/16 ip daddr != 10\.42\.0\.0\/16 masquerade/,
+  );
+  t.throws(() => renderFirewall({ ...base, ports: { ...PORTS, kubeApi: 6443 }, podRange: '10.42.0.0/16; accept' }), {
+    instanceOf: FirewallInputError,
+    message: /podRange/,
+  });
   t.throws(() => renderFirewall({ ...base, podRange: '10.42.0.0/16' }), { instanceOf: FirewallInputError, message: /without ports.kubeApi/ });
 });
 
 test('K3s: its pod network (flannel VXLAN, UDP) opens to exactly the peer', (t) => {
-  const k3s = renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ...PORTS, kubeApi: 6443, kubelet: 10250, podOverlay: 8472 }, podRange: '10.42.0.0/16' });
+  const k3s = renderFirewall({
+    ...base,
+    peerAddress: '192.0.2.12',
+    ports: { ...PORTS, kubeApi: 6443, kubelet: 10250, podOverlay: 8472 },
+    podRange: '10.42.0.0/16',
+  });
   t.true(rules(k3s).includes('iifname "eth0" ip saddr 192.0.2.12 udp dport 8472 accept comment "peer only: pod network"'));
   t.notRegex(renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ...PORTS, kubeApi: 6443, kubelet: 10250 }, podRange: '10.42.0.0/16' }), /8472/);
   t.notRegex(renderFirewall({ ...base, ports: { ...PORTS, podOverlay: 8472 } }), /8472/, 'nothing before a peer is known');

@@ -55,9 +55,23 @@ test('the node id is generated once and kept; bootCount increments per start', a
 
 test('local steps set phase, site id and data partition; grownAt survives later boots', (t) => {
   const boot1 = startBoot(undefined, new Date('2024-01-01T00:00:00Z'), ID_A);
-  const done1 = finishLocalSteps(boot1, { kind: 'valid', siteId: 'shop-1' }, { device: '/dev/vda5', sizeBytes: 8 * 2 ** 30, grew: true }, new Date('2024-01-01T00:00:05Z'));
-  t.like(done1, { phase: 'local-ready', siteId: 'shop-1', dataPartition: { device: '/dev/vda5', sizeBytes: 8 * 2 ** 30, grownAt: '2024-01-01T00:00:05.000Z' } });
-  const done2 = finishLocalSteps(startBoot(done1, new Date(), ID_B), { kind: 'absent' }, { device: '/dev/vda5', sizeBytes: 8 * 2 ** 30, grew: false }, new Date());
+  const done1 = finishLocalSteps(
+    boot1,
+    { kind: 'valid', siteId: 'shop-1' },
+    { device: '/dev/vda5', sizeBytes: 8 * 2 ** 30, grew: true },
+    new Date('2024-01-01T00:00:05Z'),
+  );
+  t.like(done1, {
+    phase: 'local-ready',
+    siteId: 'shop-1',
+    dataPartition: { device: '/dev/vda5', sizeBytes: 8 * 2 ** 30, grownAt: '2024-01-01T00:00:05.000Z' },
+  });
+  const done2 = finishLocalSteps(
+    startBoot(done1, new Date(), ID_B),
+    { kind: 'absent' },
+    { device: '/dev/vda5', sizeBytes: 8 * 2 ** 30, grew: false },
+    new Date(),
+  );
   t.is(done2.phase, 'waiting-for-site');
   t.is(done2.siteId, undefined);
   t.is(done2.dataPartition?.grownAt, '2024-01-01T00:00:05.000Z');
@@ -81,7 +95,13 @@ test('a corrupt hostmeta is moved aside and a new identity started', async (t) =
   const dir = await tempDir(t);
   await writeFile(join(dir, 'hostmeta.json'), '{"schemaVersion":1,"nodeId":"nothex"}');
   const lines: string[] = [];
-  t.is(loadHostMeta(dir, jsonLogger((l) => lines.push(l))), undefined);
+  t.is(
+    loadHostMeta(
+      dir,
+      jsonLogger((l) => lines.push(l)),
+    ),
+    undefined,
+  );
   t.deepEqual((await readdir(dir)).sort(), ['hostmeta.json.corrupt']);
   t.regex(lines.join(''), /hostmeta-corrupt/);
 });
@@ -98,7 +118,13 @@ test('parseHostMeta rejects what it does not understand', (t) => {
 });
 
 test('a failover transition persists role, never lowers the term, and records the handover', (t) => {
-  const base = { ...startBoot(undefined, new Date(0), ID_A), phase: 'provisioned' as const, role: 'follower' as const, term: 3, pair: { leader: ID_B, peerNodeId: ID_B, peerName: 'b', peerAddress: '10.0.0.2', peerKey: 'k'.repeat(43) } };
+  const base = {
+    ...startBoot(undefined, new Date(0), ID_A),
+    phase: 'provisioned' as const,
+    role: 'follower' as const,
+    term: 3,
+    pair: { leader: ID_B, peerNodeId: ID_B, peerName: 'b', peerAddress: '10.0.0.2', peerKey: 'k'.repeat(43) },
+  };
   const promoted = recordLiveness(base, { role: 'leader', term: 4, leader: ID_A, handover: false });
   t.like(promoted, { role: 'leader', term: 4, pair: { leader: ID_A } });
   t.false('handover' in promoted);

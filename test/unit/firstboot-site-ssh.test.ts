@@ -7,7 +7,8 @@ import { renderAuthorizedKeys, sshPublicKeyProblem } from '../../firstboot/src/c
 const SECRET = 'q4Jr7m8sXvYc2Zb1Lk9PwN3eTg6HfA0dUiOy5RjWlMo=';
 // Real keys made with ssh-keygen (public halves only).
 const ED25519 = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5IJnbKJDh4i/6ywpF8um4yZ/ZwnQ6N+rLYM7Nhwyl0 alice@laptop';
-const ECDSA = 'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBA8qyPVPHFH3uBFqlU319uuNcwxx7SSoUQ/inNf3hb79Ahwt7cruYR+ldUagK5fpffzgfS5vqgFJY+MHWoiKUyE=';
+const ECDSA =
+  'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBA8qyPVPHFH3uBFqlU319uuNcwxx7SSoUQ/inNf3hb79Ahwt7cruYR+ldUagK5fpffzgfS5vqgFJY+MHWoiKUyE=';
 // The body of an unencrypted OpenSSH private key (made for this test, used nowhere).
 const PRIVATE_BODY = 'b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW';
 const PRIVATE = `-----BEGIN OPENSSH PRIVATE KEY-----\n${PRIVATE_BODY}\n-----END OPENSSH PRIVATE KEY-----\n`;
@@ -47,7 +48,9 @@ test('a site without an ssh section has no operator keys, and an empty list is a
 });
 
 test('a private key pasted into the list is refused with a clear message and never echoed', (t) => {
-  const block = PRIVATE.split('\n').map((l) => `      ${l}`).join('\n');
+  const block = PRIVATE.split('\n')
+    .map((l) => `      ${l}`)
+    .join('\n');
   const errors = errorsOf(siteWithKeys(`    - ${ED25519}\n    - |\n${block}\n`));
   t.is(errors.length, 1, errors.map(formatIssue).join('\n'));
   t.like(errors[0], { file: 'site.yaml', line: 13, column: 7, field: 'ssh.authorizedKeys[1]', found: 'a private key (not shown)' });
@@ -62,37 +65,63 @@ test('a private key pasted into the list is refused with a clear message and nev
 
 test('wrong key shapes are each reported at their item with what was found', (t) => {
   const cut = ED25519.slice(0, 40);
-  const errors = errorsOf(siteWithKeys([
-    '    - ssh-dss AAAAB3NzaC1kc3MAAACBAP alice',
-    `    - ${cut}`,
-    '    - ssh-ed25519 not*base64',
-    `    - ${ECDSA.replace('ecdsa-sha2-nistp256', 'ssh-rsa')}`,
-    '    - from="10.0.0.1" ssh-ed25519 AAAA',
-    '    - 42',
-    '',
-  ].join('\n')));
-  t.deepEqual(errors.map((e) => `${e.line}:${e.column} ${e.field} ${e.found}`), [
-    '12:7 ssh.authorizedKeys[0] key type "ssh-dss"',
-    '13:7 ssh.authorizedKeys[1] a 21-byte body',
-    '14:7 ssh.authorizedKeys[2] a 10-character body',
-    '15:7 ssh.authorizedKeys[3] a 104-byte body',
-    '16:7 ssh.authorizedKeys[4] a 32-character string',
-    '17:7 ssh.authorizedKeys[5] a number',
-  ]);
+  const errors = errorsOf(
+    siteWithKeys(
+      [
+        '    - ssh-dss AAAAB3NzaC1kc3MAAACBAP alice',
+        `    - ${cut}`,
+        '    - ssh-ed25519 not*base64',
+        `    - ${ECDSA.replace('ecdsa-sha2-nistp256', 'ssh-rsa')}`,
+        '    - from="10.0.0.1" ssh-ed25519 AAAA',
+        '    - 42',
+        '',
+      ].join('\n'),
+    ),
+  );
+  t.deepEqual(
+    errors.map((e) => `${e.line}:${e.column} ${e.field} ${e.found}`),
+    [
+      '12:7 ssh.authorizedKeys[0] key type "ssh-dss"',
+      '13:7 ssh.authorizedKeys[1] a 21-byte body',
+      '14:7 ssh.authorizedKeys[2] a 10-character body',
+      '15:7 ssh.authorizedKeys[3] a 104-byte body',
+      '16:7 ssh.authorizedKeys[4] a 32-character string',
+      '17:7 ssh.authorizedKeys[5] a number',
+    ],
+  );
   t.regex(errors[1]?.message ?? '', /does not hold one ssh-ed25519 key \(cut short/);
-  t.regex(formatIssue(errors[0]!), /^site\.yaml:12:7: ssh\.authorizedKeys\[0\]: unsupported key type.*; found key type "ssh-dss"; expected one OpenSSH public key line/);
+  t.regex(
+    formatIssue(errors[0]!),
+    /^site\.yaml:12:7: ssh\.authorizedKeys\[0\]: unsupported key type.*; found key type "ssh-dss"; expected one OpenSSH public key line/,
+  );
 });
 
 test('ssh must hold an authorizedKeys list and nothing else', (t) => {
   const single = errorsOf(`${BASE}ssh:\n  authorizedKeys: ${ED25519}\n`);
-  t.deepEqual(single.map((e) => `${e.field}: ${e.found}; ${e.allowed.slice(0, 14)}`), [`ssh.authorizedKeys: a ${ED25519.length}-character string; expected array`]);
+  t.deepEqual(
+    single.map((e) => `${e.field}: ${e.found}; ${e.allowed.slice(0, 14)}`),
+    [`ssh.authorizedKeys: a ${ED25519.length}-character string; expected array`],
+  );
   t.false(formatIssue(single[0]!).includes(ED25519.split(' ')[1]!.slice(0, 16)), 'the key is not echoed');
-  t.deepEqual(errorsOf(`${BASE}ssh:\n  keys: []\n`).map((e) => e.field).sort(), ['ssh.authorizedKeys', 'ssh.keys']);
+  t.deepEqual(
+    errorsOf(`${BASE}ssh:\n  keys: []\n`)
+      .map((e) => e.field)
+      .sort(),
+    ['ssh.authorizedKeys', 'ssh.keys'],
+  );
 });
 
 test('the authorized_keys file holds exactly the site keys, one per line', (t) => {
   const text = renderAuthorizedKeys([ED25519, `  ${ECDSA} `]);
-  t.deepEqual(text.split('\n').filter((l) => l && !l.startsWith('#')), [ED25519, ECDSA]);
+  t.deepEqual(
+    text.split('\n').filter((l) => l && !l.startsWith('#')),
+    [ED25519, ECDSA],
+  );
   t.true(text.endsWith('\n'));
-  t.deepEqual(renderAuthorizedKeys([]).split('\n').filter((l) => l && !l.startsWith('#')), []);
+  t.deepEqual(
+    renderAuthorizedKeys([])
+      .split('\n')
+      .filter((l) => l && !l.startsWith('#')),
+    [],
+  );
 });

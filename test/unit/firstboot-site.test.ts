@@ -84,7 +84,10 @@ test('an unknown field is reported at its key, with the known field it most like
 
 test('a wrong type is reported at the value with what was found and allowed', (t) => {
   const e = only(t, VALID.replace('  id: shop-0042', '  id: 42'), { line: 4, column: 7, field: 'site.id', found: 'number 42' });
-  t.is(formatIssue(e), 'site.yaml:4:7: site.id: found number 42; expected string (1-63 characters of a-z, 0-9 and "-", starting and ending with a letter or digit)');
+  t.is(
+    formatIssue(e),
+    'site.yaml:4:7: site.id: found number 42; expected string (1-63 characters of a-z, 0-9 and "-", starting and ending with a letter or digit)',
+  );
 });
 
 test('a missing pair.secret says to run geminik8s init', (t) => {
@@ -94,7 +97,7 @@ test('a missing pair.secret says to run geminik8s init', (t) => {
   t.regex(empty.allowed, /run `geminik8s init` to generate one/);
   const blank = only(t, VALID.replace(`  secret: ${SECRET}`, "  secret: ''"), { line: 6, field: 'pair.secret', found: 'an empty value' });
   t.regex(blank.message ?? '', /run `geminik8s init` to generate one/);
-  const noPair = errorsOf(VALID.replace(/pair:\n(  .*\n)+/, '')).find((x) => x.field === 'pair');
+  const noPair = errorsOf(VALID.replace(/pair:\n( {2}.*\n)+/, '')).find((x) => x.field === 'pair');
   t.regex(noPair?.allowed ?? '', /the pair secret: run `geminik8s init`/);
 });
 
@@ -111,13 +114,15 @@ test('a bad VIP is reported with the CIDR form that is allowed', (t) => {
 });
 
 test('static addressing without nodes is an error at addressing', (t) => {
-  const text = VALID.replace(/  nodes:\n(    .*\n)+/, '').replace('  preferredLeader: box-a\n', '');
+  const text = VALID.replace(/ {2}nodes:\n( {4}.*\n)+/, '').replace('  preferredLeader: box-a\n', '');
   const e = only(t, text, { line: 12, column: 15, field: 'network.nodes' });
   t.regex(e.message ?? '', /addressing: static needs network.nodes/);
 });
 
 test('nodes with dhcp, bad witness entries and an unknown preferred leader are all reported in order', (t) => {
-  const text = VALID.replace('addressing: static', 'addressing: dhcp').replace('192.0.2.2]', 'gateway]').replace('preferredLeader: box-a', 'preferredLeader: box-c');
+  const text = VALID.replace('addressing: static', 'addressing: dhcp')
+    .replace('192.0.2.2]', 'gateway]')
+    .replace('preferredLeader: box-a', 'preferredLeader: box-c');
   const errors = errorsOf(text);
   t.deepEqual(
     errors.map((e) => `${e.line}:${e.column} ${e.field}`),
@@ -133,27 +138,86 @@ test('every error names the file given by the caller', (t) => {
 
 /** The cross-field address checks, one case per rule: the change to VALID, then each error's `line:column path` and message. */
 const ADDRESS_PLAN_CASES: [rule: string, from: string, to: string, errors: [where: string, message: RegExp][]][] = [
-  ['the VIP differs from a node', 'address: 192.0.2.12/24', 'address: 192.0.2.10/24', [['18:16 network.nodes[1].address', /^192\.0\.2\.10 is the VIP: each box needs its own address$/]]],
+  [
+    'the VIP differs from a node',
+    'address: 192.0.2.12/24',
+    'address: 192.0.2.10/24',
+    [['18:16 network.nodes[1].address', /^192\.0\.2\.10 is the VIP: each box needs its own address$/]],
+  ],
   ['the VIP differs from the gateway', 'gateway: 192.0.2.1', 'gateway: 192.0.2.10', [['11:12 network.gateway', /^the gateway 192\.0\.2\.10 is also the VIP$/]]],
-  ['node addresses differ from each other', 'address: 192.0.2.12/24', 'address: 192.0.2.11/24', [['18:16 network.nodes[1].address', /^192\.0\.2\.11 is also network\.nodes\[0\]\.address/]]],
-  ['a node differs from the gateway', 'gateway: 192.0.2.1', 'gateway: 192.0.2.12', [['18:16 network.nodes[1].address', /^192\.0\.2\.12 is the gateway's address$/]]],
-  ['the gateway is in the VIP subnet', 'gateway: 192.0.2.1', 'gateway: 198.51.100.1', [['11:12 network.gateway', /^the gateway 198\.51\.100\.1 is outside the VIP's subnet 192\.0\.2\.0\/24$/]]],
-  ['a node is in the VIP subnet', 'address: 192.0.2.11/24', 'address: 192.0.3.11/24', [['16:16 network.nodes[0].address', /^192\.0\.3\.11 is outside the VIP's subnet 192\.0\.2\.0\/24$/]]],
-  ['a node has the VIP prefix', 'address: 192.0.2.11/24', 'address: 192.0.2.11/25', [['16:16 network.nodes[0].address', /^prefix \/25 differs from the VIP's \/24/]]],
-  ['the VIP is not the network address', 'vip: 192.0.2.10/24', 'vip: 192.0.2.0/24', [['9:8 network.vip', /^192\.0\.2\.0 is the network address of 192\.0\.2\.0\/24, which no host can hold$/]]],
-  ['the VIP is not the broadcast address', 'vip: 192.0.2.10/24', 'vip: 192.0.2.255/24', [['9:8 network.vip', /^192\.0\.2\.255 is the broadcast address of 192\.0\.2\.0\/24/]]],
-  ['the gateway is not the broadcast address', 'gateway: 192.0.2.1', 'gateway: 192.0.2.255', [['11:12 network.gateway', /broadcast address of 192\.0\.2\.0\/24/]]],
-  ['a node is not the network address', 'address: 192.0.2.12/24', 'address: 192.0.2.0/24', [['18:16 network.nodes[1].address', /network address of 192\.0\.2\.0\/24/]]],
+  [
+    'node addresses differ from each other',
+    'address: 192.0.2.12/24',
+    'address: 192.0.2.11/24',
+    [['18:16 network.nodes[1].address', /^192\.0\.2\.11 is also network\.nodes\[0\]\.address/]],
+  ],
+  [
+    'a node differs from the gateway',
+    'gateway: 192.0.2.1',
+    'gateway: 192.0.2.12',
+    [['18:16 network.nodes[1].address', /^192\.0\.2\.12 is the gateway's address$/]],
+  ],
+  [
+    'the gateway is in the VIP subnet',
+    'gateway: 192.0.2.1',
+    'gateway: 198.51.100.1',
+    [['11:12 network.gateway', /^the gateway 198\.51\.100\.1 is outside the VIP's subnet 192\.0\.2\.0\/24$/]],
+  ],
+  [
+    'a node is in the VIP subnet',
+    'address: 192.0.2.11/24',
+    'address: 192.0.3.11/24',
+    [['16:16 network.nodes[0].address', /^192\.0\.3\.11 is outside the VIP's subnet 192\.0\.2\.0\/24$/]],
+  ],
+  [
+    'a node has the VIP prefix',
+    'address: 192.0.2.11/24',
+    'address: 192.0.2.11/25',
+    [['16:16 network.nodes[0].address', /^prefix \/25 differs from the VIP's \/24/]],
+  ],
+  [
+    'the VIP is not the network address',
+    'vip: 192.0.2.10/24',
+    'vip: 192.0.2.0/24',
+    [['9:8 network.vip', /^192\.0\.2\.0 is the network address of 192\.0\.2\.0\/24, which no host can hold$/]],
+  ],
+  [
+    'the VIP is not the broadcast address',
+    'vip: 192.0.2.10/24',
+    'vip: 192.0.2.255/24',
+    [['9:8 network.vip', /^192\.0\.2\.255 is the broadcast address of 192\.0\.2\.0\/24/]],
+  ],
+  [
+    'the gateway is not the broadcast address',
+    'gateway: 192.0.2.1',
+    'gateway: 192.0.2.255',
+    [['11:12 network.gateway', /broadcast address of 192\.0\.2\.0\/24/]],
+  ],
+  [
+    'a node is not the network address',
+    'address: 192.0.2.12/24',
+    'address: 192.0.2.0/24',
+    [['18:16 network.nodes[1].address', /network address of 192\.0\.2\.0\/24/]],
+  ],
   ['a witness is not the VIP', '192.0.2.2]', '192.0.2.10]', [['12:26 network.witnesses[1]', /^witness 192\.0\.2\.10 is the VIP$/]]],
   ['a witness is not a node', '192.0.2.2]', '192.0.2.12]', [['12:26 network.witnesses[1]', /^witness 192\.0\.2\.12 is network\.nodes\[1\]\.address$/]]],
-  ['a witness in the VIP subnet is not its broadcast address', '192.0.2.2]', '192.0.2.255]', [['12:26 network.witnesses[1]', /broadcast address of 192\.0\.2\.0\/24/]]],
+  [
+    'a witness in the VIP subnet is not its broadcast address',
+    '192.0.2.2]',
+    '192.0.2.255]',
+    [['12:26 network.witnesses[1]', /broadcast address of 192\.0\.2\.0\/24/]],
+  ],
 ];
 
 for (const [rule, from, to, expected] of ADDRESS_PLAN_CASES) {
   test(`cross-field address check: ${rule}`, (t) => {
     t.true(VALID.includes(from), `the case edits VALID (${from})`);
     const errors = errorsOf(VALID.replace(from, to));
-    t.deepEqual(errors.map((e) => `${e.line}:${e.column} ${e.field}`), expected.map(([where]) => where), errors.map(formatIssue).join('\n'));
+    t.deepEqual(
+      errors.map((e) => `${e.line}:${e.column} ${e.field}`),
+      expected.map(([where]) => where),
+      errors.map(formatIssue).join('\n'),
+    );
     errors.forEach((e, i) => {
       t.regex(e.message ?? '', expected[i]![1]);
       t.is(e.file, 'site.yaml');

@@ -16,7 +16,10 @@ test('status is served as JSON on a unix socket, read-only, and a stale socket d
   t.deepEqual(await readStatus(socketPath), { role: 'leader', term: 4 }, 'each request reads the live state');
 
   const post = await new Promise<number>((resolve, reject) => {
-    const req = http.request({ socketPath, path: '/status', method: 'POST' }, (res) => { res.resume(); resolve(res.statusCode ?? 0); });
+    const req = http.request({ socketPath, path: '/status', method: 'POST' }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
     req.on('error', reject);
     req.end();
   });
@@ -25,7 +28,9 @@ test('status is served as JSON on a unix socket, read-only, and a stale socket d
 
   // A killed agent leaves its socket file behind (close() removed ours, so put one there).
   await writeFile(socketPath, '');
-  const second = await startStatusServer(socketPath, () => { throw new Error('postgres down'); });
+  const second = await startStatusServer(socketPath, () => {
+    throw new Error('postgres down');
+  });
   t.teardown(() => second.close());
   const err = await readStatus(socketPath);
   t.deepEqual(err, { error: 'postgres down' });

@@ -18,8 +18,14 @@ const NAMES = ['esp', 'root-a', 'root-b', 'oem', 'data'];
 for (const sectorSize of [512, 4096] as const) {
   test(`layout (${sectorSize}-byte sectors): order, 1 MiB alignment, no overlaps, data last, backup GPT room`, (t) => {
     const l = computeLayout({ rootBytes: 700 * MiB, espMiB: 64, oemMiB: 32, dataMiB: 256, sectorSize });
-    t.deepEqual(l.partitions.map((p) => p.name), NAMES);
-    t.deepEqual(l.partitions.map((p) => p.index), [1, 2, 3, 4, 5]);
+    t.deepEqual(
+      l.partitions.map((p) => p.name),
+      NAMES,
+    );
+    t.deepEqual(
+      l.partitions.map((p) => p.index),
+      [1, 2, 3, 4, 5],
+    );
     const align = MiB / sectorSize;
     t.is(l.alignSectors, align);
     // The primary GPT lives before the first partition.
@@ -93,20 +99,43 @@ test('derived identifiers are stable, distinct per purpose and well-formed', (t)
 test('a table is ours only with our names, types and the UUIDs derived from its disk GUID', (t) => {
   const ids = deriveDiskIds('seed-1');
   const table = (arch: 'amd64' | 'arm64') =>
-    computeLayout({ rootBytes: 0, arch }).partitions.map((p) => ({ index: p.index, name: p.name as string, typeGuid: p.typeGuid, uuid: ids.partUuids[p.name].toLowerCase() }));
+    computeLayout({ rootBytes: 0, arch }).partitions.map((p) => ({
+      index: p.index,
+      name: p.name as string,
+      typeGuid: p.typeGuid,
+      uuid: ids.partUuids[p.name].toLowerCase(),
+    }));
   t.deepEqual(layoutMismatches(ids.diskGuid, table('amd64')), []);
   t.deepEqual(layoutMismatches(ids.diskGuid.toLowerCase(), table('arm64')), [], 'either arch, any case');
   const cases: [string, ReturnType<typeof table>, string, RegExp][] = [
     ['another disk GUID', table('amd64'), deriveDiskIds('seed-2').diskGuid, /found other UUIDs on esp, root-a, root-b, oem, data/],
     ['no disk GUID', table('amd64'), '', /disk GUID none/],
-    ['a renamed partition', table('amd64').map((p) => (p.index === 4 ? { ...p, name: 'OEM' } : p)), ids.diskGuid, /^partition 4: expected the name "oem", found "OEM"$/],
-    ['a wrong type', table('amd64').map((p) => (p.index === 4 ? { ...p, typeGuid: GPT_TYPE.linuxData } : p)), ids.diskGuid, /^partition 4 \(oem\): expected the type EBD0A0A2-.*, found 0FC63DAF-/],
+    [
+      'a renamed partition',
+      table('amd64').map((p) => (p.index === 4 ? { ...p, name: 'OEM' } : p)),
+      ids.diskGuid,
+      /^partition 4: expected the name "oem", found "OEM"$/,
+    ],
+    [
+      'a wrong type',
+      table('amd64').map((p) => (p.index === 4 ? { ...p, typeGuid: GPT_TYPE.linuxData } : p)),
+      ids.diskGuid,
+      /^partition 4 \(oem\): expected the type EBD0A0A2-.*, found 0FC63DAF-/,
+    ],
     ['a missing partition', table('amd64').slice(0, 4), ids.diskGuid, /^partition 5: expected "data", found none$/],
-    ['an extra partition', [...table('amd64'), { index: 6, name: 'x', typeGuid: GPT_TYPE.linuxData, uuid: '' }], ids.diskGuid, /^expected 5 partitions, found 6$/],
+    [
+      'an extra partition',
+      [...table('amd64'), { index: 6, name: 'x', typeGuid: GPT_TYPE.linuxData, uuid: '' }],
+      ids.diskGuid,
+      /^expected 5 partitions, found 6$/,
+    ],
   ];
   for (const [what, found, diskGuid, expected] of cases) {
     const problems = layoutMismatches(diskGuid, found);
-    t.true(problems.some((p) => expected.test(p)), `${what}: ${problems.join(' | ')}`);
+    t.true(
+      problems.some((p) => expected.test(p)),
+      `${what}: ${problems.join(' | ')}`,
+    );
   }
 });
 

@@ -3,7 +3,15 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { CONTAINERD_NAME_ANNOTATION, MEDIA_TYPES, OCI_REF_ANNOTATION, ociImageArchive, readOciIndex, tarArchive, type OciImageInput } from '../../builder/src/images/oci.ts';
+import {
+  CONTAINERD_NAME_ANNOTATION,
+  MEDIA_TYPES,
+  OCI_REF_ANNOTATION,
+  ociImageArchive,
+  readOciIndex,
+  tarArchive,
+  type OciImageInput,
+} from '../../builder/src/images/oci.ts';
 
 const INPUT: OciImageInput = {
   repository: 'geminik8s.local/demo',
@@ -17,22 +25,42 @@ const INPUT: OciImageInput = {
   createdBy: 'test',
 };
 
-interface Entry { name: string; mode: number; size: number; mtime: number; uid: number; type: string; data: Buffer }
+interface Entry {
+  name: string;
+  mode: number;
+  size: number;
+  mtime: number;
+  uid: number;
+  type: string;
+  data: Buffer;
+}
 
 /** A reader written from the ustar layout, independent of the writer under test. */
 function untar(archive: Buffer): Entry[] {
   const entries: Entry[] = [];
-  for (let off = 0; off + 512 <= archive.length;) {
+  for (let off = 0; off + 512 <= archive.length; ) {
     const h = archive.subarray(off, off + 512);
     if (h.every((b) => b === 0)) break;
-    const str = (a: number, n: number) => h.subarray(a, a + n).toString('utf8').replace(/\0.*$/s, '');
+    const str = (a: number, n: number) =>
+      h
+        .subarray(a, a + n)
+        .toString('utf8')
+        .replace(/\0.*$/s, '');
     const num = (a: number, n: number) => Number.parseInt(str(a, n).trim(), 8);
     let sum = 0;
     for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : h[i]!;
     if (sum !== num(148, 8)) throw new Error(`bad checksum at ${off}`);
     const size = num(124, 12);
     const name = [str(345, 155), str(0, 100)].filter(Boolean).join('/');
-    entries.push({ name, mode: num(100, 8), size, mtime: num(136, 12), uid: num(108, 8), type: str(156, 1), data: archive.subarray(off + 512, off + 512 + size) });
+    entries.push({
+      name,
+      mode: num(100, 8),
+      size,
+      mtime: num(136, 12),
+      uid: num(108, 8),
+      type: str(156, 1),
+      data: archive.subarray(off + 512, off + 512 + size),
+    });
     off += 512 + Math.ceil(size / 512) * 512;
   }
   return entries;
@@ -52,7 +80,10 @@ test('the same files and time give the same archive, byte for byte; another time
 test('the archive is an OCI image layout: blobs named by their digests, index -> manifest -> config and layer', (t) => {
   const img = ociImageArchive(INPUT);
   const entries = untar(img.archive);
-  t.deepEqual(entries.slice(0, 4).map((e) => e.name), ['oci-layout', 'index.json', 'blobs/', 'blobs/sha256/']);
+  t.deepEqual(
+    entries.slice(0, 4).map((e) => e.name),
+    ['oci-layout', 'index.json', 'blobs/', 'blobs/sha256/'],
+  );
   t.true(entries.every((e) => e.mtime === INPUT.created && e.uid === 0));
   const blobs = new Map(entries.filter((e) => e.name.startsWith('blobs/sha256/') && e.type === '0').map((e) => [`sha256:${e.name.slice(13)}`, e.data]));
   for (const [digest, data] of blobs) t.is(sha(data), digest);
@@ -70,11 +101,22 @@ test('the archive is an OCI image layout: blobs named by their digests, index ->
   t.is(manifest.layers[0].mediaType, MEDIA_TYPES.layer);
   t.is(manifest.layers[0].digest, img.layerDigest);
   const config = JSON.parse(blobs.get(manifest.config.digest)!.toString());
-  t.like(config, { created: '2023-11-14T22:13:20Z', architecture: 'amd64', os: 'linux', config: { User: '65532:65532', Entrypoint: ['/bin/demo'], ExposedPorts: { '8080/tcp': {} } } });
+  t.like(config, {
+    created: '2023-11-14T22:13:20Z',
+    architecture: 'amd64',
+    os: 'linux',
+    config: { User: '65532:65532', Entrypoint: ['/bin/demo'], ExposedPorts: { '8080/tcp': {} } },
+  });
   t.deepEqual(config.rootfs, { type: 'layers', diff_ids: [img.layerDigest] });
 
   const layer = untar(blobs.get(img.layerDigest)!);
-  t.deepEqual(layer.map((e) => [e.name, e.mode.toString(8), e.type]), [['bin/', '755', '5'], ['bin/demo', '755', '0']]);
+  t.deepEqual(
+    layer.map((e) => [e.name, e.mode.toString(8), e.type]),
+    [
+      ['bin/', '755', '5'],
+      ['bin/demo', '755', '0'],
+    ],
+  );
   t.deepEqual(layer[1]!.data, INPUT.files[0]!.data);
 });
 

@@ -8,7 +8,8 @@ import { CliError } from '../../builder/src/cli/exit-codes.ts';
 import { runInit } from '../../builder/src/cli/init.ts';
 
 const ED25519 = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5IJnbKJDh4i/6ywpF8um4yZ/ZwnQ6N+rLYM7Nhwyl0 alice@laptop';
-const ECDSA = 'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBA8qyPVPHFH3uBFqlU319uuNcwxx7SSoUQ/inNf3hb79Ahwt7cruYR+ldUagK5fpffzgfS5vqgFJY+MHWoiKUyE= bob: ops #1';
+const ECDSA =
+  'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBA8qyPVPHFH3uBFqlU319uuNcwxx7SSoUQ/inNf3hb79Ahwt7cruYR+ldUagK5fpffzgfS5vqgFJY+MHWoiKUyE= bob: ops #1';
 const PRIVATE_BODY = 'b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW';
 
 async function workDir(): Promise<string> {

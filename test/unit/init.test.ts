@@ -59,9 +59,18 @@ test('init errors name the flag, and nothing is written', async (t) => {
 test('init refuses an address plan that cannot work, names the flag, and writes nothing', async (t) => {
   const out = await tmpFile();
   const cases: [Parameters<typeof runInit>[0], RegExp][] = [
-    [{ out, siteId: 's1', vip: '192.0.2.10/24', gateway: '192.0.2.10' }, /^--gateway: network\.gateway: the gateway 192\.0\.2\.10 is also the VIP; found "192\.0\.2\.10"; expected /m],
-    [{ out, siteId: 's1', vip: '192.0.2.10/24', gateway: '198.51.100.1' }, /^--gateway: network\.gateway: the gateway 198\.51\.100\.1 is outside the VIP's subnet 192\.0\.2\.0\/24/m],
-    [{ out, siteId: 's1', vip: '192.0.2.10/24', node: ['a=192.0.2.11/24', 'b=192.0.2.11/24'] }, /^--node: network\.nodes\[1\]\.address: 192\.0\.2\.11 is also network\.nodes\[0\]\.address/m],
+    [
+      { out, siteId: 's1', vip: '192.0.2.10/24', gateway: '192.0.2.10' },
+      /^--gateway: network\.gateway: the gateway 192\.0\.2\.10 is also the VIP; found "192\.0\.2\.10"; expected /m,
+    ],
+    [
+      { out, siteId: 's1', vip: '192.0.2.10/24', gateway: '198.51.100.1' },
+      /^--gateway: network\.gateway: the gateway 198\.51\.100\.1 is outside the VIP's subnet 192\.0\.2\.0\/24/m,
+    ],
+    [
+      { out, siteId: 's1', vip: '192.0.2.10/24', node: ['a=192.0.2.11/24', 'b=192.0.2.11/24'] },
+      /^--node: network\.nodes\[1\]\.address: 192\.0\.2\.11 is also network\.nodes\[0\]\.address/m,
+    ],
     [{ out, siteId: 's1', vip: '192.0.2.255/24' }, /^--vip: network\.vip: 192\.0\.2\.255 is the broadcast address of 192\.0\.2\.0\/24/m],
   ];
   for (const [opts, message] of cases) {

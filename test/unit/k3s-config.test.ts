@@ -136,11 +136,16 @@ async function renderedOverlays(t: import('ava').ExecutionContext, profile: stri
   const config = await resolveConfig({ profile, hardware: 'generic-x86_64-uefi', repoRoot: REPO_ROOT });
   const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-k3s-overlay-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const written = await renderOverlays(path.join(REPO_ROOT, 'overlays'), overlayLayers(config), {
-    profile: { ...config.profile, cluster: { preferredLeader: '', ...config.profile.cluster } },
-    hardware: config.hardware,
-    image: { name: 'test', version: config.profile.version, sourceDateEpoch: 0 },
-  }, dir);
+  const written = await renderOverlays(
+    path.join(REPO_ROOT, 'overlays'),
+    overlayLayers(config),
+    {
+      profile: { ...config.profile, cluster: { preferredLeader: '', ...config.profile.cluster } },
+      hardware: config.hardware,
+      image: { name: 'test', version: config.profile.version, sourceDateEpoch: 0 },
+    },
+    dir,
+  );
   return { dir, written };
 }
 
@@ -156,7 +161,7 @@ test('the K3s image: /etc/rancher (read-only on the box) points at where the age
     t.is(await readlink(path.join(dir, link)), target);
   }
   // Each target is somewhere the box can write: /run (tmpfs), the data partition, or /var (its writable layer is on data).
-  t.true(K3S_APPLIANCE.configFile.startsWith('/run/geminik8s/'), 'the agent\'s runtime directory');
+  t.true(K3S_APPLIANCE.configFile.startsWith('/run/geminik8s/'), "the agent's runtime directory");
   t.true(K3S_APPLIANCE.kubeconfigFile.startsWith('/data/'));
   t.true(K3S_APPLIANCE.nodePasswordDir.startsWith('/var/') && K3S_APPLIANCE.dataDir.startsWith('/var/'));
   t.is(K3S_APPLIANCE.binary, INSTALL_PATHS.k3s, 'the agent runs the binary where the builder installs it');
@@ -183,5 +188,9 @@ test('the upstream Kubernetes image renders without the K3s layer', async (t) =>
   const file = path.join(dir, 'etc/geminik8s/image.yaml');
   const parsed = parseImageFacts(await readFile(file, 'utf8'), file);
   t.true(parsed.ok, parsed.ok ? '' : parsed.issues.map(formatIssue).join('\n'));
-  t.like(parsed.ok ? parsed.value : {}, { postgresql: { replication: 'physical' }, kubernetes: { distribution: 'upstream', worker: true, disable: [] }, cluster: { preferredLeader: '' } });
+  t.like(parsed.ok ? parsed.value : {}, {
+    postgresql: { replication: 'physical' },
+    kubernetes: { distribution: 'upstream', worker: true, disable: [] },
+    cluster: { preferredLeader: '' },
+  });
 });

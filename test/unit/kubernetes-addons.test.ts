@@ -42,15 +42,23 @@ test('Service range addresses: a malformed range, and an address the range does 
 
 test('CoreDNS: every object in kube-system or cluster-wide, in an order the API accepts (account and config before the Deployment)', (t) => {
   const objects = coreDnsObjects(input);
-  t.deepEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`), [
-    'ServiceAccount/coredns', 'ClusterRole/system:coredns', 'ClusterRoleBinding/system:coredns', 'ConfigMap/coredns', 'Deployment/coredns', 'Service/kube-dns',
-  ]);
+  t.deepEqual(
+    objects.map((o) => `${o.kind}/${o.metadata.name}`),
+    [
+      'ServiceAccount/coredns',
+      'ClusterRole/system:coredns',
+      'ClusterRoleBinding/system:coredns',
+      'ConfigMap/coredns',
+      'Deployment/coredns',
+      'Service/kube-dns',
+    ],
+  );
   for (const o of objects) t.is(o.metadata.namespace, o.kind.startsWith('Cluster') ? undefined : 'kube-system', o.kind);
   // Plain JSON: what apply sends is exactly this.
   t.deepEqual(JSON.parse(JSON.stringify(objects)), objects);
 });
 
-test('CoreDNS: the kube-dns Service sits on the 10th Service address and selects the Deployment\'s pods', (t) => {
+test("CoreDNS: the kube-dns Service sits on the 10th Service address and selects the Deployment's pods", (t) => {
   const objects = coreDnsObjects({ ...input, serviceCidr: '10.96.0.0/12' });
   const svc = find(objects, 'Service');
   t.is(at(svc, 'spec', 'clusterIP'), '10.96.0.10');
@@ -72,18 +80,31 @@ test('CoreDNS: the Deployment runs the baked image without pulling, non-root, on
   t.is(at(pod, 'serviceAccountName'), 'coredns');
   t.is(at(pod, 'priorityClassName'), 'system-cluster-critical');
   t.is(at(pod, 'dnsPolicy'), 'Default');
-  t.like(at(pod, 'securityContext') as object, { runAsNonRoot: true, runAsUser: 65532, sysctls: [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '53' }] });
-  t.deepEqual(at(pod, 'affinity', 'podAntiAffinity', 'preferredDuringSchedulingIgnoredDuringExecution', 0, 'podAffinityTerm'), {
-    labelSelector: { matchLabels: { 'k8s-app': 'kube-dns' } }, topologyKey: 'kubernetes.io/hostname',
+  t.like(at(pod, 'securityContext') as object, {
+    runAsNonRoot: true,
+    runAsUser: 65532,
+    sysctls: [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '53' }],
   });
-  t.is(at(pod, 'affinity', 'podAntiAffinity', 'requiredDuringSchedulingIgnoredDuringExecution'), undefined, 'preferred only: one box alone still runs every replica');
+  t.deepEqual(at(pod, 'affinity', 'podAntiAffinity', 'preferredDuringSchedulingIgnoredDuringExecution', 0, 'podAffinityTerm'), {
+    labelSelector: { matchLabels: { 'k8s-app': 'kube-dns' } },
+    topologyKey: 'kubernetes.io/hostname',
+  });
+  t.is(
+    at(pod, 'affinity', 'podAntiAffinity', 'requiredDuringSchedulingIgnoredDuringExecution'),
+    undefined,
+    'preferred only: one box alone still runs every replica',
+  );
   const containers = at(pod, 'containers') as unknown[];
   t.is(containers.length, 1);
   const c = containers[0];
   t.is(at(c, 'image'), 'geminik8s.local/coredns:v1.15.0');
   t.is(at(c, 'imagePullPolicy'), 'Never');
   t.deepEqual(at(c, 'args'), ['-conf', '/etc/coredns/Corefile']);
-  t.deepEqual(at(c, 'securityContext'), { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { add: ['NET_BIND_SERVICE'], drop: ['ALL'] } });
+  t.deepEqual(at(c, 'securityContext'), {
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+    capabilities: { add: ['NET_BIND_SERVICE'], drop: ['ALL'] },
+  });
   t.deepEqual(at(c, 'ports'), [
     { name: 'dns', containerPort: 53, protocol: 'UDP' },
     { name: 'dns-tcp', containerPort: 53, protocol: 'TCP' },
@@ -108,14 +129,30 @@ test('CoreDNS: its account may list and watch what the kubernetes plugin reads, 
   t.deepEqual(at(binding, 'subjects'), [{ kind: 'ServiceAccount', name: 'coredns', namespace: 'kube-system' }]);
 });
 
-test('CoreDNS: the Corefile serves the cluster domain and reverse zones from the API and forwards the rest to the node\'s resolvers', (t) => {
+test("CoreDNS: the Corefile serves the cluster domain and reverse zones from the API and forwards the rest to the node's resolvers", (t) => {
   const corefile = at(find(coreDnsObjects({ ...input, clusterDomain: 'edge.example' }), 'ConfigMap'), 'data', 'Corefile');
   t.is(corefile, renderCorefile('edge.example'));
-  const lines = String(corefile).split('\n').map((l) => l.trim());
+  const lines = String(corefile)
+    .split('\n')
+    .map((l) => l.trim());
   t.is(lines[0], '.:53 {');
   t.true(lines.includes('kubernetes edge.example in-addr.arpa ip6.arpa {'));
   t.false(String(corefile).includes('cluster.local'));
-  for (const want of ['errors', 'health :8080 {', 'lameduck 5s', 'ready :8181', 'pods insecure', 'fallthrough in-addr.arpa ip6.arpa', 'ttl 30', 'prometheus :9153', 'forward . /etc/resolv.conf', 'cache 30', 'loop', 'reload', 'loadbalance']) {
+  for (const want of [
+    'errors',
+    'health :8080 {',
+    'lameduck 5s',
+    'ready :8181',
+    'pods insecure',
+    'fallthrough in-addr.arpa ip6.arpa',
+    'ttl 30',
+    'prometheus :9153',
+    'forward . /etc/resolv.conf',
+    'cache 30',
+    'loop',
+    'reload',
+    'loadbalance',
+  ]) {
     t.true(lines.includes(want), want);
   }
   // Every block closed.
@@ -135,7 +172,11 @@ test('CoreDNS: bad input is refused naming the field', (t) => {
 });
 
 test('objectPath: core kinds under /api/v1, the others under /apis/<group>/<version>, namespaced or cluster-wide', (t) => {
-  const o = (apiVersion: string, kind: string, namespace?: string): KubeObject => ({ apiVersion, kind, metadata: { name: 'x', ...(namespace ? { namespace } : {}) } });
+  const o = (apiVersion: string, kind: string, namespace?: string): KubeObject => ({
+    apiVersion,
+    kind,
+    metadata: { name: 'x', ...(namespace ? { namespace } : {}) },
+  });
   t.is(objectPath(o('v1', 'Namespace')), '/api/v1/namespaces/x');
   t.is(objectPath(o('v1', 'ServiceAccount', 'kube-system')), '/api/v1/namespaces/kube-system/serviceaccounts/x');
   t.is(objectPath(o('v1', 'ConfigMap', 'kube-system')), '/api/v1/namespaces/kube-system/configmaps/x');
@@ -157,12 +198,19 @@ test('objectPath: core kinds under /api/v1, the others under /apis/<group>/<vers
 
 test('objectPath: an unknown kind, a wrong apiVersion, a missing or stray namespace, a name that is no path segment are refused', (t) => {
   const o = (apiVersion: string, kind: string, metadata: KubeObject['metadata']): KubeObject => ({ apiVersion, kind, metadata });
-  t.throws(() => objectPath(o('batch/v1', 'Job', { name: 'j', namespace: 'default' })), { message: /^Job "j": kind "Job" is not one the agent applies \(Namespace, ServiceAccount/ });
+  t.throws(() => objectPath(o('batch/v1', 'Job', { name: 'j', namespace: 'default' })), {
+    message: /^Job "j": kind "Job" is not one the agent applies \(Namespace, ServiceAccount/,
+  });
   t.throws(() => objectPath(o('v1', 'toString', { name: 'j' })), { message: /kind "toString" is not one/ });
-  t.throws(() => objectPath(o('v1', 'Deployment', { name: 'd', namespace: 'default' })), { message: /^Deployment "d": apiVersion "v1" is not one of Deployment's \(expected apps\/<version>\)/ });
+  t.throws(() => objectPath(o('v1', 'Deployment', { name: 'd', namespace: 'default' })), {
+    message: /^Deployment "d": apiVersion "v1" is not one of Deployment's \(expected apps\/<version>\)/,
+  });
   t.throws(() => objectPath(o('apps/v1', 'ConfigMap', { name: 'c', namespace: 'default' })), { message: /apiVersion "apps\/v1" is not one of ConfigMap's/ });
   t.throws(() => objectPath(o('apps/', 'Deployment', { name: 'd', namespace: 'default' })), { message: /apiVersion "apps\/"/ });
   t.throws(() => objectPath(o('v1', 'ConfigMap', { name: 'c' })), { message: /^ConfigMap "c": metadata\.namespace undefined is not a name/ });
-  t.throws(() => objectPath(o('v1', 'Namespace', { name: 'n', namespace: 'default' })), { message: /^Namespace "n": Namespace is cluster-wide, yet metadata\.namespace is "default"/ });
-  for (const name of ['', '.', '..', 'a/b']) t.throws(() => objectPath(o('v1', 'ConfigMap', { name, namespace: 'default' })), { message: /metadata\.name .* is not a name/ }, name);
+  t.throws(() => objectPath(o('v1', 'Namespace', { name: 'n', namespace: 'default' })), {
+    message: /^Namespace "n": Namespace is cluster-wide, yet metadata\.namespace is "default"/,
+  });
+  for (const name of ['', '.', '..', 'a/b'])
+    t.throws(() => objectPath(o('v1', 'ConfigMap', { name, namespace: 'default' })), { message: /metadata\.name .* is not a name/ }, name);
 });

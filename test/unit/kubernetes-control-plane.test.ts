@@ -11,7 +11,13 @@ import {
 } from '../../firstboot/src/kubernetes/core/control-plane.ts';
 
 const input = (node: { name: string; ip: string }, o: Partial<ControlPlaneInput> = {}): ControlPlaneInput => ({
-  node, vip: '192.168.50.10', etcdEndpoint: 'http://127.0.0.1:2379', clusterCidr: '10.42.0.0/16', serviceCidr: '10.43.0.0/16', pkiDir: '/run/geminik8s/kubernetes/pki', ...o,
+  node,
+  vip: '192.168.50.10',
+  etcdEndpoint: 'http://127.0.0.1:2379',
+  clusterCidr: '10.42.0.0/16',
+  serviceCidr: '10.43.0.0/16',
+  pkiDir: '/run/geminik8s/kubernetes/pki',
+  ...o,
 });
 const a = input({ name: 'node-a', ip: '192.168.50.11' });
 const b = input({ name: 'node-b', ip: '192.168.50.12' });
@@ -26,17 +32,41 @@ test('the kubernetes Service IP is the first address of the Service range', (t) 
 
 test("the serving certificate names the VIP, the node, loopback and the in-cluster Service, nothing of the peer's", (t) => {
   const sans = apiServerSans(a);
-  for (const want of ['IP:192.168.50.10', 'IP:192.168.50.11', 'IP:10.43.0.1', 'IP:127.0.0.1', 'DNS:kubernetes.default', 'DNS:kubernetes.default.svc.cluster.local', 'DNS:node-a']) t.true(sans.includes(want), want);
+  for (const want of [
+    'IP:192.168.50.10',
+    'IP:192.168.50.11',
+    'IP:10.43.0.1',
+    'IP:127.0.0.1',
+    'DNS:kubernetes.default',
+    'DNS:kubernetes.default.svc.cluster.local',
+    'DNS:node-a',
+  ])
+    t.true(sans.includes(want), want);
   t.false(sans.includes('IP:192.168.50.12'));
   t.is(new Set(sans).size, sans.length);
 });
 
 test('client identities: the operator and the API server towards kubelets are system:masters, controller-manager and scheduler are their system users, nobody else gets a group', (t) => {
   const reqs = certificateRequests(a);
-  t.deepEqual(reqs.filter((r) => r.organization).map((r) => [r.file, r.organization]), [['admin', 'system:masters'], ['apiserver-kubelet-client', 'system:masters']]);
-  t.like(reqs.find((r) => r.file === 'kube-controller-manager'), { commonName: 'system:kube-controller-manager', usage: 'client' });
-  t.like(reqs.find((r) => r.file === 'kube-scheduler'), { commonName: 'system:kube-scheduler', usage: 'client' });
-  t.deepEqual(reqs.filter((r) => r.usage === 'server').map((r) => r.file), ['apiserver']);
+  t.deepEqual(
+    reqs.filter((r) => r.organization).map((r) => [r.file, r.organization]),
+    [
+      ['admin', 'system:masters'],
+      ['apiserver-kubelet-client', 'system:masters'],
+    ],
+  );
+  t.like(
+    reqs.find((r) => r.file === 'kube-controller-manager'),
+    { commonName: 'system:kube-controller-manager', usage: 'client' },
+  );
+  t.like(
+    reqs.find((r) => r.file === 'kube-scheduler'),
+    { commonName: 'system:kube-scheduler', usage: 'client' },
+  );
+  t.deepEqual(
+    reqs.filter((r) => r.usage === 'server').map((r) => r.file),
+    ['apiserver'],
+  );
   t.false(reqs.some((r) => r.file === 'etcd-client'));
   t.true(certificateRequests({ ...a, etcdTls: true }).some((r) => r.file === 'etcd-client' && r.usage === 'client'));
 });

@@ -3,15 +3,32 @@ import path from 'node:path';
 import test from 'ava';
 import { parse } from 'yaml';
 import { certificateRequests, kubeconfigPlan } from '../../firstboot/src/kubernetes/core/control-plane.ts';
-import { peerPodRoute, podRanges, WORKER_APPLIANCE, workerCertificateRequests, workerFiles, type WorkerInput } from '../../firstboot/src/kubernetes/core/worker.ts';
+import {
+  peerPodRoute,
+  podRanges,
+  WORKER_APPLIANCE,
+  workerCertificateRequests,
+  workerFiles,
+  type WorkerInput,
+} from '../../firstboot/src/kubernetes/core/worker.ts';
 import { parseCidr, rangeAddress, subRange } from '../../firstboot/src/core/subnet.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const nodeA = { name: 'node-a', ip: '192.168.50.11' };
 const nodeB = { name: 'node-b', ip: '192.168.50.12' };
 const input = (node: typeof nodeA, peer: typeof nodeA, o: Partial<WorkerInput> = {}): WorkerInput => ({
-  node, peer, lanInterface: 'eth0', clusterCidr: '10.42.0.0/16', serviceCidr: '10.43.0.0/16', clusterDns: '10.43.0.10',
-  pauseImage: 'geminik8s.local/pause:3.10', nodeDir: WORKER_APPLIANCE.nodeDir, cniConfDir: WORKER_APPLIANCE.cniConfDir, cniStateDir: WORKER_APPLIANCE.cniStateDir, apiPort: 6443, ...o,
+  node,
+  peer,
+  lanInterface: 'eth0',
+  clusterCidr: '10.42.0.0/16',
+  serviceCidr: '10.43.0.0/16',
+  clusterDns: '10.43.0.10',
+  pauseImage: 'geminik8s.local/pause:3.10',
+  nodeDir: WORKER_APPLIANCE.nodeDir,
+  cniConfDir: WORKER_APPLIANCE.cniConfDir,
+  cniStateDir: WORKER_APPLIANCE.cniStateDir,
+  apiPort: 6443,
+  ...o,
 });
 const a = input(nodeA, nodeB);
 const b = input(nodeB, nodeA);
@@ -22,7 +39,7 @@ const file = (files: { path: string; text: string }[], name: string): string => 
 };
 
 test('IPv4 ranges: parsed strictly, addresses and sub-ranges computed inside the range', (t) => {
-  t.deepEqual(parseCidr('10.42.7.9/16'), { base: (10 << 24 | 42 << 16) >>> 0, prefix: 16 });
+  t.deepEqual(parseCidr('10.42.7.9/16'), { base: ((10 << 24) | (42 << 16)) >>> 0, prefix: 16 });
   for (const bad of ['10.42.0.0', '10.42.0.256/16', '10.42.0.0/33', ' 10.42.0.0/16', '10.42.0.0/16\n']) t.is(parseCidr(bad), undefined, bad);
   t.is(rangeAddress('serviceCidr', '10.43.0.0/16', 10), '10.43.0.10');
   t.is(subRange('clusterCidr', '10.42.0.0/16', 24, 1), '10.42.1.0/24');
@@ -31,25 +48,37 @@ test('IPv4 ranges: parsed strictly, addresses and sub-ranges computed inside the
   t.throws(() => rangeAddress('serviceCidr', '10.43.0.0/29', 7), { message: /no host address number 7/ });
 });
 
-test('the two boxes split the cluster range by node name: disjoint, each the other one\'s peer range, the same whichever box computes it', (t) => {
+test("the two boxes split the cluster range by node name: disjoint, each the other one's peer range, the same whichever box computes it", (t) => {
   t.deepEqual(podRanges(a), { own: '10.42.0.0/24', peer: '10.42.1.0/24' });
   t.deepEqual(podRanges(b), { own: '10.42.1.0/24', peer: '10.42.0.0/24' });
   t.deepEqual(peerPodRoute(a), { destination: '10.42.1.0/24', via: '192.168.50.12', dev: 'eth0' });
   t.deepEqual(peerPodRoute(b), { destination: '10.42.0.0/24', via: '192.168.50.11', dev: 'eth0' });
-  const cni = (w: WorkerInput) => JSON.parse(file(workerFiles(w), '10-geminik8s.conflist')) as { plugins: { type: string; ipam?: { ranges: { subnet: string }[][] } }[] };
+  const cni = (w: WorkerInput) =>
+    JSON.parse(file(workerFiles(w), '10-geminik8s.conflist')) as { plugins: { type: string; ipam?: { ranges: { subnet: string }[][] } }[] };
   t.is(cni(a).plugins[0]?.ipam?.ranges[0]?.[0]?.subnet, '10.42.0.0/24');
   t.is(cni(b).plugins[0]?.ipam?.ranges[0]?.[0]?.subnet, '10.42.1.0/24');
   // Debian's plugins masquerade and map ports with iptables, which the image does not carry: the host firewall masquerades.
-  t.deepEqual(cni(a).plugins.map((p) => p.type), ['bridge']);
+  t.deepEqual(
+    cni(a).plugins.map((p) => p.type),
+    ['bridge'],
+  );
   t.false((cni(a).plugins[0] as { ipMasq?: boolean }).ipMasq);
 });
 
 test('the kubelet: authenticated API on the node address only, webhook authorisation, systemd cgroups, cluster DNS, baked images never collected', (t) => {
   const k = parse(file(workerFiles(a), 'kubelet.yaml')) as Record<string, unknown>;
   t.like(k, {
-    kind: 'KubeletConfiguration', address: '192.168.50.11', port: 10250, readOnlyPort: 0, healthzBindAddress: '127.0.0.1',
+    kind: 'KubeletConfiguration',
+    address: '192.168.50.11',
+    port: 10250,
+    readOnlyPort: 0,
+    healthzBindAddress: '127.0.0.1',
     authentication: { anonymous: { enabled: false }, webhook: { enabled: true }, x509: { clientCAFile: `${WORKER_APPLIANCE.nodeDir}/ca.crt` } },
-    authorization: { mode: 'Webhook' }, cgroupDriver: 'systemd', clusterDNS: ['10.43.0.10'], clusterDomain: 'cluster.local', imageGCHighThresholdPercent: 100,
+    authorization: { mode: 'Webhook' },
+    cgroupDriver: 'systemd',
+    clusterDNS: ['10.43.0.10'],
+    clusterDomain: 'cluster.local',
+    imageGCHighThresholdPercent: 100,
   });
   const env = file(workerFiles(a), 'kubelet.env');
   t.regex(env, /^KUBELET_ARGS=.*--hostname-override=node-a .*--node-ip=192\.168\.50\.11\n$/);
@@ -67,20 +96,40 @@ test('containerd: the baked pause image, systemd cgroups, its root on the data p
 
 test('kube-proxy: nftables mode, the cluster range, health and metrics on loopback', (t) => {
   t.like(parse(file(workerFiles(a), 'kube-proxy.yaml')) as object, {
-    mode: 'nftables', clusterCIDR: '10.42.0.0/16', hostnameOverride: 'node-a', healthzBindAddress: '127.0.0.1:10256', metricsBindAddress: '127.0.0.1:10249',
+    mode: 'nftables',
+    clusterCIDR: '10.42.0.0/16',
+    hostnameOverride: 'node-a',
+    healthzBindAddress: '127.0.0.1:10256',
+    metricsBindAddress: '127.0.0.1:10249',
     clientConnection: { kubeconfig: `${WORKER_APPLIANCE.nodeDir}/kube-proxy.kubeconfig` },
   });
 });
 
 test('worker identities: the kubelet is system:node:<name> in system:nodes (Node authoriser), serves for its own address; their kubeconfigs are root-only and local', (t) => {
-  t.like(workerCertificateRequests(a).find((r) => r.file === 'kubelet-client'), { commonName: 'system:node:node-a', organization: 'system:nodes', usage: 'client' });
+  t.like(
+    workerCertificateRequests(a).find((r) => r.file === 'kubelet-client'),
+    { commonName: 'system:node:node-a', organization: 'system:nodes', usage: 'client' },
+  );
   t.deepEqual(workerCertificateRequests(a).find((r) => r.file === 'kubelet-serving')?.sans, ['IP:192.168.50.11', 'DNS:node-a']);
-  const cp = { node: nodeA, vip: '192.168.50.10', etcdEndpoint: 'http://127.0.0.1:2379', clusterCidr: '10.42.0.0/16', serviceCidr: '10.43.0.0/16', pkiDir: '/run/geminik8s/kubernetes/pki' };
+  const cp = {
+    node: nodeA,
+    vip: '192.168.50.10',
+    etcdEndpoint: 'http://127.0.0.1:2379',
+    clusterCidr: '10.42.0.0/16',
+    serviceCidr: '10.43.0.0/16',
+    pkiDir: '/run/geminik8s/kubernetes/pki',
+  };
   t.false(certificateRequests(cp).some((r) => r.file.startsWith('kubelet')));
   t.true(certificateRequests({ ...cp, worker: a }).some((r) => r.file === 'kubelet-client'));
   const plan = kubeconfigPlan({ ...cp, worker: a });
-  t.like(plan.find((k) => k.file === 'kubelet.kubeconfig'), { dir: 'node', server: 'https://127.0.0.1:6443', certificate: 'kubelet-client' });
-  t.like(plan.find((k) => k.file === 'kube-proxy.kubeconfig'), { dir: 'node', certificate: 'kube-proxy' });
+  t.like(
+    plan.find((k) => k.file === 'kubelet.kubeconfig'),
+    { dir: 'node', server: 'https://127.0.0.1:6443', certificate: 'kubelet-client' },
+  );
+  t.like(
+    plan.find((k) => k.file === 'kube-proxy.kubeconfig'),
+    { dir: 'node', certificate: 'kube-proxy' },
+  );
 });
 
 test('bad input is refused naming the field', (t) => {

@@ -1,13 +1,33 @@
 import test from 'ava';
 import { applyToRole, bootRole, decide, facts, validateTimeouts } from '../../firstboot/src/liveness/core/decide.ts';
 import { compareRank, outranks, type RankFacts } from '../../firstboot/src/liveness/core/rank.ts';
-import { DEFAULT_LIVENESS_CONFIG as C, type ActionKind, type Heartbeat, type LivenessRole, type PgState, type TickInput } from '../../firstboot/src/liveness/core/types.ts';
+import {
+  DEFAULT_LIVENESS_CONFIG as C,
+  type ActionKind,
+  type Heartbeat,
+  type LivenessRole,
+  type PgState,
+  type TickInput,
+} from '../../firstboot/src/liveness/core/types.ts';
 
 const A = '1'.repeat(32);
 const B = '2'.repeat(32);
 
 function hb(over: Partial<Heartbeat> = {}): Heartbeat {
-  return { nodeId: B, role: 'leader', term: 3, timeline: 2, lsn: '0/100', pg: 'primary', pgHealthy: true, syncRep: true, handoverForMs: null, peerSilentMs: 0, holdsVip: true, ...over };
+  return {
+    nodeId: B,
+    role: 'leader',
+    term: 3,
+    timeline: 2,
+    lsn: '0/100',
+    pg: 'primary',
+    pgHealthy: true,
+    syncRep: true,
+    handoverForMs: null,
+    peerSilentMs: 0,
+    holdsVip: true,
+    ...over,
+  };
 }
 
 type Over = { [K in keyof TickInput]?: TickInput[K] extends object ? Partial<TickInput[K]> : TickInput[K] };
@@ -27,7 +47,8 @@ function input(o: Over = {}): TickInput {
     switchoverRequested: false,
   };
   const r = { ...base, ...o } as TickInput;
-  for (const k of ['self', 'pg', 'peer', 'witness', 'vip', 'replication'] as const) (r as unknown as Record<string, unknown>)[k] = { ...base[k], ...(o[k] as object | undefined) };
+  for (const k of ['self', 'pg', 'peer', 'witness', 'vip', 'replication'] as const)
+    (r as unknown as Record<string, unknown>)[k] = { ...base[k], ...(o[k] as object | undefined) };
   return r;
 }
 
@@ -66,7 +87,8 @@ test('rank: symmetric total order — term, timeline, LSN, then was-leader, last
       for (const term of [1, 2])
         for (const timeline of [1, 2])
           for (const lsn of ['0/0', '0/FF', '1/0'])
-            for (const lastModified of [undefined, 5, 9]) all.push({ nodeId, role, term, timeline, lsn, ...(lastModified !== undefined ? { lastModified } : {}) });
+            for (const lastModified of [undefined, 5, 9])
+              all.push({ nodeId, role, term, timeline, lsn, ...(lastModified !== undefined ? { lastModified } : {}) });
   for (const a of all)
     for (const b of all) {
       const ab = compareRank(a, b);
@@ -85,13 +107,14 @@ test('follower: a leader that just died is replaced after 5 s with witness and s
   const dead = (ms: number) => input({ peer: { silentMs: ms }, vip: { silentMs: ms }, replication: { receiverSilentMs: ms } });
   t.deepEqual(kinds(dead(4999)), []);
   const d = decide(dead(5000));
-  t.deepEqual(
-    d.actions,
-    [{ kind: 'promote', term: 4 }, { kind: 'take-vip' }, { kind: 'degrade-to-async' }],
-  );
+  t.deepEqual(d.actions, [{ kind: 'promote', term: 4 }, { kind: 'take-vip' }, { kind: 'degrade-to-async' }]);
   t.regex(d.reason, /promote at term 4/);
   // a peer that was ahead in term: the new term exceeds both
-  t.deepEqual(decide(input({ self: { term: 2 }, peer: { silentMs: 6000, last: hb({ term: 7 }) }, vip: { silentMs: 6000 }, replication: { receiverSilentMs: 6000 } })).actions[0], { kind: 'promote', term: 8 });
+  t.deepEqual(
+    decide(input({ self: { term: 2 }, peer: { silentMs: 6000, last: hb({ term: 7 }) }, vip: { silentMs: 6000 }, replication: { receiverSilentMs: 6000 } }))
+      .actions[0],
+    { kind: 'promote', term: 8 },
+  );
 });
 
 test('follower: no promotion without a witness, while the VIP answers, or when the leader may have gone async', (t) => {
@@ -115,7 +138,17 @@ test('follower: no promotion without a witness, while the VIP answers, or when t
 
 test('leader: fences after 2 s without peer and witness; degrades only when the peer is known down', (t) => {
   const leader = (o: Over) =>
-    input(merge({ self: { role: 'leader' }, pg: { state: 'primary' }, holdsVip: true, peer: { last: hb({ role: 'follower', pg: 'standby', holdsVip: false, term: 3, lsn: '0/F0' }) } }, o));
+    input(
+      merge(
+        {
+          self: { role: 'leader' },
+          pg: { state: 'primary' },
+          holdsVip: true,
+          peer: { last: hb({ role: 'follower', pg: 'standby', holdsVip: false, term: 3, lsn: '0/F0' }) },
+        },
+        o,
+      ),
+    );
   t.deepEqual(kinds(leader({ peer: { silentMs: 2000 }, witness: { silentMs: 2000, okForMs: 0 } })), ['fence']);
   t.deepEqual(kinds(leader({ peer: { silentMs: 1999 }, witness: { silentMs: 2000, okForMs: 0 } })), []);
   // peer gone, witness answers: stay leader; after 4 s without a standby, async
@@ -168,15 +201,16 @@ test('fenced: rejoins a leader that outranks it, unfences next to a follower tha
 
 test('fenced: a handover ends only on a fresh word from a peer that stayed follower', (t) => {
   const follower = hb({ role: 'follower', pg: 'standby', holdsVip: false });
-  const yielding = (sinceMs: number, silentMs: number) => input({ self: { role: 'fenced' }, pg: { state: 'primary' }, handover: { sinceMs }, peer: { silentMs, last: follower } });
+  const yielding = (sinceMs: number, silentMs: number) =>
+    input({ self: { role: 'fenced' }, pg: { state: 'primary' }, handover: { sinceMs }, peer: { silentMs, last: follower } });
   t.deepEqual(kinds(yielding(14_000, 0)), []);
   t.deepEqual(kinds(yielding(15_000, 0)), ['end-handover']);
   t.deepEqual(kinds(yielding(15_000, 2500)), [], 'its last word predates its cutoff');
   t.deepEqual(kinds(yielding(60_000, 5000)), [], 'silent peer: it may have taken over');
-  t.deepEqual(
-    decide(input({ self: { role: 'fenced' }, pg: { state: 'primary' }, handover: { sinceMs: 2000 }, peer: { last: hb({ term: 4 }) } })).actions,
-    [{ kind: 'demote-and-rejoin', term: 4, leader: B }, { kind: 'end-handover' }],
-  );
+  t.deepEqual(decide(input({ self: { role: 'fenced' }, pg: { state: 'primary' }, handover: { sinceMs: 2000 }, peer: { last: hb({ term: 4 }) } })).actions, [
+    { kind: 'demote-and-rejoin', term: 4, leader: B },
+    { kind: 'end-handover' },
+  ]);
 });
 
 test('applyToRole tracks the persisted role and term', (t) => {
@@ -190,7 +224,12 @@ test('applyToRole tracks the persisted role and term', (t) => {
 
 function* grid(): Generator<TickInput> {
   const roles: LivenessRole[] = ['leader', 'follower', 'fenced'];
-  const pgs: [PgState, number][] = [['primary', 0], ['standby', 0], ['down', 1000], ['down', 5000]];
+  const pgs: [PgState, number][] = [
+    ['primary', 0],
+    ['standby', 0],
+    ['down', 1000],
+    ['down', 5000],
+  ];
   const peerRoles: (LivenessRole | undefined)[] = [undefined, 'leader', 'follower', 'fenced'];
   for (const role of roles)
     for (const [state, badForMs] of pgs)
@@ -208,7 +247,15 @@ function* grid(): Generator<TickInput> {
                           const last =
                             peerRole === undefined
                               ? undefined
-                              : hb({ role: peerRole, term: peerTerm, lsn: peerLsn, pg: peerRole === 'follower' ? 'standby' : 'primary', holdsVip: peerRole === 'leader', syncRep, handoverForMs: peerRole === 'fenced' ? peerHandover : null });
+                              : hb({
+                                  role: peerRole,
+                                  term: peerTerm,
+                                  lsn: peerLsn,
+                                  pg: peerRole === 'follower' ? 'standby' : 'primary',
+                                  holdsVip: peerRole === 'leader',
+                                  syncRep,
+                                  handoverForMs: peerRole === 'fenced' ? peerHandover : null,
+                                });
                           yield input({
                             self: { role, term: 3 },
                             pg: { state, badForMs },
@@ -282,7 +329,19 @@ interface NodeState {
 }
 
 function heartbeatOf(s: NodeState, silentMs: number): Heartbeat {
-  return { nodeId: s.nodeId, role: s.role, term: s.term, timeline: 1, lsn: s.lsn, pg: s.pg, pgHealthy: s.pg !== 'down', syncRep: s.syncRep, handoverForMs: s.handover, peerSilentMs: silentMs, holdsVip: s.role === 'leader' };
+  return {
+    nodeId: s.nodeId,
+    role: s.role,
+    term: s.term,
+    timeline: 1,
+    lsn: s.lsn,
+    pg: s.pg,
+    pgHealthy: s.pg !== 'down',
+    syncRep: s.syncRep,
+    handoverForMs: s.handover,
+    peerSilentMs: silentMs,
+    holdsVip: s.role === 'leader',
+  };
 }
 
 function inputOf(s: NodeState, peer: NodeState, silentMs: number): TickInput {
@@ -292,7 +351,12 @@ function inputOf(s: NodeState, peer: NodeState, silentMs: number): TickInput {
     holdsVip: s.role === 'leader',
     peer: { silentMs, last: heartbeatOf(peer, silentMs) },
     vip: { silentMs: peer.role === 'leader' ? 0 : 5000 },
-    replication: { syncRep: s.syncRep, standbyStreaming: s.role === 'leader' && peer.role === 'follower' && peer.pg === 'standby', standbySilentMs: 0, receiverSilentMs: 0 },
+    replication: {
+      syncRep: s.syncRep,
+      standbyStreaming: s.role === 'leader' && peer.role === 'follower' && peer.pg === 'standby',
+      standbySilentMs: 0,
+      receiverSilentMs: 0,
+    },
     handover: s.handover === null ? null : { sinceMs: s.handover },
   });
 }
@@ -332,5 +396,8 @@ test('a follower still rewinding its old primary never outranks the leader into 
   const leader = input({ self: { role: 'leader', term: 3, lsn: '0/500' }, pg: { state: 'primary' }, holdsVip: true, peer: { last: rejoining } });
   t.false(kinds(leader).includes('fence'));
   // The same peer as a healthy standby with newer history does get the writes.
-  t.deepEqual(kinds(input({ ...leader, peer: { silentMs: 500, last: { ...rejoining, term: 4, pg: 'standby', pgHealthy: true } } })), ['fence', 'begin-handover']);
+  t.deepEqual(kinds(input({ ...leader, peer: { silentMs: 500, last: { ...rejoining, term: 4, pg: 'standby', pgHealthy: true } } })), [
+    'fence',
+    'begin-handover',
+  ]);
 });

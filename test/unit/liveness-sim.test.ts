@@ -65,9 +65,14 @@ test('f. both nodes restart together: the old leader comes back first or second,
     [15, 25],
     [25, 15],
   ]) {
-    const events: Record<number, SimEvent[]> = { [FAULT]: [{ kind: 'crash', node: 'A' }, { kind: 'crash', node: 'B' }] };
-    (events[a!] ??= []).push({ kind: 'boot', node: 'A' });
-    (events[b!] ??= []).push({ kind: 'boot', node: 'B' });
+    const events: Record<number, SimEvent[]> = {
+      [FAULT]: [
+        { kind: 'crash', node: 'A' },
+        { kind: 'crash', node: 'B' },
+      ],
+    };
+    events[a!] = [...(events[a!] ?? []), { kind: 'boot', node: 'A' }];
+    events[b!] = [...(events[b!] ?? []), { kind: 'boot', node: 'B' }];
     const r = run(events);
     accept(t, r);
     t.is(r.nodes.A.role, 'leader');
@@ -96,7 +101,7 @@ test('peer link down at IP level only (ARP still passes): the leader keeps going
   const r = run({ [FAULT]: [{ kind: 'net', net: { ab: false, ba: false } }], 40: [HEAL] });
   accept(t, r);
   t.is(r.nodes.A.role, 'leader');
-  t.true(r.log.filter((l) => l.t > FAULT && l.t < 40).every((l) => l.b?.role === 'follower' && /VIP answered/.test(l.b.reason) || l.t < FAULT + 5));
+  t.true(r.log.filter((l) => l.t > FAULT && l.t < 40).every((l) => (l.b?.role === 'follower' && /VIP answered/.test(l.b.reason)) || l.t < FAULT + 5));
 });
 
 test('the leader dies after it had gone async alone: the follower refuses to promote (it lacks commits)', (t) => {
@@ -117,7 +122,10 @@ test('RESIDUAL RISK: nodes cut from each other at L2 while both reach the gatewa
   t.is(r.dualPrimaryTicks.at(-1)! < 41, true, 'resolved as soon as they hear each other');
   t.true(healthyPair(r));
   t.true(r.nodes.A.saved.length > 0, 'the loser saved the rows its rewind discarded');
-  t.true(lostAcked(r).every((k) => r.nodes.A.saved.includes(k)), 'every acknowledged key missing from the leader is in the saved file');
+  t.true(
+    lostAcked(r).every((k) => r.nodes.A.saved.includes(k)),
+    'every acknowledged key missing from the leader is in the saved file',
+  );
 });
 
 // ---- randomized fault schedules ------------------------------------------------------------------
@@ -149,7 +157,9 @@ const TOPOLOGIES: Net[] = [
 function randomSchedule(seed: number): Record<number, SimEvent[]> {
   const r = rng(seed);
   const events: Record<number, SimEvent[]> = {};
-  const add = (t: number, e: SimEvent) => (events[t] ??= []).push(e);
+  const add = (t: number, e: SimEvent) => {
+    events[t] = [...(events[t] ?? []), e];
+  };
   const up = { A: true, B: true };
   for (let t = 5; t < 120; t++) {
     if (r() >= 0.08) continue;

@@ -16,7 +16,9 @@ test('the watchdog is fed while the agent idles, then only by liveness ticks; a 
   await chmod(join(dir, 'systemd-notify'), 0o755);
   const savedPath = process.env.PATH;
   process.env.PATH = `${dir}:${savedPath ?? ''}`;
-  t.teardown(() => void (process.env.PATH = savedPath));
+  t.teardown(() => {
+    process.env.PATH = savedPath;
+  });
   const events: { event: string; owner?: string }[] = [];
   const log = jsonLogger((line) => void events.push(JSON.parse(line) as { event: string; owner?: string }));
 
@@ -30,7 +32,10 @@ test('the watchdog is fed while the agent idles, then only by liveness ticks; a 
 
   wd.beat('loop');
   await sleep(6800);
-  t.true(events.some((e) => e.event === 'watchdog-withheld' && e.owner === 'liveness loop'), 'a loop that stopped ticking is reported');
+  t.true(
+    events.some((e) => e.event === 'watchdog-withheld' && e.owner === 'liveness loop'),
+    'a loop that stopped ticking is reported',
+  );
   const countAfterStall = (await readFile(calls, 'utf8')).trim().split('\n').length;
   await sleep(3500);
   t.is((await readFile(calls, 'utf8')).trim().split('\n').length, countAfterStall, 'no ping while the loop is stalled, though the event loop runs');

@@ -19,7 +19,7 @@ const SECRET = Buffer.alloc(32, 7).toString('base64');
 const keys = derivePairKeys(SECRET, 'shop-1');
 const A = 'a'.repeat(32);
 const B = 'b'.repeat(32);
-const BOOT = '0'.repeat(31) + '1';
+const BOOT = `${'0'.repeat(31)}1`;
 const state = { role: 'unassigned', term: 0, committed: false, timeline: 0, lsn: '0/0', tcpPort: 7946, pair: [] as string[] };
 const ADDR = '192.0.2.11';
 const announce: Announce = { v: 2, t: 'announce', site: 'shop-1', node: A, boot: BOOT, addr: ADDR, seq: 1, state };
@@ -95,7 +95,11 @@ test('the MAC is checked before anything in the body is read', (t) => {
   const junkBody = Buffer.concat([raw(announce).subarray(0, BEACON_HEADER_BYTES), Buffer.from([0xff, 0xfe, 0x7b])]);
   t.like(decodeBeacon(junkBody, keys.beaconMac, 'shop-1'), { ok: false, reason: 'bad-mac' });
   // A body that claims another sender than the header is refused even with a good MAC.
-  t.like(decodeBeacon(raw(announce, keys.beaconMac, { sender: B }), keys.beaconMac, 'shop-1'), { ok: false, reason: 'malformed', detail: 'body disagrees with the header' });
+  t.like(decodeBeacon(raw(announce, keys.beaconMac, { sender: B }), keys.beaconMac, 'shop-1'), {
+    ok: false,
+    reason: 'malformed',
+    detail: 'body disagrees with the header',
+  });
   // Another site's pair on the LAN: dropped on the fixed header, quietly, before the MAC.
   const other = derivePairKeys(Buffer.alloc(32, 9).toString('base64'), 'shop-2');
   t.like(decodeBeacon(encodeBeacon({ ...announce, site: 'shop-2' }, other.beaconMac), keys.beaconMac, 'shop-1'), { ok: false, reason: 'other-site' });
@@ -134,7 +138,12 @@ test('a heartbeat rides on the announce, and a malformed one is rejected whole',
   const hb = { pg: 'standby' as const, pgHealthy: true, syncRep: false, handoverForMs: null, peerSilentMs: 840, holdsVip: false };
   const withHb: Announce = { ...announce, state: { ...state, role: 'follower', hb } };
   t.deepEqual(decodeBeacon(encodeBeacon(withHb, keys.beaconMac), keys.beaconMac, 'shop-1'), { ok: true, msg: withHb, nodeAuthenticated: false });
-  for (const bad of [{ ...hb, pg: 'writable' }, { ...hb, handoverForMs: -1 }, { ...hb, extra: 1 }, { ...hb, holdsVip: 'yes' }]) {
+  for (const bad of [
+    { ...hb, pg: 'writable' },
+    { ...hb, handoverForMs: -1 },
+    { ...hb, extra: 1 },
+    { ...hb, holdsVip: 'yes' },
+  ]) {
     const r = decodeBeacon(raw({ ...announce, state: { ...state, hb: bad } }), keys.beaconMac, 'shop-1');
     t.like(r, { ok: false, reason: 'malformed' }, JSON.stringify(bad));
   }
@@ -146,12 +155,25 @@ test('a paired node adds its node MAC: its partner verifies it, a forged or miss
   const onA = a.linkWith(b.publicKey, 'shop-1');
   const onB = b.linkWith(a.publicKey, 'shop-1');
   const packet = encodeBeacon(announce, keys.beaconMac, onA.beaconMac(A));
-  t.like(decodeBeacon(packet, keys.beaconMac, 'shop-1', (s) => (s === A ? onB.beaconMac(A) : undefined)), { ok: true, nodeAuthenticated: true });
+  t.like(
+    decodeBeacon(packet, keys.beaconMac, 'shop-1', (s) => (s === A ? onB.beaconMac(A) : undefined)),
+    { ok: true, nodeAuthenticated: true },
+  );
   t.like(decodeBeacon(packet, keys.beaconMac, 'shop-1'), { ok: true, nodeAuthenticated: false }, 'a box without the link reads it by the pair MAC');
   const forger = NodeKey.generate().linkWith(b.publicKey, 'shop-1');
   const forged = encodeBeacon(announce, keys.beaconMac, forger.beaconMac(A));
-  t.like(decodeBeacon(forged, keys.beaconMac, 'shop-1', () => onB.beaconMac(A)), { ok: false, reason: 'bad-node-mac' });
-  t.like(decodeBeacon(encodeBeacon(announce, keys.beaconMac), keys.beaconMac, 'shop-1', () => onB.beaconMac(A)), { ok: true, nodeAuthenticated: false }, 'without a node MAC: authenticated by the pair secret only');
+  t.like(
+    decodeBeacon(forged, keys.beaconMac, 'shop-1', () => onB.beaconMac(A)),
+    { ok: false, reason: 'bad-node-mac' },
+  );
+  t.like(
+    decodeBeacon(encodeBeacon(announce, keys.beaconMac), keys.beaconMac, 'shop-1', () => onB.beaconMac(A)),
+    { ok: true, nodeAuthenticated: false },
+    'without a node MAC: authenticated by the pair secret only',
+  );
   // B's own key for what it sends differs from A's: a node MAC is bound to its sender.
-  t.like(decodeBeacon(encodeBeacon(announce, keys.beaconMac, onB.beaconMac(B)), keys.beaconMac, 'shop-1', () => onB.beaconMac(A)), { ok: false, reason: 'bad-node-mac' });
+  t.like(
+    decodeBeacon(encodeBeacon(announce, keys.beaconMac, onB.beaconMac(B)), keys.beaconMac, 'shop-1', () => onB.beaconMac(A)),
+    { ok: false, reason: 'bad-node-mac' },
+  );
 });

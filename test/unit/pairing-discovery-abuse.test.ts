@@ -40,7 +40,17 @@ async function victimAndAttacker(t: import('ava').ExecutionContext) {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const log = collectingLog();
   const victimId = randomBytes(16).toString('hex');
-  const victim = await startDiscovery({ siteId: SITE, keys, nodeId: victimId, bindAddress: VICTIM, broadcastAddress: '127.0.0.9', port, intervalMs: 60_000, getState: () => state, log });
+  const victim = await startDiscovery({
+    siteId: SITE,
+    keys,
+    nodeId: victimId,
+    bindAddress: VICTIM,
+    broadcastAddress: '127.0.0.9',
+    port,
+    intervalMs: 60_000,
+    getState: () => state,
+    log,
+  });
   t.teardown(() => victim.close());
   const attacker = await bindUdp(ATTACKER, port + 1);
   t.teardown(() => attacker.close());
@@ -95,6 +105,10 @@ test.serial('a flood of junk and forged datagrams costs bounded log lines; the n
   const peer = await bindUdp(CLAIMED, port + 2);
   t.teardown(() => peer.close());
   const answered = new Promise<Buffer>((resolve) => peer.once('message', (m) => resolve(m)));
-  peer.send(encodeBeacon({ v: BEACON_VERSION, t: 'announce', site: SITE, node: randomBytes(16).toString('hex'), boot, addr: CLAIMED, seq: 1, state }, keys.beaconMac), port, VICTIM);
+  peer.send(
+    encodeBeacon({ v: BEACON_VERSION, t: 'announce', site: SITE, node: randomBytes(16).toString('hex'), boot, addr: CLAIMED, seq: 1, state }, keys.beaconMac),
+    port,
+    VICTIM,
+  );
   t.truthy(await Promise.race([answered, sleep(3000).then(() => undefined)]), 'the node still answers a real peer after the flood');
 });

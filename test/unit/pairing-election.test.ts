@@ -50,7 +50,7 @@ test('identical node ids are refused (cloned disk)', (t) => {
 });
 
 test('exhaustive: symmetric, returns one of the two, and agrees with the stated rule order', (t) => {
-  const ids = ['0'.repeat(32), '8'.repeat(31) + '0', 'f'.repeat(32)];
+  const ids = ['0'.repeat(32), `${'8'.repeat(31)}0`, 'f'.repeat(32)];
   const names = [undefined, 'n1', 'n2'];
   const lsns = ['0/0', '0/FF', '1/0'];
   const cands: Candidate[] = [];
@@ -58,8 +58,7 @@ test('exhaustive: symmetric, returns one of the two, and agrees with the stated 
     for (const committed of [false, true])
       for (const term of [0, 1, 2])
         for (const timeline of [0, 1])
-          for (const lsn of lsns)
-            for (const name of names) cands.push(cand(nodeId, { committed, term, timeline, lsn, ...(name ? { name } : {}) }));
+          for (const lsn of lsns) for (const name of names) cands.push(cand(nodeId, { committed, term, timeline, lsn, ...(name ? { name } : {}) }));
   let checked = 0;
   for (const a of cands) {
     for (const b of cands) {

@@ -5,7 +5,11 @@ import { pairFormedReason, parseChannelMessage } from '../../firstboot/src/pairi
 const A = 'a'.repeat(32);
 
 test('frames split on newlines across arbitrary chunk boundaries', (t) => {
-  const msgs = [{ t: 'ack', term: 1 }, { t: 'refused', reason: 'x' }, { t: 'hello', deep: { k: [1, 2, 3] } }];
+  const msgs = [
+    { t: 'ack', term: 1 },
+    { t: 'refused', reason: 'x' },
+    { t: 'hello', deep: { k: [1, 2, 3] } },
+  ];
   const bytes = Buffer.concat(msgs.map((m) => encodeFrame(m)));
   for (const size of [1, 2, 3, 7, bytes.length]) {
     const d = new FrameDecoder();

@@ -5,18 +5,32 @@ import { artifactName, planBuild, type PlanInputs, type StepId } from '../../bui
 
 async function inputs(profile = 'edge-datastore'): Promise<PlanInputs> {
   const config = await resolveConfig({ profile, hardware: 'generic-x86_64-uefi', repoRoot: REPO_ROOT });
-  return { config, mirror: 'file:///srv/mirror/debian', rootfsRecipe: 'r1', rootfsSourceDateEpoch: 1686355200, agentSource: 'a1', overlayTree: 'o1', diskRecipe: 'd1', sourceDateEpoch: 1700000000 };
+  return {
+    config,
+    mirror: 'file:///srv/mirror/debian',
+    rootfsRecipe: 'r1',
+    rootfsSourceDateEpoch: 1686355200,
+    agentSource: 'a1',
+    overlayTree: 'o1',
+    diskRecipe: 'd1',
+    sourceDateEpoch: 1700000000,
+  };
 }
 
 function changedSteps(a: PlanInputs, b: PlanInputs): StepId[] {
   const before = new Map(planBuild(a).map((s) => [s.id, s.key]));
-  return planBuild(b).filter((s) => before.get(s.id) !== s.key).map((s) => s.id);
+  return planBuild(b)
+    .filter((s) => before.get(s.id) !== s.key)
+    .map((s) => s.id);
 }
 
 test('the same inputs give the same keys (a no-change rebuild reuses every step)', async (t) => {
   const i = await inputs();
   t.deepEqual(changedSteps(i, i), []);
-  t.deepEqual(planBuild(i).map((s) => s.id), ['kine', 'agent', 'overlays', 'rootfs', 'rootTree', 'disk', 'artifacts']);
+  t.deepEqual(
+    planBuild(i).map((s) => s.id),
+    ['kine', 'agent', 'overlays', 'rootfs', 'rootTree', 'disk', 'artifacts'],
+  );
 });
 
 test('an overlay change rebuilds only overlays and what consumes them', async (t) => {
@@ -48,20 +62,33 @@ test('stamping a site at build time only re-assembles the disk', async (t) => {
 
 test('the steps whose output holds a site file stamped at build time are the private ones (never cached)', async (t) => {
   const i = await inputs();
-  t.deepEqual(planBuild(i).filter((s) => s.holdsSecrets).map((s) => s.id), []);
-  t.deepEqual(planBuild({ ...i, site: 's1' }).filter((s) => s.holdsSecrets).map((s) => s.id), ['disk', 'artifacts']);
+  t.deepEqual(
+    planBuild(i)
+      .filter((s) => s.holdsSecrets)
+      .map((s) => s.id),
+    [],
+  );
+  t.deepEqual(
+    planBuild({ ...i, site: 's1' })
+      .filter((s) => s.holdsSecrets)
+      .map((s) => s.id),
+    ['disk', 'artifacts'],
+  );
 });
 
 test('profiles with Kubernetes plan a kubernetes component step, keyed by its source tree', async (t) => {
   const i = await inputs('edge-standard');
   const plan = planBuild(i);
-  t.deepEqual(plan.map((s) => s.id), ['kubernetes', 'kine', 'images', 'agent', 'overlays', 'rootfs', 'rootTree', 'disk', 'artifacts']);
+  t.deepEqual(
+    plan.map((s) => s.id),
+    ['kubernetes', 'kine', 'images', 'agent', 'overlays', 'rootfs', 'rootTree', 'disk', 'artifacts'],
+  );
   t.deepEqual(plan.find((s) => s.id === 'rootTree')?.dependsOn, ['rootfs', 'kine', 'kubernetes', 'images', 'agent', 'overlays']);
   t.deepEqual(changedSteps(i, { ...i, componentTrees: { 'components/kubernetes': 'changed' } }), ['kubernetes', 'rootTree', 'disk', 'artifacts']);
   t.is(artifactName(i.config), 'edge-standard-generic-x86_64-uefi-0.1.0');
 });
 
-test('upstream Kubernetes bakes in container images, keyed by their programs, the archive code, the profile\'s extra archives and SOURCE_DATE_EPOCH', async (t) => {
+test("upstream Kubernetes bakes in container images, keyed by their programs, the archive code, the profile's extra archives and SOURCE_DATE_EPOCH", async (t) => {
   const i = await inputs('edge-standard');
   const images = planBuild(i).find((s) => s.id === 'images');
   t.like(images, { title: 'container images (pause, hello, coredns; amd64)', dependsOn: [] });
@@ -71,7 +98,10 @@ test('upstream Kubernetes bakes in container images, keyed by their programs, th
   t.deepEqual(changedSteps(i, { ...i, sourceDateEpoch: i.sourceDateEpoch + 1 }), ['images', 'overlays', 'rootTree', 'disk', 'artifacts']);
   const kubernetes = i.config.profile.components.kubernetes!;
   const extra = { name: 'nginx', version: 'v1.27.0', sources: [{ artifactDir: 'artifacts' }] };
-  const withExtra = { ...i, config: { ...i.config, profile: { ...i.config.profile, components: { ...i.config.profile.components, kubernetes: { ...kubernetes, images: [extra] } } } } };
+  const withExtra = {
+    ...i,
+    config: { ...i.config, profile: { ...i.config.profile, components: { ...i.config.profile.components, kubernetes: { ...kubernetes, images: [extra] } } } },
+  };
   // The overlays render the whole profile, so they follow any profile change.
   t.deepEqual(changedSteps(i, withExtra), ['images', 'overlays', 'rootTree', 'disk', 'artifacts']);
   t.is(planBuild(withExtra).find((s) => s.id === 'images')?.title, 'container images (pause, hello, coredns, nginx; amd64)');
@@ -80,7 +110,10 @@ test('upstream Kubernetes bakes in container images, keyed by their programs, th
 test('K3s and datastore-only profiles plan no images step (K3s brings its own images)', async (t) => {
   for (const profile of ['edge-static', 'edge-datastore']) {
     const plan = planBuild(await inputs(profile));
-    t.false(plan.some((s) => s.id === 'images'), profile);
+    t.false(
+      plan.some((s) => s.id === 'images'),
+      profile,
+    );
     t.false(plan.find((s) => s.id === 'rootTree')?.dependsOn.includes('images'), profile);
   }
 });
@@ -91,7 +124,13 @@ for (const profile of ['edge-datastore', 'edge-standard', 'edge-static']) {
     const position = (id: StepId) => plan.findIndex((s) => s.id === id);
     const rootfs = position('rootfs');
     t.true(rootfs > 0);
-    for (const id of ['kine', 'agent', 'overlays', ...(profile === 'edge-datastore' ? [] : ['kubernetes']), ...(profile === 'edge-standard' ? ['images'] : [])] as StepId[]) {
+    for (const id of [
+      'kine',
+      'agent',
+      'overlays',
+      ...(profile === 'edge-datastore' ? [] : ['kubernetes']),
+      ...(profile === 'edge-standard' ? ['images'] : []),
+    ] as StepId[]) {
       t.true(position(id) >= 0 && position(id) < rootfs, `${id} runs before rootfs`);
     }
     for (const [i, step] of plan.entries()) {

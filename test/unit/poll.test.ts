@@ -3,11 +3,16 @@ import { eventually } from '../helpers/poll.ts';
 
 test('eventually retries through undefined and throws until check returns a value', async (t) => {
   let calls = 0;
-  const v = await eventually('the third call', 1000, () => {
-    calls++;
-    if (calls === 1) throw new Error('not yet');
-    return calls === 3 ? 'done' : undefined;
-  }, 1);
+  const v = await eventually(
+    'the third call',
+    1000,
+    () => {
+      calls++;
+      if (calls === 1) throw new Error('not yet');
+      return calls === 3 ? 'done' : undefined;
+    },
+    1,
+  );
   t.is(v, 'done');
   t.is(calls, 3);
 });

@@ -24,14 +24,26 @@ test('pg_hba: replication only from the peer, TLS + scram only, Kine from loopba
   t.true(rows.includes('hostssl\treplication\treplicator\t192.0.2.12/32\tscram-sha-256'));
   t.is(rows.filter((r) => r.includes('replication')).length, 1);
   for (const src of ['127.0.0.1', '192.0.2.12', '192.0.2.10']) t.true(rows.includes(`hostssl\tkine\tkine\t${src}/32\tscram-sha-256`));
-  t.false(rows.some((r) => /^host\s/.test(r)), 'no non-TLS network rule');
+  t.false(
+    rows.some((r) => /^host\s/.test(r)),
+    'no non-TLS network rule',
+  );
   t.false(rows.some((r) => /trust|md5|password\b/.test(r)));
   t.false(hba.includes('kine\treplicator'), 'physical mode: no logical replication rule');
   t.true(renderPgHba({ peerIp: '192.0.2.12', mode: 'logical' }).includes('hostssl\tkine\treplicator\t192.0.2.12/32'));
 });
 
 test('postgresql include: wal_level by mode, ssl, scram, rewind support, no sync names', (t) => {
-  const o = { port: 5432, listenAddresses: ['192.0.2.11', '127.0.0.1', '127.0.0.1'], socketDir: '/run/postgresql', hbaFile: '/h', identFile: '/i', sslCertFile: '/c', sslKeyFile: '/k', sslCaFile: '/ca' };
+  const o = {
+    port: 5432,
+    listenAddresses: ['192.0.2.11', '127.0.0.1', '127.0.0.1'],
+    socketDir: '/run/postgresql',
+    hbaFile: '/h',
+    identFile: '/i',
+    sslCertFile: '/c',
+    sslKeyFile: '/k',
+    sslCaFile: '/ca',
+  };
   const phys = renderPostgresConf({ ...o, mode: 'physical' });
   t.regex(phys, /^listen_addresses = '192\.0\.2\.11,127\.0\.0\.1'$/m);
   t.regex(phys, /^wal_level = replica$/m);
@@ -49,7 +61,7 @@ test('postgresql include: wal_level by mode, ssl, scram, rewind support, no sync
 });
 
 test('include line: appended once, re-pointed, idempotent', (t) => {
-  const base = "# stock\nmax_connections = 100\n";
+  const base = '# stock\nmax_connections = 100\n';
   const a = ensureIncludeLine(base, '/a/x.conf');
   t.is(ensureIncludeLine(a, '/a/x.conf'), a);
   const b = ensureIncludeLine(a, "/b/it's.conf");
@@ -128,7 +140,15 @@ test('secrets validation names the field, never the value', (t) => {
 });
 
 test('status row mapping', (t) => {
-  const s = mapStandbyRow({ application_name: 'node-b', client_addr: '192.0.2.12', state: 'streaming', sync_state: 'sync', sent_lsn: '0/3000060', write_lag_ms: '1.5', replay_lag_bytes: 0 });
+  const s = mapStandbyRow({
+    application_name: 'node-b',
+    client_addr: '192.0.2.12',
+    state: 'streaming',
+    sync_state: 'sync',
+    sent_lsn: '0/3000060',
+    write_lag_ms: '1.5',
+    replay_lag_bytes: 0,
+  });
   t.is(s.writeLagMs, 1.5);
   t.is(s.replayLagBytes, 0);
   t.is(s.flushLagMs, null);

@@ -44,7 +44,10 @@ test('deb822: stanzas, comments, deb-src and Enabled: no', (t) => {
 test('deb822: multi-line field values and multiple URIs', (t) => {
   const text = 'Types: deb deb-src\nURIs: file:///srv/a/debian/\n  file:///srv/b/debian\nSuites: bookworm\nComponents: main\n';
   const e = parseAptSources([{ path: 'x.sources', text }]);
-  t.deepEqual(e.map((x) => x.uri), ['file:///srv/a/debian', 'file:///srv/b/debian']);
+  t.deepEqual(
+    e.map((x) => x.uri),
+    ['file:///srv/a/debian', 'file:///srv/b/debian'],
+  );
 });
 
 test('one-line format: options, comments, deb-src', (t) => {

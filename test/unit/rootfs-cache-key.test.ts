@@ -40,7 +40,14 @@ test('apt source lines: main, updates and security', (t) => {
 
 test('mmdebstrap args: cache hooks, keep debs, no default PG cluster, excludes', (t) => {
   const args = mmdebstrapArgs(
-    { arch: 'arm64', suite: 'bookworm', mirror: 'file:///srv/m/debian', packages: ['systemd', 'postgresql-15'], outDir: '/x/rootfs', aptCacheDir: "/c/apt it's" },
+    {
+      arch: 'arm64',
+      suite: 'bookworm',
+      mirror: 'file:///srv/m/debian',
+      packages: ['systemd', 'postgresql-15'],
+      outDir: '/x/rootfs',
+      aptCacheDir: "/c/apt it's",
+    },
     '/x/rootfs.1.partial',
   );
   t.true(args.includes('--architectures=arm64'));

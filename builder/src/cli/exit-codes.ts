@@ -13,7 +13,10 @@ export const EXIT = {
 
 /** An error the CLI reports as one clear message with a specific exit code (no stack trace). */
 export class CliError extends Error {
-  constructor(message: string, readonly exitCode: number) {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
     super(message);
     this.name = 'CliError';
   }

@@ -26,9 +26,14 @@ export interface InitOptions {
 
 /** Which flag sets which field: errors name the flag the user typed, not the YAML path. */
 const FLAG_FOR_FIELD: [RegExp, string][] = [
-  [/^site\.id/, '--site-id'], [/^network\.vip/, '--vip'], [/^network\.addressing/, '--addressing'],
-  [/^network\.gateway/, '--gateway'], [/^network\.interface/, '--interface'], [/^network\.witnesses/, '--witness'],
-  [/^network\.nodes/, '--node'], [/^pair\.preferredLeader/, '--preferred-leader'],
+  [/^site\.id/, '--site-id'],
+  [/^network\.vip/, '--vip'],
+  [/^network\.addressing/, '--addressing'],
+  [/^network\.gateway/, '--gateway'],
+  [/^network\.interface/, '--interface'],
+  [/^network\.witnesses/, '--witness'],
+  [/^network\.nodes/, '--node'],
+  [/^pair\.preferredLeader/, '--preferred-leader'],
 ];
 
 /** Builds the site document from flags (pure apart from the random secret). */
@@ -62,13 +67,22 @@ async function readSshKeyFiles(files: readonly string[]): Promise<string[]> {
   const keys: string[] = [];
   for (const file of files) {
     const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
-      throw new CliError(`--ssh-key ${file}: cannot read it (${e.code ?? e.message}); pass an OpenSSH public key file such as ~/.ssh/id_ed25519.pub`, EXIT.invalidInput);
+      throw new CliError(
+        `--ssh-key ${file}: cannot read it (${e.code ?? e.message}); pass an OpenSSH public key file such as ~/.ssh/id_ed25519.pub`,
+        EXIT.invalidInput,
+      );
     });
     const refuse = (line: number, problem: { message: string; found: string }) => {
-      throw new CliError(formatIssue({ file, line, column: line > 0 ? 1 : 0, field: '--ssh-key', ...problem, allowed: `expected ${SSH_KEY_ALLOWED}` }), EXIT.invalidInput);
+      throw new CliError(
+        formatIssue({ file, line, column: line > 0 ? 1 : 0, field: '--ssh-key', ...problem, allowed: `expected ${SSH_KEY_ALLOWED}` }),
+        EXIT.invalidInput,
+      );
     };
     if (looksLikePrivateKey(text)) refuse(0, PRIVATE_KEY_PROBLEM);
-    const lines = text.split('\n').map((l, i) => ({ line: l.trim(), number: i + 1 })).filter((l) => l.line !== '' && !l.line.startsWith('#'));
+    const lines = text
+      .split('\n')
+      .map((l, i) => ({ line: l.trim(), number: i + 1 }))
+      .filter((l) => l.line !== '' && !l.line.startsWith('#'));
     if (lines.length === 0) refuse(0, { message: 'no key in it', found: 'no key line' });
     for (const { line, number } of lines) {
       const problem = sshPublicKeyProblem(line);
@@ -88,7 +102,8 @@ export function renderSiteYaml(doc: Record<string, unknown>): string {
 }
 
 async function askMissing(o: InitOptions): Promise<InitOptions> {
-  if (!process.stdin.isTTY) throw new CliError('--interactive needs a terminal on stdin; pass the values as flags instead (see `geminik8s init --help`)', EXIT.invalidInput);
+  if (!process.stdin.isTTY)
+    throw new CliError('--interactive needs a terminal on stdin; pass the values as flags instead (see `geminik8s init --help`)', EXIT.invalidInput);
   const rl = createInterface({ input: process.stdin, output: process.stderr });
   try {
     const ask = async (q: string, current?: string) => (current ?? (await rl.question(q)).trim()) || undefined;
@@ -113,9 +128,17 @@ async function askMissing(o: InitOptions): Promise<InitOptions> {
 /** `geminik8s init`: a new site file with a fresh pair secret, validated before it is written. */
 export async function runInit(opts: InitOptions): Promise<{ file: string; site: Omit<SiteConfig, 'pair'> }> {
   const o = opts.interactive ? await askMissing(opts) : opts;
-  const missing = [['--site-id', o.siteId], ['--vip', o.vip]].filter(([, v]) => !v).map(([f]) => f);
+  const missing = [
+    ['--site-id', o.siteId],
+    ['--vip', o.vip],
+  ]
+    .filter(([, v]) => !v)
+    .map(([f]) => f);
   if (missing.length) throw new CliError(`init needs ${missing.join(' and ')} (or --interactive)`, EXIT.invalidInput);
-  const exists = await stat(o.out).then(() => true, () => false);
+  const exists = await stat(o.out).then(
+    () => true,
+    () => false,
+  );
   if (exists && !o.force) throw new CliError(`${o.out} already exists: it holds a pair secret; pass --force to replace it`, EXIT.invalidInput);
 
   const authorizedKeys = await readSshKeyFiles(o.sshKey ?? []);
@@ -124,10 +147,15 @@ export async function runInit(opts: InitOptions): Promise<{ file: string; site: 
   const parsed = parseSiteConfig(text, o.out);
   if (!parsed.ok) {
     // The file does not exist yet: a problem is located at the flag that set the field.
-    throw new CliError(parsed.issues.map((i) => {
-      const flag = FLAG_FOR_FIELD.find(([re]) => re.test(i.field))?.[1];
-      return formatIssue(flag ? { ...i, file: flag, line: 0 } : i);
-    }).join('\n'), EXIT.invalidInput);
+    throw new CliError(
+      parsed.issues
+        .map((i) => {
+          const flag = FLAG_FOR_FIELD.find(([re]) => re.test(i.field))?.[1];
+          return formatIssue(flag ? { ...i, file: flag, line: 0 } : i);
+        })
+        .join('\n'),
+      EXIT.invalidInput,
+    );
   }
   await writePrivateFileAtomically(o.out, text);
   const { pair: _secretStaysInTheFile, ...site } = parsed.value;

@@ -38,7 +38,9 @@ function printJson(value: unknown): void {
 export function makeProgram(): Command {
   const program = new Command('geminik8s')
     .description('Build, stamp and operate geminik8s two-node HA edge appliances (Kubernetes on Kine on replicated PostgreSQL).')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Profiles (--profile; profiles/<name>.yaml):
   edge-standard   the default: both boxes run upstream Kubernetes (built here from its Go module), DHCP
   edge-static     K3s from its release binary, pinned by sha256 (an artifact dir or its URL supplies it), static addressing
@@ -50,33 +52,61 @@ Typical flow:
   zstd -d dist/<artifact>/image.raw.zst -o store-0042.raw
   geminik8s stamp --site store-0042.yaml store-0042.raw   # or the flashed USB stick, e.g. /dev/sdb
 
-Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing prerequisite, 130 interrupted.`)
+Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing prerequisite, 130 interrupted.`,
+    )
     .showHelpAfterError();
 
-  program.command('build')
+  program
+    .command('build')
     .description('Build a bootable disk image from a profile and a hardware definition. Steps whose inputs did not change are reused from the cache.')
     .option('--profile <name|file>', 'profile under profiles/ or a YAML file', 'edge-standard')
     .option('--hardware <name|file>', 'hardware definition under hardware/ or a YAML file', 'generic-x86_64-uefi')
     .option('--site <file>', 'site file to stamp into the OEM partition at build time (usually done later with `stamp`)')
     .option('--out <dir>', 'artifact root; the image goes to <dir>/<profile>-<hardware>-<version>/', 'dist')
-    .option('--mirror <url>', 'Debian mirror (default: the profile\'s, else the build host\'s apt sources)')
-    .addOption(new Option('--compression <level>', 'zstd level of image.raw.zst (19 for release images: ~10% smaller, ~10x slower)').default(3).argParser((v) => Number.parseInt(v, 10)))
-    .option('--dry-run', 'print the plan with each step\'s cache key and whether it is cached; build nothing')
+    .option('--mirror <url>', "Debian mirror (default: the profile's, else the build host's apt sources)")
+    .addOption(
+      new Option('--compression <level>', 'zstd level of image.raw.zst (19 for release images: ~10% smaller, ~10x slower)')
+        .default(3)
+        .argParser((v) => Number.parseInt(v, 10)),
+    )
+    .option('--dry-run', "print the plan with each step's cache key and whether it is cached; build nothing")
     .option('--json', 'machine-readable progress: one JSON event per line on stdout')
     .option('-v, --verbose', 'show the output of the tools each step runs')
-    .action(async (o: { profile: string; hardware: string; site?: string; out: string; mirror?: string; compression: number; dryRun?: boolean; json?: boolean; verbose?: boolean }) => {
-      const config = await resolveConfig({ profile: o.profile, hardware: o.hardware, repoRoot: REPO_ROOT });
-      if (o.site) await loadSiteFile(o.site);
-      if (!Number.isInteger(o.compression) || o.compression < 1 || o.compression > 19) throw new CliError('--compression must be a zstd level from 1 to 19', EXIT.invalidInput);
-      if (!o.dryRun) await checkBuildHost();
-      const report = o.json ? jsonReporter((l) => process.stdout.write(l)) : humanReporter((t) => process.stderr.write(t), o.verbose ?? false);
-      await build({
-        config, repoRoot: REPO_ROOT, cacheRoot: cacheRoot(), outRoot: path.resolve(o.out), siteFile: o.site ? path.resolve(o.site) : undefined,
-        mirror: o.mirror, sourceDateEpoch: await sourceDateEpoch(), compressionLevel: o.compression, dryRun: o.dryRun ?? false, report,
-      });
-    });
+    .action(
+      async (o: {
+        profile: string;
+        hardware: string;
+        site?: string;
+        out: string;
+        mirror?: string;
+        compression: number;
+        dryRun?: boolean;
+        json?: boolean;
+        verbose?: boolean;
+      }) => {
+        const config = await resolveConfig({ profile: o.profile, hardware: o.hardware, repoRoot: REPO_ROOT });
+        if (o.site) await loadSiteFile(o.site);
+        if (!Number.isInteger(o.compression) || o.compression < 1 || o.compression > 19)
+          throw new CliError('--compression must be a zstd level from 1 to 19', EXIT.invalidInput);
+        if (!o.dryRun) await checkBuildHost();
+        const report = o.json ? jsonReporter((l) => process.stdout.write(l)) : humanReporter((t) => process.stderr.write(t), o.verbose ?? false);
+        await build({
+          config,
+          repoRoot: REPO_ROOT,
+          cacheRoot: cacheRoot(),
+          outRoot: path.resolve(o.out),
+          siteFile: o.site ? path.resolve(o.site) : undefined,
+          mirror: o.mirror,
+          sourceDateEpoch: await sourceDateEpoch(),
+          compressionLevel: o.compression,
+          dryRun: o.dryRun ?? false,
+          report,
+        });
+      },
+    );
 
-  program.command('init')
+  program
+    .command('init')
     .description('Write a new site file: site id, a fresh random pair secret, the VIP and the network. Validated before it is written (mode 0600).')
     .option('--out <file>', 'where to write the site file', 'site.yaml')
     .option('--site-id <id>', 'site identifier, e.g. store-0042')
@@ -85,9 +115,9 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
     .option('--gateway <ip>', 'site gateway; also the default failover witness')
     .option('--interface <name>', 'LAN interface name when the box has several')
     .option('--witness <ip>', 'extra witness address (repeatable)', collect)
-    .option('--node <name=ip/prefix>', 'a box\'s static address, e.g. node-a=192.0.2.11/24 (repeatable; implies --addressing static)', collect)
+    .option('--node <name=ip/prefix>', "a box's static address, e.g. node-a=192.0.2.11/24 (repeatable; implies --addressing static)", collect)
     .option('--preferred-leader <name>', 'node that should lead when both start fresh')
-    .option('--ssh-key <file.pub>', 'an operator\'s OpenSSH public key file; the boxes let it log in as root (repeatable)', collect)
+    .option('--ssh-key <file.pub>', "an operator's OpenSSH public key file; the boxes let it log in as root (repeatable)", collect)
     .option('--force', 'replace an existing file (its pair secret is lost)')
     .option('-i, --interactive', 'ask for the values not given as flags')
     .option('--json', 'print what was written as JSON (never the secret)')
@@ -97,14 +127,16 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
       else process.stderr.write(`wrote ${result.file} for site ${result.site.site.id} (pair secret generated; keep this file private)\n`);
     });
 
-  program.command('stamp')
+  program
+    .command('stamp')
     .description('Write a site file into the OEM partition of a raw image or a flashed disk, without mounting and without rebuilding.')
     .requiredOption('--site <file>', 'site file (see `geminik8s init`)')
     .argument('<image>', 'raw image (image.raw, decompressed from image.raw.zst) or block device')
     .option('--json', 'print the result as JSON')
     .action(async (image: string, o: { site: string; json?: boolean }) => {
       const site = await loadSiteFile(o.site);
-      if (/\.(zst|xz|gz)$/.test(image)) throw new CliError(`${image} is compressed: decompress it first (zstd -d ${image}) or stamp the flashed disk`, EXIT.invalidInput);
+      if (/\.(zst|xz|gz)$/.test(image))
+        throw new CliError(`${image} is compressed: decompress it first (zstd -d ${image}) or stamp the flashed disk`, EXIT.invalidInput);
       const t0 = performance.now();
       await stampSite(image, o.site).catch((err: unknown) => {
         throw err instanceof ImageRefusedError ? new CliError(err.message, EXIT.invalidInput) : err;
@@ -114,7 +146,8 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
       else process.stderr.write(`stamped site ${site.site.id} into ${image} (${seconds.toFixed(2)} s)\n`);
     });
 
-  program.command('version')
+  program
+    .command('version')
     .description('Print the geminik8s version.')
     .option('--json', 'as JSON')
     .action(async (o: { json?: boolean }) => {

@@ -3,9 +3,17 @@ import { CliError, EXIT } from './exit-codes.ts';
 
 /** Host tools a build runs, with the Debian package that provides each. */
 const BUILD_TOOLS: [tool: string, pkg: string][] = [
-  ['mmdebstrap', 'mmdebstrap'], ['sfdisk', 'fdisk'], ['mkfs.ext4', 'e2fsprogs'], ['mkfs.vfat', 'dosfstools'],
-  ['mcopy', 'mtools'], ['grub-mkstandalone', 'grub-common grub-efi-amd64-bin'], ['grub-editenv', 'grub-common'],
-  ['zstd', 'zstd'], ['bmaptool', 'bmap-tools'], ['go', 'golang (Go >= 1.22)'], ['systemctl', 'systemd'],
+  ['mmdebstrap', 'mmdebstrap'],
+  ['sfdisk', 'fdisk'],
+  ['mkfs.ext4', 'e2fsprogs'],
+  ['mkfs.vfat', 'dosfstools'],
+  ['mcopy', 'mtools'],
+  ['grub-mkstandalone', 'grub-common grub-efi-amd64-bin'],
+  ['grub-editenv', 'grub-common'],
+  ['zstd', 'zstd'],
+  ['bmaptool', 'bmap-tools'],
+  ['go', 'golang (Go >= 1.22)'],
+  ['systemctl', 'systemd'],
 ];
 
 export async function checkBuildHost(): Promise<void> {

@@ -9,7 +9,10 @@ export async function loadSiteFile(file: string): Promise<SiteConfig> {
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new CliError(`${file}: cannot read the site file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); create one with \`geminik8s init --out ${file}\``, EXIT.invalidInput);
+    throw new CliError(
+      `${file}: cannot read the site file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); create one with \`geminik8s init --out ${file}\``,
+      EXIT.invalidInput,
+    );
   }
   const parsed = parseSiteConfig(text, file);
   if (!parsed.ok) throw new CliError(parsed.issues.map(formatIssue).join('\n'), EXIT.invalidInput);

@@ -14,7 +14,7 @@
  *   <cacheDir>/components/<name>/<version>/<arch>/source.json     which source produced it
  */
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, type Dirent } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, isAbsolute, join, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -49,7 +49,10 @@ export interface GoMainRecipe {
 
 /** Kubernetes' release version stamp, for both packages that carry one (hack/lib/version.sh). */
 const kubernetesVersionFlags = ['k8s.io/component-base/version', 'k8s.io/client-go/pkg/version'].flatMap((p) => [
-  `-X ${p}.gitVersion={version}`, `-X ${p}.gitMajor={major}`, `-X ${p}.gitMinor={minor}`, `-X ${p}.gitTreeState=clean`,
+  `-X ${p}.gitVersion={version}`,
+  `-X ${p}.gitMajor={major}`,
+  `-X ${p}.gitMinor={minor}`,
+  `-X ${p}.gitTreeState=clean`,
 ]);
 
 export const GO_MAIN_RECIPES: Record<string, GoMainRecipe> = {
@@ -123,11 +126,7 @@ export function kineSpec(version: string, extra: ComponentSource[] = []): Compon
   return {
     name: 'kine',
     version,
-    sources: [
-      { artifactDir: 'artifacts' },
-      ...extra,
-      { goModule: 'github.com/k3s-io/kine' },
-    ],
+    sources: [{ artifactDir: 'artifacts' }, ...extra, { goModule: 'github.com/k3s-io/kine' }],
   };
 }
 
@@ -136,11 +135,7 @@ export function corednsSpec(version: string, extra: ComponentSource[] = []): Com
   return {
     name: 'coredns',
     version,
-    sources: [
-      { artifactDir: 'artifacts' },
-      ...extra,
-      { goModule: 'github.com/coredns/coredns' },
-    ],
+    sources: [{ artifactDir: 'artifacts' }, ...extra, { goModule: 'github.com/coredns/coredns' }],
   };
 }
 
@@ -149,18 +144,19 @@ export function kubernetesSpec(version: string, extra: ComponentSource[] = []): 
   return {
     name: 'kubernetes',
     version,
-    sources: [
-      { artifactDir: 'artifacts' },
-      ...extra,
-      { goMain: 'components/kubernetes' },
-    ],
+    sources: [{ artifactDir: 'artifacts' }, ...extra, { goMain: 'components/kubernetes' }],
   };
 }
 
 const fileName = (spec: ComponentSpec): string => spec.file ?? spec.name;
 const expand = (s: string, spec: ComponentSpec, arch: ComponentArch): string => {
   const [major = '', minor = ''] = spec.version.replace(/^v/, '').split('.');
-  return s.replaceAll('{arch}', arch).replaceAll('{version}', spec.version).replaceAll('{name}', spec.name).replaceAll('{major}', major).replaceAll('{minor}', minor);
+  return s
+    .replaceAll('{arch}', arch)
+    .replaceAll('{version}', spec.version)
+    .replaceAll('{name}', spec.name)
+    .replaceAll('{major}', major)
+    .replaceAll('{minor}', minor);
 };
 
 /** Where a component lives in the cache. */
@@ -179,7 +175,7 @@ async function commitToCache(tmp: string, dest: string, sha: string, spec: Compo
   await mkdir(dir, { recursive: true });
   if (isExecutable(spec)) await chmod(tmp, 0o755);
   await writeFile(`${dest}.sha256.tmp`, `${sha}  ${basename(dest)}\n`);
-  await writeFile(join(dir, 'source.json.tmp'), JSON.stringify({ ...source, name: spec.name, version: spec.version }, null, 2) + '\n');
+  await writeFile(join(dir, 'source.json.tmp'), `${JSON.stringify({ ...source, name: spec.name, version: spec.version }, null, 2)}\n`);
   // the binary is renamed last and read back against .sha256, so a crash never yields a trusted bad file
   await rename(`${dest}.sha256.tmp`, `${dest}.sha256`);
   await rename(join(dir, 'source.json.tmp'), join(dir, 'source.json'));
@@ -207,7 +203,7 @@ async function tryArtifactDir(src: { artifactDir: string; sha256?: PerArch<strin
   const rel = join(src.artifactDir, spec.name, spec.version, o.arch, fileName(spec));
   const path = join(dir, spec.name, spec.version, o.arch, fileName(spec));
   const label = `artifact dir ${rel}`;
-  let st;
+  let st: Awaited<ReturnType<typeof stat>>;
   try {
     st = await stat(path);
   } catch {
@@ -219,7 +215,10 @@ async function tryArtifactDir(src: { artifactDir: string; sha256?: PerArch<strin
   let pinned = src.sha256?.[o.arch];
   if (!pinned) {
     // optional sidecar "<file>.sha256" next to the artifact
-    pinned = await readFile(`${path}.sha256`, 'utf8').then((t) => t.split(/\s+/)[0], () => undefined);
+    pinned = await readFile(`${path}.sha256`, 'utf8').then(
+      (t) => t.split(/\s+/)[0],
+      () => undefined,
+    );
   }
   if (pinned && pinned.toLowerCase() !== sha) return { label, reason: `sha256 mismatch (expected ${pinned}, got ${sha})` };
   return { ok: { name: spec.name, version: spec.version, arch: o.arch, sha256: sha, path, size: st.size, source: 'artifact-dir' } };
@@ -263,7 +262,7 @@ async function tryUrl(src: { url: string | PerArch<string>; sha256: PerArch<stri
 }
 
 async function findFile(dir: string, name: string): Promise<string | undefined> {
-  let entries;
+  let entries: Dirent[];
   try {
     entries = await readdir(dir, { withFileTypes: true });
   } catch {
@@ -280,7 +279,11 @@ async function findFile(dir: string, name: string): Promise<string | undefined> 
   return undefined;
 }
 
-async function tryGoModule(src: { goModule: string; ldflags?: string[]; env?: Record<string, string> }, spec: ComponentSpec, o: ResolveOptions): Promise<Attempt> {
+async function tryGoModule(
+  src: { goModule: string; ldflags?: string[]; env?: Record<string, string> },
+  spec: ComponentSpec,
+  o: ResolveOptions,
+): Promise<Attempt> {
   const label = `go module ${src.goModule}@${spec.version}`;
   const dest = componentCachePath(o.cacheDir, spec, o.arch);
   const cached = await fromCache(dest);
@@ -316,14 +319,22 @@ async function tryGoModule(src: { goModule: string; ldflags?: string[]; env?: Re
     } catch (e) {
       return { label, reason: `go install failed: ${(e as Error).message.split('\n').slice(0, 6).join(' | ')}` };
     }
-    const binName = src.goModule.split('/').filter((p) => !/^v\d+$/.test(p)).pop()!;
+    const binName = src.goModule
+      .split('/')
+      .filter((p) => !/^v\d+$/.test(p))
+      .pop()!;
     const built = await findFile(join(gopath, 'bin'), binName);
     if (!built) return { label, reason: `go install succeeded but ${binName} was not found under GOPATH/bin` };
     const tmp = `${dest}.${process.pid}.build`;
     await rename(built, tmp);
     const sha = await sha256File(tmp);
     const size = (await stat(tmp)).size;
-    await commitToCache(tmp, dest, sha, spec, { source: 'go-module', module: src.goModule, ldflags, goVersion: (await run('go', ['env', 'GOVERSION'])).trim() });
+    await commitToCache(tmp, dest, sha, spec, {
+      source: 'go-module',
+      module: src.goModule,
+      ldflags,
+      goVersion: (await run('go', ['env', 'GOVERSION'])).trim(),
+    });
     return { ok: { name: spec.name, version: spec.version, arch: o.arch, sha256: sha, path: dest, size, source: 'go-module' } };
   } finally {
     // module cache files are read-only; GOPATH here holds only bin/ (GOMODCACHE points elsewhere)
@@ -347,20 +358,28 @@ async function tryGoMain(src: { goMain: string }, spec: ComponentSpec, o: Resolv
   if (recipe.pins) {
     const pinned = requiredVersion(goMod, recipe.pins);
     if (pinned !== spec.version) {
-      return { label, reason: `${join(src.goMain, 'go.mod')} requires ${recipe.pins} ${pinned ?? '(not at all)'}, the profile asks for ${spec.version}: change one to match` };
+      return {
+        label,
+        reason: `${join(src.goMain, 'go.mod')} requires ${recipe.pins} ${pinned ?? '(not at all)'}, the profile asks for ${spec.version}: change one to match`,
+      };
     }
   }
   // The binary is what this source tree builds: a cached one from another tree is rebuilt.
   const tree = await hashTree(dir);
   const dest = componentCachePath(o.cacheDir, spec, o.arch);
-  const recorded = await readFile(join(dest, '..', 'source.json'), 'utf8').then((t) => (JSON.parse(t) as { tree?: string }).tree, () => undefined);
+  const recorded = await readFile(join(dest, '..', 'source.json'), 'utf8').then(
+    (t) => (JSON.parse(t) as { tree?: string }).tree,
+    () => undefined,
+  );
   const cached = recorded === tree ? await fromCache(dest) : undefined;
   if (cached) return { ok: { name: spec.name, version: spec.version, arch: o.arch, sha256: cached.sha, path: dest, size: cached.size, source: 'go-module' } };
 
   await mkdir(resolve(dest, '..'), { recursive: true });
   const tmp = `${dest}.${process.pid}.build`;
   const ldflags = ['-s', '-w', ...recipe.ldflags.map((f) => expand(f, spec, o.arch))].join(' ');
-  o.onProgress?.(`${spec.name}: go build ${src.goMain} (${recipe.pins ? `${recipe.pins} ` : ''}${spec.version}, GOARCH=${o.arch})${recipe.note ? `: ${recipe.note}` : ''}`);
+  o.onProgress?.(
+    `${spec.name}: go build ${src.goMain} (${recipe.pins ? `${recipe.pins} ` : ''}${spec.version}, GOARCH=${o.arch})${recipe.note ? `: ${recipe.note}` : ''}`,
+  );
   try {
     await run('go', ['build', '-trimpath', '-buildvcs=false', '-mod=readonly', `-tags=${recipe.tags.join(',')}`, `-ldflags=${ldflags}`, '-o', tmp, '.'], {
       cwd: dir,
@@ -373,7 +392,14 @@ async function tryGoMain(src: { goMain: string }, spec: ComponentSpec, o: Resolv
   }
   const sha = await sha256File(tmp);
   const size = (await stat(tmp)).size;
-  await commitToCache(tmp, dest, sha, spec, { source: 'go-main', dir: src.goMain, tree, ldflags, tags: recipe.tags, goVersion: (await run('go', ['env', 'GOVERSION'])).trim() });
+  await commitToCache(tmp, dest, sha, spec, {
+    source: 'go-main',
+    dir: src.goMain,
+    tree,
+    ldflags,
+    tags: recipe.tags,
+    goVersion: (await run('go', ['env', 'GOVERSION'])).trim(),
+  });
   return { ok: { name: spec.name, version: spec.version, arch: o.arch, sha256: sha, path: dest, size, source: 'go-module' } };
 }
 
@@ -382,7 +408,8 @@ async function tryGoMain(src: { goMain: string }, spec: ComponentSpec, o: Resolv
  * ComponentUnavailableError listing every source tried and why it failed.
  */
 export async function resolveComponent(spec: ComponentSpec, o: ResolveOptions): Promise<ResolvedComponent> {
-  if (!spec.version) throw new ComponentUnavailableError(spec.name, [], `${spec.name} for ${o.arch}: no version set (components.${spec.name}.version in the profile)`);
+  if (!spec.version)
+    throw new ComponentUnavailableError(spec.name, [], `${spec.name} for ${o.arch}: no version set (components.${spec.name}.version in the profile)`);
   const attempts: { source: string; reason: string }[] = [];
   const kinds = { artifactDir: false, url: false, goModule: false, goMain: false };
   for (const src of spec.sources) {

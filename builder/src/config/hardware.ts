@@ -23,7 +23,11 @@ export const hardwareSchema = {
         cmdline: { type: 'array', items: { type: 'string', pattern: '^[^\\s]+$', description: 'one kernel argument without spaces' } },
         excludeModules: {
           type: 'array',
-          items: { type: 'string', pattern: '^!?[a-z0-9_][a-z0-9_./-]*$', description: 'a module folder under lib/modules/<version>/kernel/ to leave out (e.g. "sound"), or "!folder" to keep one inside it' },
+          items: {
+            type: 'string',
+            pattern: '^!?[a-z0-9_][a-z0-9_./-]*$',
+            description: 'a module folder under lib/modules/<version>/kernel/ to leave out (e.g. "sound"), or "!folder" to keep one inside it',
+          },
         },
       },
     },

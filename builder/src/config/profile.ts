@@ -32,7 +32,11 @@ const imageArchiveSources = {
   },
 } as const;
 
-const version = { type: 'string', pattern: '^v?[0-9]+\\.[0-9]+\\.[0-9]+([-+][0-9A-Za-z.+-]+)?$', description: 'a version like "v1.2.3" or "v1.33.1+k3s1"' } as const;
+const version = {
+  type: 'string',
+  pattern: '^v?[0-9]+\\.[0-9]+\\.[0-9]+([-+][0-9A-Za-z.+-]+)?$',
+  description: 'a version like "v1.2.3" or "v1.33.1+k3s1"',
+} as const;
 
 export const profileSchema = {
   type: 'object',
@@ -102,12 +106,19 @@ export const profileSchema = {
             distribution: { enum: [...KUBERNETES_DISTRIBUTIONS] },
             version,
             sources: componentSources,
-            disable: { type: 'array', uniqueItems: true, items: { enum: [...K3S_BUNDLED] }, default: [], description: 'K3s add-ons to leave out (distribution k3s only)' },
+            disable: {
+              type: 'array',
+              uniqueItems: true,
+              items: { enum: [...K3S_BUNDLED] },
+              default: [],
+              description: 'K3s add-ons to leave out (distribution k3s only)',
+            },
             clusterCidr: { type: 'string', pattern: CIDR, default: DEFAULT_CLUSTER_CIDR, description: 'the pod range, an IPv4 CIDR like "10.42.0.0/16"' },
             serviceCidr: { type: 'string', pattern: CIDR, default: DEFAULT_SERVICE_CIDR, description: 'the Service range, an IPv4 CIDR like "10.43.0.0/16"' },
             images: {
               type: 'array',
-              description: 'more OCI image archives imported into the runtime at boot, next to the baked-in pause, hello and coredns (distribution upstream only)',
+              description:
+                'more OCI image archives imported into the runtime at boot, next to the baked-in pause, hello and coredns (distribution upstream only)',
               items: {
                 type: 'object',
                 additionalProperties: false,
@@ -117,7 +128,7 @@ export const profileSchema = {
                     type: 'string',
                     // The baked-in images' names, and the components', would share their cache folders.
                     pattern: '^(?!(pause|hello|coredns|kine|kubernetes|k3s)$)[a-z0-9][a-z0-9_-]{0,62}$',
-                    description: 'the archive\'s name (lowercase letters, digits, dashes, underscores), other than pause, hello, coredns, kine, kubernetes, k3s',
+                    description: "the archive's name (lowercase letters, digits, dashes, underscores), other than pause, hello, coredns, kine, kubernetes, k3s",
                   },
                   version,
                   sources: imageArchiveSources,
@@ -128,7 +139,10 @@ export const profileSchema = {
           // K3s imports its own image tarballs: a list it would never read must not look as if it did.
           // (A type no list has, so the validator's message carries the description.)
           if: { properties: { distribution: { const: 'k3s' } } },
-          then: { properties: { images: { type: 'null', description: 'no images list with distribution k3s, which imports the tarballs in its own images folder' } } },
+          // biome-ignore lint/suspicious/noThenProperty: JSON schema's if/then keyword, not a thenable
+          then: {
+            properties: { images: { type: 'null', description: 'no images list with distribution k3s, which imports the tarballs in its own images folder' } },
+          },
         },
       },
     },

@@ -6,14 +6,28 @@ import { ConfigError, parseYamlWithSchema, type ConfigIssue } from '../../../fir
 
 /** Packages every appliance needs regardless of profile: the agent's tools and PostgreSQL. */
 export const APPLIANCE_PACKAGES = [
-  'systemd', 'systemd-sysv', 'systemd-resolved', 'udev', 'dbus', 'kmod', 'initramfs-tools',
+  'systemd',
+  'systemd-sysv',
+  'systemd-resolved',
+  'udev',
+  'dbus',
+  'kmod',
+  'initramfs-tools',
   // the agent grows the data partition and reads the OEM partition
-  'util-linux', 'fdisk', 'e2fsprogs', 'dosfstools',
+  'util-linux',
+  'fdisk',
+  'e2fsprogs',
+  'dosfstools',
   // VIP handling (ip addr + gratuitous ARP) and health checks
-  'iproute2', 'arping', 'iputils-ping', 'ca-certificates', 'procps',
+  'iproute2',
+  'arping',
+  'iputils-ping',
+  'ca-certificates',
+  'procps',
   'postgresql-15',
   // TLS material for PostgreSQL replication, and the agent's Kine health check (etcdctl)
-  'openssl', 'etcd-client',
+  'openssl',
+  'etcd-client',
   // the host firewall: /etc/nftables.conf at boot, then the agent's table (firstboot/src/net/firewall.ts)
   'nftables',
 ] as const;
@@ -50,7 +64,9 @@ export async function resolveConfig(opts: ResolveOptions): Promise<ResolvedConfi
   const issues = [...profile.issues, ...hardware.issues];
   if (issues.length > 0 || !profile.value || !hardware.value) throw new ConfigError(issues);
   const worker = profile.value.components.kubernetes?.distribution === 'upstream' ? UPSTREAM_WORKER_PACKAGES : [];
-  const packages = [...new Set([...APPLIANCE_PACKAGES, ...worker, hardware.value.kernel.package, ...(hardware.value.packages ?? []), ...(profile.value.debian.packages ?? [])])].sort();
+  const packages = [
+    ...new Set([...APPLIANCE_PACKAGES, ...worker, hardware.value.kernel.package, ...(hardware.value.packages ?? []), ...(profile.value.debian.packages ?? [])]),
+  ].sort();
   return { profile: profile.value, hardware: hardware.value, files: { profile: profile.file, hardware: hardware.file }, packages };
 }
 
@@ -72,11 +88,16 @@ async function loadDefinition<T>(repoRoot: string, folder: string, ref: string, 
     const kind = folder === 'profiles' ? 'profile' : 'hardware definition';
     return {
       file,
-      issues: [{
-        file, line: 0, column: 0, field: '(file)',
-        found: (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : String((err as Error).message),
-        allowed: `expected a ${kind}: one of ${known.join(', ') || '(none found)'}, or a path to a YAML file`,
-      }],
+      issues: [
+        {
+          file,
+          line: 0,
+          column: 0,
+          field: '(file)',
+          found: (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : String((err as Error).message),
+          allowed: `expected a ${kind}: one of ${known.join(', ') || '(none found)'}, or a path to a YAML file`,
+        },
+      ],
     };
   }
   const parsed = parseYamlWithSchema<T>(text, file, schema);
@@ -85,7 +106,10 @@ async function loadDefinition<T>(repoRoot: string, folder: string, ref: string, 
 
 async function listNames(dir: string): Promise<string[]> {
   try {
-    return (await readdir(dir)).filter((f) => f.endsWith('.yaml')).map((f) => f.slice(0, -'.yaml'.length)).sort();
+    return (await readdir(dir))
+      .filter((f) => f.endsWith('.yaml'))
+      .map((f) => f.slice(0, -'.yaml'.length))
+      .sort();
   } catch {
     return [];
   }

@@ -2,7 +2,11 @@
 
 export const NAME_PATTERN = '^[a-z0-9][a-z0-9_-]{0,62}$';
 
-export const name = { type: 'string', pattern: NAME_PATTERN, description: 'lowercase letters, digits, dashes and underscores (1-63), e.g. "edge-standard"' } as const;
+export const name = {
+  type: 'string',
+  pattern: NAME_PATTERN,
+  description: 'lowercase letters, digits, dashes and underscores (1-63), e.g. "edge-standard"',
+} as const;
 
 export const debianPackageList = {
   type: 'array',

@@ -66,7 +66,9 @@ async function assertKernelLinks(rootfsDir: string): Promise<void> {
     try {
       target = await realpath(p);
     } catch {
-      throw new Error(`rootfs ${rootfsDir} has no usable /${link} (grub boots /${link} from the root slot; Debian creates it when a linux-image package is installed)`);
+      throw new Error(
+        `rootfs ${rootfsDir} has no usable /${link} (grub boots /${link} from the root slot; Debian creates it when a linux-image package is installed)`,
+      );
     }
     // An absolute symlink resolves against the build host; check it exists inside the rootfs instead.
     const rootReal = await realpath(rootfsDir);
@@ -97,9 +99,7 @@ async function buildGrubEfi(arch: Arch, workDir: string, outFile: string): Promi
   await writeFile(early, renderEarlyCfg(loadGrubTemplates().earlyCfg, arch));
   // grub-mkimage rather than grub-mkstandalone: with all modules built in there is no memdisk, and
   // grub-mkstandalone's memdisk tar carries the current time (not reproducible with grub 2.06).
-  await run(await toolPath('grub-mkimage'), [
-    '-O', target.platform, '-d', moduleDir, '-o', outFile, '-p', '/grub', '-c', early, ...grubModules(arch),
-  ]);
+  await run(await toolPath('grub-mkimage'), ['-O', target.platform, '-d', moduleDir, '-o', outFile, '-p', '/grub', '-c', early, ...grubModules(arch)]);
 }
 
 export async function assembleDiskImage(opts: AssembleOptions): Promise<AssembleResult> {
@@ -113,7 +113,10 @@ export async function assembleDiskImage(opts: AssembleOptions): Promise<Assemble
   if (opts.dataSkeletonDir !== undefined && !(await stat(opts.dataSkeletonDir).catch(() => undefined))?.isDirectory()) {
     throw new Error(`data skeleton directory ${opts.dataSkeletonDir} does not exist`);
   }
-  if (opts.siteFile !== undefined) await stat(opts.siteFile).catch(() => { throw new Error(`site file ${opts.siteFile} does not exist`); });
+  if (opts.siteFile !== undefined)
+    await stat(opts.siteFile).catch(() => {
+      throw new Error(`site file ${opts.siteFile} does not exist`);
+    });
 
   const usage = await measureTree(opts.rootfsDir);
   const rootInodes = Math.ceil(usage.inodes * 1.25) + 1024;
@@ -161,28 +164,58 @@ export async function assembleDiskImage(opts: AssembleOptions): Promise<Assemble
     const esp = partitionByName(layout, 'esp');
     const espImg = path.join(work, 'esp.vfat');
     const espDone = espFiles.then(() =>
-      makeVfat({ file: espImg, sizeBytes: esp.sizeBytes, label: FS_LABEL.esp, volumeId: deriveVolumeId(opts.seed, 'esp'), fatSize: espFatSize(esp.sizeBytes / MiB), tree: espTree, sourceDateEpoch: epoch }),
+      makeVfat({
+        file: espImg,
+        sizeBytes: esp.sizeBytes,
+        label: FS_LABEL.esp,
+        volumeId: deriveVolumeId(opts.seed, 'esp'),
+        fatSize: espFatSize(esp.sizeBytes / MiB),
+        tree: espTree,
+        sourceDateEpoch: epoch,
+      }),
     );
 
     // --- OEM: empty unless a site file is given (normally stamped later) ------------------------
     const oem = partitionByName(layout, 'oem');
     const oemImg = path.join(work, 'oem.vfat');
-    const oemDone = makeVfat({ file: oemImg, sizeBytes: oem.sizeBytes, label: FS_LABEL.oem, volumeId: deriveVolumeId(opts.seed, 'oem'), fatSize: 16, tree: oemTree, sourceDateEpoch: epoch });
+    const oemDone = makeVfat({
+      file: oemImg,
+      sizeBytes: oem.sizeBytes,
+      label: FS_LABEL.oem,
+      volumeId: deriveVolumeId(opts.seed, 'oem'),
+      fatSize: 16,
+      tree: oemTree,
+      sourceDateEpoch: epoch,
+    });
 
     // --- root-a: read-only slot, no journal ---------------------------------------------------
     const rootA = partitionByName(layout, 'root-a');
     const rootImg = path.join(work, 'root-a.ext4');
     const rootDone = makeExt4({
-      file: rootImg, sizeBytes: rootA.sizeBytes, label: 'root-a', uuid: deriveUuid(opts.seed, 'fs:root-a'), hashSeed: deriveUuid(opts.seed, 'hash:root-a'),
-      sourceDir: opts.rootfsDir, journal: false, inodes: rootInodes, reservedPercent: 0, sourceDateEpoch: epoch,
+      file: rootImg,
+      sizeBytes: rootA.sizeBytes,
+      label: 'root-a',
+      uuid: deriveUuid(opts.seed, 'fs:root-a'),
+      hashSeed: deriveUuid(opts.seed, 'hash:root-a'),
+      sourceDir: opts.rootfsDir,
+      journal: false,
+      inodes: rootInodes,
+      reservedPercent: 0,
+      sourceDateEpoch: epoch,
     });
 
     // --- data: small now, grown to the whole disk on first boot -------------------------------
     const data = partitionByName(layout, 'data');
     const dataImg = path.join(work, 'data.ext4');
     const dataOpts: Parameters<typeof makeExt4>[0] = {
-      file: dataImg, sizeBytes: data.sizeBytes, label: FS_LABEL.data, uuid: deriveUuid(opts.seed, 'fs:data'), hashSeed: deriveUuid(opts.seed, 'hash:data'),
-      journal: true, reservedPercent: 1, sourceDateEpoch: epoch,
+      file: dataImg,
+      sizeBytes: data.sizeBytes,
+      label: FS_LABEL.data,
+      uuid: deriveUuid(opts.seed, 'fs:data'),
+      hashSeed: deriveUuid(opts.seed, 'hash:data'),
+      journal: true,
+      reservedPercent: 1,
+      sourceDateEpoch: epoch,
     };
     if (opts.dataSkeletonDir !== undefined) dataOpts.sourceDir = opts.dataSkeletonDir;
     const dataDone = makeExt4(dataOpts);

@@ -88,12 +88,20 @@ export async function makeExt4(o: Ext4Options): Promise<void> {
   if (o.sizeBytes % 4096 !== 0) throw new Error(`ext4 size must be a multiple of 4096, got ${o.sizeBytes}`);
   await rm(o.file, { force: true });
   const args = [
-    '-q', '-F', '-t', 'ext4',
-    '-b', '4096',
-    '-L', o.label,
-    '-U', o.uuid.toLowerCase(),
-    '-m', String(o.reservedPercent),
-    '-E', `hash_seed=${o.hashSeed.toLowerCase()},lazy_itable_init=0,lazy_journal_init=0,nodiscard`,
+    '-q',
+    '-F',
+    '-t',
+    'ext4',
+    '-b',
+    '4096',
+    '-L',
+    o.label,
+    '-U',
+    o.uuid.toLowerCase(),
+    '-m',
+    String(o.reservedPercent),
+    '-E',
+    `hash_seed=${o.hashSeed.toLowerCase()},lazy_itable_init=0,lazy_journal_init=0,nodiscard`,
   ];
   if (!o.journal) args.push('-O', '^has_journal');
   if (o.inodes !== undefined) args.push('-N', String(o.inodes));
@@ -131,7 +139,7 @@ async function clampExt4InodeTimes(file: string, epoch: number, env: Record<stri
   for (const ino of [2, ...Array.from({ length: Math.max(0, used - firstIno + 1) }, (_, i) => firstIno + i)]) {
     cmds.push(`sif <${ino}> atime ${at}`, `sif <${ino}> ctime ${at}`);
   }
-  await run(await toolPath('debugfs'), ['-w', '-f', '-', file], { env, input: cmds.join('\n') + '\n' });
+  await run(await toolPath('debugfs'), ['-w', '-f', '-', file], { env, input: `${cmds.join('\n')}\n` });
 }
 
 export interface VfatOptions {
@@ -153,9 +161,9 @@ export async function makeVfat(o: VfatOptions): Promise<void> {
   if (!/^[0-9a-fA-F]{8}$/.test(o.volumeId)) throw new Error(`bad FAT volume id ${o.volumeId}`);
   await rm(o.file, { force: true });
   // --invariant fixes mkfs's own timestamps; the -i after it then sets our volume id.
-  await run(await toolPath('mkfs.vfat'), [
-    '-C', '-F', String(o.fatSize), '-n', o.label, '--invariant', '-i', o.volumeId, o.file, String(o.sizeBytes / 1024),
-  ], { env: { SOURCE_DATE_EPOCH: String(o.sourceDateEpoch) } });
+  await run(await toolPath('mkfs.vfat'), ['-C', '-F', String(o.fatSize), '-n', o.label, '--invariant', '-i', o.volumeId, o.file, String(o.sizeBytes / 1024)], {
+    env: { SOURCE_DATE_EPOCH: String(o.sourceDateEpoch) },
+  });
   if (o.tree !== undefined) {
     await clampTreeTimes(o.tree, o.sourceDateEpoch);
     const entries = (await readdir(o.tree)).sort();

@@ -55,7 +55,7 @@ export async function readGpt(image: string): Promise<GptInfo> {
     throw e;
   }
   const table = (JSON.parse(out) as SfdiskJson).partitiontable;
-  if (!table || table.label !== 'gpt') throw new ImageRefusedError(`not a geminik8s image: ${image} has no GPT partition table (found ${table?.label ?? 'none'})`);
+  if (table?.label !== 'gpt') throw new ImageRefusedError(`not a geminik8s image: ${image} has no GPT partition table (found ${table?.label ?? 'none'})`);
   const sectorSize = table.sectorsize ?? 512;
   const partitions = (table.partitions ?? []).map((p) => {
     const m = /(\d+)$/.exec(p.node);

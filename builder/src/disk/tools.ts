@@ -20,7 +20,10 @@ export const TOOL_PACKAGES: Record<string, string> = {
 };
 
 export class MissingToolError extends Error {
-  constructor(readonly tool: string, readonly debianPackage: string) {
+  constructor(
+    readonly tool: string,
+    readonly debianPackage: string,
+  ) {
     super(`required tool "${tool}" not found (searched PATH, /usr/sbin, /sbin); install the Debian package: apt-get install ${debianPackage}`);
     this.name = 'MissingToolError';
   }

@@ -30,7 +30,13 @@ export interface BakedImage {
 export const BAKED_IMAGES: readonly BakedImage[] = [
   // 65535: the sandbox needs no privilege and no account of its own.
   { name: 'pause', component: { name: 'pause', version: 'v1.0.0', sources: [{ goMain: 'components/pause' }] }, path: '/pause', user: '65535:65535' },
-  { name: 'hello', component: { name: 'hello', version: 'v1.0.0', sources: [{ goMain: 'components/hello' }] }, path: '/hello', user: '65532:65532', exposedPorts: ['8080/tcp'] },
+  {
+    name: 'hello',
+    component: { name: 'hello', version: 'v1.0.0', sources: [{ goMain: 'components/hello' }] },
+    path: '/hello',
+    user: '65532:65532',
+    exposedPorts: ['8080/tcp'],
+  },
   // Root: CoreDNS binds port 53, which a non-root user could do only through a file capability or
   // a pod sysctl; its Deployment is the place to drop every capability but NET_BIND_SERVICE.
   { name: 'coredns', component: corednsSpec(COREDNS_VERSION), path: '/coredns', exposedPorts: ['53/tcp', '53/udp', '9153/tcp'] },

@@ -50,15 +50,23 @@ export async function makeImages(o: MakeImagesOptions): Promise<ImageRecord[]> {
   for (const extra of o.extra) {
     if (seen.has(extra.name)) throw new Error(`components.kubernetes.images: "${extra.name}" is listed twice`);
     seen.add(extra.name);
-    const got = await resolveComponent({
-      name: extra.name, version: extra.version, file: `${extra.name}.tar`, sources: extra.sources,
-      hint: 'Put the archive there, or give a url with its sha256 (components.kubernetes.images in the profile)',
-    }, resolveOpts);
+    const got = await resolveComponent(
+      {
+        name: extra.name,
+        version: extra.version,
+        file: `${extra.name}.tar`,
+        sources: extra.sources,
+        hint: 'Put the archive there, or give a url with its sha256 (components.kubernetes.images in the profile)',
+      },
+      resolveOpts,
+    );
     const out = path.join(o.outDir, `${extra.name}.tar`);
     await copyFile(got.path, out);
     for (const image of await readOciIndex(out)) {
       if (!image.reference) {
-        throw new Error(`image archive ${extra.name} (${got.path}): image ${image.digest} has no name (io.containerd.image.name or org.opencontainers.image.ref.name): the runtime would import it by digest only, and no pod could ask for it`);
+        throw new Error(
+          `image archive ${extra.name} (${got.path}): image ${image.digest} has no name (io.containerd.image.name or org.opencontainers.image.ref.name): the runtime would import it by digest only, and no pod could ask for it`,
+        );
       }
       records.push({ name: extra.name, file: file(extra.name), sha256: got.sha256, reference: image.reference, digest: image.digest, source: got.source });
     }
@@ -80,7 +88,12 @@ export async function makeImages(o: MakeImagesOptions): Promise<ImageRecord[]> {
     const out = path.join(o.outDir, `${baked.name}.tar`);
     await writeFile(out, image.archive);
     records.push({
-      name: baked.name, file: file(baked.name), sha256: sha256Digest(image.archive).slice('sha256:'.length), reference: image.reference, digest: image.digest, source: 'built',
+      name: baked.name,
+      file: file(baked.name),
+      sha256: sha256Digest(image.archive).slice('sha256:'.length),
+      reference: image.reference,
+      digest: image.digest,
+      source: 'built',
       binary: { version: binary.version, sha256: binary.sha256, source: binary.source },
     });
     o.onProgress?.(`${image.reference}: ${(image.archive.length / 1e6).toFixed(1)} MB, ${image.digest}`);

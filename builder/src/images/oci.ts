@@ -162,20 +162,25 @@ export function ociImageArchive(inp: OciImageInput): OciImage {
   const index = json({
     schemaVersion: 2,
     mediaType: MEDIA_TYPES.index,
-    manifests: [{
-      ...manifestDesc,
-      platform: { architecture: inp.arch, os: 'linux' },
-      annotations: { [CONTAINERD_NAME_ANNOTATION]: reference, [OCI_REF_ANNOTATION]: inp.tag },
-    }],
+    manifests: [
+      {
+        ...manifestDesc,
+        platform: { architecture: inp.arch, os: 'linux' },
+        annotations: { [CONTAINERD_NAME_ANNOTATION]: reference, [OCI_REF_ANNOTATION]: inp.tag },
+      },
+    ],
   });
   const blobEntry = (d: Descriptor, data: Buffer): TarEntry => ({ path: `blobs/sha256/${d.digest.slice('sha256:'.length)}`, mode: 0o644, data });
-  const archive = tarArchive([
-    { path: 'oci-layout', mode: 0o644, data: json({ imageLayoutVersion: '1.0.0' }) },
-    { path: 'index.json', mode: 0o644, data: index },
-    { path: 'blobs/', mode: 0o755 },
-    { path: 'blobs/sha256/', mode: 0o755 },
-    ...[blobEntry(layerDesc, layer), blobEntry(configDesc, config), blobEntry(manifestDesc, manifest)].sort(byPath),
-  ], inp.created);
+  const archive = tarArchive(
+    [
+      { path: 'oci-layout', mode: 0o644, data: json({ imageLayoutVersion: '1.0.0' }) },
+      { path: 'index.json', mode: 0o644, data: index },
+      { path: 'blobs/', mode: 0o755 },
+      { path: 'blobs/sha256/', mode: 0o755 },
+      ...[blobEntry(layerDesc, layer), blobEntry(configDesc, config), blobEntry(manifestDesc, manifest)].sort(byPath),
+    ],
+    inp.created,
+  );
   return { archive, reference, digest: manifestDesc.digest, layerDigest: layerDesc.digest };
 }
 
@@ -197,7 +202,11 @@ export async function readOciIndex(file: string): Promise<OciIndexEntry[]> {
     for (;;) {
       const { bytesRead } = await fh.read(header, 0, BLOCK, offset);
       if (bytesRead < BLOCK || header.every((b) => b === 0)) break;
-      const field = (start: number, len: number) => header.subarray(start, start + len).toString('utf8').replace(/\0.*$/s, '');
+      const field = (start: number, len: number) =>
+        header
+          .subarray(start, start + len)
+          .toString('utf8')
+          .replace(/\0.*$/s, '');
       const name = [field(345, 155), field(0, 100)].filter(Boolean).join('/').replace(/^\.\//, '');
       const size = Number.parseInt(field(124, 12).trim() || '0', 8);
       if (!Number.isFinite(size)) throw new Error(`${file}: not a tar archive (bad size field at byte ${offset})`);

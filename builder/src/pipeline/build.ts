@@ -17,7 +17,7 @@ import { sha256File } from '../util/digest.ts';
 import { ARTIFACT_FILES, compressImage, publishArtifacts, writeChecksums } from './artifacts.ts';
 import type { Reporter } from './events.ts';
 import { acquireBuildLock } from './lock.ts';
-import { composeRootTree, INSTALL_PATHS, KUBERNETES_BINARY, makeDataSkeleton } from './root-tree.ts';
+import { composeRootTree, type INSTALL_PATHS, KUBERNETES_BINARY, makeDataSkeleton } from './root-tree.ts';
 import { StepCache } from './step-cache.ts';
 
 export interface BuildOptions {
@@ -53,7 +53,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const { config, repoRoot } = opts;
   const { profile, hardware } = config;
   const arch = hardware.arch;
-  const mirrors = await detectDebianMirror({ suite: profile.debian.suite, override: opts.mirror ?? profile.debian.mirror, securityOverride: profile.debian.securityMirror });
+  const mirrors = await detectDebianMirror({
+    suite: profile.debian.suite,
+    override: opts.mirror ?? profile.debian.mirror,
+    securityOverride: profile.debian.securityMirror,
+  });
   const overlaysRoot = path.join(repoRoot, 'overlays');
   const kubernetes = profile.components.kubernetes;
   const goMains = [
@@ -76,7 +80,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   });
   const name = artifactName(config);
   const cache = new StepCache(path.join(opts.cacheRoot, 'steps'));
-  const steps = await Promise.all(plan.map(async ({ id, title, key, dependsOn, holdsSecrets }) => ({ id, title, key, dependsOn, cached: !holdsSecrets && (await cache.has(id, key)) })));
+  const steps = await Promise.all(
+    plan.map(async ({ id, title, key, dependsOn, holdsSecrets }) => ({ id, title, key, dependsOn, cached: !holdsSecrets && (await cache.has(id, key)) })),
+  );
   opts.report({ event: 'plan', artifactName: name, dryRun: opts.dryRun, steps });
   if (opts.dryRun) return { plan };
 
@@ -101,10 +107,16 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const producers: Record<StepId, (tmp: string, step: PlannedStep) => Promise<void>> = {
       rootfs: async (tmp) => {
         await buildRootfs({
-          arch, suite: profile.debian.suite, mirror: mirrors.mirror, securityMirror: mirrors.securityMirror,
-          packages: config.packages, outDir: path.join(tmp, 'rootfs'), aptCacheDir,
+          arch,
+          suite: profile.debian.suite,
+          mirror: mirrors.mirror,
+          securityMirror: mirrors.securityMirror,
+          packages: config.packages,
+          outDir: path.join(tmp, 'rootfs'),
+          aptCacheDir,
           ...(hardware.kernel.excludeModules ? { excludeModules: hardware.kernel.excludeModules } : {}),
-          sourceDateEpoch: ROOTFS_SOURCE_DATE_EPOCH, onProgress: log('rootfs'),
+          sourceDateEpoch: ROOTFS_SOURCE_DATE_EPOCH,
+          onProgress: log('rootfs'),
         });
       },
       kine: async (tmp) => fetchComponent('kine', { name: 'kine', ...profile.components.kine }, tmp),
@@ -115,21 +127,42 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       },
       images: async (tmp) => {
         if (kubernetes?.distribution !== 'upstream') throw new Error('internal: images step planned without upstream Kubernetes');
-        await makeImages({ arch, cacheDir: opts.cacheRoot, repoRoot, sourceDateEpoch: opts.sourceDateEpoch, extra: kubernetes.images ?? [], outDir: tmp, onProgress: log('images') });
+        await makeImages({
+          arch,
+          cacheDir: opts.cacheRoot,
+          repoRoot,
+          sourceDateEpoch: opts.sourceDateEpoch,
+          extra: kubernetes.images ?? [],
+          outDir: tmp,
+          onProgress: log('images'),
+        });
       },
       agent: async (tmp) => {
-        const built = await buildAgentExecutable({ arch, outFile: path.join(tmp, 'geminik8s-agent'), cacheDir: path.join(opts.cacheRoot, 'node'), log: log('agent') });
-        await writeFile(path.join(tmp, 'component.json'), JSON.stringify({ name: 'geminik8s-agent', version: `${profile.version}+node${built.nodeVersion}`, sha256: built.sha256, source: 'firstboot/' }));
+        const built = await buildAgentExecutable({
+          arch,
+          outFile: path.join(tmp, 'geminik8s-agent'),
+          cacheDir: path.join(opts.cacheRoot, 'node'),
+          log: log('agent'),
+        });
+        await writeFile(
+          path.join(tmp, 'component.json'),
+          JSON.stringify({ name: 'geminik8s-agent', version: `${profile.version}+node${built.nodeVersion}`, sha256: built.sha256, source: 'firstboot/' }),
+        );
       },
       overlays: async (tmp) => {
         // In a folder of its own: the step folder also holds the cache's completion marker, which is no file of the image.
         const tree = path.join(tmp, 'tree');
         await mkdir(tree);
-        await renderOverlays(overlaysRoot, overlayLayers(config), {
-          profile: { ...profile, cluster: { preferredLeader: '', ...profile.cluster } },
-          hardware,
-          image: { name, version: profile.version, sourceDateEpoch: opts.sourceDateEpoch },
-        }, tree);
+        await renderOverlays(
+          overlaysRoot,
+          overlayLayers(config),
+          {
+            profile: { ...profile, cluster: { preferredLeader: '', ...profile.cluster } },
+            hardware,
+            image: { name, version: profile.version, sourceDateEpoch: opts.sourceDateEpoch },
+          },
+          tree,
+        );
       },
       rootTree: async (tmp) => {
         const binaries: { name: keyof typeof INSTALL_PATHS; file: string }[] = [
@@ -140,16 +173,32 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         if (k) binaries.push({ name: KUBERNETES_BINARY[k.distribution], file: path.join(need('kubernetes'), 'kubernetes') });
         const tree = path.join(tmp, 'tree');
         await mkdir(tree);
-        const imageFiles = outputs.has('images') ? [IMAGES_FILE, ...new Set(images.map((i) => path.basename(i.file)))].map((f) => path.join(need('images'), f)) : [];
-        await composeRootTree({ rootfsDir: path.join(need('rootfs'), 'rootfs'), binaries, imageFiles, overlayDir: path.join(need('overlays'), 'tree'), outDir: tree, sourceDateEpoch: opts.sourceDateEpoch });
+        const imageFiles = outputs.has('images')
+          ? [IMAGES_FILE, ...new Set(images.map((i) => path.basename(i.file)))].map((f) => path.join(need('images'), f))
+          : [];
+        await composeRootTree({
+          rootfsDir: path.join(need('rootfs'), 'rootfs'),
+          binaries,
+          imageFiles,
+          overlayDir: path.join(need('overlays'), 'tree'),
+          outDir: tree,
+          sourceDateEpoch: opts.sourceDateEpoch,
+        });
       },
       disk: async (tmp) => {
         const skeleton = path.join(tmp, 'data-skeleton');
         await makeDataSkeleton(skeleton, opts.sourceDateEpoch);
         const result = await assembleDiskImage({
-          arch, rootfsDir: path.join(need('rootTree'), 'tree'), dataSkeletonDir: skeleton, siteFile: opts.siteFile,
-          outFile: path.join(tmp, 'image.raw'), workDir: path.join(tmp, 'work'), seed: plan.find((s) => s.id === 'disk')?.key ?? name,
-          sourceDateEpoch: opts.sourceDateEpoch, disk: hardware.disk, console: hardware.console,
+          arch,
+          rootfsDir: path.join(need('rootTree'), 'tree'),
+          dataSkeletonDir: skeleton,
+          siteFile: opts.siteFile,
+          outFile: path.join(tmp, 'image.raw'),
+          workDir: path.join(tmp, 'work'),
+          seed: plan.find((s) => s.id === 'disk')?.key ?? name,
+          sourceDateEpoch: opts.sourceDateEpoch,
+          disk: hardware.disk,
+          console: hardware.console,
           kernelCmdlineExtra: [...(hardware.kernel.cmdline ?? []), ...(profile.kernel?.cmdline ?? [])],
         });
         await writeFile(path.join(tmp, 'layout.json'), JSON.stringify(result.layout, null, 2));
@@ -160,7 +209,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         const layout = JSON.parse(await readFile(path.join(need('disk'), 'layout.json'), 'utf8')) as { totalBytes: number };
         const manifest = {
           schemaVersion: 1,
-          name, profile: profile.name, hardware: hardware.name, arch, version: profile.version,
+          name,
+          profile: profile.name,
+          hardware: hardware.name,
+          arch,
+          version: profile.version,
           sourceDateEpoch: opts.sourceDateEpoch,
           buildInputsHash: plan.at(-1)?.key,
           steps: Object.fromEntries(plan.map((s) => [s.id, s.key])),
@@ -201,11 +254,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     for (const [i, step] of plan.entries()) {
       opts.report({ event: 'step-start', id: step.id, title: step.title, key: step.key, index: i + 1, total: plan.length });
       const started = performance.now();
-      let result;
+      let result: { dir: string; cached: boolean };
       try {
-        result = step.holdsSecrets
-          ? await producePrivately(step)
-          : await cache.obtain(step.id, step.key, (tmp) => producers[step.id](tmp, step));
+        result = step.holdsSecrets ? await producePrivately(step) : await cache.obtain(step.id, step.key, (tmp) => producers[step.id](tmp, step));
       } catch (err) {
         opts.report({ event: 'error', step: step.id, message: (err as Error).message });
         throw err;
@@ -246,10 +297,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
 }
 
 async function packagesWithChecksums(packages: RootfsPackage[], aptCacheDir: string): Promise<(RootfsPackage & { sha256?: string })[]> {
-  return Promise.all(packages.map(async (p) => {
-    // apt names archives <name>_<version with ':' as %3a>_<arch>.deb
-    const deb = path.join(aptCacheDir, `${p.name}_${p.version.replace(':', '%3a')}_${p.arch}.deb`);
-    const sha256 = await sha256File(deb).catch(() => undefined);
-    return sha256 ? { ...p, sha256 } : p;
-  }));
+  return Promise.all(
+    packages.map(async (p) => {
+      // apt names archives <name>_<version with ':' as %3a>_<arch>.deb
+      const deb = path.join(aptCacheDir, `${p.name}_${p.version.replace(':', '%3a')}_${p.arch}.deb`);
+      const sha256 = await sha256File(deb).catch(() => undefined);
+      return sha256 ? { ...p, sha256 } : p;
+    }),
+  );
 }

@@ -74,7 +74,11 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
   if (kubernetes) {
     const trees = kubernetes.sources.flatMap((s) => (s.goMain !== undefined ? [`${s.goMain}=${inp.componentTrees?.[s.goMain] ?? ''}`] : []));
     add('kubernetes', `Kubernetes ${kubernetes.version} (${kubernetes.distribution}, ${arch})`, [], {
-      distribution: kubernetes.distribution, version: kubernetes.version, arch, sources: JSON.stringify(kubernetes.sources), trees: trees.join(' '),
+      distribution: kubernetes.distribution,
+      version: kubernetes.version,
+      arch,
+      sources: JSON.stringify(kubernetes.sources),
+      trees: trees.join(' '),
     });
   }
   const kine = profile.components.kine;
@@ -86,18 +90,30 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
     const baked = BAKED_IMAGES.map(({ component, ...image }) => ({ ...image, version: component.version, sources: component.sources }));
     const trees = baked.flatMap((b) => b.sources.flatMap((s) => ('goMain' in s ? [`${s.goMain}=${inp.componentTrees?.[s.goMain] ?? ''}`] : [])));
     add('images', `container images (${[...baked.map((b) => b.name), ...(kubernetes.images ?? []).map((i) => i.name)].join(', ')}; ${arch})`, [], {
-      arch, recipe: inp.imagesRecipe ?? '', sourceDateEpoch: String(inp.sourceDateEpoch),
-      baked: JSON.stringify(baked), trees: trees.join(' '), extra: JSON.stringify(kubernetes.images ?? []),
+      arch,
+      recipe: inp.imagesRecipe ?? '',
+      sourceDateEpoch: String(inp.sourceDateEpoch),
+      baked: JSON.stringify(baked),
+      trees: trees.join(' '),
+      extra: JSON.stringify(kubernetes.images ?? []),
     });
   }
   add('agent', `firstboot agent (${arch})`, [], { arch, source: inp.agentSource });
   // The image's own description (etc/geminik8s/image.yaml) carries SOURCE_DATE_EPOCH.
   add('overlays', 'overlays rendered from the profile', [], {
-    tree: inp.overlayTree, profile: JSON.stringify(profile), hardware: JSON.stringify(hardware), sourceDateEpoch: String(inp.sourceDateEpoch),
+    tree: inp.overlayTree,
+    profile: JSON.stringify(profile),
+    hardware: JSON.stringify(hardware),
+    sourceDateEpoch: String(inp.sourceDateEpoch),
   });
   add('rootfs', `Debian ${profile.debian.suite} ${arch} rootfs`, [], {
-    suite: profile.debian.suite, arch, mirror: inp.mirror, securityMirror: inp.securityMirror ?? '',
-    packages: packages.join(' '), recipe: inp.rootfsRecipe, sourceDateEpoch: String(inp.rootfsSourceDateEpoch),
+    suite: profile.debian.suite,
+    arch,
+    mirror: inp.mirror,
+    securityMirror: inp.securityMirror ?? '',
+    packages: packages.join(' '),
+    recipe: inp.rootfsRecipe,
+    sourceDateEpoch: String(inp.rootfsSourceDateEpoch),
     excludeModules: (hardware.kernel.excludeModules ?? []).join(' '),
   });
   const components: StepId[] = kubernetes ? ['kine', 'kubernetes', ...(images ? ['images' as const] : [])] : ['kine'];
@@ -108,9 +124,12 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
     sourceDateEpoch: String(inp.sourceDateEpoch),
   });
   add('disk', `GPT disk image (${hardware.bootloader}, ${hardware.firmware})`, ['rootTree'], {
-    recipe: inp.diskRecipe, disk: JSON.stringify(hardware.disk), console: hardware.console,
+    recipe: inp.diskRecipe,
+    disk: JSON.stringify(hardware.disk),
+    console: hardware.console,
     cmdline: [...(hardware.kernel.cmdline ?? []), ...(profile.kernel?.cmdline ?? [])].join(' '),
-    site: inp.site ?? '', sourceDateEpoch: String(inp.sourceDateEpoch),
+    site: inp.site ?? '',
+    sourceDateEpoch: String(inp.sourceDateEpoch),
   });
   add('artifacts', 'compressed image, bmap, manifest, checksums', ['disk'], { version: profile.version });
   return steps;

@@ -23,6 +23,9 @@ export async function hashTree(root: string): Promise<string> {
 
 export async function hashFiles(files: string[]): Promise<string> {
   const h = createHash('sha256');
-  for (const f of [...files].sort()) h.update(`${f}\0`).update(await readFile(f)).update('\0');
+  for (const f of [...files].sort())
+    h.update(`${f}\0`)
+      .update(await readFile(f))
+      .update('\0');
   return h.digest('hex').slice(0, 20);
 }

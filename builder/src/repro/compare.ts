@@ -78,12 +78,16 @@ export interface LayoutPartition {
  * The byte ranges to compare: the GPT and gaps around the partitions as their own regions, so a
  * difference outside every partition is still named.
  */
-export function diskRegions(partitions: readonly LayoutPartition[], totalBytes: number): { name: string; fs: string; offsetBytes: number; sizeBytes: number }[] {
+export function diskRegions(
+  partitions: readonly LayoutPartition[],
+  totalBytes: number,
+): { name: string; fs: string; offsetBytes: number; sizeBytes: number }[] {
   const sorted = [...partitions].sort((x, y) => x.offsetBytes - y.offsetBytes);
   const regions: { name: string; fs: string; offsetBytes: number; sizeBytes: number }[] = [];
   let at = 0;
   for (const p of sorted) {
-    if (p.offsetBytes > at) regions.push({ name: at === 0 ? 'partition table' : `gap before ${p.name}`, fs: 'none', offsetBytes: at, sizeBytes: p.offsetBytes - at });
+    if (p.offsetBytes > at)
+      regions.push({ name: at === 0 ? 'partition table' : `gap before ${p.name}`, fs: 'none', offsetBytes: at, sizeBytes: p.offsetBytes - at });
     regions.push({ name: p.name, fs: p.fs, offsetBytes: p.offsetBytes, sizeBytes: p.sizeBytes });
     at = p.offsetBytes + p.sizeBytes;
   }

@@ -58,7 +58,10 @@ async function buildInClone(work: string, label: string, commit: string, profile
   await run('npm', ['ci', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: src });
   say(`${label}: building ${profile} for ${hardware} with the cache ${cache}`);
   const build = execa('node', ['bin/geminik8s.js', 'build', '--profile', profile, '--hardware', hardware, '--out', path.join(dir, 'dist'), '--json'], {
-    cwd: src, env: { ...process.env, GEMINIK8S_CACHE: cache }, reject: false, all: true,
+    cwd: src,
+    env: { ...process.env, GEMINIK8S_CACHE: cache },
+    reject: false,
+    all: true,
   });
   let artifactDir = '';
   const tail: string[] = [];
@@ -144,9 +147,10 @@ async function explainDifferences(work: string, a: Side, b: Side): Promise<void>
       say(`  ${ra.name}: identical`);
       continue;
     }
-    const where = ra.offsetBytes === rb.offsetBytes && ra.sizeBytes === rb.sizeBytes
-      ? `first at byte ${await firstDifferingByte(a.raw, b.raw, ra.offsetBytes, ra.sizeBytes)}`
-      : `placed differently: ${ra.sizeBytes} bytes at ${ra.offsetBytes} vs ${rb.sizeBytes} bytes at ${rb.offsetBytes}`;
+    const where =
+      ra.offsetBytes === rb.offsetBytes && ra.sizeBytes === rb.sizeBytes
+        ? `first at byte ${await firstDifferingByte(a.raw, b.raw, ra.offsetBytes, ra.sizeBytes)}`
+        : `placed differently: ${ra.sizeBytes} bytes at ${ra.offsetBytes} vs ${rb.sizeBytes} bytes at ${rb.offsetBytes}`;
     say(`  ${ra.name}: DIFFERS (${ha.slice(0, 16)}… vs ${hb.slice(0, 16)}…), ${where}`);
     if (ra.fs !== 'ext4' && ra.fs !== 'vfat') continue;
     const open = { a: path.join(work, 'open', `${a.label}-${ra.name}`), b: path.join(work, 'open', `${b.label}-${rb.name}`) };
@@ -197,7 +201,8 @@ async function main(): Promise<number> {
     }
     if (mode !== undefined) throw new Error(`unknown mode ${mode}: give none (build twice) or "compare"`);
     const commit = await run('git', ['-C', REPO_ROOT, 'rev-parse', 'HEAD']);
-    if ((await run('git', ['-C', REPO_ROOT, 'status', '--porcelain', '--untracked-files=no'])) !== '') say('uncommitted changes are not built: both builds are of the commit');
+    if ((await run('git', ['-C', REPO_ROOT, 'status', '--porcelain', '--untracked-files=no'])) !== '')
+      say('uncommitted changes are not built: both builds are of the commit');
     const profile = process.env.PROFILE ?? 'edge-standard';
     const hardware = process.env.HARDWARE ?? 'generic-x86_64-uefi';
     say(`building ${commit} twice under ${work}, one build after the other`);
@@ -205,7 +210,9 @@ async function main(): Promise<number> {
     const b = await buildInClone(work, 'b', commit, profile, hardware);
     say(`build a took ${Math.round(a.seconds)} s, build b ${Math.round(b.seconds)} s`);
     const same = await compare(work, a, b);
-    process.stdout.write(same ? `reproducible: ${commit} (${profile}, ${hardware}) gives the same raw image twice\n` : `NOT reproducible: see the differences above\n`);
+    process.stdout.write(
+      same ? `reproducible: ${commit} (${profile}, ${hardware}) gives the same raw image twice\n` : `NOT reproducible: see the differences above\n`,
+    );
     return same ? 0 : 1;
   } finally {
     if (process.env.KEEP === '1') say(`kept ${work}`);

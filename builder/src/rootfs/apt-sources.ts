@@ -33,10 +33,7 @@ export interface DebianMirrors {
 
 export class NoDebianMirrorError extends Error {
   constructor(detail?: string) {
-    super(
-      "no Debian mirror in the build host's apt sources; set `debian.mirror` in the profile or pass --mirror" +
-        (detail ? ` (${detail})` : ''),
-    );
+    super("no Debian mirror in the build host's apt sources; set `debian.mirror` in the profile or pass --mirror" + (detail ? ` (${detail})` : ''));
     this.name = 'NoDebianMirrorError';
   }
 }
@@ -81,11 +78,11 @@ const words = (v: string | undefined): string[] => (v ?? '').split(/\s+/).filter
 function parseDeb822(file: AptSourceFile): AptSourceEntry[] {
   const out: AptSourceEntry[] = [];
   for (const s of parseDeb822Stanzas(file.text)) {
-    if (!isTrue(s['enabled'])) continue;
-    if (!words(s['types']).includes('deb')) continue;
-    const suites = words(s['suites']);
-    const components = words(s['components']);
-    for (const uri of words(s['uris'])) out.push({ uri: normUri(uri), suites, components, file: file.path });
+    if (!isTrue(s.enabled)) continue;
+    if (!words(s.types).includes('deb')) continue;
+    const suites = words(s.suites);
+    const components = words(s.components);
+    for (const uri of words(s.uris)) out.push({ uri: normUri(uri), suites, components, file: file.path });
   }
   return out;
 }
@@ -96,7 +93,7 @@ function parseOneLine(file: AptSourceFile): AptSourceEntry[] {
     let line = raw.replace(/#.*$/, '').trim();
     if (!line) continue;
     const typeMatch = /^(deb|deb-src)\s+/.exec(line);
-    if (!typeMatch || typeMatch[1] !== 'deb') continue;
+    if (typeMatch?.[1] !== 'deb') continue;
     line = line.slice(typeMatch[0].length);
     if (line.startsWith('[')) {
       const end = line.indexOf(']');
@@ -122,21 +119,12 @@ const isSecuritySuite = (s: string, suite: string): boolean => s === `${suite}-s
  * components include `main`, not a security suite) and, if present, the security archive.
  * Returns undefined when no main archive is configured.
  */
-export function pickDebianMirror(
-  entries: AptSourceEntry[],
-  suite = 'bookworm',
-): { mirror: string; securityMirror?: string; file?: string } | undefined {
+export function pickDebianMirror(entries: AptSourceEntry[], suite = 'bookworm'): { mirror: string; securityMirror?: string; file?: string } | undefined {
   const main = entries.find(
-    (e) =>
-      e.suites.includes(suite) &&
-      e.components.includes('main') &&
-      !e.suites.some((s) => isSecuritySuite(s, suite)) &&
-      /^(https?|file):/.test(e.uri),
+    (e) => e.suites.includes(suite) && e.components.includes('main') && !e.suites.some((s) => isSecuritySuite(s, suite)) && /^(https?|file):/.test(e.uri),
   );
   if (!main) return undefined;
-  const sec = entries.find(
-    (e) => e.suites.some((s) => isSecuritySuite(s, suite)) && e.components.includes('main') && /^(https?|file):/.test(e.uri),
-  );
+  const sec = entries.find((e) => e.suites.some((s) => isSecuritySuite(s, suite)) && e.components.includes('main') && /^(https?|file):/.test(e.uri));
   return { mirror: main.uri, ...(sec ? { securityMirror: sec.uri } : {}), ...(main.file ? { file: main.file } : {}) };
 }
 
@@ -168,9 +156,7 @@ export async function readAptSourceFiles(aptDir = '/etc/apt'): Promise<AptSource
  * Resolves the Debian mirror: an explicit override (profile `debian.mirror` or `--mirror`) wins;
  * otherwise the host's apt sources. Throws NoDebianMirrorError with the fix when nothing is found.
  */
-export async function detectDebianMirror(
-  opts: { suite?: string; override?: string; securityOverride?: string; aptDir?: string } = {},
-): Promise<DebianMirrors> {
+export async function detectDebianMirror(opts: { suite?: string; override?: string; securityOverride?: string; aptDir?: string } = {}): Promise<DebianMirrors> {
   const suite = opts.suite ?? 'bookworm';
   if (opts.override) {
     return {

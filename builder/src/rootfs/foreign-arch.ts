@@ -38,8 +38,7 @@ export async function ensureForeignArchSupport(arch: DebianArch): Promise<'nativ
     });
   }
   const handler = `${BINFMT}/qemu-${q}`;
-  const enabled = async (): Promise<boolean> =>
-    (await exists(handler)) && (await readFile(handler, 'utf8')).startsWith('enabled');
+  const enabled = async (): Promise<boolean> => (await exists(handler)) && (await readFile(handler, 'utf8')).startsWith('enabled');
   if (!(await enabled())) {
     if (!(await hasCommand('update-binfmts'))) {
       throw new Error(`binfmt handler qemu-${q} is not registered and update-binfmts is missing: apt-get install binfmt-support qemu-user-static`);
@@ -49,7 +48,9 @@ export async function ensureForeignArchSupport(arch: DebianArch): Promise<'nativ
   }
   const flags = (await readFile(handler, 'utf8')).match(/^flags:\s*(\S*)/m)?.[1] ?? '';
   if (!flags.includes('F')) {
-    throw new Error(`binfmt handler qemu-${q} lacks the F (fix-binary) flag, so it cannot run inside a chroot; use the qemu-user-static package's registration`);
+    throw new Error(
+      `binfmt handler qemu-${q} lacks the F (fix-binary) flag, so it cannot run inside a chroot; use the qemu-user-static package's registration`,
+    );
   }
   // arch-test (a mmdebstrap recommendation) proves it end to end when installed.
   if (await hasCommand('arch-test')) {

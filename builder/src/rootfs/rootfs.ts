@@ -186,6 +186,7 @@ export async function listRootfsPackages(rootfs: string): Promise<RootfsPackage[
   const out = await run('dpkg-query', [
     `--admindir=${join(rootfs, 'var/lib/dpkg')}`,
     '-W',
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own ${field} format, not a JS template
     '-f=${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n',
   ]);
   return out
@@ -239,7 +240,7 @@ export async function buildRootfs(opts: BuildRootfsOptions): Promise<RootfsResul
   let excludesFile: string | undefined;
   if (opts.excludeModules?.length) {
     excludesFile = `${outDir}.exclude-modules`;
-    await writeFile(excludesFile, opts.excludeModules.join('\n') + '\n');
+    await writeFile(excludesFile, `${opts.excludeModules.join('\n')}\n`);
   }
   const env: Record<string, string> = {
     ...(process.env as Record<string, string>),
@@ -249,6 +250,9 @@ export async function buildRootfs(opts: BuildRootfsOptions): Promise<RootfsResul
   await runStreaming('mmdebstrap', mmdebstrapArgs(opts, outDir, excludesFile), env, opts.onProgress ?? (() => undefined));
   if (excludesFile) await rm(excludesFile, { force: true });
   const packages = await listRootfsPackages(outDir);
-  await writeFile(packagesJsonPath(outDir), JSON.stringify({ suite: opts.suite, arch: opts.arch, sourceDateEpoch: opts.sourceDateEpoch ?? null, hookVersion: ROOTFS_HOOK_VERSION, packages }, null, 2) + '\n');
+  await writeFile(
+    packagesJsonPath(outDir),
+    `${JSON.stringify({ suite: opts.suite, arch: opts.arch, sourceDateEpoch: opts.sourceDateEpoch ?? null, hookVersion: ROOTFS_HOOK_VERSION, packages }, null, 2)}\n`,
+  );
   return { outDir, packages };
 }

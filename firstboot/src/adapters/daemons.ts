@@ -5,7 +5,7 @@
  * They are found by what they run instead: the executable path (argv[0]) in this network
  * namespace (the nodes of a test pair share a host, each in its own namespace).
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 
 export interface RunningProcess {
@@ -95,7 +95,7 @@ export interface DaemonSpec {
 /** Starts `spec` as a child of the agent (it survives the agent under KillMode=process). */
 export function spawnDaemon(spec: DaemonSpec): Daemon {
   const fd = spec.logFile ? openSync(spec.logFile, 'a', 0o640) : undefined;
-  let child;
+  let child: ChildProcess;
   try {
     child = spawn(spec.binary, spec.args, { stdio: ['ignore', fd ?? 'ignore', fd ?? 'ignore'], env: { ...process.env, ...spec.env }, ...(spec.runAs ?? {}) });
   } finally {

@@ -33,7 +33,8 @@ async function mountedPartition(dir: string): Promise<MountedPartition | { devic
   if (!fs) return undefined;
   const blk = await runTool('lsblk', ['-J', '-n', '-d', '-o', 'KNAME,PKNAME,TYPE', fs.source]);
   const dev = (JSON.parse(blk.stdout) as { blockdevices: { kname: string; pkname: string | null; type: string }[] }).blockdevices[0];
-  if (!dev || dev.type !== 'part' || !dev.pkname) return { device: fs.source, notPartition: `${fs.source} is a ${dev?.type ?? 'non-block'} device, not a disk partition` };
+  if (dev?.type !== 'part' || !dev.pkname)
+    return { device: fs.source, notPartition: `${fs.source} is a ${dev?.type ?? 'non-block'} device, not a disk partition` };
   return { device: fs.source, fsType: fs.fstype, kname: dev.kname, disk: `/dev/${dev.pkname}`, number: await sysfs(dev.kname, 'partition') };
 }
 
@@ -61,7 +62,11 @@ async function diskFacts(p: MountedPartition): Promise<DiskFacts> {
   const per = sectorSize / 512;
   const start = (await sysfs(p.kname, 'start')) / per;
   const diskSectors = (await sysfs(p.disk.slice('/dev/'.length), 'size')) / per;
-  const partitions: PartitionFacts[] = (table.partitions ?? []).map((x) => ({ start: x.start, size: x.size, ...(x.name !== undefined ? { name: x.name } : {}) }));
+  const partitions: PartitionFacts[] = (table.partitions ?? []).map((x) => ({
+    start: x.start,
+    size: x.size,
+    ...(x.name !== undefined ? { name: x.name } : {}),
+  }));
   const target = partitions.find((x) => x.start === start);
   if (!target) throw new Error(`partition ${p.device} (start ${start}) not found in the partition table of ${p.disk}`);
   return {
@@ -81,7 +86,7 @@ async function partitionAtDevice(device: string): Promise<MountedPartition | { d
   const blk = await runTool('lsblk', ['-J', '-n', '-d', '-o', 'KNAME,PKNAME,TYPE', device], { okCodes: [0, 32] });
   if (blk.code === 32) return undefined;
   const dev = (JSON.parse(blk.stdout) as { blockdevices: { kname: string; pkname: string | null; type: string }[] }).blockdevices[0];
-  if (!dev || dev.type !== 'part' || !dev.pkname) return { device, notPartition: `${device} is a ${dev?.type ?? 'non-block'} device, not a disk partition` };
+  if (dev?.type !== 'part' || !dev.pkname) return { device, notPartition: `${device} is a ${dev?.type ?? 'non-block'} device, not a disk partition` };
   // Probe the filesystem directly: udev's database may not be complete this early in boot.
   const fsType = (await runTool('blkid', ['-p', '-o', 'value', '-s', 'TYPE', `/dev/${dev.kname}`], { okCodes: [0, 2] })).stdout.trim();
   return { device: `/dev/${dev.kname}`, fsType, kname: dev.kname, disk: `/dev/${dev.pkname}`, number: await sysfs(dev.kname, 'partition') };
@@ -123,7 +128,8 @@ async function growData(
     // Table changes run under an exclusive lock on the whole disk, which makes udev wait until
     // the table is whole before it probes the disk again.
     const disk = part.disk;
-    const locked = (tool: string, args: string[], input?: string) => runTool('flock', ['--exclusive', disk, tool, ...args], input === undefined ? {} : { input });
+    const locked = (tool: string, args: string[], input?: string) =>
+      runTool('flock', ['--exclusive', disk, tool, ...args], input === undefined ? {} : { input });
     if (plan.relocateBackupGpt) {
       await locked('sfdisk', ['--no-reread', '--relocate', 'gpt-bak-std', part.disk]);
       log.event('info', 'data-gpt-backup-relocated', { disk: part.disk });

@@ -91,7 +91,13 @@ export function runTool(tool: string, args: readonly string[], o: ToolOptions = 
       if (timer) clearTimeout(timer);
       const missing = baseName(cmd);
       const pkg = TOOL_PACKAGES[missing];
-      reject(new ToolError(missing, null, e.code === 'ENOENT' ? `${cmd} not found on PATH${pkg ? ` (install the Debian package ${pkg} into the image)` : ''}` : `${cmd}: ${e.message}`));
+      reject(
+        new ToolError(
+          missing,
+          null,
+          e.code === 'ENOENT' ? `${cmd} not found on PATH${pkg ? ` (install the Debian package ${pkg} into the image)` : ''}` : `${cmd}: ${e.message}`,
+        ),
+      );
     });
     child.on('close', (code, signal) => {
       if (timer) clearTimeout(timer);

@@ -5,7 +5,16 @@
  * node runs at that moment; a different answer is logged loudly (the liveness loop owns what
  * happens next).
  */
-import { connectChannel, negotiate, shouldDial, type Candidate, type ChannelServer, type Discovery, type NegotiateOptions, type PairKeys } from '../pairing/index.ts';
+import {
+  connectChannel,
+  negotiate,
+  shouldDial,
+  type Candidate,
+  type ChannelServer,
+  type Discovery,
+  type NegotiateOptions,
+  type PairKeys,
+} from '../pairing/index.ts';
 
 export interface ReconfirmOptions extends Omit<NegotiateOptions, 'self'> {
   discovery: Discovery;
@@ -25,7 +34,7 @@ export async function keepConfirmingPair(o: ReconfirmOptions): Promise<void> {
   let confirmedBoot = discovery.peers().find((p) => p.nodeId === o.peerNodeId)?.bootId;
   while (!o.signal.aborted) {
     try {
-      let channel;
+      let channel: Parameters<typeof negotiate>[0];
       if (dialer) {
         const peer = discovery.peers().find((p) => p.nodeId === o.peerNodeId);
         if (!peer || peer.bootId === confirmedBoot) {
@@ -35,13 +44,20 @@ export async function keepConfirmingPair(o: ReconfirmOptions): Promise<void> {
         channel = await connectChannel({ keys: o.keys, nodeId: o.nodeId, peerNodeId: peer.nodeId, host: peer.address, port: peer.state.tcpPort, log });
         confirmedBoot = peer.bootId;
       } else {
-        channel = await o.server.nextSession(1000, o.peerNodeId);
-        if (!channel) continue;
+        const session = await o.server.nextSession(1000, o.peerNodeId);
+        if (!session) continue;
+        channel = session;
       }
       const result = await negotiate(channel, { ...o, self: await o.self() });
       const now = o.current();
       const same = result.role === now.role && result.term === now.term;
-      log.event(same ? 'info' : 'error', same ? 'pair-reconfirmed' : 'pair-reconfirm-mismatch', { peer: o.peerNodeId, role: result.role, term: result.term, expectedRole: now.role, expectedTerm: now.term });
+      log.event(same ? 'info' : 'error', same ? 'pair-reconfirmed' : 'pair-reconfirm-mismatch', {
+        peer: o.peerNodeId,
+        role: result.role,
+        term: result.term,
+        expectedRole: now.role,
+        expectedTerm: now.term,
+      });
     } catch (e) {
       if (dialer) confirmedBoot = undefined;
       log.event('warn', 'pair-reconfirm-failed', { peer: o.peerNodeId, error: (e as Error).message });

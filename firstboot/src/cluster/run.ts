@@ -107,7 +107,10 @@ function canConnect(host: string, port: number, timeoutMs: number): Promise<bool
  * Kine of its own (adapters/daemons.ts says why they are found by what they run).
  */
 async function stopOrphanKine(binary: string): Promise<void> {
-  await stopProcesses(processesRunning(binary).map((p) => p.pid), 0);
+  await stopProcesses(
+    processesRunning(binary).map((p) => p.pid),
+    0,
+  );
 }
 
 export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promise<void> {
@@ -161,18 +164,45 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   const provisionalHeartbeat = (): HeartbeatFacts | undefined => {
     const heard = meta.pair ? discovery?.heard(meta.pair.peerNodeId) : undefined;
     if (!meta.pair) return undefined;
-    return { pg: 'down', pgHealthy: false, syncRep: false, handoverForMs: null, peerSilentMs: Math.round(heard ? performance.now() - heard.at : 86_400_000), holdsVip: false };
+    return {
+      pg: 'down',
+      pgHealthy: false,
+      syncRep: false,
+      handoverForMs: null,
+      peerSilentMs: Math.round(heard ? performance.now() - heard.at : 86_400_000),
+      holdsVip: false,
+    };
   };
-  const server = await startChannelServer({ keys, nodeId: meta.nodeId, host: lan.ip, port: settings.channelPort, log, admit: (id) => discovery?.refusalFor(id) });
+  const server = await startChannelServer({
+    keys,
+    nodeId: meta.nodeId,
+    host: lan.ip,
+    port: settings.channelPort,
+    log,
+    admit: (id) => discovery?.refusalFor(id),
+  });
   discovery = await startDiscovery({
-    siteId: site.site.id, keys, nodeId: meta.nodeId, bindAddress: lan.ip, broadcastAddress: settings.broadcastAddress, port: settings.discoveryPort, log,
+    siteId: site.site.id,
+    keys,
+    nodeId: meta.nodeId,
+    bindAddress: lan.ip,
+    broadcastAddress: settings.broadcastAddress,
+    port: settings.discoveryPort,
+    log,
     getState: () => {
       if (live) return { ...live, committed: true, tcpPort: server.port, name };
       const hb = provisionalHeartbeat();
       return { role: meta.role, term: meta.term, ...progress, tcpPort: server.port, name, ...(hb ? { hb } : {}) };
     },
   });
-  signal.addEventListener('abort', () => { discovery?.close(); void server.close(); }, { once: true });
+  signal.addEventListener(
+    'abort',
+    () => {
+      discovery?.close();
+      void server.close();
+    },
+    { once: true },
+  );
   if (meta.pair) {
     discovery.setPair([meta.nodeId, meta.pair.peerNodeId].sort() as [string, string]);
     discovery.setLink(meta.pair.peerNodeId, nodeKey.linkWith(meta.pair.peerKey, site.site.id));
@@ -180,14 +210,27 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   out.line(`${MARKER} discovering peer on ${lan.ifname} ${lan.ip}`);
 
   const pairingOptions = {
-    discovery, server, keys, nodeKey, siteId: site.site.id, log, signal,
+    discovery,
+    server,
+    keys,
+    nodeKey,
+    siteId: site.site.id,
+    log,
+    signal,
     // Once paired, the partner must prove the node key it proved then (pair secret alone: refused).
     pinnedKey: (peerNodeId: string) => (meta.pair?.peerNodeId === peerNodeId ? meta.pair.peerKey : undefined),
-    ...(site.pair.preferredLeader ?? settings.preferredLeader ? { preferredLeader: site.pair.preferredLeader ?? settings.preferredLeader } : {}),
+    ...((site.pair.preferredLeader ?? settings.preferredLeader) ? { preferredLeader: site.pair.preferredLeader ?? settings.preferredLeader } : {}),
     self: currentCandidate,
     // Persisted before it is sent, so a re-run hands the follower the same bundle.
     secretsIfLeader: (_d: unknown, follower: Candidate & { address: string }) =>
-      ensureClusterSecrets(settings.secretsDir, { nodes: [{ name, ip: lan.ip }, { name: follower.name ?? nodeName(site, follower.nodeId, follower.address), ip: follower.address }], vip, siteId: site.site.id }),
+      ensureClusterSecrets(settings.secretsDir, {
+        nodes: [
+          { name, ip: lan.ip },
+          { name: follower.name ?? nodeName(site, follower.nodeId, follower.address), ip: follower.address },
+        ],
+        vip,
+        siteId: site.site.id,
+      }),
     onSecrets: async (s: unknown) => {
       storeSecrets(settings.secretsDir, validateSecrets(s, 'secrets from the leader'));
     },
@@ -202,8 +245,13 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     const owner = kineUser();
     const files = writeKineFiles(join(settings.runDir, 'kine'), secrets, name, { remoteClients: settings.kineRemoteClients, ...(owner ? { owner } : {}) });
     return {
-      binary: settings.kineBinary, listenAddress: kineListen, password: secrets.kinePassword, caFile: files.pgCaFile, logFile: join(settings.runDir, 'kine.log'),
-      ...(files.tls ? { tls: files.tls } : {}), ...(owner ? { runAs: { uid: owner.uid, gid: owner.gid } } : {}),
+      binary: settings.kineBinary,
+      listenAddress: kineListen,
+      password: secrets.kinePassword,
+      caFile: files.pgCaFile,
+      logFile: join(settings.runDir, 'kine.log'),
+      ...(files.tls ? { tls: files.tls } : {}),
+      ...(owner ? { runAs: { uid: owner.uid, gid: owner.gid } } : {}),
     };
   };
   let peer: NodeIdentity & { nodeId: string };
@@ -221,7 +269,13 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   } else {
     const result = await runPairing(pairingOptions);
     peer = { nodeId: result.peer.nodeId, name: result.peer.name ?? nodeName(site, result.peer.nodeId, result.peerAddress), ip: result.peerAddress };
-    save(recordPairing(meta, { role: result.role, term: result.term, pair: { leader: result.leader, peerNodeId: peer.nodeId, peerName: peer.name, peerAddress: peer.ip, peerKey: result.peerKey } }));
+    save(
+      recordPairing(meta, {
+        role: result.role,
+        term: result.term,
+        pair: { leader: result.leader, peerNodeId: peer.nodeId, peerName: peer.name, peerAddress: peer.ip, peerKey: result.peerKey },
+      }),
+    );
     discovery.setLink(peer.nodeId, result.link);
     log.event('info', 'paired', { role: result.role, term: result.term, peer: peer.nodeId });
     out.line(`${MARKER} paired role=${result.role} term=${result.term} peer=${peer.name}`);
@@ -244,21 +298,39 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   }
   const controlPlane = await startControlPlane(secrets);
   liveness = startLiveness({
-    nodeId: meta.nodeId, peer: { nodeId: peer.nodeId, name: peer.name, address: peer.ip }, ifname: lan.ifname, vipCidr: site.network.vip,
-    witnesses: siteWitnesses(site), pg, mode: settings.replication, secrets, divergentDir: join(ctx.stateDir, 'divergent'),
-    follower: provisionConfig('follower'), discovery, kine, meta: () => meta, save,
-    ...(controlPlane ? {
-      kubernetes: {
-        observe: (datastoreReady: boolean) => {
-          controlPlane.observe(datastoreReady);
-          status.kubernetes = controlPlane.status();
-        },
-        apiHealthy: () => controlPlane.apiHealthy(),
-      },
-    } : {}),
+    nodeId: meta.nodeId,
+    peer: { nodeId: peer.nodeId, name: peer.name, address: peer.ip },
+    ifname: lan.ifname,
+    vipCidr: site.network.vip,
+    witnesses: siteWitnesses(site),
+    pg,
+    mode: settings.replication,
+    secrets,
+    divergentDir: join(ctx.stateDir, 'divergent'),
+    follower: provisionConfig('follower'),
+    discovery,
+    kine,
+    meta: () => meta,
+    save,
+    ...(controlPlane
+      ? {
+          kubernetes: {
+            observe: (datastoreReady: boolean) => {
+              controlPlane.observe(datastoreReady);
+              status.kubernetes = controlPlane.status();
+            },
+            apiHealthy: () => controlPlane.apiHealthy(),
+          },
+        }
+      : {}),
     publish: (state) => {
       // A new role, term, handover or VIP is worth a heartbeat now rather than at the next beat.
-      const changed = !live || live.role !== state.role || live.term !== state.term || live.hb.holdsVip !== state.hb.holdsVip || (live.hb.handoverForMs === null) !== (state.hb.handoverForMs === null);
+      const changed =
+        !live ||
+        live.role !== state.role ||
+        live.term !== state.term ||
+        live.hb.holdsVip !== state.hb.holdsVip ||
+        (live.hb.handoverForMs === null) !== (state.hb.handoverForMs === null);
       live = state;
       if (changed) discovery?.announce();
     },
@@ -266,7 +338,12 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
       Object.assign(status, fields);
       if (!fields.lastError) delete status.lastError;
     },
-    initialRole, announcedReady, log, out, signal, watchdog: ctx.watchdog,
+    initialRole,
+    announcedReady,
+    log,
+    out,
+    signal,
+    watchdog: ctx.watchdog,
   });
   await liveness.done;
 
@@ -276,11 +353,21 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     // Kine answers on loopback in both modes (a wildcard bind covers it); TLS only when it serves remote clients.
     const etcdEndpoint = `${settings.kineRemoteClients ? 'https' : 'http'}://127.0.0.1:${settings.kinePort}`;
     const cp = new ControlPlane({
-      distribution: settings.kubernetes.distribution, binary: settings.kubernetesBinary, stateDir: ctx.stateDir, runDir: settings.runDir, log,
+      distribution: settings.kubernetes.distribution,
+      binary: settings.kubernetesBinary,
+      stateDir: ctx.stateDir,
+      runDir: settings.runDir,
+      log,
       input: {
-        node: self, vip, etcdEndpoint, etcdTls: settings.kineRemoteClients,
-        clusterCidr: settings.kubernetes.clusterCidr, serviceCidr: settings.kubernetes.serviceCidr, apiPort: settings.kubeApiPort,
-        kinePort: settings.kinePort, k3sDisable: settings.kubernetes.disable,
+        node: self,
+        vip,
+        etcdEndpoint,
+        etcdTls: settings.kineRemoteClients,
+        clusterCidr: settings.kubernetes.clusterCidr,
+        serviceCidr: settings.kubernetes.serviceCidr,
+        apiPort: settings.kubeApiPort,
+        kinePort: settings.kinePort,
+        k3sDisable: settings.kubernetes.disable,
         ...(runsUpstreamWorker(settings) ? { worker: workerOptions(settings.kubernetes.serviceCidr) } : {}),
       },
     });
@@ -293,8 +380,11 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   function workerOptions(serviceCidr: string) {
     const images = readBakedImages();
     return {
-      peer: { name: peer.name, ip: peer.ip }, lanInterface: lan.ifname, clusterDns: clusterDnsIp(serviceCidr),
-      pauseImage: imageReference(images, 'pause'), coreDnsImage: imageReference(images, 'coredns'),
+      peer: { name: peer.name, ip: peer.ip },
+      lanInterface: lan.ifname,
+      clusterDns: clusterDnsIp(serviceCidr),
+      pauseImage: imageReference(images, 'pause'),
+      coreDnsImage: imageReference(images, 'coredns'),
     };
   }
 
@@ -305,12 +395,20 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
 
   function provisionConfig(role: PairRole) {
     return {
-      role, mode: settings.replication, self, peer, vip, port: settings.pgPort,
+      role,
+      mode: settings.replication,
+      self,
+      peer,
+      vip,
+      port: settings.pgPort,
       // A standby streams from the peer's own address, not the VIP: in a pair the peer is the
       // primary whenever this node follows, and a leader handing over releases the VIP before
       // its standby has caught up.
       ...(role === 'follower' ? { upstream: { host: peer.ip, port: settings.pgPort } } : {}),
-      paths: settings.pg, secretsDir: settings.secretsDir, siteId: site.site.id, log,
+      paths: settings.pg,
+      secretsDir: settings.secretsDir,
+      siteId: site.site.id,
+      log,
     };
   }
 

@@ -49,7 +49,9 @@ function readImageFacts(file: string): ImageFacts {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new Error(`${file}: cannot read the image's description (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): this image was not built by geminik8s build, or its root is damaged`);
+    throw new Error(
+      `${file}: cannot read the image's description (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): this image was not built by geminik8s build, or its root is damaged`,
+    );
   }
   const parsed = parseImageFacts(text, file);
   if (!parsed.ok) throw new ConfigError(parsed.issues);
@@ -64,7 +66,8 @@ function readImageFacts(file: string): ImageFacts {
 function envPort(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const v = env[name];
   if (v === undefined || v === '') return fallback;
-  if (!/^[0-9]+$/.test(v) || Number(v) < 1 || Number(v) > 65535) throw new Error(`${name}: found ${JSON.stringify(v)}; expected a TCP/UDP port 1-65535 (unset: ${fallback})`);
+  if (!/^[0-9]+$/.test(v) || Number(v) < 1 || Number(v) > 65535)
+    throw new Error(`${name}: found ${JSON.stringify(v)}; expected a TCP/UDP port 1-65535 (unset: ${fallback})`);
   return Number(v);
 }
 
@@ -91,7 +94,9 @@ export function clusterSettings(env: NodeJS.ProcessEnv, stateDir: string): Clust
     replication: image.postgresql.replication,
     ...(image.cluster.preferredLeader ? { preferredLeader: image.cluster.preferredLeader } : {}),
     // GEMINIK8S_PG_ROOT moves every PostgreSQL path under one folder (tests); the appliance uses Debian's.
-    pg: root ? { binDir: pg.binDir, dataDir: join(root, 'data'), confDir: join(root, 'conf'), socketDir: join(root, 'run'), logFile: join(root, 'postgresql.log') } : pg,
+    pg: root
+      ? { binDir: pg.binDir, dataDir: join(root, 'data'), confDir: join(root, 'conf'), socketDir: join(root, 'run'), logFile: join(root, 'postgresql.log') }
+      : pg,
     pgPort: envPort(env, 'GEMINIK8S_PG_PORT', 5432),
     kineBinary: envPath(env, 'GEMINIK8S_KINE_BIN', '/usr/lib/geminik8s/bin/kine'),
     kinePort: envPort(env, 'GEMINIK8S_KINE_PORT', 2379),

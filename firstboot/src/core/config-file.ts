@@ -97,7 +97,9 @@ export function parseYamlWithSchema<T>(text: string, file: string, schema: objec
     crossCheck({
       value,
       report(path, issue, where) {
-        const node = (where === 'key' ? keyNodeAt(doc, path.slice(0, -1), String(path[path.length - 1])) : undefined) ?? nearestNode(doc, Array.isArray(where) ? where : path);
+        const node =
+          (where === 'key' ? keyNodeAt(doc, path.slice(0, -1), String(path[path.length - 1])) : undefined) ??
+          nearestNode(doc, Array.isArray(where) ? where : path);
         const pos = at(node?.range?.[0] ?? 0);
         issues.push({ file, line: pos.line, column: pos.col, field: fieldName(path), ...issue });
       },
@@ -117,14 +119,11 @@ export function fieldName(path: FieldPath): string {
   return path.map((p, i) => (typeof p === 'number' || /^[0-9]+$/.test(p) ? `[${p}]` : i === 0 ? p : `.${p}`)).join('');
 }
 
-function issueFor(
-  e: ErrorObject,
-  doc: Document,
-  root: unknown,
-  file: string,
-  at: (offset: number) => { line: number; col: number },
-): ConfigIssue {
-  const path: FieldPath = e.instancePath.split('/').slice(1).map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+function issueFor(e: ErrorObject, doc: Document, root: unknown, file: string, at: (offset: number) => { line: number; col: number }): ConfigIssue {
+  const path: FieldPath = e.instancePath
+    .split('/')
+    .slice(1)
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
   let fieldPath = path;
   let node = nearestNode(doc, path);
   const secret = (e.parentSchema as { 'x-secret'?: boolean } | undefined)?.['x-secret'] === true;

@@ -106,7 +106,13 @@ export function parseHostMeta(text: string): { ok: true; meta: HostMeta } | { ok
   if (pair !== undefined) {
     const fields = ['leader', 'peerNodeId', 'peerName', 'peerAddress', 'peerKey'] as const;
     if (typeof pair !== 'object' || pair === null || fields.some((f) => typeof pair[f] !== 'string')) return { ok: false, reason: 'pair is malformed' };
-    meta.pair = { leader: pair.leader as string, peerNodeId: pair.peerNodeId as string, peerName: pair.peerName as string, peerAddress: pair.peerAddress as string, peerKey: pair.peerKey as string };
+    meta.pair = {
+      leader: pair.leader as string,
+      peerNodeId: pair.peerNodeId as string,
+      peerName: pair.peerName as string,
+      peerAddress: pair.peerAddress as string,
+      peerKey: pair.peerKey as string,
+    };
   }
   const d = o.dataPartition as Record<string, unknown> | undefined;
   if (d !== undefined) {
@@ -131,7 +137,16 @@ export function startBoot(prev: HostMeta | undefined, now: Date, freshNodeId: st
   if (!prev && !isNodeId(freshNodeId)) throw new Error(`invalid node id ${JSON.stringify(freshNodeId)}`);
   const at = now.toISOString();
   if (!prev) {
-    return { schemaVersion: HOSTMETA_SCHEMA_VERSION, nodeId: freshNodeId, bootCount: 1, firstBootAt: at, lastBootAt: at, phase: 'waiting-for-site', term: 0, role: 'unassigned' };
+    return {
+      schemaVersion: HOSTMETA_SCHEMA_VERSION,
+      nodeId: freshNodeId,
+      bootCount: 1,
+      firstBootAt: at,
+      lastBootAt: at,
+      phase: 'waiting-for-site',
+      term: 0,
+      role: 'unassigned',
+    };
   }
   return { ...prev, bootCount: prev.bootCount + 1, lastBootAt: at };
 }

@@ -49,7 +49,7 @@ export const imageFactsSchema = {
         version: { type: 'string', pattern: '^v[0-9]+\\.[0-9]+\\.[0-9]+', description: 'a version like v1.37.2' },
         clusterCidr: { type: 'string', format: 'ipv4-range', description: 'an IPv4 CIDR like 10.42.0.0/16' },
         serviceCidr: { type: 'string', format: 'ipv4-range', description: 'an IPv4 CIDR like 10.43.0.0/16' },
-        worker: { type: 'boolean', default: false, description: 'both boxes run pods (the tests\' agents run the control plane only)' },
+        worker: { type: 'boolean', default: false, description: "both boxes run pods (the tests' agents run the control plane only)" },
         disable: { type: 'array', items: { type: 'string' }, default: [], description: 'K3s add-ons left out' },
       },
     },
@@ -57,7 +57,7 @@ export const imageFactsSchema = {
       type: 'object',
       additionalProperties: false,
       required: ['preferredLeader'],
-      properties: { preferredLeader: { type: 'string', description: 'a node name, or empty for no preference (the site file\'s pair.preferredLeader wins)' } },
+      properties: { preferredLeader: { type: 'string', description: "a node name, or empty for no preference (the site file's pair.preferredLeader wins)" } },
     },
   },
 } as const;

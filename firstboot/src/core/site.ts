@@ -71,7 +71,14 @@ export const siteSchema = {
       additionalProperties: false,
       required: ['authorizedKeys'],
       description: "operators' OpenSSH public keys; the agent installs them for root on every boot",
-      properties: { authorizedKeys: { type: 'array', 'x-secret': true, description: `a list, each item ${SSH_KEY_ALLOWED}`, items: { type: 'string', 'x-secret': true, description: SSH_KEY_ALLOWED } } },
+      properties: {
+        authorizedKeys: {
+          type: 'array',
+          'x-secret': true,
+          description: `a list, each item ${SSH_KEY_ALLOWED}`,
+          items: { type: 'string', 'x-secret': true, description: SSH_KEY_ALLOWED },
+        },
+      },
     },
   },
 } as const;
@@ -112,7 +119,12 @@ function crossCheckSite(c: CrossCheck): void {
     const bytes = pairSecretBytes(secret);
     if (bytes === undefined || bytes < PAIR_SECRET_MIN_BYTES) {
       // Never echo the secret, not even a wrong one: it may be a real secret pasted badly.
-      const found = secret === '' ? 'an empty value' : bytes === undefined ? `a ${secret.length}-character string that is neither hex nor base64` : `${secret.length} characters encoding ${bytes} bytes`;
+      const found =
+        secret === ''
+          ? 'an empty value'
+          : bytes === undefined
+            ? `a ${secret.length}-character string that is neither hex nor base64`
+            : `${secret.length} characters encoding ${bytes} bytes`;
       c.report(['pair', 'secret'], { message: `too weak or malformed: ${INIT_HINT}`, found, allowed: `expected ${SECRET_ALLOWED}` });
     }
   }
@@ -130,18 +142,35 @@ function crossCheckSite(c: CrossCheck): void {
   const addressing = net.addressing;
   const nodes = Array.isArray(net.nodes) && !c.failed(['network', 'nodes']) ? (net.nodes as SiteNode[]) : undefined;
   if ('nodes' in net && addressing === 'dhcp') {
-    c.report(['network', 'nodes'], { message: 'only used with addressing: static', found: 'nodes with addressing: dhcp', allowed: 'expected no nodes field, or addressing: static' }, 'key');
+    c.report(
+      ['network', 'nodes'],
+      { message: 'only used with addressing: static', found: 'nodes with addressing: dhcp', allowed: 'expected no nodes field, or addressing: static' },
+      'key',
+    );
   } else if (!('nodes' in net) && addressing === 'static') {
-    c.report(['network', 'nodes'], { message: 'addressing: static needs network.nodes (one {name, address} per box)', found: 'no nodes', allowed: 'expected a list of {name, address}' }, ['network', 'addressing']);
+    c.report(
+      ['network', 'nodes'],
+      { message: 'addressing: static needs network.nodes (one {name, address} per box)', found: 'no nodes', allowed: 'expected a list of {name, address}' },
+      ['network', 'addressing'],
+    );
   }
   const names = new Map<string, number>();
   nodes?.forEach((n, i) => {
     const first = names.get(n.name);
-    if (first !== undefined) c.report(['network', 'nodes', i, 'name'], { message: `duplicate node name ${JSON.stringify(n.name)}, also network.nodes[${first}]`, found: JSON.stringify(n.name), allowed: 'expected a name no other node has' });
+    if (first !== undefined)
+      c.report(['network', 'nodes', i, 'name'], {
+        message: `duplicate node name ${JSON.stringify(n.name)}, also network.nodes[${first}]`,
+        found: JSON.stringify(n.name),
+        allowed: 'expected a name no other node has',
+      });
     else names.set(n.name, i);
   });
   if (ok(['pair', 'preferredLeader'], pair.preferredLeader) && nodes && !names.has(pair.preferredLeader)) {
-    c.report(['pair', 'preferredLeader'], { message: 'names no node in network.nodes', found: JSON.stringify(pair.preferredLeader), allowed: `expected ${nodes.map((n) => JSON.stringify(n.name)).join(' or ')}` });
+    c.report(['pair', 'preferredLeader'], {
+      message: 'names no node in network.nodes',
+      found: JSON.stringify(pair.preferredLeader),
+      allowed: `expected ${nodes.map((n) => JSON.stringify(n.name)).join(' or ')}`,
+    });
   }
 
   if (!ok(['network', 'vip'], net.vip) || !isIPv4Cidr(net.vip)) return;
@@ -152,7 +181,9 @@ function crossCheckSite(c: CrossCheck): void {
       if (ok(['network', 'witnesses', i], w)) fields.witnesses.push({ path: ['network', 'witnesses', i], text: w });
     });
   }
-  nodes?.forEach((n, i) => fields.nodes.push({ path: ['network', 'nodes', i, 'address'], text: n.address }));
+  nodes?.forEach((n, i) => {
+    fields.nodes.push({ path: ['network', 'nodes', i, 'address'], text: n.address });
+  });
   checkAddressPlan(c, { path: ['network', 'vip'], text: net.vip }, fields);
 }
 
@@ -177,7 +208,8 @@ interface AddressFields {
 function checkAddressPlan(c: CrossCheck, vipField: AddressField, f: AddressFields): void {
   const { ip: vip, prefix } = splitCidr(vipField.text);
   const subnet = subnetOf(vip, prefix);
-  const report = (a: AddressField, message: string, allowed: string) => c.report(a.path, { message, found: JSON.stringify(a.text), allowed: `expected ${allowed}` });
+  const report = (a: AddressField, message: string, allowed: string) =>
+    c.report(a.path, { message, found: JSON.stringify(a.text), allowed: `expected ${allowed}` });
   /** Reports `ip` when it is its subnet's network or broadcast address; true when it did. */
   const reserved = (a: AddressField, ip: string, p: number): boolean => {
     const kind = reservedAddressKind(ip, p);
@@ -189,8 +221,14 @@ function checkAddressPlan(c: CrossCheck, vipField: AddressField, f: AddressField
   reserved(vipField, vip, prefix);
   const gatewayIp = f.gateway?.text;
   if (f.gateway && gatewayIp !== undefined) {
-    if (gatewayIp === vip) report(f.gateway, `the gateway ${gatewayIp} is also the VIP`, `the router's own address; the VIP must be a free address in ${subnet}`);
-    else if (!sameSubnet(gatewayIp, vip, prefix)) report(f.gateway, `the gateway ${gatewayIp} is outside the VIP's subnet ${subnet}`, `the router's address in ${subnet}, or a VIP in the gateway's subnet`);
+    if (gatewayIp === vip)
+      report(f.gateway, `the gateway ${gatewayIp} is also the VIP`, `the router's own address; the VIP must be a free address in ${subnet}`);
+    else if (!sameSubnet(gatewayIp, vip, prefix))
+      report(
+        f.gateway,
+        `the gateway ${gatewayIp} is outside the VIP's subnet ${subnet}`,
+        `the router's address in ${subnet}, or a VIP in the gateway's subnet`,
+      );
     else reserved(f.gateway, gatewayIp, prefix);
   }
   const seen = new Map<string, string>();
@@ -211,4 +249,3 @@ function checkAddressPlan(c: CrossCheck, vipField: AddressField, f: AddressField
     else if (sameSubnet(w.text, vip, prefix)) reserved(w, w.text, prefix);
   }
 }
-

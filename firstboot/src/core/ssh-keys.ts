@@ -57,7 +57,9 @@ function wireStrings(blob: Buffer, count: number): Buffer[] | undefined {
 export function sshPublicKeyProblem(line: string): SshKeyProblem | undefined {
   if (looksLikePrivateKey(line)) return PRIVATE_KEY_PROBLEM;
   const length = `a ${line.length}-character string`;
-  if (/[\x00-\x08\x0a-\x1f\x7f]/.test(line)) return { message: 'a key must be one line of printable text', found: `${length} with line breaks or control characters` };
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is this check's job
+  if (/[\x00-\x08\x0a-\x1f\x7f]/.test(line))
+    return { message: 'a key must be one line of printable text', found: `${length} with line breaks or control characters` };
   const [type = '', body = ''] = line.trim().split(/[ \t]+/);
   if (!(SSH_KEY_TYPES as readonly string[]).includes(type)) {
     // Options such as from="..." before the type are not supported: the site lists plain keys.
@@ -75,5 +77,5 @@ export function sshPublicKeyProblem(line: string): SshKeyProblem | undefined {
 
 /** The authorized_keys file for the operator account: the site's keys, one per line, nothing else. */
 export function renderAuthorizedKeys(keys: readonly string[]): string {
-  return ['# Written by geminik8s-agent on every boot from ssh.authorizedKeys in site.yaml: edit the site file, not this.', ...keys.map((k) => k.trim())].join('\n') + '\n';
+  return `${['# Written by geminik8s-agent on every boot from ssh.authorizedKeys in site.yaml: edit the site file, not this.', ...keys.map((k) => k.trim())].join('\n')}\n`;
 }

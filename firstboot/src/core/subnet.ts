@@ -18,7 +18,7 @@ function maskOf(prefix: number): number {
 
 export function sameSubnet(a: string, b: string, prefix: number): boolean {
   const mask = maskOf(prefix);
-  return ((ipv4ToInt(a) & mask) >>> 0) === ((ipv4ToInt(b) & mask) >>> 0);
+  return (ipv4ToInt(a) & mask) >>> 0 === (ipv4ToInt(b) & mask) >>> 0;
 }
 
 /** "192.0.2.10/24" → its address and prefix length (the text must already be a valid CIDR). */
@@ -40,8 +40,8 @@ export function reservedAddressKind(ip: string, prefix: number): 'network' | 'br
   if (prefix >= 31) return undefined;
   const n = ipv4ToInt(ip);
   const mask = maskOf(prefix);
-  if (((n & mask) >>> 0) === n) return 'network';
-  if (((n | ~mask) >>> 0) === n) return 'broadcast';
+  if ((n & mask) >>> 0 === n) return 'network';
+  if ((n | ~mask) >>> 0 === n) return 'broadcast';
   return undefined;
 }
 

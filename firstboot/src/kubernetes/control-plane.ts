@@ -92,21 +92,33 @@ export class ControlPlane {
       ...(worker && o.distribution === 'upstream'
         ? {
             worker: {
-              peer: worker.peer, lanInterface: worker.lanInterface, pauseImage: worker.pauseImage, clusterDns: worker.clusterDns, node: input.node, clusterCidr: input.clusterCidr, serviceCidr: input.serviceCidr, apiPort: input.apiPort ?? KUBE_API_PORT,
-              nodeDir: WORKER_APPLIANCE.nodeDir, cniConfDir: WORKER_APPLIANCE.cniConfDir, cniStateDir: WORKER_APPLIANCE.cniStateDir,
+              peer: worker.peer,
+              lanInterface: worker.lanInterface,
+              pauseImage: worker.pauseImage,
+              clusterDns: worker.clusterDns,
+              node: input.node,
+              clusterCidr: input.clusterCidr,
+              serviceCidr: input.serviceCidr,
+              apiPort: input.apiPort ?? KUBE_API_PORT,
+              nodeDir: WORKER_APPLIANCE.nodeDir,
+              cniConfDir: WORKER_APPLIANCE.cniConfDir,
+              cniStateDir: WORKER_APPLIANCE.cniStateDir,
             },
           }
         : {}),
     };
     this.#k3s = { kinePort, disable: k3sDisable };
     // K3s runs its kubelet and container runtime in-process: it needs root.
-    this.#owner = o.distribution === 'k3s' ? undefined : (() => {
-      try {
-        return lookupUser(KUBE_USER);
-      } catch {
-        return undefined; // not on the appliance (tests): the programs run as the agent's user
-      }
-    })();
+    this.#owner =
+      o.distribution === 'k3s'
+        ? undefined
+        : (() => {
+            try {
+              return lookupUser(KUBE_USER);
+            } catch {
+              return undefined; // not on the appliance (tests): the programs run as the agent's user
+            }
+          })();
   }
 
   get adminKubeconfig(): string {
@@ -139,7 +151,17 @@ export class ControlPlane {
     // The operator's kubeconfig, for the VIP, stays with root.
     const admin = need(issued, 'admin');
     const port = this.#input.apiPort ?? KUBE_API_PORT;
-    writeFileAtomic(this.adminKubeconfig, renderKubeconfig({ server: `https://${this.#input.vip}:${port}`, caPem: secrets.ca.certPem, certPem: admin.certPem, keyPem: admin.keyPem, user: 'admin' }), 0o600);
+    writeFileAtomic(
+      this.adminKubeconfig,
+      renderKubeconfig({
+        server: `https://${this.#input.vip}:${port}`,
+        caPem: secrets.ca.certPem,
+        certPem: admin.certPem,
+        keyPem: admin.keyPem,
+        user: 'admin',
+      }),
+      0o600,
+    );
     this.#admin = { ca: secrets.ca.certPem, cert: admin.certPem, key: admin.keyPem };
   }
 
@@ -199,11 +221,24 @@ export class ControlPlane {
     };
     // Kine serving remote clients wants a client certificate on loopback too.
     const etcd = issued['etcd-client'];
-    const kineTls = i.etcdTls && etcd ? { caFile: put('kine-ca.crt', secrets.ca.certPem), certFile: put('kine-client.crt', etcd.certPem), keyFile: put('kine-client.key', etcd.keyPem) } : undefined;
-    const configFile = put('config.yaml', renderK3sConfig({
-      node: i.node, vip: i.vip, token: secrets.k3sToken, kine: { port: this.#k3s.kinePort, ...(kineTls ? { tls: kineTls } : {}) },
-      clusterCidr: i.clusterCidr, serviceCidr: i.serviceCidr, disable: this.#k3s.disable, dataDir: K3S_APPLIANCE.dataDir, kubeconfigFile: K3S_APPLIANCE.kubeconfigFile,
-    }));
+    const kineTls =
+      i.etcdTls && etcd
+        ? { caFile: put('kine-ca.crt', secrets.ca.certPem), certFile: put('kine-client.crt', etcd.certPem), keyFile: put('kine-client.key', etcd.keyPem) }
+        : undefined;
+    const configFile = put(
+      'config.yaml',
+      renderK3sConfig({
+        node: i.node,
+        vip: i.vip,
+        token: secrets.k3sToken,
+        kine: { port: this.#k3s.kinePort, ...(kineTls ? { tls: kineTls } : {}) },
+        clusterCidr: i.clusterCidr,
+        serviceCidr: i.serviceCidr,
+        disable: this.#k3s.disable,
+        dataDir: K3S_APPLIANCE.dataDir,
+        kubeconfigFile: K3S_APPLIANCE.kubeconfigFile,
+      }),
+    );
     ensureDir(K3S_APPLIANCE.nodePasswordDir, 0o700);
     const tls = join(K3S_APPLIANCE.dataDir, 'server', 'tls');
     ensureDir(tls, 0o700);
@@ -229,7 +264,9 @@ export class ControlPlane {
     for (const [program, args] of Object.entries(this.#programs)) {
       if (this.#daemons.has(program) || performance.now() < (this.#restartAt.get(program) ?? 0)) continue;
       const d = spawnDaemon({
-        binary: this.#o.binary, args, logFile: join(this.#o.runDir, 'kubernetes', `${program}.log`),
+        binary: this.#o.binary,
+        args,
+        logFile: join(this.#o.runDir, 'kubernetes', `${program}.log`),
         ...(this.#owner ? { runAs: { uid: this.#owner.uid, gid: this.#owner.gid } } : {}),
       });
       this.#o.log.event('info', 'kube-program-started', { program, pid: d.pid });
@@ -270,7 +307,13 @@ export class ControlPlane {
       this.#failures.set(program, failures);
       const delayMs = Math.min(1000 * 2 ** (failures - 1), 30_000);
       this.#restartAt.set(program, performance.now() + delayMs);
-      this.#o.log.event('warn', 'kube-program-exited', { program, pid: d.pid, ...how, restartInMs: delayMs, log: join(this.#o.runDir, 'kubernetes', `${program}.log`) });
+      this.#o.log.event('warn', 'kube-program-exited', {
+        program,
+        pid: d.pid,
+        ...how,
+        restartInMs: delayMs,
+        log: join(this.#o.runDir, 'kubernetes', `${program}.log`),
+      });
     });
   }
 
@@ -340,7 +383,8 @@ export class ControlPlane {
         const was = this.#api;
         this.#api = ok ? 'ready' : 'starting';
         if (ok) this.#failures.delete(server);
-        if (was !== this.#api) this.#o.log.event('info', 'kube-apiserver-state', { state: this.#api, sinceStartMs: Math.round(performance.now() - this.#startedAt) });
+        if (was !== this.#api)
+          this.#o.log.event('info', 'kube-apiserver-state', { state: this.#api, sinceStartMs: Math.round(performance.now() - this.#startedAt) });
       })
       .finally(() => (this.#probing = false));
   }
@@ -353,10 +397,12 @@ export class ControlPlane {
   status(): { apiserver: ApiServerState; programs: Record<string, { pid: number; adopted: boolean } | null>; adminKubeconfig: string } {
     return {
       apiserver: this.#api,
-      programs: Object.fromEntries(Object.keys(this.#programs).map((p) => {
-        const d = this.#daemons.get(p);
-        return [p, d ? { pid: d.pid, adopted: d.adopted } : null];
-      })),
+      programs: Object.fromEntries(
+        Object.keys(this.#programs).map((p) => {
+          const d = this.#daemons.get(p);
+          return [p, d ? { pid: d.pid, adopted: d.adopted } : null];
+        }),
+      ),
       adminKubeconfig: this.adminKubeconfig,
     };
   }

@@ -26,7 +26,10 @@ export async function setFence(pg: LocalPg, on: boolean): Promise<void> {
   // The reload is asynchronous: wait until new sessions see the new value.
   const want = on ? 'on' : 'off';
   for (let i = 0; i < 50; i++) {
-    const now = await withAdmin(pg, async (db) => (await db.query<{ v: string }>("SELECT current_setting('default_transaction_read_only') AS v")).rows[0]?.v).catch(() => undefined);
+    const now = await withAdmin(
+      pg,
+      async (db) => (await db.query<{ v: string }>("SELECT current_setting('default_transaction_read_only') AS v")).rows[0]?.v,
+    ).catch(() => undefined);
     if (now === want) break;
     await new Promise((r) => setTimeout(r, 50));
   }

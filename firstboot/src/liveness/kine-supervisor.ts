@@ -60,7 +60,8 @@ export class KineSupervisor {
       const deadline = performance.now() + timeoutMs;
       while (!(this.#proc && this.#upstream === host && !this.#exited.has(this.#proc))) {
         if (signal.aborted) throw new Error('stopped while starting Kine');
-        if (performance.now() > deadline) throw new Error(`Kine did not start against ${host}:${this.o.port} within ${timeoutMs / 1000} s${this.#lastError ? `: ${this.#lastError}` : ''}`);
+        if (performance.now() > deadline)
+          throw new Error(`Kine did not start against ${host}:${this.o.port} within ${timeoutMs / 1000} s${this.#lastError ? `: ${this.#lastError}` : ''}`);
         await new Promise((r) => setTimeout(r, 250));
         this.want(host);
       }

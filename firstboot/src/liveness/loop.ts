@@ -114,11 +114,25 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   let divergent: { file: string; rows: number } | undefined;
   let lastActions: { at: string; actions: string[]; ms: number; ok: boolean }[] = [];
 
-  const probes = startProbes({ ifname: ctx.ifname, vip, witnesses: ctx.witnesses, intervalMs: c.vipProbeIntervalMs, witnessLostMs: c.witnessLostMs, holdsVip: () => holdsVip });
+  const probes = startProbes({
+    ifname: ctx.ifname,
+    vip,
+    witnesses: ctx.witnesses,
+    intervalMs: c.vipProbeIntervalMs,
+    witnessLostMs: c.witnessLostMs,
+    holdsVip: () => holdsVip,
+  });
 
   const persist = (next: { role: LivenessRole; term?: number; leader?: string; handover?: boolean }) => {
     const meta = ctx.meta();
-    ctx.save(recordLiveness(meta, { role: next.role, term: next.term ?? meta.term, ...(next.leader ? { leader: next.leader } : {}), handover: next.handover ?? meta.handover === true }));
+    ctx.save(
+      recordLiveness(meta, {
+        role: next.role,
+        term: next.term ?? meta.term,
+        ...(next.leader ? { leader: next.leader } : {}),
+        handover: next.handover ?? meta.handover === true,
+      }),
+    );
   };
   const kineUpstream = (r: LivenessRole) => (r === 'leader' ? '127.0.0.1' : vip);
   const ensurePeerSlot = async () => {
@@ -198,10 +212,27 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         await setFence(pg, true);
         role = 'follower';
         ctx.kine.want(kineUpstream(role));
-        const r = await rejoinAsStandby({ pg, leader: { host: ctx.peer.address, port: pg.port }, secrets: ctx.secrets, divergentDir: ctx.divergentDir, term: a.term, follower: ctx.follower, log });
+        const r = await rejoinAsStandby({
+          pg,
+          leader: { host: ctx.peer.address, port: pg.port },
+          secrets: ctx.secrets,
+          divergentDir: ctx.divergentDir,
+          term: a.term,
+          follower: ctx.follower,
+          log,
+        });
         if (r.divergent) divergent = r.divergent;
-        log.event('warn', 'rejoined', { leader: a.leader, term: a.term, method: r.method, divergentRows: r.divergent?.rows ?? 0, ...(r.divergent ? { divergentRowsFile: r.divergent.file } : {}), ...(r.keptAside ? { keptAside: r.keptAside } : {}) });
-        out.line(`${MARKER} rejoined leader=${ctx.peer.name} term=${a.term} method=${r.method}${r.divergent ? ` divergent-rows=${r.divergent.rows} saved=${r.divergent.file}` : ''}`);
+        log.event('warn', 'rejoined', {
+          leader: a.leader,
+          term: a.term,
+          method: r.method,
+          divergentRows: r.divergent?.rows ?? 0,
+          ...(r.divergent ? { divergentRowsFile: r.divergent.file } : {}),
+          ...(r.keptAside ? { keptAside: r.keptAside } : {}),
+        });
+        out.line(
+          `${MARKER} rejoined leader=${ctx.peer.name} term=${a.term} method=${r.method}${r.divergent ? ` divergent-rows=${r.divergent.rows} saved=${r.divergent.file}` : ''}`,
+        );
         return;
       }
       case 'adopt-term':
@@ -235,7 +266,10 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         lastError = `${busy}: ${(e as Error).message}`;
         log.event('error', 'liveness-action-failed', { actions: busy, error: (e as Error).message });
       } finally {
-        lastActions = [...lastActions.slice(-9), { at: new Date().toISOString(), actions: actions.map((a) => a.kind), ms: Math.round(performance.now() - t), ok }];
+        lastActions = [
+          ...lastActions.slice(-9),
+          { at: new Date().toISOString(), actions: actions.map((a) => a.kind), ms: Math.round(performance.now() - t), ok },
+        ];
         busy = undefined;
         republish();
       }
@@ -259,7 +293,16 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     if (role === 'follower' && leaderHeard && startFailures >= STANDBY_REBUILD_AFTER_FAILURES && !(await diskFullInLog())) {
       startFailures = 0;
       runRemedy('rebuild-standby', async () => {
-        const r = await rejoinAsStandby({ pg, leader: { host: ctx.peer.address, port: pg.port }, secrets: ctx.secrets, divergentDir: ctx.divergentDir, term: ctx.meta().term, follower: ctx.follower, log, rebuild: true });
+        const r = await rejoinAsStandby({
+          pg,
+          leader: { host: ctx.peer.address, port: pg.port },
+          secrets: ctx.secrets,
+          divergentDir: ctx.divergentDir,
+          term: ctx.meta().term,
+          follower: ctx.follower,
+          log,
+          rebuild: true,
+        });
         out.line(`${MARKER} standby rebuilt from leader=${ctx.peer.name} method=${r.method}`);
       });
       return;
@@ -304,7 +347,17 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   function republish(): void {
     if (!lastPublished) return;
     const now = performance.now();
-    lastPublished = { ...lastPublished, role, term: ctx.meta().term, hb: { ...lastPublished.hb, syncRep: syncRepNow ?? lastPublished.hb.syncRep, holdsVip, handoverForMs: handoverSince === undefined ? null : Math.round(now - handoverSince) } };
+    lastPublished = {
+      ...lastPublished,
+      role,
+      term: ctx.meta().term,
+      hb: {
+        ...lastPublished.hb,
+        syncRep: syncRepNow ?? lastPublished.hb.syncRep,
+        holdsVip,
+        handoverForMs: handoverSince === undefined ? null : Math.round(now - handoverSince),
+      },
+    };
     ctx.publish(lastPublished);
   }
 
@@ -371,7 +424,14 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       timeline: known.timeline,
       lsn: known.lsn,
       // Down, it acknowledges nothing: what it last committed under still describes its history.
-      hb: { pg: s.state, pgHealthy: input.pg.badForMs === 0, syncRep: s.state === 'down' ? wasSync : s.syncRep, handoverForMs: input.handover?.sinceMs ?? null, peerSilentMs, holdsVip },
+      hb: {
+        pg: s.state,
+        pgHealthy: input.pg.badForMs === 0,
+        syncRep: s.state === 'down' ? wasSync : s.syncRep,
+        handoverForMs: input.handover?.sinceMs ?? null,
+        peerSilentMs,
+        holdsVip,
+      },
     };
     ctx.publish(lastPublished);
 
@@ -395,9 +455,20 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       term: meta.term,
       ...(lastError ? { lastError } : {}),
       liveness: {
-        reason: d.reason, busy: busy ?? null, peerSilentMs, witnessOk: witnessSilentMs < c.witnessLostMs, witnesses: t.witnessesProbed,
-        vipSilentMs: input.vip.silentMs, holdsVip, pg: s.state, pgBadForMs: input.pg.badForMs, syncRep: s.syncRep, standbyStreaming: s.standbyStreaming,
-        kineHealthy: ctx.kine.healthy, handoverForMs: input.handover?.sinceMs ?? null, lastActions,
+        reason: d.reason,
+        busy: busy ?? null,
+        peerSilentMs,
+        witnessOk: witnessSilentMs < c.witnessLostMs,
+        witnesses: t.witnessesProbed,
+        vipSilentMs: input.vip.silentMs,
+        holdsVip,
+        pg: s.state,
+        pgBadForMs: input.pg.badForMs,
+        syncRep: s.syncRep,
+        standbyStreaming: s.standbyStreaming,
+        kineHealthy: ctx.kine.healthy,
+        handoverForMs: input.handover?.sinceMs ?? null,
+        lastActions,
         ...(divergent ? { divergentRowsFile: divergent.file, divergentRows: divergent.rows } : {}),
       },
     });

@@ -22,7 +22,16 @@ export interface PgSample {
   error?: string;
 }
 
-const DOWN: Omit<PgSample, 'error'> = { state: 'down', timeline: 0, lsn: '0/0', syncRep: false, standbyStreaming: false, standbyLagBytes: 0, receiverStreaming: false, readOnly: true };
+const DOWN: Omit<PgSample, 'error'> = {
+  state: 'down',
+  timeline: 0,
+  lsn: '0/0',
+  syncRep: false,
+  standbyStreaming: false,
+  standbyLagBytes: 0,
+  receiverStreaming: false,
+  readOnly: true,
+};
 
 interface Row {
   rec: boolean;
@@ -37,10 +46,12 @@ interface Row {
 
 export async function samplePg(pg: LocalPg, peerName: string, timeoutMs = 1500): Promise<PgSample> {
   try {
-    const row = await withClient({ ...adminClientConfig(pg), connectionTimeoutMillis: timeoutMs, statement_timeout: timeoutMs, query_timeout: timeoutMs }, async (db) => {
-      // CASE keeps pg_current_wal_lsn() (an error during recovery) off a standby.
-      const r = await db.query<Row>(
-        `SELECT pg_is_in_recovery() AS rec,
+    const row = await withClient(
+      { ...adminClientConfig(pg), connectionTimeoutMillis: timeoutMs, statement_timeout: timeoutMs, query_timeout: timeoutMs },
+      async (db) => {
+        // CASE keeps pg_current_wal_lsn() (an error during recovery) off a standby.
+        const r = await db.query<Row>(
+          `SELECT pg_is_in_recovery() AS rec,
                 -- The live timeline: a primary's current WAL file, a standby's receiver; the last
                 -- checkpoint's lags behind a promotion until the next checkpoint.
                 CASE WHEN pg_is_in_recovery()
@@ -55,10 +66,11 @@ export async function samplePg(pg: LocalPg, peerName: string, timeoutMs = 1500):
                 CASE WHEN pg_is_in_recovery() THEN NULL
                      ELSE (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)::float8 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming' LIMIT 1) END AS lag,
                 (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver`,
-        [peerName],
-      );
-      return r.rows[0];
-    });
+          [peerName],
+        );
+        return r.rows[0];
+      },
+    );
     if (!row) return { ...DOWN, error: 'no row' };
     return {
       state: row.rec ? 'standby' : 'primary',

@@ -41,13 +41,21 @@ async function defaultGateways(): Promise<string[]> {
 
 async function pingAny(addresses: readonly string[], timeoutSec: number): Promise<boolean> {
   const answers = await Promise.all(
-    addresses.map((a) => runTool('ping', ['-n', '-q', '-c', '1', '-W', String(timeoutSec), a], { okCodes: [0, 1, 2], timeoutMs: (timeoutSec + 1) * 1000 }).then((r) => r.code === 0, () => false)),
+    addresses.map((a) =>
+      runTool('ping', ['-n', '-q', '-c', '1', '-W', String(timeoutSec), a], { okCodes: [0, 1, 2], timeoutMs: (timeoutSec + 1) * 1000 }).then(
+        (r) => r.code === 0,
+        () => false,
+      ),
+    ),
   );
   return answers.some(Boolean);
 }
 
 async function arpAnswers(ifname: string, ip: string, timeoutSec: number): Promise<boolean> {
-  const r = await runTool('arping', ['-q', '-c', '1', '-w', String(timeoutSec), '-i', ifname, ip], { okCodes: [0, 1], timeoutMs: (timeoutSec + 1) * 1000 }).catch(() => undefined);
+  const r = await runTool('arping', ['-q', '-c', '1', '-w', String(timeoutSec), '-i', ifname, ip], {
+    okCodes: [0, 1],
+    timeoutMs: (timeoutSec + 1) * 1000,
+  }).catch(() => undefined);
   return r?.code === 0;
 }
 
@@ -67,17 +75,30 @@ export function startProbes(o: ProbeOptions): Probes {
   const times: ProbeTimes = { witnessesProbed: [...o.witnesses] };
   let stopped = false;
   const timeoutSec = Math.max(1, Math.round(o.intervalMs / 1000));
-  every(o.intervalMs, async () => {
-    const targets = o.witnesses.length > 0 ? o.witnesses : await defaultGateways().catch(() => []);
-    times.witnessesProbed = [...targets];
-    if (targets.length === 0 || !(await pingAny(targets, timeoutSec))) return;
-    const now = performance.now();
-    if (times.witnessOkAt === undefined || now - times.witnessOkAt >= o.witnessLostMs) times.witnessOkSince = now;
-    times.witnessOkAt = now;
-  }, () => stopped);
-  every(o.intervalMs, async () => {
-    if (o.holdsVip()) return;
-    if (await arpAnswers(o.ifname, o.vip, timeoutSec)) times.vipAnswerAt = performance.now();
-  }, () => stopped);
-  return { times, stop: () => void (stopped = true) };
+  every(
+    o.intervalMs,
+    async () => {
+      const targets = o.witnesses.length > 0 ? o.witnesses : await defaultGateways().catch(() => []);
+      times.witnessesProbed = [...targets];
+      if (targets.length === 0 || !(await pingAny(targets, timeoutSec))) return;
+      const now = performance.now();
+      if (times.witnessOkAt === undefined || now - times.witnessOkAt >= o.witnessLostMs) times.witnessOkSince = now;
+      times.witnessOkAt = now;
+    },
+    () => stopped,
+  );
+  every(
+    o.intervalMs,
+    async () => {
+      if (o.holdsVip()) return;
+      if (await arpAnswers(o.ifname, o.vip, timeoutSec)) times.vipAnswerAt = performance.now();
+    },
+    () => stopped,
+  );
+  return {
+    times,
+    stop: () => {
+      stopped = true;
+    },
+  };
 }

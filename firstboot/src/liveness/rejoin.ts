@@ -16,7 +16,18 @@ import { fsyncDir, writeFileAtomic } from '../adapters/atomic-file.ts';
 import type { Logger } from '../adapters/output.ts';
 import { conninfo, dropAutoConfSettings } from '../provision/core/pgconf.ts';
 import type { ClusterSecrets } from '../provision/core/secrets.ts';
-import { confFiles, postgresUser, runPgTool, serverState, startServer, stopServer, waitForServer, withAdmin, withClient, type LocalPg } from '../provision/postgres.ts';
+import {
+  confFiles,
+  postgresUser,
+  runPgTool,
+  serverState,
+  startServer,
+  stopServer,
+  waitForServer,
+  withAdmin,
+  withClient,
+  type LocalPg,
+} from '../provision/postgres.ts';
 import { remoteAdminConfig, runProvisioning, type ProvisionConfig } from '../provision/provision.ts';
 
 export interface RejoinOptions {
@@ -57,11 +68,17 @@ async function hasKineTable(db: pg.Client): Promise<boolean> {
  * Kine rows are insert-only (a revision per row), so a row of the old primary is divergent when the
  * leader has no row with the same id and the same content.
  */
-export async function saveDivergentRows(o: Pick<RejoinOptions, 'pg' | 'leader' | 'secrets' | 'divergentDir' | 'term' | 'log'>): Promise<{ file: string; rows: number } | null> {
-  const local = await withAdmin(o.pg, async (db) => {
-    if (!(await hasKineTable(db))) return [];
-    return (await db.query<RowKey>(`SELECT id::text AS id, md5(k::text) AS h FROM kine k ORDER BY id DESC LIMIT ${COMPARE_ROWS}`)).rows;
-  }, 'kine').catch((e: Error) => {
+export async function saveDivergentRows(
+  o: Pick<RejoinOptions, 'pg' | 'leader' | 'secrets' | 'divergentDir' | 'term' | 'log'>,
+): Promise<{ file: string; rows: number } | null> {
+  const local = await withAdmin(
+    o.pg,
+    async (db) => {
+      if (!(await hasKineTable(db))) return [];
+      return (await db.query<RowKey>(`SELECT id::text AS id, md5(k::text) AS h FROM kine k ORDER BY id DESC LIMIT ${COMPARE_ROWS}`)).rows;
+    },
+    'kine',
+  ).catch((e: Error) => {
     if (/database "kine" does not exist/.test(e.message)) return [];
     throw e;
   });
@@ -77,11 +94,19 @@ export async function saveDivergentRows(o: Pick<RejoinOptions, 'pg' | 'leader' |
     o.log.event('info', 'divergent-rows-none', { compared: local.length });
     return null;
   }
-  const rows = await withAdmin(o.pg, async (db) => (await db.query<{ row: unknown }>('SELECT row_to_json(k) AS row FROM kine k WHERE id = ANY($1::bigint[]) ORDER BY id', [ids])).rows, 'kine');
+  const rows = await withAdmin(
+    o.pg,
+    async (db) => (await db.query<{ row: unknown }>('SELECT row_to_json(k) AS row FROM kine k WHERE id = ANY($1::bigint[]) ORDER BY id', [ids])).rows,
+    'kine',
+  );
   mkdirSync(o.divergentDir, { recursive: true, mode: 0o700 });
   const file = join(o.divergentDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-term${o.term}.jsonl`);
-  writeFileAtomic(file, rows.map((r) => JSON.stringify(r.row)).join('\n') + '\n', 0o600);
-  o.log.event('warn', 'divergent-rows-saved', { file, rows: rows.length, message: `${rows.length} Kine rows that the leader does not have were saved to ${file} before rewinding` });
+  writeFileAtomic(file, `${rows.map((r) => JSON.stringify(r.row)).join('\n')}\n`, 0o600);
+  o.log.event('warn', 'divergent-rows-saved', {
+    file,
+    rows: rows.length,
+    message: `${rows.length} Kine rows that the leader does not have were saved to ${file} before rewinding`,
+  });
   return { file, rows: rows.length };
 }
 
@@ -91,7 +116,16 @@ function markerOf(pg: LocalPg): string {
 
 async function rewind(o: RejoinOptions): Promise<boolean> {
   const f = confFiles(o.pg.paths.confDir);
-  const source = conninfo({ host: o.leader.host, port: o.leader.port, user: 'postgres', dbname: 'postgres', sslmode: 'verify-full', sslrootcert: f.caCert, passfile: f.pgpass, connect_timeout: 5 });
+  const source = conninfo({
+    host: o.leader.host,
+    port: o.leader.port,
+    user: 'postgres',
+    dbname: 'postgres',
+    sslmode: 'verify-full',
+    sslrootcert: f.caCert,
+    passfile: f.pgpass,
+    connect_timeout: 5,
+  });
   // pg_rewind compares timelines as recorded in pg_control; a leader promoted moments ago may not
   // have checkpointed its new timeline yet.
   await withClient(remoteAdminConfig(o.leader.host, o.leader.port, o.secrets, 'postgres'), (db) => db.query('CHECKPOINT'));
@@ -107,7 +141,12 @@ async function rewind(o: RejoinOptions): Promise<boolean> {
   // The copy carries the leader's runtime settings; this node's config step renders its own.
   const auto = join(o.pg.paths.dataDir, 'postgresql.auto.conf');
   if (existsSync(auto)) {
-    writeFileAtomic(auto, dropAutoConfSettings(readFileSync(auto, 'utf8'), ['synchronous_standby_names', 'primary_conninfo', 'primary_slot_name']), 0o600, postgresUser());
+    writeFileAtomic(
+      auto,
+      dropAutoConfSettings(readFileSync(auto, 'utf8'), ['synchronous_standby_names', 'primary_conninfo', 'primary_slot_name']),
+      0o600,
+      postgresUser(),
+    );
   }
   writeFileAtomic(join(o.pg.paths.dataDir, 'standby.signal'), '', 0o600, postgresUser());
   rmSync(markerOf(o.pg), { force: true });
@@ -139,7 +178,11 @@ export async function rejoinAsStandby(o: RejoinOptions): Promise<RejoinResult> {
         divergent = await saveDivergentRows(o);
       } catch (e) {
         unreadable = true;
-        o.log.event('error', 'divergent-rows-unreadable', { error: (e as Error).message, kept: aside, message: `could not compare rows with the leader; the old data directory is kept at ${aside}` });
+        o.log.event('error', 'divergent-rows-unreadable', {
+          error: (e as Error).message,
+          kept: aside,
+          message: `could not compare rows with the leader; the old data directory is kept at ${aside}`,
+        });
       }
       await stopServer(o.pg, 'fast');
     }

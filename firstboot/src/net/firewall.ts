@@ -28,10 +28,16 @@ const SSHD = '/usr/sbin/sshd';
  */
 export function nodeFirewall(settings: ClusterSettings, lanInterface: string, peerAddress?: string): FirewallInput {
   return {
-    lanInterface, ...(peerAddress !== undefined ? { peerAddress } : {}),
-    kineRemote: settings.kineRemoteClients, sshOpen: existsSync(SSHD),
+    lanInterface,
+    ...(peerAddress !== undefined ? { peerAddress } : {}),
+    kineRemote: settings.kineRemoteClients,
+    sshOpen: existsSync(SSHD),
     ports: {
-      ssh: 22, discovery: settings.discoveryPort, channel: settings.channelPort, postgres: settings.pgPort, kine: settings.kinePort,
+      ssh: 22,
+      discovery: settings.discoveryPort,
+      channel: settings.channelPort,
+      postgres: settings.pgPort,
+      kine: settings.kinePort,
       ...(settings.kubernetes ? { kubeApi: settings.kubeApiPort } : {}),
       // Both distributions run a kubelet on every box; K3s links the boxes' pods with flannel's VXLAN.
       ...(settings.kubernetes?.worker ? { kubelet: KUBELET_PORT } : {}),
@@ -45,7 +51,11 @@ export function nodeFirewall(settings: ClusterSettings, lanInterface: string, pe
 export async function applyFirewall(input: FirewallInput, log: Logger): Promise<void> {
   await runTool(NFT, ['-f', '-'], { input: renderFirewall(input), timeoutMs: 15_000 });
   log.event('info', 'firewall-applied', {
-    table: `inet ${FIREWALL_TABLE}`, lanInterface: input.lanInterface ?? '(any)', peer: input.peerAddress ?? null, kineRemote: input.kineRemote, sshOpen: input.sshOpen,
+    table: `inet ${FIREWALL_TABLE}`,
+    lanInterface: input.lanInterface ?? '(any)',
+    peer: input.peerAddress ?? null,
+    kineRemote: input.kineRemote,
+    sshOpen: input.sshOpen,
   });
 }
 

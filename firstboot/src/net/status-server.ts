@@ -35,7 +35,10 @@ export async function startStatusServer(socketPath: string, getStatus: () => Pro
     if (req.url === '/status') {
       Promise.resolve()
         .then(getStatus)
-        .then((s) => send(200, s), (e: unknown) => send(500, { error: (e as Error).message }));
+        .then(
+          (s) => send(200, s),
+          (e: unknown) => send(500, { error: (e as Error).message }),
+        );
       return;
     }
     send(404, { error: 'unknown path: GET /status' });
@@ -66,7 +69,9 @@ function requestJson(socketPath: string, method: 'GET' | 'POST', urlPath: string
     const req = http.request({ socketPath, method, path: urlPath, timeout: timeoutMs }, (res) => {
       let body = '';
       res.setEncoding('utf8');
-      res.on('data', (d: string) => { body += d; });
+      res.on('data', (d: string) => {
+        body += d;
+      });
       res.on('end', () => {
         try {
           resolve(JSON.parse(body) as unknown);

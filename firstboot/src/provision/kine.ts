@@ -39,7 +39,12 @@ export function kineUser(): OsUser | undefined {
  * key and the CA client certificates must chain to (the pair CA). Rewritten at every start, so a
  * re-issued node certificate takes effect.
  */
-export function writeKineFiles(dir: string, secrets: ClusterSecrets, nodeName: string, o: { remoteClients: boolean; owner?: OsUser }): { pgCaFile: string; tls?: KineTls } {
+export function writeKineFiles(
+  dir: string,
+  secrets: ClusterSecrets,
+  nodeName: string,
+  o: { remoteClients: boolean; owner?: OsUser },
+): { pgCaFile: string; tls?: KineTls } {
   ensureDir(dir, 0o700, o.owner);
   const write = (name: string, pem: string): string => {
     const path = join(dir, name);
@@ -50,7 +55,10 @@ export function writeKineFiles(dir: string, secrets: ClusterSecrets, nodeName: s
   if (!o.remoteClients) return { pgCaFile };
   const node = secrets.nodes[nodeName];
   if (!node) throw new Error(`the cluster secrets hold no certificate for node ${nodeName}; Kine cannot serve TLS`);
-  return { pgCaFile, tls: { certFile: write('server.crt', node.certPem), keyFile: write('server.key', node.keyPem), caFile: write('client-ca.crt', secrets.ca.certPem) } };
+  return {
+    pgCaFile,
+    tls: { certFile: write('server.crt', node.certPem), keyFile: write('server.key', node.keyPem), caFile: write('client-ca.crt', secrets.ca.certPem) },
+  };
 }
 
 export interface KineOptions {
@@ -123,10 +131,23 @@ export type KineHealth = { ok: true; revision: number; ms: number } | { ok: fals
 export async function kineHealth(client: KineClient, timeoutMs = 3000): Promise<KineHealth> {
   const t = Date.now();
   try {
-    const r = await runTool('etcdctl', [...etcdctlFlags(client), `--command-timeout=${Math.max(1, Math.round(timeoutMs / 1000))}s`, '-w', 'json', 'get', '--keys-only', '--limit=1', '/registry/health'], {
-      env: { ETCDCTL_API: '3' },
-      timeoutMs: timeoutMs + 2000,
-    });
+    const r = await runTool(
+      'etcdctl',
+      [
+        ...etcdctlFlags(client),
+        `--command-timeout=${Math.max(1, Math.round(timeoutMs / 1000))}s`,
+        '-w',
+        'json',
+        'get',
+        '--keys-only',
+        '--limit=1',
+        '/registry/health',
+      ],
+      {
+        env: { ETCDCTL_API: '3' },
+        timeoutMs: timeoutMs + 2000,
+      },
+    );
     const rev = (JSON.parse(r.stdout) as { header?: { revision?: number } }).header?.revision;
     return { ok: true, revision: Number(rev ?? 0), ms: Date.now() - t };
   } catch (e) {
@@ -172,7 +193,11 @@ export async function startKine(o: KineOptions): Promise<KineProcess> {
   const until = Date.now() + (o.startTimeoutMs ?? 30_000);
   let last: KineHealth | undefined;
   while (Date.now() < until) {
-    const raced = await Promise.race([exited.then(() => 'exited' as const), spawnError.then((e) => e), new Promise((r) => setTimeout(r, 200)).then(() => 'tick' as const)]);
+    const raced = await Promise.race([
+      exited.then(() => 'exited' as const),
+      spawnError.then((e) => e),
+      new Promise((r) => setTimeout(r, 200)).then(() => 'tick' as const),
+    ]);
     if (raced instanceof Error) throw new Error(`kine could not start: ${raced.message}`);
     if (raced === 'exited') throw new Error(`kine exited during start (${JSON.stringify(await exited)})${o.logFile ? `; see ${o.logFile}` : ''}`);
     last = await kineHealth(client, 2000);

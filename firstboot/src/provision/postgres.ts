@@ -58,7 +58,12 @@ export function postgresUser(): OsUser {
 }
 
 /** Runs a PostgreSQL binary as the postgres OS user (initdb and postgres refuse root). */
-export function runPgTool(paths: PgPaths, tool: string, args: readonly string[], o: { env?: Record<string, string>; okCodes?: number[]; timeoutMs?: number; input?: string } = {}): Promise<ToolResult> {
+export function runPgTool(
+  paths: PgPaths,
+  tool: string,
+  args: readonly string[],
+  o: { env?: Record<string, string>; okCodes?: number[]; timeoutMs?: number; input?: string } = {},
+): Promise<ToolResult> {
   const file = join(paths.binDir, tool);
   if (!pathExists(file)) {
     const pkg = ['pg_basebackup', 'pg_dump', 'psql'].includes(tool) ? 'postgresql-client-15' : 'postgresql-15';
@@ -90,7 +95,9 @@ export async function startServer(p: LocalPg, timeoutSec = 120): Promise<'starte
     await runPgTool(p.paths, 'pg_ctl', ['reload', '-D', p.paths.dataDir]);
     return 'reloaded';
   }
-  await runPgTool(p.paths, 'pg_ctl', ['start', '-w', '-t', String(timeoutSec), '-D', p.paths.dataDir, '-l', p.paths.logFile], { timeoutMs: (timeoutSec + 10) * 1000 });
+  await runPgTool(p.paths, 'pg_ctl', ['start', '-w', '-t', String(timeoutSec), '-D', p.paths.dataDir, '-l', p.paths.logFile], {
+    timeoutMs: (timeoutSec + 10) * 1000,
+  });
   return 'started';
 }
 

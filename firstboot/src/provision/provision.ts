@@ -32,7 +32,6 @@ import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { confFiles, postgresUser, runPgTool, startServer, waitForServer, withAdmin, withClient, type LocalPg, type PgPaths } from './postgres.ts';
 import { ensureClusterSecrets, loadSecrets, storeSecrets } from './secrets.ts';
 
-
 export interface ProvisionConfig {
   role: PairRole;
   mode: ReplicationMode;
@@ -145,9 +144,14 @@ async function stepInitdb(c: ProvisionConfig): Promise<string> {
   const f = confFiles(c.paths.confDir);
   writeFileAtomic(f.pwfile, `${s.superuserPassword}\n`, 0o600, pgUser);
   try {
-    await runPgTool(c.paths, 'initdb', ['-D', partial, '-U', 'postgres', '--data-checksums', '-A', 'scram-sha-256', '--pwfile', f.pwfile, '-E', 'UTF8', '--locale', 'C', '--no-instructions'], {
-      timeoutMs: 300_000,
-    });
+    await runPgTool(
+      c.paths,
+      'initdb',
+      ['-D', partial, '-U', 'postgres', '--data-checksums', '-A', 'scram-sha-256', '--pwfile', f.pwfile, '-E', 'UTF8', '--locale', 'C', '--no-instructions'],
+      {
+        timeoutMs: 300_000,
+      },
+    );
   } finally {
     rmSync(f.pwfile, { force: true });
   }
@@ -169,7 +173,9 @@ async function stepBasebackup(c: ProvisionConfig): Promise<string> {
   const f = confFiles(c.paths.confDir);
   const up = upstreamOf(c);
   const conn = upstreamConninfo({ host: up.host, port: up.port, applicationName: c.self.name, sslRootCert: f.caCert, passfile: f.pgpass });
-  await runPgTool(c.paths, 'pg_basebackup', ['-D', partial, '-d', conn, '-S', slotName(c.self.name), '-X', 'stream', '-R', '-c', 'fast', '-w'], { timeoutMs: 3_600_000 });
+  await runPgTool(c.paths, 'pg_basebackup', ['-D', partial, '-d', conn, '-S', slotName(c.self.name), '-X', 'stream', '-R', '-c', 'fast', '-w'], {
+    timeoutMs: 3_600_000,
+  });
   // The copy carries the leader's runtime settings; this node renders its own (config step).
   const auto = join(partial, 'postgresql.auto.conf');
   if (existsSync(auto)) {
@@ -342,17 +348,34 @@ async function stepSubscribe(c: ProvisionConfig): Promise<string> {
   if (!(await hasTable())) {
     const leaderHas = await withClient(upstreamAdminConfig(c, s, 'kine'), (db) => db.query("SELECT to_regclass('public.kine') IS NOT NULL AS t"));
     if (leaderHas.rows[0]?.t !== true) throw new Error('the leader has no kine table yet: start Kine on the leader before subscribing');
-    const dumpConn = conninfo({ host: up.host, port: up.port, user: 'postgres', dbname: 'kine', sslmode: 'verify-full', sslrootcert: f.caCert, passfile: f.pgpass });
-    const dump = await runPgTool(c.paths, 'pg_dump', ['-d', dumpConn, '--schema-only', '--no-publications', '--no-subscriptions', '-t', 'public.kine', '-w'], { timeoutMs: 120_000 });
-    await runPgTool(c.paths, 'psql', ['-h', c.paths.socketDir, '-p', String(c.port), '-U', 'postgres', '-d', 'kine', '-X', '-q', '--single-transaction', '-v', 'ON_ERROR_STOP=1', '-f', '-'], {
-      input: dump.stdout,
+    const dumpConn = conninfo({
+      host: up.host,
+      port: up.port,
+      user: 'postgres',
+      dbname: 'kine',
+      sslmode: 'verify-full',
+      sslrootcert: f.caCert,
+      passfile: f.pgpass,
+    });
+    const dump = await runPgTool(c.paths, 'pg_dump', ['-d', dumpConn, '--schema-only', '--no-publications', '--no-subscriptions', '-t', 'public.kine', '-w'], {
       timeoutMs: 120_000,
     });
+    await runPgTool(
+      c.paths,
+      'psql',
+      ['-h', c.paths.socketDir, '-p', String(c.port), '-U', 'postgres', '-d', 'kine', '-X', '-q', '--single-transaction', '-v', 'ON_ERROR_STOP=1', '-f', '-'],
+      {
+        input: dump.stdout,
+        timeoutMs: 120_000,
+      },
+    );
   }
   await withAdmin(
     p,
     async (db) => {
-      const rows = await db.query<{ n: boolean; c: string | null }>("SELECT EXISTS (SELECT 1 FROM kine) AS n, obj_description('public.kine'::regclass, 'pg_class') AS c");
+      const rows = await db.query<{ n: boolean; c: string | null }>(
+        "SELECT EXISTS (SELECT 1 FROM kine) AS n, obj_description('public.kine'::regclass, 'pg_class') AS c",
+      );
       if (rows.rows[0]?.c === PROMOTED_COMMENT) throw new Error('this node was promoted (its kine table is authoritative); refusing to re-subscribe over it');
       // A table with rows but no subscription: a copy cut short before the subscription committed. The leader is authoritative.
       if (rows.rows[0]?.n) await db.query('TRUNCATE public.kine');

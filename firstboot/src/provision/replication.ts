@@ -102,10 +102,14 @@ export async function standbyStatus(db: pg.Client): Promise<StandbyStatus> {
 
 /** The local server's replication status: primary (pg_stat_replication, slots, subscriptions) or standby (WAL receiver, replay). */
 export async function replicationStatus(p: LocalPg): Promise<ReplicationStatus> {
-  return withAdmin(p, async (db) => {
-    const rec = (await db.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]?.r;
-    return rec ? standbyStatus(db) : primaryStatus(db);
-  }, 'kine').catch(async (e: Error) => {
+  return withAdmin(
+    p,
+    async (db) => {
+      const rec = (await db.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]?.r;
+      return rec ? standbyStatus(db) : primaryStatus(db);
+    },
+    'kine',
+  ).catch(async (e: Error) => {
     // before the kine database exists (early provisioning) ask the postgres database
     if (!/database "kine" does not exist/.test(e.message)) throw e;
     return withAdmin(p, async (db) => ((await db.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]?.r ? standbyStatus(db) : primaryStatus(db)));
@@ -125,7 +129,10 @@ export async function waitForStandby(p: LocalPg, applicationName: string, o: { s
       last = s.standbys.find((x) => x.applicationName === applicationName);
       if (last && last.state === 'streaming' && (!o.sync || last.syncState === 'sync')) return last;
     }
-    if (Date.now() > until) throw new Error(`standby ${applicationName} not ${o.sync ? 'sync ' : ''}streaming after ${o.timeoutMs ?? 60_000}ms (last: ${last ? `${last.state}/${last.syncState}` : 'absent'})`);
+    if (Date.now() > until)
+      throw new Error(
+        `standby ${applicationName} not ${o.sync ? 'sync ' : ''}streaming after ${o.timeoutMs ?? 60_000}ms (last: ${last ? `${last.state}/${last.syncState}` : 'absent'})`,
+      );
     await new Promise((r) => setTimeout(r, 100));
   }
 }

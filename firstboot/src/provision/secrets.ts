@@ -66,14 +66,34 @@ async function genKey(dir: string, name: string): Promise<string> {
   return path;
 }
 
-async function signCsr(dir: string, o: { csr: string; cn: string; sans: string[]; ca?: { cert: string; key: string }; selfKey?: string; extensions: string; out: string }): Promise<string> {
+async function signCsr(
+  dir: string,
+  o: { csr: string; cn: string; sans: string[]; ca?: { cert: string; key: string }; selfKey?: string; extensions: string; out: string },
+): Promise<string> {
   writeFileSync(join(dir, 'ca.cnf'), renderOpensslCaConfig(o.sans));
   writeFileSync(join(dir, 'index.txt'), '');
   writeFileSync(join(dir, 'serial'), `${randomBytes(16).toString('hex').replace(/^0/, '1')}\n`);
   const signer = o.ca ? ['-cert', o.ca.cert, '-keyfile', o.ca.key] : ['-selfsign', '-keyfile', o.selfKey ?? ''];
   await runTool(
     'openssl',
-    ['ca', '-batch', '-notext', '-config', 'ca.cnf', ...signer, '-in', o.csr, '-extensions', o.extensions, '-startdate', CERT_START, '-enddate', CERT_END, '-out', o.out],
+    [
+      'ca',
+      '-batch',
+      '-notext',
+      '-config',
+      'ca.cnf',
+      ...signer,
+      '-in',
+      o.csr,
+      '-extensions',
+      o.extensions,
+      '-startdate',
+      CERT_START,
+      '-enddate',
+      CERT_END,
+      '-out',
+      o.out,
+    ],
     { cwd: dir },
   );
   return readFileSync(join(dir, o.out), 'utf8');
@@ -111,7 +131,8 @@ export function issueServerCert(ca: PemPair, name: string, sans: string[]): Prom
 const SUBJECT_PART = /^[A-Za-z0-9 :._@-]+$/;
 
 async function issueCert(ca: PemPair, cn: string, sans: string[], extensions: 'v3_node' | 'v3_client' | 'v3_server', organization?: string): Promise<PemPair> {
-  for (const part of [cn, ...(organization ? [organization] : [])]) if (!SUBJECT_PART.test(part)) throw new Error(`certificate subject ${JSON.stringify(part)}: only letters, digits, spaces and : . _ @ - are allowed`);
+  for (const part of [cn, ...(organization ? [organization] : [])])
+    if (!SUBJECT_PART.test(part)) throw new Error(`certificate subject ${JSON.stringify(part)}: only letters, digits, spaces and : . _ @ - are allowed`);
   return withPrivateDir(async (dir) => {
     writeFileSync(join(dir, 'ca.crt'), ca.certPem, { mode: 0o600 });
     writeFileSync(join(dir, 'ca.key'), ca.keyPem, { mode: 0o600 });

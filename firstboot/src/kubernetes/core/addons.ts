@@ -44,7 +44,8 @@ function checkCoreDnsInput(o: CoreDnsInput): void {
   };
   if (typeof o.image !== 'string' || o.image.trim() === '' || /\s/.test(o.image)) fail('image', `${JSON.stringify(o.image)} is not an image reference`);
   if (!Number.isInteger(o.replicas) || o.replicas < 1) fail('replicas', `${o.replicas} is not a whole number of at least 1`);
-  if (typeof o.clusterDomain !== 'string' || !DNS_NAME_RE.test(o.clusterDomain)) fail('clusterDomain', `${JSON.stringify(o.clusterDomain)} is not a DNS name like cluster.local`);
+  if (typeof o.clusterDomain !== 'string' || !DNS_NAME_RE.test(o.clusterDomain))
+    fail('clusterDomain', `${JSON.stringify(o.clusterDomain)} is not a DNS name like cluster.local`);
 }
 
 /** The Corefile: answers for the cluster domain and reverse zones from the API, forwards the rest upstream. */
@@ -152,7 +153,12 @@ export function coreDnsObjects(o: CoreDnsInput): KubeObject[] {
                   // instead through the profile's image archives); every other capability dropped.
                   capabilities: { add: ['NET_BIND_SERVICE'], drop: ['ALL'] },
                 },
-                livenessProbe: { httpGet: { path: '/health', port: HEALTH_PORT, scheme: 'HTTP' }, initialDelaySeconds: 60, timeoutSeconds: 5, failureThreshold: 5 },
+                livenessProbe: {
+                  httpGet: { path: '/health', port: HEALTH_PORT, scheme: 'HTTP' },
+                  initialDelaySeconds: 60,
+                  timeoutSeconds: 5,
+                  failureThreshold: 5,
+                },
                 readinessProbe: { httpGet: { path: '/ready', port: READY_PORT, scheme: 'HTTP' } },
                 volumeMounts: [{ name: 'config-volume', mountPath: '/etc/coredns', readOnly: true }],
               },
@@ -206,12 +212,15 @@ export function objectPath(obj: KubeObject): string {
   const group = slash < 0 ? '' : obj.apiVersion.slice(0, slash);
   const version = obj.apiVersion.slice(slash + 1);
   if (group !== kind.group || !/^v\d+((alpha|beta)\d+)?$/.test(version)) {
-    throw new Error(`${what}: apiVersion ${JSON.stringify(obj.apiVersion)} is not one of ${obj.kind}'s (expected ${kind.group ? `${kind.group}/` : ''}<version>)`);
+    throw new Error(
+      `${what}: apiVersion ${JSON.stringify(obj.apiVersion)} is not one of ${obj.kind}'s (expected ${kind.group ? `${kind.group}/` : ''}<version>)`,
+    );
   }
   const prefix = group === '' ? `/api/${version}` : `/apis/${group}/${version}`;
   const name = nameSegment('metadata.name', what, obj.metadata.name);
   if (!kind.namespaced) {
-    if (obj.metadata.namespace !== undefined) throw new Error(`${what}: ${obj.kind} is cluster-wide, yet metadata.namespace is ${JSON.stringify(obj.metadata.namespace)}`);
+    if (obj.metadata.namespace !== undefined)
+      throw new Error(`${what}: ${obj.kind} is cluster-wide, yet metadata.namespace is ${JSON.stringify(obj.metadata.namespace)}`);
     return `${prefix}/${kind.resource}/${name}`;
   }
   const namespace = nameSegment('metadata.namespace', what, obj.metadata.namespace);

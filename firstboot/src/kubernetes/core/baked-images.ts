@@ -38,7 +38,8 @@ export function parseBakedImages(text: string, origin: string): BakedImage[] {
     const e = entry as Record<string, unknown>;
     const field = (key: keyof BakedImage, ok: (v: string) => boolean, expected: string): string => {
       const v = e[key];
-      if (typeof v !== 'string' || !ok(v)) throw new Error(`${origin}: entry ${i}${typeof e.name === 'string' ? ` (${e.name})` : ''}: ${key} ${JSON.stringify(v)} is not ${expected}`);
+      if (typeof v !== 'string' || !ok(v))
+        throw new Error(`${origin}: entry ${i}${typeof e.name === 'string' ? ` (${e.name})` : ''}: ${key} ${JSON.stringify(v)} is not ${expected}`);
       return v;
     };
     return {
@@ -55,6 +56,9 @@ export function parseBakedImages(text: string, origin: string): BakedImage[] {
 export function imageReference(list: readonly BakedImage[], name: string): string {
   const found = list.filter((i) => i.name === name);
   if (found.length === 1) return found[0]!.reference;
-  if (found.length === 0) throw new Error(`the OS image carries no image ${JSON.stringify(name)}; it carries: ${list.length > 0 ? list.map((i) => `${i.name} (${i.reference})`).join(', ') : 'none'}`);
+  if (found.length === 0)
+    throw new Error(
+      `the OS image carries no image ${JSON.stringify(name)}; it carries: ${list.length > 0 ? list.map((i) => `${i.name} (${i.reference})`).join(', ') : 'none'}`,
+    );
   throw new Error(`archive ${JSON.stringify(name)} holds ${found.length} images (${found.map((i) => i.reference).join(', ')}): it names no single one`);
 }

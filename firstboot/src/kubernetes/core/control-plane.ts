@@ -184,12 +184,6 @@ export function programArgs(i: ControlPlaneInput): Record<ControlPlaneProgram, s
       `--service-cluster-ip-range=${i.serviceCidr}`,
       '--profiling=false',
     ],
-    'kube-scheduler': [
-      'kube-scheduler',
-      ...kubeconfig('kube-scheduler.kubeconfig'),
-      '--bind-address=127.0.0.1',
-      '--leader-elect=true',
-      '--profiling=false',
-    ],
+    'kube-scheduler': ['kube-scheduler', ...kubeconfig('kube-scheduler.kubeconfig'), '--bind-address=127.0.0.1', '--leader-elect=true', '--profiling=false'],
   };
 }

@@ -93,11 +93,12 @@ function checkPath(field: string, v: string): void {
 }
 
 function validate(i: K3sServerInput): void {
-  if (i.node.name.length > 253 || !NODE_NAME_RE.test(i.node.name)) fail('node.name', `${JSON.stringify(i.node.name)} is not a Kubernetes node name (lower-case letters, digits, '-' and '.')`);
+  if (i.node.name.length > 253 || !NODE_NAME_RE.test(i.node.name))
+    fail('node.name', `${JSON.stringify(i.node.name)} is not a Kubernetes node name (lower-case letters, digits, '-' and '.')`);
   if (!isIPv4(i.node.ip)) fail('node.ip', `${JSON.stringify(i.node.ip)} is not an IPv4 address`);
   if (!isIPv4(i.vip)) fail('vip', `${JSON.stringify(i.vip)} is not an IPv4 address (no prefix)`);
   if (i.vip === i.node.ip) fail('vip', 'equals the node address: the VIP must be an address of its own');
-  if (!TOKEN_RE.test(i.token)) fail('token', 'empty, or not printable ASCII without spaces (expected the pair secrets\' k3sToken)');
+  if (!TOKEN_RE.test(i.token)) fail('token', "empty, or not printable ASCII without spaces (expected the pair secrets' k3sToken)");
   if (!Number.isInteger(i.kine.port) || i.kine.port < 1 || i.kine.port > 65535) fail('kine.port', `${i.kine.port} is not a TCP port`);
   if (i.kine.tls) for (const [k, v] of Object.entries(i.kine.tls)) checkPath(`kine.tls.${k}`, v);
   checkCidr('clusterCidr', i.clusterCidr);

@@ -85,18 +85,27 @@ function fail(field: string, what: string): never {
 }
 
 function validate(i: WorkerInput): void {
-  for (const [field, n] of [['node', i.node], ['peer', i.peer]] as const) {
-    if (!NODE_NAME_RE.test(n.name) || n.name.length > 253) fail(`${field}.name`, `${JSON.stringify(n.name)} is not a Kubernetes node name (lower-case letters, digits, '-' and '.')`);
+  for (const [field, n] of [
+    ['node', i.node],
+    ['peer', i.peer],
+  ] as const) {
+    if (!NODE_NAME_RE.test(n.name) || n.name.length > 253)
+      fail(`${field}.name`, `${JSON.stringify(n.name)} is not a Kubernetes node name (lower-case letters, digits, '-' and '.')`);
     if (!isIPv4(n.ip)) fail(`${field}.ip`, `${JSON.stringify(n.ip)} is not an IPv4 address`);
   }
   if (i.node.name === i.peer.name) fail('peer.name', `${JSON.stringify(i.peer.name)} is this node's name too: the two boxes need different names`);
   if (!IFNAME_RE.test(i.lanInterface)) fail('lanInterface', `${JSON.stringify(i.lanInterface)} is not an interface name`);
   const cluster = requireCidr('clusterCidr', i.clusterCidr);
-  if (cluster.prefix > POD_RANGE_PREFIX - 1) fail('clusterCidr', `${i.clusterCidr} is too small: each box gets a /${POD_RANGE_PREFIX} of it (use a /23 or larger)`);
+  if (cluster.prefix > POD_RANGE_PREFIX - 1)
+    fail('clusterCidr', `${i.clusterCidr} is too small: each box gets a /${POD_RANGE_PREFIX} of it (use a /23 or larger)`);
   requireCidr('serviceCidr', i.serviceCidr);
   if (!isIPv4(i.clusterDns)) fail('clusterDns', `${JSON.stringify(i.clusterDns)} is not an IPv4 address`);
   if (!IMAGE_RE.test(i.pauseImage)) fail('pauseImage', `${JSON.stringify(i.pauseImage)} is not an image reference like geminik8s.local/pause:3.10`);
-  for (const [field, p] of [['nodeDir', i.nodeDir], ['cniConfDir', i.cniConfDir], ['cniStateDir', i.cniStateDir]] as const) {
+  for (const [field, p] of [
+    ['nodeDir', i.nodeDir],
+    ['cniConfDir', i.cniConfDir],
+    ['cniStateDir', i.cniStateDir],
+  ] as const) {
     if (!p.startsWith('/') || /[\s\0"\\]/.test(p)) fail(field, `${JSON.stringify(p)} is not an absolute path without spaces or quotes`);
   }
 }

@@ -65,7 +65,14 @@ function pgInItsRole(hb: Heartbeat): boolean {
 }
 
 function peerFacts(hb: Heartbeat): RankFacts {
-  return { nodeId: hb.nodeId, role: hb.role, term: hb.term, timeline: hb.timeline, lsn: hb.lsn, ...(hb.lastModified !== undefined ? { lastModified: hb.lastModified } : {}) };
+  return {
+    nodeId: hb.nodeId,
+    role: hb.role,
+    term: hb.term,
+    timeline: hb.timeline,
+    lsn: hb.lsn,
+    ...(hb.lastModified !== undefined ? { lastModified: hb.lastModified } : {}),
+  };
 }
 
 /** Everything decide() derives from the input, exported for tests and the status page. */
@@ -151,7 +158,8 @@ function decideLeader(i: TickInput, c: LivenessConfig, f: Facts): Decision {
 
   const actions: Action[] = [];
   const why: string[] = [];
-  if (i.pg.state !== 'primary' || i.pg.badForMs > 0) why.push(`PostgreSQL ${i.pg.state}, bad for ${i.pg.badForMs} ms; no follower to hand over to: keep leading`);
+  if (i.pg.state !== 'primary' || i.pg.badForMs > 0)
+    why.push(`PostgreSQL ${i.pg.state}, bad for ${i.pg.badForMs} ms; no follower to hand over to: keep leading`);
   if (!i.holdsVip) actions.push({ kind: 'take-vip' });
   // D1: async only when the peer is known down.
   if (i.replication.syncRep && !i.replication.standbyStreaming && i.replication.standbySilentMs >= c.degradeAfterMs) {
@@ -164,7 +172,13 @@ function decideLeader(i: TickInput, c: LivenessConfig, f: Facts): Decision {
     } else {
       why.push('standby gone but the peer is not known down: stay synchronous (writes wait)');
     }
-  } else if (!i.replication.syncRep && hb && hb.role === 'follower' && i.replication.standbyStreaming && i.replication.standbyLagBytes <= c.restoreSyncMaxLagBytes) {
+  } else if (
+    !i.replication.syncRep &&
+    hb &&
+    hb.role === 'follower' &&
+    i.replication.standbyStreaming &&
+    i.replication.standbyLagBytes <= c.restoreSyncMaxLagBytes
+  ) {
     actions.push({ kind: 'restore-sync' });
     why.push(`follower ${hb.nodeId} streaming, lag ${i.replication.standbyLagBytes} B: restore synchronous replication`);
   }
@@ -189,7 +203,10 @@ function decideFenced(i: TickInput, c: LivenessConfig, f: Facts): Decision {
   if (hb && hb.role === 'leader') {
     const end: Action[] = i.handover ? [{ kind: 'end-handover' }] : [];
     if (outranks(peerFacts(hb), me) || i.handover) {
-      return done([{ kind: 'demote-and-rejoin', term: hb.term, leader: hb.nodeId }, ...end], `peer ${hb.nodeId} leads at term ${hb.term}: rejoin it as follower`);
+      return done(
+        [{ kind: 'demote-and-rejoin', term: hb.term, leader: hb.nodeId }, ...end],
+        `peer ${hb.nodeId} leads at term ${hb.term}: rejoin it as follower`,
+      );
     }
     return done([], `peer ${hb.nodeId} leads but I outrank it: stay fenced until it steps down`);
   }
@@ -210,7 +227,10 @@ function decideFenced(i: TickInput, c: LivenessConfig, f: Facts): Decision {
     const pgHandover = !pgOk && i.pg.badForMs >= c.pgHandoverAfterMs && hb.role === 'follower' && hb.pg === 'standby' && hb.pgHealthy && i.replication.syncRep;
     if ((peerOutranks && pgInItsRole(hb)) || pgHandover) {
       if (hb.handoverForMs !== null) return done([], `both sides yielding; wait for a handover to time out`);
-      return done([{ kind: 'begin-handover' }], pgOk ? `peer ${hb.nodeId} outranks me: hand over` : `my PostgreSQL is ${i.pg.state} for ${i.pg.badForMs} ms: hand over to ${hb.nodeId}`);
+      return done(
+        [{ kind: 'begin-handover' }],
+        pgOk ? `peer ${hb.nodeId} outranks me: hand over` : `my PostgreSQL is ${i.pg.state} for ${i.pg.badForMs} ms: hand over to ${hb.nodeId}`,
+      );
     }
     if (!pgOk) return done([], `my PostgreSQL is ${i.pg.state}${i.pg.badForMs ? ` for ${i.pg.badForMs} ms` : ''}: stay fenced until it is a healthy primary`);
     if (peerOutranks) return done([], `peer ${hb.nodeId} outranks me but its PostgreSQL is not healthy: stay fenced`);
@@ -276,7 +296,10 @@ function decideFollower(i: TickInput, c: LivenessConfig, f: Facts): Decision {
   if (missing.length) return done([], `not promoting: ${missing.join(', ')}`);
   const actions: Action[] = [{ kind: 'promote', term: f.nextTerm }, { kind: 'take-vip' }];
   if (i.replication.syncRep) actions.push({ kind: 'degrade-to-async' });
-  return done(actions, `peer silent ${i.peer.silentMs} ms, witness reachable, VIP silent ${i.vip.silentMs} ms, I hold every commit: promote at term ${f.nextTerm}`);
+  return done(
+    actions,
+    `peer silent ${i.peer.silentMs} ms, witness reachable, VIP silent ${i.vip.silentMs} ms, I hold every commit: promote at term ${f.nextTerm}`,
+  );
 }
 
 /** The role and term a node has after carrying out `actions` (the persisted part). */

@@ -224,7 +224,12 @@ export function simulate(o: SimOptions): SimResult {
       if (n.up && p.up && p.holdsVip && net.l2) n.vipOkAt = now;
     }
     const streams = (primary: SimNode, standby: SimNode) =>
-      primary.pg === 'primary' && standby.pg === 'standby' && standby.role === 'follower' && reaches(primary, standby) && reaches(standby, primary) && isPrefix(standby.history, primary.history);
+      primary.pg === 'primary' &&
+      standby.pg === 'standby' &&
+      standby.role === 'follower' &&
+      reaches(primary, standby) &&
+      reaches(standby, primary) &&
+      isPrefix(standby.history, primary.history);
     for (const n of [nodes.A, nodes.B]) {
       const p = other(n);
       n.standbyStreaming = n.up && streams(n, p);
@@ -249,7 +254,13 @@ export function simulate(o: SimOptions): SimResult {
         okForMs: n.witnessOkAt !== null && n.witnessOkSince !== null && now - n.witnessOkAt < c.witnessLostMs ? now - n.witnessOkSince : 0,
       },
       vip: { silentMs: now - (n.vipOkAt ?? n.bootAt) },
-      replication: { syncRep: n.syncRep, standbyStreaming: n.standbyStreaming, standbySilentMs: now - (n.standbySeenAt ?? n.bootAt), standbyLagBytes: 0, receiverSilentMs: now - (n.receiverOkAt ?? n.bootAt) },
+      replication: {
+        syncRep: n.syncRep,
+        standbyStreaming: n.standbyStreaming,
+        standbySilentMs: now - (n.standbySeenAt ?? n.bootAt),
+        standbyLagBytes: 0,
+        receiverSilentMs: now - (n.receiverOkAt ?? n.bootAt),
+      },
       handover: n.handoverSince === null ? null : { sinceMs: now - n.handoverSince },
       switchoverRequested: n.switchoverRequested,
     });
@@ -271,7 +282,9 @@ export function simulate(o: SimOptions): SimResult {
     };
     if (entry.writable.length > 1) dualPrimaryTicks.push(t);
     if (o.writer ?? true) {
-      const targets = [nodes.A, nodes.B].filter((n) => n.up && n.role === 'leader' && n.pg === 'primary' && n.holdsVip && reachesG(n)).sort((x, y) => y.persisted.term - x.persisted.term);
+      const targets = [nodes.A, nodes.B]
+        .filter((n) => n.up && n.role === 'leader' && n.pg === 'primary' && n.holdsVip && reachesG(n))
+        .sort((x, y) => y.persisted.term - x.persisted.term);
       const w = targets[0];
       if (w) {
         const key = t;
@@ -350,7 +363,18 @@ export function simulate(o: SimOptions): SimResult {
 export function healthyPair(r: SimResult): boolean {
   const { A, B } = r.nodes;
   const [l, f] = A.role === 'leader' ? [A, B] : [B, A];
-  return l.role === 'leader' && f.role === 'follower' && l.up && f.up && l.pg === 'primary' && f.pg === 'standby' && l.holdsVip && !f.holdsVip && l.syncRep && l.standbyStreaming;
+  return (
+    l.role === 'leader' &&
+    f.role === 'follower' &&
+    l.up &&
+    f.up &&
+    l.pg === 'primary' &&
+    f.pg === 'standby' &&
+    l.holdsVip &&
+    !f.holdsVip &&
+    l.syncRep &&
+    l.standbyStreaming
+  );
 }
 
 /** Acknowledged keys missing from the current leader's data (should be none). */

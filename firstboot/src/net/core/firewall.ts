@@ -91,18 +91,30 @@ function checkPeer(v: unknown): { family: 'ip' | 'ip6'; address: string } {
   if (isIPv4(v)) {
     const first = Number(v.split('.')[0]);
     if (v === '0.0.0.0' || v === '255.255.255.255' || first === 127 || (first >= 224 && first <= 239)) {
-      throw new FirewallInputError(field, v, 'is not a unicast host address; the peer address comes from the pairing (hostmeta.json pair.peerAddress): re-pair the node');
+      throw new FirewallInputError(
+        field,
+        v,
+        'is not a unicast host address; the peer address comes from the pairing (hostmeta.json pair.peerAddress): re-pair the node',
+      );
     }
     return { family: 'ip', address: v };
   }
   if (isIPv6(v) && !v.includes('%')) {
     const lower = v.toLowerCase();
     if (lower === '::' || lower === '::1' || lower.startsWith('ff')) {
-      throw new FirewallInputError(field, v, 'is not a unicast host address; the peer address comes from the pairing (hostmeta.json pair.peerAddress): re-pair the node');
+      throw new FirewallInputError(
+        field,
+        v,
+        'is not a unicast host address; the peer address comes from the pairing (hostmeta.json pair.peerAddress): re-pair the node',
+      );
     }
     return { family: 'ip6', address: lower };
   }
-  throw new FirewallInputError(field, v, 'is not an IPv4 or IPv6 address; the peer address comes from the pairing (hostmeta.json pair.peerAddress): re-pair the node');
+  throw new FirewallInputError(
+    field,
+    v,
+    'is not an IPv4 or IPv6 address; the peer address comes from the pairing (hostmeta.json pair.peerAddress): re-pair the node',
+  );
 }
 
 /** `{ a, b }` for several ports, the bare port for one (duplicates, e.g. beacon = channel port, merged). */
@@ -126,7 +138,8 @@ export function renderFirewall(input: FirewallInput): string {
   };
   const podRange = input.podRange !== undefined ? parseCidr(input.podRange) : undefined;
   if (input.podRange !== undefined && !podRange) throw new FirewallInputError('podRange', input.podRange, 'is not an IPv4 CIDR like 10.42.0.0/16');
-  if (podRange && ports.kubeApi === undefined) throw new FirewallInputError('podRange', input.podRange, 'is given without ports.kubeApi: pods on a box without an API server');
+  if (podRange && ports.kubeApi === undefined)
+    throw new FirewallInputError('podRange', input.podRange, 'is given without ports.kubeApi: pods on a box without an API server');
   if (typeof input.kineRemote !== 'boolean') throw new FirewallInputError('kineRemote', input.kineRemote, 'is not true or false');
   if (typeof input.sshOpen !== 'boolean') throw new FirewallInputError('sshOpen', input.sshOpen, 'is not true or false');
   if (input.lanInterface !== undefined && (typeof input.lanInterface !== 'string' || !IFNAME_RE.test(input.lanInterface))) {
@@ -155,14 +168,22 @@ export function renderFirewall(input: FirewallInput): string {
     `${lan}udp dport ${portSet([ports.discovery])} accept comment "pairing beacons (HMAC)"`,
     ...(lanTcp.length > 0 ? [`${lan}tcp dport ${portSet(lanTcp)} accept comment "LAN services"`] : []),
     ...(peer ? [`${lan}${peer.family} saddr ${peer.address} tcp dport ${portSet(peerTcp)} accept comment "peer only"`] : []),
-    ...(peer && ports.podOverlay !== undefined ? [`${lan}${peer.family} saddr ${peer.address} udp dport ${ports.podOverlay} accept comment "peer only: pod network"`] : []),
+    ...(peer && ports.podOverlay !== undefined
+      ? [`${lan}${peer.family} saddr ${peer.address} udp dport ${ports.podOverlay} accept comment "peer only: pod network"`]
+      : []),
     ...(podRange && ports.kubeApi !== undefined ? [`ip saddr ${formatCidr(podRange)} tcp dport ${ports.kubeApi} accept comment "pods to the API server"`] : []),
     `counter name "${DROP_COUNTER}"`,
   ];
   // A worker's pods leave the cluster range as the box: the LAN has no route to the pod ranges.
   // Between the two boxes' pod ranges nothing is translated (each box routes the other's range).
   const nat = podRange
-    ? ['', '\tchain postrouting {', '\t\ttype nat hook postrouting priority srcnat; policy accept;', `\t\tip saddr ${formatCidr(podRange)} ip daddr != ${formatCidr(podRange)} masquerade comment "pods leaving the cluster range"`, '\t}']
+    ? [
+        '',
+        '\tchain postrouting {',
+        '\t\ttype nat hook postrouting priority srcnat; policy accept;',
+        `\t\tip saddr ${formatCidr(podRange)} ip daddr != ${formatCidr(podRange)} masquerade comment "pods leaving the cluster range"`,
+        '\t}',
+      ]
     : [];
   return [
     `# geminik8s host firewall, rendered by the agent (${peer ? `paired with ${peer.address}` : 'not paired yet'}).`,

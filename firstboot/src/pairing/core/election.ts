@@ -34,7 +34,6 @@ export interface PairDecision {
   term: number;
 }
 
-
 function isPreferred(c: Candidate, preferred: string | undefined): boolean {
   return preferred !== undefined && (c.nodeId === preferred || c.name === preferred);
 }
@@ -52,7 +51,7 @@ export function decideLeader(a: Candidate, b: Candidate, preferredLeader?: strin
   const pa = isPreferred(a, preferredLeader);
   const pb = isPreferred(b, preferredLeader);
   if (pa !== pb) return pa ? a.nodeId : b.nodeId;
-  return a.nodeId < b.nodeId ? a.nodeId : b.nodeId;
+  return [a.nodeId, b.nodeId].sort()[0]!;
 }
 
 /**

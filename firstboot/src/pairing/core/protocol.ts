@@ -77,7 +77,13 @@ export function parseChannelMessage(raw: unknown): ChannelMessage {
     case 'hello': {
       const o = object(raw, 'hello', ['t', 'v', 'site', 'candidate', 'key']);
       if (o.v !== CHANNEL_VERSION) throw new SchemaError('hello.v is not a supported version');
-      return { t: 'hello', v: CHANNEL_VERSION, site: str(o, 'site', SITE_ID_RE, 'hello'), candidate: parseCandidate(o.candidate, 'hello.candidate'), key: str(o, 'key', KEY_RE, 'hello') };
+      return {
+        t: 'hello',
+        v: CHANNEL_VERSION,
+        site: str(o, 'site', SITE_ID_RE, 'hello'),
+        candidate: parseCandidate(o.candidate, 'hello.candidate'),
+        key: str(o, 'key', KEY_RE, 'hello'),
+      };
     }
     case 'auth': {
       const o = object(raw, 'auth', ['t', 'proof']);
@@ -85,7 +91,12 @@ export function parseChannelMessage(raw: unknown): ChannelMessage {
     }
     case 'propose': {
       const o = object(raw, 'propose', ['t', 'leader', 'follower', 'term']);
-      return { t: 'propose', leader: str(o, 'leader', NODE_ID_RE, 'propose'), follower: str(o, 'follower', NODE_ID_RE, 'propose'), term: int(o, 'term', 0, MAX_TERM, 'propose') };
+      return {
+        t: 'propose',
+        leader: str(o, 'leader', NODE_ID_RE, 'propose'),
+        follower: str(o, 'follower', NODE_ID_RE, 'propose'),
+        term: int(o, 'term', 0, MAX_TERM, 'propose'),
+      };
     }
     case 'secrets': {
       const o = object(raw, 'secrets', ['t', 'term', 'secrets']);

@@ -102,8 +102,14 @@ class TlsChannel implements Channel {
         reject(new ChannelError(`timed out after ${timeoutMs} ms waiting for peer ${this.peerNodeId}`));
       }, timeoutMs);
       this.#waiter = {
-        resolve: (m) => (clearTimeout(timer), resolve(m)),
-        reject: (e) => (clearTimeout(timer), reject(e)),
+        resolve: (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
       };
     });
   }
@@ -173,13 +179,23 @@ export async function startChannelServer(opts: ChannelServerOptions): Promise<Ch
     if (peer === undefined) return void socket.destroy();
     const channel = new TlsChannel(socket, peer, maxFrameBytes);
     if (peer === opts.nodeId) {
-      log.event('error', 'pairing-refused', { peer, address: channel.remoteAddress, reason: 'duplicate-node-id', message: `pairing refused: peer at ${channel.remoteAddress} uses this box's node id (cloned disk?)` });
+      log.event('error', 'pairing-refused', {
+        peer,
+        address: channel.remoteAddress,
+        reason: 'duplicate-node-id',
+        message: `pairing refused: peer at ${channel.remoteAddress} uses this box's node id (cloned disk?)`,
+      });
       channel.send({ t: 'refused', reason: 'duplicate node id (cloned disk?)' });
       return channel.close();
     }
     const refusal = opts.admit?.(peer);
     if (refusal !== undefined) {
-      log.event('warn', 'pairing-refused', { peer, address: channel.remoteAddress, reason: refusal, message: `pairing refused: peer ${peer} at ${channel.remoteAddress}: ${refusal}` });
+      log.event('warn', 'pairing-refused', {
+        peer,
+        address: channel.remoteAddress,
+        reason: refusal,
+        message: `pairing refused: peer ${peer} at ${channel.remoteAddress}: ${refusal}`,
+      });
       channel.send({ t: 'refused', reason: refusal });
       return channel.close();
     }

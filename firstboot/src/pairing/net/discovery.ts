@@ -238,7 +238,8 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
     if (!trusted(msg.node, nodeAuthenticated) && prev?.nodeAuthenticated && now - prev.lastSeen <= peerTtlMs) return;
     const rec: PeerRecord = { nodeId: msg.node, bootId: msg.boot, address: rinfo.address, state: msg.state, verifiedAt: now, lastSeen: now, nodeAuthenticated };
     peers.set(msg.node, rec);
-    if (trusted(msg.node, nodeAuthenticated)) lastHeard.set(msg.node, { nodeId: msg.node, bootId: msg.boot, address: rinfo.address, state: msg.state, at: now });
+    if (trusted(msg.node, nodeAuthenticated))
+      lastHeard.set(msg.node, { nodeId: msg.node, bootId: msg.boot, address: rinfo.address, state: msg.state, at: now });
     const fresh = !prev || prev.bootId !== msg.boot;
     if (pair.length === 2 && !pair.includes(msg.node)) {
       const key = `${msg.node}/${msg.boot}`;
@@ -253,7 +254,14 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
       return;
     }
     if (!fresh) return;
-    log.event('info', 'pairing-peer-discovered', { peer: msg.node, bootId: msg.boot, address: rinfo.address, role: msg.state.role, term: msg.state.term, committed: msg.state.committed });
+    log.event('info', 'pairing-peer-discovered', {
+      peer: msg.node,
+      bootId: msg.boot,
+      address: rinfo.address,
+      role: msg.state.role,
+      term: msg.state.term,
+      committed: msg.state.committed,
+    });
     const pub = publicPeer(rec);
     for (const cb of listeners) {
       try {
@@ -336,9 +344,7 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
     bootId,
     peers() {
       const now = performance.now();
-      return [...peers.values()]
-        .filter((p) => now - p.lastSeen <= peerTtlMs && (pair.length !== 2 || pair.includes(p.nodeId)))
-        .map(publicPeer);
+      return [...peers.values()].filter((p) => now - p.lastSeen <= peerTtlMs && (pair.length !== 2 || pair.includes(p.nodeId))).map(publicPeer);
     },
     onPeer(cb) {
       listeners.add(cb);

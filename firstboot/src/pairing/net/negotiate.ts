@@ -91,7 +91,9 @@ export async function negotiate(channel: Channel, opts: NegotiateOptions): Promi
     const pinned = opts.pinnedKey(peer.nodeId);
     if (pinned !== undefined && pinned !== hello.key) {
       channel.send({ t: 'abort', reason: 'node key differs from the one pinned at pairing' });
-      throw new NodeKeyError(`peer ${peer.nodeId} at ${channel.remoteAddress} presented another node key than the one pinned at pairing (a box holding only the pair secret?)`);
+      throw new NodeKeyError(
+        `peer ${peer.nodeId} at ${channel.remoteAddress} presented another node key than the one pinned at pairing (a box holding only the pair secret?)`,
+      );
     }
     let link: LinkKeys;
     try {
@@ -102,7 +104,8 @@ export async function negotiate(channel: Channel, opts: NegotiateOptions): Promi
     const ekm = channel.keyingMaterial();
     channel.send({ t: 'auth', proof: link.channelProof(ekm, opts.self.nodeId) });
     const auth = await expect(channel, 'auth', step);
-    if (!link.checkChannelProof(auth.proof, ekm, peer.nodeId)) throw new NodeKeyError(`peer ${peer.nodeId} at ${channel.remoteAddress} failed to prove its node key`);
+    if (!link.checkChannelProof(auth.proof, ekm, peer.nodeId))
+      throw new NodeKeyError(`peer ${peer.nodeId} at ${channel.remoteAddress} failed to prove its node key`);
 
     const decision = decidePair(opts.self, peer, opts.preferredLeader);
     channel.send({ t: 'propose', ...decision });
@@ -182,7 +185,10 @@ export async function runPairing(opts: RunPairingOptions): Promise<PairResult> {
       for (const p of all) {
         if (p.state.pair.length === 2 && !p.state.pair.includes(self.nodeId) && !blockedLogged.has(p.nodeId)) {
           blockedLogged.add(p.nodeId);
-          log.event('warn', 'pairing-blocked', { peer: p.nodeId, message: `peer ${p.nodeId} at ${p.address}: ${`pair already formed (${p.state.pair.join(',')}); use replace-node`}` });
+          log.event('warn', 'pairing-blocked', {
+            peer: p.nodeId,
+            message: `peer ${p.nodeId} at ${p.address}: ${`pair already formed (${p.state.pair.join(',')}); use replace-node`}`,
+          });
         }
       }
       // Not discovered anyone usable (yet): a lower-id peer that discovered us may already be

@@ -162,7 +162,7 @@ function pgpassField(v: string): string {
 }
 
 export function renderPgpass(entries: { host: string; port: number | '*'; database: string; user: string; password: string }[]): string {
-  return entries.map((e) => [e.host, String(e.port), e.database, e.user, e.password].map(pgpassField).join(':')).join('\n') + '\n';
+  return `${entries.map((e) => [e.host, String(e.port), e.database, e.user, e.password].map(pgpassField).join(':')).join('\n')}\n`;
 }
 
 /** `include` line pointing at this node's generated file; other geminik8s include lines are dropped. */

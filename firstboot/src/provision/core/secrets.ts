@@ -144,7 +144,10 @@ export function validateSecrets(value: unknown, source = 'secrets'): ClusterSecr
     if (typeof v[k] !== 'string' || !SECRET_RE.test(v[k] as string)) fail(k, 'missing or not a well-formed secret');
   }
   const pair = (field: string, p: unknown): void => {
-    if (typeof p !== 'object' || p === null) return fail(field, 'missing');
+    if (typeof p !== 'object' || p === null) {
+      fail(field, 'missing');
+      return;
+    }
     const q = p as Record<string, unknown>;
     if (typeof q.certPem !== 'string' || !PEM_CERT_RE.test(q.certPem)) fail(`${field}.certPem`, 'not a PEM certificate');
     if (typeof q.keyPem !== 'string' || !PEM_KEY_RE.test(q.keyPem)) fail(`${field}.keyPem`, 'not a PEM private key');
@@ -164,7 +167,15 @@ export function validateSecrets(value: unknown, source = 'secrets'): ClusterSecr
 
 /** Every secret string of a bundle (for "never logged" checks and redaction). */
 export function secretValues(s: ClusterSecrets): string[] {
-  return [s.superuserPassword, s.replicationPassword, s.kinePassword, s.k3sToken, s.ca.keyPem, s.serviceAccountKeyPem, ...Object.values(s.nodes).map((n) => n.keyPem)];
+  return [
+    s.superuserPassword,
+    s.replicationPassword,
+    s.kinePassword,
+    s.k3sToken,
+    s.ca.keyPem,
+    s.serviceAccountKeyPem,
+    ...Object.values(s.nodes).map((n) => n.keyPem),
+  ];
 }
 
 /**
