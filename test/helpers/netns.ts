@@ -134,6 +134,13 @@ export interface Topology {
    * as router, leases in `leaseFile`; its last output for a failure report. Stopped by destroy().
    */
   serveDhcp(leaseFile: string): { log(): string };
+  /** A tap device on the bridge (in the gw namespace) for VM number `index`; returns its name. Deleted with the namespace. */
+  addTap(index: number): Promise<string>;
+  /**
+   * ssh as root from the gw namespace with an operator's key, batch mode, the host key pinned on
+   * first contact in `knownHosts` and checked after.
+   */
+  ssh(o: { key: string; knownHosts: string }, host: string, command: string[], timeoutMs?: number): Promise<ExecResult>;
   linkDown(node: number): Promise<void>;
   linkUp(node: number): Promise<void>;
   /** Kills everything started in the namespaces and deletes them. Idempotent; never throws. */
@@ -240,6 +247,17 @@ export async function createTopology(nodeCount: number): Promise<Topology> {
       dnsmasq.stderr?.on('data', keep);
       dnsmasq.stdout?.on('data', keep);
       return { log: () => log };
+    },
+    async addTap(index) {
+      const tap = `gk8s-t${id}${index}`;
+      await ip(['-n', gw.ns, 'tuntap', 'add', 'mode', 'tap', 'name', tap]);
+      await ip(['-n', gw.ns, 'link', 'set', tap, 'master', bridge, 'up']);
+      return tap;
+    },
+    ssh(o, host, command, timeoutMs = 120_000) {
+      const options = ['IdentitiesOnly=yes', 'StrictHostKeyChecking=accept-new', `UserKnownHostsFile=${o.knownHosts}`, 'BatchMode=yes', 'ConnectTimeout=20'];
+      const argv = ['ssh', '-F', '/dev/null', '-i', o.key, ...options.flatMap((x) => ['-o', x]), `root@${host}`, ...command];
+      return run(['ip', 'netns', 'exec', gw.ns, ...argv], { timeoutMs });
     },
     linkDown: (i) => ip(['-n', nodeAt(i).ns, 'link', 'set', 'eth0', 'down']).then(() => undefined),
     async linkUp(i) {

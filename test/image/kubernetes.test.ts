@@ -359,30 +359,7 @@ test("two stamped copies of the default image pair, run a Deployment of the bake
   let dhcp: { log(): string } | undefined;
   const knownHosts = path.join(work, 'known_hosts');
   const operatorKey = path.join(work, 'operator_ed25519');
-  const ssh = (host: string, command: string, timeoutMs = 120_000) =>
-    topology.exec(
-      topology.gw.ns,
-      [
-        'ssh',
-        '-F',
-        '/dev/null',
-        '-i',
-        operatorKey,
-        '-o',
-        'IdentitiesOnly=yes',
-        '-o',
-        'StrictHostKeyChecking=accept-new',
-        '-o',
-        `UserKnownHostsFile=${knownHosts}`,
-        '-o',
-        'BatchMode=yes',
-        '-o',
-        'ConnectTimeout=20',
-        `root@${host}`,
-        command,
-      ],
-      { timeoutMs },
-    );
+  const ssh = (host: string, command: string, timeoutMs = 120_000) => topology.ssh({ key: operatorKey, knownHosts }, host, [command], timeoutMs);
   const onBox = async (vm: Vm, command: string, what: string, timeoutMs?: number): Promise<string> => {
     const r = await ssh(vm.ip!, command, timeoutMs);
     if (r.code !== 0) throw new Error(`${what} on ${vm.name} (${vm.ip}) over SSH exited ${r.code}: ${(r.stderr || r.stdout).trim().slice(-1500)}`);
@@ -397,7 +374,7 @@ test("two stamped copies of the default image pair, run a Deployment of the bake
       await topology.destroy();
     }
   });
-  const { subnet, bridge, gw } = topology;
+  const { subnet, gw } = topology;
   dhcp = topology.serveDhcp(path.join(work, 'dnsmasq.leases'));
 
   // --- one site file with an operator key, stamped into two copies ---
@@ -432,14 +409,7 @@ test("two stamped copies of the default image pair, run a Deployment of the bake
   // --- two VMs boot, pair and report cluster ready ---
   const vmsStarted = Date.now();
   for (const i of [0, 1]) {
-    const tap = `gk8s-t${topology.id}${i}`;
-    for (const argv of [
-      ['ip', 'tuntap', 'add', 'mode', 'tap', 'name', tap],
-      ['ip', 'link', 'set', tap, 'master', bridge, 'up'],
-    ]) {
-      const r = await topology.exec(gw.ns, argv);
-      if (r.code !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr.trim()}`);
-    }
+    const tap = await topology.addTap(i);
     const dir = path.join(work, `vm-${i}`);
     await mkdir(dir, { recursive: true });
     const bootedAt = Date.now();

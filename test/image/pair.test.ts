@@ -126,7 +126,7 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
     await Promise.all(nodes.map((n) => n.vm.stop()));
     await topology.destroy();
   });
-  const { subnet, bridge, gw } = topology;
+  const { subnet, gw } = topology;
   const dhcp = topology.serveDhcp(path.join(work, 'dnsmasq.leases'));
   t.teardown(() => {
     if (!t.passed) t.log(`--- dnsmasq ---\n${dhcp.log()}`);
@@ -162,14 +162,7 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
   // The budget covers the VMs, not a cold image build.
   const deadline = Date.now() + BUDGET_MS;
   for (const i of [0, 1]) {
-    const tap = `gk8s-t${topology.id}${i}`;
-    for (const argv of [
-      ['ip', 'tuntap', 'add', 'mode', 'tap', 'name', tap],
-      ['ip', 'link', 'set', tap, 'master', bridge, 'up'],
-    ]) {
-      const r = await topology.exec(gw.ns, argv);
-      if (r.code !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr.trim()}`);
-    }
+    const tap = await topology.addTap(i);
     const dir = path.join(work, `vm-${i}`);
     await mkdir(dir, { recursive: true });
     const bootedAt = Date.now();
@@ -205,30 +198,7 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
 
   // --- an operator with the site's key logs in as root and has the leader issue an etcd client certificate ---
   const knownHosts = path.join(work, 'known_hosts');
-  const ssh = (host: string, command: string[]) =>
-    topology.exec(
-      gw.ns,
-      [
-        'ssh',
-        '-F',
-        '/dev/null',
-        '-i',
-        operatorKey,
-        '-o',
-        'IdentitiesOnly=yes',
-        '-o',
-        'StrictHostKeyChecking=accept-new',
-        '-o',
-        `UserKnownHostsFile=${knownHosts}`,
-        '-o',
-        'BatchMode=yes',
-        '-o',
-        'ConnectTimeout=20',
-        `root@${host}`,
-        ...command,
-      ],
-      { timeoutMs: 120_000 },
-    );
+  const ssh = (host: string, command: string[]) => topology.ssh({ key: operatorKey, knownHosts }, host, command);
   const bundleText = await retrying('etcd client certificate over SSH', left(), async () => {
     const r = await ssh(leader.ip!, ['/usr/lib/geminik8s/geminik8s-agent', 'etcd-client-cert', '--name', 'image-test']);
     if (r.code !== 0) throw new Error(`ssh exited ${r.code}: ${r.stderr.trim().slice(-1000)}`);
