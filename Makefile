@@ -29,7 +29,7 @@ typecheck: deps
 # Biome: formatting and lint rules (biome.jsonc); `npx biome check --write $(LINTED)` fixes what it can.
 LINTED := builder firstboot test bench bin
 lint: deps
-	npx biome ci $(LINTED)
+	npx biome ci --colors=off $(LINTED)
 
 bench: deps
 	node --import tsx bench/build.ts

@@ -11,7 +11,6 @@
  * PROFILE and HARDWARE pick the image (make's defaults); KEEP=1 keeps the work folder.
  * Exit 0 when the raw images are identical, 1 when they differ.
  */
-import { execa } from 'execa';
 import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, utimes } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,7 +18,7 @@ import { REPO_ROOT } from '../cli/paths.ts';
 import { MTOOLS_ENV } from '../disk/fs.ts';
 import { ARTIFACT_FILES } from '../pipeline/artifacts.ts';
 import { fileDigest, sha256File } from '../util/digest.ts';
-import { hasCommand, run } from '../util/exec.ts';
+import { hasCommand, run, runForAnswer, runStreaming } from '../util/exec.ts';
 import { removeMountedTree } from '../util/mounts.ts';
 import { diskRegions, firstTreeDifference, type LayoutPartition, type TreeEntry } from './compare.ts';
 
@@ -57,25 +56,20 @@ async function buildInClone(work: string, label: string, commit: string, profile
   say(`${label}: npm ci in ${src}`);
   await run('npm', ['ci', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: src });
   say(`${label}: building ${profile} for ${hardware} with the cache ${cache}`);
-  const build = execa('node', ['bin/geminik8s.js', 'build', '--profile', profile, '--hardware', hardware, '--out', path.join(dir, 'dist'), '--json'], {
-    cwd: src,
-    env: { ...process.env, GEMINIK8S_CACHE: cache },
-    reject: false,
-    all: true,
-  });
   let artifactDir = '';
-  const tail: string[] = [];
-  for await (const line of build.iterable({ from: 'all' })) {
-    const text = String(line);
-    tail.push(text);
-    if (tail.length > 30) tail.shift();
-    if (!text.startsWith('{')) continue;
-    const e = JSON.parse(text) as { event: string; id?: string; cached?: boolean; seconds?: number; artifactDir?: string };
-    if (e.event === 'step-done') say(`${label}: ${e.id} ${e.cached ? 'cached' : `built in ${Math.round(e.seconds ?? 0)} s`}`);
-    if (e.event === 'done' && e.artifactDir) artifactDir = e.artifactDir;
-  }
-  const result = await build;
-  if (result.exitCode !== 0 || !artifactDir) throw new Error(`${label}: the build failed (exit ${result.exitCode}):\n${tail.join('\n')}`);
+  await runStreaming('node', ['bin/geminik8s.js', 'build', '--profile', profile, '--hardware', hardware, '--out', path.join(dir, 'dist'), '--json'], {
+    cwd: src,
+    env: { ...(process.env as Record<string, string>), GEMINIK8S_CACHE: cache },
+    onLine: (text) => {
+      if (!text.startsWith('{')) return;
+      const e = JSON.parse(text) as { event: string; id?: string; cached?: boolean; seconds?: number; artifactDir?: string };
+      if (e.event === 'step-done') say(`${label}: ${e.id} ${e.cached ? 'cached' : `built in ${Math.round(e.seconds ?? 0)} s`}`);
+      if (e.event === 'done' && e.artifactDir) artifactDir = e.artifactDir;
+    },
+  }).catch((e: unknown) => {
+    throw new Error(`${label}: the build failed: ${(e as Error).message}`);
+  });
+  if (!artifactDir) throw new Error(`${label}: the build ended without naming its artifact folder`);
   const manifest = await readManifest(artifactDir);
   const disk = manifest.steps.disk;
   if (!disk) throw new Error(`${label}: manifest.json names no disk step`);
@@ -108,7 +102,7 @@ async function listTree(root: string): Promise<TreeEntry[]> {
 
 /** The first offset at which two byte ranges differ (cmp's answer), relative to the range. */
 async function firstDifferingByte(a: string, b: string, offset: number, size: number): Promise<number | undefined> {
-  const r = await execa('cmp', ['-n', String(size), '-i', `${offset}:${offset}`, a, b], { reject: false });
+  const r = await runForAnswer('cmp', ['-n', String(size), '-i', `${offset}:${offset}`, a, b]);
   const m = /byte (\d+)/.exec(String(r.stdout));
   return m ? Number(m[1]) - 1 : undefined;
 }
@@ -167,7 +161,7 @@ async function explainDifferences(work: string, a: Side, b: Side): Promise<void>
       const fb = path.join(open.b, diff.path);
       const bothFiles = (await lstat(fa).catch(() => undefined))?.isFile() && (await lstat(fb).catch(() => undefined))?.isFile();
       if (bothFiles && diff.what.some((w) => w.startsWith('content')) && (await hasCommand('diffoscope'))) {
-        const d = await execa('diffoscope', ['--text', '-', '--max-text-report-size', '8000', fa, fb], { reject: false });
+        const d = await runForAnswer('diffoscope', ['--text', '-', '--max-text-report-size', '8000', fa, fb]);
         process.stderr.write(`${String(d.stdout)}\n`);
       }
     } finally {

@@ -10,8 +10,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execa } from 'execa';
-import { CommandError, run } from '../util/exec.ts';
+import { run, runStreaming } from '../util/exec.ts';
 import { ensureForeignArchSupport, type DebianArch } from './foreign-arch.ts';
 
 /** Bump whenever the mmdebstrap options or hooks/customize.sh change: it is part of the rootfs cache key. */
@@ -212,20 +211,6 @@ export async function readCachedRootfs(outDir: string): Promise<RootfsResult | u
   }
 }
 
-/** Streams a long-running command's output lines to onProgress; CommandError with the tail on failure. */
-async function runStreaming(file: string, args: string[], env: Record<string, string>, onLine: (l: string) => void): Promise<void> {
-  const tail: string[] = [];
-  const child = execa(file, args, { env, all: true, reject: false, stdin: 'ignore' });
-  for await (const line of child.iterable({ from: 'all' })) {
-    const s = String(line);
-    tail.push(s);
-    if (tail.length > 40) tail.shift();
-    onLine(s);
-  }
-  const r = await child;
-  if (r.failed) throw new CommandError([file, ...args].join(' '), r.exitCode, tail.join('\n') || String(r.message));
-}
-
 /**
  * Builds a Debian rootfs directory with mmdebstrap into `outDir`, which must not exist yet, and
  * writes `<outDir>.packages.json`. A plain producer: the step cache gives it a fresh folder and
@@ -247,7 +232,7 @@ export async function buildRootfs(opts: BuildRootfsOptions): Promise<RootfsResul
     LC_ALL: 'C.UTF-8',
     ...(opts.sourceDateEpoch !== undefined ? { SOURCE_DATE_EPOCH: String(opts.sourceDateEpoch) } : {}),
   };
-  await runStreaming('mmdebstrap', mmdebstrapArgs(opts, outDir, excludesFile), env, opts.onProgress ?? (() => undefined));
+  await runStreaming('mmdebstrap', mmdebstrapArgs(opts, outDir, excludesFile), { env, onLine: opts.onProgress ?? (() => undefined) });
   if (excludesFile) await rm(excludesFile, { force: true });
   const packages = await listRootfsPackages(outDir);
   await writeFile(

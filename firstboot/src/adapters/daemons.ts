@@ -78,9 +78,15 @@ export interface Daemon {
   pid: number;
   /** True when found running at start (started by an earlier agent), not spawned by this one. */
   adopted: boolean;
-  /** Settles when the process is gone (for an adopted one, noticed within a second). */
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Settles when the process is gone (for an adopted one, noticed within a second); `error` when it could not be started at all. */
+  exited: Promise<DaemonExit>;
   stop(graceMs?: number): Promise<void>;
+}
+
+export interface DaemonExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  error?: string;
 }
 
 export interface DaemonSpec {
@@ -101,9 +107,9 @@ export function spawnDaemon(spec: DaemonSpec): Daemon {
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+  const exited = new Promise<DaemonExit>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
-    child.once('error', () => resolve({ code: null, signal: null }));
+    child.once('error', (e) => resolve({ code: null, signal: null, error: e.message }));
   });
   const pid = child.pid ?? -1;
   return { pid, adopted: false, exited, stop: (graceMs) => (pid > 0 ? stopProcesses([pid], graceMs) : Promise.resolve()) };

@@ -12,13 +12,12 @@
  * current primary: a standby is read-only. On the leader that is its local PostgreSQL; on the
  * follower the VIP (or, in tests, the leader's address).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { kineEndpoint } from './core/pgconf.ts';
 import type { ClusterSecrets } from './core/secrets.ts';
 import { ensureDir, lookupUser, type OsUser } from './files.ts';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
+import { spawnDaemon, type DaemonExit } from '../adapters/daemons.ts';
 import { runTool } from '../adapters/exec.ts';
 
 /** The unprivileged user Kine runs as on the appliance (the image creates it with sysusers.d). */
@@ -117,7 +116,7 @@ export interface KineProcess {
   /** How the agent itself talks to this Kine. */
   client: KineClient;
   /** Settles when the process exits (any reason). */
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  exited: Promise<DaemonExit>;
   /** SIGTERM, then SIGKILL after `graceMs` (default 5 s). Resolves when gone. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -156,49 +155,34 @@ export async function kineHealth(client: KineClient, timeoutMs = 3000): Promise<
 }
 
 export async function startKine(o: KineOptions): Promise<KineProcess> {
-  const endpoint = kineEndpoint({ host: o.db.host, port: o.db.port, password: o.password, sslRootCert: o.caFile });
-  const fd = o.logFile ? openSync(o.logFile, 'a', 0o640) : undefined;
-  let child: ChildProcess;
-  try {
-    const tlsArgs = o.tls ? ['--server-cert-file', o.tls.certFile, '--server-key-file', o.tls.keyFile, '--trusted-ca-file', o.tls.caFile] : [];
-    child = spawn(o.binary, ['--listen-address', o.listenAddress, '--metrics-bind-address', o.metricsBindAddress ?? '0', ...tlsArgs, ...(o.extraArgs ?? [])], {
-      stdio: ['ignore', fd ?? 'ignore', fd ?? 'ignore'],
-      env: { ...process.env, KINE_ENDPOINT: endpoint },
-      ...(o.runAs ?? {}),
-    });
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-    child.once('error', () => resolve({ code: null, signal: null }));
+  const tlsArgs = o.tls ? ['--server-cert-file', o.tls.certFile, '--server-key-file', o.tls.keyFile, '--trusted-ca-file', o.tls.caFile] : [];
+  const daemon = spawnDaemon({
+    binary: o.binary,
+    args: ['--listen-address', o.listenAddress, '--metrics-bind-address', o.metricsBindAddress ?? '0', ...tlsArgs, ...(o.extraArgs ?? [])],
+    // The datastore password travels in the environment, never on the command line (ps shows that).
+    env: { KINE_ENDPOINT: kineEndpoint({ host: o.db.host, port: o.db.port, password: o.password, sslRootCert: o.caFile }) },
+    ...(o.logFile ? { logFile: o.logFile } : {}),
+    ...(o.runAs ? { runAs: o.runAs } : {}),
   });
-  const spawnError = new Promise<Error>((resolve) => child.once('error', (e: NodeJS.ErrnoException) => resolve(e)));
+  const exited = daemon.exited;
   let gone = false;
-  void exited.then(() => (gone = true));
+  void exited.then(() => {
+    gone = true;
+  });
   const client = localKineClient(o.listenAddress, o.tls);
   const proc: KineProcess = {
-    pid: child.pid ?? -1,
+    pid: daemon.pid,
     listenAddress: o.listenAddress,
     client,
     exited,
-    async stop(graceMs = 5000) {
-      if (gone) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-      await exited;
-      clearTimeout(timer);
+    stop: async (graceMs = 5000) => {
+      if (!gone) await daemon.stop(graceMs);
     },
   };
   const until = Date.now() + (o.startTimeoutMs ?? 30_000);
   let last: KineHealth | undefined;
   while (Date.now() < until) {
-    const raced = await Promise.race([
-      exited.then(() => 'exited' as const),
-      spawnError.then((e) => e),
-      new Promise((r) => setTimeout(r, 200)).then(() => 'tick' as const),
-    ]);
-    if (raced instanceof Error) throw new Error(`kine could not start: ${raced.message}`);
+    const raced = await Promise.race([exited.then(() => 'exited' as const), new Promise((r) => setTimeout(r, 200)).then(() => 'tick' as const)]);
     if (raced === 'exited') throw new Error(`kine exited during start (${JSON.stringify(await exited)})${o.logFile ? `; see ${o.logFile}` : ''}`);
     last = await kineHealth(client, 2000);
     if (last.ok) return proc;
