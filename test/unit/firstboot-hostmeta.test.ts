@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../../firstboot/src/adapters/atomic-file.ts';
 import { loadHostMeta, storeHostMeta } from '../../firstboot/src/adapters/hostmeta-store.ts';
 import { jsonLogger } from '../../firstboot/src/adapters/output.ts';
-import { finishLocalSteps, isNodeId, parseHostMeta, recordLiveness, startBoot } from '../../firstboot/src/core/hostmeta.ts';
+import { clusterPhases, finishLocalSteps, isNodeId, parseHostMeta, recordLiveness, startBoot } from '../../firstboot/src/core/hostmeta.ts';
 
 const SECRET = 'q4Jr7m8sXvYc2Zb1Lk9PwN3eTg6HfA0dUiOy5RjWlMo=';
 const ID_A = '0123456789abcdef0123456789abcdef';
@@ -133,4 +133,12 @@ test('a failover transition persists role, never lowers the term, and records th
   const reread = parseHostMeta(JSON.stringify(yielding));
   t.like(reread, { ok: true, meta: { role: 'fenced', handover: true } });
   t.like(parseHostMeta(JSON.stringify({ ...yielding, handover: 'yes' })), { ok: false, reason: 'handover is not a boolean' });
+});
+
+test('the cluster phases of a boot follow from what hostmeta.json recorded', (t) => {
+  const pair = { leader: 'a', peerNodeId: 'b', peerName: 'node-b', peerAddress: '192.0.2.12', peerKey: 'k' };
+  t.deepEqual(clusterPhases({ phase: 'local-ready' }), ['pair', 'provision', 'live'], 'a fresh node pairs and provisions');
+  t.deepEqual(clusterPhases({ phase: 'paired', pair }), ['pair', 'provision', 'live'], 'paired but cut before provisioning: agree again');
+  t.deepEqual(clusterPhases({ phase: 'provisioned', pair }), ['resume', 'live'], 'provisioned: straight into liveness, without waiting for the peer');
+  t.deepEqual(clusterPhases({ phase: 'provisioned' }), ['pair', 'provision', 'live'], 'provisioned without a recorded pair cannot resume');
 });

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { processesRunning, stopProcesses } from '../adapters/daemons.ts';
 import { storeHostMeta } from '../adapters/hostmeta-store.ts';
 import type { ConsoleOut, Logger } from '../adapters/output.ts';
-import { recordPairing, recordProvisioned, type HostMeta, type PairRole } from '../core/hostmeta.ts';
+import { clusterPhases, recordPairing, recordProvisioned, type ClusterPhase, type HostMeta, type PairRole } from '../core/hostmeta.ts';
 import type { HeartbeatFacts } from '../pairing/core/beacon.ts';
 import { KineSupervisor } from '../liveness/kine-supervisor.ts';
 import { startLiveness, type LivenessHandle } from '../liveness/loop.ts';
@@ -254,98 +254,115 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
       ...(owner ? { runAs: { uid: owner.uid, gid: owner.gid } } : {}),
     };
   };
-  let peer: NodeIdentity & { nodeId: string };
-  let initialRole: LivenessRole;
+  // Set by resume or pair, for the phases after them.
+  let peer!: NodeIdentity & { nodeId: string };
+  let initialRole!: LivenessRole;
+  let secrets!: ClusterSecrets;
+  let kine!: KineSupervisor;
   let announcedReady = false;
+  /** The pair's secrets, and the one owner of Kine from here on (provisioning's first start and the liveness loop's restarts). */
+  const takeSecrets = () => {
+    const loaded = loadSecrets(settings.secretsDir);
+    if (!loaded) throw new Error(`no cluster secrets in ${settings.secretsDir}; the node is ${meta.phase} but its secrets are gone`);
+    secrets = loaded;
+    kine = new KineSupervisor({ ...kineLaunch(secrets), port: settings.pgPort, log });
+    status.kine = { listen: kineListen, tls: settings.kineRemoteClients };
+  };
 
-  if (meta.phase === 'provisioned' && meta.pair) {
-    peer = { nodeId: meta.pair.peerNodeId, name: meta.pair.peerName, ip: meta.pair.peerAddress };
-    initialRole = bootRole(meta.role === 'follower' ? 'follower' : 'leader');
-    log.event('info', 'resuming', { role: meta.role, startsAs: initialRole, term: meta.term, peer: peer.nodeId });
-    out.line(`${MARKER} resuming role=${meta.role} term=${meta.term} peer=${peer.name}`);
-    answerPeerReruns();
-    allowNonLocalBind();
-    await stopOrphanKine(settings.kineBinary);
-  } else {
-    const result = await runPairing(pairingOptions);
-    peer = { nodeId: result.peer.nodeId, name: result.peer.name ?? nodeName(site, result.peer.nodeId, result.peerAddress), ip: result.peerAddress };
-    save(
-      recordPairing(meta, {
-        role: result.role,
-        term: result.term,
-        pair: { leader: result.leader, peerNodeId: peer.nodeId, peerName: peer.name, peerAddress: peer.ip, peerKey: result.peerKey },
-      }),
-    );
-    discovery.setLink(peer.nodeId, result.link);
-    log.event('info', 'paired', { role: result.role, term: result.term, peer: peer.nodeId });
-    out.line(`${MARKER} paired role=${result.role} term=${result.term} peer=${peer.name}`);
-    // PostgreSQL and the pairing channel: from now on the peer's address only.
-    await ensureFirewall(nodeFirewall(settings, lan.ifname, peer.ip), log, signal);
-    initialRole = result.role;
-    // Before provisioning: a peer restarted meanwhile re-runs the agreement and needs an answer
-    // (its new boot must not be mistaken for the one already confirmed).
-    answerPeerReruns();
-  }
-  status.kine = { listen: kineListen, tls: settings.kineRemoteClients };
-
-  const secrets = loadSecrets(settings.secretsDir);
-  if (!secrets) throw new Error(`no cluster secrets in ${settings.secretsDir}; the node is ${meta.phase} but its secrets are gone`);
-  // The one owner of Kine from here on: provisioning's first start and the liveness loop's restarts.
-  const kine = new KineSupervisor({ ...kineLaunch(secrets), port: settings.pgPort, log });
-  if (meta.phase !== 'provisioned') {
-    await provision(initialRole === 'follower' ? 'follower' : 'leader', kine);
-    announcedReady = true;
-  }
-  const controlPlane = await startControlPlane(secrets);
-  liveness = startLiveness({
-    nodeId: meta.nodeId,
-    peer: { nodeId: peer.nodeId, name: peer.name, address: peer.ip },
-    ifname: lan.ifname,
-    vipCidr: site.network.vip,
-    witnesses: siteWitnesses(site),
-    pg,
-    mode: settings.replication,
-    secrets,
-    divergentDir: join(ctx.stateDir, 'divergent'),
-    follower: provisionConfig('follower'),
-    discovery,
-    kine,
-    meta: () => meta,
-    save,
-    ...(controlPlane
-      ? {
-          kubernetes: {
-            observe: (datastoreReady: boolean) => {
-              controlPlane.observe(datastoreReady);
-              status.kubernetes = controlPlane.status();
-            },
-            apiHealthy: () => controlPlane.apiHealthy(),
-          },
-        }
-      : {}),
-    publish: (state) => {
-      // A new role, term, handover or VIP is worth a heartbeat now rather than at the next beat.
-      const changed =
-        !live ||
-        live.role !== state.role ||
-        live.term !== state.term ||
-        live.hb.holdsVip !== state.hb.holdsVip ||
-        (live.hb.handoverForMs === null) !== (state.hb.handoverForMs === null);
-      live = state;
-      if (changed) discovery?.announce();
+  const phases: Record<ClusterPhase, () => Promise<void>> = {
+    resume: async () => {
+      if (!meta.pair) throw new Error('resume needs a recorded pair');
+      peer = { nodeId: meta.pair.peerNodeId, name: meta.pair.peerName, ip: meta.pair.peerAddress };
+      initialRole = bootRole(meta.role === 'follower' ? 'follower' : 'leader');
+      log.event('info', 'resuming', { role: meta.role, startsAs: initialRole, term: meta.term, peer: peer.nodeId });
+      out.line(`${MARKER} resuming role=${meta.role} term=${meta.term} peer=${peer.name}`);
+      answerPeerReruns();
+      allowNonLocalBind();
+      await stopOrphanKine(settings.kineBinary);
+      takeSecrets();
     },
-    report: (fields) => {
-      Object.assign(status, fields);
-      if (!fields.lastError) delete status.lastError;
+    pair: async () => {
+      const result = await runPairing(pairingOptions);
+      peer = { nodeId: result.peer.nodeId, name: result.peer.name ?? nodeName(site, result.peer.nodeId, result.peerAddress), ip: result.peerAddress };
+      save(
+        recordPairing(meta, {
+          role: result.role,
+          term: result.term,
+          pair: { leader: result.leader, peerNodeId: peer.nodeId, peerName: peer.name, peerAddress: peer.ip, peerKey: result.peerKey },
+        }),
+      );
+      discovery.setLink(peer.nodeId, result.link);
+      log.event('info', 'paired', { role: result.role, term: result.term, peer: peer.nodeId });
+      out.line(`${MARKER} paired role=${result.role} term=${result.term} peer=${peer.name}`);
+      // PostgreSQL and the pairing channel: from now on the peer's address only.
+      await ensureFirewall(nodeFirewall(settings, lan.ifname, peer.ip), log, signal);
+      initialRole = result.role;
+      // Before provisioning: a peer restarted meanwhile re-runs the agreement and needs an answer
+      // (its new boot must not be mistaken for the one already confirmed).
+      answerPeerReruns();
+      takeSecrets();
     },
-    initialRole,
-    announcedReady,
-    log,
-    out,
-    signal,
-    watchdog: ctx.watchdog,
-  });
-  await liveness.done;
+    provision: async () => {
+      await provision(initialRole === 'follower' ? 'follower' : 'leader', kine);
+      announcedReady = true;
+    },
+    live: async () => {
+      const controlPlane = await startControlPlane(secrets);
+      liveness = startLiveness({
+        nodeId: meta.nodeId,
+        peer: { nodeId: peer.nodeId, name: peer.name, address: peer.ip },
+        ifname: lan.ifname,
+        vipCidr: site.network.vip,
+        witnesses: siteWitnesses(site),
+        pg,
+        mode: settings.replication,
+        secrets,
+        divergentDir: join(ctx.stateDir, 'divergent'),
+        follower: provisionConfig('follower'),
+        discovery,
+        kine,
+        meta: () => meta,
+        save,
+        ...(controlPlane
+          ? {
+              kubernetes: {
+                observe: (datastoreReady: boolean) => {
+                  controlPlane.observe(datastoreReady);
+                  status.kubernetes = controlPlane.status();
+                },
+                apiHealthy: () => controlPlane.apiHealthy(),
+              },
+            }
+          : {}),
+        publish: (state) => {
+          // A new role, term, handover or VIP is worth a heartbeat now rather than at the next beat.
+          const changed =
+            !live ||
+            live.role !== state.role ||
+            live.term !== state.term ||
+            live.hb.holdsVip !== state.hb.holdsVip ||
+            (live.hb.handoverForMs === null) !== (state.hb.handoverForMs === null);
+          live = state;
+          if (changed) discovery?.announce();
+        },
+        report: (fields) => {
+          Object.assign(status, fields);
+          if (!fields.lastError) delete status.lastError;
+        },
+        initialRole,
+        announcedReady,
+        log,
+        out,
+        signal,
+        watchdog: ctx.watchdog,
+      });
+      await liveness.done;
+    },
+  };
+  for (const phase of clusterPhases(meta)) {
+    log.event('info', 'cluster-phase', { phase });
+    await phases[phase]();
+  }
 
   /** The Kubernetes server's files, ready to start once Kine answers (the liveness tick starts it). */
   async function startControlPlane(secrets: ClusterSecrets): Promise<ControlPlane | undefined> {

@@ -184,6 +184,19 @@ export function recordProvisioned(meta: HostMeta): HostMeta {
   return { ...meta, phase: 'provisioned' };
 }
 
+/** What the agent does with a valid site file, in order (cluster/run.ts runs one handler per phase). */
+export type ClusterPhase = 'resume' | 'pair' | 'provision' | 'live';
+
+/**
+ * The phases of this boot, from what hostmeta.json says earlier boots did. A provisioned node
+ * resumes straight into the liveness loop: it must not wait for the peer to agree again (the peer
+ * may be the box that died). Any other node pairs (again: a node that paired and then crashed
+ * re-runs the agreement, which the peer answers with the same roles and term), then provisions.
+ */
+export function clusterPhases(meta: Pick<HostMeta, 'phase' | 'pair'>): ClusterPhase[] {
+  return meta.phase === 'provisioned' && meta.pair ? ['resume', 'live'] : ['pair', 'provision', 'live'];
+}
+
 /**
  * A failover transition of a provisioned node (promotion, fence, rejoin, handover): the live role,
  * the term (never lowered), and who leads at that term (the pairing election's persisted leader).
