@@ -232,7 +232,11 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
   const noClientCert = await etcdctlRun(topology, `https://${leader.ip}:2379`, [`--cacert=${client.ca}`], ['get', '/x']);
   t.not(noClientCert.code, 0, `TLS without a client certificate must fail: ${noClientCert.stdout}`);
 
-  // --- the systemd watchdog is fed: past WatchdogSec (30 s) each agent still runs its first start ---
+  // --- the systemd watchdog is fed: its limit is down to the liveness loop's 30 s, and 40 s later each agent still runs its first start ---
+  for (const r of ready) {
+    const limit = await ssh(r.ip!, ['systemctl', 'show', '--property=WatchdogUSec', '--value', 'geminik8s-agent']);
+    t.is(limit.stdout.trim(), '30s', `${r.ip}: the agent tightened the start-up allowance once its loop ran (${limit.stderr.trim()})`);
+  }
   await new Promise((r) => setTimeout(r, 40_000));
   t.is(nodes.length, 2);
   for (const [i, n] of nodes.entries()) {

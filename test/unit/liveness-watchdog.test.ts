@@ -22,15 +22,20 @@ test('the watchdog is fed while the agent idles, then only by liveness ticks; a 
   const events: { event: string; owner?: string }[] = [];
   const log = jsonLogger((line) => void events.push(JSON.parse(line) as { event: string; owner?: string }));
 
-  // WatchdogSec=9s: a ping every 3 s while a beat came within the last 3 s (idle beats: every 1 s).
-  const wd = startWatchdog({ NOTIFY_SOCKET: '/run/systemd/notify', WATCHDOG_USEC: '9000000' }, log);
+  // WatchdogSec=18s as the start-up allowance, 9 s once the loop runs: a ping at once, then every
+  // 3 s while a beat came within the last 3 s (idle beats: every 1 s).
+  const wd = startWatchdog({ NOTIFY_SOCKET: '/run/systemd/notify', WATCHDOG_USEC: '18000000' }, log, 9000);
   t.teardown(() => wd.stop());
   await sleep(3600);
   const idlePings = (await readFile(calls, 'utf8')).trim().split('\n');
-  t.true(idlePings.length >= 1, 'pinged while idle');
+  t.true(idlePings.length >= 2, 'pinged at start and while idle');
   t.is(idlePings[0], `--pid=${process.pid} WATCHDOG=1`);
 
   wd.beat('loop');
+  await sleep(3200);
+  const tightened = (await readFile(calls, 'utf8')).trim().split('\n');
+  t.is(tightened[idlePings.length], `--pid=${process.pid} WATCHDOG=1 WATCHDOG_USEC=9000000`, 'the first ping after the loop took over tightens the limit');
+  t.is(tightened.filter((c) => c.includes('WATCHDOG_USEC')).length, 1, 'once');
   await sleep(6800);
   t.true(
     events.some((e) => e.event === 'watchdog-withheld' && e.owner === 'liveness loop'),

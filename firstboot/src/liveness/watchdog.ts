@@ -4,6 +4,11 @@
  * first tick on only its ticks count, so a wedged loop, not just a dead process, gets the agent
  * restarted. Node has no unix datagram sockets, hence systemd-notify with the agent's pid
  * (NotifyAccess=all). Outside systemd (tests) it only records beats.
+ *
+ * Two deadlines: the unit's WatchdogSec is a start-up allowance (Node's start and the first local
+ * steps on a slow or loaded CPU: under emulation the agent once used 23 s of CPU before its first
+ * ping and was killed at a 30 s limit), and the first ping after the liveness loop takes over
+ * tightens it to `loopTimeoutMs` (WATCHDOG_USEC=), what a wedged loop may cost.
  */
 import { runTool } from '../adapters/exec.ts';
 import type { Logger } from '../adapters/output.ts';
@@ -14,9 +19,13 @@ export interface Watchdog {
   stop(): void;
 }
 
-export function startWatchdog(env: NodeJS.ProcessEnv, log: Logger): Watchdog {
+/** How long the liveness loop may go without a tick before systemd restarts the agent. */
+export const LOOP_WATCHDOG_MS = 30_000;
+
+export function startWatchdog(env: NodeJS.ProcessEnv, log: Logger, loopTimeoutMs = LOOP_WATCHDOG_MS): Watchdog {
   let lastBeat = performance.now();
   let loopOwns = false;
+  let tightened = false;
   let notifier: NodeJS.Timeout | undefined;
   const idle = setInterval(() => watchdog.beat('idle'), 1000);
   idle.unref();
@@ -33,18 +42,27 @@ export function startWatchdog(env: NodeJS.ProcessEnv, log: Logger): Watchdog {
   };
   const usec = Number(env.WATCHDOG_USEC ?? '');
   if (!env.NOTIFY_SOCKET || !Number.isFinite(usec) || usec <= 0) return watchdog;
-  const periodMs = Math.max(1000, Math.floor(usec / 1000 / 3));
-  log.event('info', 'watchdog-enabled', { periodMs, timeoutMs: Math.floor(usec / 1000) });
-  notifier = setInterval(() => {
+  const startupMs = Math.floor(usec / 1000);
+  const periodMs = Math.max(1000, Math.floor(Math.min(startupMs, loopTimeoutMs) / 3));
+  log.event('info', 'watchdog-enabled', { periodMs, startupTimeoutMs: startupMs, loopTimeoutMs });
+  const ping = () => {
     const staleMs = performance.now() - lastBeat;
     if (staleMs > periodMs) {
       log.event('error', 'watchdog-withheld', { staleMs: Math.round(staleMs), owner: loopOwns ? 'liveness loop' : 'agent' });
       return;
     }
-    runTool('systemd-notify', [`--pid=${process.pid}`, 'WATCHDOG=1'], { timeoutMs: periodMs }).catch((e: unknown) =>
-      log.event('warn', 'watchdog-notify-failed', { error: (e as Error).message }),
-    );
-  }, periodMs);
+    const tighten = loopOwns && !tightened;
+    if (tighten) {
+      tightened = true;
+      log.event('info', 'watchdog-tightened', { timeoutMs: loopTimeoutMs });
+    }
+    runTool('systemd-notify', [`--pid=${process.pid}`, 'WATCHDOG=1', ...(tighten ? [`WATCHDOG_USEC=${loopTimeoutMs * 1000}`] : [])], {
+      timeoutMs: periodMs,
+    }).catch((e: unknown) => log.event('warn', 'watchdog-notify-failed', { error: (e as Error).message }));
+  };
+  // At once: the start-up allowance counts from the agent's start, not from its first period.
+  ping();
+  notifier = setInterval(ping, periodMs);
   notifier.unref();
   return watchdog;
 }
