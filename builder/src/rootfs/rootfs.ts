@@ -6,7 +6,6 @@
  *   <outDir>.packages.json         installed packages [{name,version,arch}] + build facts
  *   <aptCacheDir>/*.deb            persistent apt archive cache shared by all builds (sync-in/sync-out)
  */
-import { createHash } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,7 +41,7 @@ export const DPKG_EXCLUDES: readonly string[] = [
  * PostgreSQL's optional LLVM JIT drags in libLLVM + libz3 (~130 MB). The appliance's workload
  * (Kine's small OLTP queries) never benefits; without the provider library PostgreSQL simply runs
  * without JIT (documented behaviour of jit_provider). customize.sh refuses the build if any other
- * package needs LLVM. Opt out with `postgresJit: true`.
+ * package needs LLVM.
  */
 export const DPKG_EXCLUDES_NO_JIT: readonly string[] = [
   'path-exclude=/usr/lib/*/libLLVM-*',
@@ -68,13 +67,6 @@ export interface BuildRootfsOptions {
   sourceDateEpoch?: number;
   /** Optional kernel module trimming (the hardware definition's `kernel.excludeModules`). */
   excludeModules?: string[];
-  /** Apt components (default main; Raspberry Pi firmware needs non-free-firmware). */
-  components?: string[];
-  hostname?: string;
-  /** Keep dpkg documentation/man/locale files (for measuring what the excludes save). */
-  keepDocs?: boolean;
-  /** Keep PostgreSQL's LLVM JIT provider (default false: dropped, see DPKG_EXCLUDES_NO_JIT). */
-  postgresJit?: boolean;
   onProgress?: (line: string) => void;
 }
 
@@ -83,47 +75,14 @@ export interface RootfsResult {
   packages: RootfsPackage[];
 }
 
-export interface RootfsCacheKeyInput {
-  suite: string;
-  arch: string;
-  mirror: string;
-  securityMirror?: string;
-  packages: readonly string[];
-  hookVersion?: string;
-  excludeModules?: readonly string[];
-  components?: readonly string[];
-  postgresJit?: boolean;
-  /** Anything that should force a rebuild, e.g. a month stamp to pick up point releases/security updates. */
-  refresh?: string;
-}
-
-/** sha256 over the normalised inputs: package/module/component order and duplicates do not matter. */
-export function rootfsCacheKey(input: RootfsCacheKeyInput): string {
-  const sortedUnique = (xs: readonly string[] | undefined): string[] => [...new Set((xs ?? []).map((x) => x.trim()))].filter(Boolean).sort();
-  const canonical = {
-    v: 1,
-    suite: input.suite,
-    arch: input.arch,
-    mirror: input.mirror.replace(/\/+$/, ''),
-    securityMirror: input.securityMirror?.replace(/\/+$/, '') ?? null,
-    packages: sortedUnique(input.packages),
-    hookVersion: input.hookVersion ?? ROOTFS_HOOK_VERSION,
-    excludeModules: sortedUnique(input.excludeModules),
-    components: sortedUnique(input.components?.length ? input.components : ['main']),
-    postgresJit: input.postgresJit ?? false,
-    refresh: input.refresh ?? null,
-  };
-  return createHash('sha256').update(JSON.stringify(canonical)).digest('hex');
-}
-
 /** Single-quotes a string for sh. */
 export function shq(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** The apt source lines handed to mmdebstrap. */
-export function aptSourceLines(o: { suite: string; mirror: string; securityMirror?: string; components?: string[] }): string[] {
-  const comps = (o.components?.length ? o.components : ['main']).join(' ');
+export function aptSourceLines(o: { suite: string; mirror: string; securityMirror?: string }): string[] {
+  const comps = 'main';
   const m = o.mirror.replace(/\/+$/, '');
   const lines = [`deb ${m} ${o.suite} ${comps}`, `deb ${m} ${o.suite}-updates ${comps}`];
   if (o.securityMirror) lines.push(`deb ${o.securityMirror.replace(/\/+$/, '')} ${o.suite}-security ${comps}`);
@@ -163,8 +122,7 @@ export function mmdebstrapArgs(o: BuildRootfsOptions, target: string, excludesFi
     '--aptopt=APT::Keep-Downloaded-Packages "true"',
     '--aptopt=APT::Install-Recommends "false"',
     '--aptopt=Acquire::Languages "none"',
-    ...(o.keepDocs ? [] : DPKG_EXCLUDES.map((x) => `--dpkgopt=${x}`)),
-    ...(o.postgresJit ? [] : DPKG_EXCLUDES_NO_JIT.map((x) => `--dpkgopt=${x}`)),
+    ...[...DPKG_EXCLUDES, ...DPKG_EXCLUDES_NO_JIT].map((x) => `--dpkgopt=${x}`),
     // keep the essential .debs so sync-out can save them to the shared cache
     '--skip=essential/unlink',
     `--setup-hook=mkdir -p ${shq(o.aptCacheDir)} "$1/var/cache/apt/archives/"`,
@@ -172,7 +130,7 @@ export function mmdebstrapArgs(o: BuildRootfsOptions, target: string, excludesFi
     `--essential-hook=${essentialHook}`,
     // after this, mmdebstrap's cleanup step removes the .debs from the rootfs itself
     `--customize-hook=sync-out /var/cache/apt/archives ${shq(o.aptCacheDir)}`,
-    `--customize-hook=sh ${shq(CUSTOMIZE_HOOK)} "$1" ${shq(o.hostname ?? 'geminik8s')} ${shq(excludesFile ?? '')} ${o.postgresJit ? 'keep-jit' : 'no-jit'}`,
+    `--customize-hook=sh ${shq(CUSTOMIZE_HOOK)} "$1" ${shq('geminik8s')} ${shq(excludesFile ?? '')} no-jit`,
     o.suite,
     target,
     ...aptSourceLines(o),
