@@ -128,9 +128,16 @@ async function runDriver(cfg: DriverConfig): Promise<void> {
   let role = 'unassigned';
   let term = cfg.term ?? 0;
   const started = performance.now();
-  let discovery: import('../../firstboot/src/pairing/index.ts').Discovery | undefined;
-  const server = await p.startChannelServer({ keys, nodeId: cfg.nodeId, host: cfg.bindAddress, port: cfg.port, log, admit: (id) => discovery?.refusalFor(id) });
-  discovery = await p.startDiscovery({
+  let beacons: import('../../firstboot/src/pairing/index.ts').BeaconSocket | undefined;
+  const server = await p.startChannelServer({
+    keys,
+    nodeId: cfg.nodeId,
+    host: cfg.bindAddress,
+    port: cfg.port,
+    log,
+    admit: (id) => beacons?.discovery.refusalFor(id),
+  });
+  beacons = await p.openBeaconSocket({
     siteId: cfg.siteId,
     keys,
     nodeId: cfg.nodeId,
@@ -140,7 +147,7 @@ async function runDriver(cfg: DriverConfig): Promise<void> {
     getState: () => ({ role, term, committed: false, timeline: 0, lsn: '0/0', tcpPort: server.port, ...(cfg.name ? { name: cfg.name } : {}) }),
     log,
   });
-  const disc = discovery;
+  const disc = beacons;
   const shutdown = async () => {
     await disc.close();
     await server.close();
@@ -157,7 +164,7 @@ async function runDriver(cfg: DriverConfig): Promise<void> {
   try {
     const result = await p.runPairing({
       ...identity,
-      discovery: disc,
+      discovery: disc.discovery,
       server,
       keys,
       siteId: cfg.siteId,
@@ -172,7 +179,7 @@ async function runDriver(cfg: DriverConfig): Promise<void> {
     });
     role = result.role;
     term = result.term;
-    disc.announce();
+    disc.heartbeat.announce();
     emit({
       ok: true,
       elapsedMs: Math.round(performance.now() - started),

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { BEACON_VERSION, encodeBeacon, type Announce, type Challenge } from '../../firstboot/src/pairing/core/beacon.ts';
 import { derivePairKeys } from '../../firstboot/src/pairing/core/keys.ts';
-import { startDiscovery } from '../../firstboot/src/pairing/net/discovery.ts';
+import { openBeaconSocket } from '../../firstboot/src/pairing/net/discovery.ts';
 import type { Logger } from '../../firstboot/src/adapters/output.ts';
 
 const SITE = 'abuse-1';
@@ -40,7 +40,7 @@ async function victimAndAttacker(t: import('ava').ExecutionContext) {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const log = collectingLog();
   const victimId = randomBytes(16).toString('hex');
-  const victim = await startDiscovery({
+  const victim = await openBeaconSocket({
     siteId: SITE,
     keys,
     nodeId: victimId,

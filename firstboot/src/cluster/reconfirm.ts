@@ -11,13 +11,13 @@ import {
   shouldDial,
   type Candidate,
   type ChannelServer,
-  type Discovery,
+  type DiscoveryView,
   type NegotiateOptions,
   type PairKeys,
 } from '../pairing/index.ts';
 
 export interface ReconfirmOptions extends Omit<NegotiateOptions, 'self'> {
-  discovery: Discovery;
+  discovery: DiscoveryView;
   server: ChannelServer;
   keys: PairKeys;
   self(): Promise<Candidate>;

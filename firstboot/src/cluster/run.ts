@@ -24,7 +24,7 @@ import type { SiteConfig } from '../core/site.ts';
 import { bindVip } from '../net/vip.ts';
 import { ensureFirewall, nodeFirewall } from '../net/firewall.ts';
 import { startStatusServer } from '../net/status-server.ts';
-import { derivePairKeys, runPairing, startChannelServer, startDiscovery, type Candidate, type Discovery } from '../pairing/index.ts';
+import { derivePairKeys, openBeaconSocket, runPairing, startChannelServer, type BeaconSocket, type Candidate } from '../pairing/index.ts';
 import { NO_PROGRESS, readProgress, type Progress } from './progress.ts';
 import { keepConfirmingPair } from './reconfirm.ts';
 import { validateSecrets, type ClusterSecrets, type NodeIdentity } from '../provision/core/secrets.ts';
@@ -159,10 +159,10 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   let live: { role: LivenessRole; term: number; timeline: number; lsn: string; hb: HeartbeatFacts } | undefined;
   const keys = derivePairKeys(site.pair.secret, site.site.id);
   const nodeKey = loadOrCreateNodeKey(settings.secretsDir);
-  let discovery: Discovery | undefined;
+  let beacons: BeaconSocket | undefined;
   // Paired but not yet live: tell the peer we are alive (provisioning can take minutes).
   const provisionalHeartbeat = (): HeartbeatFacts | undefined => {
-    const heard = meta.pair ? discovery?.heard(meta.pair.peerNodeId) : undefined;
+    const heard = meta.pair ? beacons?.heartbeat.heard(meta.pair.peerNodeId) : undefined;
     if (!meta.pair) return undefined;
     return {
       pg: 'down',
@@ -179,9 +179,9 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     host: lan.ip,
     port: settings.channelPort,
     log,
-    admit: (id) => discovery?.refusalFor(id),
+    admit: (id) => beacons?.discovery.refusalFor(id),
   });
-  discovery = await startDiscovery({
+  beacons = await openBeaconSocket({
     siteId: site.site.id,
     keys,
     nodeId: meta.nodeId,
@@ -198,14 +198,15 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   signal.addEventListener(
     'abort',
     () => {
-      discovery?.close();
+      void beacons?.close();
       void server.close();
     },
     { once: true },
   );
+  const { discovery, heartbeat } = beacons;
   if (meta.pair) {
     discovery.setPair([meta.nodeId, meta.pair.peerNodeId].sort() as [string, string]);
-    discovery.setLink(meta.pair.peerNodeId, nodeKey.linkWith(meta.pair.peerKey, site.site.id));
+    heartbeat.setLink(meta.pair.peerNodeId, nodeKey.linkWith(meta.pair.peerKey, site.site.id));
   }
   out.line(`${MARKER} discovering peer on ${lan.ifname} ${lan.ip}`);
 
@@ -291,7 +292,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
           pair: { leader: result.leader, peerNodeId: peer.nodeId, peerName: peer.name, peerAddress: peer.ip, peerKey: result.peerKey },
         }),
       );
-      discovery.setLink(peer.nodeId, result.link);
+      heartbeat.setLink(peer.nodeId, result.link);
       log.event('info', 'paired', { role: result.role, term: result.term, peer: peer.nodeId });
       out.line(`${MARKER} paired role=${result.role} term=${result.term} peer=${peer.name}`);
       // PostgreSQL and the pairing channel: from now on the peer's address only.
@@ -319,7 +320,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
         secrets,
         divergentDir: join(ctx.stateDir, 'divergent'),
         follower: provisionConfig('follower'),
-        discovery,
+        heartbeat,
         kine,
         meta: () => meta,
         save,
@@ -343,7 +344,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
             live.hb.holdsVip !== state.hb.holdsVip ||
             (live.hb.handoverForMs === null) !== (state.hb.handoverForMs === null);
           live = state;
-          if (changed) discovery?.announce();
+          if (changed) heartbeat.announce();
         },
         report: (fields) => {
           Object.assign(status, fields);

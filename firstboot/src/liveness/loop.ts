@@ -12,11 +12,11 @@ import { recordLiveness, type HostMeta } from '../core/hostmeta.ts';
 import { MARKER } from '../core/report.ts';
 import { bindVip, interfacesWith, releaseVip } from '../net/vip.ts';
 import type { HeartbeatFacts } from '../pairing/core/beacon.ts';
-import type { Discovery } from '../pairing/index.ts';
+import type { HeartbeatView } from '../pairing/index.ts';
 import { slotName, type ReplicationMode } from '../provision/core/pgconf.ts';
 import type { ClusterSecrets } from '../provision/core/secrets.ts';
-import { serverState, startServer, withAdmin, type LocalPg } from '../provision/postgres.ts';
-import { ensurePhysicalSlot, type ProvisionConfig } from '../provision/provision.ts';
+import { ensurePhysicalSlot, serverState, startServer, withAdmin, type LocalPg } from '../provision/postgres.ts';
+import type { ProvisionConfig } from '../provision/provision.ts';
 import { promoteLogicalFollower, setSynchronousStandby } from '../provision/replication.ts';
 import { readProgress } from '../cluster/progress.ts';
 import { decide, validateTimeouts } from './core/decide.ts';
@@ -42,7 +42,7 @@ export interface LivenessContext {
   divergentDir: string;
   /** This node's follower provisioning (used to rejoin as a standby). */
   follower: ProvisionConfig;
-  discovery: Discovery;
+  heartbeat: HeartbeatView;
   kine: KineSupervisor;
   /**
    * The node's Kubernetes, when the image runs one: observed each tick (it starts once the local
@@ -384,7 +384,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     if (s.standbyStreaming) standbyStreamAt = now;
     if (s.receiverStreaming) receiverStreamAt = now;
     const t = probes.times;
-    const heard = ctx.discovery.heard(ctx.peer.nodeId);
+    const heard = ctx.heartbeat.heard(ctx.peer.nodeId);
     const last = heard ? heartbeatFrom(ctx.peer.nodeId, heard.state) : undefined;
     const peerSilentMs = Math.round(heard && last ? now - heard.at : now - startedAt);
     const witnessSilentMs = Math.round(t.witnessOkAt !== undefined ? now - t.witnessOkAt : now - startedAt);

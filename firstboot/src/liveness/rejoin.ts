@@ -19,6 +19,7 @@ import type { ClusterSecrets } from '../provision/core/secrets.ts';
 import {
   confFiles,
   postgresUser,
+  remoteAdminConfig,
   runPgTool,
   serverState,
   startServer,
@@ -28,7 +29,7 @@ import {
   withClient,
   type LocalPg,
 } from '../provision/postgres.ts';
-import { remoteAdminConfig, runProvisioning, type ProvisionConfig } from '../provision/provision.ts';
+import { runProvisioning, type ProvisionConfig } from '../provision/provision.ts';
 
 export interface RejoinOptions {
   pg: LocalPg;

@@ -7,7 +7,7 @@ export { decideLeader, decidePair, shouldDial, type Candidate, type PairDecision
 export { DEFAULT_BEACON_PORT, type BeaconState } from './core/beacon.ts';
 export { MAX_FRAME_BYTES } from './core/frames.ts';
 export { pairFormedReason } from './core/protocol.ts';
-export { startDiscovery, type Discovery, type DiscoveryOptions, type DiscoveredPeer } from './net/discovery.ts';
+export { openBeaconSocket, type BeaconSocket, type BeaconSocketOptions, type DiscoveredPeer, type DiscoveryView, type HeartbeatView } from './net/discovery.ts';
 export {
   startChannelServer,
   connectChannel,

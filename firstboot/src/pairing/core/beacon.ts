@@ -1,5 +1,5 @@
 /**
- * Discovery datagrams: encoding, authentication and strict parsing. Pure.
+ * Beacon datagrams (discovery and heartbeats): encoding, authentication and strict parsing. Pure.
  *
  * Wire format (version 2), a fixed binary header then a UTF-8 JSON body:
  *   "GK8B" (4) | version (1) | flags (1) | site tag (4) | sender node id (16) | HMAC-SHA256 (32)

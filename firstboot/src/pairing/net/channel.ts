@@ -133,7 +133,7 @@ export interface ChannelServerOptions {
   port?: number;
   log: Logger;
   maxFrameBytes?: number;
-  /** Refusal reason for a peer node id (e.g. Discovery.refusalFor); undefined admits it. */
+  /** Refusal reason for a peer node id (e.g. DiscoveryView.refusalFor); undefined admits it. */
   admit?(peerNodeId: string): string | undefined;
   /** Admitted sessions. When omitted, sessions queue for {@link ChannelServer.nextSession}. */
   onSession?(channel: Channel): void;

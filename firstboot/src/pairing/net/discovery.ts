@@ -52,7 +52,7 @@ export interface HeardPeer {
   at: number;
 }
 
-export interface DiscoveryOptions {
+export interface BeaconSocketOptions {
   siteId: string;
   keys: PairKeys;
   nodeId: string;
@@ -72,7 +72,8 @@ export interface DiscoveryOptions {
   log: Logger;
 }
 
-export interface Discovery {
+/** Finding the pair partner and admitting only it: what the pairing reads, and where it declares the pair it formed. */
+export interface DiscoveryView {
   readonly bootId: string;
   /** Verified, live peers (only the pair partner once setPair was called). */
   peers(): DiscoveredPeer[];
@@ -83,6 +84,10 @@ export interface Discovery {
   pair(): readonly string[];
   /** Refusal reason for a node that is not in the formed pair; undefined when it may pair. */
   refusalFor(nodeId: string): string | undefined;
+}
+
+/** The formed pair's heartbeats, which the same beacons carry once the partner's link keys are pinned. */
+export interface HeartbeatView {
   /**
    * The last state heard from `nodeId` (announce of its verified boot, or its verified response),
    * kept however long ago: the liveness loop measures the silence itself.
@@ -93,8 +98,14 @@ export interface Discovery {
    * MAC, and the partner's heartbeats count only when they carry its own.
    */
   setLink(peerNodeId: string, keys: LinkKeys): void;
-  /** Sends an announce now (besides the periodic ones). */
+  /** Sends an announce now (besides the periodic ones): a changed role, term or VIP is worth it. */
   announce(): void;
+}
+
+/** One authenticated UDP beacon socket and its two views: discovery for the pairing, heartbeat for liveness. */
+export interface BeaconSocket {
+  readonly discovery: DiscoveryView;
+  readonly heartbeat: HeartbeatView;
   close(): Promise<void>;
 }
 
@@ -146,7 +157,7 @@ class ReplyBudget {
   }
 }
 
-export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery> {
+export async function openBeaconSocket(opts: BeaconSocketOptions): Promise<BeaconSocket> {
   const port = opts.port ?? DEFAULT_BEACON_PORT;
   const target = opts.broadcastAddress ?? '255.255.255.255';
   const intervalMs = opts.intervalMs ?? 1000;
@@ -340,7 +351,7 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
   }, intervalMs);
   log.event('info', 'pairing-discovery-started', { nodeId, bootId, port, target, bindAddress: opts.bindAddress });
 
-  return {
+  const discovery: DiscoveryView = {
     bootId,
     peers() {
       const now = performance.now();
@@ -359,6 +370,8 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
     refusalFor(id) {
       return pair.length === 2 && !pair.includes(id) ? pairFormedReason(pair) : undefined;
     },
+  };
+  const heartbeat: HeartbeatView = {
     heard: (id) => lastHeard.get(id),
     setLink(peerNodeId, keys) {
       if (link?.peer === peerNodeId) return;
@@ -370,6 +383,10 @@ export async function startDiscovery(opts: DiscoveryOptions): Promise<Discovery>
       log.event('info', 'pairing-link-pinned', { peer: peerNodeId });
     },
     announce,
+  };
+  return {
+    discovery,
+    heartbeat,
     async close() {
       if (closed) return;
       closed = true;

@@ -9,7 +9,7 @@ import { decidePair, shouldDial, type Candidate, type PairDecision } from '../co
 import type { LinkKeys, NodeKey, PairKeys } from '../core/keys.ts';
 import { CHANNEL_VERSION, type ChannelMessage } from '../core/protocol.ts';
 import { ChannelError, connectChannel, HandshakeRefusedError, type Channel, type ChannelServer } from './channel.ts';
-import type { DiscoveredPeer, Discovery } from './discovery.ts';
+import type { DiscoveredPeer, DiscoveryView } from './discovery.ts';
 
 export interface PairResult extends PairDecision {
   role: PairRole;
@@ -145,7 +145,7 @@ export async function negotiate(channel: Channel, opts: NegotiateOptions): Promi
 }
 
 export interface RunPairingOptions extends Omit<NegotiateOptions, 'self'> {
-  discovery: Discovery;
+  discovery: DiscoveryView;
   server: ChannelServer;
   keys: PairKeys;
   /** Current candidate (read again for each attempt: progress changes as the node works). */
