@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { runTool, type ToolResult } from '../adapters/exec.ts';
 import { ensureDir, lookupUser, pathExists, type OsUser } from './files.ts';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
+import type { ClusterSecrets } from './core/secrets.ts';
 
 export interface PgPaths {
   /** PostgreSQL server binaries (Debian: /usr/lib/postgresql/15/bin). */
@@ -141,4 +142,26 @@ export async function waitForServer(p: LocalPg, timeoutMs = 30_000): Promise<voi
     }
   }
   throw new Error(`PostgreSQL on port ${p.port} not accepting connections after ${timeoutMs}ms: ${(last as Error)?.message}`);
+}
+
+/** A physical replication slot for the standby, kept when it exists (re-runs, a rejoin). */
+export async function ensurePhysicalSlot(client: pg.Client, name: string): Promise<'created' | 'kept'> {
+  const r = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [name]);
+  if (r.rowCount) return 'kept';
+  await client.query('SELECT pg_create_physical_replication_slot($1, true)', [name]);
+  return 'created';
+}
+
+/** The postgres role on another node's server over verified TLS (the node certificates carry its IP). */
+export function remoteAdminConfig(host: string, port: number, s: ClusterSecrets, database: string): pg.ClientConfig {
+  return {
+    host,
+    port,
+    user: 'postgres',
+    password: s.superuserPassword,
+    database,
+    connectionTimeoutMillis: 5000,
+    application_name: 'geminik8s-agent',
+    ssl: { ca: s.ca.certPem, rejectUnauthorized: true },
+  };
 }

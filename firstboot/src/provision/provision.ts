@@ -29,7 +29,19 @@ import { scramVerifier, type ClusterSecrets, type NodeIdentity } from './core/se
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { ensureDir, isDir, isEmptyDir, pathExists, renameDurable } from './files.ts';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
-import { confFiles, postgresUser, runPgTool, startServer, waitForServer, withAdmin, withClient, type LocalPg, type PgPaths } from './postgres.ts';
+import {
+  confFiles,
+  ensurePhysicalSlot,
+  postgresUser,
+  remoteAdminConfig,
+  runPgTool,
+  startServer,
+  waitForServer,
+  withAdmin,
+  withClient,
+  type LocalPg,
+  type PgPaths,
+} from './postgres.ts';
 import { ensureClusterSecrets, loadSecrets, storeSecrets } from './secrets.ts';
 
 export interface ProvisionConfig {
@@ -259,13 +271,6 @@ export async function ensureRole(client: pg.Client, name: string, password: stri
 }
 
 /** A physical replication slot for a standby (reserving WAL at once). Idempotent. */
-export async function ensurePhysicalSlot(client: pg.Client, name: string): Promise<'created' | 'kept'> {
-  const r = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [name]);
-  if (r.rowCount) return 'kept';
-  await client.query('SELECT pg_create_physical_replication_slot($1, true)', [name]);
-  return 'created';
-}
-
 async function stepBootstrap(c: ProvisionConfig): Promise<string> {
   const s = requireSecrets(c);
   const p = localPg(c);
@@ -301,20 +306,6 @@ async function stepBootstrap(c: ProvisionConfig): Promise<string> {
     );
   }
   return did.length ? `created ${did.join(',')}` : 'kept';
-}
-
-/** The postgres role on another node's server over verified TLS (the node certificates carry its IP). */
-export function remoteAdminConfig(host: string, port: number, s: ClusterSecrets, database: string): pg.ClientConfig {
-  return {
-    host,
-    port,
-    user: 'postgres',
-    password: s.superuserPassword,
-    database,
-    connectionTimeoutMillis: 5000,
-    application_name: 'geminik8s-agent',
-    ssl: { ca: s.ca.certPem, rejectUnauthorized: true },
-  };
 }
 
 /** Connection to the primary (leader), for the logical follower's setup. */
