@@ -10,6 +10,7 @@
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { execa } from 'execa';
 import { access, constants } from 'node:fs/promises';
 import { isAlive } from '../../builder/src/util/process.ts';
 
@@ -22,33 +23,21 @@ export interface ExecResult {
   stderr: string;
 }
 
-/** Runs argv (no shell); resolves with its output, rejects on spawn failure or timeout. */
-export function run(argv: readonly string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<ExecResult> {
-  return new Promise((resolve, reject) => {
-    const [cmd, ...args] = argv;
-    if (cmd === undefined) return reject(new Error('empty command'));
-    const child = spawn(cmd, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${argv.join(' ')} timed out after ${opts.timeoutMs} ms`));
-    }, opts.timeoutMs ?? 10_000);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    if (opts.input !== undefined) {
-      child.stdin?.on('error', () => undefined);
-      child.stdin?.end(opts.input);
-    }
+/** Runs argv (no shell) through execa, the tests' one runner; resolves with its output whatever the exit code, rejects on spawn failure or timeout. */
+export async function run(argv: readonly string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<ExecResult> {
+  const [cmd, ...args] = argv;
+  if (cmd === undefined) throw new Error('empty command');
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const r = await execa(cmd, args, {
+    reject: false,
+    timeout: timeoutMs,
+    killSignal: 'SIGKILL',
+    stripFinalNewline: false,
+    ...(opts.input === undefined ? { stdin: 'ignore' } : { input: opts.input }),
   });
+  if (r.timedOut) throw new Error(`${argv.join(' ')} timed out after ${timeoutMs} ms`);
+  if (r.exitCode === undefined && r.signal === undefined) throw new Error(r.originalMessage || r.message);
+  return { code: r.exitCode ?? null, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
 async function ip(args: readonly string[]): Promise<string> {
