@@ -25,6 +25,7 @@ import { readStatus } from '../../firstboot/src/net/status-server.ts';
 import { KINE_VERSION, resolveTestComponent } from './components.ts';
 import { issueEtcdClientCert, type EtcdClientFiles } from './etcd-client.ts';
 import { createTopology, run, type Topology } from './netns.ts';
+import type { ImageFacts } from '../../firstboot/src/core/image-facts.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const AGENT_ENTRY = path.join(REPO, 'firstboot/src/main.ts');
@@ -193,9 +194,29 @@ export interface PairOptions {
   kubernetes?: boolean;
 }
 
-/** The image fact the agent reads to run upstream Kubernetes (the edge-standard profile's choice). */
-export function kubernetesImageFact(version: string): Record<string, string> {
-  return { distribution: 'upstream', version, clusterCidr: '10.42.0.0/16', serviceCidr: '10.43.0.0/16' };
+/**
+ * The image's description (/etc/geminik8s/image.yaml) for an agent run outside an image, which it
+ * refuses to run without; Kubernetes as the edge-standard profile has it (upstream), control plane only.
+ */
+export function imageFactsYaml(o: { kineRemoteClients: boolean; kubernetesVersion?: string }): string {
+  const facts: ImageFacts = {
+    postgresql: { replication: 'physical' },
+    kine: { remoteClients: o.kineRemoteClients },
+    ...(o.kubernetesVersion
+      ? {
+          kubernetes: {
+            distribution: 'upstream',
+            version: o.kubernetesVersion,
+            clusterCidr: '10.42.0.0/16',
+            serviceCidr: '10.43.0.0/16',
+            worker: false,
+            disable: [],
+          },
+        }
+      : {}),
+    cluster: { preferredLeader: '' },
+  };
+  return stringify(facts);
 }
 
 /** Where an agent keeps the admin kubeconfig (the contract with firstboot/src/kubernetes). */
@@ -252,12 +273,7 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
       const imageFile = path.join(base, 'image.yaml');
       await writeFile(
         imageFile,
-        stringify({
-          postgresql: { replication: 'physical' },
-          kine: { remoteClients: opts.kineRemoteClients ?? true },
-          ...(kubernetes ? { kubernetes: kubernetesImageFact(kubernetes.version) } : {}),
-          cluster: { preferredLeader: '' },
-        }),
+        imageFactsYaml({ kineRemoteClients: opts.kineRemoteClients ?? true, ...(kubernetes ? { kubernetesVersion: kubernetes.version } : {}) }),
       );
       const consoleFile = path.join(base, 'console.log');
       const logFile = path.join(base, 'agent.log');

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { buildAgentExecutable } from '../../firstboot/build.ts';
 import { hasCommand, run } from '../../builder/src/util/exec.ts';
+import { imageFactsYaml } from '../helpers/pair-agents.ts';
 
 const MiB = 1024 * 1024;
 const TOOLS: Record<string, string> = {
@@ -132,7 +133,10 @@ test.serial('the agent grows the data partition and filesystem to fill the disk,
   await writeFile(join(oemDir, 'site.yaml'), SITE);
   const stateDir = join(dataDir, 'geminik8s');
   const consoleFile = join(dir, 'console');
+  const imageFile = join(dir, 'image.yaml');
+  await writeFile(imageFile, imageFactsYaml({ kineRemoteClients: false }));
   const env = {
+    GEMINIK8S_IMAGE_FILE: imageFile,
     GEMINIK8S_OEM_DIR: oemDir,
     GEMINIK8S_DATA_DIR: dataDir,
     GEMINIK8S_DATA_DEVICE: part,
