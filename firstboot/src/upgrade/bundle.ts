@@ -8,7 +8,10 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import tar from 'tar-stream';
+import tar, { type Extract, type Header } from 'tar-stream';
+
+/** One entry of a bundle being read (tar-stream does not export the type by name). */
+type Entry = Extract extends AsyncIterable<infer E> ? E : never;
 import { formatIssue } from '../core/config-file.ts';
 import {
   BUNDLE_FILES,
@@ -66,7 +69,7 @@ export function loadPrivateKey(pem: string, file: string): KeyObject {
 }
 
 /** Fixed tar headers: the same inputs give the same bundle bytes. */
-function header(name: string, size: number, mtime: number): tar.Headers {
+function header(name: string, size: number, mtime: number): Partial<Header> & { name: string } {
   return { name, size, mode: 0o644, uid: 0, gid: 0, uname: 'root', gname: 'root', mtime: new Date(mtime * 1000), type: 'file' };
 }
 
@@ -102,7 +105,7 @@ export async function writeBundle(out: string, o: { manifest: BundleManifest; sl
  * Walks the bundle's three entries in order, refusing any other shape (names, order, types, sizes);
  * `onSlot` consumes the slot image's bytes.
  */
-async function walk(file: string, onHead: (manifest: Buffer, signature: Buffer) => void, onSlot?: (entry: tar.Entry) => Promise<void>): Promise<void> {
+async function walk(file: string, onHead: (manifest: Buffer, signature: Buffer) => void, onSlot?: (entry: Entry) => Promise<void>): Promise<void> {
   // Without onSlot only the head is read: the walk ends after the signature.
   const extract = tar.extract();
   const source = createReadStream(file);
@@ -220,8 +223,8 @@ export async function streamSlot(file: string, sink: Writable, progress?: SlotPr
       total = (JSON.parse(m.toString('utf8')) as BundleManifest).slot.bytes;
     },
     async (entry) => {
-      entry.on('data', (c: Buffer) => {
-        done += c.length;
+      entry.on('data', (c: unknown) => {
+        done += (c as Buffer).length;
         progress?.(done, total);
       });
       await pipeline(entry, sink);
