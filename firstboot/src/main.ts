@@ -1,17 +1,86 @@
 /**
  * geminik8s-agent: entry point, run by systemd as geminik8s-agent.service on every boot.
  * `grow-data-partition` is the pre-mount step (geminik8s-grow-data.service);
+ * `upgrade apply <bundle>` / `upgrade status` ask the running agent (its socket) to apply an update
+ * bundle or show the slots; `upgrade-deadline` is geminik8s-upgrade-deadline.timer's check;
  * `etcd-client-cert --name <name>` issues a client certificate for a remote etcd client of Kine
  * (run as root on a paired box, e.g. over SSH); `--version` prints the agent and embedded Node versions.
  */
 import { agentPaths, runLocalSteps, runPartitionGrowth } from './agent.ts';
 import { runCluster } from './cluster/run.ts';
-import { clusterSettings, secretsDirOf } from './cluster/settings.ts';
+import { clusterSettings, loadImageFacts, secretsDirOf, statusSocketPath } from './cluster/settings.ts';
 import { MARKER } from './core/report.ts';
-import { jsonLogger, openConsole } from './adapters/output.ts';
+import { type ConsoleOut, jsonLogger, type Logger, openConsole } from './adapters/output.ts';
 import { startWatchdog } from './liveness/watchdog.ts';
 import { issueClientCert, loadSecrets } from './provision/secrets.ts';
 import { AGENT_VERSION } from './version.ts';
+import { uptime } from 'node:os';
+import { resolve } from 'node:path';
+import { runTool } from './adapters/exec.ts';
+import { readStatus, requestUpgrade } from './net/status-server.ts';
+import { grubBackend } from './upgrade/slot-backend.ts';
+import { enforceDeadline, UpgradeService, type UpgradeServiceOptions } from './upgrade/service.ts';
+
+const UPDATE_KEYS_DIR = '/etc/geminik8s/update-keys';
+
+/** The box's A/B upgrades: the running image's facts, its baked-in keys, grub's slots. */
+function upgradeOptions(stateDir: string, log: Logger, out: ConsoleOut): UpgradeServiceOptions {
+  const facts = loadImageFacts(process.env);
+  return {
+    stateDir,
+    keysDir: UPDATE_KEYS_DIR,
+    image: { version: facts.version ?? 'unknown', arch: facts.arch ?? 'unknown', hardware: facts.hardware ?? 'unknown', policy: facts.upgrade },
+    backend: grubBackend(),
+    log,
+    out,
+    reboot: async () => {
+      await runTool('systemctl', ['reboot']);
+    },
+    uptimeSeconds: uptime,
+  };
+}
+
+const UPGRADE_USAGE = `usage: geminik8s-agent upgrade apply <bundle-file> [--allow-downgrade] [--no-reboot] [--json]
+       geminik8s-agent upgrade status [--json]
+Applies an update bundle (copied onto this box, e.g. /var/lib/geminik8s/updates/) through the
+running agent: it is verified against the image's keys, written to the inactive slot and tried at
+the next boot (a reboot follows unless --no-reboot); the new slot is committed once its health gate
+passes, else the box goes back to this one. Exit codes: 0 installed, 2 refused (nothing written), 1 failed.`;
+
+/** The operator's side of POST /upgrade and the slot part of GET /status. */
+async function upgradeCommand(args: string[]): Promise<number> {
+  const json = args.includes('--json');
+  const rest = args.filter((a) => a !== '--json');
+  const socket = statusSocketPath(process.env);
+  if (rest[0] === 'status' && rest.length === 1) {
+    const status = (await readStatus(socket)) as { upgrade?: unknown };
+    process.stdout.write(`${JSON.stringify(status.upgrade ?? null, null, json ? undefined : 2)}\n`);
+    return 0;
+  }
+  const flags = new Set(rest.slice(2));
+  const unknown = [...flags].filter((f) => f !== '--allow-downgrade' && f !== '--no-reboot');
+  if (rest[0] !== 'apply' || rest[1] === undefined || rest[1].startsWith('-') || unknown.length > 0) {
+    process.stderr.write(`${unknown.length > 0 ? `unknown option ${unknown.join(' ')}\n` : ''}${UPGRADE_USAGE}\n`);
+    return 2;
+  }
+  const body = { bundle: resolve(rest[1]), allowDowngrade: flags.has('--allow-downgrade'), reboot: !flags.has('--no-reboot') };
+  let lastPercent = -1;
+  const result = await requestUpgrade(socket, body, (line) => {
+    if (json) return void process.stdout.write(`${JSON.stringify(line)}\n`);
+    if (typeof line.doneBytes === 'number' && typeof line.totalBytes === 'number') {
+      const percent = Math.floor((100 * line.doneBytes) / Math.max(1, line.totalBytes));
+      if (percent !== lastPercent && percent % 10 === 0) process.stderr.write(`${line.step} ${percent}%\n`);
+      lastPercent = percent;
+    } else process.stderr.write(`${line.step} slot ${String(line.slot)}\n`);
+  });
+  if (json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else if (result.result === 'installed')
+    process.stderr.write(
+      `installed ${String(result.version)} into slot ${String(result.slot)}${result.rebooting ? '; rebooting into it' : '; reboot to try it'}\n`,
+    );
+  else process.stderr.write(`${String(result.result)}: ${String(result.message)}\n`);
+  return result.result === 'installed' ? 0 : result.result === 'refused' ? 2 : 1;
+}
 
 /**
  * Resolves on SIGTERM/SIGINT. Signal listeners do not keep Node's event loop alive, so a referenced
@@ -45,9 +114,17 @@ async function main(args: string[]): Promise<number> {
     return result.kind === 'failed' ? 1 : 0;
   }
   if (args[0] === 'etcd-client-cert') return printEtcdClientCert(args.slice(1), secretsDirOf(paths.stateDir));
+  if (args[0] === 'upgrade') return upgradeCommand(args.slice(1));
+  if (args.length === 1 && args[0] === 'upgrade-deadline') {
+    const out = openConsole(paths.consolePath, log);
+    const done = await enforceDeadline(upgradeOptions(paths.stateDir, log, out));
+    out.close();
+    process.stdout.write(`${done}\n`);
+    return 0;
+  }
   if (args.length > 0) {
     process.stderr.write(
-      `geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | grow-data-partition | etcd-client-cert --name <name>])\n`,
+      `geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | grow-data-partition | etcd-client-cert --name <name> | upgrade apply|status | upgrade-deadline])\n`,
     );
     return 2;
   }
@@ -66,9 +143,21 @@ async function main(args: string[]): Promise<number> {
   };
   try {
     const local = await runLocalSteps(paths, log, out);
+    const upgrades = new UpgradeService(upgradeOptions(paths.stateDir, log, out));
+    // The last upgrade is settled beside the cluster: its gate watches the cluster come back.
+    void upgrades.settle(controller.signal).catch((e: unknown) => log.event('error', 'upgrade-settle-failed', { error: (e as Error).message }));
     if (local.site) {
       await runCluster(
-        { settings: clusterSettings(process.env, paths.stateDir), site: local.site, stateDir: paths.stateDir, log, out, signal: controller.signal, watchdog },
+        {
+          settings: clusterSettings(process.env, paths.stateDir),
+          site: local.site,
+          stateDir: paths.stateDir,
+          log,
+          out,
+          signal: controller.signal,
+          watchdog,
+          upgrades,
+        },
         local.meta,
       );
     }

@@ -202,6 +202,7 @@ export function imageFactsYaml(o: { kineRemoteClients: boolean; kubernetesVersio
   const facts: ImageFacts = {
     postgresql: { replication: 'physical' },
     kine: { remoteClients: o.kineRemoteClients },
+    upgrade: { gateSeconds: 600, healthChecks: [] },
     ...(o.kubernetesVersion
       ? {
           kubernetes: {

@@ -12,6 +12,8 @@ import { runInit } from './init.ts';
 import { cacheRoot, REPO_ROOT } from './paths.ts';
 import { checkBuildHost } from './prerequisites.ts';
 import { loadSiteFile } from './site-file.ts';
+import { BundleRefused, verifyBundle } from '../../../firstboot/src/upgrade/bundle.ts';
+import { generateSigningKey, readKey } from './keys.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -52,6 +54,12 @@ Typical flow:
   zstd -d dist/<artifact>/image.raw.zst -o store-0042.raw
   geminik8s stamp --site store-0042.yaml store-0042.raw   # or the flashed USB stick, e.g. /dev/sdb
 
+Updates (A/B, signed):
+  geminik8s keygen --out release                      # release.key (0600) + release.pub
+  geminik8s build --signing-key release.key           # also dist/<artifact>/update.bundle; the image trusts release.pub
+  geminik8s bundle verify dist/<artifact>/update.bundle --key release.pub
+  on a box: geminik8s-agent upgrade apply <bundle>    # verify, write the inactive slot, reboot, gate, commit or roll back
+
 Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing prerequisite, 130 interrupted.`,
     )
     .showHelpAfterError();
@@ -69,6 +77,8 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
         .default(3)
         .argParser((v) => Number.parseInt(v, 10)),
     )
+    .option('--signing-key <file>', 'ed25519 private key (`geminik8s keygen`): also write a signed update.bundle, and trust its public key in the image')
+    .option('--update-key <file.pub>', 'another public key the image accepts bundles from, e.g. the next signing key (repeatable)', collect)
     .option('--dry-run', "print the plan with each step's cache key and whether it is cached; build nothing")
     .option('--json', 'machine-readable progress: one JSON event per line on stdout')
     .option('-v, --verbose', 'show the output of the tools each step runs')
@@ -80,6 +90,8 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
         out: string;
         mirror?: string;
         compression: number;
+        signingKey?: string;
+        updateKey?: string[];
         dryRun?: boolean;
         json?: boolean;
         verbose?: boolean;
@@ -88,8 +100,14 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
         if (o.site) await loadSiteFile(o.site);
         if (!Number.isInteger(o.compression) || o.compression < 1 || o.compression > 19)
           throw new CliError('--compression must be a zstd level from 1 to 19', EXIT.invalidInput);
+        const signingKey = o.signingKey ? await readKey(o.signingKey, 'private') : undefined;
+        const updateKeys = await Promise.all((o.updateKey ?? []).map((f) => readKey(f, 'public')));
         if (!o.dryRun) await checkBuildHost();
         const report = o.json ? jsonReporter((l) => process.stdout.write(l)) : humanReporter((t) => process.stderr.write(t), o.verbose ?? false);
+        if (!signingKey && !o.json)
+          process.stderr.write(
+            'no --signing-key: no update.bundle is written (make a key with `geminik8s keygen`; boxes accept bundles signed by the keys baked in)\n',
+          );
         await build({
           config,
           repoRoot: REPO_ROOT,
@@ -99,6 +117,8 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
           mirror: o.mirror,
           sourceDateEpoch: await sourceDateEpoch(),
           compressionLevel: o.compression,
+          ...(signingKey ? { signingKey } : {}),
+          updateKeys,
           dryRun: o.dryRun ?? false,
           report,
         });
@@ -144,6 +164,41 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
       const seconds = (performance.now() - t0) / 1000;
       if (o.json) printJson({ image, siteId: site.site.id, seconds });
       else process.stderr.write(`stamped site ${site.site.id} into ${image} (${seconds.toFixed(2)} s)\n`);
+    });
+
+  program
+    .command('keygen')
+    .description('Make an ed25519 key pair for signing update bundles: <out>.key (private, 0600: keep it off the boxes) and <out>.pub.')
+    .option('--out <prefix>', 'file name prefix', 'geminik8s-update')
+    .option('--force', 'replace existing files (bundles signed with the old key are then refused by images that trust only the new one)')
+    .option('--json', 'print the key id and files as JSON')
+    .action(async (o: { out: string; force?: boolean; json?: boolean }) => {
+      const result = await generateSigningKey(o.out, o.force ?? false);
+      if (o.json) printJson(result);
+      else
+        process.stderr.write(
+          `wrote ${result.privateKey} (0600, keep private) and ${result.publicKey}; key id ${result.keyId}\nbuild with: geminik8s build --signing-key ${result.privateKey}\n`,
+        );
+    });
+
+  const bundle = program.command('bundle').description('Inspect update bundles.');
+  bundle
+    .command('verify')
+    .description("Check an update bundle offline: the manifest's signature against the given public keys, then the slot image against the manifest.")
+    .argument('<file>', 'an update.bundle')
+    .requiredOption('--key <file.pub>', 'a trusted public key (repeatable)', collect)
+    .option('--json', 'print the manifest and the signing key id as JSON')
+    .action(async (file: string, o: { key: string[]; json?: boolean }) => {
+      const keys = await Promise.all(o.key.map((f) => readKey(f, 'public')));
+      const head = await verifyBundle(file, keys).catch((e: unknown) => {
+        throw e instanceof BundleRefused ? new CliError(`refused (${e.code}): ${e.message}`, EXIT.invalidInput) : e;
+      });
+      const m = head.manifest;
+      if (o.json) printJson({ ok: true, keyId: head.keyId, manifest: m });
+      else
+        process.stderr.write(
+          `ok: ${m.product} ${m.version} for ${m.hardware} (${m.arch}), profile ${m.profile}, signed by ${head.keyId}; slot image ${m.slot.rawBytes} bytes\n`,
+        );
     });
 
   program

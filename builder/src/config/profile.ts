@@ -1,5 +1,6 @@
 import type { FromSchema } from 'json-schema-to-ts';
 import { componentSources, debianPackageList, name } from './schema-parts.ts';
+import { upgradePolicySchema } from '../../../firstboot/src/core/image-facts.ts';
 
 export const K3S_BUNDLED = ['traefik', 'servicelb', 'metrics-server', 'local-storage', 'coredns'] as const;
 
@@ -151,6 +152,7 @@ export const profileSchema = {
       additionalProperties: false,
       properties: { preferredLeader: { type: 'string', minLength: 1 } },
     },
+    upgrade: upgradePolicySchema,
   },
 } as const;
 

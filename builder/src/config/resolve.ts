@@ -30,6 +30,8 @@ export const APPLIANCE_PACKAGES = [
   'etcd-client',
   // the host firewall: /etc/nftables.conf at boot, then the agent's table (firstboot/src/net/firewall.ts)
   'nftables',
+  // A/B upgrades: the slot image in a bundle is zstd-compressed (firstboot/src/upgrade/service.ts)
+  'zstd',
 ] as const;
 
 /**

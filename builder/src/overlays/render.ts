@@ -52,7 +52,8 @@ async function copyLayer(layerDir: string, rel: string, outDir: string, context:
       const target = path.join(outDir, relPath.slice(0, -'.hbs'.length));
       const template = Handlebars.compile(await readFile(src, 'utf8'), { strict: true, noEscape: true });
       try {
-        await writeFile(target, template(context));
+        // `json`: a value written as JSON, which YAML templates read back as the same value.
+        await writeFile(target, template(context, { helpers: { json: (v: unknown) => JSON.stringify(v) } }));
       } catch (err) {
         throw new Error(`overlay template ${path.join(path.basename(layerDir), relPath)}: ${(err as Error).message}`);
       }

@@ -1,7 +1,11 @@
 import { rmSync } from 'node:fs';
-import { chmod, copyFile, link, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { chmod, copyFile, link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { agentSourceHash, buildAgentExecutable } from '../../../firstboot/build.ts';
+import type { Layout } from '../../../image/src/layout.ts';
+import { keyId, writeBundle } from '../../../firstboot/src/upgrade/bundle.ts';
+import { BUNDLE_FILES, type BundleManifest, PRODUCT } from '../../../firstboot/src/upgrade/core/manifest.ts';
 import { assembleDiskImage, DISK_RECIPE_VERSION } from '../disk/assemble.ts';
 import { resolveComponent, type ComponentSpec } from '../components/resolve.ts';
 import type { ResolvedConfig } from '../config/resolve.ts';
@@ -14,7 +18,7 @@ import { detectDebianMirror } from '../rootfs/apt-sources.ts';
 import { ROOTFS_SOURCE_DATE_EPOCH } from '../rootfs/epoch.ts';
 import { buildRootfs, readCachedRootfs, ROOTFS_HOOK_VERSION, type RootfsPackage } from '../rootfs/rootfs.ts';
 import { sha256File } from '../util/digest.ts';
-import { ARTIFACT_FILES, compressImage, publishArtifacts, writeChecksums } from './artifacts.ts';
+import { ARTIFACT_FILES, BUNDLE_FILE, compressImage, compressSlot, publishArtifacts, SLOT_FILES, type SlotFacts, writeChecksums } from './artifacts.ts';
 import type { Reporter } from './events.ts';
 import { acquireBuildLock } from './lock.ts';
 import { composeRootTree, type INSTALL_PATHS, KUBERNETES_BINARY, makeDataSkeleton } from './root-tree.ts';
@@ -31,6 +35,10 @@ export interface BuildOptions {
   sourceDateEpoch: number;
   /** zstd level for image.raw.zst: 19 for releases, lower for quick iterations. */
   compressionLevel: number;
+  /** Signs update.bundle (ed25519); its public key is baked into the image. Without it, no bundle. */
+  signingKey?: KeyObject;
+  /** More public keys whose bundles the image accepts (a next signing key, a second signer). */
+  updateKeys?: KeyObject[];
   dryRun: boolean;
   report: Reporter;
 }
@@ -64,6 +72,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     ...(kubernetes?.sources ?? []).flatMap((s) => (s.goMain !== undefined ? [s.goMain] : [])),
     ...(kubernetes?.distribution === 'upstream' ? bakedGoMains() : []),
   ];
+  // Trusted update keys: the signing key's public half first, each once.
+  const trusted = new Map<string, string>();
+  for (const k of [...(opts.signingKey ? [createPublicKey(opts.signingKey)] : []), ...(opts.updateKeys ?? [])]) {
+    trusted.set(keyId(k), k.export({ type: 'spki', format: 'pem' }).toString());
+  }
+  const updateKeys = [...trusted].map(([id, pem]) => ({ id, pem }));
   const plan = planBuild({
     config,
     mirror: mirrors.mirror,
@@ -76,6 +90,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     imagesRecipe: await hashTree(path.join(repoRoot, 'builder', 'src', 'images')),
     diskRecipe: `${DISK_RECIPE_VERSION}:${await hashTree(path.join(repoRoot, 'image'))}`,
     site: opts.siteFile ? await hashFiles([opts.siteFile]) : undefined,
+    updateKeys: updateKeys.map((k) => k.id),
     sourceDateEpoch: opts.sourceDateEpoch,
   });
   const name = artifactName(config);
@@ -183,6 +198,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           overlayDir: path.join(need('overlays'), 'tree'),
           outDir: tree,
           sourceDateEpoch: opts.sourceDateEpoch,
+          updateKeys,
         });
       },
       disk: async (tmp) => {
@@ -206,7 +222,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       artifacts: async (tmp) => {
         const raw = path.join(need('disk'), 'image.raw');
         const image = await compressImage(raw, tmp, opts.compressionLevel);
-        const layout = JSON.parse(await readFile(path.join(need('disk'), 'layout.json'), 'utf8')) as { totalBytes: number };
+        const layout = JSON.parse(await readFile(path.join(need('disk'), 'layout.json'), 'utf8')) as Layout;
+        const rootA = layout.partitions.find((p) => p.name === 'root-a');
+        if (!rootA) throw new Error('internal: the layout has no root-a partition');
+        await compressSlot(raw, rootA, tmp, opts.compressionLevel);
         const manifest = {
           schemaVersion: 1,
           name,
@@ -225,7 +244,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           mirror: mirrors.origin === 'override' ? 'profile/flag' : 'build host apt sources',
         };
         await writeFile(path.join(tmp, ARTIFACT_FILES.manifest), `${JSON.stringify(manifest, null, 2)}\n`);
-        await writeChecksums(tmp);
+        await writeChecksums(tmp, Object.values(SLOT_FILES));
       },
     };
 
@@ -280,6 +299,30 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         await link(path.join(from, f), path.join(staging, f)).catch(() => copyFile(path.join(from, f), path.join(staging, f)));
         if (holdsSecrets) await chmod(path.join(staging, f), 0o600);
       }
+      if (opts.signingKey) {
+        const slot = JSON.parse(await readFile(path.join(from, SLOT_FILES.facts), 'utf8')) as SlotFacts;
+        const manifest: BundleManifest = {
+          schemaVersion: 1,
+          product: PRODUCT,
+          version: profile.version,
+          arch,
+          hardware: hardware.name,
+          profile: profile.name,
+          sourceDateEpoch: opts.sourceDateEpoch,
+          ...(plan.at(-1)?.key ? { buildInputsHash: plan.at(-1)!.key } : {}),
+          slot: { file: BUNDLE_FILES.slot, fs: 'ext4', ...slot },
+        };
+        await writeBundle(path.join(staging, BUNDLE_FILE), {
+          manifest,
+          slotFile: path.join(from, SLOT_FILES.image),
+          signingKey: opts.signingKey,
+          mtime: opts.sourceDateEpoch,
+        });
+        // SHA256SUMS is a link into the cache: replaced, never rewritten in place.
+        await rm(path.join(staging, ARTIFACT_FILES.sums));
+        await writeChecksums(staging);
+        if (holdsSecrets) await chmod(path.join(staging, ARTIFACT_FILES.sums), 0o600);
+      }
     });
     // Image archives, root trees and disk images are large: keep only the ones this build used (private steps are not in the cache).
     for (const id of ['images', 'rootTree', 'disk', 'artifacts'] as const) {
@@ -287,7 +330,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       // A step this plan has not (images for K3s) leaves other profiles' outputs alone.
       if (step && !step.holdsSecrets) await cache.prune(id, step.key);
     }
-    opts.report({ event: 'done', artifactDir, seconds: (performance.now() - t0) / 1000, files: Object.values(ARTIFACT_FILES) });
+    const files: string[] = [...Object.values(ARTIFACT_FILES), ...(opts.signingKey ? [BUNDLE_FILE] : [])];
+    opts.report({ event: 'done', artifactDir, seconds: (performance.now() - t0) / 1000, files });
     return { plan, artifactDir };
   } finally {
     removePrivate();

@@ -1,4 +1,4 @@
-import { chmod, copyFile, mkdir, symlink } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { clampTreeTimes } from '../disk/fs.ts';
 import { IMAGES_DIR } from '../images/baked.ts';
@@ -23,7 +23,16 @@ export const KUBERNETES_PROGRAMS = ['kube-apiserver', 'kube-controller-manager',
 /** Mount points on the read-only root that fstab needs; the root cannot grow them at run time. */
 const MOUNT_POINTS = ['data', 'oem', 'boot/efi'];
 
-const ENABLED_UNITS = ['systemd-networkd.service', 'systemd-resolved.service', 'geminik8s-grow-data.service', 'geminik8s-agent.service'];
+const ENABLED_UNITS = [
+  'systemd-networkd.service',
+  'systemd-resolved.service',
+  'geminik8s-grow-data.service',
+  'geminik8s-agent.service',
+  'geminik8s-upgrade-deadline.timer',
+];
+
+/** Where the public keys that sign update bundles go; the agent trusts every `*.pem` in it. */
+export const UPDATE_KEYS_DIR = 'etc/geminik8s/update-keys';
 
 export interface RootTreeInputs {
   rootfsDir: string;
@@ -34,6 +43,8 @@ export interface RootTreeInputs {
   outDir: string;
   /** Dates the system users' shadow entries and is the latest file time in the tree, so the tree stays reproducible. */
   sourceDateEpoch: number;
+  /** Public keys (SPKI PEM) whose bundles the box accepts, each named by its key id. */
+  updateKeys: { id: string; pem: string }[];
 }
 
 /** Layers the cached Debian rootfs, the binaries and the rendered overlays into one tree for mkfs. */
@@ -62,6 +73,9 @@ export async function composeRootTree(inp: RootTreeInputs): Promise<void> {
     }
   }
   await run('cp', ['-a', `${inp.overlayDir}/.`, inp.outDir]);
+  const keysDir = path.join(inp.outDir, UPDATE_KEYS_DIR);
+  await mkdir(keysDir, { recursive: true });
+  for (const k of inp.updateKeys) await writeFile(path.join(keysDir, `${k.id}.pem`), k.pem, { mode: 0o644 });
   // Our system users (overlays/base/usr/lib/sysusers.d) are made here: /etc is read-only on the box.
   // Only our file: the Debian packages already made theirs.
   await run('systemd-sysusers', ['--root', inp.outDir, path.join(inp.outDir, 'usr/lib/sysusers.d/geminik8s.conf')], {

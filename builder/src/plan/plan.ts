@@ -43,6 +43,8 @@ export interface PlanInputs {
   imagesRecipe?: string;
   /** Digest of the site file when one is stamped at build time. */
   site?: string;
+  /** Ids of the public keys baked in as trusted update signers (cli keygen: sha256 of the key). */
+  updateKeys?: string[];
   sourceDateEpoch: number;
 }
 
@@ -122,6 +124,8 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
   // The tree's file times are clamped to SOURCE_DATE_EPOCH (pipeline/root-tree.ts).
   add('rootTree', `root filesystem tree (rootfs + components${images ? ' + images' : ''} + agent + overlays)`, ['rootfs', ...components, 'agent', 'overlays'], {
     sourceDateEpoch: String(inp.sourceDateEpoch),
+    // No keys is the key of every earlier build: an unsigned build keeps its cache.
+    ...(inp.updateKeys?.length ? { updateKeys: [...inp.updateKeys].sort().join(' ') } : {}),
   });
   add('disk', `GPT disk image (${hardware.bootloader}, ${hardware.firmware})`, ['rootTree'], {
     recipe: inp.diskRecipe,
@@ -131,7 +135,7 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
     site: inp.site ?? '',
     sourceDateEpoch: String(inp.sourceDateEpoch),
   });
-  add('artifacts', 'compressed image, bmap, manifest, checksums', ['disk'], { version: profile.version });
+  add('artifacts', 'compressed image, bmap, manifest, checksums, compressed root slot', ['disk'], { version: profile.version, slot: 'zstd-1' });
   return steps;
 }
 

@@ -5,6 +5,8 @@
  * that forgot one fails with an actionable message.
  */
 import { spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 /** Debian 12 package of every tool the agent runs. */
 export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
@@ -34,6 +36,7 @@ export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   sfdisk: 'fdisk',
   systemctl: 'systemd',
   udevadm: 'udev',
+  zstd: 'zstd',
 };
 
 export class ToolError extends Error {
@@ -115,4 +118,43 @@ export function runTool(tool: string, args: readonly string[], o: ToolOptions = 
     child.stdin.on('error', () => undefined); // the tool may exit before reading stdin; its exit status tells
     child.stdin.end(o.input ?? '');
   });
+}
+
+/**
+ * Runs `tool args…` as a filter: `input` into its stdin, its stdout into `output` (e.g. a slot image
+ * through `zstd -d`). Resolves when both streams are done and the tool exited 0; otherwise rejects
+ * with a ToolError (stderr's last lines), and the tool is killed if a stream fails first.
+ */
+export async function runFilter(tool: string, args: readonly string[], input: Readable, output: Writable): Promise<void> {
+  const name = baseName(tool);
+  const child = spawn(tool, [...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+  const err: Buffer[] = [];
+  child.stderr.on('data', (b: Buffer) => err.push(b));
+  const exited = new Promise<number | string>((resolve, reject) => {
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      const pkg = TOOL_PACKAGES[name];
+      reject(
+        new ToolError(
+          name,
+          null,
+          e.code === 'ENOENT' ? `${tool} not found on PATH${pkg ? ` (install the Debian package ${pkg} into the image)` : ''}` : `${tool}: ${e.message}`,
+        ),
+      );
+    });
+    child.on('close', (code, signal) => resolve(code ?? signal ?? 'unknown'));
+  });
+  try {
+    await Promise.all([pipeline(input, child.stdin), pipeline(child.stdout, output)]);
+  } catch (e) {
+    child.kill('SIGKILL');
+    await exited.catch(() => undefined);
+    throw e;
+  }
+  const code = await exited;
+  if (code !== 0)
+    throw new ToolError(
+      name,
+      typeof code === 'number' ? code : null,
+      `${[tool, ...args].join(' ')} failed (${code}): ${Buffer.concat(err).toString('utf8').trim().split('\n').slice(-6).join(' | ')}`,
+    );
 }

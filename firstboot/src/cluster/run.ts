@@ -24,6 +24,7 @@ import type { SiteConfig } from '../core/site.ts';
 import { bindVip } from '../net/vip.ts';
 import { ensureFirewall, nodeFirewall } from '../net/firewall.ts';
 import { startStatusServer } from '../net/status-server.ts';
+import type { UpgradeService } from '../upgrade/service.ts';
 import { derivePairKeys, openBeaconSocket, runPairing, startChannelServer, type BeaconSocket, type Candidate } from '../pairing/index.ts';
 import { NO_PROGRESS, readProgress, type Progress } from './progress.ts';
 import { keepConfirmingPair } from './reconfirm.ts';
@@ -54,6 +55,8 @@ export interface ClusterContext {
   out: ConsoleOut;
   signal: AbortSignal;
   watchdog: Watchdog;
+  /** A/B upgrades: shown in GET /status, applied by POST /upgrade, gated on this status. */
+  upgrades?: UpgradeService;
 }
 
 /** What GET /status returns. */
@@ -127,14 +130,20 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   };
   let liveness: LivenessHandle | undefined;
 
+  const clusterStatus = async () => {
+    if (meta.phase !== 'provisioned') return status;
+    const replication = await replicationStatus(pg).catch((e: unknown) => ({ error: (e as Error).message }));
+    return { ...status, replication };
+  };
+  const upgrades = ctx.upgrades;
+  upgrades?.watch(async () => status);
   const statusServer = await startStatusServer(
     join(settings.runDir, 'agent.sock'),
-    async () => {
-      if (meta.phase !== 'provisioned') return status;
-      const replication = await replicationStatus(pg).catch((e: unknown) => ({ error: (e as Error).message }));
-      return { ...status, replication };
+    async () => ({ ...(await clusterStatus()), ...(upgrades ? { upgrade: await upgrades.status() } : {}) }),
+    {
+      switchover: () => liveness?.requestSwitchover() ?? { accepted: false, reason: 'the cluster is not running yet' },
+      ...(upgrades ? { upgrade: (request, progress) => upgrades.apply(request, progress) } : {}),
     },
-    { switchover: () => liveness?.requestSwitchover() ?? { accepted: false, reason: 'the cluster is not running yet' } },
   );
   signal.addEventListener('abort', () => void statusServer.close(), { once: true });
 

@@ -85,8 +85,18 @@ function envPath(env: NodeJS.ProcessEnv, name: string, fallback: string): string
   return v;
 }
 
+/** The running image's description (GEMINIK8S_IMAGE_FILE, default /etc/geminik8s/image.yaml). */
+export function loadImageFacts(env: NodeJS.ProcessEnv): ImageFacts {
+  return readImageFacts(envPath(env, 'GEMINIK8S_IMAGE_FILE', '/etc/geminik8s/image.yaml'));
+}
+
+/** Where the agent's status socket is (GEMINIK8S_RUN_DIR, default /run/geminik8s). */
+export function statusSocketPath(env: NodeJS.ProcessEnv): string {
+  return join(envPath(env, 'GEMINIK8S_RUN_DIR', '/run/geminik8s'), 'agent.sock');
+}
+
 export function clusterSettings(env: NodeJS.ProcessEnv, stateDir: string): ClusterSettings {
-  const image = readImageFacts(envPath(env, 'GEMINIK8S_IMAGE_FILE', '/etc/geminik8s/image.yaml'));
+  const image = loadImageFacts(env);
   const kubernetes = image.kubernetes;
   const pg = appliancePgPaths();
   const root = envPath(env, 'GEMINIK8S_PG_ROOT', '') || undefined;

@@ -9,6 +9,41 @@
 import type { FromSchema } from 'json-schema-to-ts';
 import { parseYamlWithSchema, type Parsed } from './config-file.ts';
 
+/**
+ * How a box accepts a new root slot (issue 12): the health gate's deadline and the profile's own
+ * health commands. Declared once: the profile's `upgrade` section (builder) is rendered into
+ * image.yaml and read back with this schema.
+ */
+export const upgradePolicySchema = {
+  type: 'object',
+  additionalProperties: false,
+  default: {},
+  properties: {
+    gateSeconds: {
+      type: 'integer',
+      minimum: 30,
+      maximum: 3600,
+      default: 600,
+      description: 'seconds a new slot has, from boot, to pass its health gate before the box goes back to the old one',
+    },
+    healthChecks: {
+      type: 'array',
+      default: [],
+      description: 'commands that must exit 0 before a new slot is committed (besides the agent, PostgreSQL, Kine, Kubernetes and the peer)',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'command'],
+        properties: {
+          name: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$', description: 'a short name (lowercase letters, digits, dashes)' },
+          command: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 }, description: 'argv, the program as an absolute path first' },
+          timeoutSeconds: { type: 'integer', minimum: 1, maximum: 300, default: 30 },
+        },
+      },
+    },
+  },
+} as const;
+
 export const imageFactsSchema = {
   type: 'object',
   additionalProperties: false,
@@ -53,6 +88,7 @@ export const imageFactsSchema = {
         disable: { type: 'array', items: { type: 'string' }, default: [], description: 'K3s add-ons left out' },
       },
     },
+    upgrade: upgradePolicySchema,
     cluster: {
       type: 'object',
       additionalProperties: false,
@@ -64,6 +100,7 @@ export const imageFactsSchema = {
 
 export type ImageFacts = FromSchema<typeof imageFactsSchema>;
 export type KubernetesFacts = NonNullable<ImageFacts['kubernetes']>;
+export type UpgradePolicy = FromSchema<typeof upgradePolicySchema>;
 
 export function parseImageFacts(text: string, file: string): Parsed<ImageFacts> {
   return parseYamlWithSchema<ImageFacts>(text, file, imageFactsSchema);

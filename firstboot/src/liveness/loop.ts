@@ -466,6 +466,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         pgBadForMs: input.pg.badForMs,
         syncRep: s.syncRep,
         standbyStreaming: s.standbyStreaming,
+        receiverStreaming: s.receiverStreaming,
         kineHealthy: ctx.kine.healthy,
         handoverForMs: input.handover?.sinceMs ?? null,
         lastActions,

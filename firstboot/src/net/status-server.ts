@@ -1,7 +1,9 @@
 /**
  * The agent's status endpoint: HTTP on a unix socket (0660, root) that tests and the operator CLI
- * read — role, term, peer, replication state and lag, last error — and POST /switchover, the
- * planned switchover of a local operator (root or the socket's group only: the socket is 0660).
+ * read — role, term, peer, replication state and lag, last error, slots and last upgrade — plus two
+ * actions of a local operator (root or the socket's group only: the socket is 0660; remote
+ * operators come in over SSH): POST /switchover, the planned switchover, and POST /upgrade, which
+ * applies a bundle file already on the box and streams its progress as one JSON object per line.
  */
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import http from 'node:http';
@@ -15,7 +17,12 @@ export interface StatusServer {
 export interface StatusActions {
   /** Planned switchover; answers whether it was accepted and why. Absent until the node is provisioned. */
   switchover?(): { accepted: boolean; reason: string };
+  /** Applies the bundle the request names; `progress` lines are streamed, the result is the last line. */
+  upgrade?(request: { bundle: string; allowDowngrade?: boolean; reboot?: boolean }, progress: (event: object) => void): Promise<object>;
 }
+
+/** A bundle path and flags: small JSON, nothing else. */
+const MAX_UPGRADE_REQUEST_BYTES = 4096;
 
 export async function startStatusServer(socketPath: string, getStatus: () => Promise<unknown> | unknown, actions: StatusActions = {}): Promise<StatusServer> {
   await mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
@@ -31,7 +38,34 @@ export async function startStatusServer(socketPath: string, getStatus: () => Pro
       const r = actions.switchover();
       return send(r.accepted ? 202 : 409, r);
     }
-    if (req.method !== 'GET') return send(405, { error: 'GET /status or POST /switchover' });
+    if (req.method === 'POST' && req.url === '/upgrade') {
+      const upgrade = actions.upgrade;
+      if (!upgrade) return send(409, { result: 'refused', code: 'unavailable', message: 'upgrades are not available on this box' });
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('data', (d: string) => {
+        body += d;
+        if (body.length > MAX_UPGRADE_REQUEST_BYTES) req.destroy();
+      });
+      req.on('end', () => {
+        let request: { bundle?: unknown; allowDowngrade?: unknown; reboot?: unknown };
+        try {
+          request = JSON.parse(body) as typeof request;
+        } catch {
+          return send(400, { result: 'refused', code: 'bad-request', message: 'expected a JSON body {"bundle": "/path/to/file"}' });
+        }
+        if (typeof request.bundle !== 'string' || !request.bundle.startsWith('/'))
+          return send(400, { result: 'refused', code: 'bad-request', message: 'bundle: expected the absolute path of a bundle file on this box' });
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        const line = (o: object) => res.write(`${JSON.stringify(o)}\n`);
+        upgrade({ bundle: request.bundle, allowDowngrade: request.allowDowngrade === true, reboot: request.reboot !== false }, line).then(
+          (result) => res.end(`${JSON.stringify(result)}\n`),
+          (e: unknown) => res.end(`${JSON.stringify({ result: 'failed', message: (e as Error).message })}\n`),
+        );
+      });
+      return;
+    }
+    if (req.method !== 'GET') return send(405, { error: 'GET /status, POST /switchover or POST /upgrade' });
     if (req.url === '/status') {
       Promise.resolve()
         .then(getStatus)
@@ -83,5 +117,36 @@ function requestJson(socketPath: string, method: 'GET' | 'POST', urlPath: string
     req.on('timeout', () => req.destroy(new Error(`no answer to ${method} ${urlPath} from ${socketPath} within ${timeoutMs} ms`)));
     req.on('error', reject);
     req.end();
+  });
+}
+
+/**
+ * Asks the agent to apply a bundle (POST /upgrade): `onLine` gets every progress object, the
+ * promise the last one (`{ result: 'installed' | 'refused' | 'failed', … }`).
+ */
+export function requestUpgrade(
+  socketPath: string,
+  body: { bundle: string; allowDowngrade?: boolean; reboot?: boolean },
+  onLine: (o: Record<string, unknown>) => void,
+): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath, method: 'POST', path: '/upgrade', headers: { 'content-type': 'application/json' } }, (res) => {
+      let buffer = '';
+      let last: Record<string, unknown> | undefined;
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        buffer += d;
+        for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
+          const text = buffer.slice(0, nl);
+          buffer = buffer.slice(nl + 1);
+          if (!text.trim()) continue;
+          if (last) onLine(last);
+          last = JSON.parse(text) as Record<string, unknown>;
+        }
+      });
+      res.on('end', () => (last ? resolve(last) : reject(new Error(`POST /upgrade on ${socketPath}: no answer`))));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
   });
 }

@@ -21,7 +21,7 @@ export const ED25519_SIGNATURE_BYTES = 64;
 export const PRODUCT = 'geminik8s';
 
 const sha256 = { type: 'string', pattern: '^[0-9a-f]{64}$', description: 'a lowercase hex sha256' } as const;
-const version = { type: 'string', pattern: '^[0-9]+(\\.[0-9]+)*([-+][0-9A-Za-z.-]+)?$', description: 'a version like 0.2.0' } as const;
+const version = { type: 'string', pattern: '^v?[0-9]+(\\.[0-9]+)*([-+][0-9A-Za-z.+-]+)?$', description: 'a version like 0.2.0' } as const;
 
 export const bundleManifestSchema = {
   type: 'object',
@@ -62,11 +62,11 @@ export function parseBundleManifest(text: string, file: string): Parsed<BundleMa
 
 /**
  * Orders dotted numeric versions ("0.10.0" > "0.9.1"); a pre-release suffix ("1.0.0-rc1") sorts
- * before its release, build metadata ("+b2") is ignored.
+ * before its release, build metadata ("+b2") and a leading "v" are ignored.
  */
 export function compareVersions(a: string, b: string): number {
   const split = (v: string) => {
-    const [core = '', pre] = v.split('+')[0]!.split(/-(.*)/s);
+    const [core = '', pre] = v.replace(/^v/, '').split('+')[0]!.split(/-(.*)/s);
     return { nums: core.split('.').map(Number), pre };
   };
   const x = split(a);

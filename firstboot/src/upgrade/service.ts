@@ -1,0 +1,298 @@
+/**
+ * A/B upgrades on one box (issue 12): apply a bundle (verify everything, write the inactive slot
+ * through `zstd -d` checking its hash, set a one-time try, reboot), and on each boot settle the last
+ * upgrade: run the health gate on a trial slot and commit it or go back, or record why the box is
+ * back on the old slot. The decisions are upgrade/core/*; this file reads, writes and reboots.
+ *
+ * State: upgrade.json in the state directory (data partition), untouched by either slot.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PassThrough, Writable } from 'node:stream';
+import { writeFileAtomic } from '../adapters/atomic-file.ts';
+import { runFilter, runTool } from '../adapters/exec.ts';
+import type { ConsoleOut, Logger } from '../adapters/output.ts';
+import type { UpgradePolicy } from '../core/image-facts.ts';
+import { MARKER } from '../core/report.ts';
+import { BundleRefused, loadKeyDir, streamSlot, verifyBundle } from './bundle.ts';
+import { bootAction, expectationFrom, gateVerdict, observeStatus, type UpgradeRecord } from './core/lifecycle.ts';
+import { checkCompatibility } from './core/manifest.ts';
+import { abandonTransition, commitTransition, onTrial, otherSlot, type SlotState, tryTransition } from './core/slots.ts';
+import type { SlotBackend } from './slot-backend.ts';
+
+export const UPGRADE_RECORD = 'upgrade.json';
+/** The deadline unit acts this long after the agent's own gate deadline, so the two never race. */
+export const DEADLINE_GRACE_SECONDS = 60;
+const GATE_POLL_MS = 2000;
+
+export interface RunningImage {
+  version: string;
+  arch: string;
+  hardware: string;
+  policy: UpgradePolicy;
+}
+
+export interface UpgradeServiceOptions {
+  stateDir: string;
+  /** Trusted public keys (*.pem), baked into the image: /etc/geminik8s/update-keys. */
+  keysDir: string;
+  image: RunningImage;
+  backend: SlotBackend;
+  log: Logger;
+  out: ConsoleOut;
+  reboot(): Promise<void>;
+  /** Seconds since boot (/proc/uptime): the gate's deadline counts from boot, as the deadline unit's does. */
+  uptimeSeconds(): number;
+}
+
+export interface ApplyRequest {
+  bundle: string;
+  allowDowngrade?: boolean;
+  /** false: set the try but leave the reboot to the caller (the pair upgrade reboots on its own schedule). */
+  reboot?: boolean;
+}
+
+export type ApplyEvent = { step: 'verify' | 'write'; doneBytes: number; totalBytes: number } | { step: 'try' | 'reboot'; slot: string };
+export type ApplyResult =
+  | { result: 'installed'; version: string; slot: string; rebooting: boolean; seconds: number }
+  | { result: 'refused'; code: string; message: string }
+  | { result: 'failed'; message: string };
+
+export function readUpgradeRecord(stateDir: string): UpgradeRecord | undefined {
+  try {
+    return JSON.parse(readFileSync(join(stateDir, UPGRADE_RECORD), 'utf8')) as UpgradeRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+function storeRecord(stateDir: string, r: UpgradeRecord): void {
+  writeFileAtomic(join(stateDir, UPGRADE_RECORD), `${JSON.stringify(r, null, 2)}\n`, 0o644);
+}
+
+/** Writes bytes at increasing offsets of a block device, hashing them; syncs the device at the end. */
+function slotWriter(device: string): { sink: Writable; digest(): { bytes: number; sha256: string } } {
+  const hash = createHash('sha256');
+  let position = 0;
+  let fh: Awaited<ReturnType<typeof open>> | undefined;
+  const sink = new Writable({
+    highWaterMark: 4 << 20,
+    write(chunk: Buffer, _enc, cb) {
+      void (async () => {
+        fh ??= await open(device, 'r+');
+        hash.update(chunk);
+        let off = 0;
+        while (off < chunk.length) {
+          const { bytesWritten } = await fh.write(chunk, off, chunk.length - off, position);
+          off += bytesWritten;
+          position += bytesWritten;
+        }
+      })().then(() => cb(), cb);
+    },
+    final(cb) {
+      void (async () => {
+        fh ??= await open(device, 'r+');
+        await fh.sync();
+        await fh.close();
+        fh = undefined;
+      })().then(() => cb(), cb);
+    },
+    destroy(err, cb) {
+      void (fh?.close() ?? Promise.resolve()).then(
+        () => cb(err),
+        () => cb(err),
+      );
+    },
+  });
+  return { sink, digest: () => ({ bytes: position, sha256: hash.digest('hex') }) };
+}
+
+export class UpgradeService {
+  readonly #o: UpgradeServiceOptions;
+  #busy = false;
+  #status: () => Promise<unknown> = async () => ({});
+
+  constructor(o: UpgradeServiceOptions) {
+    this.#o = o;
+  }
+
+  /** Where the gate and the expectation of an apply read the agent's status (GET /status) from. */
+  watch(status: () => Promise<unknown>): void {
+    this.#status = status;
+  }
+
+  /** What GET /status shows: the slots, the running version and the last upgrade. */
+  async status(): Promise<Record<string, unknown>> {
+    const slots = await this.#o.backend.state().catch((e: unknown) => ({ error: (e as Error).message }));
+    const last = readUpgradeRecord(this.#o.stateDir);
+    return { version: this.#o.image.version, backend: this.#o.backend.kind, slots, busy: this.#busy, ...(last ? { last } : {}) };
+  }
+
+  async apply(req: ApplyRequest, progress: (e: ApplyEvent) => void): Promise<ApplyResult> {
+    if (this.#busy) return { result: 'refused', code: 'busy', message: 'an upgrade is already being applied on this box' };
+    this.#busy = true;
+    const t0 = performance.now();
+    const { log, stateDir, backend, image } = this.#o;
+    try {
+      const slots = await backend.state();
+      if (onTrial(slots))
+        return {
+          result: 'refused',
+          code: 'on-trial',
+          message: `slot ${slots.booted} is on trial (not committed yet); wait for its health gate before another upgrade`,
+        };
+      const keys = await loadKeyDir(this.#o.keysDir);
+      const head = await verifyBundle(req.bundle, keys, (doneBytes, totalBytes) => progress({ step: 'verify', doneBytes, totalBytes }));
+      const target = otherSlot(slots.booted);
+      const device = await backend.device(target);
+      const refusal = checkCompatibility(
+        head.manifest,
+        { version: image.version, arch: image.arch, hardware: image.hardware, slotBytes: device.bytes },
+        { allowDowngrade: req.allowDowngrade === true },
+      );
+      if (refusal) throw new BundleRefused(refusal.code, refusal.message);
+      const m = head.manifest;
+      log.event('info', 'upgrade-verified', { bundle: req.bundle, version: m.version, key: head.keyId, slot: target, device: device.path });
+
+      const now = new Date().toISOString();
+      const record: UpgradeRecord = {
+        state: 'writing',
+        from: { slot: slots.booted, version: image.version },
+        to: { slot: target, version: m.version },
+        startedAt: now,
+        updatedAt: now,
+        expect: expectationFrom(
+          observeStatus(await this.#status().catch(() => ({})), []),
+          image.policy.healthChecks.map((c) => c.name),
+        ),
+      };
+      storeRecord(stateDir, record);
+      // A trial left from an earlier attempt must not boot a half-written slot.
+      if (slots.trying !== null) await backend.set(abandonTransition(slots));
+
+      const writer = slotWriter(device.path);
+      const compressed = new PassThrough({ highWaterMark: 4 << 20 });
+      await Promise.all([
+        streamSlot(req.bundle, compressed, (doneBytes, totalBytes) => progress({ step: 'write', doneBytes, totalBytes })),
+        runFilter('zstd', ['-d', '-c', '-q'], compressed, writer.sink),
+      ]);
+      const written = writer.digest();
+      if (written.bytes !== m.slot.rawBytes || written.sha256 !== m.slot.rawSha256) {
+        const message = `slot ${target} does not hold the image its signed manifest describes: expected ${m.slot.rawBytes} bytes with sha256 ${m.slot.rawSha256}, wrote ${written.bytes} bytes with sha256 ${written.sha256}`;
+        storeRecord(stateDir, { ...record, state: 'failed', updatedAt: new Date().toISOString(), reason: message });
+        return { result: 'failed', message };
+      }
+      await backend.set(tryTransition(slots, target));
+      storeRecord(stateDir, { ...record, state: 'trying', updatedAt: new Date().toISOString() });
+      progress({ step: 'try', slot: target });
+      log.event('info', 'upgrade-written', { version: m.version, slot: target, bytes: written.bytes, seconds: (performance.now() - t0) / 1000 });
+      this.#o.out.line(`${MARKER} upgrade written version=${m.version} slot=${target}`);
+      const rebooting = req.reboot !== false;
+      if (rebooting) {
+        progress({ step: 'reboot', slot: target });
+        // After the answer is on its way: the caller learns the result before the connection drops.
+        setTimeout(() => void this.#o.reboot().catch((e: unknown) => log.event('error', 'reboot-failed', { error: (e as Error).message })), 500);
+      }
+      return { result: 'installed', version: m.version, slot: target, rebooting, seconds: (performance.now() - t0) / 1000 };
+    } catch (e) {
+      if (e instanceof BundleRefused) {
+        log.event('warn', 'upgrade-refused', { bundle: req.bundle, code: e.code, reason: e.message });
+        return { result: 'refused', code: e.code, message: e.message };
+      }
+      log.event('error', 'upgrade-failed', { bundle: req.bundle, error: (e as Error).message });
+      return { result: 'failed', message: (e as Error).message };
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Settles the last upgrade at boot: records a rollback or an interrupted write, or runs the gate
+   * on a trial slot and commits it (or goes back). Resolves when there is nothing more to do.
+   */
+  async settle(signal: AbortSignal): Promise<void> {
+    const { backend, stateDir, log, out } = this.#o;
+    let slots: SlotState;
+    try {
+      slots = await backend.state();
+    } catch (e) {
+      log.event('warn', 'slots-unknown', { error: (e as Error).message });
+      return;
+    }
+    const action = bootAction(readUpgradeRecord(stateDir), slots, new Date().toISOString());
+    if (action.kind === 'none') return;
+    if (action.kind === 'settle') {
+      if (action.abandonTrial) await backend.set(abandonTransition(slots));
+      storeRecord(stateDir, action.record);
+      log.event(action.record.state === 'committed' ? 'info' : 'warn', 'upgrade-settled', { state: action.record.state, reason: action.record.reason });
+      out.line(`${MARKER} upgrade ${action.record.state} version=${action.record.to.version}${action.record.reason ? ` ${action.record.reason}` : ''}`);
+      return;
+    }
+    const record = action.record;
+    const deadlineMs = this.#o.image.policy.gateSeconds * 1000;
+    out.line(`${MARKER} upgrade gate version=${record.to.version} slot=${record.to.slot} deadline=${this.#o.image.policy.gateSeconds}s`);
+    const passedChecks = new Set<string>();
+    let lastMissing = '';
+    while (!signal.aborted) {
+      const failing = await this.#runChecks(passedChecks);
+      const verdict = gateVerdict(record.expect, observeStatus(await this.#status().catch(() => ({})), failing), this.#o.uptimeSeconds() * 1000, deadlineMs);
+      if (verdict.result === 'pass') {
+        await backend.set(commitTransition(slots));
+        storeRecord(stateDir, { ...record, state: 'committed', updatedAt: new Date().toISOString() });
+        log.event('info', 'upgrade-committed', { version: record.to.version, slot: record.to.slot });
+        out.line(`${MARKER} upgrade committed version=${record.to.version} slot=${record.to.slot}`);
+        return;
+      }
+      if (verdict.result === 'fail') {
+        storeRecord(stateDir, { ...record, state: 'rolled-back', updatedAt: new Date().toISOString(), reason: verdict.reason });
+        await backend.set(abandonTransition(slots));
+        log.event('error', 'upgrade-gate-failed', { version: record.to.version, reason: verdict.reason });
+        out.line(`${MARKER} upgrade rolled-back version=${record.to.version} ${verdict.reason}; rebooting into slot ${slots.committed}`);
+        await this.#o.reboot();
+        return;
+      }
+      const missing = verdict.missing.join('; ');
+      if (missing !== lastMissing) log.event('info', 'upgrade-gate-waiting', { missing });
+      lastMissing = missing;
+      await new Promise((r) => setTimeout(r, GATE_POLL_MS));
+    }
+  }
+
+  /** The profile's health commands not yet passed, each with why (a command that passed once stays passed). */
+  async #runChecks(passed: Set<string>): Promise<string[]> {
+    const failing: string[] = [];
+    for (const check of this.#o.image.policy.healthChecks) {
+      if (passed.has(check.name)) continue;
+      const [program, ...args] = check.command;
+      try {
+        await runTool(program!, args, { timeoutMs: (check.timeoutSeconds ?? 30) * 1000 });
+        passed.add(check.name);
+      } catch (e) {
+        failing.push(`${check.name} (${(e as Error).message.slice(0, 200)})`);
+      }
+    }
+    return failing;
+  }
+}
+
+/**
+ * The deadline unit (geminik8s-upgrade-deadline.timer) for a trial the agent never gated: the
+ * agent did not start, hung, or crash-looped. Past the gate deadline (plus a grace) it records why,
+ * ends the trial and reboots into the committed slot. Returns what it did.
+ */
+export async function enforceDeadline(o: Pick<UpgradeServiceOptions, 'stateDir' | 'backend' | 'image' | 'reboot' | 'uptimeSeconds' | 'log'>): Promise<string> {
+  const slots = await o.backend.state();
+  if (!onTrial(slots)) return 'no trial';
+  const limit = o.image.policy.gateSeconds + DEADLINE_GRACE_SECONDS;
+  const up = o.uptimeSeconds();
+  if (up < limit) return `trial of slot ${slots.booted}: ${Math.round(limit - up)} s left`;
+  const record = readUpgradeRecord(o.stateDir);
+  const reason = `slot ${slots.booted} did not pass its health gate within ${limit} s of boot (the agent did not run, hung or kept failing)`;
+  if (record) storeRecord(o.stateDir, { ...record, state: 'rolled-back', updatedAt: new Date().toISOString(), reason });
+  await o.backend.set(abandonTransition(slots));
+  o.log.event('error', 'upgrade-deadline', { reason });
+  await o.reboot();
+  return `rolled back: ${reason}`;
+}
