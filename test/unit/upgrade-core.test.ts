@@ -31,6 +31,7 @@ test('versions order numerically, a pre-release before its release', (t) => {
   t.is(compareVersions('1.0', '1.0.0'), 0);
   t.is(compareVersions('1.0.0-rc1', '1.0.0'), -1);
   t.is(compareVersions('1.0.0+b2', '1.0.0'), 0);
+  t.is(compareVersions('v1.2.0', '1.10.0'), -1);
   t.is(compareVersions('0.1.0', '0.2.0'), -1);
 });
 
