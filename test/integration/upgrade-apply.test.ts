@@ -1,0 +1,150 @@
+/**
+ * The box's side of an A/B upgrade without a VM: the agent's UpgradeService applies real bundles
+ * (written by the builder's writer, slot image through the real `zstd -d`) to a file standing in
+ * for the inactive slot, with a grubenv made and read back by the real grub-editenv. Refused
+ * bundles leave the slot and grubenv untouched; an installed one sets the try grub reads; the next
+ * boot on that slot gates and commits; a failing health check rolls back with its reason.
+ */
+import test from 'ava';
+import { execa } from 'execa';
+import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Logger } from '../../firstboot/src/adapters/output.ts';
+import { writeBundle } from '../../firstboot/src/upgrade/bundle.ts';
+import type { BundleManifest } from '../../firstboot/src/upgrade/core/manifest.ts';
+import { readUpgradeRecord, type RunningImage, UpgradeService } from '../../firstboot/src/upgrade/service.ts';
+import { grubBackend } from '../../firstboot/src/upgrade/slot-backend.ts';
+
+const work = await mkdtemp(path.join(os.tmpdir(), 'gk8s-upgrade-apply-'));
+const SLOT_BYTES = 8 * 1024 * 1024;
+const trusted = generateKeyPairSync('ed25519');
+const stranger = generateKeyPairSync('ed25519');
+const keysDir = path.join(work, 'keys');
+await mkdir(keysDir);
+await writeFile(path.join(keysDir, 'trusted.pem'), trusted.publicKey.export({ type: 'spki', format: 'pem' }));
+
+// The new slot's content: 6 MiB with a recognisable head, compressed as the builder does.
+const slotRaw = Buffer.alloc(6 * 1024 * 1024, 0);
+for (let i = 0; i < slotRaw.length; i += 4096) slotRaw.write(`block ${i}`, i);
+const rawFile = path.join(work, 'root.img');
+await writeFile(rawFile, slotRaw);
+await execa('zstd', ['-q', '-f', '-3', rawFile, '-o', `${rawFile}.zst`]);
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const compressed = await readFile(`${rawFile}.zst`);
+const manifest: BundleManifest = {
+  schemaVersion: 1,
+  product: 'geminik8s',
+  version: '0.2.0',
+  arch: 'amd64',
+  hardware: 'generic-x86_64-uefi',
+  profile: 'edge-datastore',
+  slot: { file: 'root.img.zst', fs: 'ext4', bytes: compressed.length, sha256: sha(compressed), rawBytes: slotRaw.length, rawSha256: sha(slotRaw) },
+};
+
+async function bundle(name: string, o: { manifest?: Partial<BundleManifest>; key?: KeyObject } = {}): Promise<string> {
+  const file = path.join(work, name);
+  await writeBundle(file, { manifest: { ...manifest, ...o.manifest }, slotFile: `${rawFile}.zst`, signingKey: o.key ?? trusted.privateKey, mtime: 0 });
+  return file;
+}
+
+const events: string[] = [];
+const log: Logger = { event: (_level: string, event: string) => void events.push(event) } as unknown as Logger;
+const lines: string[] = [];
+
+/** One box: a state dir, a grubenv (made by grub-editenv), a cmdline naming the booted slot, a file as slot b. */
+async function box(name: string, healthChecks: RunningImage['policy']['healthChecks'] = []) {
+  const dir = path.join(work, name);
+  await mkdir(path.join(dir, 'state'), { recursive: true });
+  const grubenv = path.join(dir, 'grubenv');
+  await execa('grub-editenv', [grubenv, 'create']);
+  await execa('grub-editenv', [grubenv, 'set', 'slot=a', 'try_slot=', 'boot_tries=0']);
+  const cmdline = path.join(dir, 'cmdline');
+  await writeFile(cmdline, 'BOOT_IMAGE=/vmlinuz root=PARTLABEL=root-a ro console=ttyS0\n');
+  const slotB = path.join(dir, 'slot-b');
+  await writeFile(slotB, '');
+  await truncate(slotB, SLOT_BYTES);
+  const backend = { ...grubBackend({ grubenv, cmdline }), device: async () => ({ path: slotB, bytes: SLOT_BYTES }) };
+  let reboots = 0;
+  const service = new UpgradeService({
+    stateDir: path.join(dir, 'state'),
+    keysDir,
+    image: { version: '0.1.0', arch: 'amd64', hardware: 'generic-x86_64-uefi', policy: { gateSeconds: 30, healthChecks } },
+    backend,
+    log,
+    out: { line: (l: string) => void lines.push(l), close: () => undefined },
+    reboot: async () => {
+      reboots++;
+    },
+    uptimeSeconds: () => 1000,
+  });
+  const env = async () =>
+    Object.fromEntries((await execa('grub-editenv', [grubenv, 'list'])).stdout.split('\n').map((l) => l.split('=')) as [string, string][]);
+  return { dir, grubenv, cmdline, slotB, service, env, reboots: () => reboots, state: path.join(dir, 'state') };
+}
+
+test.after.always(() => rm(work, { recursive: true, force: true }));
+
+test('refused bundles say why and touch neither the slot nor grubenv', async (t) => {
+  const b = await box('refusals');
+  const before = { env: await readFile(b.grubenv), slot: sha(await readFile(b.slotB)) };
+  const cases: [string, string][] = [
+    [await bundle('stranger.bundle', { key: stranger.privateKey }), 'bad-signature'],
+    [await bundle('other-hw.bundle', { manifest: { hardware: 'raspberrypi4' } }), 'wrong-hardware'],
+    [await bundle('downgrade.bundle', { manifest: { version: '0.0.9' } }), 'downgrade'],
+    [await bundle('huge.bundle', { manifest: { slot: { ...manifest.slot, rawBytes: SLOT_BYTES + 1 } } }), 'slot-too-small'],
+  ];
+  const altered = path.join(work, 'altered.bundle');
+  const bytes = await readFile(await bundle('good-for-altering.bundle'));
+  bytes[bytes.length - 2048] = bytes[bytes.length - 2048]! ^ 1;
+  await writeFile(altered, bytes);
+  cases.push([altered, 'slot-mismatch']);
+  for (const [file, code] of cases) {
+    const r = await b.service.apply({ bundle: file, reboot: false }, () => undefined);
+    t.like(r, { result: 'refused', code }, `${path.basename(file)}: ${JSON.stringify(r)}`);
+  }
+  const other = await b.service.apply({ bundle: path.join(work, 'downgrade.bundle'), reboot: false }, () => undefined);
+  t.regex((other as { message: string }).message, /expected a version newer than 0\.1\.0, bundle has version 0\.0\.9/);
+  t.true((await readFile(b.grubenv)).equals(before.env), 'grubenv untouched');
+  t.is(sha(await readFile(b.slotB)), before.slot, 'slot untouched');
+  t.is(readUpgradeRecord(b.state), undefined, 'no upgrade recorded');
+});
+
+test('an installed bundle sets the try grub reads; the trial boot gates and commits', async (t) => {
+  const b = await box('install');
+  const progress: string[] = [];
+  const r = await b.service.apply({ bundle: await bundle('v2.bundle'), reboot: false }, (e) => void progress.push(e.step));
+  t.like(r, { result: 'installed', version: '0.2.0', slot: 'b', rebooting: false });
+  t.true(progress.includes('verify') && progress.includes('write') && progress.includes('try'));
+  t.true((await readFile(b.slotB)).subarray(0, slotRaw.length).equals(slotRaw), 'the slot holds the raw image');
+  t.like(await b.env(), { slot: 'a', try_slot: 'b', boot_tries: '3' });
+  t.is(readUpgradeRecord(b.state)?.state, 'trying');
+
+  // grub booted b (and spent a try): the agent's gate passes (an unpaired box) and commits.
+  await execa('grub-editenv', [b.grubenv, 'set', 'boot_tries=2']);
+  await writeFile(b.cmdline, 'root=PARTLABEL=root-b ro\n');
+  await b.service.settle(new AbortController().signal);
+  t.like(await b.env(), { slot: 'b', try_slot: '', boot_tries: '0' });
+  t.is(readUpgradeRecord(b.state)?.state, 'committed');
+  t.true(lines.some((l) => /upgrade committed version=0\.2\.0 slot=b/.test(l)));
+});
+
+test('a failing health check rolls the trial back with its reason, and a boot back on a records a rollback', async (t) => {
+  const b = await box('gate-fails', [{ name: 'always-fails', command: ['/bin/false'], timeoutSeconds: 5 }]);
+  t.like(await b.service.apply({ bundle: await bundle('v2-check.bundle'), reboot: false }, () => undefined), { result: 'installed' });
+  await writeFile(b.cmdline, 'root=PARTLABEL=root-b ro\n');
+  await b.service.settle(new AbortController().signal);
+  t.like(await b.env(), { slot: 'a', try_slot: '', boot_tries: '0' });
+  t.is(b.reboots(), 1, 'rebooted into the old slot');
+  const record = readUpgradeRecord(b.state);
+  t.is(record?.state, 'rolled-back');
+  t.regex(record?.reason ?? '', /health gate not passed within 30 s: health check always-fails/);
+
+  // Tries that ran out: grub cleared the try and booted a; the next agent start records why.
+  const c = await box('tries-out');
+  t.like(await c.service.apply({ bundle: await bundle('v2-tries.bundle'), reboot: false }, () => undefined), { result: 'installed' });
+  await execa('grub-editenv', [c.grubenv, 'set', 'try_slot=', 'boot_tries=0']);
+  await c.service.settle(new AbortController().signal);
+  t.regex(readUpgradeRecord(c.state)?.reason ?? '', /never reached its health gate/);
+});
