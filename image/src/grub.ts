@@ -70,7 +70,10 @@ export function assertCmdlineWord(word: string): string {
 
 export function kernelCmdline(values: Pick<GrubCfgValues, 'arch' | 'consoles' | 'cmdlineExtra'>): string {
   const consoles = values.consoles ?? GRUB_TARGETS[values.arch].consoles;
-  const words = ['ro', 'rootwait', ...consoles.map((c) => `console=${c}`), ...(values.cmdlineExtra ?? [])];
+  // panic=10: a kernel panic, or an initramfs that cannot mount the root (initramfs-tools honours
+  // panic= instead of dropping to a shell), reboots after 10 s, so a trial slot that never reaches
+  // the agent spends grub's boot tries and the box falls back to its committed slot on its own.
+  const words = ['ro', 'rootwait', 'panic=10', ...consoles.map((c) => `console=${c}`), ...(values.cmdlineExtra ?? [])];
   return words.map(assertCmdlineWord).join(' ');
 }
 

@@ -164,7 +164,7 @@ test('grub.cfg: slot selection chain, cmdline, serial, env whitelist', (t) => {
   t.regex(cfg, /serial --unit=0 --speed=115200/);
   t.regex(cfg, /terminal_input serial console/);
   t.regex(cfg, /load_env --file "\$gk8s_env" slot try_slot boot_tries/);
-  t.regex(cfg, /linux \/vmlinuz root=PARTLABEL=\$gk8s_label ro rootwait console=tty0 console=ttyS0,115200 quiet gk8s\.debug=1$/m);
+  t.regex(cfg, /linux \/vmlinuz root=PARTLABEL=\$gk8s_label ro rootwait panic=10 console=tty0 console=ttyS0,115200 quiet gk8s\.debug=1$/m);
   t.regex(cfg, /initrd \/initrd\.img/);
   t.regex(cfg, /set root="\$gk8s_disk,gpt2"\n\s+set gk8s_label="root-a"/);
   t.regex(cfg, /set root="\$gk8s_disk,gpt3"\n\s+set gk8s_label="root-b"/);
@@ -189,8 +189,8 @@ test('grub.cfg: slot selection chain, cmdline, serial, env whitelist', (t) => {
 });
 
 test('kernel command line words are checked', (t) => {
-  t.is(kernelCmdline({ arch: 'amd64' }), 'ro rootwait console=tty0 console=ttyS0,115200');
-  t.is(kernelCmdline({ arch: 'amd64', consoles: ['ttyS1,9600'], cmdlineExtra: ['a=b'] }), 'ro rootwait console=ttyS1,9600 a=b');
+  t.is(kernelCmdline({ arch: 'amd64' }), 'ro rootwait panic=10 console=tty0 console=ttyS0,115200');
+  t.is(kernelCmdline({ arch: 'amd64', consoles: ['ttyS1,9600'], cmdlineExtra: ['a=b'] }), 'ro rootwait panic=10 console=ttyS1,9600 a=b');
   for (const bad of ['a b', '$x', 'x;reboot', '"q"', '', 'a\nb', '{x}']) {
     t.throws(() => kernelCmdline({ arch: 'amd64', cmdlineExtra: [bad] }), { message: /not allowed/ }, JSON.stringify(bad));
   }
