@@ -3,7 +3,7 @@ PROFILE  ?= edge-standard
 HARDWARE ?= generic-x86_64-uefi
 CLI      := node bin/geminik8s.js
 
-.PHONY: deps image repro test test-unit typecheck lint bench bench-pair bench-failover fault-matrix fault-kubernetes test-kubernetes-image bench-memory clean
+.PHONY: deps image repro test test-unit typecheck lint bench bench-pair bench-failover fault-matrix fault-kubernetes test-kubernetes-image test-upgrade bench-memory clean
 
 deps:
 	@sh builder/host-deps.sh
@@ -50,6 +50,12 @@ fault-kubernetes: deps typecheck
 # boxes by DNS, the leader's power cut (needs root; too slow for make test, and for TCG on 2 cores).
 test-kubernetes-image: deps typecheck
 	node test/run-suite.mjs --concurrency 1 test/image/kubernetes.test.ts
+
+# A/B upgrades of the image in one QEMU VM (needs root, ~25 min under TCG on 2 cores: too slow
+# for make test): refusals, a power cut mid-write, v1 -> v2 commit, a failing gate and an
+# unbootable slot rolled back by themselves.
+test-upgrade: deps typecheck
+	node test/run-suite.mjs --concurrency 1 test/image/upgrade.test.ts
 
 # Needs root; RUNS=3 by default.
 bench-failover: deps

@@ -130,10 +130,18 @@ export interface Topology {
    * first contact in `knownHosts` and checked after.
    */
   ssh(o: { key: string; knownHosts: string }, host: string, command: string[], timeoutMs?: number): Promise<ExecResult>;
+  /** Copies local `files` to `remoteDir` on `host` with scp, with the same key and pinned host key as ssh(). */
+  copyTo(o: { key: string; knownHosts: string }, host: string, files: string[], remoteDir: string, timeoutMs?: number): Promise<ExecResult>;
   linkDown(node: number): Promise<void>;
   linkUp(node: number): Promise<void>;
   /** Kills everything started in the namespaces and deletes them. Idempotent; never throws. */
   destroy(): Promise<void>;
+}
+
+/** ssh/scp options: the operator's key only, batch mode, the host key pinned on first contact in `knownHosts`. */
+export function sshOptions(o: { key: string; knownHosts: string }): string[] {
+  const options = ['IdentitiesOnly=yes', 'StrictHostKeyChecking=accept-new', `UserKnownHostsFile=${o.knownHosts}`, 'BatchMode=yes', 'ConnectTimeout=20'];
+  return ['-F', '/dev/null', '-i', o.key, ...options.flatMap((x) => ['-o', x])];
 }
 
 /**
@@ -244,9 +252,11 @@ export async function createTopology(nodeCount: number): Promise<Topology> {
       return tap;
     },
     ssh(o, host, command, timeoutMs = 120_000) {
-      const options = ['IdentitiesOnly=yes', 'StrictHostKeyChecking=accept-new', `UserKnownHostsFile=${o.knownHosts}`, 'BatchMode=yes', 'ConnectTimeout=20'];
-      const argv = ['ssh', '-F', '/dev/null', '-i', o.key, ...options.flatMap((x) => ['-o', x]), `root@${host}`, ...command];
+      const argv = ['ssh', ...sshOptions(o), `root@${host}`, ...command];
       return run(['ip', 'netns', 'exec', gw.ns, ...argv], { timeoutMs });
+    },
+    copyTo(o, host, files, remoteDir, timeoutMs = 600_000) {
+      return run(['ip', 'netns', 'exec', gw.ns, 'scp', '-q', ...sshOptions(o), ...files, `root@${host}:${remoteDir}/`], { timeoutMs });
     },
     linkDown: (i) => ip(['-n', nodeAt(i).ns, 'link', 'set', 'eth0', 'down']).then(() => undefined),
     async linkUp(i) {

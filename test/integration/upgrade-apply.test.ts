@@ -14,7 +14,7 @@ import path from 'node:path';
 import type { Logger } from '../../firstboot/src/adapters/output.ts';
 import { writeBundle } from '../../firstboot/src/upgrade/bundle.ts';
 import type { BundleManifest } from '../../firstboot/src/upgrade/core/manifest.ts';
-import { readUpgradeRecord, type RunningImage, UpgradeService } from '../../firstboot/src/upgrade/service.ts';
+import { enforceDeadline, readUpgradeRecord, type RunningImage, UpgradeService } from '../../firstboot/src/upgrade/service.ts';
 import { grubBackend } from '../../firstboot/src/upgrade/slot-backend.ts';
 
 const work = await mkdtemp(path.join(os.tmpdir(), 'gk8s-upgrade-apply-'));
@@ -147,4 +147,30 @@ test('a failing health check rolls the trial back with its reason, and a boot ba
   await execa('grub-editenv', [c.grubenv, 'set', 'try_slot=', 'boot_tries=0']);
   await c.service.settle(new AbortController().signal);
   t.regex(readUpgradeRecord(c.state)?.reason ?? '', /never reached its health gate/);
+});
+
+test('the deadline unit ends a trial the agent never gated, and only past the gate deadline plus its grace', async (t) => {
+  const b = await box('deadline');
+  t.like(await b.service.apply({ bundle: await bundle('v2-deadline.bundle'), reboot: false }, () => undefined), { result: 'installed' });
+  await writeFile(b.cmdline, 'root=PARTLABEL=root-b ro\n');
+  let reboots = 0;
+  const options = (uptime: number) => ({
+    stateDir: b.state,
+    backend: { ...grubBackend({ grubenv: b.grubenv, cmdline: b.cmdline }), device: async () => ({ path: b.slotB, bytes: SLOT_BYTES }) },
+    image: { version: '0.1.0', arch: 'amd64', hardware: 'generic-x86_64-uefi', policy: { gateSeconds: 30, healthChecks: [] } },
+    reboot: async () => {
+      reboots++;
+    },
+    uptimeSeconds: () => uptime,
+    log,
+  });
+  t.regex(await enforceDeadline(options(80)), /trial of slot b: 10 s left/);
+  t.like(await b.env(), { try_slot: 'b' });
+  t.regex(await enforceDeadline(options(95)), /rolled back: slot b did not pass its health gate within 90 s of boot/);
+  t.like(await b.env(), { slot: 'a', try_slot: '', boot_tries: '0' });
+  t.is(reboots, 1);
+  t.is(readUpgradeRecord(b.state)?.state, 'rolled-back');
+  // Back on a: nothing to do.
+  await writeFile(b.cmdline, 'root=PARTLABEL=root-a ro\n');
+  t.is(await enforceDeadline(options(500)), 'no trial');
 });
