@@ -75,9 +75,7 @@ function applyResult(stdout: string): { result: string; code?: string; message?:
   return JSON.parse(lines.at(-1) ?? '{}') as { result: string };
 }
 
-async function status(
-  c: Ctx,
-): Promise<{
+async function status(c: Ctx): Promise<{
   slots: { booted: string; committed: string; trying: string | null };
   version: string;
   last?: { state: string; reason?: string; to: { version: string } };
