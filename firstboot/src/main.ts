@@ -1,7 +1,8 @@
 /**
  * geminik8s-agent: entry point, run by systemd as geminik8s-agent.service on every boot.
  * `grow-data-partition` is the pre-mount step (geminik8s-grow-data.service);
- * `upgrade apply <bundle>` / `upgrade status` ask the running agent (its socket) to apply an update
+ * `status` prints the running agent's GET /status; `switchover` asks it (the leader) for a planned
+ * switchover; `upgrade apply <bundle>` / `upgrade status` ask the running agent (its socket) to apply an update
  * bundle or show the slots; `upgrade-deadline` is geminik8s-upgrade-deadline.timer's check;
  * `etcd-client-cert --name <name>` issues a client certificate for a remote etcd client of Kine
  * (run as root on a paired box, e.g. over SSH); `--version` prints the agent and embedded Node versions.
@@ -17,7 +18,7 @@ import { AGENT_VERSION } from './version.ts';
 import { uptime } from 'node:os';
 import { resolve } from 'node:path';
 import { runTool } from './adapters/exec.ts';
-import { readStatus, requestUpgrade } from './net/status-server.ts';
+import { readStatus, requestSwitchover, requestUpgrade } from './net/status-server.ts';
 import { grubBackend } from './upgrade/slot-backend.ts';
 import { enforceDeadline, UpgradeService, type UpgradeServiceOptions } from './upgrade/service.ts';
 
@@ -115,6 +116,16 @@ async function main(args: string[]): Promise<number> {
   }
   if (args[0] === 'etcd-client-cert') return printEtcdClientCert(args.slice(1), secretsDirOf(paths.stateDir));
   if (args[0] === 'upgrade') return upgradeCommand(args.slice(1));
+  if (args[0] === 'status' && args.length <= 2 && (args[1] === undefined || args[1] === '--json')) {
+    // Everything GET /status has: the operator CLI reads it over SSH (builder/src/remote).
+    process.stdout.write(`${JSON.stringify(await readStatus(statusSocketPath(process.env)), null, args[1] === '--json' ? undefined : 2)}\n`);
+    return 0;
+  }
+  if (args.length === 1 && args[0] === 'switchover') {
+    const answer = (await requestSwitchover(statusSocketPath(process.env))) as { accepted?: boolean; reason?: string };
+    process.stdout.write(`${JSON.stringify(answer)}\n`);
+    return answer.accepted === true ? 0 : 1;
+  }
   if (args.length === 1 && args[0] === 'upgrade-deadline') {
     const out = openConsole(paths.consolePath, log);
     const done = await enforceDeadline(upgradeOptions(paths.stateDir, log, out));
@@ -124,7 +135,7 @@ async function main(args: string[]): Promise<number> {
   }
   if (args.length > 0) {
     process.stderr.write(
-      `geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | grow-data-partition | etcd-client-cert --name <name> | upgrade apply|status | upgrade-deadline])\n`,
+      `geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | status [--json] | switchover | grow-data-partition | etcd-client-cert --name <name> | upgrade apply|status | upgrade-deadline])\n`,
     );
     return 2;
   }

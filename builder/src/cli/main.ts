@@ -14,6 +14,29 @@ import { checkBuildHost } from './prerequisites.ts';
 import { loadSiteFile } from './site-file.ts';
 import { BundleRefused, verifyBundle } from '../../../firstboot/src/upgrade/bundle.ts';
 import { generateSigningKey, readKey } from './keys.ts';
+import { homedir } from 'node:os';
+import { type RollingEvent, rollingUpgrade } from '../remote/rolling-upgrade.ts';
+
+/** Readable progress for `geminik8s upgrade`: one line per step and per change of what it waits for. */
+function humanRollingReporter(): (e: RollingEvent) => void {
+  let lastPercent = '';
+  const say = (t: string) => process.stderr.write(`${t}\n`);
+  const who = (b: { host: string; name?: string; role?: string; version?: string; error?: string }) =>
+    `${b.name ?? b.host} ${b.error ? `unreachable (${b.error})` : `${b.role ?? '?'} on ${b.version ?? '?'}`}`;
+  return (e) => {
+    if (e.event === 'plan') say(`upgrading to ${e.target}: ${e.boxes.map(who).join(', ')}; ${e.steps.length} steps`);
+    else if (e.event === 'step-start')
+      say(`[${e.index}/${e.total}] ${e.step.kind === 'upgrade' ? `upgrade ${e.step.host}` : `switchover ${e.step.from} -> ${e.step.to}`}`);
+    else if (e.event === 'progress') {
+      const p = `${e.host} ${e.phase} ${Math.floor((100 * e.doneBytes) / Math.max(1, e.totalBytes) / 25) * 25}%`;
+      if (p !== lastPercent) say(`      ${p}`);
+      lastPercent = p;
+    } else if (e.event === 'waiting') say(`      waiting: ${e.why}`);
+    else if (e.event === 'step-done') say(`[${e.index}] done in ${e.seconds.toFixed(0)} s`);
+    else if (e.event === 'done') say(`done in ${e.seconds.toFixed(0)} s: ${e.boxes.map(who).join(', ')}`);
+    else say(`stopped: ${e.reason}\nnow: ${e.boxes.map(who).join(', ')}`);
+  };
+}
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -199,6 +222,42 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
         process.stderr.write(
           `ok: ${m.product} ${m.version} for ${m.hardware} (${m.arch}), profile ${m.profile}, signed by ${head.keyId}; slot image ${m.slot.rawBytes} bytes\n`,
         );
+    });
+
+  program
+    .command('upgrade')
+    .description(
+      'Rolling A/B upgrade of a pair over SSH: the follower first (upload, apply, reboot, health gate, back in sync), a planned switchover, then the other box. Stops at the first failed step and says which box runs what.',
+    )
+    .requiredOption('--site <file>', 'the site file (static sites name their boxes in it)')
+    .option('--host <address>', "a box's address (twice; needed for DHCP sites)", collect)
+    .option('--identity <file>', "the operator's SSH private key (its public key is in the site file)", path.join(homedir(), '.ssh', 'id_ed25519'))
+    .option('--known-hosts <file>', 'pinned host keys (added on first contact, checked after)', path.join(homedir(), '.config', 'geminik8s', 'known_hosts'))
+    .addOption(
+      new Option('--step-timeout <seconds>', 'longest one box may take from apply to a committed slot back in sync')
+        .default(1800)
+        .argParser((v) => Number.parseInt(v, 10)),
+    )
+    .option('--json', 'one JSON event per line on stdout')
+    .argument('<bundle>', 'an update.bundle from `geminik8s build --signing-key`')
+    .action(async (bundlePath: string, o: { site: string; host?: string[]; identity: string; knownHosts: string; stepTimeout: number; json?: boolean }) => {
+      const site = await loadSiteFile(o.site);
+      const hosts = o.host ?? site.network.nodes?.map((n) => n.address.split('/')[0]!) ?? [];
+      if (hosts.length !== 2)
+        throw new CliError(
+          `need the two boxes' addresses: --host <a> --host <b> (found ${hosts.length}; a static site lists them under network.nodes)`,
+          EXIT.invalidInput,
+        );
+      if (!Number.isInteger(o.stepTimeout) || o.stepTimeout < 60) throw new CliError('--step-timeout: whole seconds, at least 60', EXIT.invalidInput);
+      const report = o.json ? (e: RollingEvent) => printJson(e) : humanRollingReporter();
+      const result = await rollingUpgrade({
+        hosts: hosts as [string, string],
+        bundle: path.resolve(bundlePath),
+        identity: { keyFile: o.identity, knownHosts: o.knownHosts },
+        report,
+        stepTimeoutMs: o.stepTimeout * 1000,
+      });
+      if (!result.ok) throw new CliError('upgrade stopped (see above)', EXIT.failed);
     });
 
   program

@@ -178,6 +178,21 @@ export async function readVerifiedHead(file: string, keys: KeyObject[]): Promise
   return head;
 }
 
+/**
+ * The manifest as the bundle states it, schema-checked but not signature-checked: for an operator's
+ * machine that plans a rollout (the boxes check the signature against their own keys).
+ */
+export async function readManifest(file: string): Promise<BundleManifest> {
+  let manifest: BundleManifest | undefined;
+  await walk(file, (m) => {
+    const parsed = parseBundleManifest(m.toString('utf8'), `${file}:${BUNDLE_FILES.manifest}`);
+    if (!parsed.ok) throw new BundleRefused('bad-manifest', parsed.issues.map(formatIssue).join('\n'));
+    manifest = parsed.value;
+  });
+  if (!manifest) throw new BundleRefused('malformed', `${file}: no manifest`);
+  return manifest;
+}
+
 /** Progress of a pass over the slot image: bytes of the compressed entry read so far. */
 export type SlotProgress = (doneBytes: number, totalBytes: number) => void;
 

@@ -1,0 +1,139 @@
+/**
+ * `geminik8s upgrade`: the rolling A/B upgrade of a pair from the operator's machine, over SSH.
+ * Follower first (upload, apply, reboot, wait for its health gate and for the pair to be whole and
+ * synchronous again), then a planned switchover, then the other box. Any failed step stops the run
+ * with the pair as it is: a rolled-back box is back on the version that works, and the report says
+ * which box runs what. Decisions: remote/core/rolling.ts.
+ */
+import path from 'node:path';
+import { readManifest } from '../../../firstboot/src/upgrade/bundle.ts';
+import { type BoxView, boxView, pairProblems, planRolling, type RollingStep, stepVerdict, unreachable } from './core/rolling.ts';
+import { connect, type SshIdentity } from './ssh.ts';
+
+const AGENT = '/usr/lib/geminik8s/geminik8s-agent';
+const UPDATES_DIR = '/var/lib/geminik8s/updates';
+const POLL_MS = 3000;
+
+export type RollingEvent =
+  | { event: 'plan'; target: string; boxes: BoxView[]; steps: RollingStep[] }
+  | { event: 'step-start'; index: number; total: number; step: RollingStep }
+  | { event: 'progress'; host: string; phase: string; doneBytes: number; totalBytes: number }
+  | { event: 'waiting'; step: RollingStep; why: string }
+  | { event: 'step-done'; index: number; step: RollingStep; seconds: number }
+  | { event: 'done'; target: string; boxes: BoxView[]; seconds: number }
+  | { event: 'stopped'; reason: string; boxes: BoxView[] };
+
+export interface RollingOptions {
+  hosts: [string, string];
+  bundle: string;
+  identity: SshIdentity;
+  report(e: RollingEvent): void;
+  /** How long one box may take from apply to a committed slot back in the pair. */
+  stepTimeoutMs: number;
+}
+
+/** One box's status over a fresh SSH session (a box that reboots drops its connections). */
+async function observe(host: string, identity: SshIdentity): Promise<BoxView> {
+  try {
+    const s = await connect(host, identity, { timeoutMs: 10_000 });
+    try {
+      const r = await s.exec([AGENT, 'status', '--json'], { timeoutMs: 20_000 });
+      if (r.code !== 0) return unreachable(host, `the agent's status: ${(r.stderr || r.stdout).trim().slice(-300)}`);
+      return boxView(host, JSON.parse(r.stdout));
+    } finally {
+      s.close();
+    }
+  } catch (e) {
+    if ((e as Error).name === 'HostKeyMismatch') throw e;
+    return unreachable(host, (e as Error).message);
+  }
+}
+
+export async function rollingUpgrade(o: RollingOptions): Promise<{ ok: boolean; boxes: BoxView[] }> {
+  const t0 = performance.now();
+  const target = (await readManifest(o.bundle)).version;
+  const observeBoth = () => Promise.all(o.hosts.map((h) => observe(h, o.identity)));
+  const stop = async (reason: string) => {
+    const boxes = await observeBoth();
+    o.report({ event: 'stopped', reason, boxes });
+    return { ok: false, boxes };
+  };
+  let boxes = await observeBoth();
+  const problems = pairProblems(boxes);
+  if (problems.length > 0) return stop(`the pair is not healthy, nothing was changed: ${problems.join('; ')}`);
+  const steps = planRolling(boxes, target);
+  o.report({ event: 'plan', target, boxes, steps });
+  for (const [i, step] of steps.entries()) {
+    const started = performance.now();
+    o.report({ event: 'step-start', index: i + 1, total: steps.length, step });
+    if (step.kind === 'upgrade') {
+      const failed = await apply(step.host);
+      if (failed) return stop(failed);
+    } else {
+      const refused = await switchover(step.from);
+      if (refused) return stop(refused);
+    }
+    const deadline = Date.now() + o.stepTimeoutMs;
+    let lastWhy = '';
+    for (;;) {
+      boxes = await observeBoth();
+      const verdict = stepVerdict(step, boxes, target);
+      if (verdict.state === 'done') break;
+      if (verdict.state === 'failed') return stop(verdict.reason);
+      if (Date.now() > deadline) return stop(`step ${i + 1} did not finish within ${o.stepTimeoutMs / 1000} s: ${verdict.why}`);
+      if (verdict.why !== lastWhy) o.report({ event: 'waiting', step, why: verdict.why });
+      lastWhy = verdict.why;
+      await new Promise((r) => setTimeout(r, POLL_MS));
+    }
+    o.report({ event: 'step-done', index: i + 1, step, seconds: (performance.now() - started) / 1000 });
+  }
+  boxes = await observeBoth();
+  o.report({ event: 'done', target, boxes, seconds: (performance.now() - t0) / 1000 });
+  return { ok: true, boxes };
+
+  /** Uploads the bundle and has the box apply it; a refusal or failure as a reason. */
+  async function apply(host: string): Promise<string | undefined> {
+    const s = await connect(host, o.identity);
+    try {
+      const remote = `${UPDATES_DIR}/${path.basename(o.bundle)}`;
+      const mk = await s.exec(['mkdir', '-p', UPDATES_DIR]);
+      if (mk.code !== 0) return `${host}: mkdir ${UPDATES_DIR}: ${mk.stderr.trim()}`;
+      await s.upload(o.bundle, remote, (done, total) => o.report({ event: 'progress', host, phase: 'upload', doneBytes: done, totalBytes: total }));
+      let buffer = '';
+      let result: { result?: string; message?: string } = {};
+      await s.exec([AGENT, 'upgrade', 'apply', remote, '--json'], {
+        onStdout: (chunk) => {
+          buffer += chunk;
+          for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
+            const line = JSON.parse(buffer.slice(0, nl)) as { step?: string; doneBytes?: number; totalBytes?: number; result?: string; message?: string };
+            buffer = buffer.slice(nl + 1);
+            if (line.result) result = line;
+            else if (line.doneBytes !== undefined && line.step)
+              o.report({ event: 'progress', host, phase: line.step, doneBytes: line.doneBytes, totalBytes: line.totalBytes ?? 0 });
+          }
+        },
+      });
+      return result.result === 'installed' ? undefined : `${host}: ${result.result ?? 'no answer'}: ${result.message ?? ''}`;
+    } finally {
+      s.close();
+    }
+  }
+
+  /** Asks the leader for a planned switchover; it may refuse for a while (the standby catching up). */
+  async function switchover(host: string): Promise<string | undefined> {
+    const until = Date.now() + 60_000;
+    let answer = '';
+    while (Date.now() < until) {
+      const s = await connect(host, o.identity);
+      try {
+        const r = await s.exec([AGENT, 'switchover']);
+        answer = r.stdout.trim() || r.stderr.trim();
+        if (r.code === 0) return undefined;
+      } finally {
+        s.close();
+      }
+      await new Promise((r) => setTimeout(r, POLL_MS));
+    }
+    return `${host} refused the planned switchover for 60 s: ${answer}`;
+  }
+}
