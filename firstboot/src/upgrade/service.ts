@@ -16,7 +16,7 @@ import { runFilter, runTool } from '../adapters/exec.ts';
 import type { ConsoleOut, Logger } from '../adapters/output.ts';
 import type { UpgradePolicy } from '../core/image-facts.ts';
 import { MARKER } from '../core/report.ts';
-import { BundleRefused, loadKeyDir, streamSlot, verifyBundle } from './bundle.ts';
+import { BundleRefused, loadKeyDir, readVerifiedHead, streamSlot, verifyBundle } from './bundle.ts';
 import { bootAction, expectationFrom, gateVerdict, observeStatus, type UpgradeRecord } from './core/lifecycle.ts';
 import { checkCompatibility } from './core/manifest.ts';
 import { abandonTransition, commitTransition, onTrial, otherSlot, type SlotState, tryTransition } from './core/slots.ts';
@@ -143,16 +143,19 @@ export class UpgradeService {
           code: 'on-trial',
           message: `slot ${slots.booted} is on trial (not committed yet); wait for its health gate before another upgrade`,
         };
+      // Cheap checks first (signature, manifest, compatibility), then the whole slot image's hash:
+      // a bundle for the wrong box is refused without reading its hundreds of megabytes.
       const keys = await loadKeyDir(this.#o.keysDir);
-      const head = await verifyBundle(req.bundle, keys, (doneBytes, totalBytes) => progress({ step: 'verify', doneBytes, totalBytes }));
+      const signed = await readVerifiedHead(req.bundle, keys);
       const target = otherSlot(slots.booted);
       const device = await backend.device(target);
       const refusal = checkCompatibility(
-        head.manifest,
+        signed.manifest,
         { version: image.version, arch: image.arch, hardware: image.hardware, slotBytes: device.bytes },
         { allowDowngrade: req.allowDowngrade === true },
       );
       if (refusal) throw new BundleRefused(refusal.code, refusal.message);
+      const head = await verifyBundle(req.bundle, keys, (doneBytes, totalBytes) => progress({ step: 'verify', doneBytes, totalBytes }));
       const m = head.manifest;
       log.event('info', 'upgrade-verified', { bundle: req.bundle, version: m.version, key: head.keyId, slot: target, device: device.path });
 
