@@ -3,7 +3,7 @@ PROFILE  ?= edge-standard
 HARDWARE ?= generic-x86_64-uefi
 CLI      := node bin/geminik8s.js
 
-.PHONY: deps image repro test test-unit typecheck lint bench bench-pair bench-failover fault-matrix fault-kubernetes test-kubernetes-image test-upgrade bench-memory clean
+.PHONY: deps image repro test test-unit typecheck lint bench bench-pair bench-failover fault-matrix fault-kubernetes test-kubernetes-image test-upgrade test-upgrade-pair bench-memory clean
 
 deps:
 	@sh builder/host-deps.sh
@@ -56,6 +56,11 @@ test-kubernetes-image: deps typecheck
 # unbootable slot rolled back by themselves.
 test-upgrade: deps typecheck
 	node test/run-suite.mjs --concurrency 1 test/image/upgrade.test.ts
+
+# The rolling pair upgrade: two QEMU VMs paired, `geminik8s upgrade` over SSH under a writer
+# through the VIP (needs root, ~35 min under TCG on 2 cores).
+test-upgrade-pair: deps typecheck
+	node test/run-suite.mjs --concurrency 1 test/image/pair-upgrade.test.ts
 
 # Needs root; RUNS=3 by default.
 bench-failover: deps

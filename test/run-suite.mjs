@@ -84,7 +84,7 @@ function resolveComponents(names) {
 
 const explicit = process.argv.slice(2);
 /** Test files that run only when named (their own make target), never in `make test`. */
-const SLOW_TIERS = new Set(['test/image/kubernetes.test.ts', 'test/image/upgrade.test.ts']);
+const SLOW_TIERS = new Set(['test/image/kubernetes.test.ts', 'test/image/upgrade.test.ts', 'test/image/pair-upgrade.test.ts']);
 const imageTests = readdirSync('test/image')
   .filter((f) => f.endsWith('.test.ts'))
   .map((f) => `test/image/${f}`)

@@ -55,7 +55,10 @@ export const SCENARIOS = [
 export type ScenarioId = (typeof SCENARIOS)[number]['id'];
 export const isScenarioId = (s: string): s is ScenarioId => SCENARIOS.some((x) => x.id === s);
 
-const gwExec = (pair: Pair, argv: string[], timeoutMs = 15_000) => pair.topology.exec(pair.topology.gw.ns, argv, { timeoutMs });
+/** What the writer and the read-back need of a pair: its namespaces (a pair of agents or of VMs). */
+export type OnLan = Pick<Pair, 'topology'>;
+
+const gwExec = (pair: OnLan, argv: string[], timeoutMs = 15_000) => pair.topology.exec(pair.topology.gw.ns, argv, { timeoutMs });
 const etcdctlArgs = async (pair: Pair, commandTimeoutS: number) => [
   'etcdctl',
   ...etcdctlFlags(pair.vip, await pair.etcdClient()),
@@ -65,7 +68,7 @@ const etcdctlArgs = async (pair: Pair, commandTimeoutS: number) => [
 /** The Kubernetes API on the VIP, as the writer and the admin kubeconfig address it. */
 export const vipServer = (pair: Pair): string => `https://${pair.vip}:6443`;
 /** test/helpers/kube-client.ts's command line in the gateway namespace (the VIP is not reachable from the host). */
-const kubeInGw = (pair: Pair, args: string[], timeoutMs: number) => gwExec(pair, [process.execPath, '--import', 'tsx', KUBE_CLIENT, ...args], timeoutMs);
+const kubeInGw = (pair: OnLan, args: string[], timeoutMs: number) => gwExec(pair, [process.execPath, '--import', 'tsx', KUBE_CLIENT, ...args], timeoutMs);
 
 /** GET /readyz on the VIP from the gateway namespace: undefined when it answered 200, else what it said. */
 export async function vipNotReady(pair: Pair): Promise<string | undefined> {
@@ -201,7 +204,7 @@ export interface WriterOptions {
   maxMs?: number;
 }
 
-export function startWriter(pair: Pair, target: WriteTarget, o: WriterOptions = {}): Writer {
+export function startWriter(pair: OnLan, target: WriteTarget, o: WriterOptions = {}): Writer {
   const prefix = target.prefix;
   const putTimeoutMs = o.putTimeoutMs ?? 2000;
   const periodMs = o.periodMs ?? 20;
@@ -487,7 +490,7 @@ export async function waitHealthy(pair: Pair, timeoutMs = 180_000): Promise<Heal
  * it has filled the gap, so an object is only reported missing once it stayed unread for `settleMs`.
  */
 export async function verifyAcked(
-  pair: Pair,
+  pair: OnLan,
   target: WriteTarget,
   acked: readonly string[],
   timeoutMs = 60_000,

@@ -1,0 +1,149 @@
+/**
+ * The rolling pair upgrade of the built image under QEMU (issue 12, acceptance 5; `make
+ * test-upgrade-pair`, about 35 minutes under TCG on 2 cores, out of `make test`): two VMs of v1
+ * pair on one L2; `geminik8s upgrade` (run in the gateway namespace, as an operator's laptop on the
+ * site LAN) upgrades them to v2 over SSH while the fault matrix's writer puts numbered keys through
+ * Kine on the VIP. Every acknowledged write must read back, both boxes must run v2, and the pair
+ * must end as one leader and one synchronous follower.
+ */
+import test from 'ava';
+import { execa } from 'execa';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { geminik8s, REPO } from '../helpers/cli.ts';
+import type { EtcdClientFiles } from '../helpers/etcd-client.ts';
+import { startWriter, verifyAcked } from '../helpers/fault-matrix.ts';
+import { createTopology } from '../helpers/netns.ts';
+import { type BootedVm, bootImage } from '../helpers/qemu.ts';
+
+const work = await mkdtemp(path.join(os.tmpdir(), 'gk8s-pair-upgrade-'));
+const dist = path.join(work, 'dist');
+const READY = /GEMINIK8S-AGENT: cluster ready role=(leader|follower) term=\d+ kine=([\d.]+):2379/;
+const AGENT = '/usr/lib/geminik8s/geminik8s-agent';
+
+test.after.always(() => rm(work, { recursive: true, force: true }));
+
+async function build(profile: string, key: string): Promise<string> {
+  const r = await geminik8s(['build', '--profile', profile, '--out', dist, '--signing-key', key, '--json']);
+  if (r.exitCode !== 0) throw new Error(`build ${profile}: ${r.stderr.slice(-3000)}`);
+  const done = r.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { event: string; artifactDir?: string })
+    .find((e) => e.event === 'done');
+  return done!.artifactDir!;
+}
+
+test('two paired VMs are upgraded v1 -> v2 by geminik8s upgrade under the VIP writer: no acknowledged write lost', async (t) => {
+  const key = path.join(work, 'release');
+  t.is((await geminik8s(['keygen', '--out', key])).exitCode, 0);
+  const v1 = await build('edge-datastore', `${key}.key`);
+  const base = await readFile(path.join(REPO, 'profiles', 'edge-datastore.yaml'), 'utf8');
+  const v2Profile = path.join(work, 'v2.yaml');
+  await writeFile(v2Profile, base.replace(/^version: .*$/m, 'version: 0.2.0'));
+  const v2 = await build(v2Profile, `${key}.key`);
+
+  const topology = await createTopology(0);
+  const vms: BootedVm[] = [];
+  t.teardown(async () => {
+    if (!t.passed)
+      for (const [i, vm] of vms.entries()) t.log(`--- vm-${i} console tail ---\n${(await readFile(vm.consoleFile, 'utf8').catch(() => '')).slice(-5000)}`);
+    await Promise.all(vms.map((vm) => vm.stop()));
+    await topology.destroy();
+  });
+  topology.serveDhcp(path.join(work, 'dnsmasq.leases'));
+  const operatorKey = path.join(work, 'operator_ed25519');
+  await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'pair-upgrade-test', '-f', operatorKey]);
+  const site = path.join(work, 'site.yaml');
+  const vip = `${topology.subnet}.10`;
+  const init = await geminik8s([
+    'init',
+    '--out',
+    site,
+    '--site-id',
+    'pair-upgrade-1',
+    '--vip',
+    `${vip}/24`,
+    '--gateway',
+    topology.gw.address,
+    '--ssh-key',
+    `${operatorKey}.pub`,
+  ]);
+  t.is(init.exitCode, 0, init.stderr);
+  const raws = [path.join(work, 'disk-0.raw'), path.join(work, 'disk-1.raw')];
+  await execa('zstd', ['-q', '-d', path.join(v1, 'image.raw.zst'), '-o', raws[0]!]);
+  t.is((await geminik8s(['stamp', '--site', site, raws[0]!])).exitCode, 0);
+  await execa('cp', ['--sparse=always', raws[0]!, raws[1]!]);
+  for (const raw of raws) await execa('truncate', ['-s', '4G', raw]);
+  for (const [i, raw] of raws.entries()) {
+    const dir = path.join(work, `vm-${i}`);
+    await mkdir(dir);
+    const tap = await topology.addTap(i);
+    vms.push(await bootImage(raw, dir, { memoryMiB: 1280, network: { tap, mac: `52:54:00:6b:3a:${(0x11 + i).toString(16)}`, netns: topology.gw.ns } }));
+  }
+  const consoles = await Promise.all(vms.map((vm) => vm.waitFor([READY], 20 * 60_000)));
+  const ips = consoles.map((c) => READY.exec(c)![2]!);
+  const leaderIp = ips[consoles.findIndex((c) => READY.exec(c)![1] === 'leader')]!;
+
+  const knownHosts = path.join(work, 'known_hosts');
+  const ssh = (host: string, command: string[]) => topology.ssh({ key: operatorKey, knownHosts }, host, command);
+  const issued = await ssh(leaderIp, [AGENT, 'etcd-client-cert', '--name', 'pair-upgrade-test']);
+  t.is(issued.code, 0, issued.stderr);
+  const cert = JSON.parse(issued.stdout) as { ca: string; cert: string; key: string };
+  const client: EtcdClientFiles = { ca: path.join(work, 'ca.crt'), cert: path.join(work, 'client.crt'), key: path.join(work, 'client.key') };
+  await writeFile(client.ca, cert.ca, { mode: 0o600 });
+  await writeFile(client.cert, cert.cert, { mode: 0o600 });
+  await writeFile(client.key, cert.key, { mode: 0o600 });
+
+  const target = { kind: 'etcd' as const, host: vip, client, prefix: `/pair-upgrade/${Date.now()}/` };
+  const writer = startWriter({ topology }, target, { periodMs: 100, maxMs: 60 * 60_000 });
+  const started = Date.now();
+  const upgrade = await topology.exec(
+    topology.gw.ns,
+    [
+      process.execPath,
+      path.join(REPO, 'bin', 'geminik8s.js'),
+      'upgrade',
+      '--site',
+      site,
+      '--host',
+      ips[0]!,
+      '--host',
+      ips[1]!,
+      '--identity',
+      operatorKey,
+      '--known-hosts',
+      path.join(work, 'operator_known_hosts'),
+      '--json',
+      path.join(v2, 'update.bundle'),
+    ],
+    { timeoutMs: 50 * 60_000 },
+  );
+  const seconds = (Date.now() - started) / 1000;
+  const report = await writer.stop();
+  const events = upgrade.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { event: string; boxes?: { host: string; role?: string; version?: string; synchronous?: boolean }[]; reason?: string });
+  const last = events.at(-1);
+  t.is(upgrade.code, 0, `geminik8s upgrade: ${upgrade.stderr.slice(-2000)}\n${JSON.stringify(last)}`);
+  t.is(last?.event, 'done', JSON.stringify(last));
+  t.deepEqual(
+    last?.boxes?.map((b) => b.version),
+    ['0.2.0', '0.2.0'],
+  );
+  t.deepEqual(last?.boxes?.map((b) => b.role).sort(), ['follower', 'leader']);
+  t.true(last?.boxes?.find((b) => b.role === 'leader')?.synchronous, 'the leader replicates synchronously at the end');
+
+  const acked = report.acks.map((a) => a.key);
+  t.true(acked.length > 0, 'the writer got writes through');
+  const { missing } = await verifyAcked({ topology }, target, acked, 120_000);
+  t.deepEqual(missing, [], `${missing.length} of ${acked.length} acknowledged writes lost`);
+  // The longest stretch without an acknowledged write through the VIP (the switchover's, ideally).
+  let gap = 0;
+  for (let i = 1; i < report.acks.length; i++) gap = Math.max(gap, report.acks[i]!.ackedAt - report.acks[i - 1]!.ackedAt);
+  t.log(
+    `pair upgraded in ${seconds.toFixed(0)} s; ${acked.length} writes acknowledged, ${report.failures.length} failed, longest gap ${(gap / 1000).toFixed(1)} s`,
+  );
+});
