@@ -91,10 +91,10 @@ test('two paired VMs are upgraded v1 -> v2 by geminik8s upgrade under the VIP wr
   const issued = await ssh(leaderIp, [AGENT, 'etcd-client-cert', '--name', 'pair-upgrade-test']);
   t.is(issued.code, 0, issued.stderr);
   const cert = JSON.parse(issued.stdout) as { ca: string; cert: string; key: string };
-  const client: EtcdClientFiles = { ca: path.join(work, 'ca.crt'), cert: path.join(work, 'client.crt'), key: path.join(work, 'client.key') };
-  await writeFile(client.ca, cert.ca, { mode: 0o600 });
-  await writeFile(client.cert, cert.cert, { mode: 0o600 });
-  await writeFile(client.key, cert.key, { mode: 0o600 });
+  const client: EtcdClientFiles = { caFile: path.join(work, 'ca.crt'), certFile: path.join(work, 'client.crt'), keyFile: path.join(work, 'client.key') };
+  await writeFile(client.caFile, cert.ca, { mode: 0o600 });
+  await writeFile(client.certFile, cert.cert, { mode: 0o600 });
+  await writeFile(client.keyFile, cert.key, { mode: 0o600 });
 
   const target = { kind: 'etcd' as const, host: vip, client, prefix: `/pair-upgrade/${Date.now()}/` };
   const writer = startWriter({ topology }, target, { periodMs: 100, maxMs: 60 * 60_000 });
