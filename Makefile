@@ -3,7 +3,7 @@ PROFILE  ?= edge-standard
 HARDWARE ?= generic-x86_64-uefi
 CLI      := node bin/geminik8s.js
 
-.PHONY: deps image repro test test-unit typecheck lint bench bench-pair bench-failover fault-matrix fault-kubernetes test-kubernetes-image test-upgrade test-upgrade-pair bench-memory clean
+.PHONY: deps image repro test test-unit typecheck lint bench bench-pair bench-failover fault-matrix fault-kubernetes test-kubernetes-image test-upgrade test-upgrade-pair bench-upgrade bench-memory clean
 
 deps:
 	@sh builder/host-deps.sh
@@ -61,6 +61,10 @@ test-upgrade: deps typecheck
 # through the VIP (needs root, ~35 min under TCG on 2 cores).
 test-upgrade-pair: deps typecheck
 	node test/run-suite.mjs --concurrency 1 test/image/pair-upgrade.test.ts
+
+# Needs root: the upgrade figures, from the two QEMU upgrade tests (BENCH_UPGRADE=single: one box only).
+bench-upgrade: deps typecheck
+	node --import tsx bench/upgrade.ts
 
 # Needs root; RUNS=3 by default.
 bench-failover: deps

@@ -22,6 +22,7 @@ import { execa } from 'execa';
 import { loadPrivateKey, loadPublicKey, readVerifiedHead, writeBundle } from '../../firstboot/src/upgrade/bundle.ts';
 import type { BundleManifest } from '../../firstboot/src/upgrade/core/manifest.ts';
 import { geminik8s, REPO } from '../helpers/cli.ts';
+import { recordFigure } from '../helpers/figures.ts';
 import { createTopology, type ExecResult, sshOptions, type Topology } from '../helpers/netns.ts';
 import { type BootedVm, bootImage } from '../helpers/qemu.ts';
 
@@ -129,6 +130,8 @@ test.serial('builds v1, v2 and v3 with one signing key; bundle verify accepts th
   const image = (await execa('stat', ['-c', '%s', path.join(v2, 'image.raw.zst')])).stdout;
   const bundleSize = (await execa('stat', ['-c', '%s', path.join(v2, 'update.bundle')])).stdout;
   t.log(`v2: image.raw.zst ${image} bytes, update.bundle ${bundleSize} bytes`);
+  await recordFigure('compressed image (image.raw.zst)', Number(image) / 1024 ** 2, 'MiB');
+  await recordFigure('update bundle', Number(bundleSize) / 1024 ** 2, 'MiB', '<= the compressed image');
   t.true(Number(bundleSize) <= Number(image), 'the bundle is no larger than the compressed image');
 
   // The bundles the box must refuse, and one that never boots: re-signed by the test. Those refused
@@ -303,10 +306,14 @@ test.serial('a power cut while the slot is written: the box boots v1, says so, a
   t.like(after.slots, { booted: 'a', committed: 'a', trying: null });
   t.is(after.version, '0.1.0');
 
+  const applyStarted = Date.now();
   const retry = await c.ssh([AGENT, 'upgrade', 'apply', `${UPDATES}/v2.bundle`, '--json'], 600_000);
+  const applied = Date.now();
   t.is(retry.code, 0, retry.stdout + retry.stderr);
   t.like(applyResult(retry.stdout), { result: 'installed', version: '0.2.0' });
   await waitForCount(c.vm!, new RegExp(`${MARKER} upgrade committed version=0\\.2\\.0 slot=b`), 1, 8 * 60_000);
+  await recordFigure('one box: apply (verify + write the slot), QEMU TCG', (applied - applyStarted) / 1000, 's');
+  await recordFigure('one box: reboot to the committed slot, QEMU TCG', (Date.now() - applied) / 1000, 's');
   const v2 = await retrying('status on v2', 180_000, () => status(c));
   t.is(v2.version, '0.2.0');
   t.like(v2.slots, { booted: 'b', committed: 'b', trying: null });
