@@ -8,7 +8,8 @@
  *  - the power cut while the slot is written: the box boots the old version and the retry works;
  *  - v1 → v2 boots v2, gates and commits it, and a reboot stays on v2;
  *  - v3 whose health gate fails (a profile health check that always fails) comes back to v2;
- *  - v4 whose slot never boots (signed, but no filesystem) comes back to v2 in the same power cycle.
+ *  - v4 whose slot never boots (signed, but no filesystem) comes back to v2 in the same power cycle
+ *    (grub's fallback entry), after a power cut right after the apply.
  *
  * v1, v2 and v3 are real builds with the same signing key; the refused and unbootable bundles are
  * re-signed by the test with that key (it is the signer), or with another one.
@@ -346,11 +347,19 @@ test.serial('v3 whose health gate fails comes back to v2 by itself, and the stat
   t.regex(s.last?.reason ?? '', /health check always-fails/);
 });
 
-test.serial('v4 whose slot never boots comes back to v2 in the same power cycle, and the status says why', async (t) => {
+test.serial('v4 whose slot never boots comes back to v2 by itself, and the status says why', async (t) => {
   const c = ctx!;
-  const r = await c.ssh([AGENT, 'upgrade', 'apply', `${UPDATES}/unbootable.bundle`, '--json'], 600_000);
+  // Installed without the agent's reboot, then the power is cut: apply has synced the slot and
+  // grubenv before it answers, and the box must come back from a power cycle as from a reboot.
+  // (A power cycle also steers clear of a QEMU TCG/OVMF hang seen once on a warm reset into a slot
+  // with no filesystem, before grub ran a command; the same disk booted cold fell back correctly.)
+  const r = await c.ssh([AGENT, 'upgrade', 'apply', `${UPDATES}/unbootable.bundle`, '--no-reboot', '--json'], 600_000);
   t.is(r.code, 0, r.stdout + r.stderr);
-  await waitForCount(c.vm!, new RegExp(`${MARKER} upgrade rolled-back version=0\\.4\\.0 slot a \\(0\\.4\\.0\\) could not be booted`), 1, 10 * 60_000);
+  t.like(applyResult(r.stdout), { result: 'installed', version: '0.4.0', slot: 'a' });
+  await c.vm!.kill();
+  await bootV(c, 'boot-3');
+  const text = await c.vm!.waitFor([new RegExp(`${MARKER} upgrade rolled-back version=0\\.4\\.0 slot a \\(0\\.4\\.0\\) could not be booted`)], 10 * 60_000);
+  t.regex(text, /Falling back to `geminik8s fallback \(slot b\)'/);
   const s = await retrying('status back on v2', 240_000, () => status(c));
   t.is(s.version, '0.2.0');
   t.like(s.slots, { booted: 'b', committed: 'b', trying: null });
