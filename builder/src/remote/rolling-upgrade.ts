@@ -13,6 +13,10 @@ import { connect, type SshIdentity } from './ssh.ts';
 const AGENT = '/usr/lib/geminik8s/geminik8s-agent';
 const UPDATES_DIR = '/var/lib/geminik8s/updates';
 const POLL_MS = 3000;
+/** The agent executable (a Node single-executable) can take seconds to start on a slow or busy box. */
+const STATUS_TIMEOUT_MS = 60_000;
+/** A pair that is briefly not whole (a box still starting, the standby catching up) gets this long to become healthy. */
+const HEALTHY_WAIT_MS = 180_000;
 
 export type RollingEvent =
   | { event: 'plan'; target: string; boxes: BoxView[]; steps: RollingStep[] }
@@ -37,7 +41,7 @@ async function observe(host: string, identity: SshIdentity): Promise<BoxView> {
   try {
     const s = await connect(host, identity, { timeoutMs: 10_000 });
     try {
-      const r = await s.exec([AGENT, 'status', '--json'], { timeoutMs: 20_000 });
+      const r = await s.exec([AGENT, 'status', '--json'], { timeoutMs: STATUS_TIMEOUT_MS });
       if (r.code !== 0) return unreachable(host, `the agent's status: ${(r.stderr || r.stdout).trim().slice(-300)}`);
       return boxView(host, JSON.parse(r.stdout));
     } finally {
@@ -59,8 +63,12 @@ export async function rollingUpgrade(o: RollingOptions): Promise<{ ok: boolean; 
     return { ok: false, boxes };
   };
   let boxes = await observeBoth();
-  const problems = pairProblems(boxes);
-  if (problems.length > 0) return stop(`the pair is not healthy, nothing was changed: ${problems.join('; ')}`);
+  const healthyBy = Date.now() + HEALTHY_WAIT_MS;
+  for (let problems = pairProblems(boxes); problems.length > 0; problems = pairProblems(boxes)) {
+    if (Date.now() > healthyBy) return stop(`the pair is not healthy, nothing was changed: ${problems.join('; ')}`);
+    await new Promise((r) => setTimeout(r, POLL_MS));
+    boxes = await observeBoth();
+  }
   const steps = planRolling(boxes, target);
   o.report({ event: 'plan', target, boxes, steps });
   for (const [i, step] of steps.entries()) {
