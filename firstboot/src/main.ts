@@ -41,11 +41,12 @@ function upgradeOptions(stateDir: string, log: Logger, out: ConsoleOut): Upgrade
   };
 }
 
-const UPGRADE_USAGE = `usage: geminik8s-agent upgrade apply <bundle-file> [--allow-downgrade] [--no-reboot] [--json]
+const UPGRADE_USAGE = `usage: geminik8s-agent upgrade apply <bundle-file> [--allow-downgrade] [--no-reboot] [--only-as-follower] [--json]
        geminik8s-agent upgrade status [--json]
 Applies an update bundle (copied onto this box, e.g. /var/lib/geminik8s/updates/) through the
 running agent: it is verified against the image's keys, written to the inactive slot and tried at
-the next boot (a reboot follows unless --no-reboot); the new slot is committed once its health gate
+the next boot (a reboot follows unless --no-reboot; --only-as-follower: only if this box is still
+the pair's follower once the slot is written); the new slot is committed once its health gate
 passes, else the box goes back to this one. Exit codes: 0 installed, 2 refused (nothing written), 1 failed.`;
 
 /** The operator's side of POST /upgrade and the slot part of GET /status. */
@@ -59,12 +60,17 @@ async function upgradeCommand(args: string[]): Promise<number> {
     return 0;
   }
   const flags = new Set(rest.slice(2));
-  const unknown = [...flags].filter((f) => f !== '--allow-downgrade' && f !== '--no-reboot');
+  const unknown = [...flags].filter((f) => f !== '--allow-downgrade' && f !== '--no-reboot' && f !== '--only-as-follower');
   if (rest[0] !== 'apply' || rest[1] === undefined || rest[1].startsWith('-') || unknown.length > 0) {
     process.stderr.write(`${unknown.length > 0 ? `unknown option ${unknown.join(' ')}\n` : ''}${UPGRADE_USAGE}\n`);
     return 2;
   }
-  const body = { bundle: resolve(rest[1]), allowDowngrade: flags.has('--allow-downgrade'), reboot: !flags.has('--no-reboot') };
+  const body = {
+    bundle: resolve(rest[1]),
+    allowDowngrade: flags.has('--allow-downgrade'),
+    reboot: !flags.has('--no-reboot'),
+    onlyAsFollower: flags.has('--only-as-follower'),
+  };
   let lastPercent = -1;
   const result = await requestUpgrade(socket, body, (line) => {
     if (json) return void process.stdout.write(`${JSON.stringify(line)}\n`);

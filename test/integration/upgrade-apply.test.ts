@@ -174,3 +174,18 @@ test('the deadline unit ends a trial the agent never gated, and only past the ga
   await writeFile(b.cmdline, 'root=PARTLABEL=root-a ro\n');
   t.is(await enforceDeadline(options(500)), 'no trial');
 });
+
+test("a rolling upgrade's apply neither tries nor reboots a box that became the leader while it wrote the slot", async (t) => {
+  const b = await box('role-changed');
+  b.service.watch(async () => ({ phase: 'provisioned', role: 'leader' }));
+  const r = await b.service.apply({ bundle: await bundle('v2-role.bundle'), onlyAsFollower: true }, () => undefined);
+  t.like(r, { result: 'refused', code: 'role-changed' });
+  t.like(await b.env(), { slot: 'a', try_slot: '', boot_tries: '0' });
+  t.is(b.reboots(), 0);
+  t.is(readUpgradeRecord(b.state)?.state, 'failed');
+  b.service.watch(async () => ({ phase: 'provisioned', role: 'follower' }));
+  t.like(await b.service.apply({ bundle: await bundle('v2-role-again.bundle'), onlyAsFollower: true, reboot: false }, () => undefined), {
+    result: 'installed',
+  });
+  t.like(await b.env(), { try_slot: 'b' });
+});

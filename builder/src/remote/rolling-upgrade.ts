@@ -17,6 +17,8 @@ const POLL_MS = 3000;
 const STATUS_TIMEOUT_MS = 60_000;
 /** A pair that is briefly not whole (a box still starting, the standby catching up) gets this long to become healthy. */
 const HEALTHY_WAIT_MS = 180_000;
+/** Two upgrades and a switchover, with room for a failover that reorders them. */
+const MAX_STEPS = 6;
 
 export type RollingEvent =
   | { event: 'plan'; target: string; boxes: BoxView[]; steps: RollingStep[] }
@@ -63,24 +65,26 @@ export async function rollingUpgrade(o: RollingOptions): Promise<{ ok: boolean; 
     return { ok: false, boxes };
   };
   let boxes = await observeBoth();
-  const healthyBy = Date.now() + HEALTHY_WAIT_MS;
-  for (let problems = pairProblems(boxes); problems.length > 0; problems = pairProblems(boxes)) {
-    if (Date.now() > healthyBy) return stop(`the pair is not healthy, nothing was changed: ${problems.join('; ')}`);
-    await new Promise((r) => setTimeout(r, POLL_MS));
-    boxes = await observeBoth();
-  }
-  const steps = planRolling(boxes, target);
-  o.report({ event: 'plan', target, boxes, steps });
-  for (const [i, step] of steps.entries()) {
-    const started = performance.now();
-    o.report({ event: 'step-start', index: i + 1, total: steps.length, step });
-    if (step.kind === 'upgrade') {
-      const failed = await apply(step.host);
-      if (failed) return stop(failed);
-    } else {
-      const refused = await switchover(step.from);
-      if (refused) return stop(refused);
+  // Plan from what the boxes say, run the first step, and plan again: a failover during a step
+  // (the roles swapped) changes which box is next, and the plan follows instead of rebooting a leader.
+  for (let index = 1; ; index++) {
+    const healthyBy = Date.now() + HEALTHY_WAIT_MS;
+    for (let problems = pairProblems(boxes); problems.length > 0; problems = pairProblems(boxes)) {
+      if (Date.now() > healthyBy)
+        return stop(`the pair is not healthy${index === 1 ? ', nothing was changed' : ` before step ${index}`}: ${problems.join('; ')}`);
+      await new Promise((r) => setTimeout(r, POLL_MS));
+      boxes = await observeBoth();
     }
+    const steps = planRolling(boxes, target);
+    if (index === 1) o.report({ event: 'plan', target, boxes, steps });
+    const step = steps[0];
+    if (!step) break;
+    if (index > MAX_STEPS) return stop(`still not done after ${MAX_STEPS} steps (the roles keep changing?): next would be ${JSON.stringify(step)}`);
+    const started = performance.now();
+    o.report({ event: 'step-start', index, total: index - 1 + steps.length, step });
+    const outcome = step.kind === 'upgrade' ? await apply(step.host) : await switchover(step.from);
+    if (outcome === 'replan') continue;
+    if (outcome) return stop(outcome);
     const deadline = Date.now() + o.stepTimeoutMs;
     let lastWhy = '';
     for (;;) {
@@ -88,19 +92,21 @@ export async function rollingUpgrade(o: RollingOptions): Promise<{ ok: boolean; 
       const verdict = stepVerdict(step, boxes, target);
       if (verdict.state === 'done') break;
       if (verdict.state === 'failed') return stop(verdict.reason);
-      if (Date.now() > deadline) return stop(`step ${i + 1} did not finish within ${o.stepTimeoutMs / 1000} s: ${verdict.why}`);
+      if (Date.now() > deadline) return stop(`step ${index} did not finish within ${o.stepTimeoutMs / 1000} s: ${verdict.why}`);
       if (verdict.why !== lastWhy) o.report({ event: 'waiting', step, why: verdict.why });
       lastWhy = verdict.why;
       await new Promise((r) => setTimeout(r, POLL_MS));
     }
-    o.report({ event: 'step-done', index: i + 1, step, seconds: (performance.now() - started) / 1000 });
+    o.report({ event: 'step-done', index, step, seconds: (performance.now() - started) / 1000 });
   }
-  boxes = await observeBoth();
   o.report({ event: 'done', target, boxes, seconds: (performance.now() - t0) / 1000 });
   return { ok: true, boxes };
 
-  /** Uploads the bundle and has the box apply it; a refusal or failure as a reason. */
-  async function apply(host: string): Promise<string | undefined> {
+  /**
+   * Uploads the bundle and has the box apply it; a refusal or failure as a reason, 'replan' when
+   * the box stopped being the follower while it wrote the slot (it then neither tries nor reboots).
+   */
+  async function apply(host: string): Promise<string | 'replan' | undefined> {
     const s = await connect(host, o.identity);
     try {
       const remote = `${UPDATES_DIR}/${path.basename(o.bundle)}`;
@@ -108,12 +114,19 @@ export async function rollingUpgrade(o: RollingOptions): Promise<{ ok: boolean; 
       if (mk.code !== 0) return `${host}: mkdir ${UPDATES_DIR}: ${mk.stderr.trim()}`;
       await s.upload(o.bundle, remote, (done, total) => o.report({ event: 'progress', host, phase: 'upload', doneBytes: done, totalBytes: total }));
       let buffer = '';
-      let result: { result?: string; message?: string } = {};
-      await s.exec([AGENT, 'upgrade', 'apply', remote, '--json'], {
+      let result: { result?: string; code?: string; message?: string } = {};
+      await s.exec([AGENT, 'upgrade', 'apply', remote, '--only-as-follower', '--json'], {
         onStdout: (chunk) => {
           buffer += chunk;
           for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
-            const line = JSON.parse(buffer.slice(0, nl)) as { step?: string; doneBytes?: number; totalBytes?: number; result?: string; message?: string };
+            const line = JSON.parse(buffer.slice(0, nl)) as {
+              step?: string;
+              doneBytes?: number;
+              totalBytes?: number;
+              result?: string;
+              code?: string;
+              message?: string;
+            };
             buffer = buffer.slice(nl + 1);
             if (line.result) result = line;
             else if (line.doneBytes !== undefined && line.step)
@@ -121,6 +134,7 @@ export async function rollingUpgrade(o: RollingOptions): Promise<{ ok: boolean; 
           }
         },
       });
+      if (result.code === 'role-changed') return 'replan';
       return result.result === 'installed' ? undefined : `${host}: ${result.result ?? 'no answer'}: ${result.message ?? ''}`;
     } finally {
       s.close();

@@ -18,7 +18,10 @@ export interface StatusActions {
   /** Planned switchover; answers whether it was accepted and why. Absent until the node is provisioned. */
   switchover?(): { accepted: boolean; reason: string };
   /** Applies the bundle the request names; `progress` lines are streamed, the result is the last line. */
-  upgrade?(request: { bundle: string; allowDowngrade?: boolean; reboot?: boolean }, progress: (event: object) => void): Promise<object>;
+  upgrade?(
+    request: { bundle: string; allowDowngrade?: boolean; reboot?: boolean; onlyAsFollower?: boolean },
+    progress: (event: object) => void,
+  ): Promise<object>;
 }
 
 /** A bundle path and flags: small JSON, nothing else. */
@@ -48,7 +51,7 @@ export async function startStatusServer(socketPath: string, getStatus: () => Pro
         if (body.length > MAX_UPGRADE_REQUEST_BYTES) req.destroy();
       });
       req.on('end', () => {
-        let request: { bundle?: unknown; allowDowngrade?: unknown; reboot?: unknown };
+        let request: { bundle?: unknown; allowDowngrade?: unknown; reboot?: unknown; onlyAsFollower?: unknown };
         try {
           request = JSON.parse(body) as typeof request;
         } catch {
@@ -58,7 +61,15 @@ export async function startStatusServer(socketPath: string, getStatus: () => Pro
           return send(400, { result: 'refused', code: 'bad-request', message: 'bundle: expected the absolute path of a bundle file on this box' });
         res.writeHead(200, { 'content-type': 'application/x-ndjson' });
         const line = (o: object) => res.write(`${JSON.stringify(o)}\n`);
-        upgrade({ bundle: request.bundle, allowDowngrade: request.allowDowngrade === true, reboot: request.reboot !== false }, line).then(
+        upgrade(
+          {
+            bundle: request.bundle,
+            allowDowngrade: request.allowDowngrade === true,
+            reboot: request.reboot !== false,
+            onlyAsFollower: request.onlyAsFollower === true,
+          },
+          line,
+        ).then(
           (result) => res.end(`${JSON.stringify(result)}\n`),
           (e: unknown) => res.end(`${JSON.stringify({ result: 'failed', message: (e as Error).message })}\n`),
         );

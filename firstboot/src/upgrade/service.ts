@@ -50,8 +50,13 @@ export interface UpgradeServiceOptions {
 export interface ApplyRequest {
   bundle: string;
   allowDowngrade?: boolean;
-  /** false: set the try but leave the reboot to the caller (the pair upgrade reboots on its own schedule). */
+  /** false: set the try but leave the reboot to the caller. */
   reboot?: boolean;
+  /**
+   * Set the try and reboot only if this box is still the pair's follower once the slot is written
+   * (the rolling upgrade: a failover during the write must not have the new leader reboot).
+   */
+  onlyAsFollower?: boolean;
 }
 
 export type ApplyEvent = { step: 'verify' | 'write'; doneBytes: number; totalBytes: number } | { step: 'try' | 'reboot'; slot: string };
@@ -186,6 +191,14 @@ export class UpgradeService {
         const message = `slot ${target} does not hold the image its signed manifest describes: expected ${m.slot.rawBytes} bytes with sha256 ${m.slot.rawSha256}, wrote ${written.bytes} bytes with sha256 ${written.sha256}`;
         storeRecord(stateDir, { ...record, state: 'failed', updatedAt: new Date().toISOString(), reason: message });
         return { result: 'failed', message };
+      }
+      if (req.onlyAsFollower) {
+        const role = observeStatus(await this.#status().catch(() => ({})), []).role;
+        if (role !== 'follower') {
+          const message = `this box became ${role} while slot ${target} was written: not tried, not rebooted (apply again when it is the follower)`;
+          storeRecord(stateDir, { ...record, state: 'failed', updatedAt: new Date().toISOString(), reason: message });
+          return { result: 'refused', code: 'role-changed', message };
+        }
       }
       await backend.set(tryTransition(slots, target));
       storeRecord(stateDir, { ...record, state: 'trying', updatedAt: new Date().toISOString() });
