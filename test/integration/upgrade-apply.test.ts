@@ -8,7 +8,7 @@
 import test from 'ava';
 import { execa } from 'execa';
 import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../../firstboot/src/adapters/output.ts';
@@ -188,4 +188,20 @@ test("a rolling upgrade's apply neither tries nor reboots a box that became the 
     result: 'installed',
   });
   t.like(await b.env(), { try_slot: 'b' });
+});
+
+test('the trial marker the deadline unit is conditioned on exists exactly while a trial is pending', async (t) => {
+  const b = await box('marker');
+  const marker = path.join(b.state, 'upgrade-trial');
+  const exists = () =>
+    access(marker).then(
+      () => true,
+      () => false,
+    );
+  t.false(await exists());
+  t.like(await b.service.apply({ bundle: await bundle('v2-marker.bundle'), reboot: false }, () => undefined), { result: 'installed' });
+  t.true(await exists(), 'set with the try');
+  await writeFile(b.cmdline, 'root=PARTLABEL=root-b ro\n');
+  await b.service.settle(new AbortController().signal);
+  t.false(await exists(), 'gone once committed');
 });

@@ -7,7 +7,7 @@
  * State: upgrade.json in the state directory (data partition), untouched by either slot.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
@@ -23,6 +23,11 @@ import { abandonTransition, commitTransition, onTrial, otherSlot, type SlotState
 import type { SlotBackend } from './slot-backend.ts';
 
 export const UPGRADE_RECORD = 'upgrade.json';
+/**
+ * Present exactly while a trial is pending or running: geminik8s-upgrade-deadline.service runs only
+ * when it exists (ConditionPathExists), so boxes without a trial never start the agent executable for it.
+ */
+export const TRIAL_MARKER = 'upgrade-trial';
 /** The deadline unit acts this long after the agent's own gate deadline, so the two never race. */
 export const DEADLINE_GRACE_SECONDS = 60;
 const GATE_POLL_MS = 2000;
@@ -75,6 +80,8 @@ export function readUpgradeRecord(stateDir: string): UpgradeRecord | undefined {
 
 function storeRecord(stateDir: string, r: UpgradeRecord): void {
   writeFileAtomic(join(stateDir, UPGRADE_RECORD), `${JSON.stringify(r, null, 2)}\n`, 0o644);
+  if (r.state === 'trying') writeFileAtomic(join(stateDir, TRIAL_MARKER), `${r.to.slot}\n`, 0o644);
+  else rmSync(join(stateDir, TRIAL_MARKER), { force: true });
 }
 
 /** Writes bytes at increasing offsets of a block device, hashing them; syncs the device at the end. */
