@@ -103,7 +103,7 @@ test.serial('grub A/B: try_slot with an empty slot falls back, a good try_slot b
   let started = Date.now();
   let cmdline = await bootToKernelCmdline(img);
   t.log(`boot 1: ${Date.now() - started} ms: ${cmdline}`);
-  t.regex(cmdline, /root=PARTLABEL=root-a ro rootwait console=tty0 console=ttyS0,115200/);
+  t.regex(cmdline, /root=PARTLABEL=root-a ro rootwait panic=10 console=tty0 console=ttyS0,115200/);
   t.like(await grubenv(), { slot: 'a', try_slot: 'b', boot_tries: '2' });
 
   // 2. Put a copy of slot a into slot b: the trial now boots b.
