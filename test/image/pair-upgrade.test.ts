@@ -11,7 +11,7 @@ import { execa } from 'execa';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { geminik8s, REPO } from '../helpers/cli.ts';
+import { buildSigned, geminik8s, REPO } from '../helpers/cli.ts';
 import { recordFigure } from '../helpers/figures.ts';
 import type { EtcdClientFiles } from '../helpers/etcd-client.ts';
 import { startWriter, verifyAcked } from '../helpers/fault-matrix.ts';
@@ -25,25 +25,14 @@ const AGENT = '/usr/lib/geminik8s/geminik8s-agent';
 
 test.after.always(() => rm(work, { recursive: true, force: true }));
 
-async function build(profile: string, key: string): Promise<string> {
-  const r = await geminik8s(['build', '--profile', profile, '--out', dist, '--signing-key', key, '--json']);
-  if (r.exitCode !== 0) throw new Error(`build ${profile}: ${r.stderr.slice(-3000)}`);
-  const done = r.stdout
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as { event: string; artifactDir?: string })
-    .find((e) => e.event === 'done');
-  return done!.artifactDir!;
-}
-
 test('two paired VMs are upgraded v1 -> v2 by geminik8s upgrade under the VIP writer: no acknowledged write lost', async (t) => {
   const key = path.join(work, 'release');
   t.is((await geminik8s(['keygen', '--out', key])).exitCode, 0);
-  const v1 = await build('edge-datastore', `${key}.key`);
+  const v1 = await buildSigned('edge-datastore', dist, `${key}.key`);
   const base = await readFile(path.join(REPO, 'profiles', 'edge-datastore.yaml'), 'utf8');
   const v2Profile = path.join(work, 'v2.yaml');
   await writeFile(v2Profile, base.replace(/^version: .*$/m, 'version: 0.2.0'));
-  const v2 = await build(v2Profile, `${key}.key`);
+  const v2 = await buildSigned(v2Profile, dist, `${key}.key`);
 
   const topology = await createTopology(0);
   const vms: BootedVm[] = [];

@@ -22,8 +22,9 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { loadPrivateKey, loadPublicKey, readVerifiedHead, writeBundle } from '../../firstboot/src/upgrade/bundle.ts';
 import type { BundleManifest } from '../../firstboot/src/upgrade/core/manifest.ts';
-import { geminik8s, REPO } from '../helpers/cli.ts';
+import { buildSigned, geminik8s, REPO } from '../helpers/cli.ts';
 import { recordFigure } from '../helpers/figures.ts';
+import { eventually } from '../helpers/poll.ts';
 import { createTopology, type ExecResult, sshOptions, type Topology } from '../helpers/netns.ts';
 import { type BootedVm, bootImage } from '../helpers/qemu.ts';
 
@@ -59,17 +60,6 @@ async function profileVariant(name: string, version: string, extra = ''): Promis
   return file;
 }
 
-async function build(profile: string, key: string): Promise<string> {
-  const r = await geminik8s(['build', '--profile', profile, '--out', dist, '--signing-key', key, '--json']);
-  if (r.exitCode !== 0) throw new Error(`build ${profile}: ${r.stderr.slice(-3000)}`);
-  const done = r.stdout
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as { event: string; artifactDir?: string })
-    .find((e) => e.event === 'done');
-  return done!.artifactDir!;
-}
-
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** Result line of `geminik8s-agent upgrade apply --json` (the last JSON line). */
@@ -88,19 +78,6 @@ async function status(c: Ctx): Promise<{
   return JSON.parse(r.stdout) as never;
 }
 
-/** Retries `fn` until it stops throwing (SSH comes up some seconds after the agent's markers). */
-async function retrying<T>(what: string, ms: number, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (e) {
-      if (Date.now() > deadline) throw new Error(`${what}: ${(e as Error).message}`);
-      await new Promise((r) => setTimeout(r, 3000));
-    }
-  }
-}
-
 /** Marker lines seen so far, counted: waits until `pattern` has appeared `count` times in the console. */
 async function waitForCount(vm: BootedVm, pattern: RegExp, count: number, timeoutMs: number): Promise<string> {
   const deadline = Date.now() + timeoutMs;
@@ -116,10 +93,11 @@ test.serial('builds v1, v2 and v3 with one signing key; bundle verify accepts th
   const k1 = path.join(work, 'release');
   const k2 = path.join(work, 'stranger');
   for (const k of [k1, k2]) t.is((await geminik8s(['keygen', '--out', k])).exitCode, 0);
-  const v1 = await build('edge-datastore', `${k1}.key`);
-  const v2 = await build(await profileVariant('v2', '0.2.0'), `${k1}.key`);
-  const v3 = await build(
+  const v1 = await buildSigned('edge-datastore', dist, `${k1}.key`);
+  const v2 = await buildSigned(await profileVariant('v2', '0.2.0'), dist, `${k1}.key`);
+  const v3 = await buildSigned(
     await profileVariant('v3', '0.3.0', '\nupgrade:\n  gateSeconds: 30\n  healthChecks:\n    - name: always-fails\n      command: [/bin/false]\n'),
+    dist,
     `${k1}.key`,
   );
   const ok = await geminik8s(['bundle', 'verify', path.join(v2, 'update.bundle'), '--key', `${k1}.pub`, '--json']);
@@ -214,10 +192,16 @@ test.serial('builds v1, v2 and v3 with one signing key; bundle verify accepts th
   });
   ctx = c;
   await bootV(c, 'boot-1');
-  await retrying('ssh', 180_000, async () => {
-    const r = await c.ssh(['mkdir', '-p', UPDATES]);
-    if (r.code !== 0) throw new Error(r.stderr);
-  });
+  await eventually(
+    'ssh',
+    180_000,
+    async () => {
+      const r = await c.ssh(['mkdir', '-p', UPDATES]);
+      if (r.code !== 0) throw new Error(r.stderr);
+      return true;
+    },
+    3000,
+  );
   const copied = await topology.copyTo(c.sshKeys, c.ip, Object.values(bundles), UPDATES);
   t.is(copied.code, 0, copied.stderr);
   const s = await status(c);
@@ -303,7 +287,7 @@ test.serial('a power cut while the slot is written: the box boots v1, says so, a
   await bootV(c, 'boot-2');
   const text = await c.vm!.waitFor([new RegExp(`${MARKER} upgrade failed version=0\\.2\\.0 writing slot b was interrupted`)], 120_000);
   t.regex(text, /slot a still runs 0\.1\.0; apply the bundle again/);
-  const after = await retrying('status', 180_000, () => status(c));
+  const after = await eventually('status', 180_000, () => status(c), 3000);
   t.like(after.slots, { booted: 'a', committed: 'a', trying: null });
   t.is(after.version, '0.1.0');
 
@@ -315,7 +299,7 @@ test.serial('a power cut while the slot is written: the box boots v1, says so, a
   await waitForCount(c.vm!, new RegExp(`${MARKER} upgrade committed version=0\\.2\\.0 slot=b`), 1, 8 * 60_000);
   await recordFigure('one box: apply (verify + write the slot), QEMU TCG', (applied - applyStarted) / 1000, 's');
   await recordFigure('one box: reboot to the committed slot, QEMU TCG', (Date.now() - applied) / 1000, 's');
-  const v2 = await retrying('status on v2', 180_000, () => status(c));
+  const v2 = await eventually('status on v2', 180_000, () => status(c), 3000);
   t.is(v2.version, '0.2.0');
   t.like(v2.slots, { booted: 'b', committed: 'b', trying: null });
   t.is(v2.last?.state, 'committed');
@@ -324,7 +308,7 @@ test.serial('a power cut while the slot is written: the box boots v1, says so, a
   await c.ssh(['systemctl', 'reboot']).catch(() => undefined);
   // boot-2's console: v1 after the cut, the v2 trial, now v2 again.
   await waitForCount(c.vm!, new RegExp(`${MARKER} started`), 3, 8 * 60_000);
-  const again = await retrying('status after the reboot', 240_000, () => status(c));
+  const again = await eventually('status after the reboot', 240_000, () => status(c), 3000);
   t.like(again.slots, { booted: 'b', committed: 'b', trying: null });
 });
 
@@ -340,7 +324,7 @@ test.serial('v3 whose health gate fails comes back to v2 by itself, and the stat
   );
   // Back on b after the agent's reboot: the fifth agent start on boot-2's console.
   await waitForCount(c.vm!, new RegExp(`${MARKER} started`), 5, 8 * 60_000);
-  const s = await retrying('status back on v2', 240_000, () => status(c));
+  const s = await eventually('status back on v2', 240_000, () => status(c), 3000);
   t.is(s.version, '0.2.0');
   t.like(s.slots, { booted: 'b', committed: 'b', trying: null });
   t.is(s.last?.state, 'rolled-back');
@@ -360,7 +344,7 @@ test.serial('v4 whose slot never boots comes back to v2 by itself, and the statu
   await bootV(c, 'boot-3');
   const text = await c.vm!.waitFor([new RegExp(`${MARKER} upgrade rolled-back version=0\\.4\\.0 slot a \\(0\\.4\\.0\\) could not be booted`)], 10 * 60_000);
   t.regex(text, /Falling back to `geminik8s fallback \(slot b\)'/);
-  const s = await retrying('status back on v2', 240_000, () => status(c));
+  const s = await eventually('status back on v2', 240_000, () => status(c), 3000);
   t.is(s.version, '0.2.0');
   t.like(s.slots, { booted: 'b', committed: 'b', trying: null });
   t.is(s.last?.state, 'rolled-back');

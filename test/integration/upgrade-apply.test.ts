@@ -6,8 +6,9 @@
  * boot on that slot gates and commits; a failing health check rolls back with its reason.
  */
 import test from 'ava';
+import { sha256, testManifest } from '../helpers/bundle-manifest.ts';
 import { execa } from 'execa';
-import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { access, mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,17 +32,9 @@ for (let i = 0; i < slotRaw.length; i += 4096) slotRaw.write(`block ${i}`, i);
 const rawFile = path.join(work, 'root.img');
 await writeFile(rawFile, slotRaw);
 await execa('zstd', ['-q', '-f', '-3', rawFile, '-o', `${rawFile}.zst`]);
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const sha = sha256;
 const compressed = await readFile(`${rawFile}.zst`);
-const manifest: BundleManifest = {
-  schemaVersion: 1,
-  product: 'geminik8s',
-  version: '0.2.0',
-  arch: 'amd64',
-  hardware: 'generic-x86_64-uefi',
-  profile: 'edge-datastore',
-  slot: { file: 'root.img.zst', fs: 'ext4', bytes: compressed.length, sha256: sha(compressed), rawBytes: slotRaw.length, rawSha256: sha(slotRaw) },
-};
+const manifest: BundleManifest = testManifest({ bytes: compressed.length, sha256: sha(compressed), rawBytes: slotRaw.length, rawSha256: sha(slotRaw) });
 
 async function bundle(name: string, o: { manifest?: Partial<BundleManifest>; key?: KeyObject } = {}): Promise<string> {
   const file = path.join(work, name);

@@ -3,7 +3,8 @@
  * another, refused after a one-byte change to the manifest or the slot image, refused when cut short.
  */
 import test from 'ava';
-import { createHash, generateKeyPairSync } from 'node:crypto';
+import { sha256, testManifest } from '../helpers/bundle-manifest.ts';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,16 +20,8 @@ const slotBytes = Buffer.alloc(300_000, 7);
 slotBytes.write('slot image', 1000);
 const slotFile = path.join(work, 'root.img.zst');
 await writeFile(slotFile, slotBytes);
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-const manifest: BundleManifest = {
-  schemaVersion: 1,
-  product: 'geminik8s',
-  version: '0.2.0',
-  arch: 'amd64',
-  hardware: 'generic-x86_64-uefi',
-  profile: 'edge-datastore',
-  slot: { file: 'root.img.zst', fs: 'ext4', bytes: slotBytes.length, sha256: sha(slotBytes), rawBytes: 1, rawSha256: 'c'.repeat(64) },
-};
+const sha = sha256;
+const manifest: BundleManifest = testManifest({ bytes: slotBytes.length, sha256: sha(slotBytes), rawBytes: 1, rawSha256: 'c'.repeat(64) });
 const bundle = path.join(work, 'update.bundle');
 await writeBundle(bundle, { manifest, slotFile, signingKey: signer.privateKey, mtime: 1_700_000_000 });
 

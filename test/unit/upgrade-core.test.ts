@@ -1,4 +1,5 @@
 import test from 'ava';
+import { testManifest } from '../helpers/bundle-manifest.ts';
 import { bootAction, expectationFrom, gateVerdict, observeStatus, type UpgradeRecord } from '../../firstboot/src/upgrade/core/lifecycle.ts';
 import { type BundleManifest, checkCompatibility, compareVersions } from '../../firstboot/src/upgrade/core/manifest.ts';
 import {
@@ -14,16 +15,8 @@ import {
   tryTransition,
 } from '../../firstboot/src/upgrade/core/slots.ts';
 
-const manifest = (over: Partial<BundleManifest> = {}): BundleManifest => ({
-  schemaVersion: 1,
-  product: 'geminik8s',
-  version: '0.2.0',
-  arch: 'amd64',
-  hardware: 'generic-x86_64-uefi',
-  profile: 'edge-datastore',
-  slot: { file: 'root.img.zst', fs: 'ext4', bytes: 10, sha256: 'a'.repeat(64), rawBytes: 1000, rawSha256: 'b'.repeat(64) },
-  ...over,
-});
+const manifest = (over: Partial<BundleManifest> = {}): BundleManifest =>
+  testManifest({ bytes: 10, sha256: 'a'.repeat(64), rawBytes: 1000, rawSha256: 'b'.repeat(64) }, over);
 const target = { version: '0.1.0', arch: 'amd64', hardware: 'generic-x86_64-uefi', slotBytes: 1000 };
 
 test('versions order numerically, a pre-release before its release', (t) => {
