@@ -4,6 +4,8 @@
  * `status` prints the running agent's GET /status; `switchover` asks it (the leader) for a planned
  * switchover; `upgrade apply <bundle>` / `upgrade status` ask the running agent (its socket) to apply an update
  * bundle or show the slots; `upgrade-deadline` is geminik8s-upgrade-deadline.timer's check;
+ * `logs [--lines N]` prints the running agent's newest events (JSON lines); `kubeconfig` prints the
+ * admin kubeconfig for the VIP (root only: it holds the pair's admin key);
  * `etcd-client-cert --name <name>` issues a client certificate for a remote etcd client of Kine
  * (run as root on a paired box, e.g. over SSH); `--version` prints the agent and embedded Node versions.
  */
@@ -11,14 +13,15 @@ import { agentPaths, runLocalSteps, runPartitionGrowth } from './agent.ts';
 import { runCluster } from './cluster/run.ts';
 import { clusterSettings, loadImageFacts, secretsDirOf, statusSocketPath } from './cluster/settings.ts';
 import { MARKER } from './core/report.ts';
-import { type ConsoleOut, jsonLogger, type Logger, openConsole } from './adapters/output.ts';
+import { type ConsoleOut, eventRing, jsonLogger, type Logger, openConsole } from './adapters/output.ts';
 import { startWatchdog } from './liveness/watchdog.ts';
 import { issueClientCert, loadSecrets } from './provision/secrets.ts';
 import { AGENT_VERSION } from './version.ts';
 import { uptime } from 'node:os';
 import { resolve } from 'node:path';
 import { runTool } from './adapters/exec.ts';
-import { readStatus, requestSwitchover, requestUpgrade } from './net/status-server.ts';
+import { readEvents, readStatus, requestSwitchover, requestUpgrade } from './net/status-server.ts';
+import { readFile } from 'node:fs/promises';
 import { grubBackend } from './upgrade/slot-backend.ts';
 import { enforceDeadline, UpgradeService, type UpgradeServiceOptions } from './upgrade/service.ts';
 
@@ -89,6 +92,40 @@ async function upgradeCommand(args: string[]): Promise<number> {
   return result.result === 'installed' ? 0 : result.result === 'refused' ? 2 : 1;
 }
 
+/** Events the running agent keeps for `logs` (about a day of a quiet pair, minutes of a busy one). */
+const EVENT_RING_LINES = 2000;
+
+/** `logs [--lines N]`: the running agent's newest events, one JSON object per line. */
+async function logsCommand(args: string[]): Promise<number> {
+  const lines = args.length === 0 ? 200 : args.length === 2 && args[0] === '--lines' ? Number(args[1]) : Number.NaN;
+  if (!Number.isInteger(lines) || lines < 1) {
+    process.stderr.write('usage: geminik8s-agent logs [--lines N]   (N >= 1; the agent keeps its newest 2000 events, journald all of them)\n');
+    return 2;
+  }
+  for (const line of await readEvents(statusSocketPath(process.env), lines)) process.stdout.write(`${line}\n`);
+  return 0;
+}
+
+/** `kubeconfig`: the admin kubeconfig the running agent wrote for the VIP. */
+async function kubeconfigCommand(): Promise<number> {
+  const status = (await readStatus(statusSocketPath(process.env))) as { kubernetes?: { adminKubeconfig?: string } };
+  const file = status.kubernetes?.adminKubeconfig;
+  if (!file) {
+    process.stderr.write('geminik8s-agent: this box runs no Kubernetes (its profile is edge-datastore), or its control plane has not started yet\n');
+    return 3;
+  }
+  const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return undefined;
+    throw e;
+  });
+  if (text === undefined) {
+    process.stderr.write(`geminik8s-agent: ${file} is not written yet: the API server has not been ready on this box since it paired\n`);
+    return 3;
+  }
+  process.stdout.write(text);
+  return 0;
+}
+
 /**
  * Resolves on SIGTERM/SIGINT. Signal listeners do not keep Node's event loop alive, so a referenced
  * timer holds it open while the agent idles; it is cleared when the signal arrives.
@@ -111,7 +148,11 @@ async function main(args: string[]): Promise<number> {
     process.stdout.write(`geminik8s-agent ${AGENT_VERSION} (node ${process.version} ${process.arch})\n`);
     return 0;
   }
-  const log = jsonLogger();
+  const events = eventRing(EVENT_RING_LINES);
+  const log = jsonLogger((line) => {
+    process.stdout.write(line);
+    events.push(line);
+  });
   const paths = agentPaths(process.env);
   if (args.length === 1 && args[0] === 'grow-data-partition') {
     const out = openConsole(paths.consolePath, log);
@@ -127,6 +168,8 @@ async function main(args: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(await readStatus(statusSocketPath(process.env)), null, args[1] === '--json' ? undefined : 2)}\n`);
     return 0;
   }
+  if (args[0] === 'logs') return logsCommand(args.slice(1));
+  if (args.length === 1 && args[0] === 'kubeconfig') return kubeconfigCommand();
   if (args.length === 1 && args[0] === 'switchover') {
     const answer = (await requestSwitchover(statusSocketPath(process.env))) as { accepted?: boolean; reason?: string };
     process.stdout.write(`${JSON.stringify(answer)}\n`);
@@ -141,7 +184,7 @@ async function main(args: string[]): Promise<number> {
   }
   if (args.length > 0) {
     process.stderr.write(
-      `geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | status [--json] | switchover | grow-data-partition | etcd-client-cert --name <name> | upgrade apply|status | upgrade-deadline])\n`,
+      `geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | status [--json] | switchover | logs [--lines N] | kubeconfig | grow-data-partition | etcd-client-cert --name <name> | upgrade apply|status | upgrade-deadline])\n`,
     );
     return 2;
   }
@@ -174,6 +217,7 @@ async function main(args: string[]): Promise<number> {
           signal: controller.signal,
           watchdog,
           upgrades,
+          events,
         },
         local.meta,
       );

@@ -54,7 +54,7 @@ test('pods on the two boxes reach each other through the routed pod ranges, and 
         kineRemote: false,
         sshOpen: false,
         podRange: input.clusterCidr,
-        ports: { ssh: 22, discovery: 7946, channel: 7946, postgres: 5432, kine: 2379, kubeApi: 6443, kubelet: 10250 },
+        ports: { ssh: 22, statusPage: 8008, discovery: 7946, channel: 7946, postgres: 5432, kine: 2379, kubeApi: 6443, kubelet: 10250 },
       });
       // By absolute path: npm puts another `nft` (@vercel/nft) first on the tests' PATH.
       const nft = await run(['ip', 'netns', 'exec', b.box.ns, '/usr/sbin/nft', '-f', '-'], { input: firewall });

@@ -33,7 +33,7 @@ async function dropCounter(a: PairAgent): Promise<number> {
 }
 
 test.serial(
-  'a third host on the LAN reaches no PostgreSQL, pairing channel or other port of a formed pair, only Kine (mTLS); the peers reach each other',
+  'a third host on the LAN reaches no PostgreSQL, pairing channel or other port of a formed pair, only Kine (mTLS) and the status page; the peers reach each other',
   async (t) => {
     const pair = await testPair(t, { nodes: 3 });
     const [a, b, lanHost] = pair.agents as [PairAgent, PairAgent, PairAgent];
@@ -43,13 +43,13 @@ test.serial(
     const randomPorts = [randomInt(1024, 5000), randomInt(10_000, 30_000), randomInt(30_000, 60_000)];
     t.log(`random ports: ${randomPorts.join(', ')}`);
     const hosts = [a.address, b.address, pair.vip];
-    const probed = [5432, 2379, 7946, 6443, ...randomPorts];
+    const probed = [5432, 2379, 7946, 6443, 8008, ...randomPorts];
     const targets = hosts.flatMap((host) => probed.map((port) => ({ host, port })));
     const outcomes = await Promise.all(targets.map(async ({ host, port }) => `${host}:${port} ${await connect(lanHost, host, port)}`));
     t.deepEqual(
       outcomes.filter((o) => !o.endsWith(' no answer')),
-      hosts.map((h) => `${h}:2379 connected`),
-      'from the third host every port but Kine (remote clients on) is silently dropped',
+      hosts.flatMap((h) => [`${h}:2379 connected`, `${h}:8008 connected`]),
+      'from the third host every port but Kine (remote clients on) and the read-only status page is silently dropped',
     );
 
     for (const [self, peer] of [
@@ -66,7 +66,7 @@ test.serial(
         `node ${self.index + 1} admits exactly its peer`,
       );
       // At least one SYN per dropped port probed on the node's own address.
-      t.true((await dropCounter(self)) >= probed.length - 1, `node ${self.index + 1} counted the drops`);
+      t.true((await dropCounter(self)) >= probed.length - 2, `node ${self.index + 1} counted the drops`);
     }
 
     // The peers still reach each other's PostgreSQL (replication, pg_rewind) and pairing channel.

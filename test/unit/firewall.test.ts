@@ -5,7 +5,7 @@ import type { Logger } from '../../firstboot/src/adapters/output.ts';
 import { ensureFirewall } from '../../firstboot/src/net/firewall.ts';
 import { DROP_COUNTER, FirewallInputError, renderFirewall, type FirewallInput } from '../../firstboot/src/net/core/firewall.ts';
 
-const PORTS = { ssh: 22, discovery: 7946, channel: 7946, postgres: 5432, kine: 2379 };
+const PORTS = { ssh: 22, statusPage: 8008, discovery: 7946, channel: 7946, postgres: 5432, kine: 2379 };
 const base: FirewallInput = { lanInterface: 'eth0', kineRemote: false, sshOpen: true, ports: PORTS };
 
 /** The input chain's rules, one per line, without indentation. */
@@ -47,20 +47,20 @@ test('always open: loopback, replies, ICMP echo and PMTU errors, DHCP replies, I
   t.true(r.some((x) => x.startsWith('udp sport 67 udp dport 68 accept')));
 });
 
-test('before pairing: SSH and the pairing channel open to the LAN interface; PostgreSQL and Kine closed', (t) => {
+test('before pairing: SSH, the status page and the pairing channel open to the LAN interface; PostgreSQL and Kine closed', (t) => {
   const text = renderFirewall(base);
   t.true(
     rules(text).some((x) => x.startsWith('iifname "eth0" udp dport 7946 accept')),
     'beacons from the LAN',
   );
-  t.deepEqual(tcpAccepts(text), ['iifname "eth0" tcp dport { 22, 7946 } accept comment "LAN services"']);
+  t.deepEqual(tcpAccepts(text), ['iifname "eth0" tcp dport { 22, 7946, 8008 } accept comment "LAN services"']);
   t.notRegex(text, /5432|2379|saddr \d/);
 });
 
 test('paired: PostgreSQL and the pairing channel only from exactly the peer address; beacons stay open to the LAN', (t) => {
   const text = renderFirewall({ ...base, peerAddress: '192.0.2.12' });
   t.deepEqual(tcpAccepts(text), [
-    'iifname "eth0" tcp dport 22 accept comment "LAN services"',
+    'iifname "eth0" tcp dport { 22, 8008 } accept comment "LAN services"',
     'iifname "eth0" ip saddr 192.0.2.12 tcp dport { 5432, 7946 } accept comment "peer only"',
   ]);
   t.deepEqual(text.match(/saddr \S+/g), ['saddr fe80::/10', 'saddr 192.0.2.12'], 'no other source address is named');
@@ -80,11 +80,11 @@ test('Kine opens to the LAN only when the image serves remote etcd clients; the 
   t.notRegex(renderFirewall({ ...base, peerAddress: '192.0.2.12' }), /2379|6443/);
   t.deepEqual(
     tcpAccepts(renderFirewall({ ...base, peerAddress: '192.0.2.12', kineRemote: true }))[0],
-    'iifname "eth0" tcp dport { 22, 2379 } accept comment "LAN services"',
+    'iifname "eth0" tcp dport { 22, 2379, 8008 } accept comment "LAN services"',
   );
   t.deepEqual(
     tcpAccepts(renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ...PORTS, kubeApi: 6443 } }))[0],
-    'iifname "eth0" tcp dport { 22, 6443 } accept comment "LAN services"',
+    'iifname "eth0" tcp dport { 22, 6443, 8008 } accept comment "LAN services"',
   );
 });
 
@@ -119,15 +119,20 @@ test('K3s: its pod network (flannel VXLAN, UDP) opens to exactly the peer', (t) 
   t.notRegex(renderFirewall({ ...base, ports: { ...PORTS, podOverlay: 8472 } }), /8472/, 'nothing before a peer is known');
 });
 
-test('without sshd and once paired nothing TCP is open to the LAN; without an interface LAN rules match any interface', (t) => {
+test('without sshd and once paired only the read-only status page is open to the LAN; without an interface LAN rules match any interface', (t) => {
   const text = renderFirewall({ kineRemote: false, sshOpen: false, peerAddress: '192.0.2.12', ports: PORTS });
-  t.deepEqual(tcpAccepts(text), ['ip saddr 192.0.2.12 tcp dport { 5432, 7946 } accept comment "peer only"']);
+  t.deepEqual(tcpAccepts(text), ['tcp dport 8008 accept comment "LAN services"', 'ip saddr 192.0.2.12 tcp dport { 5432, 7946 } accept comment "peer only"']);
   t.notRegex(text, /iifname/);
-  t.true(rules(renderFirewall({ ...base, lanInterface: undefined, sshOpen: false })).includes('tcp dport 7946 accept comment "LAN services"'));
+  t.true(rules(renderFirewall({ ...base, lanInterface: undefined, sshOpen: false })).includes('tcp dport { 7946, 8008 } accept comment "LAN services"'));
 });
 
 test('ports from the settings are used as given (tests and images may move them)', (t) => {
-  const text = renderFirewall({ ...base, peerAddress: '192.0.2.12', ports: { ssh: 2222, discovery: 17946, channel: 17947, postgres: 15432, kine: 12379 } });
+  const text = renderFirewall({
+    ...base,
+    peerAddress: '192.0.2.12',
+    ports: { ssh: 2222, statusPage: 18008, discovery: 17946, channel: 17947, postgres: 15432, kine: 12379 },
+  });
+  t.true(tcpAccepts(text).includes('iifname "eth0" tcp dport { 2222, 18008 } accept comment "LAN services"'));
   t.true(rules(text).some((x) => x.startsWith('iifname "eth0" udp dport 17946 accept')));
   t.true(tcpAccepts(text).includes('iifname "eth0" ip saddr 192.0.2.12 tcp dport { 15432, 17947 } accept comment "peer only"'));
 });

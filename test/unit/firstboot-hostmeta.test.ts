@@ -135,6 +135,19 @@ test('a failover transition persists role, never lowers the term, and records th
   t.like(parseHostMeta(JSON.stringify({ ...yielding, handover: 'yes' })), { ok: false, reason: 'handover is not a boolean' });
 });
 
+test('the last promotion and its cause are kept across later transitions and re-reads', (t) => {
+  const base = { ...startBoot(undefined, new Date(0), ID_A), phase: 'provisioned' as const, role: 'follower' as const, term: 3 };
+  const promotion = { at: '2026-12-01T10:00:00.000Z', term: 4, cause: 'leader-lost' as const, reason: 'peer silent 5000 ms' };
+  const promoted = recordLiveness(base, { role: 'leader', term: 4, handover: false, promotion });
+  const fenced = recordLiveness(promoted, { role: 'fenced', term: 4, handover: false });
+  t.deepEqual(fenced.lastPromotion, promotion);
+  t.like(parseHostMeta(JSON.stringify(fenced)), { ok: true, meta: { lastPromotion: promotion } });
+  t.like(parseHostMeta(JSON.stringify({ ...fenced, lastPromotion: { ...promotion, cause: 'boredom' } })), {
+    ok: false,
+    reason: 'lastPromotion is malformed',
+  });
+});
+
 test('the cluster phases of a boot follow from what hostmeta.json recorded', (t) => {
   const pair = { leader: 'a', peerNodeId: 'b', peerName: 'node-b', peerAddress: '192.0.2.12', peerKey: 'k' };
   t.deepEqual(clusterPhases({ phase: 'local-ready' }), ['pair', 'provision', 'live'], 'a fresh node pairs and provisions');

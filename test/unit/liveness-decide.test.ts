@@ -107,13 +107,13 @@ test('follower: a leader that just died is replaced after 5 s with witness and s
   const dead = (ms: number) => input({ peer: { silentMs: ms }, vip: { silentMs: ms }, replication: { receiverSilentMs: ms } });
   t.deepEqual(kinds(dead(4999)), []);
   const d = decide(dead(5000));
-  t.deepEqual(d.actions, [{ kind: 'promote', term: 4 }, { kind: 'take-vip' }, { kind: 'degrade-to-async' }]);
+  t.deepEqual(d.actions, [{ kind: 'promote', term: 4, cause: 'leader-lost' }, { kind: 'take-vip' }, { kind: 'degrade-to-async' }]);
   t.regex(d.reason, /promote at term 4/);
   // a peer that was ahead in term: the new term exceeds both
   t.deepEqual(
     decide(input({ self: { term: 2 }, peer: { silentMs: 6000, last: hb({ term: 7 }) }, vip: { silentMs: 6000 }, replication: { receiverSilentMs: 6000 } }))
       .actions[0],
-    { kind: 'promote', term: 8 },
+    { kind: 'promote', term: 8, cause: 'leader-lost' },
   );
 });
 
@@ -177,6 +177,7 @@ test('leader: hands over on a broken PostgreSQL or a switchover; steps down to a
 test('follower takes a handover only when it has every commit and well before the timeout', (t) => {
   const yielding = (o: Partial<Heartbeat>) => hb({ role: 'fenced', holdsVip: false, handoverForMs: 1000, ...o });
   t.deepEqual(kinds(input({ peer: { last: yielding({}) } })), ['promote', 'take-vip']);
+  t.like(decide(input({ peer: { last: yielding({}) } })).actions[0], { kind: 'promote', cause: 'handover' });
   t.deepEqual(kinds(input({ self: { lsn: '0/FF' }, peer: { last: yielding({}) } })), [], 'not caught up');
   t.deepEqual(kinds(input({ peer: { last: yielding({ holdsVip: true }) } })), []);
   t.deepEqual(kinds(input({ peer: { last: yielding({ handoverForMs: 11_500 }) } })), [], 'too close to the timeout');
@@ -194,7 +195,11 @@ test('fenced: rejoins a leader that outranks it, unfences next to a follower tha
   t.deepEqual(kinds(fenced({ self: { lsn: '0/1' }, peer: { last: follower } })), ['begin-handover'], 'the follower holds newer data');
   const alone = { peer: { silentMs: 9000, last: follower }, vip: { silentMs: 9000 } };
   t.deepEqual(kinds(fenced(alone)), [], 'was synchronous: the peer may have promoted');
-  t.deepEqual(decide(fenced({ ...alone, replication: { syncRep: false } })).actions, [{ kind: 'promote', term: 4 }, { kind: 'unfence' }, { kind: 'take-vip' }]);
+  t.deepEqual(decide(fenced({ ...alone, replication: { syncRep: false } })).actions, [
+    { kind: 'promote', term: 4, cause: 'reclaim' },
+    { kind: 'unfence' },
+    { kind: 'take-vip' },
+  ]);
   t.deepEqual(kinds(fenced({ ...alone, replication: { syncRep: false }, handover: { sinceMs: 60_000 } })), [], 'a yielding node never reclaims alone');
   t.deepEqual(kinds(fenced({ holdsVip: true, peer: { silentMs: 9000 } })), ['release-vip']);
 });
@@ -214,7 +219,10 @@ test('fenced: a handover ends only on a fresh word from a peer that stayed follo
 });
 
 test('applyToRole tracks the persisted role and term', (t) => {
-  t.deepEqual(applyToRole({ role: 'follower', term: 3 }, [{ kind: 'promote', term: 4 }, { kind: 'take-vip' }]), { role: 'leader', term: 4 });
+  t.deepEqual(applyToRole({ role: 'follower', term: 3 }, [{ kind: 'promote', term: 4, cause: 'leader-lost' }, { kind: 'take-vip' }]), {
+    role: 'leader',
+    term: 4,
+  });
   t.deepEqual(applyToRole({ role: 'leader', term: 4 }, [{ kind: 'fence' }]), { role: 'fenced', term: 4 });
   t.deepEqual(applyToRole({ role: 'fenced', term: 4 }, [{ kind: 'demote-and-rejoin', term: 6, leader: B }]), { role: 'follower', term: 6 });
   t.deepEqual(applyToRole({ role: 'follower', term: 4 }, [{ kind: 'adopt-term', term: 5 }]), { role: 'follower', term: 5 });

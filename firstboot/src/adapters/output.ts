@@ -22,6 +22,28 @@ export function jsonLogger(write: (line: string) => void = (l) => process.stdout
   };
 }
 
+/**
+ * The agent's most recent log lines, kept in memory for `geminik8s-agent logs` (GET /events): the
+ * operator's `geminik8s logs` merges both boxes' without reading journald. Lines arrive already
+ * redacted by the logger; journald keeps the whole history.
+ */
+export interface EventRing {
+  push(line: string): void;
+  /** The newest `count` lines, oldest first. */
+  last(count: number): string[];
+}
+
+export function eventRing(capacity: number): EventRing {
+  const lines: string[] = [];
+  return {
+    push(line) {
+      lines.push(line.endsWith('\n') ? line.slice(0, -1) : line);
+      if (lines.length > capacity) lines.splice(0, lines.length - capacity);
+    },
+    last: (count) => lines.slice(-Math.max(0, count)),
+  };
+}
+
 export interface ConsoleOut {
   line(text: string): void;
   close(): void;

@@ -7,11 +7,12 @@
  * pair. A node that was provisioned before resumes straight into the liveness loop: it must not
  * wait for the peer to agree again (the peer may be the box that died).
  */
+import { statfs } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
 import { processesRunning, stopProcesses } from '../adapters/daemons.ts';
 import { storeHostMeta } from '../adapters/hostmeta-store.ts';
-import type { ConsoleOut, Logger } from '../adapters/output.ts';
+import type { ConsoleOut, EventRing, Logger } from '../adapters/output.ts';
 import { clusterPhases, recordPairing, recordProvisioned, type ClusterPhase, type HostMeta, type PairRole } from '../core/hostmeta.ts';
 import type { HeartbeatFacts } from '../pairing/core/beacon.ts';
 import { KineSupervisor } from '../liveness/kine-supervisor.ts';
@@ -24,6 +25,7 @@ import type { SiteConfig } from '../core/site.ts';
 import { bindVip } from '../net/vip.ts';
 import { ensureFirewall, nodeFirewall } from '../net/firewall.ts';
 import { startStatusServer } from '../net/status-server.ts';
+import { startStatusPageServer } from '../net/status-page-server.ts';
 import type { UpgradeService } from '../upgrade/service.ts';
 import { derivePairKeys, openBeaconSocket, runPairing, startChannelServer, type BeaconSocket, type Candidate } from '../pairing/index.ts';
 import { NO_PROGRESS, readProgress, type Progress } from './progress.ts';
@@ -57,6 +59,25 @@ export interface ClusterContext {
   watchdog: Watchdog;
   /** A/B upgrades: shown in GET /status, applied by POST /upgrade, gated on this status. */
   upgrades?: UpgradeService;
+  /** The agent's recent log lines, served as GET /events. */
+  events?: EventRing;
+}
+
+/** Size and free space of the filesystem holding each path (PostgreSQL's data, the agent's state). */
+async function diskUse(
+  paths: Record<string, string>,
+): Promise<Record<string, { path: string; totalBytes: number; freeBytes: number } | { path: string; error: string }>> {
+  const entries = await Promise.all(
+    Object.entries(paths).map(async ([key, path]) => {
+      try {
+        const s = await statfs(path);
+        return [key, { path, totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize }] as const;
+      } catch (e) {
+        return [key, { path, error: (e as NodeJS.ErrnoException).code ?? (e as Error).message }] as const;
+      }
+    }),
+  );
+  return Object.fromEntries(entries);
 }
 
 /** What GET /status returns. */
@@ -131,20 +152,20 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   let liveness: LivenessHandle | undefined;
 
   const clusterStatus = async () => {
-    if (meta.phase !== 'provisioned') return status;
+    const disk = await diskUse({ postgresql: settings.pg.dataDir, state: ctx.stateDir });
+    const lastPromotion = meta.lastPromotion ? { lastPromotion: meta.lastPromotion } : {};
+    if (meta.phase !== 'provisioned') return { ...status, ...lastPromotion, disk };
     const replication = await replicationStatus(pg).catch((e: unknown) => ({ error: (e as Error).message }));
-    return { ...status, replication };
+    return { ...status, ...lastPromotion, disk, replication };
   };
   const upgrades = ctx.upgrades;
   upgrades?.watch(async () => status);
-  const statusServer = await startStatusServer(
-    join(settings.runDir, 'agent.sock'),
-    async () => ({ ...(await clusterStatus()), ...(upgrades ? { upgrade: await upgrades.status() } : {}) }),
-    {
-      switchover: () => liveness?.requestSwitchover() ?? { accepted: false, reason: 'the cluster is not running yet' },
-      ...(upgrades ? { upgrade: (request, progress) => upgrades.apply(request, progress) } : {}),
-    },
-  );
+  const fullStatus = async () => ({ ...(await clusterStatus()), ...(upgrades ? { upgrade: await upgrades.status() } : {}) });
+  const statusServer = await startStatusServer(join(settings.runDir, 'agent.sock'), fullStatus, {
+    switchover: () => liveness?.requestSwitchover() ?? { accepted: false, reason: 'the cluster is not running yet' },
+    ...(ctx.events ? { events: ctx.events.last } : {}),
+    ...(upgrades ? { upgrade: (request, progress) => upgrades.apply(request, progress) } : {}),
+  });
   signal.addEventListener('abort', () => void statusServer.close(), { once: true });
 
   const lan = await waitForLanAddress(site.network.vip, site.network.interface, log, signal);
@@ -156,6 +177,18 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   // node is about to serve; paired, the peer cannot replicate through it anyway. A provisioned node
   // admits its peer at once, so an agent restart never shuts the peer out.
   await ensureFirewall(nodeFirewall(settings, lan.ifname, meta.phase === 'provisioned' ? meta.pair?.peerAddress : undefined), log, signal);
+  // Every address, so the VIP shows the leader's page; the firewall admits the LAN interface only.
+  // A box without its status page still does its job: the failure is an event, not a stop.
+  await startStatusPageServer({
+    host: '0.0.0.0',
+    port: settings.statusPagePort,
+    status: fullStatus,
+    kineMetricsUrl: `http://127.0.0.1:${settings.kineMetricsPort}/metrics`,
+    log,
+  }).then(
+    (page) => signal.addEventListener('abort', () => void page.close(), { once: true }),
+    (e: unknown) => log.event('error', 'status-page-unavailable', { port: settings.statusPagePort, error: (e as Error).message }),
+  );
 
   // --- discover and agree ---
   // Beacons advertise the last known progress; negotiations read it live. Once the liveness loop
@@ -260,6 +293,8 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
       password: secrets.kinePassword,
       caFile: files.pgCaFile,
       logFile: join(settings.runDir, 'kine.log'),
+      // Loopback only: the status page server appends Kine's metrics to its /metrics.
+      metricsBindAddress: `127.0.0.1:${settings.kineMetricsPort}`,
       ...(files.tls ? { tls: files.tls } : {}),
       ...(owner ? { runAs: { uid: owner.uid, gid: owner.gid } } : {}),
     };

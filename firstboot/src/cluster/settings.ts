@@ -25,6 +25,10 @@ export interface ClusterSettings {
   /** The distribution's binary: upstream's multi-call binary, or k3s. */
   kubernetesBinary: string;
   kubeApiPort: number;
+  /** The read-only status page and Prometheus metrics on the LAN (Patroni's REST port, where scrapers of Patroni already look). */
+  statusPagePort: number;
+  /** Kine's own Prometheus metrics, on loopback only: the status page server appends them to /metrics. */
+  kineMetricsPort: number;
   discoveryPort: number;
   channelPort: number;
   /** Broadcast target of the beacons (tests may narrow it to their bridge). */
@@ -115,6 +119,8 @@ export function clusterSettings(env: NodeJS.ProcessEnv, stateDir: string): Clust
     // Where the builder installs them (builder/src/pipeline/root-tree.ts INSTALL_PATHS).
     kubernetesBinary: envPath(env, 'GEMINIK8S_KUBERNETES_BIN', kubernetes?.distribution === 'k3s' ? '/usr/local/bin/k3s' : '/usr/lib/geminik8s/bin/kubernetes'),
     kubeApiPort: envPort(env, 'GEMINIK8S_KUBE_API_PORT', 6443),
+    statusPagePort: envPort(env, 'GEMINIK8S_STATUS_PAGE_PORT', 8008),
+    kineMetricsPort: envPort(env, 'GEMINIK8S_KINE_METRICS_PORT', 8009),
     discoveryPort: envPort(env, 'GEMINIK8S_DISCOVERY_PORT', 7946),
     channelPort: envPort(env, 'GEMINIK8S_CHANNEL_PORT', 7946),
     broadcastAddress: envAddress(env, 'GEMINIK8S_BROADCAST', '255.255.255.255'),

@@ -24,6 +24,12 @@ const PHASES: readonly Phase[] = ['waiting-for-site', 'site-invalid', 'local-rea
 export type PairRole = 'leader' | 'follower';
 export type LivenessRole = PairRole | 'fenced';
 export type Role = 'unassigned' | LivenessRole;
+/**
+ * Why a node became the leader, for the operator (status, metrics): the leader was lost (the peer
+ * went silent), the peer handed over (planned switchover or its broken PostgreSQL), or a fenced
+ * node that had gone async reclaimed the lead alone.
+ */
+export type PromotionCause = 'leader-lost' | 'handover' | 'reclaim';
 const ROLES: readonly Role[] = ['unassigned', 'leader', 'follower', 'fenced'];
 
 /** The agreed pair, persisted so a restart re-confirms it instead of electing afresh. */
@@ -63,7 +69,19 @@ export interface HostMeta {
    * stay fenced until the peer takes over or the handover times out, across restarts too.
    */
   handover?: boolean;
+  /** The last time this node became the leader by a promotion, and why: the operator's "last failover". */
+  lastPromotion?: Promotion;
 }
+
+export interface Promotion {
+  at: string;
+  term: number;
+  cause: PromotionCause;
+  /** The liveness decision's reason, as logged. */
+  reason: string;
+}
+
+const PROMOTION_CAUSES: readonly PromotionCause[] = ['leader-lost', 'handover', 'reclaim'];
 
 const NODE_ID_RE = /^[0-9a-f]{32}$/;
 
@@ -121,6 +139,19 @@ export function parseHostMeta(text: string): { ok: true; meta: HostMeta } | { ok
     }
     meta.dataPartition = { device: d.device, sizeBytes: d.sizeBytes };
     if (typeof d.grownAt === 'string') meta.dataPartition.grownAt = d.grownAt;
+  }
+  const lp = o.lastPromotion as Record<string, unknown> | undefined;
+  if (lp !== undefined) {
+    if (
+      typeof lp !== 'object' ||
+      lp === null ||
+      typeof lp.at !== 'string' ||
+      !isCount(lp.term) ||
+      !PROMOTION_CAUSES.includes(lp.cause as PromotionCause) ||
+      typeof lp.reason !== 'string'
+    )
+      return { ok: false, reason: 'lastPromotion is malformed' };
+    meta.lastPromotion = { at: lp.at, term: lp.term, cause: lp.cause as PromotionCause, reason: lp.reason };
   }
   return { ok: true, meta };
 }
@@ -201,8 +232,12 @@ export function clusterPhases(meta: Pick<HostMeta, 'phase' | 'pair'>): ClusterPh
  * A failover transition of a provisioned node (promotion, fence, rejoin, handover): the live role,
  * the term (never lowered), and who leads at that term (the pairing election's persisted leader).
  */
-export function recordLiveness(meta: HostMeta, next: { role: LivenessRole; term: number; leader?: string; handover: boolean }): HostMeta {
+export function recordLiveness(
+  meta: HostMeta,
+  next: { role: LivenessRole; term: number; leader?: string; handover: boolean; promotion?: Promotion },
+): HostMeta {
   const out: HostMeta = { ...meta, role: next.role, term: Math.max(meta.term, next.term) };
+  if (next.promotion) out.lastPromotion = next.promotion;
   if (out.pair && next.leader !== undefined) out.pair = { ...out.pair, leader: next.leader };
   delete out.handover;
   if (next.handover) out.handover = true;

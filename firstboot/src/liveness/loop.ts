@@ -8,7 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { ConsoleOut, Logger } from '../adapters/output.ts';
-import { recordLiveness, type HostMeta } from '../core/hostmeta.ts';
+import { recordLiveness, type HostMeta, type Promotion, type PromotionCause } from '../core/hostmeta.ts';
 import { MARKER } from '../core/report.ts';
 import { bindVip, interfacesWith, releaseVip } from '../net/vip.ts';
 import type { HeartbeatFacts } from '../pairing/core/beacon.ts';
@@ -113,6 +113,8 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   let lastError: string | undefined;
   let divergent: { file: string; rows: number } | undefined;
   let lastActions: { at: string; actions: string[]; ms: number; ok: boolean }[] = [];
+  /** Promotions of this node by cause since the agent started (a Prometheus counter; lastPromotion in hostmeta.json outlives restarts). */
+  const promotions: Record<PromotionCause, number> = { 'leader-lost': 0, handover: 0, reclaim: 0 };
 
   const probes = startProbes({
     ifname: ctx.ifname,
@@ -123,7 +125,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     holdsVip: () => holdsVip,
   });
 
-  const persist = (next: { role: LivenessRole; term?: number; leader?: string; handover?: boolean }) => {
+  const persist = (next: { role: LivenessRole; term?: number; leader?: string; handover?: boolean; promotion?: Promotion }) => {
     const meta = ctx.meta();
     ctx.save(
       recordLiveness(meta, {
@@ -131,6 +133,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         term: next.term ?? meta.term,
         ...(next.leader ? { leader: next.leader } : {}),
         handover: next.handover ?? meta.handover === true,
+        ...(next.promotion ? { promotion: next.promotion } : {}),
       }),
     );
   };
@@ -139,10 +142,17 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     if (ctx.mode === 'physical') await withAdmin(pg, (db) => ensurePhysicalSlot(db, slotName(ctx.peer.name)));
   };
 
-  async function execute(a: Action, now: number): Promise<void> {
+  async function execute(a: Action, now: number, reason: string): Promise<void> {
     switch (a.kind) {
       case 'promote': {
-        persist({ role: 'leader', term: a.term, leader: ctx.nodeId, handover: false });
+        persist({
+          role: 'leader',
+          term: a.term,
+          leader: ctx.nodeId,
+          handover: false,
+          promotion: { at: new Date().toISOString(), term: a.term, cause: a.cause, reason },
+        });
+        promotions[a.cause] += 1;
         handoverSince = undefined;
         // Down before pg_promote, so the new primary takes writes the moment it is one.
         await setFence(pg, false);
@@ -161,7 +171,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         await ensurePeerSlot();
         role = 'leader';
         ctx.kine.want(kineUpstream(role));
-        log.event('warn', 'promoted', { term: a.term, fromStandby: inRecovery });
+        log.event('warn', 'promoted', { term: a.term, cause: a.cause, fromStandby: inRecovery });
         out.line(`${MARKER} promoted term=${a.term}`);
         return;
       }
@@ -259,7 +269,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     void (async () => {
       let ok = true;
       try {
-        for (const a of actions) await execute(a, now);
+        for (const a of actions) await execute(a, now, reason);
         lastError = undefined;
       } catch (e) {
         ok = false;
@@ -470,6 +480,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         kineHealthy: ctx.kine.healthy,
         handoverForMs: input.handover?.sinceMs ?? null,
         lastActions,
+        promotions,
         ...(divergent ? { divergentRowsFile: divergent.file, divergentRows: divergent.rows } : {}),
       },
     });

@@ -34,6 +34,7 @@ export function nodeFirewall(settings: ClusterSettings, lanInterface: string, pe
     sshOpen: existsSync(SSHD),
     ports: {
       ssh: 22,
+      statusPage: settings.statusPagePort,
       discovery: settings.discoveryPort,
       channel: settings.channelPort,
       postgres: settings.pgPort,

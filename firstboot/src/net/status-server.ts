@@ -15,6 +15,8 @@ export interface StatusServer {
 }
 
 export interface StatusActions {
+  /** The agent's newest log lines (JSON objects, oldest first). */
+  events?(count: number): string[];
   /** Planned switchover; answers whether it was accepted and why. Absent until the node is provisioned. */
   switchover?(): { accepted: boolean; reason: string };
   /** Applies the bundle the request names; `progress` lines are streamed, the result is the last line. */
@@ -23,6 +25,8 @@ export interface StatusActions {
     progress: (event: object) => void,
   ): Promise<object>;
 }
+
+const DEFAULT_EVENT_LINES = 200;
 
 /** A bundle path and flags: small JSON, nothing else. */
 const MAX_UPGRADE_REQUEST_BYTES = 4096;
@@ -76,7 +80,14 @@ export async function startStatusServer(socketPath: string, getStatus: () => Pro
       });
       return;
     }
-    if (req.method !== 'GET') return send(405, { error: 'GET /status, POST /switchover or POST /upgrade' });
+    if (req.method !== 'GET') return send(405, { error: 'GET /status, GET /events, POST /switchover or POST /upgrade' });
+    const url = new URL(req.url ?? '/', 'http://agent');
+    if (url.pathname === '/events') {
+      const count = Number(url.searchParams.get('lines') ?? DEFAULT_EVENT_LINES);
+      if (!Number.isInteger(count) || count < 1) return send(400, { error: 'lines: expected a whole number of at least 1' });
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      return res.end((actions.events?.(count) ?? []).map((l) => `${l}\n`).join(''));
+    }
     if (req.url === '/status') {
       Promise.resolve()
         .then(getStatus)
@@ -86,7 +97,7 @@ export async function startStatusServer(socketPath: string, getStatus: () => Pro
         );
       return;
     }
-    send(404, { error: 'unknown path: GET /status' });
+    send(404, { error: 'unknown path: GET /status or GET /events?lines=N' });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -102,6 +113,25 @@ export async function startStatusServer(socketPath: string, getStatus: () => Pro
 /** Reads GET /status from an agent's socket. */
 export function readStatus(socketPath: string, timeoutMs = 5000): Promise<unknown> {
   return requestJson(socketPath, 'GET', '/status', timeoutMs);
+}
+
+/** The agent's newest `lines` log events (GET /events), oldest first. */
+export function readEvents(socketPath: string, lines: number, timeoutMs = 5000): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath, method: 'GET', path: `/events?lines=${lines}`, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        body += d;
+      });
+      res.on('end', () =>
+        res.statusCode === 200 ? resolve(body.split('\n').filter((l) => l !== '')) : reject(new Error(`GET /events on ${socketPath}: ${body.trim()}`)),
+      );
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer to GET /events from ${socketPath} within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 /** Asks the agent (the leader) for a planned switchover: `{ accepted, reason }`. */

@@ -248,7 +248,7 @@ function decideFenced(i: TickInput, c: LivenessConfig, f: Facts): Decision {
   if (!pgOk) missing.push(`PostgreSQL ${i.pg.state}`);
   if (missing.length) return done([], `fenced: ${missing.join(', ')}`);
   return done(
-    [{ kind: 'promote', term: f.nextTerm }, { kind: 'unfence' }, { kind: 'take-vip' }],
+    [{ kind: 'promote', term: f.nextTerm, cause: 'reclaim' }, { kind: 'unfence' }, { kind: 'take-vip' }],
     `peer silent ${i.peer.silentMs} ms, witness reachable, VIP silent, I was async: reclaim at term ${f.nextTerm}`,
   );
 }
@@ -277,7 +277,7 @@ function decideFollower(i: TickInput, c: LivenessConfig, f: Facts): Decision {
       // the VIP is enough, no need to wait for ARP probes to time out.
       if (hb.holdsVip) missing.push('it still holds the VIP');
       if (missing.length) return done([], `peer yields but: ${missing.join(', ')}`);
-      const actions: Action[] = [{ kind: 'promote', term: f.nextTerm }, { kind: 'take-vip' }];
+      const actions: Action[] = [{ kind: 'promote', term: f.nextTerm, cause: 'handover' }, { kind: 'take-vip' }];
       // Its PostgreSQL is down (known down, by its own report): do not make writes wait for it.
       if (!hb.pgHealthy && i.replication.syncRep) actions.push({ kind: 'degrade-to-async' });
       return done(actions, `peer ${hb.nodeId} yields to me and I have every commit: promote at term ${f.nextTerm}`);
@@ -294,7 +294,7 @@ function decideFollower(i: TickInput, c: LivenessConfig, f: Facts): Decision {
   else if (hb.role === 'follower') missing.push('the peer was a follower');
   else if (f.leaderMayHaveDegraded) missing.push(hb.syncRep ? 'the leader may have degraded to async unheard' : 'the leader was async');
   if (missing.length) return done([], `not promoting: ${missing.join(', ')}`);
-  const actions: Action[] = [{ kind: 'promote', term: f.nextTerm }, { kind: 'take-vip' }];
+  const actions: Action[] = [{ kind: 'promote', term: f.nextTerm, cause: 'leader-lost' }, { kind: 'take-vip' }];
   if (i.replication.syncRep) actions.push({ kind: 'degrade-to-async' });
   return done(
     actions,

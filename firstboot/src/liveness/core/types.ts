@@ -17,7 +17,7 @@
  */
 
 export type { LivenessRole } from '../../core/hostmeta.ts';
-import type { LivenessRole } from '../../core/hostmeta.ts';
+import type { LivenessRole, PromotionCause } from '../../core/hostmeta.ts';
 
 /** What PostgreSQL on a node currently is. `down`: not running or not answering. */
 export type PgState = 'primary' | 'standby' | 'down';
@@ -129,7 +129,7 @@ export interface TickInput {
  * No action ("none") is an empty list; `reason` always says why.
  */
 export type Action =
-  | { kind: 'promote'; term: number }
+  | { kind: 'promote'; term: number; cause: PromotionCause }
   | { kind: 'take-vip' }
   | { kind: 'release-vip' }
   | { kind: 'fence' }

@@ -13,7 +13,8 @@
  *   - the LAN (on `lanInterface` when given, else any interface): SSH, pairing beacons (UDP; HMAC
  *     checked, and third boxes and replace-node must still hear they are refused), the pairing
  *     channel (TCP) until a peer is known, Kine's etcd API only when the image serves remote etcd
- *     clients (then with mTLS), the Kubernetes API once it is given a port;
+ *     clients (then with mTLS), the Kubernetes API once it is given a port, the read-only status
+ *     page and metrics (no secrets in them; no authentication, like Patroni's and most exporters');
  *   - the peer's address only: PostgreSQL (replication, pg_rewind, the follower's Kine through the
  *     VIP), once paired the pairing channel, on a worker the kubelet (mTLS), and with K3s its
  *     pod network (flannel's VXLAN, UDP);
@@ -35,6 +36,8 @@ export const DROP_COUNTER = 'inbound_dropped';
 
 export interface FirewallPorts {
   ssh: number;
+  /** The read-only status page and Prometheus metrics (HTTP). */
+  statusPage: number;
   /** Pairing beacons and heartbeats (UDP). */
   discovery: number;
   /** Pairing channel (TCP, TLS-PSK). */
@@ -128,6 +131,7 @@ export function renderFirewall(input: FirewallInput): string {
   const p = input.ports;
   const ports = {
     ssh: checkPort('ports.ssh', p.ssh),
+    statusPage: checkPort('ports.statusPage', p.statusPage),
     discovery: checkPort('ports.discovery', p.discovery),
     channel: checkPort('ports.channel', p.channel),
     postgres: checkPort('ports.postgres', p.postgres),
@@ -150,6 +154,7 @@ export function renderFirewall(input: FirewallInput): string {
 
   const lanTcp = [
     ...(input.sshOpen ? [ports.ssh] : []),
+    ports.statusPage,
     ...(peer ? [] : [ports.channel]),
     ...(input.kineRemote ? [ports.kine] : []),
     ...(ports.kubeApi !== undefined ? [ports.kubeApi] : []),
