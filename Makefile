@@ -18,6 +18,7 @@ repro:
 	PROFILE=$(PROFILE) HARDWARE=$(HARDWARE) node --import tsx builder/src/repro/repro.ts
 
 test: deps typecheck lint
+	@sh builder/host-deps.sh openssh-server chromium
 	node test/run-suite.mjs
 
 test-unit: deps

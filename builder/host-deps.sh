@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what building and testing geminik8s needs on a Debian 12 host: apt packages (only the
 # missing ones, so a warm machine pays nothing) and the locked npm dependencies. Arguments name extra
-# Debian packages one target needs (make repro: diffoscope-minimal).
+# Debian packages one target needs (make repro: diffoscope-minimal; make test: openssh-server for the
+# test nodes' sshd, chromium for the status page check).
 set -eu
 
 PACKAGES="mmdebstrap fdisk e2fsprogs dosfstools mtools grub-common grub-efi-amd64-bin \
@@ -20,7 +21,20 @@ if [ -n "$missing" ]; then
   fi
   echo "installing Debian packages:$missing" >&2
   apt-get update -q >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >&2
+  # The tests run sshd themselves, one per test node namespace: installed here, openssh-server's
+  # own service is neither started (policy-rc.d) nor left enabled on this machine.
+  fresh_sshd=""
+  case " $missing " in *" openssh-server "*) [ -e /usr/sbin/policy-rc.d ] || fresh_sshd=1 ;; esac
+  if [ -n "$fresh_sshd" ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >&2 || { [ -z "$fresh_sshd" ] || rm -f /usr/sbin/policy-rc.d; exit 1; }
+  if [ -n "$fresh_sshd" ]; then
+    rm -f /usr/sbin/policy-rc.d
+    if [ -d /run/systemd/system ]; then systemctl disable --quiet ssh.service ssh.socket 2>/dev/null || true; fi
+    echo "openssh-server installed for the tests' own sshd; its host service is left disabled" >&2
+  fi
 fi
 
 if ! command -v go >/dev/null 2>&1; then

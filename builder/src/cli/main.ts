@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { ImageRefusedError, stampSite } from '../disk/stamp.ts';
@@ -16,6 +16,8 @@ import { BundleRefused, verifyBundle } from '../../../firstboot/src/upgrade/bund
 import { generateSigningKey, readKey } from './keys.ts';
 import { homedir } from 'node:os';
 import { type RollingEvent, rollingUpgrade } from '../remote/rolling-upgrade.ts';
+import { formatEvent, renderSiteTable } from '../remote/core/site.ts';
+import { fetchKubeconfig, fetchLogs, readSite, type SiteTarget, switchover, type SwitchoverEvent, SwitchoverRefused } from '../remote/site-commands.ts';
 
 /** Readable progress for `geminik8s upgrade`: one line per step and per change of what it waits for. */
 function humanRollingReporter(): (e: RollingEvent) => void {
@@ -39,6 +41,51 @@ function humanRollingReporter(): (e: RollingEvent) => void {
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+interface SiteFlags {
+  site: string;
+  host?: string[];
+  identity: string;
+  knownHosts: string;
+}
+
+/** The options every command against a site takes: the site file, the boxes, the operator's key, the pinned host keys. */
+function siteCommand(program: Command, name: string, description: string): Command {
+  return program
+    .command(name)
+    .description(description)
+    .requiredOption('--site <file>', 'the site file (static sites name their boxes in it)')
+    .option('--host <address>', "a box's address (twice; needed for DHCP sites)", collect)
+    .option('--identity <file>', "the operator's SSH private key (its public key is in the site file)", path.join(homedir(), '.ssh', 'id_ed25519'))
+    .option('--known-hosts <file>', 'pinned host keys (added on first contact, checked after)', path.join(homedir(), '.config', 'geminik8s', 'known_hosts'));
+}
+
+/** The two boxes of a site: --host twice, else the static addresses the site file lists. */
+async function siteTarget(o: SiteFlags): Promise<SiteTarget> {
+  const site = await loadSiteFile(o.site);
+  const hosts = o.host ?? site.network.nodes?.map((n) => n.address.split('/')[0]!) ?? [];
+  if (hosts.length !== 2)
+    throw new CliError(
+      `need the two boxes' addresses: --host <a> --host <b> (found ${hosts.length}; a static site lists them under network.nodes)`,
+      EXIT.invalidInput,
+    );
+  return { hosts, identity: { keyFile: o.identity, knownHosts: o.knownHosts } };
+}
+
+/** A host key that does not match its pin is never a plain failure: it is refused input, loudly. */
+function refuseMismatch(e: unknown): never {
+  if ((e as Error).name === 'HostKeyMismatch') throw new CliError((e as Error).message, EXIT.invalidInput);
+  throw e;
+}
+
+function positiveInteger(flag: string, min = 1): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min)
+      throw new CliError(`${flag}: expected a whole number of at least ${min}, found ${JSON.stringify(v)}`, EXIT.invalidInput);
+    return n;
+  };
+}
 
 async function packageVersion(): Promise<string> {
   const pkg = JSON.parse(await readFile(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
@@ -224,15 +271,11 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
         );
     });
 
-  program
-    .command('upgrade')
-    .description(
-      'Rolling A/B upgrade of a pair over SSH: the follower first (upload, apply, reboot, health gate, back in sync), a planned switchover, then the other box. Stops at the first failed step and says which box runs what.',
-    )
-    .requiredOption('--site <file>', 'the site file (static sites name their boxes in it)')
-    .option('--host <address>', "a box's address (twice; needed for DHCP sites)", collect)
-    .option('--identity <file>', "the operator's SSH private key (its public key is in the site file)", path.join(homedir(), '.ssh', 'id_ed25519'))
-    .option('--known-hosts <file>', 'pinned host keys (added on first contact, checked after)', path.join(homedir(), '.config', 'geminik8s', 'known_hosts'))
+  siteCommand(
+    program,
+    'upgrade',
+    'Rolling A/B upgrade of a pair over SSH: the follower first (upload, apply, reboot, health gate, back in sync), a planned switchover, then the other box. Stops at the first failed step and says which box runs what.',
+  )
     .addOption(
       new Option('--step-timeout <seconds>', 'longest one box may take from apply to a committed slot back in sync')
         .default(1800)
@@ -240,24 +283,92 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
     )
     .option('--json', 'one JSON event per line on stdout')
     .argument('<bundle>', 'an update.bundle from `geminik8s build --signing-key`')
-    .action(async (bundlePath: string, o: { site: string; host?: string[]; identity: string; knownHosts: string; stepTimeout: number; json?: boolean }) => {
-      const site = await loadSiteFile(o.site);
-      const hosts = o.host ?? site.network.nodes?.map((n) => n.address.split('/')[0]!) ?? [];
-      if (hosts.length !== 2)
-        throw new CliError(
-          `need the two boxes' addresses: --host <a> --host <b> (found ${hosts.length}; a static site lists them under network.nodes)`,
-          EXIT.invalidInput,
-        );
+    .action(async (bundlePath: string, o: SiteFlags & { stepTimeout: number; json?: boolean }) => {
+      const target = await siteTarget(o);
       if (!Number.isInteger(o.stepTimeout) || o.stepTimeout < 60) throw new CliError('--step-timeout: whole seconds, at least 60', EXIT.invalidInput);
       const report = o.json ? (e: RollingEvent) => printJson(e) : humanRollingReporter();
       const result = await rollingUpgrade({
-        hosts: hosts as [string, string],
+        hosts: target.hosts as [string, string],
         bundle: path.resolve(bundlePath),
-        identity: { keyFile: o.identity, knownHosts: o.knownHosts },
+        identity: target.identity,
         report,
         stepTimeoutMs: o.stepTimeout * 1000,
-      });
+      }).catch(refuseMismatch);
       if (!result.ok) throw new CliError('upgrade stopped (see above)', EXIT.failed);
+    });
+
+  siteCommand(
+    program,
+    'status',
+    'Both boxes of a site over SSH: role and term, PostgreSQL, replication mode and lag, the VIP, the Kubernetes API, the last promotion and why, disk use, version and slots. Exit 0 when the pair is a leader with a synchronous follower, 1 when not.',
+  )
+    .option('--watch [seconds]', 'refresh until interrupted (every 5 s, or as given)')
+    .option('--json', 'the site view as JSON (with --watch: one object per line)')
+    .action(async (o: SiteFlags & { watch?: string | true; json?: boolean }) => {
+      const target = await siteTarget(o);
+      const every = o.watch === undefined ? 0 : o.watch === true ? 5 : positiveInteger('--watch')(o.watch);
+      for (;;) {
+        const t0 = performance.now();
+        const view = await readSite(target).catch(refuseMismatch);
+        const seconds = Number(((performance.now() - t0) / 1000).toFixed(2));
+        if (o.json) printJson({ ...view, seconds });
+        else
+          process.stdout.write(
+            `${every ? '\x1b[2J\x1b[H' : ''}${renderSiteTable(view)}read in ${seconds} s${every ? `; every ${every} s, Ctrl-C stops` : ''}\n`,
+          );
+        if (!every) {
+          if (view.problems.length > 0) throw new CliError('', EXIT.failed);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, every * 1000));
+      }
+    });
+
+  siteCommand(
+    program,
+    'switchover',
+    'Planned switchover: the leader hands the VIP and the writes to the follower once it has every commit (no acknowledged write is lost), and follows it. Refused when the follower is not a synchronous standby, unless --force.',
+  )
+    .option('--force', 'ask even though the follower is not in sync right now (the leader still hands over only once it has caught up, within 30 s)')
+    .addOption(new Option('--timeout <seconds>', 'how long to wait for the follower to take over').default(90).argParser(positiveInteger('--timeout', 10)))
+    .option('--json', 'one JSON event per line')
+    .action(async (o: SiteFlags & { force?: boolean; timeout: number; json?: boolean }) => {
+      const target = await siteTarget(o);
+      const say = (e: SwitchoverEvent) => {
+        if (o.json) return printJson(e);
+        if (e.event === 'asked') process.stderr.write(`asked ${e.from} to hand over to ${e.to}${e.forced ? ' (forced: it was not in sync)' : ''}\n`);
+        else if (e.event === 'done') process.stderr.write(`done in ${e.seconds.toFixed(1)} s: ${e.leader} leads at term ${e.term}\n`);
+      };
+      await switchover(target, { force: o.force ?? false, timeoutMs: o.timeout * 1000, report: say }).catch((e: unknown) => {
+        if (e instanceof SwitchoverRefused) throw new CliError(e.message, EXIT.invalidInput);
+        return refuseMismatch(e);
+      });
+    });
+
+  siteCommand(program, 'kubeconfig', "The site's admin kubeconfig for the VIP (client certificate of the pair CA), written 0600.")
+    .option('--out <file>', 'where to write it', 'kubeconfig')
+    .option('--force', 'replace an existing file')
+    .option('--json', 'print where it was written as JSON')
+    .action(async (o: SiteFlags & { out: string; force?: boolean; json?: boolean }) => {
+      const target = await siteTarget(o);
+      const { host, text } = await fetchKubeconfig(target).catch(refuseMismatch);
+      await writeFile(o.out, text, { mode: 0o600, flag: o.force ? 'w' : 'wx' }).catch((e: NodeJS.ErrnoException) => {
+        throw e.code === 'EEXIST' ? new CliError(`${o.out} exists: --force replaces it`, EXIT.invalidInput) : e;
+      });
+      await chmod(o.out, 0o600);
+      if (o.json) printJson({ file: path.resolve(o.out), from: host });
+      else process.stderr.write(`wrote ${o.out} (0600) from ${host}: kubectl --kubeconfig ${o.out} get nodes\n`);
+    });
+
+  siteCommand(program, 'logs', "Both boxes' recent agent events, merged by time (the agents keep their newest 2000; journald on each box has all).")
+    .addOption(new Option('--lines <n>', 'events per box').default(200).argParser(positiveInteger('--lines')))
+    .option('--json', 'one JSON object per event, with its host')
+    .action(async (o: SiteFlags & { lines: number; json?: boolean }) => {
+      const target = await siteTarget(o);
+      const { events, unreachable } = await fetchLogs(target, o.lines).catch(refuseMismatch);
+      for (const e of events) process.stdout.write(`${o.json ? JSON.stringify(e) : formatEvent(e)}\n`);
+      for (const u of unreachable) process.stderr.write(`not read: ${u}\n`);
+      if (unreachable.length === target.hosts.length) throw new CliError('no box could be read', EXIT.failed);
     });
 
   program
@@ -290,7 +401,7 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.invalidInput;
     }
     if (err instanceof CliError) {
-      process.stderr.write(`${err.message}\n`);
+      if (err.message) process.stderr.write(`${err.message}\n`);
       return err.exitCode;
     }
     const code = (err as { code?: string; exitCode?: number }).code;

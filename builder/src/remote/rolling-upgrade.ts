@@ -8,13 +8,11 @@
 import path from 'node:path';
 import { readManifest } from '../../../firstboot/src/upgrade/bundle.ts';
 import { type BoxView, boxView, pairProblems, planRolling, type RollingStep, stepVerdict, unreachable } from './core/rolling.ts';
+import { AGENT, readBox } from './site-commands.ts';
 import { connect, type SshIdentity } from './ssh.ts';
 
-const AGENT = '/usr/lib/geminik8s/geminik8s-agent';
 const UPDATES_DIR = '/var/lib/geminik8s/updates';
 const POLL_MS = 3000;
-/** The agent executable (a Node single-executable) can take seconds to start on a slow or busy box. */
-const STATUS_TIMEOUT_MS = 60_000;
 /** A pair that is briefly not whole (a box still starting, the standby catching up) gets this long to become healthy. */
 const HEALTHY_WAIT_MS = 180_000;
 /** Two upgrades and a switchover, with room for a failover that reorders them. */
@@ -40,19 +38,8 @@ export interface RollingOptions {
 
 /** One box's status over a fresh SSH session (a box that reboots drops its connections). */
 async function observe(host: string, identity: SshIdentity): Promise<BoxView> {
-  try {
-    const s = await connect(host, identity, { timeoutMs: 10_000 });
-    try {
-      const r = await s.exec([AGENT, 'status', '--json'], { timeoutMs: STATUS_TIMEOUT_MS });
-      if (r.code !== 0) return unreachable(host, `the agent's status: ${(r.stderr || r.stdout).trim().slice(-300)}`);
-      return boxView(host, JSON.parse(r.stdout));
-    } finally {
-      s.close();
-    }
-  } catch (e) {
-    if ((e as Error).name === 'HostKeyMismatch') throw e;
-    return unreachable(host, (e as Error).message);
-  }
+  const r = await readBox(host, identity);
+  return 'error' in r ? unreachable(host, r.error) : boxView(host, r.status);
 }
 
 export async function rollingUpgrade(o: RollingOptions): Promise<{ ok: boolean; boxes: BoxView[] }> {
