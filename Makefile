@@ -3,7 +3,7 @@ PROFILE  ?= edge-standard
 HARDWARE ?= generic-x86_64-uefi
 CLI      := node bin/geminik8s.js
 
-.PHONY: deps image repro test test-unit typecheck lint bench bench-pair bench-failover fault-matrix fault-kubernetes test-kubernetes-image test-upgrade test-upgrade-pair bench-upgrade bench-memory clean
+.PHONY: deps image repro test test-unit typecheck lint bench bench-pair bench-failover fault-matrix fault-kubernetes test-kubernetes-image test-upgrade test-upgrade-pair bench-upgrade bench-memory bench-operator clean
 
 deps:
 	@sh builder/host-deps.sh
@@ -74,6 +74,10 @@ bench-failover: deps
 # Needs root: idle memory (PSS) of one appliance by program, on a pair running Kubernetes.
 bench-memory: deps
 	node --import tsx bench/memory.ts
+
+bench-operator: deps
+	@sh builder/host-deps.sh openssh-server
+	node --import tsx bench/operator.ts
 
 clean:
 	rm -rf dist .cache

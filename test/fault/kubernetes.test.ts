@@ -14,11 +14,14 @@
  */
 import test from 'ava';
 import { X509Certificate } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { isScenarioId, vipNotReady, vipServer } from '../helpers/fault-matrix.ts';
 import { registerFaultTests } from '../helpers/fault-tests.ts';
 import { parseKubeconfig } from '../helpers/kube-client.ts';
 import { adminKubeconfigPath } from '../helpers/pair-agents.ts';
+import { cliOnLan, serveSsh } from '../helpers/sshd.ts';
 
 // make test runs b; `make fault-kubernetes` runs a, b and c (KUBERNETES_FAULTS=abc). Faults a and
 // c fail about one run in three on a loaded 2-core host (two nodes' control planes, plus whatever
@@ -65,4 +68,23 @@ test.serial('each node wrote an admin kubeconfig (0600) for the VIP with a syste
       `${at}: the client certificate's organisation is system:masters (subject: ${client.subject.replace(/\n/g, ', ')})`,
     );
   }
+});
+
+test.serial("geminik8s kubeconfig fetches the box's admin kubeconfig over SSH and writes it 0600, once", async (t) => {
+  const m = need(t);
+  if (!m) return;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-kubeconfig-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const ssh = await serveSsh(m.pair, dir);
+  const [a, b] = m.pair.agents as [(typeof m.pair.agents)[0], (typeof m.pair.agents)[0]];
+  const out = path.join(dir, 'site.kubeconfig');
+  const args = ['kubeconfig', '--out', out, '--site', path.join(a.dirs.oem, 'site.yaml'), '--host', a.address, '--host', b.address];
+  const remote = ['--identity', ssh.identity, '--known-hosts', ssh.knownHosts];
+  const r = await cliOnLan(m.pair, [...args, ...remote, '--json']);
+  t.is(r.code, 0, r.stderr);
+  t.is(await readFile(out, 'utf8'), await readFile(adminKubeconfigPath(a), 'utf8'), "the first box's admin kubeconfig, byte for byte");
+  t.is(((await stat(out)).mode & 0o777).toString(8), '600');
+  const again = await cliOnLan(m.pair, [...args, ...remote]);
+  t.is(again.code, 2, 'an existing file is not replaced without --force');
+  t.regex(again.stderr, /exists: --force replaces it/);
 });

@@ -30,7 +30,7 @@ test('a healthy pair: one leader holding the VIP with a synchronous follower, no
   t.is(v.vipHolder, '192.0.2.11');
   const table = renderSiteTable(v);
   t.regex(table, /^role +leader \(term 4\), holds VIP +follower \(term 4\)$/m);
-  t.regex(table, /^replication +sync lag 0 B \/ 0.0 s +async$/m);
+  t.regex(table, /^replication +sync lag 0 B \/ 0.0 s +streaming$/m);
   t.regex(table, /healthy: a leader with a synchronous follower/);
 });
 

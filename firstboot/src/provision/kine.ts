@@ -73,7 +73,7 @@ export interface KineOptions {
   caFile: string;
   /** Kine's stdout/stderr are appended here (default: discarded). */
   logFile?: string;
-  /** Metrics listener; '0' (default) disables it. */
+  /** Metrics listener (plain HTTP even when the etcd API is TLS: keep it on loopback); '0' (default) disables it. */
   metricsBindAddress?: string;
   extraArgs?: string[];
   /** How long start waits for a healthy answer (default 30 s). */
@@ -156,9 +156,12 @@ export async function kineHealth(client: KineClient, timeoutMs = 3000): Promise<
 
 export async function startKine(o: KineOptions): Promise<KineProcess> {
   const tlsArgs = o.tls ? ['--server-cert-file', o.tls.certFile, '--server-key-file', o.tls.keyFile, '--trusted-ca-file', o.tls.caFile] : [];
+  // Kine's metrics would otherwise take the etcd API's TLS and client certificates; they are served
+  // on loopback only (metricsBindAddress) to the agent, which appends them to its read-only /metrics.
+  const metricsArgs = o.metricsBindAddress && o.metricsBindAddress !== '0' && o.tls ? ['--metrics-ignore-tls-config'] : [];
   const daemon = spawnDaemon({
     binary: o.binary,
-    args: ['--listen-address', o.listenAddress, '--metrics-bind-address', o.metricsBindAddress ?? '0', ...tlsArgs, ...(o.extraArgs ?? [])],
+    args: ['--listen-address', o.listenAddress, '--metrics-bind-address', o.metricsBindAddress ?? '0', ...metricsArgs, ...tlsArgs, ...(o.extraArgs ?? [])],
     // The datastore password travels in the environment, never on the command line (ps shows that).
     env: { KINE_ENDPOINT: kineEndpoint({ host: o.db.host, port: o.db.port, password: o.password, sslRootCert: o.caFile }) },
     ...(o.logFile ? { logFile: o.logFile } : {}),

@@ -45,7 +45,8 @@ export interface AgentStatusJson {
   upgrade?: { version?: string; slots?: { booted?: string; committed?: string; trying?: string | null }; last?: { state: string; reason?: string } };
 }
 
-export type ReplicationMode = 'sync' | 'async' | 'none';
+/** sync / async: how the leader's standby replicates; streaming: a follower receiving WAL (the leader knows which mode). */
+export type ReplicationMode = 'sync' | 'async' | 'streaming' | 'none';
 
 export interface BoxSummary {
   name: string;
@@ -61,10 +62,7 @@ export interface BoxSummary {
   walLsn: string | null;
   /** A standby's received LSN. */
   receivedLsn: string | null;
-  /**
-   * Leader: how its standby replicates (sync: commits wait for it); follower: whether it streams
-   * (sync/async as the leader last reported it is not known here, so streaming shows as async).
-   */
+  /** Leader: how its standby replicates (sync: commits wait for it); follower: whether it streams. */
   replication: ReplicationMode;
   /** Leader: its standby's replay lag; follower: WAL received but not replayed yet. Null when unknown. */
   lagBytes: number | null;
@@ -101,7 +99,7 @@ export function summarizeBox(s: AgentStatusJson): BoxSummary {
         : 'async'
       : 'none'
     : l.receiverStreaming === true
-      ? 'async'
+      ? 'streaming'
       : 'none';
   const slots = s.upgrade?.slots ?? {};
   return {
