@@ -5,7 +5,8 @@
  * switchover; `upgrade apply <bundle>` / `upgrade status` ask the running agent (its socket) to apply an update
  * bundle or show the slots; `upgrade-deadline` is geminik8s-upgrade-deadline.timer's check;
  * `logs [--lines N]` prints the running agent's newest events (JSON lines); `kubeconfig` prints the
- * admin kubeconfig for the VIP (root only: it holds the pair's admin key);
+ * admin kubeconfig for the VIP (root only: it holds the pair's admin key); `backup` writes Kine's
+ * database (pg_dump archive) to stdout on the leader; `restore` has the running agent replace it;
  * `etcd-client-cert --name <name>` issues a client certificate for a remote etcd client of Kine
  * (run as root on a paired box, e.g. over SSH); `--version` prints the agent and embedded Node versions.
  */
@@ -18,10 +19,13 @@ import { startWatchdog } from './liveness/watchdog.ts';
 import { issueClientCert, loadSecrets } from './provision/secrets.ts';
 import { AGENT_VERSION } from './version.ts';
 import { uptime } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { runTool } from './adapters/exec.ts';
-import { readEvents, readStatus, requestSwitchover, requestUpgrade } from './net/status-server.ts';
-import { readFile } from 'node:fs/promises';
+import { readEvents, readStatus, requestRestore, requestSwitchover, requestUpgrade } from './net/status-server.ts';
+import { dumpKineDatabase } from './provision/postgres.ts';
+import { createWriteStream } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import { grubBackend } from './upgrade/slot-backend.ts';
 import { enforceDeadline, UpgradeService, type UpgradeServiceOptions } from './upgrade/service.ts';
 
@@ -106,6 +110,51 @@ async function logsCommand(args: string[]): Promise<number> {
   return 0;
 }
 
+/**
+ * `backup`: Kine's database as a pg_dump archive on stdout (the operator's `geminik8s backup` reads
+ * it over SSH and encrypts it on its side). From the leader only: its primary has every commit.
+ */
+async function backupCommand(stateDir: string): Promise<number> {
+  const status = (await readStatus(statusSocketPath(process.env))) as { role?: string };
+  if (status.role !== 'leader') {
+    process.stderr.write(`geminik8s-agent: this box is ${status.role ?? 'unknown'}: back up from the leader\n`);
+    return 3;
+  }
+  const settings = clusterSettings(process.env, stateDir);
+  await dumpKineDatabase({ paths: settings.pg, port: settings.pgPort }, process.stdout);
+  return 0;
+}
+
+/**
+ * `restore - | restore <archive> | restore --restart-only`: through the running agent, which owns
+ * Kine. `-` reads the archive from stdin (the operator's `geminik8s restore` streams it over SSH)
+ * into a root-only file under the state folder, removed once restored.
+ */
+async function restoreCommand(args: string[], stateDir: string): Promise<number> {
+  const arg = args.length === 1 ? args[0]! : undefined;
+  if (arg === undefined || (arg.startsWith('-') && arg !== '-' && arg !== '--restart-only')) {
+    process.stderr.write(
+      'usage: geminik8s-agent restore - (the archive on stdin) | restore <pg_dump archive on this box>   (on the leader)\n       geminik8s-agent restore --restart-only   (on the follower, after the leader restored)\n',
+    );
+    return 2;
+  }
+  let received: string | undefined;
+  if (arg === '-') {
+    const dir = join(stateDir, 'restore');
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    received = join(dir, 'kine.dump');
+    await pipeline(process.stdin, createWriteStream(received, { mode: 0o600 }));
+  }
+  try {
+    const request = arg === '--restart-only' ? { restartOnly: true } : { file: received ?? resolve(arg) };
+    const answer = (await requestRestore(statusSocketPath(process.env), request)) as { result?: string; message?: string };
+    process.stdout.write(`${JSON.stringify(answer)}\n`);
+    return answer.result === 'restored' || answer.result === 'restarted' ? 0 : answer.result === 'refused' ? 2 : 1;
+  } finally {
+    if (received) await rm(received, { force: true });
+  }
+}
+
 /** `kubeconfig`: the admin kubeconfig the running agent wrote for the VIP. */
 async function kubeconfigCommand(): Promise<number> {
   const status = (await readStatus(statusSocketPath(process.env))) as { kubernetes?: { adminKubeconfig?: string } };
@@ -169,6 +218,8 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   if (args[0] === 'logs') return logsCommand(args.slice(1));
+  if (args.length === 1 && args[0] === 'backup') return backupCommand(paths.stateDir);
+  if (args[0] === 'restore') return restoreCommand(args.slice(1), paths.stateDir);
   if (args.length === 1 && args[0] === 'kubeconfig') return kubeconfigCommand();
   if (args.length === 1 && args[0] === 'switchover') {
     const answer = (await requestSwitchover(statusSocketPath(process.env))) as { accepted?: boolean; reason?: string };
@@ -184,7 +235,7 @@ async function main(args: string[]): Promise<number> {
   }
   if (args.length > 0) {
     process.stderr.write(
-      `geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | status [--json] | switchover | logs [--lines N] | kubeconfig | grow-data-partition | etcd-client-cert --name <name> | upgrade apply|status | upgrade-deadline])\n`,
+      `geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | status [--json] | switchover | logs [--lines N] | kubeconfig | backup | restore <archive>|--restart-only | grow-data-partition | etcd-client-cert --name <name> | upgrade apply|status | upgrade-deadline])\n`,
     );
     return 2;
   }

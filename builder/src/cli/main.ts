@@ -17,7 +17,18 @@ import { generateSigningKey, readKey } from './keys.ts';
 import { homedir } from 'node:os';
 import { type RollingEvent, rollingUpgrade } from '../remote/rolling-upgrade.ts';
 import { formatEvent, renderSiteTable } from '../remote/core/site.ts';
-import { fetchKubeconfig, fetchLogs, readSite, type SiteTarget, switchover, type SwitchoverEvent, SwitchoverRefused } from '../remote/site-commands.ts';
+import { BackupRefused } from '../remote/backup-file.ts';
+import {
+  backupSite,
+  fetchKubeconfig,
+  fetchLogs,
+  readSite,
+  restoreSite,
+  SiteCommandRefused,
+  type SiteTarget,
+  switchover,
+  type SwitchoverEvent,
+} from '../remote/site-commands.ts';
 
 /** Readable progress for `geminik8s upgrade`: one line per step and per change of what it waits for. */
 function humanRollingReporter(): (e: RollingEvent) => void {
@@ -70,6 +81,13 @@ async function siteTarget(o: SiteFlags): Promise<SiteTarget> {
       EXIT.invalidInput,
     );
   return { hosts, identity: { keyFile: o.identity, knownHosts: o.knownHosts } };
+}
+
+/** A refused backup file, or a site in no state for the command: invalid input, nothing changed. */
+function siteRefusal(e: unknown): never {
+  if (e instanceof BackupRefused) throw new CliError(`refused (${e.code}): ${e.message}`, EXIT.invalidInput);
+  if (e instanceof SiteCommandRefused) throw new CliError(e.message, EXIT.invalidInput);
+  return refuseMismatch(e);
 }
 
 /** A host key that does not match its pin is never a plain failure: it is refused input, loudly. */
@@ -339,10 +357,7 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
         if (e.event === 'asked') process.stderr.write(`asked ${e.from} to hand over to ${e.to}${e.forced ? ' (forced: it was not in sync)' : ''}\n`);
         else if (e.event === 'done') process.stderr.write(`done in ${e.seconds.toFixed(1)} s: ${e.leader} leads at term ${e.term}\n`);
       };
-      await switchover(target, { force: o.force ?? false, timeoutMs: o.timeout * 1000, report: say }).catch((e: unknown) => {
-        if (e instanceof SwitchoverRefused) throw new CliError(e.message, EXIT.invalidInput);
-        return refuseMismatch(e);
-      });
+      await switchover(target, { force: o.force ?? false, timeoutMs: o.timeout * 1000, report: say }).catch(siteRefusal);
     });
 
   siteCommand(program, 'kubeconfig', "The site's admin kubeconfig for the VIP (client certificate of the pair CA), written 0600.")
@@ -358,6 +373,77 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
       await chmod(o.out, 0o600);
       if (o.json) printJson({ file: path.resolve(o.out), from: host });
       else process.stderr.write(`wrote ${o.out} (0600) from ${host}: kubectl --kubeconfig ${o.out} get nodes\n`);
+    });
+
+  siteCommand(
+    program,
+    'backup',
+    "An encrypted, verifiable backup of the site's datastore (the leader's pg_dump of Kine's database, with every Kubernetes object), streamed over SSH and encrypted here with a key derived from the site file's pair secret: keep the site file to restore it.",
+  )
+    .requiredOption('--out <file>', 'the backup file (written 0600, under <file>.partial until it has been read back and checked)')
+    .option('--force', 'replace an existing file')
+    .option('--json', 'print the result as JSON')
+    .action(async (o: SiteFlags & { out: string; force?: boolean; json?: boolean }) => {
+      const target = await siteTarget(o);
+      const site = await loadSiteFile(o.site);
+      let shown = 0;
+      const r = await backupSite(target, { siteId: site.site.id, pairSecret: site.pair.secret }, o.out, {
+        force: o.force ?? false,
+        onBytes: (n) => {
+          if (o.json || n < shown + 64 * 2 ** 20) return;
+          shown = n;
+          process.stderr.write(`  ${(n / 2 ** 20).toFixed(0)} MiB\n`);
+        },
+      }).catch(siteRefusal);
+      if (o.json)
+        printJson({
+          file: path.resolve(r.file),
+          siteId: r.header.siteId,
+          source: r.header.source,
+          archiveBytes: r.archiveBytes,
+          fileBytes: r.fileBytes,
+          seconds: r.seconds,
+        });
+      else
+        process.stderr.write(
+          `wrote ${r.file} (0600): site ${r.header.siteId} from ${r.header.source.name} (${r.header.source.host}, term ${r.header.source.term}), archive ${r.archiveBytes} B, ${r.seconds.toFixed(1)} s; read back and checked\n`,
+        );
+    });
+
+  siteCommand(
+    program,
+    'restore',
+    "Replace a site's datastore with a backup (e.g. two freshly flashed boxes after both were lost): the file is decrypted and checked whole before anything on the site is touched, then the leader restores it in one transaction and both boxes restart Kine and Kubernetes.",
+  )
+    .argument('<file>', 'a backup from `geminik8s backup`')
+    .option('--replace', 'required: every Kine key and Kubernetes object written since the backup is lost')
+    .option('--verify-only', 'decrypt and check the file against the site file; touch nothing')
+    .option('--json', 'print the result as JSON')
+    .action(async (file: string, o: SiteFlags & { replace?: boolean; verifyOnly?: boolean; json?: boolean }) => {
+      const site = await loadSiteFile(o.site);
+      const verifyOnly = o.verifyOnly ?? false;
+      if (!verifyOnly && !o.replace)
+        throw new CliError(
+          'restore replaces the whole datastore of the site (what was written since the backup is lost): add --replace, or --verify-only to only check the file',
+          EXIT.invalidInput,
+        );
+      const target = verifyOnly ? { hosts: [], identity: { keyFile: o.identity, knownHosts: o.knownHosts } } : await siteTarget(o);
+      const r = await restoreSite(target, { siteId: site.site.id, pairSecret: site.pair.secret }, file, { verifyOnly }).catch(siteRefusal);
+      if (o.json)
+        printJson({
+          ok: true,
+          verifyOnly,
+          siteId: r.header.siteId,
+          createdAt: r.header.createdAt,
+          source: r.header.source,
+          archiveBytes: r.archiveBytes,
+          leader: r.leader ?? null,
+          seconds: r.seconds,
+        });
+      else
+        process.stderr.write(
+          `${verifyOnly ? 'ok' : `restored onto ${r.leader}`}: backup of site ${r.header.siteId} taken ${r.header.createdAt} from ${r.header.source.name}, archive ${r.archiveBytes} B, ${r.seconds.toFixed(1)} s\n`,
+        );
     });
 
   siteCommand(program, 'logs', "Both boxes' recent agent events, merged by time (the agents keep their newest 2000; journald on each box has all).")

@@ -4,6 +4,14 @@
  * socket as root, so nothing on the box listens for the operator but sshd. Decisions:
  * remote/core/site.ts.
  */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, rename, rm, stat } from 'node:fs/promises';
+import { once } from 'node:events';
+import os from 'node:os';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { type BackupHeader, encryptingStream, newHeader, readBackup } from './backup-file.ts';
 import { type SiteView, mergeEvents, type MergedEvent, planSwitchover, siteView, switchoverDone, type SwitchoverPlan } from './core/site.ts';
 import { connect, type SshIdentity, type SshSession } from './ssh.ts';
 
@@ -62,11 +70,11 @@ export async function switchover(
   const t0 = performance.now();
   const before = await readSite(t);
   const plan = planSwitchover(before, o.force);
-  if (!plan.ok) throw new SwitchoverRefused(plan.reason);
+  if (!plan.ok) throw new SiteCommandRefused(`switchover refused, nothing changed: ${plan.reason}`);
   const from = before.boxes.find((b) => b.host === plan.from);
   const termBefore = from?.reachable ? from.term : 0;
   const answer = await onBox(plan.from, t.identity, (s) => s.exec([AGENT, 'switchover'], { timeoutMs: STATUS_TIMEOUT_MS }));
-  if (answer.code !== 0) throw new SwitchoverRefused(`${plan.from} refused: ${(answer.stdout || answer.stderr).trim()}`);
+  if (answer.code !== 0) throw new SiteCommandRefused(`switchover refused by ${plan.from}, nothing changed: ${(answer.stdout || answer.stderr).trim()}`);
   o.report({ event: 'asked', from: plan.from, to: plan.to, forced: plan.forced, answer: answer.stdout.trim() });
   for (;;) {
     await new Promise((r) => setTimeout(r, 1000));
@@ -80,13 +88,6 @@ export async function switchover(
     if (performance.now() - t0 > o.timeoutMs)
       throw new Error(`${plan.to} did not take over within ${o.timeoutMs / 1000} s: ${view.problems.join('; ') || 'roles unchanged'}`);
     o.report({ event: 'waiting', seconds });
-  }
-}
-
-export class SwitchoverRefused extends Error {
-  constructor(reason: string) {
-    super(`switchover refused, nothing changed: ${reason}`);
-    this.name = 'SwitchoverRefused';
   }
 }
 
@@ -123,4 +124,94 @@ export async function fetchLogs(t: SiteTarget, lines: number): Promise<{ events:
     }),
   );
   return { events: mergeEvents(perBox), unreachable };
+}
+
+export interface SiteKey {
+  siteId: string;
+  /** The site file's pair secret: the backup key is derived from it. */
+  pairSecret: string;
+}
+
+export class SiteCommandRefused extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SiteCommandRefused';
+  }
+}
+
+/**
+ * Streams the leader's archive of Kine's database over SSH into an encrypted backup file, checks
+ * the file it wrote by reading it back, and only then gives it its name (`<out>.partial` before).
+ */
+export async function backupSite(
+  t: SiteTarget,
+  key: SiteKey,
+  out: string,
+  o: { force: boolean; onBytes?: (archiveBytes: number) => void },
+): Promise<{ file: string; header: BackupHeader; archiveBytes: number; fileBytes: number; seconds: number }> {
+  const t0 = performance.now();
+  if (!o.force && (await stat(out).catch(() => undefined))) throw new SiteCommandRefused(`${out} exists: --force replaces it`);
+  const view = await readSite(t);
+  const leader = view.boxes.find((b) => b.host === view.leader);
+  if (!leader?.reachable) throw new SiteCommandRefused(`no leader to back up from: ${view.problems.join('; ')}`);
+  const header = newHeader({ siteId: key.siteId, source: { host: leader.host, name: leader.name, term: leader.term } });
+  const partial = `${out}.partial`;
+  let archiveBytes = 0;
+  const counter = new PassThrough();
+  counter.on('data', (b: Buffer) => {
+    archiveBytes += b.length;
+    o.onBytes?.(archiveBytes);
+  });
+  const written = pipeline(counter, encryptingStream(header, key.pairSecret), createWriteStream(partial, { mode: 0o600 }));
+  try {
+    const r = await onBox(leader.host, t.identity, (s) => s.exec([AGENT, 'backup'], { stdoutTo: counter, timeoutMs: 6 * 3_600_000 }));
+    counter.end();
+    await written;
+    if (r.code !== 0) throw new Error(`${leader.host}: the backup failed (exit ${r.code}): ${r.stderr.trim()}`);
+    const check = await readBackup(partial, key, () => undefined);
+    if (check.archiveBytes !== archiveBytes) throw new Error(`${partial}: read back ${check.archiveBytes} archive bytes, ${archiveBytes} were written`);
+    await rename(partial, out);
+  } catch (e) {
+    counter.destroy();
+    await written.catch(() => undefined);
+    await rm(partial, { force: true });
+    throw e;
+  }
+  return { file: out, header, archiveBytes, fileBytes: (await stat(out)).size, seconds: (performance.now() - t0) / 1000 };
+}
+
+/**
+ * Restores a backup onto a site's pair (new boxes after both were lost, or the same pair): the
+ * whole file is decrypted and checked first, into a 0600 file of our own; nothing touches the site
+ * before that. Then the pair must be healthy (a leader with a synchronous follower); the archive is
+ * streamed to the leader's agent, which replaces Kine's database in one transaction, and the
+ * follower restarts what reads it.
+ */
+export async function restoreSite(
+  t: SiteTarget,
+  key: SiteKey,
+  file: string,
+  o: { verifyOnly: boolean },
+): Promise<{ header: BackupHeader; archiveBytes: number; leader?: string; seconds: number }> {
+  const t0 = performance.now();
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'geminik8s-restore-'));
+  try {
+    const plain = path.join(dir, 'kine.dump');
+    const sink = createWriteStream(plain, { mode: 0o600 });
+    const checked = await readBackup(file, key, (chunk) => (sink.write(chunk) ? undefined : once(sink, 'drain').then(() => undefined)));
+    await new Promise<void>((resolve, reject) => sink.end((e?: Error | null) => (e ? reject(e) : resolve())));
+    if (o.verifyOnly) return { ...checked, seconds: (performance.now() - t0) / 1000 };
+    const view = await readSite(t);
+    if (view.problems.length > 0) throw new SiteCommandRefused(`the pair is not healthy, nothing was changed: ${view.problems.join('; ')}`);
+    const leader = view.leader!;
+    const follower = view.boxes.find((b) => b.host !== leader)!.host;
+    const answer = await onBox(leader, t.identity, (s) => s.exec([AGENT, 'restore', '-'], { stdinFrom: createReadStream(plain), timeoutMs: 6 * 3_600_000 }));
+    if (answer.code !== 0) throw new Error(`${leader}: the restore failed, the site keeps its data: ${(answer.stdout || answer.stderr).trim()}`);
+    const after = await onBox(follower, t.identity, (s) => s.exec([AGENT, 'restore', '--restart-only'], { timeoutMs: STATUS_TIMEOUT_MS }));
+    if (after.code !== 0)
+      throw new Error(`${follower}: restored on ${leader}, but the follower did not restart its Kine: ${(after.stdout || after.stderr).trim()}`);
+    return { ...checked, leader, seconds: (performance.now() - t0) / 1000 };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }

@@ -5,6 +5,7 @@
  */
 import { mkdir, readFile, appendFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable, Writable } from 'node:stream';
 import { Client, type ClientChannel } from 'ssh2';
 
 export interface SshIdentity {
@@ -46,7 +47,11 @@ export interface ExecResult {
 
 export interface SshSession {
   host: string;
-  exec(command: string[], o?: { onStdout?: (chunk: string) => void; timeoutMs?: number }): Promise<ExecResult>;
+  /**
+   * `stdoutTo`: the command's stdout goes there as bytes (with backpressure) instead of into
+   * `stdout`; `stdinFrom`: streamed into the command's stdin, which is closed at its end.
+   */
+  exec(command: string[], o?: { onStdout?: (chunk: string) => void; stdoutTo?: Writable; stdinFrom?: Readable; timeoutMs?: number }): Promise<ExecResult>;
   upload(localFile: string, remoteFile: string, onProgress?: (done: number, total: number) => void): Promise<void>;
   close(): void;
 }
@@ -98,10 +103,14 @@ export async function connect(host: string, id: SshIdentity, o: { timeoutMs?: nu
                 reject(new Error(`${host}: ${command.join(' ')} did not finish within ${eo.timeoutMs} ms`));
               }, eo.timeoutMs)
             : undefined;
-          stream.on('data', (d: Buffer) => {
-            stdout += d.toString();
-            eo.onStdout?.(d.toString());
-          });
+          if (eo.stdinFrom) eo.stdinFrom.pipe(stream);
+          else stream.end();
+          if (eo.stdoutTo) stream.pipe(eo.stdoutTo, { end: false });
+          else
+            stream.on('data', (d: Buffer) => {
+              stdout += d.toString();
+              eo.onStdout?.(d.toString());
+            });
           stream.stderr.on('data', (d: Buffer) => {
             stderr += d.toString();
           });

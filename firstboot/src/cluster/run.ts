@@ -7,7 +7,9 @@
  * pair. A node that was provisioned before resumes straight into the liveness loop: it must not
  * wait for the peer to agree again (the peer may be the box that died).
  */
+import { createReadStream } from 'node:fs';
 import { statfs } from 'node:fs/promises';
+import { PassThrough } from 'node:stream';
 import net from 'node:net';
 import { join } from 'node:path';
 import { processesRunning, stopProcesses } from '../adapters/daemons.ts';
@@ -24,7 +26,7 @@ import { MARKER } from '../core/report.ts';
 import type { SiteConfig } from '../core/site.ts';
 import { bindVip } from '../net/vip.ts';
 import { ensureFirewall, nodeFirewall } from '../net/firewall.ts';
-import { startStatusServer } from '../net/status-server.ts';
+import { type StatusActions, startStatusServer } from '../net/status-server.ts';
 import { startStatusPageServer } from '../net/status-page-server.ts';
 import type { UpgradeService } from '../upgrade/service.ts';
 import { derivePairKeys, openBeaconSocket, runPairing, startChannelServer, type BeaconSocket, type Candidate } from '../pairing/index.ts';
@@ -33,7 +35,7 @@ import { keepConfirmingPair } from './reconfirm.ts';
 import { validateSecrets, type ClusterSecrets, type NodeIdentity } from '../provision/core/secrets.ts';
 import { kineUser, writeKineFiles } from '../provision/kine.ts';
 import { ControlPlane } from '../kubernetes/control-plane.ts';
-import type { LocalPg } from '../provision/postgres.ts';
+import { type LocalPg, restoreKineDatabase } from '../provision/postgres.ts';
 import { runProvisioning } from '../provision/provision.ts';
 import { replicationStatus } from '../provision/replication.ts';
 import { ensureClusterSecrets, loadOrCreateNodeKey, loadSecrets, storeSecrets } from '../provision/secrets.ts';
@@ -161,9 +163,13 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   const upgrades = ctx.upgrades;
   upgrades?.watch(async () => status);
   const fullStatus = async () => ({ ...(await clusterStatus()), ...(upgrades ? { upgrade: await upgrades.status() } : {}) });
+  /** Set once Kine (and Kubernetes) run here: the operator's restore (POST /restore). */
+  let restore: StatusActions['restore'];
   const statusServer = await startStatusServer(join(settings.runDir, 'agent.sock'), fullStatus, {
     switchover: () => liveness?.requestSwitchover() ?? { accepted: false, reason: 'the cluster is not running yet' },
     ...(ctx.events ? { events: ctx.events.last } : {}),
+    restore: (request) =>
+      restore ? restore(request) : Promise.resolve({ result: 'refused' as const, message: 'the datastore is not running on this box yet' }),
     ...(upgrades ? { upgrade: (request, progress) => upgrades.apply(request, progress) } : {}),
   });
   signal.addEventListener('abort', () => void statusServer.close(), { once: true });
@@ -353,6 +359,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     },
     live: async () => {
       const controlPlane = await startControlPlane(secrets);
+      restore = restoreAction(controlPlane);
       liveness = startLiveness({
         nodeId: meta.nodeId,
         peer: { nodeId: peer.nodeId, name: peer.name, address: peer.ip },
@@ -407,6 +414,45 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   for (const phase of clusterPhases(meta)) {
     log.event('info', 'cluster-phase', { phase });
     await phases[phase]();
+  }
+
+  /**
+   * The operator's restore (geminik8s restore): on the leader, Kine's database is replaced with the
+   * archive while Kine is held stopped; the follower's standby receives it by replication. Every
+   * reader of the datastore (Kine; the Kubernetes programs, whose caches and watches describe the
+   * old one) starts afresh; on the follower that is all a restartOnly request does.
+   */
+  function restoreAction(controlPlane: ControlPlane | undefined): NonNullable<StatusActions['restore']> {
+    let busy = false;
+    return async (request) => {
+      if (busy) return { result: 'refused', message: 'a restore is already running on this box' };
+      const role = live?.role ?? meta.role;
+      if (request.file !== undefined && role !== 'leader') return { result: 'refused', message: `this box is ${role}: restore on the leader` };
+      busy = true;
+      const t0 = performance.now();
+      try {
+        if (request.file !== undefined) {
+          log.event('warn', 'restore-started', { file: request.file });
+          await kine.hold();
+          try {
+            await restoreKineDatabase(pg, createReadStream(request.file), new PassThrough().resume());
+          } finally {
+            kine.release();
+          }
+        } else kine.restart();
+        await controlPlane?.restartPrograms();
+        const seconds = Math.round((performance.now() - t0) / 100) / 10;
+        log.event('warn', request.file !== undefined ? 'restored' : 'datastore-readers-restarted', { seconds });
+        return request.file !== undefined
+          ? { result: 'restored', message: `Kine's database restored in ${seconds} s; Kine${controlPlane ? ' and Kubernetes' : ''} restarted` }
+          : { result: 'restarted', message: `Kine${controlPlane ? ' and Kubernetes' : ''} restarted` };
+      } catch (e) {
+        log.event('error', 'restore-failed', { error: (e as Error).message });
+        return { result: 'failed', message: (e as Error).message };
+      } finally {
+        busy = false;
+      }
+    };
   }
 
   /** The Kubernetes server's files, ready to start once Kine answers (the liveness tick starts it). */

@@ -407,6 +407,19 @@ export class ControlPlane {
     };
   }
 
+  /**
+   * Stops every program so that the next tick starts them afresh: after a restore their caches and
+   * watches describe a datastore that is gone.
+   */
+  async restartPrograms(): Promise<void> {
+    const running = [...this.#daemons.entries()];
+    // Out of the map first: their exits are then not counted as failures with a backoff.
+    this.#daemons.clear();
+    await Promise.all(running.map(([, d]) => d.stop()));
+    for (const [program] of running) this.#restartAt.delete(program);
+    this.#o.log.event('info', 'kube-programs-restarted', { programs: running.map(([p]) => p) });
+  }
+
   /** Stops every program (replace-node, tests); an agent that merely exits leaves them running. */
   async stop(): Promise<void> {
     this.#stopping = true;

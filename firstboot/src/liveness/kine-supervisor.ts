@@ -79,6 +79,28 @@ export class KineSupervisor {
     this.want(this.#wanted);
   }
 
+  #held = false;
+
+  /**
+   * Stops Kine and keeps it stopped whatever want() asks (the liveness loop asks every tick) until
+   * release(): a restore replaces the tables under it. Resolves once no Kine of ours runs.
+   */
+  async hold(timeoutMs = 15_000): Promise<void> {
+    this.#held = true;
+    this.want(this.#wanted);
+    const deadline = performance.now() + timeoutMs;
+    while (this.#proc) {
+      if (performance.now() > deadline) throw new Error(`Kine did not stop within ${timeoutMs / 1000} s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Lets Kine run again (started at once against what is wanted). */
+  release(): void {
+    this.#held = false;
+    this.want(this.#wanted);
+  }
+
   #checking = false;
 
   /** Refreshes `healthy` in the background (a Kine whose primary is gone answers only at its timeout). */
@@ -105,7 +127,7 @@ export class KineSupervisor {
     this.#running = true;
     try {
       while (!this.#stopped) {
-        const wanted = this.#wanted;
+        const wanted = this.#held ? null : this.#wanted;
         const proc = this.#proc;
         if (proc && (wanted !== this.#upstream || this.#exited.has(proc))) {
           this.#proc = undefined;

@@ -2,8 +2,9 @@
  * The agent's status endpoint: HTTP on a unix socket (0660, root) that tests and the operator CLI
  * read — role, term, peer, replication state and lag, last error, slots and last upgrade — plus two
  * actions of a local operator (root or the socket's group only: the socket is 0660; remote
- * operators come in over SSH): POST /switchover, the planned switchover, and POST /upgrade, which
- * applies a bundle file already on the box and streams its progress as one JSON object per line.
+ * operators come in over SSH): POST /switchover, the planned switchover; POST /upgrade, which
+ * applies a bundle file already on the box and streams its progress as one JSON object per line;
+ * POST /restore, which replaces Kine's database with an archive already on the box.
  */
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import http from 'node:http';
@@ -15,6 +16,12 @@ export interface StatusServer {
 }
 
 export interface StatusActions {
+  /**
+   * Replaces Kine's database with a pg_dump archive already on the box (the leader), or with
+   * `restartOnly` restarts what reads it (the follower's Kine and Kubernetes programs) after the
+   * leader restored.
+   */
+  restore?(request: { file?: string; restartOnly?: boolean }): Promise<{ result: 'restored' | 'restarted' | 'refused' | 'failed'; message: string }>;
   /** The agent's newest log lines (JSON objects, oldest first). */
   events?(count: number): string[];
   /** Planned switchover; answers whether it was accepted and why. Absent until the node is provisioned. */
@@ -28,8 +35,8 @@ export interface StatusActions {
 
 const DEFAULT_EVENT_LINES = 200;
 
-/** A bundle path and flags: small JSON, nothing else. */
-const MAX_UPGRADE_REQUEST_BYTES = 4096;
+/** A bundle or archive path and flags: small JSON, nothing else. */
+const MAX_REQUEST_BYTES = 4096;
 
 export async function startStatusServer(socketPath: string, getStatus: () => Promise<unknown> | unknown, actions: StatusActions = {}): Promise<StatusServer> {
   await mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
@@ -45,22 +52,26 @@ export async function startStatusServer(socketPath: string, getStatus: () => Pro
       const r = actions.switchover();
       return send(r.accepted ? 202 : 409, r);
     }
+    if (req.method === 'POST' && req.url === '/restore') {
+      const restore = actions.restore;
+      if (!restore) return send(409, { result: 'refused', message: 'this box is not provisioned yet' });
+      return readSmallJson(req, (request) => {
+        if (request === undefined) return send(400, { result: 'refused', message: 'expected a JSON body {"file": "/path"} or {"restartOnly": true}' });
+        const file = request.file;
+        if (file !== undefined && (typeof file !== 'string' || !file.startsWith('/')))
+          return send(400, { result: 'refused', message: 'file: expected the absolute path of a pg_dump archive on this box' });
+        if (file === undefined && request.restartOnly !== true) return send(400, { result: 'refused', message: 'give file or restartOnly' });
+        restore({ ...(file !== undefined ? { file } : {}), restartOnly: request.restartOnly === true }).then(
+          (r) => send(r.result === 'restored' || r.result === 'restarted' ? 200 : 409, r),
+          (e: unknown) => send(500, { result: 'failed', message: (e as Error).message }),
+        );
+      });
+    }
     if (req.method === 'POST' && req.url === '/upgrade') {
       const upgrade = actions.upgrade;
       if (!upgrade) return send(409, { result: 'refused', code: 'unavailable', message: 'upgrades are not available on this box' });
-      let body = '';
-      req.setEncoding('utf8');
-      req.on('data', (d: string) => {
-        body += d;
-        if (body.length > MAX_UPGRADE_REQUEST_BYTES) req.destroy();
-      });
-      req.on('end', () => {
-        let request: { bundle?: unknown; allowDowngrade?: unknown; reboot?: unknown; onlyAsFollower?: unknown };
-        try {
-          request = JSON.parse(body) as typeof request;
-        } catch {
-          return send(400, { result: 'refused', code: 'bad-request', message: 'expected a JSON body {"bundle": "/path/to/file"}' });
-        }
+      readSmallJson(req, (request) => {
+        if (request === undefined) return send(400, { result: 'refused', code: 'bad-request', message: 'expected a JSON body {"bundle": "/path/to/file"}' });
         if (typeof request.bundle !== 'string' || !request.bundle.startsWith('/'))
           return send(400, { result: 'refused', code: 'bad-request', message: 'bundle: expected the absolute path of a bundle file on this box' });
         res.writeHead(200, { 'content-type': 'application/x-ndjson' });
@@ -110,6 +121,24 @@ export async function startStatusServer(socketPath: string, getStatus: () => Pro
   };
 }
 
+/** A small JSON request body (at most MAX_REQUEST_BYTES), or undefined when it is not a JSON object. */
+function readSmallJson(req: http.IncomingMessage, then: (body: Record<string, unknown> | undefined) => void): void {
+  let body = '';
+  req.setEncoding('utf8');
+  req.on('data', (d: string) => {
+    body += d;
+    if (body.length > MAX_REQUEST_BYTES) req.destroy();
+  });
+  req.on('end', () => {
+    try {
+      const parsed = JSON.parse(body) as unknown;
+      then(typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : undefined);
+    } catch {
+      then(undefined);
+    }
+  });
+}
+
 /** Reads GET /status from an agent's socket. */
 export function readStatus(socketPath: string, timeoutMs = 5000): Promise<unknown> {
   return requestJson(socketPath, 'GET', '/status', timeoutMs);
@@ -134,14 +163,20 @@ export function readEvents(socketPath: string, lines: number, timeoutMs = 5000):
   });
 }
 
+/** POST /restore: `{ result, message }`; a restore of a large archive takes minutes. */
+export function requestRestore(socketPath: string, body: { file?: string; restartOnly?: boolean }, timeoutMs = 3_600_000): Promise<unknown> {
+  return requestJson(socketPath, 'POST', '/restore', timeoutMs, body);
+}
+
 /** Asks the agent (the leader) for a planned switchover: `{ accepted, reason }`. */
 export function requestSwitchover(socketPath: string, timeoutMs = 5000): Promise<unknown> {
   return requestJson(socketPath, 'POST', '/switchover', timeoutMs);
 }
 
-function requestJson(socketPath: string, method: 'GET' | 'POST', urlPath: string, timeoutMs: number): Promise<unknown> {
+function requestJson(socketPath: string, method: 'GET' | 'POST', urlPath: string, timeoutMs: number, body?: object): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath, method, path: urlPath, timeout: timeoutMs }, (res) => {
+    const headers = body ? { 'content-type': 'application/json' } : {};
+    const req = http.request({ socketPath, method, path: urlPath, timeout: timeoutMs, headers }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => {
@@ -157,7 +192,7 @@ function requestJson(socketPath: string, method: 'GET' | 'POST', urlPath: string
     });
     req.on('timeout', () => req.destroy(new Error(`no answer to ${method} ${urlPath} from ${socketPath} within ${timeoutMs} ms`)));
     req.on('error', reject);
-    req.end();
+    req.end(body ? JSON.stringify(body) : undefined);
   });
 }
 

@@ -5,7 +5,8 @@
  */
 import pg from 'pg';
 import { join } from 'node:path';
-import { runTool, type ToolResult } from '../adapters/exec.ts';
+import { Readable, type Writable } from 'node:stream';
+import { runFilter, runTool, type ToolResult } from '../adapters/exec.ts';
 import { ensureDir, lookupUser, pathExists, type OsUser } from './files.ts';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import type { ClusterSecrets } from './core/secrets.ts';
@@ -164,4 +165,32 @@ export function remoteAdminConfig(host: string, port: number, s: ClusterSecrets,
     application_name: 'geminik8s-agent',
     ssl: { ca: s.ca.certPem, rejectUnauthorized: true },
   };
+}
+
+/** The database Kine keeps its keys in (the whole datastore a backup holds). */
+export const KINE_DATABASE = 'kine';
+
+function pgToolAsPostgres(p: LocalPg, tool: string): { runuser: string; args: string[] } {
+  const file = join(p.paths.binDir, tool);
+  if (!pathExists(file)) throw new Error(`${file} not found (install the Debian package postgresql-client-15)`);
+  return { runuser: 'runuser', args: ['-u', 'postgres', '--', file, '-h', p.paths.socketDir, '-p', String(p.port)] };
+}
+
+/** Kine's database as a pg_dump custom-format archive (compressed, one consistent snapshot) into `out`. */
+export async function dumpKineDatabase(p: LocalPg, out: Writable): Promise<void> {
+  const t = pgToolAsPostgres(p, 'pg_dump');
+  await runFilter(t.runuser, [...t.args, '--format=custom', '--dbname', KINE_DATABASE], emptyInput(), out);
+}
+
+/**
+ * Replaces Kine's tables with those of a pg_dump archive read from `archive`, all or nothing (one
+ * transaction: a failure leaves the database as it was). Kine must not run meanwhile.
+ */
+export async function restoreKineDatabase(p: LocalPg, archive: Readable, out: Writable): Promise<void> {
+  const t = pgToolAsPostgres(p, 'pg_restore');
+  await runFilter(t.runuser, [...t.args, '--clean', '--if-exists', '--single-transaction', '--exit-on-error', '--dbname', KINE_DATABASE], archive, out);
+}
+
+function emptyInput(): Readable {
+  return Readable.from([]);
 }
