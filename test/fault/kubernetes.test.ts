@@ -17,10 +17,12 @@ import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { isScenarioId, vipNotReady, vipServer } from '../helpers/fault-matrix.ts';
+import { type FaultMatrix, isScenarioId, startWriter, verifyAcked, vipNotReady, vipServer, waitHealthy, type WriteTarget } from '../helpers/fault-matrix.ts';
 import { registerFaultTests } from '../helpers/fault-tests.ts';
 import { parseKubeconfig } from '../helpers/kube-client.ts';
+import { dumpOnFailure } from '../helpers/pair-checks.ts';
 import { adminKubeconfigPath } from '../helpers/pair-agents.ts';
+import { eventually } from '../helpers/poll.ts';
 import { cliOnLan, serveSsh } from '../helpers/sshd.ts';
 
 // make test runs b; `make fault-kubernetes` runs a, b and c (KUBERNETES_FAULTS=abc). Faults a and
@@ -70,21 +72,83 @@ test.serial('each node wrote an admin kubeconfig (0600) for the VIP with a syste
   }
 });
 
+/** sshd on the matrix pair's nodes, started once for the tests below; the CLI's site options for it. */
+let siteOptions: Promise<string[]> | undefined;
+let operatorDir: string | undefined;
+test.after.always(() => (operatorDir ? rm(operatorDir, { recursive: true, force: true }) : undefined));
+function operatorOn(m: FaultMatrix): Promise<string[]> {
+  siteOptions ??= (async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-operator-'));
+    operatorDir = dir;
+    const ssh = await serveSsh(m.pair, dir);
+    const [a, b] = m.pair.agents as [(typeof m.pair.agents)[0], (typeof m.pair.agents)[0]];
+    return [
+      '--site',
+      path.join(a.dirs.oem, 'site.yaml'),
+      '--host',
+      a.address,
+      '--host',
+      b.address,
+      '--identity',
+      ssh.identity,
+      '--known-hosts',
+      ssh.knownHosts,
+    ];
+  })();
+  return siteOptions;
+}
+
 test.serial("geminik8s kubeconfig fetches the box's admin kubeconfig over SSH and writes it 0600, once", async (t) => {
   const m = need(t);
   if (!m) return;
+  const remote = await operatorOn(m);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-kubeconfig-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const ssh = await serveSsh(m.pair, dir);
-  const [a, b] = m.pair.agents as [(typeof m.pair.agents)[0], (typeof m.pair.agents)[0]];
   const out = path.join(dir, 'site.kubeconfig');
-  const args = ['kubeconfig', '--out', out, '--site', path.join(a.dirs.oem, 'site.yaml'), '--host', a.address, '--host', b.address];
-  const remote = ['--identity', ssh.identity, '--known-hosts', ssh.knownHosts];
-  const r = await cliOnLan(m.pair, [...args, ...remote, '--json']);
+  const r = await cliOnLan(m.pair, ['kubeconfig', '--out', out, ...remote, '--json']);
   t.is(r.code, 0, r.stderr);
-  t.is(await readFile(out, 'utf8'), await readFile(adminKubeconfigPath(a), 'utf8'), "the first box's admin kubeconfig, byte for byte");
+  const from = (JSON.parse(r.stdout) as { from: string }).from;
+  const box = m.pair.agents.find((a) => a.address === from)!;
+  t.is(await readFile(out, 'utf8'), await readFile(adminKubeconfigPath(box), 'utf8'), "the box's admin kubeconfig, byte for byte");
   t.is(((await stat(out)).mode & 0o777).toString(8), '600');
-  const again = await cliOnLan(m.pair, [...args, ...remote]);
+  const again = await cliOnLan(m.pair, ['kubeconfig', '--out', out, ...remote]);
   t.is(again.code, 2, 'an existing file is not replaced without --force');
   t.regex(again.stderr, /exists: --force replaces it/);
+});
+
+test.serial('a backup restored over the pair brings its ConfigMaps back through the API on the VIP, and drops those made after it', async (t) => {
+  const m = need(t);
+  if (!m) return;
+  t.teardown(() => dumpOnFailure(t, m.pair));
+  const remote = await operatorOn(m);
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-backup-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await waitHealthy(m.pair);
+  const target = async (name: string): Promise<WriteTarget> => ({
+    kind: 'configmap',
+    server: vipServer(m.pair),
+    kubeconfig: await m.pair.adminKubeconfig(),
+    namespace: 'default',
+    prefix: `backup-${name}-`,
+    labels: { 'backup.geminik8s.test/set': name },
+  });
+  const write = async (name: string, count: number) => {
+    const writer = startWriter(m.pair, await target(name));
+    await eventually(`${count} ConfigMaps ${name}`, 120_000, () => (writer.acks.length >= count ? true : undefined));
+    return (await writer.stop()).acks.map((x) => x.key);
+  };
+  const kept = await write('kept', 30);
+  const backup = path.join(dir, 'site.backup');
+  const made = await cliOnLan(m.pair, ['backup', '--out', backup, ...remote]);
+  t.is(made.code, 0, made.stderr);
+  const later = await write('later', 5);
+  t.true(later.length >= 5);
+  const restored = await cliOnLan(m.pair, ['restore', backup, '--replace', '--json', ...remote]);
+  t.is(restored.code, 0, `${restored.stdout} ${restored.stderr}`);
+  // The API servers were restarted onto the restored datastore: ready again on the VIP first.
+  await eventually('the API answering on the VIP after the restore', 180_000, async () => ((await vipNotReady(m.pair)) === undefined ? true : undefined), 2000);
+  const back = await verifyAcked(m.pair, await target('kept'), kept, 120_000);
+  t.deepEqual(back.missing, [], 'every ConfigMap acknowledged before the backup is back');
+  t.is((await verifyAcked(m.pair, await target('later'), [], 60_000, 0)).present, 0, 'those made after the backup are not');
+  await waitHealthy(m.pair);
 });

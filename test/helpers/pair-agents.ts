@@ -37,6 +37,8 @@ export interface PairAgent {
   dirs: { root: string; oem: string; state: string; run: string; pg: string };
   consoleFile: string;
   logFile: string;
+  /** The agent's environment (its folders, ports and binaries), for its CLI run as on this node. */
+  env: Readonly<Record<string, string>>;
   start(): void;
   /** SIGKILL, as a power cut would (PostgreSQL and Kine stay up unless killed too). */
   kill(): Promise<void>;
@@ -331,6 +333,7 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
         dirs,
         consoleFile,
         logFile,
+        env,
         start() {
           wanted = true;
           launch();

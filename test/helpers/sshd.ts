@@ -29,13 +29,7 @@ async function must(argv: string[]): Promise<string> {
 }
 
 function shim(a: PairAgent): string {
-  const env = [
-    `PATH=${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
-    `GEMINIK8S_RUN_DIR=${a.dirs.run}`,
-    `GEMINIK8S_STATE_DIR=${a.dirs.state}`,
-    `GEMINIK8S_OEM_DIR=${a.dirs.oem}`,
-    `GEMINIK8S_PG_ROOT=${a.dirs.pg}`,
-  ];
+  const env = Object.entries(a.env).map(([k, v]) => `'${k}=${v}'`);
   return `#!/bin/bash
 # sshd ForceCommand of test node ${a.index + 1}: the box's agent executable is the repository's agent.
 eval "set -- $SSH_ORIGINAL_COMMAND"

@@ -65,7 +65,10 @@ test('a changed byte anywhere, a cut-off file, an appended chunk, another site o
   t.is(await variant(bytes.subarray(0, bytes.length - 10)), 'truncated');
   t.is(await variant(Buffer.concat([bytes, bytes.subarray(headerEnd, secondChunk)])), 'tampered', 'a chunk appended after the final one');
   t.is(await variant(Buffer.from('not a backup at all')), 'not-a-backup');
-  await t.throwsAsync(read(file, { ...site, siteId: 'store-0043' }), { instanceOf: BackupRefused, message: /expected a backup of site store-0043, file has one of site store-0042/ });
+  await t.throwsAsync(read(file, { ...site, siteId: 'store-0043' }), {
+    instanceOf: BackupRefused,
+    message: /expected a backup of site store-0043, file has one of site store-0042/,
+  });
   await t.throwsAsync(read(file, { ...site, pairSecret: `${site.pairSecret}x` }), { instanceOf: BackupRefused, message: /does not authenticate/ });
   await t.throwsAsync(read(await made(t, Buffer.from('SELECT 1;'))), { instanceOf: BackupRefused, message: /expected a pg_dump archive/ });
 });
