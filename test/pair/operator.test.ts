@@ -62,6 +62,11 @@ test.serial('status, logs, kubeconfig, switchover under writes, metrics and the 
   t.deepEqual(status.problems, []);
   const pinned = await readFile(ssh.knownHosts, 'utf8');
   t.is(pinned.trim().split('\n').length, 2, 'both host keys pinned on first contact');
+  // Without --host (a DHCP site): the boxes are found by their authenticated beacons on the LAN.
+  const found = await cliOnLan(pair, ['status', '--json', '--site', site, '--identity', ssh.identity, '--known-hosts', ssh.knownHosts]);
+  t.is(found.code, 0, found.stderr);
+  t.deepEqual((JSON.parse(found.stdout) as StatusJson).boxes.map((x) => x.host).sort(), [a.address, b.address].sort());
+  t.regex(found.stderr, /listening for site lab-pair's boxes on the LAN/);
   const table = await cli(['status']);
   t.is(table.code, 0, table.stderr);
   t.regex(table.stdout, /^role .*leader \(term \d+\), holds VIP/m);

@@ -18,6 +18,7 @@ import { homedir } from 'node:os';
 import { type RollingEvent, rollingUpgrade } from '../remote/rolling-upgrade.ts';
 import { formatEvent, renderSiteTable } from '../remote/core/site.ts';
 import { BackupRefused } from '../remote/backup-file.ts';
+import { discoverBoxes } from '../remote/discover.ts';
 import {
   backupSite,
   fetchKubeconfig,
@@ -66,20 +67,34 @@ function siteCommand(program: Command, name: string, description: string): Comma
     .command(name)
     .description(description)
     .requiredOption('--site <file>', 'the site file (static sites name their boxes in it)')
-    .option('--host <address>', "a box's address (twice; needed for DHCP sites)", collect)
+    .option('--host <address>', "a box's address (twice; else a static site's from the site file, else the boxes heard on the LAN)", collect)
     .option('--identity <file>', "the operator's SSH private key (its public key is in the site file)", path.join(homedir(), '.ssh', 'id_ed25519'))
     .option('--known-hosts <file>', 'pinned host keys (added on first contact, checked after)', path.join(homedir(), '.config', 'geminik8s', 'known_hosts'));
 }
 
-/** The two boxes of a site: --host twice, else the static addresses the site file lists. */
+/** How long the CLI listens for a DHCP site's beacons (each box announces about every second). */
+const DISCOVER_MS = 10_000;
+
+/**
+ * The two boxes of a site: --host twice, else the static addresses the site file lists, else the
+ * boxes heard announcing themselves on the LAN with the site's key (DHCP sites).
+ */
 async function siteTarget(o: SiteFlags): Promise<SiteTarget> {
   const site = await loadSiteFile(o.site);
-  const hosts = o.host ?? site.network.nodes?.map((n) => n.address.split('/')[0]!) ?? [];
-  if (hosts.length !== 2)
-    throw new CliError(
-      `need the two boxes' addresses: --host <a> --host <b> (found ${hosts.length}; a static site lists them under network.nodes)`,
-      EXIT.invalidInput,
-    );
+  let hosts = o.host ?? site.network.nodes?.map((n) => n.address.split('/')[0]!) ?? [];
+  if (hosts.length === 0) {
+    process.stderr.write(`listening for site ${site.site.id}'s boxes on the LAN (up to ${DISCOVER_MS / 1000} s; --host skips this)\n`);
+    const heard = await discoverBoxes({ siteId: site.site.id, pairSecret: site.pair.secret, timeoutMs: DISCOVER_MS }).catch((e: Error) => {
+      throw new CliError(`could not listen for the site's beacons (${e.message}): pass --host twice`, EXIT.failed);
+    });
+    hosts = heard.map((b) => b.address);
+    if (hosts.length !== 2)
+      throw new CliError(
+        `heard ${hosts.length} box${hosts.length === 1 ? '' : 'es'} of site ${site.site.id} on this LAN${hosts.length ? ` (${hosts.join(', ')})` : ''}, expected 2: is this machine on the site LAN, and are both boxes up? Or pass --host twice`,
+        EXIT.failed,
+      );
+  }
+  if (hosts.length !== 2) throw new CliError(`need the two boxes' addresses: --host <a> --host <b> (found ${hosts.length})`, EXIT.invalidInput);
   return { hosts, identity: { keyFile: o.identity, knownHosts: o.knownHosts } };
 }
 
