@@ -3,8 +3,12 @@
  * real agents in throwaway network namespaces with real sshd (test/helpers/sshd.ts); the real CLI in
  * the gateway namespace runs `geminik8s status` RUNS times (the first pins the host keys) and one
  * planned `geminik8s switchover`; each box's /metrics is scraped RUNS times. Target: status <= 2 s.
+ * Then Kine's database is filled to BACKUP_MB with rows of 1 MiB of random bytes (written with SQL on
+ * the leader: a Kine put per MiB would measure Kine, not the backup), and `geminik8s backup` and
+ * `geminik8s restore --replace` (onto the same pair) are timed: their throughput in MB/s.
  *
- * Environment: RUNS (5). Needs root; the pair is destroyed in a finally.
+ * Environment: RUNS (5), BACKUP_MB (1024; 0 leaves backup and restore out). Needs root; the pair is
+ * destroyed in a finally.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -15,6 +19,9 @@ import { cliOnLan, httpGetOnLan, serveSsh } from '../test/helpers/sshd.ts';
 import { envInt, printReport } from './report.ts';
 
 const RUNS = envInt('RUNS', 5, 1, 100);
+const BACKUP_MB = envInt('BACKUP_MB', 1024, 0, 65_536);
+/** Rows written per INSERT while filling (64 MiB a statement). */
+const FILL_BATCH = 64;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
 
@@ -57,11 +64,46 @@ async function main(): Promise<void> {
       .split('\n')
       .map((l) => JSON.parse(l) as { event: string; seconds?: number })
       .find((e) => e.event === 'done');
+    const rows: { metric: string; value: number; unit: string; target?: string }[] = [];
+    if (BACKUP_MB > 0) {
+      const leaderHost = (JSON.parse((await cliOnLan(pair, ['status', '--json', ...remote])).stdout) as { leader: string }).leader;
+      const leader = pair.agents.find((x) => x.address === leaderHost)!;
+      const fillStart = performance.now();
+      for (let done = 0; done < BACKUP_MB; done += FILL_BATCH) {
+        const rowsNow = Math.min(FILL_BATCH, BACKUP_MB - done);
+        const sql = `INSERT INTO kine (name, created, deleted, create_revision, prev_revision, lease, value, old_value)
+          SELECT '/bench/backup/' || (${done} + g), 1, 0, 0, 0, 0,
+                 (SELECT decode(string_agg(md5(random()::text || g || i), ''), 'hex') FROM generate_series(1, 65536) i), NULL
+            FROM generate_series(1, ${rowsNow}) g`;
+        const r = await leader.exec(
+          ['runuser', '-u', 'postgres', '--', 'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-h', `${leader.dirs.pg}/run`, '-d', 'kine', '-c', sql],
+          600_000,
+        );
+        if (r.code !== 0) throw new Error(`filling Kine's database: ${r.stderr.trim()}`);
+      }
+      process.stderr.write(`bench/operator: ${BACKUP_MB} MiB written in ${((performance.now() - fillStart) / 1000).toFixed(0)} s\n`);
+      const file = path.join(dir, 'site.backup');
+      const made = await cliOnLan(pair, ['backup', '--out', file, '--json', ...remote], 3_600_000);
+      if (made.code !== 0) throw new Error(`backup exit ${made.code}: ${made.stderr.trim()}`);
+      const b = JSON.parse(made.stdout) as { archiveBytes: number; fileBytes: number; seconds: number };
+      const restored = await cliOnLan(pair, ['restore', file, '--replace', '--json', ...remote], 3_600_000);
+      if (restored.code !== 0) throw new Error(`restore exit ${restored.code}: ${restored.stderr.trim()}`);
+      const r = JSON.parse(restored.stdout) as { seconds: number };
+      const mb = (bytes: number) => bytes / 1e6;
+      rows.push(
+        { metric: `backup of ${BACKUP_MB} MiB of Kine rows: archive`, value: mb(b.archiveBytes), unit: 'MB' },
+        { metric: 'backup: time (dump, SSH, encrypt, read back)', value: b.seconds, unit: 's' },
+        { metric: 'backup: throughput (archive bytes)', value: mb(b.archiveBytes) / b.seconds, unit: 'MB/s' },
+        { metric: 'restore: time (check, SSH, pg_restore, restarts)', value: r.seconds, unit: 's' },
+        { metric: 'restore: throughput (archive bytes)', value: mb(b.archiveBytes) / r.seconds, unit: 'MB/s' },
+      );
+    }
     printReport('operator', [
       { metric: 'status, first (host keys pinned)', value: status[0]!, unit: 's', target: '<= 2' },
       { metric: `status, median of ${RUNS}`, value: median(status), unit: 's', target: '<= 2' },
       { metric: `GET /metrics on the VIP, median of ${RUNS} (with the node process start)`, value: median(scrape), unit: 's' },
       { metric: 'switchover, asked to done', value: done?.seconds ?? Number.NaN, unit: 's' },
+      ...rows,
     ]);
   } finally {
     await pair.destroy();

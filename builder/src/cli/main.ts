@@ -163,6 +163,11 @@ Updates (A/B, signed):
   geminik8s bundle verify dist/<artifact>/update.bundle --key release.pub
   on a box: geminik8s-agent upgrade apply <bundle>    # verify, write the inactive slot, reboot, gate, commit or roll back
 
+Operating a site (over SSH with the operator key the site file lists; boxes by --host, the site file, or their beacons):
+  geminik8s status --site store-0042.yaml [--watch]   # both boxes; exit 0 healthy, 1 not
+  geminik8s switchover | kubeconfig --out F | logs | backup --out F | restore F --replace   (each: --site ...)
+  http://<box or VIP>:8008/ and /metrics             # read-only status page and Prometheus metrics on the LAN
+
 Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing prerequisite, 130 interrupted.`,
     )
     .showHelpAfterError();
