@@ -433,10 +433,11 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
       try {
         if (request.file !== undefined) {
           log.event('warn', 'restore-started', { file: request.file });
-          await kine.hold();
           try {
+            await kine.hold();
             await restoreKineDatabase(pg, createReadStream(request.file), new PassThrough().resume());
           } finally {
+            // Also when Kine would not stop in time: a held Kine never comes back by itself.
             kine.release();
           }
         } else kine.restart();
