@@ -32,19 +32,7 @@ async function main(): Promise<void> {
     for (const a of pair.agents) a.start();
     await waitHealthy(pair);
     const ssh = await serveSsh(pair, dir);
-    const [a, b] = pair.agents as [(typeof pair.agents)[0], (typeof pair.agents)[0]];
-    const remote = [
-      '--site',
-      path.join(a.dirs.oem, 'site.yaml'),
-      '--host',
-      a.address,
-      '--host',
-      b.address,
-      '--identity',
-      ssh.identity,
-      '--known-hosts',
-      ssh.knownHosts,
-    ];
+    const remote = ssh.siteArgs;
     const status: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       const r = await cliOnLan(pair, ['status', '--json', ...remote]);

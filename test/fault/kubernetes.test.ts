@@ -81,19 +81,7 @@ function operatorOn(m: FaultMatrix): Promise<string[]> {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-operator-'));
     operatorDir = dir;
     const ssh = await serveSsh(m.pair, dir);
-    const [a, b] = m.pair.agents as [(typeof m.pair.agents)[0], (typeof m.pair.agents)[0]];
-    return [
-      '--site',
-      path.join(a.dirs.oem, 'site.yaml'),
-      '--host',
-      a.address,
-      '--host',
-      b.address,
-      '--identity',
-      ssh.identity,
-      '--known-hosts',
-      ssh.knownHosts,
-    ];
+    return ssh.siteArgs;
   })();
   return siteOptions;
 }

@@ -20,6 +20,8 @@ export interface PairSsh {
   identity: string;
   /** Where the CLI pins host keys; starts empty. */
   knownHosts: string;
+  /** The CLI's site options for this pair: its site file, both boxes, this identity and known_hosts. */
+  siteArgs: string[];
 }
 
 async function must(argv: string[]): Promise<string> {
@@ -89,7 +91,21 @@ export async function serveSsh(pair: Pair, dir: string): Promise<PairSsh> {
       return true;
     });
   }
-  return { identity, knownHosts: path.join(dir, 'known_hosts') };
+  const knownHosts = path.join(dir, 'known_hosts');
+  const [a, b] = pair.agents as [PairAgent, PairAgent];
+  const siteArgs = [
+    '--site',
+    path.join(a.dirs.oem, 'site.yaml'),
+    '--host',
+    a.address,
+    '--host',
+    b.address,
+    '--identity',
+    identity,
+    '--known-hosts',
+    knownHosts,
+  ];
+  return { identity, knownHosts, siteArgs };
 }
 
 /** Runs the real `geminik8s` CLI in the gateway namespace (the operator's laptop on the site LAN). */

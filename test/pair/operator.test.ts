@@ -184,19 +184,7 @@ test.serial('backup, both boxes lost, restore onto a new pair: every acknowledge
   const backup = path.join(dir, 'site.backup');
   const remoteFor = async (pair: Awaited<ReturnType<typeof testPair>>, sshDir: string) => {
     const ssh = await serveSsh(pair, sshDir);
-    const [a, b] = pair.agents as [(typeof pair.agents)[0], (typeof pair.agents)[0]];
-    return [
-      '--site',
-      path.join(a.dirs.oem, 'site.yaml'),
-      '--host',
-      a.address,
-      '--host',
-      b.address,
-      '--identity',
-      ssh.identity,
-      '--known-hosts',
-      ssh.knownHosts,
-    ];
+    return ssh.siteArgs;
   };
   const write = async (pair: Awaited<ReturnType<typeof testPair>>, prefix: string, count: number) => {
     const target: WriteTarget = { kind: 'etcd', host: pair.vip, client: await pair.etcdClient(), prefix };

@@ -25,6 +25,10 @@ export async function discoverBoxes(o: { siteId: string; pairSecret: string; tim
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
+      // Every address of the operator's machine, for the ~10 s of listening only: the boxes'
+      // announces are broadcasts to the site LAN. Anyone on that LAN may send here; a datagram
+      // counts only if its HMAC (key from the site's pair secret) verifies, it names this site and
+      // it comes from the address it claims; nothing is ever sent back.
       socket.bind(o.port ?? DEFAULT_BEACON_PORT, '0.0.0.0', () => resolve());
     });
     await new Promise<void>((resolve) => {

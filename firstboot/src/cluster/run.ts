@@ -183,8 +183,11 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   // node is about to serve; paired, the peer cannot replicate through it anyway. A provisioned node
   // admits its peer at once, so an agent restart never shuts the peer out.
   await ensureFirewall(nodeFirewall(settings, lan.ifname, meta.phase === 'provisioned' ? meta.pair?.peerAddress : undefined), log, signal);
-  // Every address, so the VIP shows the leader's page; the firewall admits the LAN interface only.
-  // A box without its status page still does its job: the failure is an event, not a stop.
+  // Every address, so the VIP shows the leader's page. Who reaches it: the LAN only (the host
+  // firewall opens this port on the LAN interface and nowhere else). No authentication, on purpose:
+  // it answers GET and HEAD with the same summary `geminik8s status` shows, nothing secret and no
+  // action (net/status-page-server.ts). A box without its status page still does its job: the
+  // failure is an event, not a stop.
   await startStatusPageServer({
     host: '0.0.0.0',
     port: settings.statusPagePort,
