@@ -14,6 +14,8 @@ import { writeFileAtomic } from './adapters/atomic-file.ts';
 import { growDataFilesystem, growDataPartition } from './adapters/disk.ts';
 import { loadHostMeta, storeHostMeta } from './adapters/hostmeta-store.ts';
 import { readSiteFile } from './adapters/oem.ts';
+import { pgPathsOf, secretsDirOf } from './cluster/settings.ts';
+import { SECRETS_FILE } from './provision/secrets.ts';
 import type { ConsoleOut, Logger } from './adapters/output.ts';
 
 export interface AgentPaths {
@@ -29,6 +31,8 @@ export interface AgentPaths {
   consolePath: string;
   /** The operators' keys for sshd (AuthorizedKeysFile in overlays/ssh/etc/ssh/sshd_config.d/geminik8s.conf). */
   authorizedKeysFile: string;
+  /** Files whose presence means this box holds the pair's data: its identity must not start over (loadHostMeta). */
+  pairData: string[];
 }
 
 export function agentPaths(env: NodeJS.ProcessEnv): AgentPaths {
@@ -41,6 +45,7 @@ export function agentPaths(env: NodeJS.ProcessEnv): AgentPaths {
     consolePath: env.GEMINIK8S_CONSOLE || '/dev/console',
     // Beside the state, so agents run by tests with their own state directory never touch the host's.
     authorizedKeysFile: env.GEMINIK8S_AUTHORIZED_KEYS || join(stateDir, 'ssh', 'authorized_keys'),
+    pairData: [join(secretsDirOf(stateDir), SECRETS_FILE), join(pgPathsOf(env).dataDir, 'PG_VERSION')],
   };
 }
 
@@ -73,7 +78,7 @@ async function readSite(paths: AgentPaths, log: Logger, out: ConsoleOut): Promis
 
 export async function runLocalSteps(paths: AgentPaths, log: Logger, out: ConsoleOut): Promise<LocalState> {
   // Count the boot and fix the node id first, so both survive a cut in a later step.
-  const booted = startBoot(loadHostMeta(paths.stateDir, log), new Date(), randomBytes(16).toString('hex'));
+  const booted = startBoot(loadHostMeta(paths.stateDir, log, paths.pairData), new Date(), randomBytes(16).toString('hex'));
   storeHostMeta(paths.stateDir, booted);
   log.event('info', 'boot', { nodeId: booted.nodeId, bootCount: booted.bootCount });
   out.line(markers.started());

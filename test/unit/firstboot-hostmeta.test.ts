@@ -3,9 +3,9 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../../firstboot/src/adapters/atomic-file.ts';
-import { loadHostMeta, storeHostMeta } from '../../firstboot/src/adapters/hostmeta-store.ts';
+import { IdentityRefused, loadHostMeta, storeHostMeta } from '../../firstboot/src/adapters/hostmeta-store.ts';
 import { jsonLogger } from '../../firstboot/src/adapters/output.ts';
-import { clusterPhases, finishLocalSteps, isNodeId, parseHostMeta, recordLiveness, startBoot } from '../../firstboot/src/core/hostmeta.ts';
+import { chooseIdentity, clusterPhases, finishLocalSteps, isNodeId, parseHostMeta, recordLiveness, startBoot } from '../../firstboot/src/core/hostmeta.ts';
 
 const SECRET = 'q4Jr7m8sXvYc2Zb1Lk9PwN3eTg6HfA0dUiOy5RjWlMo=';
 const ID_A = '0123456789abcdef0123456789abcdef';
@@ -33,18 +33,18 @@ test('a temp file left by a power cut is overwritten, not read', async (t) => {
   await writeFile(join(dir, '.hostmeta.json.tmp'), '{"half":');
   const meta = startBoot(undefined, new Date(), ID_A);
   storeHostMeta(dir, meta);
-  t.deepEqual(loadHostMeta(dir, silent), meta);
-  t.deepEqual(await readdir(dir), ['hostmeta.json']);
+  t.deepEqual(loadHostMeta(dir, silent, []), meta);
+  t.deepEqual((await readdir(dir)).sort(), ['hostmeta.json', 'hostmeta.json.bak']);
 });
 
 test('the node id is generated once and kept; bootCount increments per start', async (t) => {
   const dir = await tempDir(t);
   const t0 = new Date('2020-01-01T00:00:00Z');
-  const first = startBoot(loadHostMeta(dir, silent), t0, ID_A);
+  const first = startBoot(loadHostMeta(dir, silent, []), t0, ID_A);
   storeHostMeta(dir, first);
-  const second = startBoot(loadHostMeta(dir, silent), new Date('2019-06-01T00:00:00Z'), ID_B);
+  const second = startBoot(loadHostMeta(dir, silent, []), new Date('2019-06-01T00:00:00Z'), ID_B);
   storeHostMeta(dir, second);
-  const third = startBoot(loadHostMeta(dir, silent), new Date(), ID_B);
+  const third = startBoot(loadHostMeta(dir, silent, []), new Date(), ID_B);
   t.is(first.nodeId, ID_A);
   t.is(second.nodeId, ID_A);
   t.is(third.nodeId, ID_A);
@@ -91,19 +91,71 @@ test('hostmeta and the JSON log never contain the pair secret', async (t) => {
   t.regex(lines[0] ?? '', /"secret":"\[redacted\]"/);
 });
 
-test('a corrupt hostmeta is moved aside and a new identity started', async (t) => {
+test('a corrupt hostmeta on a box without pair data is moved aside and a new identity started', async (t) => {
   const dir = await tempDir(t);
   await writeFile(join(dir, 'hostmeta.json'), '{"schemaVersion":1,"nodeId":"nothex"}');
   const lines: string[] = [];
-  t.is(
+  const log = jsonLogger((l) => lines.push(l));
+  t.is(loadHostMeta(dir, log, [join(dir, 'no-secrets-here.json')]), undefined);
+  t.deepEqual((await readdir(dir)).sort(), ['hostmeta.json.corrupt']);
+  t.regex(lines.join(''), /hostmeta-corrupt/);
+});
+
+test('a corrupt or missing hostmeta comes back from its backup, identity and term kept', async (t) => {
+  const dir = await tempDir(t);
+  const paired = { ...startBoot(undefined, new Date(), ID_A), phase: 'provisioned' as const, role: 'follower' as const, term: 7 };
+  storeHostMeta(dir, paired);
+  await writeFile(join(dir, 'hostmeta.json'), '{"schemaVersion":1,"nodeId":"nothex"}');
+  const lines: string[] = [];
+  const secrets = join(dir, 'cluster.json');
+  await writeFile(secrets, '{}');
+  t.deepEqual(
     loadHostMeta(
       dir,
       jsonLogger((l) => lines.push(l)),
+      [secrets],
     ),
-    undefined,
+    paired,
   );
-  t.deepEqual((await readdir(dir)).sort(), ['hostmeta.json.corrupt']);
-  t.regex(lines.join(''), /hostmeta-corrupt/);
+  t.regex(lines.join(''), /"event":"hostmeta-from-backup"/);
+  // The record is written again from the backup, so the next start reads it first.
+  t.deepEqual(parseHostMeta(await readFile(join(dir, 'hostmeta.json'), 'utf8')), { ok: true, meta: paired });
+  await rm(join(dir, 'hostmeta.json'));
+  t.like(loadHostMeta(dir, silent, [secrets]), { nodeId: ID_A, term: 7 });
+});
+
+test('a box holding pair data whose record and backup are both lost refuses to start, saying what to do', async (t) => {
+  const dir = await tempDir(t);
+  const pgVersion = join(dir, 'PG_VERSION');
+  await writeFile(pgVersion, '15\n');
+  await writeFile(join(dir, 'hostmeta.json'), 'garbage');
+  const lines: string[] = [];
+  const e = t.throws(
+    () =>
+      loadHostMeta(
+        dir,
+        jsonLogger((l) => lines.push(l)),
+        [join(dir, 'cluster.json'), pgVersion],
+      ),
+    { instanceOf: IdentityRefused },
+  );
+  t.regex(e?.message ?? '', /hostmeta\.json is unreadable \(not JSON.*\) and its backup is missing, but this box holds the pair's data \(.*PG_VERSION\)/);
+  t.regex(e?.message ?? '', /Put back a copy of hostmeta\.json/);
+  t.regex(lines.join(''), /"event":"identity-refused"/);
+  // The next start (systemd restarts the agent) still refuses: the record was moved aside, not replaced.
+  t.throws(() => loadHostMeta(dir, silent, [pgVersion]), { instanceOf: IdentityRefused, message: /hostmeta\.json is missing and its backup is missing/ });
+  t.false((await readdir(dir)).includes('hostmeta.json'));
+});
+
+test('chooseIdentity: the record first, then the backup; a new identity only without pair data', (t) => {
+  const a = startBoot(undefined, new Date(0), ID_A);
+  const b = { ...a, term: 3 };
+  const absent = { kind: 'absent' } as const;
+  const bad = { kind: 'unreadable', reason: 'EIO' } as const;
+  t.deepEqual(chooseIdentity({ kind: 'ok', meta: b }, { kind: 'ok', meta: a }, ['x']), { kind: 'continue', meta: b, from: 'record' });
+  t.deepEqual(chooseIdentity(bad, { kind: 'ok', meta: a }, ['x']), { kind: 'continue', meta: a, from: 'backup' });
+  t.deepEqual(chooseIdentity(absent, bad, []), { kind: 'new' });
+  t.like(chooseIdentity(absent, bad, ['/x/cluster.json']), { kind: 'refuse' });
 });
 
 test('parseHostMeta rejects what it does not understand', (t) => {

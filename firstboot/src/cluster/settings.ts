@@ -99,18 +99,22 @@ export function statusSocketPath(env: NodeJS.ProcessEnv): string {
   return join(envPath(env, 'GEMINIK8S_RUN_DIR', '/run/geminik8s'), 'agent.sock');
 }
 
+/** PostgreSQL's paths: GEMINIK8S_PG_ROOT moves every one under one folder (tests); the appliance uses Debian's. */
+export function pgPathsOf(env: NodeJS.ProcessEnv): PgPaths {
+  const pg = appliancePgPaths();
+  const root = envPath(env, 'GEMINIK8S_PG_ROOT', '') || undefined;
+  return root
+    ? { binDir: pg.binDir, dataDir: join(root, 'data'), confDir: join(root, 'conf'), socketDir: join(root, 'run'), logFile: join(root, 'postgresql.log') }
+    : pg;
+}
+
 export function clusterSettings(env: NodeJS.ProcessEnv, stateDir: string): ClusterSettings {
   const image = loadImageFacts(env);
   const kubernetes = image.kubernetes;
-  const pg = appliancePgPaths();
-  const root = envPath(env, 'GEMINIK8S_PG_ROOT', '') || undefined;
   return {
     replication: image.postgresql.replication,
     ...(image.cluster.preferredLeader ? { preferredLeader: image.cluster.preferredLeader } : {}),
-    // GEMINIK8S_PG_ROOT moves every PostgreSQL path under one folder (tests); the appliance uses Debian's.
-    pg: root
-      ? { binDir: pg.binDir, dataDir: join(root, 'data'), confDir: join(root, 'conf'), socketDir: join(root, 'run'), logFile: join(root, 'postgresql.log') }
-      : pg,
+    pg: pgPathsOf(env),
     pgPort: envPort(env, 'GEMINIK8S_PG_PORT', 5432),
     kineBinary: envPath(env, 'GEMINIK8S_KINE_BIN', '/usr/lib/geminik8s/bin/kine'),
     kinePort: envPort(env, 'GEMINIK8S_KINE_PORT', 2379),

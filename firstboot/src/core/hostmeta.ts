@@ -160,6 +160,32 @@ function isCount(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
+/** hostmeta.json or its backup as read from disk. */
+export type StoredRecord = { kind: 'absent' } | { kind: 'unreadable'; reason: string } | { kind: 'ok'; meta: HostMeta };
+
+/**
+ * Which identity this start continues (issue 11 point 7). The record is written before its backup,
+ * so a readable record is always the newest; the backup stands in when the record is lost (it is at
+ * most one write behind: a power cut between the two writes and then a damaged record). Without
+ * either, a box that holds the pair's data (its secrets, a PostgreSQL cluster) must not start over
+ * under a new node id: its peer, its data and the election know it by the old one, so it refuses.
+ */
+export type IdentityChoice = { kind: 'continue'; meta: HostMeta; from: 'record' | 'backup' } | { kind: 'new' } | { kind: 'refuse'; reason: string };
+
+export function chooseIdentity(record: StoredRecord, backup: StoredRecord, pairData: readonly string[]): IdentityChoice {
+  if (record.kind === 'ok') return { kind: 'continue', meta: record.meta, from: 'record' };
+  if (backup.kind === 'ok') return { kind: 'continue', meta: backup.meta, from: 'backup' };
+  if (pairData.length === 0) return { kind: 'new' };
+  const said = (r: Exclude<StoredRecord, { kind: 'ok' }>) => (r.kind === 'absent' ? 'missing' : `unreadable (${r.reason})`);
+  return {
+    kind: 'refuse',
+    reason:
+      `${HOSTMETA_FILE} is ${said(record)} and its backup is ${said(backup)}, but this box holds the pair's data (${pairData.join(', ')}): ` +
+      'it will not start over under a new node id that its peer and its data do not know. ' +
+      `Put back a copy of ${HOSTMETA_FILE} (the peer's status names this box's node id) and restart the agent`,
+  };
+}
+
 /**
  * The record for an agent start: keeps identity and cluster state from `prev`, counts the boot.
  * `freshNodeId` is used only when there is no previous record.
