@@ -5,6 +5,7 @@ import {
   dropAutoConfSettings,
   ensureIncludeLine,
   kineEndpoint,
+  fencedHba,
   renderPgHba,
   renderPgpass,
   renderPostgresConf,
@@ -31,6 +32,17 @@ test('pg_hba: replication only from the peer, TLS + scram only, Kine from loopba
   t.false(rows.some((r) => /trust|md5|password\b/.test(r)));
   t.false(hba.includes('kine\treplicator'), 'physical mode: no logical replication rule');
   t.true(renderPgHba({ peerIp: '192.0.2.12', mode: 'logical' }).includes('hostssl\tkine\treplicator\t192.0.2.12/32'));
+});
+
+test('pg_hba under the fence: the kine role rejected before any rule admits it; lifting it restores the file', (t) => {
+  const hba = renderPgHba({ peerIp: '192.0.2.12', vip: '192.0.2.10', mode: 'physical' });
+  const fenced = fencedHba(hba, true);
+  const rows = fenced.split('\n').filter((l) => l && !l.startsWith('#'));
+  t.deepEqual(rows.slice(0, 2), ['local\tall\tkine\treject', 'host\tall\tkine\tall\treject']);
+  t.true(fenced.startsWith('# Written by geminik8s-agent'), 'the header stays first');
+  t.is(fencedHba(fenced, true), fenced, 'raising it twice changes nothing');
+  t.is(fencedHba(fenced, false), hba);
+  t.is(fencedHba(hba, false), hba);
 });
 
 test('postgresql include: wal_level by mode, ssl, scram, rewind support, no sync names', (t) => {

@@ -1,19 +1,23 @@
 /**
- * The write fence on the local PostgreSQL. A fenced or following node keeps FENCE_CONF in its
- * config (included from the agent's file), so the server is read-only whenever and by whoever it
- * is (re)started; raising the fence on a running server also reloads it and ends the client
- * sessions, so a transaction begun before the fence cannot commit after it.
+ * The write fence on the local PostgreSQL, enforced by the server (issue 11 point 4). A fenced or
+ * following node keeps FENCE_CONF in its config (included from the agent's file) and the fence's
+ * reject rows first in pg_hba, so whenever and by whoever the server is (re)started, the
+ * application role (kine) cannot connect, whatever it would set or begin, and the superuser's
+ * sessions are read-only. Raising the fence on a running server reloads it (pg_hba and the setting
+ * apply to new sessions) and ends the client sessions, so a transaction begun before the fence
+ * cannot commit after it. Why pg_hba and not a role change: ALTER ROLE is a write, which a primary
+ * whose synchronous standby is gone would never commit; a reloaded file needs nobody.
  */
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { fsyncDir, writeFileAtomic } from '../adapters/atomic-file.ts';
-import { FENCE_CONF } from '../provision/core/pgconf.ts';
+import { FENCE_CONF, fencedHba } from '../provision/core/pgconf.ts';
 import { confFiles, postgresUser, runPgTool, serverState, withAdmin, type LocalPg } from '../provision/postgres.ts';
 
 export function fenceFileOf(pg: LocalPg): string {
   return confFiles(pg.paths.confDir).fence;
 }
 
-/** Puts the fence up (read-only, sessions ended) or takes it down, on disk and in the running server. */
+/** Puts the fence up (no kine sessions, read-only, sessions ended) or takes it down, on disk and in the running server. */
 export async function setFence(pg: LocalPg, on: boolean): Promise<void> {
   const file = fenceFileOf(pg);
   if (on) writeFileAtomic(file, FENCE_CONF, 0o600, postgresUser());
@@ -21,6 +25,10 @@ export async function setFence(pg: LocalPg, on: boolean): Promise<void> {
     rmSync(file);
     fsyncDir(pg.paths.confDir);
   }
+  // Before provisioning there is no pg_hba yet: provisioning writes it with the fence as the fence file says.
+  const hbaFile = confFiles(pg.paths.confDir).hba;
+  const hba = existsSync(hbaFile) ? readFileSync(hbaFile, 'utf8') : undefined;
+  if (hba !== undefined && fencedHba(hba, on) !== hba) writeFileAtomic(hbaFile, fencedHba(hba, on), 0o600, postgresUser());
   if ((await serverState(pg)) !== 'running') return;
   await runPgTool(pg.paths, 'pg_ctl', ['reload', '-D', pg.paths.dataDir], { timeoutMs: 10_000 });
   // The reload is asynchronous: wait until new sessions see the new value.

@@ -17,7 +17,8 @@ function split(cidr: string): { ip: string; prefix: number } {
 /** Interfaces that currently carry `ip` (normally none or one). */
 export async function interfacesWith(cidr: string): Promise<string[]> {
   const { ip } = split(cidr);
-  const out = await runTool('ip', ['-j', 'addr', 'show']);
+  // A deadline: the liveness tick awaits this look, and a hung `ip` must not stall it past the watchdog.
+  const out = await runTool('ip', ['-j', 'addr', 'show'], { timeoutMs: 10_000 });
   const links = JSON.parse(out.stdout) as IpAddrInfo[];
   return links.filter((l) => (l.addr_info ?? []).some((a) => a.family === 'inet' && a.local === ip)).map((l) => l.ifname);
 }

@@ -78,7 +78,8 @@ export type ServerState = 'running' | 'stopped' | 'no-data-dir';
 
 export async function serverState(p: LocalPg): Promise<ServerState> {
   if (!pathExists(join(p.paths.dataDir, 'PG_VERSION'))) return 'no-data-dir';
-  const r = await runPgTool(p.paths, 'pg_ctl', ['status', '-D', p.paths.dataDir], { okCodes: [0, 3, 4] });
+  // A deadline: the liveness tick awaits this look, and a hung pg_ctl must not stall it past the watchdog.
+  const r = await runPgTool(p.paths, 'pg_ctl', ['status', '-D', p.paths.dataDir], { okCodes: [0, 3, 4], timeoutMs: 10_000 });
   return r.code === 0 ? 'running' : 'stopped';
 }
 

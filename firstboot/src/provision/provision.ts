@@ -14,6 +14,7 @@ import {
   ensureIncludeLine,
   quoteIdent,
   quoteLiteral,
+  fencedHba,
   renderPgHba,
   renderPgIdent,
   renderPgpass,
@@ -225,7 +226,9 @@ function stepConfig(c: ProvisionConfig): string {
     conf += `primary_slot_name = ${confString(slotName(c.self.name))}\n`;
   }
   writeFileAtomic(f.include, conf, 0o600, pgUser);
-  writeFileAtomic(f.hba, renderPgHba({ peerIp: c.peer.ip, selfIp: c.self.ip, vip: c.vip, mode: c.mode }), 0o600, pgUser);
+  // A fenced node stays fenced through a re-provisioning (the fence file says whether it is).
+  const hba = renderPgHba({ peerIp: c.peer.ip, selfIp: c.self.ip, vip: c.vip, mode: c.mode });
+  writeFileAtomic(f.hba, fencedHba(hba, existsSync(f.fence)), 0o600, pgUser);
   writeFileAtomic(f.ident, renderPgIdent(), 0o600, pgUser);
   const mainConf = join(dataDir, 'postgresql.conf');
   const text = readFileSync(mainConf, 'utf8');

@@ -35,8 +35,24 @@ export interface PgConfOptions {
   fenceFile?: string;
 }
 
-/** The fence file's content: new transactions read-only (Kine never overrides it; fencing also ends open sessions). */
+/**
+ * The fence file's content: new transactions read-only. That alone is a client's courtesy (any
+ * session may `SET default_transaction_read_only = off` or `BEGIN READ WRITE`), so the fence is
+ * enforced by pg_hba (fencedHba): the application role cannot hold a session at all. This setting
+ * stays as the guard for the superuser sessions the agents keep (fence, rewind, promotion).
+ */
 export const FENCE_CONF = '# Written by geminik8s-agent: this node is fenced or following. Do not edit.\ndefault_transaction_read_only = on\n';
+
+/** The rows a fence puts first in pg_hba (first match wins): every connection as the kine role is rejected, local or not. */
+const FENCE_HBA = ['# fence: this node takes no writes (geminik8s-agent)', 'local\tall\tkine\treject', 'host\tall\tkine\tall\treject'];
+
+/** pg_hba with the fence's rows first (`on`) or without them; the rest of the file is kept as it is. */
+export function fencedHba(text: string, on: boolean): string {
+  const lines = text.split('\n').filter((l) => !FENCE_HBA.includes(l));
+  const at = lines.findIndex((l) => !l.startsWith('#'));
+  if (on) lines.splice(at < 0 ? lines.length : at, 0, ...FENCE_HBA);
+  return lines.join('\n');
+}
 
 /** Single-quoted value for postgresql.conf. */
 export function confString(v: string): string {
