@@ -51,6 +51,7 @@ export const SCENARIOS = [
   { id: 'g', title: "the follower's disk fills" },
   { id: 'h', title: 'planned switchover under write load' },
   { id: 'i', title: 'the old leader returns after a failover' },
+  { id: 'j', title: "the leader's PostgreSQL hangs (every process stopped) for 20 s" },
 ] as const;
 export type ScenarioId = (typeof SCENARIOS)[number]['id'];
 export const isScenarioId = (s: string): s is ScenarioId => SCENARIOS.some((x) => x.id === s);
@@ -674,6 +675,18 @@ const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
         `old leader rejoined as follower ${Date.now() - ctx.faultAt()} ms after the fault${divergent ? `; divergent rows saved to ${String(divergent)}` : ''}`,
       );
     });
+  },
+  // A hung server, not a dead one: its sockets accept and never answer, pg_ctl still finds it
+  // running, and every action that touches it would wait forever without its deadline.
+  async j(ctx) {
+    ctx.mark();
+    const pids = await ctx.leader.freezePostgres();
+    ctx.injected();
+    ctx.note(`SIGSTOPped ${pids.length} PostgreSQL processes on node ${ctx.leader.index + 1}`);
+    await followerPromoted(ctx);
+    await writeAfterFault(ctx, 60_000);
+    await sleep(Math.max(0, 20_000 - (Date.now() - ctx.faultAt())));
+    await ctx.leader.thawPostgres();
   },
 };
 

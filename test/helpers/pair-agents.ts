@@ -62,6 +62,13 @@ export interface PairAgent {
   powerOn(): Promise<void>;
   /** SIGKILLs the postmaster (first line of <pg>/data/postmaster.pid); resolves with its pid. */
   crashPostgres(): Promise<number>;
+  /**
+   * Hangs PostgreSQL without killing it: SIGSTOP to the postmaster and every process it forked, as
+   * a stalled disk or a wedged server would leave it (connections are accepted by the kernel and
+   * never answered). thawPostgres() sends SIGCONT to the same processes.
+   */
+  freezePostgres(): Promise<number[]>;
+  thawPostgres(): Promise<void>;
   /** eth0 down / up (carrier lost; linkUp restores the default route). */
   linkDown(): Promise<void>;
   linkUp(): Promise<void>;
@@ -78,8 +85,8 @@ export interface PairAgent {
   /** POST /switchover to this agent's socket (a planned switchover; ask the leader). */
   switchover(): Promise<unknown>;
   /** Faults currently applied through the helpers above. */
-  faults(): { poweredOff: boolean; linkDown: boolean; detached: boolean; diskFilled: boolean };
-  /** Undoes every fault still applied (attach, link up, release the disk, power on). */
+  faults(): { poweredOff: boolean; linkDown: boolean; detached: boolean; diskFilled: boolean; frozen: boolean };
+  /** Undoes every fault still applied (attach, link up, release the disk, thaw, power on). */
   heal(): Promise<void>;
   /**
    * PostgreSQL takes writes: a primary whose default_transaction_read_only is off. undefined when
@@ -324,7 +331,8 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
       };
       const socketDir = path.join(dirs.pg, 'run');
       const fillFile = path.join(dirs.pg, FILL_FILE);
-      const state = { poweredOff: false, linkDown: false, detached: false, diskFilled: false };
+      const state = { poweredOff: false, linkDown: false, detached: false, diskFilled: false, frozen: false };
+      let frozenPids: number[] = [];
       const gwIp = (args: string[]) => must(['ip', '-n', topology.gw.ns, ...args]);
       const agent: PairAgent = {
         index: node.index,
@@ -394,6 +402,30 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
           process.kill(pid, 'SIGKILL');
           return pid;
         },
+        async freezePostgres() {
+          const text = await readFile(path.join(dirs.pg, 'data', 'postmaster.pid'), 'utf8');
+          const postmaster = Number(text.split('\n')[0]);
+          if (!Number.isInteger(postmaster) || postmaster <= 1) throw new Error(`node ${node.index + 1}: no postmaster pid in postmaster.pid`);
+          // The postmaster first: once stopped it forks nothing new, so its children read next are all of them.
+          process.kill(postmaster, 'SIGSTOP');
+          // Every child (backends, walsender, checkpointer...): the kernel lists them per task.
+          const children = await readFile(`/proc/${postmaster}/task/${postmaster}/children`, 'utf8');
+          frozenPids = [postmaster, ...children.split(/\s+/).filter(Boolean).map(Number)];
+          for (const pid of frozenPids.slice(1)) process.kill(pid, 'SIGSTOP');
+          state.frozen = true;
+          return frozenPids;
+        },
+        async thawPostgres() {
+          for (const pid of frozenPids) {
+            try {
+              process.kill(pid, 'SIGCONT');
+            } catch {
+              // Gone meanwhile (a SIGKILL by the agent's stop): nothing to wake.
+            }
+          }
+          frozenPids = [];
+          state.frozen = false;
+        },
         async linkDown() {
           state.linkDown = true;
           await topology.linkDown(node.index);
@@ -431,6 +463,7 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
           if (state.detached) await agent.attach();
           if (state.linkDown && !state.poweredOff) await agent.linkUp();
           if (state.diskFilled) await agent.releaseDisk();
+          if (state.frozen) await agent.thawPostgres();
           if (state.poweredOff) await agent.powerOn();
         },
         async writable() {

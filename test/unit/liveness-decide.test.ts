@@ -1,7 +1,8 @@
 import test from 'ava';
-import { applyToRole, bootRole, decide, facts, validateTimeouts } from '../../firstboot/src/liveness/core/decide.ts';
+import { applyToRole, bootRole, decide, facts, preempts, validateTimeouts } from '../../firstboot/src/liveness/core/decide.ts';
 import { compareRank, outranks, type RankFacts } from '../../firstboot/src/liveness/core/rank.ts';
 import {
+  ACTION_DEADLINE_MS,
   DEFAULT_LIVENESS_CONFIG as C,
   type ActionKind,
   type Heartbeat,
@@ -408,4 +409,29 @@ test('a follower still rewinding its old primary never outranks the leader into 
     'fence',
     'begin-handover',
   ]);
+});
+
+test('a step-down preempts a running batch, never another step-down; every action has a deadline', (t) => {
+  t.true(preempts(['promote'], [{ kind: 'fence' }]), 'a hung pg_promote does not hold the fence');
+  t.true(preempts(['restore-sync'], [{ kind: 'release-vip' }]));
+  t.true(preempts(['take-vip'], [{ kind: 'demote-and-rejoin', term: 4, leader: 'b'.repeat(32) }]));
+  t.false(preempts(['demote-and-rejoin'], [{ kind: 'demote-and-rejoin', term: 4, leader: 'b'.repeat(32) }]), 'a long rejoin is not restarted');
+  t.false(preempts(['fence'], [{ kind: 'fence' }]));
+  t.false(preempts(['degrade-to-async'], [{ kind: 'promote', term: 3, cause: 'leader-lost' }]), 'only step-downs preempt');
+  t.false(preempts([], []));
+  const kinds = [
+    'promote',
+    'take-vip',
+    'release-vip',
+    'fence',
+    'unfence',
+    'degrade-to-async',
+    'restore-sync',
+    'demote-and-rejoin',
+    'adopt-term',
+    'begin-handover',
+    'end-handover',
+  ] as const;
+  t.deepEqual(Object.keys(ACTION_DEADLINE_MS).sort(), [...kinds].sort());
+  for (const k of kinds) t.true(ACTION_DEADLINE_MS[k] > 0 && Number.isFinite(ACTION_DEADLINE_MS[k]), k);
 });

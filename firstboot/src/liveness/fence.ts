@@ -11,7 +11,7 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { fsyncDir, writeFileAtomic } from '../adapters/atomic-file.ts';
 import { FENCE_CONF, fencedHba } from '../provision/core/pgconf.ts';
-import { confFiles, postgresUser, runPgTool, serverState, withAdmin, type LocalPg } from '../provision/postgres.ts';
+import { adminClientConfig, confFiles, postgresUser, runPgTool, serverState, withClient, type LocalPg } from '../provision/postgres.ts';
 
 export function fenceFileOf(pg: LocalPg): string {
   return confFiles(pg.paths.confDir).fence;
@@ -31,18 +31,22 @@ export async function setFence(pg: LocalPg, on: boolean): Promise<void> {
   if (hba !== undefined && fencedHba(hba, on) !== hba) writeFileAtomic(hbaFile, fencedHba(hba, on), 0o600, postgresUser());
   if ((await serverState(pg)) !== 'running') return;
   await runPgTool(pg.paths, 'pg_ctl', ['reload', '-D', pg.paths.dataDir], { timeoutMs: 10_000 });
-  // The reload is asynchronous: wait until new sessions see the new value.
+  // The reload is asynchronous: wait until new sessions see the new value. Bounded in time, and
+  // each look too: a hung server (SIGSTOP, a stalled disk) must not hold the fence's batch.
   const want = on ? 'on' : 'off';
-  for (let i = 0; i < 50; i++) {
-    const now = await withAdmin(
-      pg,
+  const quick = { ...adminClientConfig(pg), connectionTimeoutMillis: 2000, query_timeout: 2000 };
+  const until = performance.now() + 3000;
+  while (performance.now() < until) {
+    const now = await withClient(
+      quick,
       async (db) => (await db.query<{ v: string }>("SELECT current_setting('default_transaction_read_only') AS v")).rows[0]?.v,
     ).catch(() => undefined);
     if (now === want) break;
     await new Promise((r) => setTimeout(r, 50));
   }
   if (!on) return;
-  await withAdmin(pg, (db) =>
+  // Longer than a look: ending the sessions that began before the fence is what the fence is for.
+  await withClient({ ...adminClientConfig(pg), connectionTimeoutMillis: 5000, query_timeout: 5000 }, (db) =>
     db.query(
       `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name <> 'geminik8s-agent'`,

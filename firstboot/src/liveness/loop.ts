@@ -19,8 +19,17 @@ import { ensurePhysicalSlot, serverState, startServer, withAdmin, type LocalPg }
 import type { ProvisionConfig } from '../provision/provision.ts';
 import { promoteLogicalFollower, setSynchronousStandby } from '../provision/replication.ts';
 import { readProgress } from '../cluster/progress.ts';
-import { decide, validateTimeouts } from './core/decide.ts';
-import { DEFAULT_LIVENESS_CONFIG, type Action, type Heartbeat, type LivenessConfig, type LivenessRole, type TickInput } from './core/types.ts';
+import { decide, preempts, validateTimeouts } from './core/decide.ts';
+import {
+  ACTION_DEADLINE_MS,
+  DEFAULT_LIVENESS_CONFIG,
+  type Action,
+  type ActionKind,
+  type Heartbeat,
+  type LivenessConfig,
+  type LivenessRole,
+  type TickInput,
+} from './core/types.ts';
 import { setFence } from './fence.ts';
 import type { KineSupervisor } from './kine-supervisor.ts';
 import { samplePg, type PgSample } from './pg-sample.ts';
@@ -78,6 +87,18 @@ const PG_RESTART_BACKOFF_MS = 3000;
 const STANDBY_REBUILD_AFTER_FAILURES = 8;
 /** A leader whose primary died waits this long past the handover threshold before restarting it anyway. */
 const HANDOVER_GRACE_MS = 7000;
+
+/** A batch's step after it was preempted by a step-down or abandoned past its deadline. */
+class BatchCutOff extends Error {}
+
+/** `work`, or a rejection once `ms` passed (with the message `late()` gives; `work` itself runs on). */
+function withDeadline<T>(work: Promise<T>, ms: number, late: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(late())), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
 
 function heartbeatFrom(nodeId: string, s: { role: string; term: number; timeline: number; lsn: string; hb?: HeartbeatFacts }): Heartbeat | undefined {
   if (!s.hb || !['leader', 'follower', 'fenced'].includes(s.role)) return undefined;
@@ -142,7 +163,12 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     if (ctx.mode === 'physical') await withAdmin(pg, (db) => ensurePhysicalSlot(db, slotName(ctx.peer.name)));
   };
 
-  async function execute(a: Action, now: number, reason: string): Promise<void> {
+  /**
+   * Carries out one action. `live()` is called after every wait: it throws once the batch was
+   * abandoned (past its deadline) or preempted (a step-down), so a call that hung and then returns
+   * changes nothing more (a late pg_promote cannot make a fenced node a leader again).
+   */
+  async function execute(a: Action, now: number, reason: string, live: () => void): Promise<void> {
     switch (a.kind) {
       case 'promote': {
         persist({
@@ -156,19 +182,25 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         handoverSince = undefined;
         // Down before pg_promote, so the new primary takes writes the moment it is one.
         await setFence(pg, false);
+        live();
         const inRecovery = await withAdmin(pg, async (db) => (await db.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]?.r === true);
+        live();
         if (inRecovery) {
           if (ctx.mode === 'logical') await promoteLogicalFollower(pg);
           else {
             await withAdmin(pg, async (db) => {
               await db.query('SELECT pg_promote(true, 60)');
+              // Not cut off here, even if preempted: a promoted primary without this checkpoint
+              // would mislead a later pg_rewind against it. It writes no client data.
               // Writes the new timeline into pg_control at once: pg_rewind reads the source's
               // timeline from there and would otherwise answer "no rewind required" to the old leader.
               await db.query('CHECKPOINT');
+              live();
             });
           }
         }
         await ensurePeerSlot();
+        live();
         role = 'leader';
         ctx.kine.want(kineUpstream(role));
         log.event('warn', 'promoted', { term: a.term, cause: a.cause, fromStandby: inRecovery });
@@ -177,19 +209,23 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       }
       case 'take-vip':
         await bindVip(ctx.ifname, ctx.vipCidr);
+        live();
         holdsVip = true;
         log.event('info', 'vip-bound', { vip: ctx.vipCidr, interface: ctx.ifname });
         return;
       case 'release-vip':
         await releaseVip(ctx.vipCidr);
+        live();
         holdsVip = false;
         log.event('info', 'vip-released', { vip: ctx.vipCidr });
         return;
       case 'fence':
         persist({ role: 'fenced' });
         await releaseVip(ctx.vipCidr);
+        live();
         holdsVip = false;
         await setFence(pg, true);
+        live();
         role = 'fenced';
         ctx.kine.want(kineUpstream(role));
         log.event('warn', 'fenced', { term: ctx.meta().term });
@@ -198,7 +234,9 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       case 'unfence':
         persist({ role: 'leader', leader: ctx.nodeId });
         await setFence(pg, false);
+        live();
         await ensurePeerSlot();
+        live();
         role = 'leader';
         ctx.kine.want(kineUpstream(role));
         log.event('info', 'unfenced', { term: ctx.meta().term });
@@ -207,10 +245,12 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       case 'degrade-to-async':
         syncRepNow = false;
         await setSynchronousStandby(pg, null);
+        live();
         log.event('warn', 'replication-async', { standby: ctx.peer.name, message: 'synchronous replication off: the peer is known down' });
         return;
       case 'restore-sync':
         await setSynchronousStandby(pg, ctx.peer.name);
+        live();
         syncRepNow = true;
         log.event('info', 'replication-synchronous', { standby: ctx.peer.name });
         return;
@@ -218,8 +258,10 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         persist({ role: 'follower', term: a.term, leader: a.leader, handover: false });
         handoverSince = undefined;
         await releaseVip(ctx.vipCidr);
+        live();
         holdsVip = false;
         await setFence(pg, true);
+        live();
         role = 'follower';
         ctx.kine.want(kineUpstream(role));
         const r = await rejoinAsStandby({
@@ -231,6 +273,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
           follower: ctx.follower,
           log,
         });
+        live();
         if (r.divergent) divergent = r.divergent;
         log.event('warn', 'rejoined', {
           leader: a.leader,
@@ -262,25 +305,52 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     }
   }
 
+  /** Which batch may still act: a batch whose number is no longer this was preempted or abandoned. */
+  let batchGen = 0;
+  /** The batch that holds `busy` (a preempted batch that returns late must not free its successor's). */
+  let busyGen = 0;
+  let busyKinds: ActionKind[] = [];
+
   function runBatch(actions: Action[], reason: string, now: number): void {
+    const gen = ++batchGen;
+    const live = () => {
+      if (gen !== batchGen) throw new BatchCutOff(`${actions.map((a) => a.kind).join(',')}: cut off (preempted or past its deadline)`);
+    };
     busy = actions.map((a) => a.kind).join(',');
+    busyKinds = actions.map((a) => a.kind);
+    busyGen = gen;
     const t = performance.now();
     log.event('info', 'liveness-actions', { actions: busy, reason });
     void (async () => {
       let ok = true;
       try {
-        for (const a of actions) await execute(a, now, reason);
-        lastError = undefined;
+        for (const a of actions) {
+          live();
+          await withDeadline(execute(a, now, reason, live), ACTION_DEADLINE_MS[a.kind], () => {
+            // Abandoned: whatever the hung call does when it returns is cut off at its next step.
+            if (gen === batchGen) batchGen += 1;
+            return `${a.kind} did not finish within ${ACTION_DEADLINE_MS[a.kind] / 1000} s`;
+          });
+        }
+        if (gen === batchGen) lastError = undefined;
       } catch (e) {
         ok = false;
-        lastError = `${busy}: ${(e as Error).message}`;
-        log.event('error', 'liveness-action-failed', { actions: busy, error: (e as Error).message });
+        log.event(e instanceof BatchCutOff ? 'warn' : 'error', 'liveness-action-failed', {
+          actions: actions.map((a) => a.kind).join(','),
+          error: (e as Error).message,
+        });
+        // A preempted batch's failure is not the node's state: the batch that replaced it reports its own.
+        if (!(e instanceof BatchCutOff)) lastError = `${actions.map((a) => a.kind).join(',')}: ${(e as Error).message}`;
       } finally {
         lastActions = [
           ...lastActions.slice(-9),
           { at: new Date().toISOString(), actions: actions.map((a) => a.kind), ms: Math.round(performance.now() - t), ok },
         ];
-        busy = undefined;
+        // Only the batch that still owns the loop frees it (a preempting batch may be running).
+        if (busyGen === gen) {
+          busy = undefined;
+          busyKinds = [];
+        }
         republish();
       }
     })();
@@ -450,8 +520,10 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       log.event('info', 'liveness', { role, term: meta.term, reason: d.reason });
       lastReason = d.reason;
     }
-    if (!busy && d.actions.length > 0) runBatch(d.actions, d.reason, now);
-    else await keepPgRunning(now, last, last !== undefined && peerSilentMs < c.peerDeadMs);
+    if (d.actions.length > 0 && (!busy || preempts(busyKinds, d.actions))) {
+      if (busy) log.event('warn', 'liveness-preempted', { running: busy, by: d.actions.map((a) => a.kind).join(','), reason: d.reason });
+      runBatch(d.actions, d.reason, now);
+    } else await keepPgRunning(now, last, last !== undefined && peerSilentMs < c.peerDeadMs);
     ctx.kine.want(kineUpstream(role));
 
     const ready = (role === 'leader' && holdsVip && s.state === 'primary') || (role === 'follower' && s.state === 'standby');

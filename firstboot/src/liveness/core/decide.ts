@@ -24,7 +24,16 @@
  */
 import { lsnOrder } from '../../core/history.ts';
 import { outranks, type RankFacts } from './rank.ts';
-import { DEFAULT_LIVENESS_CONFIG, type Action, type Decision, type Heartbeat, type LivenessConfig, type LivenessRole, type TickInput } from './types.ts';
+import {
+  DEFAULT_LIVENESS_CONFIG,
+  type Action,
+  type ActionKind,
+  type Decision,
+  type Heartbeat,
+  type LivenessConfig,
+  type LivenessRole,
+  type TickInput,
+} from './types.ts';
 
 /** The role a node starts in after a boot or an agent restart: a leader starts fenced. */
 export function bootRole(persisted: LivenessRole): 'fenced' | 'follower' {
@@ -303,6 +312,18 @@ function decideFollower(i: TickInput, c: LivenessConfig, f: Facts): Decision {
 }
 
 /** The role and term a node has after carrying out `actions` (the persisted part). */
+/** The actions that step a node down: it stops being a writer the moment one has run. */
+const STEP_DOWN: readonly ActionKind[] = ['fence', 'release-vip', 'demote-and-rejoin'];
+
+/**
+ * Whether a decision cuts short the batch still running: a step-down never waits behind a hung
+ * promote, sync switch or VIP bind (the fence's budget is a second), but one step-down does not
+ * interrupt another (a long rejoin is not restarted by the next tick's repeat of it).
+ */
+export function preempts(running: readonly ActionKind[], next: readonly Action[]): boolean {
+  return next.some((a) => STEP_DOWN.includes(a.kind)) && !running.some((k) => STEP_DOWN.includes(k));
+}
+
 export function applyToRole(state: { role: LivenessRole; term: number }, actions: readonly Action[]): { role: LivenessRole; term: number } {
   let { role, term } = state;
   for (const a of actions) {

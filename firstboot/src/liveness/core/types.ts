@@ -143,6 +143,27 @@ export type Action =
 
 export type ActionKind = Action['kind'];
 
+/**
+ * How long each action may run before the loop abandons it (issue 11 point 2): the batch fails,
+ * what the abandoned call still does is cut off at its next step, and the next tick decides
+ * afresh. A hung pg_promote, CHECKPOINT, ALTER SYSTEM, `ip` call or fsync thus costs at most this
+ * long, and a step-down does not even wait for it (`preempts`). Rejoining may copy the whole
+ * database (a base backup when pg_rewind cannot), hours on an SD card: its bound is generous.
+ */
+export const ACTION_DEADLINE_MS: Readonly<Record<ActionKind, number>> = Object.freeze({
+  promote: 120_000,
+  'take-vip': 20_000,
+  'release-vip': 20_000,
+  fence: 30_000,
+  unfence: 30_000,
+  'degrade-to-async': 20_000,
+  'restore-sync': 20_000,
+  'demote-and-rejoin': 6 * 3_600_000,
+  'adopt-term': 10_000,
+  'begin-handover': 10_000,
+  'end-handover': 10_000,
+});
+
 export interface Decision {
   actions: Action[];
   reason: string;
