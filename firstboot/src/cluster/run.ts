@@ -390,12 +390,13 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
             }
           : {}),
         publish: (state) => {
-          // A new role, term, handover or VIP is worth a heartbeat now rather than at the next beat.
+          // A new role, term, handover, VIP or sync mode is worth a heartbeat now rather than at the next beat.
           const changed =
             !live ||
             live.role !== state.role ||
             live.term !== state.term ||
             live.hb.holdsVip !== state.hb.holdsVip ||
+            live.hb.syncRep !== state.hb.syncRep ||
             (live.hb.handoverForMs === null) !== (state.hb.handoverForMs === null);
           live = state;
           if (changed) heartbeat.announce();

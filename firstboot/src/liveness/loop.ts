@@ -226,9 +226,17 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         holdsVip = false;
         await setFence(pg, true);
         live();
+        {
+          // What this node announces from here on is its position after the fence: every commit it
+          // acknowledged, async ones included, is at or below it, so a follower that takes over at
+          // this LSN has them all (the tick's sample may predate the fence). Issue 11 point 5.
+          const after = await samplePg(pg, ctx.peer.name);
+          live();
+          if (after.state !== 'down') known = { timeline: after.timeline, lsn: after.lsn };
+        }
         role = 'fenced';
         ctx.kine.want(kineUpstream(role));
-        log.event('warn', 'fenced', { term: ctx.meta().term });
+        log.event('warn', 'fenced', { term: ctx.meta().term, lsn: known.lsn });
         out.line(`${MARKER} fenced term=${ctx.meta().term}`);
         return;
       case 'unfence':
@@ -244,6 +252,9 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         return;
       case 'degrade-to-async':
         syncRepNow = false;
+        // Announced before it takes effect: a peer that hears it no longer counts on holding every
+        // commit, so it will not promote over writes acknowledged from here on (issue 11 point 5).
+        republish();
         await setSynchronousStandby(pg, null);
         live();
         log.event('warn', 'replication-async', { standby: ctx.peer.name, message: 'synchronous replication off: the peer is known down' });
@@ -431,6 +442,9 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       ...lastPublished,
       role,
       term: ctx.meta().term,
+      // An action may have moved it (the fence reads its position after it).
+      timeline: known.timeline,
+      lsn: known.lsn,
       hb: {
         ...lastPublished.hb,
         syncRep: syncRepNow ?? lastPublished.hb.syncRep,

@@ -311,7 +311,6 @@ function decideFollower(i: TickInput, c: LivenessConfig, f: Facts): Decision {
   );
 }
 
-/** The role and term a node has after carrying out `actions` (the persisted part). */
 /** The actions that step a node down: it stops being a writer the moment one has run. */
 const STEP_DOWN: readonly ActionKind[] = ['fence', 'release-vip', 'demote-and-rejoin'];
 
@@ -324,6 +323,7 @@ export function preempts(running: readonly ActionKind[], next: readonly Action[]
   return next.some((a) => STEP_DOWN.includes(a.kind)) && !running.some((k) => STEP_DOWN.includes(k));
 }
 
+/** The role and term a node has after carrying out `actions` (the persisted part). */
 export function applyToRole(state: { role: LivenessRole; term: number }, actions: readonly Action[]): { role: LivenessRole; term: number } {
   let { role, term } = state;
   for (const a of actions) {
