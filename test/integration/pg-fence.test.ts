@@ -4,6 +4,7 @@
  * client sets; taking the fence down lets it write again.
  */
 import test from 'ava';
+import { execa } from 'execa';
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { makePair, requirePrerequisites } from '../helpers/provision-pair.ts';
@@ -63,5 +64,25 @@ test('a fenced primary refuses every session of the kine role, even one that tur
   const after = await kineClient();
   await after.query('INSERT INTO fence_probe VALUES (3)');
   t.deepEqual((await after.query<{ v: number }>('SELECT v FROM fence_probe ORDER BY v')).rows, [{ v: 1 }, { v: 3 }]);
-  await after.end();
+
+  // The configuration's disk turns read-only: raising the fence still ends the sessions, and says
+  // the files are unwritten instead of failing; lowering it refuses.
+  const confDir = local.paths.confDir;
+  await execa('mount', ['--bind', confDir, confDir]);
+  // Registered after the pair's cleanup, so it runs first (AVA runs teardowns last-in first-out): every bind mount off before the folder goes.
+  t.teardown(async () => {
+    while ((await execa('umount', [confDir], { reject: false })).exitCode === 0);
+  });
+  await execa('mount', ['-o', 'remount,bind,ro', confDir]);
+  const onReadOnly = await setFence(local, true);
+  t.regex(onReadOnly.unrecorded ?? '', /EROFS|read-only/i);
+  await t.throwsAsync(() => after.query('INSERT INTO fence_probe VALUES (4)'), undefined, 'the open session was ended all the same');
+  await after.end().catch(() => undefined);
+  await execa('umount', [confDir]);
+  // Up on disk, then read-only again: a fence that cannot be taken off the disk stays up.
+  await setFence(local, true);
+  await execa('mount', ['--bind', confDir, confDir]);
+  await execa('mount', ['-o', 'remount,bind,ro', confDir]);
+  await t.throwsAsync(() => setFence(local, false), { message: /EROFS|read-only/i });
+  await execa('umount', [confDir]);
 });

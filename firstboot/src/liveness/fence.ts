@@ -17,18 +17,36 @@ export function fenceFileOf(pg: LocalPg): string {
   return confFiles(pg.paths.confDir).fence;
 }
 
-/** Puts the fence up (no kine sessions, read-only, sessions ended) or takes it down, on disk and in the running server. */
-export async function setFence(pg: LocalPg, on: boolean): Promise<void> {
+/**
+ * Puts the fence up (no kine sessions, read-only, sessions ended) or takes it down, on disk and in
+ * the running server. Raising it on a failing disk (read-only, EIO, full) still ends the sessions:
+ * the files are then reported unwritten (`unrecorded`) rather than thrown, since a server on such
+ * a disk commits nothing anyway and a leader must not keep its VIP for want of a file (issue 11
+ * point 3). Lowering it throws: a node must not take writes it could not record.
+ */
+export async function setFence(pg: LocalPg, on: boolean): Promise<{ unrecorded?: string }> {
   const file = fenceFileOf(pg);
-  if (on) writeFileAtomic(file, FENCE_CONF, 0o600, postgresUser());
-  else if (existsSync(file)) {
-    rmSync(file);
-    fsyncDir(pg.paths.confDir);
+  let unrecorded: string | undefined;
+  try {
+    if (on) writeFileAtomic(file, FENCE_CONF, 0o600, postgresUser());
+    else if (existsSync(file)) {
+      rmSync(file);
+      fsyncDir(pg.paths.confDir);
+    }
+    // Before provisioning there is no pg_hba yet: provisioning writes it with the fence as the fence file says.
+    const hbaFile = confFiles(pg.paths.confDir).hba;
+    const hba = existsSync(hbaFile) ? readFileSync(hbaFile, 'utf8') : undefined;
+    if (hba !== undefined && fencedHba(hba, on) !== hba) writeFileAtomic(hbaFile, fencedHba(hba, on), 0o600, postgresUser());
+  } catch (e) {
+    if (!on) throw e;
+    unrecorded = (e as Error).message;
   }
-  // Before provisioning there is no pg_hba yet: provisioning writes it with the fence as the fence file says.
-  const hbaFile = confFiles(pg.paths.confDir).hba;
-  const hba = existsSync(hbaFile) ? readFileSync(hbaFile, 'utf8') : undefined;
-  if (hba !== undefined && fencedHba(hba, on) !== hba) writeFileAtomic(hbaFile, fencedHba(hba, on), 0o600, postgresUser());
+  await endSessions(pg, on);
+  return unrecorded ? { unrecorded } : {};
+}
+
+/** Reloads the server so new sessions see the fence as it is on disk, and with it up ends the client sessions. */
+async function endSessions(pg: LocalPg, on: boolean): Promise<void> {
   if ((await serverState(pg)) !== 'running') return;
   await runPgTool(pg.paths, 'pg_ctl', ['reload', '-D', pg.paths.dataDir], { timeoutMs: 10_000 });
   // The reload is asynchronous: wait until new sessions see the new value. Bounded in time, and

@@ -219,13 +219,16 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         holdsVip = false;
         log.event('info', 'vip-released', { vip: ctx.vipCidr });
         return;
-      case 'fence':
-        persist({ role: 'fenced' });
+      case 'fence': {
+        // Writes stop first and the record follows, best-effort: a leader whose disk is failing
+        // must still let go (issue 11 point 3). Safe because a leader that restarts starts fenced
+        // whatever it recorded (bootRole).
         await releaseVip(ctx.vipCidr);
         live();
         holdsVip = false;
-        await setFence(pg, true);
+        const fence = await setFence(pg, true);
         live();
+        if (fence.unrecorded) log.event('error', 'fence-file-unwritten', { error: fence.unrecorded, message: 'sessions ended; the fence is not on disk' });
         {
           // What this node announces from here on is its position after the fence: every commit it
           // acknowledged, async ones included, is at or below it, so a follower that takes over at
@@ -236,9 +239,15 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         }
         role = 'fenced';
         ctx.kine.want(kineUpstream(role));
+        try {
+          persist({ role: 'fenced' });
+        } catch (e) {
+          log.event('error', 'fence-unrecorded', { error: (e as Error).message, message: 'fenced, but hostmeta.json could not be written' });
+        }
         log.event('warn', 'fenced', { term: ctx.meta().term, lsn: known.lsn });
         out.line(`${MARKER} fenced term=${ctx.meta().term}`);
         return;
+      }
       case 'unfence':
         persist({ role: 'leader', leader: ctx.nodeId });
         await setFence(pg, false);
