@@ -110,7 +110,12 @@ export async function serveSsh(pair: Pair, dir: string): Promise<PairSsh> {
 
 /** Runs the real `geminik8s` CLI in the gateway namespace (the operator's laptop on the site LAN). */
 export function cliOnLan(pair: Pair, args: string[], timeoutMs = 180_000) {
-  return run(['ip', 'netns', 'exec', pair.topology.gw.ns, process.execPath, path.join(REPO, 'bin/geminik8s.js'), ...args], { timeoutMs });
+  return run(cliArgvOnLan(pair, args), { timeoutMs });
+}
+
+/** The argv of the `geminik8s` CLI run on the LAN (the gateway namespace), for a caller that streams or stops it itself. */
+export function cliArgvOnLan(pair: Pair, args: string[]): string[] {
+  return ['ip', 'netns', 'exec', pair.topology.gw.ns, process.execPath, path.join(REPO, 'bin/geminik8s.js'), ...args];
 }
 
 /** GET http://host:port/path from the gateway namespace; the body, or throws with the status. */

@@ -6,6 +6,7 @@
  * parser and its status page renders in headless Chromium (Debian's).
  */
 import test from 'ava';
+import { execa } from 'execa';
 import { access, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,7 +15,7 @@ import { startWriter, verifyAcked, waitHealthy, type WriteTarget } from '../help
 import { run } from '../helpers/netns.ts';
 import { assertHealthyPair, testPair } from '../helpers/pair-checks.ts';
 import { eventually } from '../helpers/poll.ts';
-import { cliOnLan, httpGetOnLan, serveSsh } from '../helpers/sshd.ts';
+import { cliArgvOnLan, cliOnLan, httpGetOnLan, serveSsh } from '../helpers/sshd.ts';
 
 interface StatusJson {
   boxes: {
@@ -71,6 +72,16 @@ test.serial('status, logs, kubeconfig, switchover under writes, metrics and the 
   t.is(table.code, 0, table.stderr);
   t.regex(table.stdout, /^role .*leader \(term \d+\), holds VIP/m);
   t.regex(table.stdout, /healthy: a leader with a synchronous follower/);
+  // --watch refreshes until stopped: one JSON view per line, each of both boxes.
+  const [ip, ...watchArgs] = cliArgvOnLan(pair, ['status', '--watch', '1', '--json', ...remote]);
+  const watched = await execa(ip!, watchArgs, { timeout: 15_000, killSignal: 'SIGKILL', reject: false, stdin: 'ignore' });
+  t.true(watched.timedOut, `--watch ran until stopped (${watched.stderr})`);
+  const views = watched.stdout
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as StatusJson);
+  t.true(views.length >= 2, `${views.length} refreshes in 15 s`);
+  for (const v of views) t.is(v.boxes.length, 2);
 
   // A box presenting another host key than the pinned one is refused, and nothing is asked of it.
   const wrong = path.join(dir, 'wrong_known_hosts');
