@@ -242,6 +242,12 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
   for (const [i, n] of nodes.entries()) {
     const text = await readFile(n.vm.consoleFile, 'utf8');
     const starts = text.match(/GEMINIK8S-AGENT: started/g)?.length;
+    // How close each agent came to its watchdog: pings it withheld because the loop had not ticked
+    // within a period (three in a row and systemd restarts it), for the log of every run.
+    const withheld = await ssh(ready[i]!.ip!, ['journalctl', '-b', '-o', 'cat', '--no-pager', '-u', 'geminik8s-agent', '-g', 'watchdog-withheld']).catch(
+      (e: unknown) => ({ stdout: '', stderr: String(e) }),
+    );
+    t.log(`${n.name}: ${withheld.stdout.split('\n').filter((l) => l.includes('watchdog-withheld')).length} watchdog pings withheld`);
     if (starts === 1) continue;
     // Why it restarted: systemd's word on it (watchdog, exit code, signal) and the agent's own last lines.
     const journal = await ssh(ready[i]!.ip!, [
