@@ -6,7 +6,7 @@
  * Between ticks it keeps PostgreSQL running in the role it should have and Kine pointed at the
  * primary. Every transition is persisted before it takes effect (hostmeta.json).
  */
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import type { ConsoleOut, Logger } from '../adapters/output.ts';
 import { recordLiveness, type HostMeta, type Promotion, type PromotionCause } from '../core/hostmeta.ts';
 import { MARKER } from '../core/report.ts';
@@ -20,6 +20,7 @@ import type { ProvisionConfig } from '../provision/provision.ts';
 import { promoteLogicalFollower, setSynchronousStandby } from '../provision/replication.ts';
 import { readProgress } from '../cluster/progress.ts';
 import { decide, preempts, validateTimeouts } from './core/decide.ts';
+import { pgRemedy } from './core/remedy.ts';
 import {
   ACTION_DEADLINE_MS,
   DEFAULT_LIVENESS_CONFIG,
@@ -83,10 +84,6 @@ export interface LivenessHandle {
 /** How long a switchover request stays pending while the follower is not ready to take over. */
 const SWITCHOVER_REQUEST_MS = 30_000;
 const PG_RESTART_BACKOFF_MS = 3000;
-/** A standby that failed to start this many times in a row (not for a full disk) is copied afresh. */
-const STANDBY_REBUILD_AFTER_FAILURES = 8;
-/** A leader whose primary died waits this long past the handover threshold before restarting it anyway. */
-const HANDOVER_GRACE_MS = 7000;
 
 /** A batch's step after it was preempted by a step-down or abandoned past its deadline. */
 class BatchCutOff extends Error {}
@@ -376,21 +373,24 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     })();
   }
 
-  /**
-   * PostgreSQL down while nothing else is touching it: start it again (crash, OOM kill, a full disk
-   * freed). A standby that keeps failing for another reason (its history no longer fits the
-   * leader's) is rebuilt from the leader while the leader is heard.
-   */
+  /** PostgreSQL down while nothing else is touching it: what the core says (core/remedy.ts), carried out. */
   async function keepPgRunning(now: number, peer: Heartbeat | undefined, peerAlive: boolean): Promise<void> {
     if (busy || pgStarting || sample?.state !== 'down' || now < nextPgStart) return;
-    // A leader whose primary died while a synchronous standby is healthy hands over (the core does
-    // after pgHandoverAfterMs) instead of coming back in place: the standby holds every commit and
-    // Kine on the standby's side starts clean. Once fenced, the old primary may come back read-only.
-    const handoverDue = badSince !== undefined && now - badSince < c.pgHandoverAfterMs + HANDOVER_GRACE_MS;
-    if (role === 'leader' && handoverDue && peerAlive && peer?.role === 'follower' && peer.pg === 'standby' && peer.pgHealthy && wasSync) return;
-    const leaderHeard = peerAlive && peer?.role === 'leader';
-    if ((await serverState(pg)) !== 'stopped') return;
-    if (role === 'follower' && leaderHeard && startFailures >= STANDBY_REBUILD_AFTER_FAILURES && !(await diskFullInLog())) {
+    const remedy = pgRemedy(
+      {
+        role,
+        downForMs: badSince === undefined ? 0 : Math.round(now - badSince),
+        serverStopped: (await serverState(pg)) === 'stopped',
+        ...(peer ? { peer } : {}),
+        peerAlive,
+        wasSync,
+        startFailures,
+        diskFull: await diskFullInLog(),
+      },
+      c,
+    );
+    if (remedy.kind === 'wait') return;
+    if (remedy.kind === 'rebuild-standby') {
       startFailures = 0;
       runRemedy('rebuild-standby', async () => {
         const r = await rejoinAsStandby({
@@ -409,7 +409,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     }
     nextPgStart = now + PG_RESTART_BACKOFF_MS;
     pgStarting = true;
-    log.event('warn', 'pg-restarting', { role, failuresInARow: startFailures });
+    log.event('warn', 'pg-restarting', { role, failuresInARow: startFailures, reason: remedy.reason });
     void startServer(pg)
       .then(
         () => {
@@ -426,9 +426,21 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       .finally(() => (pgStarting = false));
   }
 
+  /** The last 4 KB of PostgreSQL's log say its disk was full (read from the end: the log may be large). */
   async function diskFullInLog(): Promise<boolean> {
-    const text = await readFile(pg.paths.logFile, 'utf8').catch(() => '');
-    return /No space left on device/.test(text.slice(-4000));
+    const tail = await open(pg.paths.logFile, 'r')
+      .then(async (f) => {
+        try {
+          const { size } = await f.stat();
+          const buf = Buffer.alloc(Math.min(4000, size));
+          await f.read(buf, 0, buf.length, size - buf.length);
+          return buf.toString('utf8');
+        } finally {
+          await f.close();
+        }
+      })
+      .catch(() => '');
+    return /No space left on device/.test(tail);
   }
 
   function runRemedy(name: string, fn: () => Promise<void>): void {
