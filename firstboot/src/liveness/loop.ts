@@ -496,7 +496,9 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     const wanted = role === 'follower' ? 'standby' : 'primary';
     if (s.state === wanted) badSince = undefined;
     else badSince ??= now;
-    if (s.standbyStreaming) standbyStreamAt = now;
+    // A standby catching up counts as there (issue 11 point 5): a reconnect must not read as a
+    // standby gone, which degrades to async after degradeAfterMs.
+    if (s.standbyConnected) standbyStreamAt = now;
     if (s.receiverStreaming) receiverStreamAt = now;
     const t = probes.times;
     const heard = ctx.heartbeat.heard(ctx.peer.nodeId);
@@ -526,7 +528,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         // Down, the server commits nothing: its last setting still says whether the standby has every commit.
         syncRep: s.state === 'down' ? wasSync : s.syncRep,
         standbyStreaming: s.standbyStreaming,
-        standbySilentMs: s.standbyStreaming ? 0 : Math.round(now - (standbyStreamAt ?? startedAt)),
+        standbySilentMs: s.standbyConnected ? 0 : Math.round(now - (standbyStreamAt ?? startedAt)),
         standbyLagBytes: s.standbyLagBytes,
         receiverSilentMs: s.receiverStreaming ? 0 : Math.round(now - (receiverStreamAt ?? startedAt)),
       },

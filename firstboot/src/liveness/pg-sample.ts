@@ -14,6 +14,8 @@ export interface PgSample {
   syncRep: boolean;
   /** Primary: the peer's walsender is streaming, and its flush position lag in bytes. */
   standbyStreaming: boolean;
+  /** Primary: the peer's walsender is connected, streaming or still catching up. */
+  standbyConnected: boolean;
   standbyLagBytes: number;
   /** Standby: the WAL receiver is streaming. */
   receiverStreaming: boolean;
@@ -28,6 +30,7 @@ const DOWN: Omit<PgSample, 'error'> = {
   lsn: '0/0',
   syncRep: false,
   standbyStreaming: false,
+  standbyConnected: false,
   standbyLagBytes: 0,
   receiverStreaming: false,
   readOnly: true,
@@ -78,6 +81,7 @@ export async function samplePg(pg: LocalPg, peerName: string, timeoutMs = 1500):
       lsn: row.lsn ?? '0/0',
       syncRep: row.ssn.trim() !== '',
       standbyStreaming: row.standby_state === 'streaming',
+      standbyConnected: row.standby_state === 'streaming' || row.standby_state === 'catchup',
       standbyLagBytes: Math.max(0, Number(row.lag ?? 0)),
       receiverStreaming: row.receiver === 'streaming',
       readOnly: row.ro === 'on',

@@ -94,7 +94,7 @@ export interface TickInput {
     syncRep: boolean;
     /** Leader: pg_stat_replication shows the peer in state `streaming`. */
     standbyStreaming: boolean;
-    /** Leader: ms since a streaming standby was last seen (0 when streaming now). */
+    /** Leader: ms since the standby was last seen connected, streaming or catching up (0 when it is now): a reconnect is not a standby gone. */
     standbySilentMs: number;
     /** Leader: bytes between the current WAL position and the standby's flush position. */
     standbyLagBytes: number;
