@@ -1,5 +1,5 @@
 import test from 'ava';
-import { applyToRole, bootRole, decide, facts, preempts, validateTimeouts } from '../../firstboot/src/liveness/core/decide.ts';
+import { applyToRole, bootRole, decide, facts, preempts, switchoverStands, validateTimeouts } from '../../firstboot/src/liveness/core/decide.ts';
 import { compareRank, outranks, type RankFacts } from '../../firstboot/src/liveness/core/rank.ts';
 import {
   ACTION_DEADLINE_MS,
@@ -434,4 +434,10 @@ test('a step-down preempts a running batch, never another step-down; every actio
   ] as const;
   t.deepEqual(Object.keys(ACTION_DEADLINE_MS).sort(), [...kinds].sort());
   for (const k of kinds) t.true(ACTION_DEADLINE_MS[k] > 0 && Number.isFinite(ACTION_DEADLINE_MS[k]), k);
+});
+
+test('a planned switchover stands for switchoverRequestMs, then is dropped', (t) => {
+  t.true(switchoverStands(0, C));
+  t.true(switchoverStands(C.switchoverRequestMs, C));
+  t.false(switchoverStands(C.switchoverRequestMs + 1, C));
 });

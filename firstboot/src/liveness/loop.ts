@@ -19,7 +19,7 @@ import { ensurePhysicalSlot, serverState, startServer, withAdmin, type LocalPg }
 import type { ProvisionConfig } from '../provision/provision.ts';
 import { promoteLogicalFollower, setSynchronousStandby } from '../provision/replication.ts';
 import { readProgress } from '../cluster/progress.ts';
-import { decide, preempts, validateTimeouts } from './core/decide.ts';
+import { decide, preempts, switchoverStands, validateTimeouts } from './core/decide.ts';
 import { pgRemedy } from './core/remedy.ts';
 import {
   ACTION_DEADLINE_MS,
@@ -81,8 +81,6 @@ export interface LivenessHandle {
   done: Promise<void>;
 }
 
-/** How long a switchover request stays pending while the follower is not ready to take over. */
-const SWITCHOVER_REQUEST_MS = 30_000;
 const PG_RESTART_BACKOFF_MS = 3000;
 
 /** A batch's step after it was preempted by a step-down or abandoned past its deadline. */
@@ -506,9 +504,9 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     const peerSilentMs = Math.round(heard && last ? now - heard.at : now - startedAt);
     const witnessSilentMs = Math.round(t.witnessOkAt !== undefined ? now - t.witnessOkAt : now - startedAt);
     const meta = ctx.meta();
-    if (switchoverAt !== undefined && now - switchoverAt > SWITCHOVER_REQUEST_MS) {
+    if (switchoverAt !== undefined && !switchoverStands(now - switchoverAt, c)) {
       switchoverAt = undefined;
-      log.event('warn', 'switchover-expired', { message: 'the follower was not ready to take over within 30 s' });
+      log.event('warn', 'switchover-expired', { message: `the follower was not ready to take over within ${c.switchoverRequestMs / 1000} s` });
     }
     const input: TickInput = {
       self: { nodeId: ctx.nodeId, role, term: meta.term, timeline: known.timeline, lsn: known.lsn },

@@ -311,6 +311,11 @@ function decideFollower(i: TickInput, c: LivenessConfig, f: Facts): Decision {
   );
 }
 
+/** Whether a planned switchover asked `requestedForMs` ago still stands: one the follower was not ready for in time is dropped. */
+export function switchoverStands(requestedForMs: number, c: LivenessConfig = DEFAULT_LIVENESS_CONFIG): boolean {
+  return requestedForMs <= c.switchoverRequestMs;
+}
+
 /** The actions that step a node down: it stops being a writer the moment one has run. */
 const STEP_DOWN: readonly ActionKind[] = ['fence', 'release-vip', 'demote-and-rejoin'];
 

@@ -200,6 +200,8 @@ export interface LivenessConfig {
   peerHearsMeMs: number;
   /** restore-sync waits until the standby is at most this far behind. */
   restoreSyncMaxLagBytes: number;
+  /** A planned switchover the follower was not ready for within this is dropped (the operator asks again). */
+  switchoverRequestMs: number;
 }
 
 export const DEFAULT_LIVENESS_CONFIG: Readonly<LivenessConfig> = Object.freeze({
@@ -218,4 +220,5 @@ export const DEFAULT_LIVENESS_CONFIG: Readonly<LivenessConfig> = Object.freeze({
   handoverMarginMs: 3000,
   peerHearsMeMs: 2000,
   restoreSyncMaxLagBytes: 1024 * 1024,
+  switchoverRequestMs: 30_000,
 });
