@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { chooseIdentity, HOSTMETA_FILE, parseHostMeta, type HostMeta, type StoredRecord } from '../core/hostmeta.ts';
 import { writeFileAtomic } from './atomic-file.ts';
@@ -25,6 +25,16 @@ function readRecord(path: string): StoredRecord {
   return parsed.ok ? { kind: 'ok', meta: parsed.meta } : { kind: 'unreadable', reason: parsed.reason };
 }
 
+/** Present, or not known to be absent: a disk that answers EIO must not pass for an empty one. */
+function mayExist(path: string): boolean {
+  try {
+    statSync(path);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ENOENT';
+  }
+}
+
 /** The agent will not start: its identity is lost on a box that holds the pair's data. */
 export class IdentityRefused extends Error {}
 
@@ -39,15 +49,16 @@ export function loadHostMeta(stateDir: string, log: Logger, pairData: readonly s
   const record = readRecord(path);
   if (record.kind === 'unreadable') {
     const aside = `${path}.corrupt`;
-    renameSync(path, aside);
-    log.event('error', 'hostmeta-corrupt', { path, movedTo: aside, reason: record.reason });
+    try {
+      renameSync(path, aside);
+      log.event('error', 'hostmeta-corrupt', { path, movedTo: aside, reason: record.reason });
+    } catch (e) {
+      // A disk that will not even rename (read-only, failing): the backup still decides.
+      log.event('error', 'hostmeta-corrupt', { path, reason: record.reason, movedTo: null, moveError: (e as Error).message });
+    }
   }
   const backup = record.kind === 'ok' ? ({ kind: 'absent' } as const) : readRecord(backupPath(stateDir));
-  const choice = chooseIdentity(
-    record,
-    backup,
-    pairData.filter((p) => existsSync(p)),
-  );
+  const choice = chooseIdentity(record, backup, pairData.filter(mayExist));
   switch (choice.kind) {
     case 'continue':
       if (choice.from === 'backup') {
@@ -63,12 +74,20 @@ export function loadHostMeta(stateDir: string, log: Logger, pairData: readonly s
   }
 }
 
-/** Writes the record, then its backup: a readable record is always the newer of the two. */
+/**
+ * Writes the record, then its backup: a readable record is always the newer of the two. The
+ * backup is best-effort: once the record is written the transition has happened, and a failed
+ * copy must not make it look as if it had not (the next write tries again).
+ */
 export function storeHostMeta(stateDir: string, meta: HostMeta): string {
   mkdirSync(stateDir, { recursive: true, mode: 0o755 });
   const path = hostmetaPath(stateDir);
   const text = `${JSON.stringify(meta, null, 2)}\n`;
   writeFileAtomic(path, text);
-  writeFileAtomic(backupPath(stateDir), text);
+  try {
+    writeFileAtomic(backupPath(stateDir), text);
+  } catch {
+    // See above: the record stands; its copy is refreshed by the next write.
+  }
   return path;
 }

@@ -24,7 +24,7 @@ export function fenceFileOf(pg: LocalPg): string {
  * a disk commits nothing anyway and a leader must not keep its VIP for want of a file (issue 11
  * point 3). Lowering it throws: a node must not take writes it could not record.
  */
-export async function setFence(pg: LocalPg, on: boolean): Promise<{ unrecorded?: string }> {
+export async function setFence(pg: LocalPg, on: boolean): Promise<{ unrecorded?: string; unended?: string }> {
   const file = fenceFileOf(pg);
   let unrecorded: string | undefined;
   try {
@@ -41,7 +41,13 @@ export async function setFence(pg: LocalPg, on: boolean): Promise<{ unrecorded?:
     if (!on) throw e;
     unrecorded = (e as Error).message;
   }
-  await endSessions(pg, on);
+  try {
+    await endSessions(pg, on);
+  } catch (e) {
+    // Raising: the VIP is already gone and the server is hung or going; say so, the fence stands.
+    if (!on) throw e;
+    return { ...(unrecorded ? { unrecorded } : {}), unended: (e as Error).message };
+  }
   return unrecorded ? { unrecorded } : {};
 }
 

@@ -19,7 +19,8 @@ import { ensurePhysicalSlot, serverState, startServer, withAdmin, type LocalPg }
 import type { ProvisionConfig } from '../provision/provision.ts';
 import { promoteLogicalFollower, setSynchronousStandby } from '../provision/replication.ts';
 import { readProgress } from '../cluster/progress.ts';
-import { decide, preempts, switchoverStands, validateTimeouts } from './core/decide.ts';
+import { lsnOrder } from '../core/history.ts';
+import { bootRole, decide, preempts, switchoverStands, validateTimeouts } from './core/decide.ts';
 import { pgRemedy } from './core/remedy.ts';
 import {
   ACTION_DEADLINE_MS,
@@ -115,6 +116,8 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   let known = { timeline: 0, lsn: '0/0' };
   let badSince: number | undefined = startedAt;
   let standbyStreamAt: number | undefined;
+  /** When the standby's walsender entered `catchup` (undefined while streaming or gone). */
+  let catchupSince: number | undefined;
   let receiverStreamAt: number | undefined;
   let busy: string | undefined;
   let pgStarting = false;
@@ -184,6 +187,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
           if (ctx.mode === 'logical') await promoteLogicalFollower(pg);
           else {
             await withAdmin(pg, async (db) => {
+              live();
               await db.query('SELECT pg_promote(true, 60)');
               // Not cut off here, even if preempted: a promoted primary without this checkpoint
               // would mislead a later pg_rewind against it. It writes no client data.
@@ -221,9 +225,13 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         await releaseVip(ctx.vipCidr);
         live();
         holdsVip = false;
+        // Kine off this server first: should the fence files not be writable, pg_hba still admits it.
+        ctx.kine.want(kineUpstream('fenced'));
         const fence = await setFence(pg, true);
         live();
-        if (fence.unrecorded) log.event('error', 'fence-file-unwritten', { error: fence.unrecorded, message: 'sessions ended; the fence is not on disk' });
+        if (fence.unrecorded) log.event('error', 'fence-file-unwritten', { error: fence.unrecorded, message: 'the fence is not on disk' });
+        if (fence.unended)
+          log.event('error', 'fence-sessions-unended', { error: fence.unended, message: 'the server did not answer: its sessions may still be open' });
         {
           // What this node announces from here on is its position after the fence: every commit it
           // acknowledged, async ones included, is at or below it, so a follower that takes over at
@@ -307,8 +315,14 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         persist({ role, term: a.term });
         return;
       case 'begin-handover':
-        persist({ role, handover: true });
+        // In memory first, the record best-effort: a leader yielding because its disk fails must
+        // still tell the follower it may take over (the heartbeat carries handoverForMs).
         handoverSince = now;
+        try {
+          persist({ role, handover: true });
+        } catch (e) {
+          log.event('error', 'handover-unrecorded', { error: (e as Error).message });
+        }
         switchoverAt = undefined;
         log.event('warn', 'handover-begun', { to: ctx.peer.nodeId });
         return;
@@ -355,7 +369,20 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
           error: (e as Error).message,
         });
         // A preempted batch's failure is not the node's state: the batch that replaced it reports its own.
-        if (!(e instanceof BatchCutOff)) lastError = `${actions.map((a) => a.kind).join(',')}: ${(e as Error).message}`;
+        if (!(e instanceof BatchCutOff) && busyGen === gen) {
+          lastError = `${actions.map((a) => a.kind).join(',')}: ${(e as Error).message}`;
+          // Failed or abandoned between recording a role and taking it (a promote whose pg_promote
+          // outlived its deadline, an unfence that could not lower the fence): settle as a restart
+          // would, fenced unless a follower, and let the next tick decide from there. Otherwise a
+          // late pg_promote would leave a writable primary the loop still takes for a standby.
+          const recorded = ctx.meta().role;
+          if (recorded !== role && recorded !== 'unassigned') {
+            role = bootRole(recorded);
+            await setFence(pg, true).catch((f: unknown) => log.event('error', 'fence-setup-failed', { error: (f as Error).message }));
+            ctx.kine.want(kineUpstream(role));
+            log.event('warn', 'liveness-settled', { recorded, role, message: 'an action failed between recording a role and taking it' });
+          }
+        }
       } finally {
         lastActions = [
           ...lastActions.slice(-9),
@@ -441,15 +468,23 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     return /No space left on device/.test(tail);
   }
 
+  /** A remedy holds the loop as a batch does, and no step-down preempts it (it rebuilds the standby's data directory). */
   function runRemedy(name: string, fn: () => Promise<void>): void {
+    const gen = ++batchGen;
     busy = name;
+    busyKinds = ['demote-and-rejoin'];
+    busyGen = gen;
     log.event('warn', 'liveness-remedy', { remedy: name });
     void fn()
       .catch((e: unknown) => {
         lastError = `${name}: ${(e as Error).message}`;
         log.event('error', 'liveness-remedy-failed', { remedy: name, error: (e as Error).message });
       })
-      .finally(() => (busy = undefined));
+      .finally(() => {
+        if (busyGen !== gen) return;
+        busy = undefined;
+        busyKinds = [];
+      });
   }
 
   let lastPublished: Parameters<LivenessContext['publish']>[0] | undefined;
@@ -484,19 +519,25 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     // the heartbeat that carries it).
     const now = performance.now();
     sample = s;
-    syncRepNow = undefined;
+    // A sync switch still running knows better than a look taken before it took effect.
+    if (!busy) syncRepNow = undefined;
     // An action binding or releasing the VIP right now knows better than a look taken before it.
     if (vipHolders && !busy) holdsVip = vipHolders.length > 0;
     if (s.state !== 'down') {
-      known = { timeline: s.timeline, lsn: s.lsn };
+      // Never backwards on one timeline: a look begun before the fence may end after it, and the
+      // position the fence read (everything this node acknowledged) must stay what it announces.
+      if (s.timeline !== known.timeline || lsnOrder(s.lsn) >= lsnOrder(known.lsn)) known = { timeline: s.timeline, lsn: s.lsn };
       wasSync = s.syncRep;
     }
     const wanted = role === 'follower' ? 'standby' : 'primary';
     if (s.state === wanted) badSince = undefined;
     else badSince ??= now;
-    // A standby catching up counts as there (issue 11 point 5): a reconnect must not read as a
-    // standby gone, which degrades to async after degradeAfterMs.
-    if (s.standbyConnected) standbyStreamAt = now;
+    // A standby catching up counts as there for a while (issue 11 point 5): a reconnect must not
+    // read as a standby gone, which degrades to async after degradeAfterMs.
+    const catchingUp = s.standbyConnected && !s.standbyStreaming;
+    catchupSince = catchingUp ? (catchupSince ?? now) : undefined;
+    const standbyThere = s.standbyStreaming || (catchingUp && now - (catchupSince ?? now) < c.catchupGraceMs);
+    if (standbyThere) standbyStreamAt = now;
     if (s.receiverStreaming) receiverStreamAt = now;
     const t = probes.times;
     const heard = ctx.heartbeat.heard(ctx.peer.nodeId);
@@ -524,9 +565,9 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       vip: { silentMs: Math.round(t.vipAnswerAt !== undefined ? now - t.vipAnswerAt : now - startedAt) },
       replication: {
         // Down, the server commits nothing: its last setting still says whether the standby has every commit.
-        syncRep: s.state === 'down' ? wasSync : s.syncRep,
+        syncRep: syncRepNow ?? (s.state === 'down' ? wasSync : s.syncRep),
         standbyStreaming: s.standbyStreaming,
-        standbySilentMs: s.standbyConnected ? 0 : Math.round(now - (standbyStreamAt ?? startedAt)),
+        standbySilentMs: standbyThere ? 0 : Math.round(now - (standbyStreamAt ?? startedAt)),
         standbyLagBytes: s.standbyLagBytes,
         receiverSilentMs: s.receiverStreaming ? 0 : Math.round(now - (receiverStreamAt ?? startedAt)),
       },
@@ -542,7 +583,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       hb: {
         pg: s.state,
         pgHealthy: input.pg.badForMs === 0,
-        syncRep: s.state === 'down' ? wasSync : s.syncRep,
+        syncRep: input.replication.syncRep,
         handoverForMs: input.handover?.sinceMs ?? null,
         peerSilentMs,
         holdsVip,

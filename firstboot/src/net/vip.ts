@@ -23,24 +23,42 @@ export async function interfacesWith(cidr: string): Promise<string[]> {
   return links.filter((l) => (l.addr_info ?? []).some((a) => a.family === 'inet' && a.local === ip)).map((l) => l.ifname);
 }
 
+/**
+ * Binding and releasing run one after the other, never interleaved: a release asked while a bind
+ * (look, add, announce) is under way waits for it, so a bind cut short by a step-down can never
+ * add the VIP, or announce it, after the release took it away. Each call has a deadline.
+ */
+let vipChanges: Promise<unknown> = Promise.resolve();
+function oneAtATime<T>(change: () => Promise<T>): Promise<T> {
+  const next = vipChanges.then(change, change);
+  vipChanges = next.catch(() => undefined);
+  return next;
+}
+
 /** Adds the VIP to `iface` (no-op when already there) and announces it with gratuitous ARP. */
-export async function bindVip(iface: string, cidr: string): Promise<{ added: boolean }> {
+export function bindVip(iface: string, cidr: string): Promise<{ added: boolean }> {
+  return oneAtATime(() => bind(iface, cidr));
+}
+
+async function bind(iface: string, cidr: string): Promise<{ added: boolean }> {
   const { ip } = split(cidr);
   const holders = await interfacesWith(cidr);
   const added = !holders.includes(iface);
   if (added) {
     // `nodad`/`noprefixroute` do not apply to IPv4; a /32 would break the subnet route only if the
     // node had no address of its own in the subnet, so the site's prefix is kept as given.
-    await runTool('ip', ['addr', 'add', cidr, 'dev', iface]);
+    await runTool('ip', ['addr', 'add', cidr, 'dev', iface], { timeoutMs: 10_000 });
   }
   // Unsolicited ARP (Habets arping): -U broadcast announce, -S source = the VIP itself.
-  await runTool('arping', ['-q', '-U', '-c', '3', '-W', '0.2', '-i', iface, '-S', ip, ip], { okCodes: [0, 1] });
+  await runTool('arping', ['-q', '-U', '-c', '3', '-W', '0.2', '-i', iface, '-S', ip, ip], { okCodes: [0, 1], timeoutMs: 10_000 });
   return { added };
 }
 
 /** Removes the VIP from every interface of this box (fencing, demotion). */
-export async function releaseVip(cidr: string): Promise<{ removed: string[] }> {
-  const holders = await interfacesWith(cidr);
-  for (const iface of holders) await runTool('ip', ['addr', 'del', cidr, 'dev', iface], { okCodes: [0, 2] });
-  return { removed: holders };
+export function releaseVip(cidr: string): Promise<{ removed: string[] }> {
+  return oneAtATime(async () => {
+    const holders = await interfacesWith(cidr);
+    for (const iface of holders) await runTool('ip', ['addr', 'del', cidr, 'dev', iface], { okCodes: [0, 2], timeoutMs: 10_000 });
+    return { removed: holders };
+  });
 }

@@ -94,7 +94,7 @@ export interface TickInput {
     syncRep: boolean;
     /** Leader: pg_stat_replication shows the peer in state `streaming`. */
     standbyStreaming: boolean;
-    /** Leader: ms since the standby was last seen connected, streaming or catching up (0 when it is now): a reconnect is not a standby gone. */
+    /** Leader: ms since the standby was last seen streaming, or catching up for less than catchupGraceMs (0 when it is now). */
     standbySilentMs: number;
     /** Leader: bytes between the current WAL position and the standby's flush position. */
     standbyLagBytes: number;
@@ -202,6 +202,11 @@ export interface LivenessConfig {
   restoreSyncMaxLagBytes: number;
   /** A planned switchover the follower was not ready for within this is dropped (the operator asks again). */
   switchoverRequestMs: number;
+  /**
+   * A standby catching up counts as connected for this long (a reconnect is not a standby gone);
+   * past it, it counts as gone, so a backlog that never clears cannot hold synchronous commits forever.
+   */
+  catchupGraceMs: number;
 }
 
 export const DEFAULT_LIVENESS_CONFIG: Readonly<LivenessConfig> = Object.freeze({
@@ -221,4 +226,5 @@ export const DEFAULT_LIVENESS_CONFIG: Readonly<LivenessConfig> = Object.freeze({
   peerHearsMeMs: 2000,
   restoreSyncMaxLagBytes: 1024 * 1024,
   switchoverRequestMs: 30_000,
+  catchupGraceMs: 30_000,
 });
