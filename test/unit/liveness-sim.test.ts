@@ -36,6 +36,18 @@ test('b. the leader PostgreSQL crashes: it hands over to the follower, which pro
   t.is(quick.nodes.A.role, 'leader');
 });
 
+test('b, as the agent runs it: a crashed primary next to a synchronous standby is not restarted in place; a crashed standby is', (t) => {
+  const r = run({ [FAULT]: [{ kind: 'pg-crash', node: 'A' }] });
+  accept(t, r);
+  t.true(timeToWrite(r, FAULT) <= 6);
+  t.is(r.nodes.B.role, 'leader', 'the standby took over');
+  t.is(r.nodes.A.role, 'follower', 'the old primary came back and followed');
+  const standby = run({ [FAULT]: [{ kind: 'pg-crash', node: 'B' }] });
+  accept(t, standby);
+  t.is(standby.nodes.A.role, 'leader');
+  t.is(standby.nodes.B.pg, 'standby', 'the standby was started again');
+});
+
 test('c/d. the leader is cut off (its link down, or only the follower reaches the gateway): fence, then promote', (t) => {
   for (const cut of [
     { ab: false, ba: false, l2: false, ag: false },
@@ -169,8 +181,10 @@ function randomSchedule(seed: number): Record<number, SimEvent[]> {
     else if (x < 0.55) {
       add(t, { kind: up[node] ? 'crash' : 'boot', node });
       up[node] = !up[node];
-    } else if (x < 0.8) add(t, { kind: r() < 0.5 ? 'pg-down' : 'pg-up', node });
-    else add(t, { kind: 'switchover', node });
+    } else if (x < 0.8) {
+      const y = r();
+      add(t, { kind: y < 0.35 ? 'pg-down' : y < 0.7 ? 'pg-up' : 'pg-crash', node });
+    } else add(t, { kind: 'switchover', node });
   }
   add(120, HEAL);
   add(120, { kind: 'pg-up', node: 'A' });
@@ -180,7 +194,7 @@ function randomSchedule(seed: number): Record<number, SimEvent[]> {
   return events;
 }
 
-test('random fault schedules (crashes, PostgreSQL faults, partitions, one-way loss, switchovers): never two writers, nothing acknowledged lost, always heals', (t) => {
+test('random fault schedules (crashes, PostgreSQL faults and crashes the agent restarts, partitions, one-way loss, switchovers): never two writers, nothing acknowledged lost, always heals', (t) => {
   const seeds = 1500;
   for (let seed = 1; seed <= seeds; seed++) {
     const r = simulate({ ticks: 200, events: randomSchedule(seed) });

@@ -11,6 +11,7 @@
  */
 import type { PairRole } from '../../core/hostmeta.ts';
 import { bootRole, decide } from './decide.ts';
+import { pgRemedy } from './remedy.ts';
 import { DEFAULT_LIVENESS_CONFIG, type Action, type Heartbeat, type LivenessConfig, type LivenessRole, type PgState, type TickInput } from './types.ts';
 
 export interface Net {
@@ -32,6 +33,8 @@ export type SimEvent =
   | { kind: 'boot'; node: 'A' | 'B' }
   | { kind: 'pg-down'; node: 'A' | 'B' }
   | { kind: 'pg-up'; node: 'A' | 'B' }
+  /** The server dies and may start again at once: whether and when the agent starts it is pgRemedy's call. */
+  | { kind: 'pg-crash'; node: 'A' | 'B' }
   | { kind: 'switchover'; node: 'A' | 'B' };
 
 export interface SimNode {
@@ -171,6 +174,8 @@ export function simulate(o: SimOptions): SimResult {
         } else if (e.kind === 'pg-down') {
           n.pgBroken = true;
           n.pg = 'down';
+        } else if (e.kind === 'pg-crash') {
+          n.pg = 'down';
         } else if (e.kind === 'pg-up') {
           n.pgBroken = false;
           if (n.up && !n.rejoin) n.pg = n.role === 'follower' ? 'standby' : 'primary';
@@ -180,6 +185,26 @@ export function simulate(o: SimOptions): SimResult {
     for (const n of [nodes.A, nodes.B]) {
       if (n.pg === 'down' && n.up) n.pgBadSince ??= now;
       else n.pgBadSince = null;
+    }
+
+    // A server that died and can start again is started when the agent's remedy says so (a leader
+    // next to a healthy synchronous standby waits for the handover instead).
+    for (const n of [nodes.A, nodes.B]) {
+      if (!n.up || n.pg !== 'down' || n.pgBroken || n.rejoin) continue;
+      const remedy = pgRemedy(
+        {
+          role: n.role,
+          downForMs: now - (n.pgBadSince ?? now),
+          serverStopped: true,
+          ...(n.lastHb ? { peer: n.lastHb } : {}),
+          peerAlive: n.lastHeardAt !== null && now - n.lastHeardAt < c.peerDeadMs,
+          wasSync: n.syncRep,
+          startFailures: 0,
+          diskFull: false,
+        },
+        c,
+      );
+      if (remedy.kind === 'restart') n.pg = n.role === 'follower' ? 'standby' : 'primary';
     }
 
     // Rejoins in progress complete once the leader is reachable both ways.
