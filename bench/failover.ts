@@ -15,7 +15,7 @@
  * Targets are reported, never asserted: Kine failover <= 10 s median for a, b and c; API
  * unavailability on the VIP after fault a <= 10 s median.
  *
- * Environment: RUNS (3) passes through the matrix, SCENARIOS (all: "abcdefghij"; the Kubernetes pass
+ * Environment: RUNS (3) passes through the matrix, SCENARIOS (all: "abcdefghijk"; the Kubernetes pass
  * takes those among "abc"), KUBERNETES (1; 0: Kine only), WRITE_PERIOD_MS (20: at most 50 writes/s,
  * one at a time), HEALTHY_TIMEOUT_S (180), VERBOSE=1 for progress lines.
  */

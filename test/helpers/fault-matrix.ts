@@ -52,6 +52,7 @@ export const SCENARIOS = [
   { id: 'h', title: 'planned switchover under write load' },
   { id: 'i', title: 'the old leader returns after a failover' },
   { id: 'j', title: "the leader's PostgreSQL hangs (every process stopped) for 20 s" },
+  { id: 'k', title: "the leader's state disk turns read-only" },
 ] as const;
 export type ScenarioId = (typeof SCENARIOS)[number]['id'];
 export const isScenarioId = (s: string): s is ScenarioId => SCENARIOS.some((x) => x.id === s);
@@ -687,6 +688,15 @@ const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
     await writeAfterFault(ctx, 60_000);
     await sleep(Math.max(0, 20_000 - (Date.now() - ctx.faultAt())));
     await ctx.leader.thawPostgres();
+  },
+  // Its PostgreSQL still works (another folder here): the agent's own disk probe must see it and
+  // hand over, and the fence must not wait for a record it cannot write.
+  async k(ctx) {
+    ctx.mark();
+    await ctx.leader.stateReadOnly();
+    ctx.injected();
+    await followerPromoted(ctx);
+    await writeAfterFault(ctx, 60_000);
   },
 };
 

@@ -69,6 +69,9 @@ export interface PairAgent {
    */
   freezePostgres(): Promise<number[]>;
   thawPostgres(): Promise<void>;
+  /** The agent's state folder turns read-only (a bind mount over it), as a failing disk remounted ro would; stateWritable() lifts it. */
+  stateReadOnly(): Promise<void>;
+  stateWritable(): Promise<void>;
   /** eth0 down / up (carrier lost; linkUp restores the default route). */
   linkDown(): Promise<void>;
   linkUp(): Promise<void>;
@@ -85,8 +88,8 @@ export interface PairAgent {
   /** POST /switchover to this agent's socket (a planned switchover; ask the leader). */
   switchover(): Promise<unknown>;
   /** Faults currently applied through the helpers above. */
-  faults(): { poweredOff: boolean; linkDown: boolean; detached: boolean; diskFilled: boolean; frozen: boolean };
-  /** Undoes every fault still applied (attach, link up, release the disk, thaw, power on). */
+  faults(): { poweredOff: boolean; linkDown: boolean; detached: boolean; diskFilled: boolean; frozen: boolean; stateReadOnly: boolean };
+  /** Undoes every fault still applied (attach, link up, release the disk, thaw, state writable, power on). */
   heal(): Promise<void>;
   /**
    * PostgreSQL takes writes: a primary whose default_transaction_read_only is off. undefined when
@@ -331,7 +334,7 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
       };
       const socketDir = path.join(dirs.pg, 'run');
       const fillFile = path.join(dirs.pg, FILL_FILE);
-      const state = { poweredOff: false, linkDown: false, detached: false, diskFilled: false, frozen: false };
+      const state = { poweredOff: false, linkDown: false, detached: false, diskFilled: false, frozen: false, stateReadOnly: false };
       let frozenPids: number[] = [];
       const gwIp = (args: string[]) => must(['ip', '-n', topology.gw.ns, ...args]);
       const agent: PairAgent = {
@@ -415,6 +418,15 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
           state.frozen = true;
           return frozenPids;
         },
+        async stateReadOnly() {
+          await must(['mount', '--bind', dirs.state, dirs.state]);
+          state.stateReadOnly = true;
+          await must(['mount', '-o', 'remount,bind,ro', dirs.state]);
+        },
+        async stateWritable() {
+          await must(['umount', dirs.state]);
+          state.stateReadOnly = false;
+        },
         async thawPostgres() {
           for (const pid of frozenPids) {
             try {
@@ -464,6 +476,7 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
           if (state.linkDown && !state.poweredOff) await agent.linkUp();
           if (state.diskFilled) await agent.releaseDisk();
           if (state.frozen) await agent.thawPostgres();
+          if (state.stateReadOnly) await agent.stateWritable();
           if (state.poweredOff) await agent.powerOn();
         },
         async writable() {

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { applyToRole, bootRole, decide, facts, preempts, switchoverStands, validateTimeouts } from '../../firstboot/src/liveness/core/decide.ts';
+import { applyToRole, bootRole, decide, facts, healthyInRole, preempts, switchoverStands, validateTimeouts } from '../../firstboot/src/liveness/core/decide.ts';
 import { compareRank, outranks, type RankFacts } from '../../firstboot/src/liveness/core/rank.ts';
 import {
   ACTION_DEADLINE_MS,
@@ -38,6 +38,7 @@ function input(o: Over = {}): TickInput {
   const base: TickInput = {
     self: { nodeId: A, role: 'follower', term: 3, timeline: 2, lsn: '0/100' },
     pg: { state: 'standby', badForMs: 0 },
+    disk: { badForMs: 0 },
     kineHealthy: true,
     holdsVip: false,
     peer: { silentMs: 500, last: hb() },
@@ -440,4 +441,18 @@ test('a planned switchover stands for switchoverRequestMs, then is dropped', (t)
   t.true(switchoverStands(0, C));
   t.true(switchoverStands(C.switchoverRequestMs, C));
   t.false(switchoverStands(C.switchoverRequestMs + 1, C));
+});
+
+test('a failing state disk counts as a PostgreSQL in trouble: the leader hands over, a follower neither promotes nor claims health', (t) => {
+  const follower = hb({ role: 'follower', pg: 'standby', holdsVip: false, lsn: '0/F0' });
+  const leader = (o: Over) => input(merge({ self: { role: 'leader' }, pg: { state: 'primary' }, holdsVip: true, peer: { last: follower } }, o));
+  t.deepEqual(kinds(leader({ disk: { badForMs: 3000 } })), ['fence', 'begin-handover']);
+  t.deepEqual(kinds(leader({ disk: { badForMs: 1000 } })), [], 'one slow or failed write is not yet a handover');
+  t.regex(decide(leader({ disk: { badForMs: 1000 } })).reason, /state disk failing for 1000 ms/);
+  // The leader is gone: a follower whose own disk fails does not take over.
+  const lost = input({ peer: { silentMs: 9000 }, vip: { silentMs: 9000 }, disk: { badForMs: 5000 } });
+  t.deepEqual(kinds(lost), []);
+  t.regex(decide(lost).reason, /my PostgreSQL is standby \(bad for 5000 ms\)/);
+  t.false(healthyInRole({ pg: { state: 'standby', badForMs: 0 }, disk: { badForMs: 1 } }));
+  t.true(healthyInRole({ pg: { state: 'standby', badForMs: 0 }, disk: { badForMs: 0 } }));
 });

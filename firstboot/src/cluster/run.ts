@@ -373,6 +373,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
         mode: settings.replication,
         secrets,
         divergentDir: join(ctx.stateDir, 'divergent'),
+        stateDir: ctx.stateDir,
         follower: provisionConfig('follower'),
         heartbeat,
         kine,

@@ -20,7 +20,8 @@ import type { ProvisionConfig } from '../provision/provision.ts';
 import { promoteLogicalFollower, setSynchronousStandby } from '../provision/replication.ts';
 import { readProgress } from '../cluster/progress.ts';
 import { lsnOrder } from '../core/history.ts';
-import { bootRole, decide, preempts, switchoverStands, validateTimeouts } from './core/decide.ts';
+import { bootRole, decide, healthyInRole, preempts, switchoverStands, validateTimeouts } from './core/decide.ts';
+import { startDiskProbe } from './disk-probe.ts';
 import { pgRemedy } from './core/remedy.ts';
 import {
   ACTION_DEADLINE_MS,
@@ -51,6 +52,8 @@ export interface LivenessContext {
   secrets: ClusterSecrets;
   /** Where divergent rows are saved before a rewind. */
   divergentDir: string;
+  /** The agent's state directory: its disk is probed each couple of seconds (disk-probe.ts). */
+  stateDir: string;
   /** This node's follower provisioning (used to rejoin as a standby). */
   follower: ProvisionConfig;
   heartbeat: HeartbeatView;
@@ -116,6 +119,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   let known = { timeline: 0, lsn: '0/0' };
   let badSince: number | undefined = startedAt;
   let standbyStreamAt: number | undefined;
+  let diskWasBad = false;
   /** When the standby's walsender entered `catchup` (undefined while streaming or gone). */
   let catchupSince: number | undefined;
   let receiverStreamAt: number | undefined;
@@ -135,6 +139,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   /** Promotions of this node by cause since the agent started (a Prometheus counter; lastPromotion in hostmeta.json outlives restarts). */
   const promotions: Record<PromotionCause, number> = { 'leader-lost': 0, handover: 0, reclaim: 0 };
 
+  const disk = startDiskProbe(ctx.stateDir);
   const probes = startProbes({
     ifname: ctx.ifname,
     vip,
@@ -545,6 +550,10 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     const peerSilentMs = Math.round(heard && last ? now - heard.at : now - startedAt);
     const witnessSilentMs = Math.round(t.witnessOkAt !== undefined ? now - t.witnessOkAt : now - startedAt);
     const meta = ctx.meta();
+    const diskNow = disk.state(now);
+    if (diskNow.badForMs > 0 && !diskWasBad) log.event('error', 'state-disk-failing', { dir: ctx.stateDir, error: diskNow.error ?? null });
+    else if (diskNow.badForMs === 0 && diskWasBad) log.event('info', 'state-disk-ok', { dir: ctx.stateDir });
+    diskWasBad = diskNow.badForMs > 0;
     if (switchoverAt !== undefined && !switchoverStands(now - switchoverAt, c)) {
       switchoverAt = undefined;
       log.event('warn', 'switchover-expired', { message: `the follower was not ready to take over within ${c.switchoverRequestMs / 1000} s` });
@@ -553,6 +562,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       self: { nodeId: ctx.nodeId, role, term: meta.term, timeline: known.timeline, lsn: known.lsn },
       // At least 1 while bad: 0 means healthy now.
       pg: { state: s.state, badForMs: badSince === undefined ? 0 : Math.max(1, Math.round(now - badSince)) },
+      disk: { badForMs: diskNow.badForMs },
       kineHealthy: ctx.kine.healthy,
       ...(ctx.kubernetes?.apiHealthy() !== undefined ? { kubeApiHealthy: ctx.kubernetes.apiHealthy() } : {}),
       holdsVip,
@@ -582,7 +592,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       // Down, it acknowledges nothing: what it last committed under still describes its history.
       hb: {
         pg: s.state,
-        pgHealthy: input.pg.badForMs === 0,
+        pgHealthy: healthyInRole(input),
         syncRep: input.replication.syncRep,
         handoverForMs: input.handover?.sinceMs ?? null,
         peerSilentMs,
@@ -622,6 +632,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         holdsVip,
         pg: s.state,
         pgBadForMs: input.pg.badForMs,
+        disk: diskNow,
         syncRep: s.syncRep,
         standbyStreaming: s.standbyStreaming,
         receiverStreaming: s.receiverStreaming,
@@ -651,6 +662,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       await new Promise((r) => setTimeout(r, Math.max(50, c.tickMs - (performance.now() - t))));
     }
     probes.stop();
+    await disk.stop();
     await ctx.kine.stop();
   })();
 

@@ -121,10 +121,19 @@ export function facts(i: TickInput, c: LivenessConfig = DEFAULT_LIVENESS_CONFIG)
   return { peerAlive, witnessOk, vipSilent, peerHearsMe, leaderMayHaveDegraded, nextTerm };
 }
 
-export function decide(i: TickInput, c: LivenessConfig = DEFAULT_LIVENESS_CONFIG): Decision {
+/** Whether this node is healthy in its role, as its heartbeat says (pgHealthy): PostgreSQL and its disk both fine. */
+export function healthyInRole(i: Pick<TickInput, 'pg' | 'disk'>): boolean {
+  return i.pg.badForMs === 0 && i.disk.badForMs === 0;
+}
+
+export function decide(input: TickInput, c: LivenessConfig = DEFAULT_LIVENESS_CONFIG): Decision {
+  // A failing disk is a PostgreSQL in trouble: the rules for a bad PostgreSQL (hand over to a
+  // healthy synchronous follower, never promote, stay fenced) apply to it as they are.
+  const i: TickInput = input.disk.badForMs > input.pg.badForMs ? { ...input, pg: { ...input.pg, badForMs: input.disk.badForMs } } : input;
   const f = facts(i, c);
   const d = i.self.role === 'leader' ? decideLeader(i, c, f) : i.self.role === 'fenced' ? decideFenced(i, c, f) : decideFollower(i, c, f);
   const notes: string[] = [];
+  if (i.disk.badForMs > 0) notes.push(`state disk failing for ${i.disk.badForMs} ms (counts as PostgreSQL in trouble)`);
   if (!i.kineHealthy) notes.push('kine unhealthy (restarted locally, not a failover trigger)');
   if (i.kubeApiHealthy === false) notes.push('Kubernetes API unhealthy (not a failover trigger)');
   return notes.length ? { actions: d.actions, reason: `${d.reason}; ${notes.join('; ')}` } : d;

@@ -270,6 +270,7 @@ export function simulate(o: SimOptions): SimResult {
     const input = (n: SimNode): TickInput => ({
       self: { nodeId: n.nodeId, role: n.role, term: n.persisted.term, timeline: n.timeline, lsn: lsn(n) },
       pg: { state: n.pg, badForMs: n.pgBadSince === null ? 0 : now - n.pgBadSince },
+      disk: { badForMs: 0 },
       kineHealthy: true,
       holdsVip: n.holdsVip,
       peer: { silentMs: now - (n.lastHeardAt ?? n.bootAt), ...(n.lastHb ? { last: n.lastHb } : {}) },

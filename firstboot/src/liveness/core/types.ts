@@ -60,6 +60,12 @@ export interface TickInput {
     /** ms PostgreSQL has not been healthy in the role the node wants (0 when healthy now). */
     badForMs: number;
   };
+  /**
+   * The node's state disk: ms its probe write has been failing (read-only, EIO, full) or stalled
+   * (0 when the last one went through). A failing disk counts as a PostgreSQL in trouble: the same
+   * disk holds its data on an appliance, and a node that cannot record its state must not lead.
+   */
+  disk: { badForMs: number };
   /** Informational only: Kine and the Kubernetes API are restarted locally, moving the database would not fix them. */
   kineHealthy: boolean;
   kubeApiHealthy?: boolean;
