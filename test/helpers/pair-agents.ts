@@ -336,6 +336,7 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
       const fillFile = path.join(dirs.pg, FILL_FILE);
       const state = { poweredOff: false, linkDown: false, detached: false, diskFilled: false, frozen: false, stateReadOnly: false };
       let frozenPids: number[] = [];
+      let stateMountedIn: number | undefined;
       const gwIp = (args: string[]) => must(['ip', '-n', topology.gw.ns, ...args]);
       const agent: PairAgent = {
         index: node.index,
@@ -418,13 +419,22 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
           state.frozen = true;
           return frozenPids;
         },
+        // In the agent's own mount namespace (`ip netns exec` gave it one, which does not see
+        // mounts made here later): its children, PostgreSQL included, share it.
         async stateReadOnly() {
-          await must(['mount', '--bind', dirs.state, dirs.state]);
+          const pid = children.get(node.index)?.pid;
+          if (pid === undefined) throw new Error(`node ${node.index + 1}: no agent running`);
+          const inAgent = ['nsenter', `--target=${pid}`, '--mount', '--'];
+          await must([...inAgent, 'mount', '--bind', dirs.state, dirs.state]);
           state.stateReadOnly = true;
-          await must(['mount', '-o', 'remount,bind,ro', dirs.state]);
+          stateMountedIn = pid;
+          await must([...inAgent, 'mount', '-o', 'remount,bind,ro', dirs.state]);
         },
         async stateWritable() {
-          await must(['umount', dirs.state]);
+          // The namespace lives on with the agent that had it; an agent started since has its own, without the mount.
+          if (stateMountedIn !== undefined && isAlive(stateMountedIn))
+            await must(['nsenter', `--target=${stateMountedIn}`, '--mount', '--', 'umount', dirs.state]);
+          stateMountedIn = undefined;
           state.stateReadOnly = false;
         },
         async thawPostgres() {
