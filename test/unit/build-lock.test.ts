@@ -1,10 +1,12 @@
 import test from 'ava';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { acquireBuildLock } from '../../builder/src/pipeline/lock.ts';
+import { scratchDirs } from '../helpers/scratch.ts';
 
-const tmp = () => mkdtemp(path.join(os.tmpdir(), 'gk8s-lock-'));
+const scratch = scratchDirs(test);
+
+const tmp = () => scratch('gk8s-lock');
 
 test('a second build waits for the first to release the cache, then proceeds', async (t) => {
   const dir = await tmp();

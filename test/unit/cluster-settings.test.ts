@@ -1,10 +1,12 @@
 /** The agent's view of its image (image.yaml) and of the environment overrides: validated, never silently defaulted. */
 import test from 'ava';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { clusterSettings } from '../../firstboot/src/cluster/settings.ts';
 import { ConfigError } from '../../firstboot/src/core/config-file.ts';
+import { scratchDirs } from '../helpers/scratch.ts';
+
+const scratch = scratchDirs(test);
 
 const IMAGE = `name: edge-standard-generic-x86_64-uefi
 version: 0.1.0
@@ -25,7 +27,7 @@ cluster:
 `;
 
 async function imageFile(text: string): Promise<string> {
-  const file = path.join(await mkdtemp(path.join(os.tmpdir(), 'gk8s-image-facts-')), 'image.yaml');
+  const file = path.join(await scratch('gk8s-image-facts'), 'image.yaml');
   await writeFile(file, text);
   return file;
 }

@@ -1,14 +1,16 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { mkdtemp, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ComponentUnavailableError, componentCachePath, resolveComponent, type ComponentSpec } from '../../builder/src/components/resolve.ts';
+import { scratchDirs } from '../helpers/scratch.ts';
+
+const scratch = scratchDirs(test);
 
 const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
-const tmp = (): Promise<string> => mkdtemp(join(tmpdir(), 'components-'));
+const tmp = (): Promise<string> => scratch('components');
 
 const BODY = Buffer.from('#!/bin/sh\necho fake k3s\n');
 const BODY_SHA = sha(BODY);

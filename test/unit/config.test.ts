@@ -1,11 +1,13 @@
 import test from 'ava';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { resolveConfig } from '../../builder/src/config/resolve.ts';
 import { ConfigError, formatIssue, parseYamlWithSchema } from '../../firstboot/src/core/config-file.ts';
 import { profileSchema } from '../../builder/src/config/profile.ts';
 import { REPO_ROOT } from '../../builder/src/cli/paths.ts';
+import { scratchDirs } from '../helpers/scratch.ts';
+
+const scratch = scratchDirs(test);
 
 const HW = 'generic-x86_64-uefi';
 
@@ -20,7 +22,7 @@ test('every shipped profile resolves against the shipped hardware', async (t) =>
 });
 
 async function issuesFor(yaml: string): Promise<string[]> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-cfg-'));
+  const dir = await scratch('gk8s-cfg');
   const file = path.join(dir, 'p.yaml');
   await writeFile(file, yaml);
   const err = await resolveConfig({ profile: file, hardware: HW, repoRoot: REPO_ROOT }).then(
@@ -46,7 +48,7 @@ components:
 `;
 
 test('a valid profile file outside profiles/ is accepted by path', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-cfg-'));
+  const dir = await scratch('gk8s-cfg');
   const file = path.join(dir, 'p.yaml');
   await writeFile(file, VALID);
   const r = await resolveConfig({ profile: file, hardware: HW, repoRoot: REPO_ROOT });
@@ -84,7 +86,7 @@ test('kubernetes without a version or source is reported field by field', async 
 });
 
 test('the pod and Service ranges default in the validator', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-cfg-'));
+  const dir = await scratch('gk8s-cfg');
   const file = path.join(dir, 'p.yaml');
   await writeFile(file, `${VALID}  kubernetes: {distribution: upstream, version: v1.37.2, sources: [{goMain: components/kubernetes}]}\n`);
   const r = await resolveConfig({ profile: file, hardware: HW, repoRoot: REPO_ROOT });
@@ -94,7 +96,7 @@ test('the pod and Service ranges default in the validator', async (t) => {
 const UPSTREAM = `${VALID}  kubernetes:\n    distribution: upstream\n    version: v1.37.2\n    sources: [{goMain: components/kubernetes}]\n`;
 
 test('upstream Kubernetes may list more image archives, from an artifact dir or a url with its sha256', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-cfg-'));
+  const dir = await scratch('gk8s-cfg');
   const file = path.join(dir, 'p.yaml');
   const sha = 'a'.repeat(64);
   await writeFile(

@@ -1,12 +1,14 @@
 import test from 'ava';
-import { mkdtemp, stat, writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
 import { readStatus, startStatusServer } from '../../firstboot/src/net/status-server.ts';
+import { scratchDirs } from '../helpers/scratch.ts';
+
+const scratch = scratchDirs(test);
 
 test('status is served as JSON on a unix socket, read-only, and a stale socket does not block a restart', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-status-'));
+  const dir = await scratch('gk8s-status');
   const socketPath = path.join(dir, 'run', 'agent.sock');
   let term = 3;
   const first = await startStatusServer(socketPath, () => ({ role: 'leader', term }));

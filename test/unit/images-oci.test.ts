@@ -1,7 +1,6 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   CONTAINERD_NAME_ANNOTATION,
@@ -12,6 +11,9 @@ import {
   tarArchive,
   type OciImageInput,
 } from '../../builder/src/images/oci.ts';
+import { scratchDirs } from '../helpers/scratch.ts';
+
+const scratch = scratchDirs(test);
 
 const INPUT: OciImageInput = {
   repository: 'geminik8s.local/demo',
@@ -136,7 +138,7 @@ test('image file paths must be absolute and plain', (t) => {
 });
 
 test('readOciIndex names the images an archive holds, and refuses what is not an image layout', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'gk8s-oci-'));
+  const dir = await scratch('gk8s-oci');
   const img = ociImageArchive(INPUT);
   await writeFile(path.join(dir, 'ours.tar'), img.archive);
   t.deepEqual(await readOciIndex(path.join(dir, 'ours.tar')), [{ digest: img.digest, reference: 'geminik8s.local/demo:v1.2.3' }]);

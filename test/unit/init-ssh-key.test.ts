@@ -1,11 +1,13 @@
 /** `geminik8s init --ssh-key <file.pub>`: operator keys go into the site; a private key file is refused unechoed. */
 import test from 'ava';
-import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseSiteConfig } from '../../firstboot/src/core/site.ts';
 import { CliError } from '../../builder/src/cli/exit-codes.ts';
 import { runInit } from '../../builder/src/cli/init.ts';
+import { scratchDirs } from '../helpers/scratch.ts';
+
+const scratch = scratchDirs(test);
 
 const ED25519 = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5IJnbKJDh4i/6ywpF8um4yZ/ZwnQ6N+rLYM7Nhwyl0 alice@laptop';
 const ECDSA =
@@ -13,7 +15,7 @@ const ECDSA =
 const PRIVATE_BODY = 'b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW';
 
 async function workDir(): Promise<string> {
-  return mkdtemp(path.join(os.tmpdir(), 'gk8s-init-ssh-'));
+  return scratch('gk8s-init-ssh');
 }
 
 test('init --ssh-key puts every key of every file into ssh.authorizedKeys', async (t) => {

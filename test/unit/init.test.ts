@@ -1,13 +1,15 @@
 import test from 'ava';
-import { mkdtemp, readFile, stat } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseSiteConfig } from '../../firstboot/src/core/site.ts';
 import { CliError } from '../../builder/src/cli/exit-codes.ts';
 import { runInit } from '../../builder/src/cli/init.ts';
+import { scratchDirs } from '../helpers/scratch.ts';
+
+const scratch = scratchDirs(test);
 
 async function tmpFile(): Promise<string> {
-  return path.join(await mkdtemp(path.join(os.tmpdir(), 'gk8s-init-')), 'site.yaml');
+  return path.join(await scratch('gk8s-init'), 'site.yaml');
 }
 
 test('init writes a valid private site file with a strong fresh secret', async (t) => {

@@ -1,8 +1,10 @@
 import test from 'ava';
-import { mkdtemp, mkdir, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { detectDebianMirror, NoDebianMirrorError, parseAptSources, pickDebianMirror } from '../../builder/src/rootfs/apt-sources.ts';
+import { scratchDirs } from '../helpers/scratch.ts';
+
+const scratch = scratchDirs(test);
 
 // Local file: mirrors stand in for repositories: the parser treats every URI scheme alike.
 const DEB822 = `Types: deb
@@ -93,7 +95,7 @@ test('pick: old-style bookworm/updates security suite, no main archive → undef
 });
 
 test('detect: reads sources.list + sources.list.d, skips *.disabled files; override wins; clear error', async (t) => {
-  const apt = await mkdtemp(join(tmpdir(), 'aptsrc-'));
+  const apt = await scratch('aptsrc');
   await mkdir(join(apt, 'sources.list.d'));
   await writeFile(join(apt, 'sources.list.d', 'old.list.disabled-by-admin'), 'deb file:///srv/disabled/debian bookworm main\n');
   await writeFile(join(apt, 'sources.list.d', 'old.sources.save'), 'Types: deb\nURIs: file:///srv/save/debian\nSuites: bookworm\nComponents: main\n');
