@@ -12,6 +12,7 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
 import { access, constants } from 'node:fs/promises';
+import { shellQuote } from '../../builder/src/remote/ssh.ts';
 import { isAlive } from '../../builder/src/util/process.ts';
 
 export const NETNS_PREFIX = 'gk8s-';
@@ -127,7 +128,8 @@ export interface Topology {
   addTap(index: number): Promise<string>;
   /**
    * ssh as root from the gw namespace with an operator's key, batch mode, the host key pinned on
-   * first contact in `knownHosts` and checked after.
+   * first contact in `knownHosts` and checked after. `command` is an argv: each word is quoted for
+   * the remote shell, so a script goes as `['sh', '-c', script]`.
    */
   ssh(o: { key: string; knownHosts: string }, host: string, command: string[], timeoutMs?: number): Promise<ExecResult>;
   /** Copies local `files` to `remoteDir` on `host` with scp, with the same key and pinned host key as ssh(). */
@@ -252,7 +254,7 @@ export async function createTopology(nodeCount: number): Promise<Topology> {
       return tap;
     },
     ssh(o, host, command, timeoutMs = 120_000) {
-      const argv = ['ssh', ...sshOptions(o), `root@${host}`, ...command];
+      const argv = ['ssh', ...sshOptions(o), `root@${host}`, ...command.map(shellQuote)];
       return run(['ip', 'netns', 'exec', gw.ns, ...argv], { timeoutMs });
     },
     copyTo(o, host, files, remoteDir, timeoutMs = 600_000) {

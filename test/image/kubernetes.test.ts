@@ -359,7 +359,7 @@ test("two stamped copies of the default image pair, run a Deployment of the bake
   let dhcp: { log(): string } | undefined;
   const knownHosts = path.join(work, 'known_hosts');
   const operatorKey = path.join(work, 'operator_ed25519');
-  const ssh = (host: string, command: string, timeoutMs = 120_000) => topology.ssh({ key: operatorKey, knownHosts }, host, [command], timeoutMs);
+  const ssh = (host: string, command: string, timeoutMs = 120_000) => topology.ssh({ key: operatorKey, knownHosts }, host, ['sh', '-c', command], timeoutMs);
   const onBox = async (vm: Vm, command: string, what: string, timeoutMs?: number): Promise<string> => {
     const r = await ssh(vm.ip!, command, timeoutMs);
     if (r.code !== 0) throw new Error(`${what} on ${vm.name} (${vm.ip}) over SSH exited ${r.code}: ${(r.stderr || r.stdout).trim().slice(-1500)}`);

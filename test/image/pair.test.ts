@@ -264,13 +264,21 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
     const agentLines = text
       .split('\n')
       .filter((l) => /GEMINIK8S-AGENT: (started|failed)|geminik8s-agent:|Error|error|Out of memory|Killed process/.test(l))
-      .slice(-20)
+      .slice(-12)
       .join('\n');
-    // The journal last: a CI log keeps only the tail of a failure, and systemd's word is the one that says why.
+    // A CI log keeps only the tail of a failure: the verdict (systemd's reason, the agent's own
+    // failure line) goes last and short, the context before it.
+    const verdict = `${journal.stdout}${journal.stderr}`
+      .split('\n')
+      .filter((l) => /Watchdog timeout|Main process exited|Failed with result|"fatal"|Killed|oom/i.test(l))
+      .concat(text.split('\n').filter((l) => l.includes(`${MARKER} failed`)))
+      .slice(-8)
+      .map((l) => l.slice(0, 400))
+      .join('\n');
     t.is(
       starts,
       1,
-      `${n.name}: the agent restarted; it must run its first start throughout\n--- console ---\n${agentLines}\n--- journal ---\n${journal.stdout}${journal.stderr}`,
+      `${n.name}: the agent restarted; it must run its first start throughout\n--- console ---\n${agentLines}\n--- journal ---\n${journal.stdout.slice(-3000)}\n--- why ---\n${verdict || '(no reason found in the journal or console)'}`,
     );
   }
   t.log(`total ${((Date.now() - started) / 1000).toFixed(0)} s; leader ${leader.ip}, follower ${follower.ip}, VIP ${vip}`);

@@ -225,7 +225,7 @@ async function bootV(c: Ctx, name: string): Promise<void> {
 test.serial('refused bundles leave the inactive slot and the slot state untouched, each saying why', async (t) => {
   const c = ctx!;
   // ssh hands the remote shell one command line: pipes and quotes go in a single string.
-  const slotHead = async () => (await c.ssh(['head -c 67108864 /dev/disk/by-partlabel/root-b | sha256sum'])).stdout.trim();
+  const slotHead = async () => (await c.ssh(['sh', '-c', 'head -c 67108864 /dev/disk/by-partlabel/root-b | sha256sum'])).stdout.trim();
   const before = await slotHead();
   for (const [name, at, value] of [
     ['manifest-byte', flips.manifest, flips.manifestByte],
@@ -233,7 +233,7 @@ test.serial('refused bundles leave the inactive slot and the slot state untouche
   ] as const) {
     const file = `${UPDATES}/${name}.bundle`;
     const octal = value.toString(8).padStart(3, '0');
-    const made = await c.ssh([`cp ${UPDATES}/v2.bundle ${file} && printf '\\${octal}' | dd of=${file} bs=1 seek=${at} conv=notrunc status=none`]);
+    const made = await c.ssh(['sh', '-c', `cp ${UPDATES}/v2.bundle ${file} && printf '\\${octal}' | dd of=${file} bs=1 seek=${at} conv=notrunc status=none`]);
     t.is(made.code, 0, made.stderr);
   }
   const expected: [string, string, RegExp][] = [

@@ -56,8 +56,8 @@ export interface SshSession {
   close(): void;
 }
 
-/** Quotes one argv word for the remote shell. */
-function shellQuote(word: string): string {
+/** Quotes one argv word for the remote shell: ssh hands the remote side one command line, not an argv. */
+export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_./=:@%+-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
