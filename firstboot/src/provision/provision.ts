@@ -25,7 +25,17 @@ import {
   conninfo,
   type ReplicationMode,
 } from './core/pgconf.ts';
-import { FOLLOWER_STEPS, LEADER_STEPS, LOGICAL_FOLLOWER_STEPS, classifyDataDir, partialPath, type StepName } from './core/plan.ts';
+import {
+  BASEBACKUP_ATTEMPTS,
+  BASEBACKUP_RETRY_MS,
+  FOLLOWER_STEPS,
+  LEADER_STEPS,
+  LOGICAL_FOLLOWER_STEPS,
+  basebackupAppName,
+  classifyDataDir,
+  partialPath,
+  type StepName,
+} from './core/plan.ts';
 import { scramVerifier, type ClusterSecrets, type NodeIdentity } from './core/secrets.ts';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { ensureDir, isDir, isEmptyDir, pathExists, renameDurable } from './files.ts';
@@ -185,10 +195,21 @@ async function stepBasebackup(c: ProvisionConfig): Promise<string> {
   ensureDir(dirname(dataDir), 0o755, pgUser);
   const f = confFiles(c.paths.confDir);
   const up = upstreamOf(c);
-  const conn = upstreamConninfo({ host: up.host, port: up.port, applicationName: c.self.name, sslRootCert: f.caCert, passfile: f.pgpass });
-  await runPgTool(c.paths, 'pg_basebackup', ['-D', partial, '-d', conn, '-S', slotName(c.self.name), '-X', 'stream', '-R', '-c', 'fast', '-w'], {
-    timeoutMs: 3_600_000,
-  });
+  const conn = upstreamConninfo({ host: up.host, port: up.port, applicationName: basebackupAppName(c.self.name), sslRootCert: f.caCert, passfile: f.pgpass });
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await runPgTool(c.paths, 'pg_basebackup', ['-D', partial, '-d', conn, '-S', slotName(c.self.name), '-X', 'stream', '-R', '-c', 'fast', '-w'], {
+        timeoutMs: 3_600_000,
+      });
+      break;
+    } catch (e) {
+      if (attempt >= BASEBACKUP_ATTEMPTS) throw e;
+      c.log?.event('warn', 'basebackup-retry', { attempt, attempts: BASEBACKUP_ATTEMPTS, retryInMs: BASEBACKUP_RETRY_MS, error: (e as Error).message });
+      await new Promise((r) => setTimeout(r, BASEBACKUP_RETRY_MS));
+      // pg_basebackup removes what it wrote when it fails; a kill may have left a part behind.
+      rmSync(partial, { recursive: true, force: true });
+    }
+  }
   // The copy carries the leader's runtime settings; this node renders its own (config step).
   const auto = join(partial, 'postgresql.auto.conf');
   if (existsSync(auto)) {

@@ -11,6 +11,22 @@ export const FOLLOWER_STEPS = ['secrets', 'tls', 'basebackup', 'config', 'start'
 /** Logical mode: the follower is a primary of its own, subscribed to the leader's kine table. */
 export const LOGICAL_FOLLOWER_STEPS = ['secrets', 'tls', 'initdb', 'config', 'start', 'bootstrap', 'subscribe'] as const;
 
+/**
+ * A base backup streams the whole cluster over the LAN, for minutes on a slow box: a cut stream (the
+ * leader's box stalled past wal_sender_timeout, a network blip, its server restarting) is ordinary
+ * and worth another go from a clean `.partial` before the agent gives up (and systemd restarts it).
+ */
+export const BASEBACKUP_ATTEMPTS = 4;
+export const BASEBACKUP_RETRY_MS = 10_000;
+
+/**
+ * The application_name of a base backup's WAL stream. Not the node's name: the leader reads
+ * pg_stat_replication by that name to see its standby, and a backup's stream would pass for one (it
+ * streams and reports flush positions), so the leader would turn synchronous replication on against
+ * a copy that is not a server yet.
+ */
+export const basebackupAppName = (nodeName: string): string => `${nodeName}-basebackup`;
+
 export type LeaderStep = (typeof LEADER_STEPS)[number];
 export type FollowerStep = (typeof FOLLOWER_STEPS)[number];
 export type LogicalFollowerStep = (typeof LOGICAL_FOLLOWER_STEPS)[number];
