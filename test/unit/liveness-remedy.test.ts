@@ -1,5 +1,12 @@
 import test from 'ava';
-import { HANDOVER_GRACE_MS, pgRemedy, STANDBY_REBUILD_AFTER_FAILURES, type PgRemedyInput } from '../../firstboot/src/liveness/core/remedy.ts';
+import {
+  HANDOVER_GRACE_MS,
+  pgRemedy,
+  STANDBY_REBUILD_AFTER_FAILURES,
+  standbyThere,
+  waitsForHandover,
+  type PgRemedyInput,
+} from '../../firstboot/src/liveness/core/remedy.ts';
 import { DEFAULT_LIVENESS_CONFIG as C, type Heartbeat } from '../../firstboot/src/liveness/core/types.ts';
 
 const peer = (over: Partial<Heartbeat>): Heartbeat => ({
@@ -50,4 +57,20 @@ test('a standby that keeps failing is copied afresh from a heard leader, unless 
   t.is(full.kind, 'restart');
   t.regex(full.reason, /disk was full/);
   t.is(pgRemedy(down({ ...follower, startFailures: 20, peerAlive: false }), C).kind, 'restart', 'no leader heard: nothing to copy from');
+});
+
+test('the handover wait is decided from heartbeat facts alone, before the loop looks at the server or its log', (t) => {
+  const { serverStopped: _s, startFailures: _f, diskFull: _d, ...facts } = down({});
+  t.true(waitsForHandover(facts, C));
+  t.false(waitsForHandover({ ...facts, downForMs: C.pgHandoverAfterMs + HANDOVER_GRACE_MS }, C));
+  t.false(waitsForHandover({ ...facts, role: 'follower' }, C));
+  // The same answer pgRemedy gives whatever the server looks like.
+  t.is(pgRemedy(down({ serverStopped: false, diskFull: true }), C).kind, 'wait');
+});
+
+test('a standby catching up counts as there for catchupGraceMs, then as gone', (t) => {
+  t.true(standbyThere({ streaming: true, connected: true, catchupForMs: 0 }, C));
+  t.true(standbyThere({ streaming: false, connected: true, catchupForMs: C.catchupGraceMs - 1 }, C), 'a reconnect catching up is not a standby gone');
+  t.false(standbyThere({ streaming: false, connected: true, catchupForMs: C.catchupGraceMs }, C), 'one that never catches up is');
+  t.false(standbyThere({ streaming: false, connected: false, catchupForMs: 0 }, C));
 });

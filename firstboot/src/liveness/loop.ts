@@ -22,7 +22,7 @@ import { readProgress } from '../cluster/progress.ts';
 import { lsnOrder } from '../core/history.ts';
 import { bootRole, decide, healthyInRole, preempts, switchoverStands, validateTimeouts } from './core/decide.ts';
 import { startDiskProbe } from './disk-probe.ts';
-import { pgRemedy } from './core/remedy.ts';
+import { pgRemedy, standbyThere, waitsForHandover } from './core/remedy.ts';
 import {
   ACTION_DEADLINE_MS,
   DEFAULT_LIVENESS_CONFIG,
@@ -406,19 +406,9 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   /** PostgreSQL down while nothing else is touching it: what the core says (core/remedy.ts), carried out. */
   async function keepPgRunning(now: number, peer: Heartbeat | undefined, peerAlive: boolean): Promise<void> {
     if (busy || pgStarting || sample?.state !== 'down' || now < nextPgStart) return;
-    const remedy = pgRemedy(
-      {
-        role,
-        downForMs: badSince === undefined ? 0 : Math.round(now - badSince),
-        serverStopped: (await serverState(pg)) === 'stopped',
-        ...(peer ? { peer } : {}),
-        peerAlive,
-        wasSync,
-        startFailures,
-        diskFull: await diskFullInLog(),
-      },
-      c,
-    );
+    const facts = { role, downForMs: badSince === undefined ? 0 : Math.round(now - badSince), ...(peer ? { peer } : {}), peerAlive, wasSync };
+    if (waitsForHandover(facts, c)) return;
+    const remedy = pgRemedy({ ...facts, serverStopped: (await serverState(pg)) === 'stopped', startFailures, diskFull: await diskFullInLog() }, c);
     if (remedy.kind === 'wait') return;
     if (remedy.kind === 'rebuild-standby') {
       startFailures = 0;
@@ -539,10 +529,12 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     else badSince ??= now;
     // A standby catching up counts as there for a while (issue 11 point 5): a reconnect must not
     // read as a standby gone, which degrades to async after degradeAfterMs.
-    const catchingUp = s.standbyConnected && !s.standbyStreaming;
-    catchupSince = catchingUp ? (catchupSince ?? now) : undefined;
-    const standbyThere = s.standbyStreaming || (catchingUp && now - (catchupSince ?? now) < c.catchupGraceMs);
-    if (standbyThere) standbyStreamAt = now;
+    catchupSince = s.standbyConnected && !s.standbyStreaming ? (catchupSince ?? now) : undefined;
+    const standbyCounts = standbyThere(
+      { streaming: s.standbyStreaming, connected: s.standbyConnected, catchupForMs: catchupSince === undefined ? 0 : now - catchupSince },
+      c,
+    );
+    if (standbyCounts) standbyStreamAt = now;
     if (s.receiverStreaming) receiverStreamAt = now;
     const t = probes.times;
     const heard = ctx.heartbeat.heard(ctx.peer.nodeId);
@@ -577,7 +569,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         // Down, the server commits nothing: its last setting still says whether the standby has every commit.
         syncRep: syncRepNow ?? (s.state === 'down' ? wasSync : s.syncRep),
         standbyStreaming: s.standbyStreaming,
-        standbySilentMs: standbyThere ? 0 : Math.round(now - (standbyStreamAt ?? startedAt)),
+        standbySilentMs: standbyCounts ? 0 : Math.round(now - (standbyStreamAt ?? startedAt)),
         standbyLagBytes: s.standbyLagBytes,
         receiverSilentMs: s.receiverStreaming ? 0 : Math.round(now - (receiverStreamAt ?? startedAt)),
       },
