@@ -11,6 +11,7 @@
  * (run as root on a paired box, e.g. over SSH); `--version` prints the agent and embedded Node versions.
  */
 import { agentPaths, runLocalSteps, runPartitionGrowth } from './agent.ts';
+import { IdentityRefused } from './adapters/hostmeta-store.ts';
 import { runCluster } from './cluster/run.ts';
 import { clusterSettings, loadImageFacts, secretsDirOf, statusSocketPath } from './cluster/settings.ts';
 import { MARKER } from './core/report.ts';
@@ -28,6 +29,9 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { grubBackend } from './upgrade/slot-backend.ts';
 import { enforceDeadline, UpgradeService, type UpgradeServiceOptions } from './upgrade/service.ts';
+
+/** EX_CONFIG: the agent cannot go on without a person (geminik8s-agent.service does not restart it on this code). */
+const EXIT_NEEDS_OPERATOR = 78;
 
 const UPDATE_KEYS_DIR = '/etc/geminik8s/update-keys';
 
@@ -249,7 +253,10 @@ async function main(args: string[]): Promise<number> {
     log.event('error', 'fatal', { error: message, stack: (e as Error).stack });
     out.line(`${MARKER} failed ${message.replace(/\s+/g, ' ')}`);
     out.close();
-    // systemd restarts the agent (Restart=on-failure); every stage resumes from hostmeta.json.
+    // A box that needs an operator stays down with its console line (RestartPreventExitStatus=78):
+    // restarting cannot help, and a restart loop would end in the reboot StartLimitAction= orders.
+    if (e instanceof IdentityRefused) return EXIT_NEEDS_OPERATOR;
+    // Otherwise systemd restarts the agent (Restart=on-failure); every stage resumes from hostmeta.json.
     return 1;
   };
   try {

@@ -237,6 +237,18 @@ test('two stamped copies of the image boot on one L2, pair, replicate and serve 
     const limit = await ssh(r.ip!, ['systemctl', 'show', '--property=WatchdogUSec', '--value', 'geminik8s-agent']);
     t.is(limit.stdout.trim(), '30s', `${r.ip}: the agent tightened the start-up allowance once its loop ran (${limit.stderr.trim()})`);
   }
+  // --- the kernel watchdog is armed: systemd pets /dev/watchdog0 (softdog unless a hardware driver came first) ---
+  for (const r of ready) {
+    const look = await ssh(r.ip!, [
+      'sh',
+      '-c',
+      'systemctl show --property=RuntimeWatchdogUSec --value; cat /sys/class/watchdog/watchdog0/identity /sys/class/watchdog/watchdog0/state',
+    ]);
+    const [limit, identity, state] = look.stdout.trim().split('\n');
+    t.is(limit, '1min', `${r.ip}: systemd's runtime watchdog (${look.stderr.trim()})`);
+    t.is(state, 'active', `${r.ip}: /dev/watchdog0 (${identity}) is armed`);
+    t.log(`${r.ip}: watchdog0 is ${identity}`);
+  }
   await new Promise((r) => setTimeout(r, 40_000));
   t.is(nodes.length, 2);
   for (const [i, n] of nodes.entries()) {
