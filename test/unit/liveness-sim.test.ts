@@ -48,6 +48,23 @@ test('b, as the agent runs it: a crashed primary next to a synchronous standby i
   t.is(standby.nodes.B.pg, 'standby', 'the standby was started again');
 });
 
+test("the leader's data disk fails (issue 11 point 3): it hands over, the follower promotes and takes the writes while the disk stays bad; a follower's bad disk moves nothing", (t) => {
+  const r = run({ [FAULT]: [{ kind: 'disk-bad', node: 'A' }], 40: [{ kind: 'disk-ok', node: 'A' }] });
+  accept(t, r);
+  t.true(timeToWrite(r, FAULT) <= 8, `writes resumed after ${timeToWrite(r, FAULT)} ticks`);
+  const tookOver = r.log.find((l) => l.t >= FAULT && l.b?.role === 'leader');
+  t.truthy(tookOver && tookOver.t < 40, 'the follower leads before the disk comes back');
+  t.is(r.nodes.B.role, 'leader');
+  t.is(r.nodes.A.role, 'follower', 'the old leader followed once its disk was back');
+  const follower = run({ [FAULT]: [{ kind: 'disk-bad', node: 'B' }], 40: [{ kind: 'disk-ok', node: 'B' }] });
+  accept(t, follower);
+  t.is(follower.nodes.A.role, 'leader');
+  t.false(
+    follower.log.some((l) => l.b?.actions.includes('promote')),
+    'a follower with a failing disk never promotes',
+  );
+});
+
 test('c/d. the leader is cut off (its link down, or only the follower reaches the gateway): fence, then promote', (t) => {
   for (const cut of [
     { ab: false, ba: false, l2: false, ag: false },
@@ -183,18 +200,20 @@ function randomSchedule(seed: number): Record<number, SimEvent[]> {
       up[node] = !up[node];
     } else if (x < 0.8) {
       const y = r();
-      add(t, { kind: y < 0.35 ? 'pg-down' : y < 0.7 ? 'pg-up' : 'pg-crash', node });
+      add(t, { kind: y < 0.3 ? 'pg-down' : y < 0.6 ? 'pg-up' : y < 0.75 ? 'pg-crash' : y < 0.88 ? 'disk-bad' : 'disk-ok', node });
     } else add(t, { kind: 'switchover', node });
   }
   add(120, HEAL);
   add(120, { kind: 'pg-up', node: 'A' });
   add(120, { kind: 'pg-up', node: 'B' });
+  add(120, { kind: 'disk-ok', node: 'A' });
+  add(120, { kind: 'disk-ok', node: 'B' });
   if (!up.A) add(121, { kind: 'boot', node: 'A' });
   if (!up.B) add(121, { kind: 'boot', node: 'B' });
   return events;
 }
 
-test('random fault schedules (crashes, PostgreSQL faults and crashes the agent restarts, partitions, one-way loss, switchovers): never two writers, nothing acknowledged lost, always heals', (t) => {
+test('random fault schedules (crashes, PostgreSQL faults and crashes the agent restarts, failing disks, partitions, one-way loss, switchovers): never two writers, nothing acknowledged lost, always heals', (t) => {
   const seeds = 1500;
   for (let seed = 1; seed <= seeds; seed++) {
     const r = simulate({ ticks: 200, events: randomSchedule(seed) });

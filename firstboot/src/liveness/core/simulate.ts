@@ -35,7 +35,10 @@ export type SimEvent =
   | { kind: 'pg-up'; node: 'A' | 'B' }
   /** The server dies and may start again at once: whether and when the agent starts it is pgRemedy's call. */
   | { kind: 'pg-crash'; node: 'A' | 'B' }
-  | { kind: 'switchover'; node: 'A' | 'B' };
+  | { kind: 'switchover'; node: 'A' | 'B' }
+  /** The data disk fails (read-only, EIO, stalled) or comes back: PostgreSQL commits nothing on it and the agent records nothing. */
+  | { kind: 'disk-bad'; node: 'A' | 'B' }
+  | { kind: 'disk-ok'; node: 'A' | 'B' };
 
 export interface SimNode {
   id: 'A' | 'B';
@@ -48,6 +51,8 @@ export interface SimNode {
   /** Fault injection: PostgreSQL cannot run (crash, disk full). */
   pgBroken: boolean;
   pgBadSince: number | null;
+  /** When the data disk went bad (null: fine). */
+  diskBadSince: number | null;
   /** Committed keys in WAL order; the LSN is its length. */
   history: number[];
   timeline: number;
@@ -106,6 +111,7 @@ function newNode(id: 'A' | 'B', role: PairRole): SimNode {
     pg: role === 'leader' ? 'primary' : 'standby',
     pgBroken: false,
     pgBadSince: null,
+    diskBadSince: null,
     history: [],
     timeline: 1,
     holdsVip: role === 'leader',
@@ -180,6 +186,8 @@ export function simulate(o: SimOptions): SimResult {
           n.pgBroken = false;
           if (n.up && !n.rejoin) n.pg = n.role === 'follower' ? 'standby' : 'primary';
         } else if (e.kind === 'switchover') n.switchoverRequested = true;
+        else if (e.kind === 'disk-bad') n.diskBadSince ??= now;
+        else if (e.kind === 'disk-ok') n.diskBadSince = null;
       }
     }
     for (const n of [nodes.A, nodes.B]) {
@@ -228,7 +236,7 @@ export function simulate(o: SimOptions): SimResult {
       timeline: n.timeline,
       lsn: lsn(n),
       pg: n.pg,
-      pgHealthy: n.pg !== 'down',
+      pgHealthy: n.pg !== 'down' && n.diskBadSince === null,
       syncRep: n.syncRep,
       handoverForMs: n.handoverSince === null ? null : now - n.handoverSince,
       peerSilentMs: now - (n.lastHeardAt ?? n.bootAt),
@@ -252,6 +260,8 @@ export function simulate(o: SimOptions): SimResult {
       primary.pg === 'primary' &&
       standby.pg === 'standby' &&
       standby.role === 'follower' &&
+      // A standby whose disk failed writes no WAL: it stops acknowledging.
+      standby.diskBadSince === null &&
       reaches(primary, standby) &&
       reaches(standby, primary) &&
       isPrefix(standby.history, primary.history);
@@ -270,7 +280,7 @@ export function simulate(o: SimOptions): SimResult {
     const input = (n: SimNode): TickInput => ({
       self: { nodeId: n.nodeId, role: n.role, term: n.persisted.term, timeline: n.timeline, lsn: lsn(n) },
       pg: { state: n.pg, badForMs: n.pgBadSince === null ? 0 : now - n.pgBadSince },
-      disk: { badForMs: 0 },
+      disk: { badForMs: n.diskBadSince === null ? 0 : Math.max(1, now - n.diskBadSince) },
       kineHealthy: true,
       holdsVip: n.holdsVip,
       peer: { silentMs: now - (n.lastHeardAt ?? n.bootAt), ...(n.lastHb ? { last: n.lastHb } : {}) },
@@ -312,7 +322,8 @@ export function simulate(o: SimOptions): SimResult {
         .filter((n) => n.up && n.role === 'leader' && n.pg === 'primary' && n.holdsVip && reachesG(n))
         .sort((x, y) => y.persisted.term - x.persisted.term);
       const w = targets[0];
-      if (w) {
+      // On a failed disk the commit fails: nothing is written, nothing acknowledged.
+      if (w && w.diskBadSince === null) {
         const key = t;
         const p = other(w);
         w.history.push(key);
@@ -331,6 +342,23 @@ export function simulate(o: SimOptions): SimResult {
   return { log, dualPrimaryTicks, acked, nodes };
 
   function apply(n: SimNode, a: Action, now: number): void {
+    // A failed disk records nothing. Promoting and demoting record the new role first and stop when
+    // they cannot (the loop then settles as after a restart); the rest act, their record lost.
+    if (n.diskBadSince !== null) {
+      if (a.kind === 'promote' || a.kind === 'demote-and-rejoin') {
+        n.role = bootRole(n.persisted.role);
+        n.holdsVip = false;
+        return;
+      }
+      const kept = n.persisted;
+      act(n, a, now);
+      n.persisted = kept;
+      return;
+    }
+    act(n, a, now);
+  }
+
+  function act(n: SimNode, a: Action, now: number): void {
     switch (a.kind) {
       case 'promote':
         n.persisted = { role: 'leader', term: a.term };
