@@ -432,6 +432,7 @@ test('a step-down preempts a running batch, never another step-down; every actio
     'adopt-term',
     'begin-handover',
     'end-handover',
+    'arbiter-lease',
   ] as const;
   t.deepEqual(Object.keys(ACTION_DEADLINE_MS).sort(), [...kinds].sort());
   for (const k of kinds) t.true(ACTION_DEADLINE_MS[k] > 0 && Number.isFinite(ACTION_DEADLINE_MS[k]), k);

@@ -1,11 +1,11 @@
 import test from 'ava';
 import { healthyPair, lostAcked, simulate, timeToWrite, type Net, type SimEvent, type SimResult } from '../../firstboot/src/liveness/core/simulate.ts';
 
-const HEAL: SimEvent = { kind: 'net', net: { ab: true, ba: true, l2: true, ag: true, bg: true } };
+const HEAL: SimEvent = { kind: 'net', net: { ab: true, ba: true, l2: true, ag: true, bg: true, ar: true, br: true } };
 const FAULT = 10;
 
-function run(events: Record<number, SimEvent[]>, ticks = 90): SimResult {
-  return simulate({ ticks, events });
+function run(events: Record<number, SimEvent[]>, ticks = 90, arbiter = false): SimResult {
+  return simulate({ ticks, events, arbiter });
 }
 
 /** The matrix's acceptance, per run: never two writers, no acknowledged key lost, healthy sync pair at the end. */
@@ -157,6 +157,34 @@ test('RESIDUAL RISK: nodes cut from each other at L2 while both reach the gatewa
   );
 });
 
+test('l. with an arbiter, the same cut between the boxes (both still reach the gateway) leaves one writer and loses nothing', (t) => {
+  const r = run({ [FAULT]: [{ kind: 'net', net: { ab: false, ba: false, l2: false } }], 40: [HEAL] }, 90, true);
+  accept(t, r);
+  t.is(r.nodes.A.saved.length, 0, 'no rewind discarded anything: there was no second history');
+  // Both asked; the leader's request to go async came first, so the follower was refused.
+  t.is(r.nodes.A.role, 'leader');
+  t.true(
+    r.log.some((l) => l.t > FAULT && l.t < 40 && l.ack),
+    'the leader took writes alone during the cut',
+  );
+  t.false(
+    r.log.some((l) => l.b?.role === 'leader'),
+    'the follower never led',
+  );
+});
+
+test('with an arbiter, the leader dying still fails over as fast; an unreachable arbiter blocks the takeover instead of risking two writers', (t) => {
+  const plain = run({ [FAULT]: [{ kind: 'crash', node: 'A' }], 40: [{ kind: 'boot', node: 'A' }] });
+  const arb = run({ [FAULT]: [{ kind: 'crash', node: 'A' }], 40: [{ kind: 'boot', node: 'A' }] }, 90, true);
+  accept(t, arb);
+  t.is(timeToWrite(arb, FAULT), timeToWrite(plain, FAULT), 'the lease is asked in the same tick as the promotion');
+  t.is(arb.arbiter.term, 2);
+  const cut = run({ 5: [{ kind: 'net', net: { br: false } }], [FAULT]: [{ kind: 'crash', node: 'A' }] }, 40, true);
+  t.deepEqual(cut.dualPrimaryTicks, []);
+  t.is(cut.nodes.B.role, 'follower', 'no lease, no promotion');
+  t.is(timeToWrite(cut, FAULT), Number.POSITIVE_INFINITY);
+});
+
 // ---- randomized fault schedules ------------------------------------------------------------------
 
 function rng(seed: number): () => number {
@@ -170,7 +198,7 @@ function rng(seed: number): () => number {
   };
 }
 
-const TOPOLOGIES: Net[] = [
+const TOPOLOGIES: Omit<Net, 'ar' | 'br'>[] = [
   { ab: true, ba: true, l2: true, ag: true, bg: true },
   { ab: false, ba: false, l2: false, ag: false, bg: true }, // A cut off
   { ab: false, ba: false, l2: false, ag: true, bg: false }, // B cut off
@@ -183,7 +211,19 @@ const TOPOLOGIES: Net[] = [
   { ab: true, ba: false, l2: true, ag: true, bg: true },
 ];
 
-function randomSchedule(seed: number): Record<number, SimEvent[]> {
+/** Faults only an arbiter makes safe (the L2 cut between the boxes), and the arbiter's own links. */
+const ARBITER_TOPOLOGIES: Partial<Net>[] = [
+  { ab: false, ba: false, l2: false, ag: true, bg: true },
+  { ab: false, ba: false, l2: false, ag: true, bg: true, ar: false },
+  { ab: false, ba: false, l2: false, ag: true, bg: true, br: false },
+  { ar: false },
+  { br: false },
+  { ar: false, br: false },
+  { ar: true, br: true },
+];
+
+function randomSchedule(seed: number, arbiter = false): Record<number, SimEvent[]> {
+  const topologies: Partial<Net>[] = arbiter ? [...TOPOLOGIES, ...ARBITER_TOPOLOGIES] : TOPOLOGIES;
   const r = rng(seed);
   const events: Record<number, SimEvent[]> = {};
   const add = (t: number, e: SimEvent) => {
@@ -194,7 +234,7 @@ function randomSchedule(seed: number): Record<number, SimEvent[]> {
     if (r() >= 0.08) continue;
     const x = r();
     const node = r() < 0.5 ? 'A' : 'B';
-    if (x < 0.35) add(t, { kind: 'net', net: TOPOLOGIES[Math.floor(r() * TOPOLOGIES.length)]! });
+    if (x < 0.35) add(t, { kind: 'net', net: topologies[Math.floor(r() * topologies.length)]! });
     else if (x < 0.55) {
       add(t, { kind: up[node] ? 'crash' : 'boot', node });
       up[node] = !up[node];
@@ -217,6 +257,18 @@ test('random fault schedules (crashes, PostgreSQL faults and crashes the agent r
   const seeds = 1500;
   for (let seed = 1; seed <= seeds; seed++) {
     const r = simulate({ ticks: 200, events: randomSchedule(seed) });
+    if (r.dualPrimaryTicks.length) t.fail(`seed ${seed}: two writers at ${r.dualPrimaryTicks.join(',')}`);
+    const lost = lostAcked(r);
+    if (lost.length) t.fail(`seed ${seed}: acknowledged keys lost ${lost.join(',')}`);
+    if (!healthyPair(r)) t.fail(`seed ${seed}: pair did not heal`);
+  }
+  t.pass();
+});
+
+test("random fault schedules with an arbiter, including cuts between the boxes and the arbiter's own links: never two writers, nothing acknowledged lost, always heals", (t) => {
+  const seeds = 1500;
+  for (let seed = 1; seed <= seeds; seed++) {
+    const r = simulate({ ticks: 200, events: randomSchedule(seed, true), arbiter: true });
     if (r.dualPrimaryTicks.length) t.fail(`seed ${seed}: two writers at ${r.dualPrimaryTicks.join(',')}`);
     const lost = lostAcked(r);
     if (lost.length) t.fail(`seed ${seed}: acknowledged keys lost ${lost.join(',')}`);

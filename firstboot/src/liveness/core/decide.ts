@@ -21,6 +21,10 @@
  *     off writes (even across a reboot: the handover is persisted) until it times out (15 s) AND
  *     a heartbeat sent after the taker's cutoff (timeout - 3 s) shows the peer still a follower.
  *  R1 A node that hears a leader outranking it (term, timeline, LSN, …) fences and rejoins it.
+ *  A1 With an arbiter (core/arbiter.ts), P1, P2 and D1 first take its lease for the term they
+ *     write under; without it they do not happen. A leader the arbiter tells of a newer term
+ *     fences, and so does one that hears neither the peer nor the arbiter for 2 s (F1 with the
+ *     arbiter as the third vote); a leader keeps the arbiter told whether it commits alone.
  */
 import { lsnOrder } from '../../core/history.ts';
 import { outranks, type RankFacts } from './rank.ts';
@@ -121,6 +125,13 @@ export function facts(i: TickInput, c: LivenessConfig = DEFAULT_LIVENESS_CONFIG)
   return { peerAlive, witnessOk, vipSilent, peerHearsMe, leaderMayHaveDegraded, nextTerm };
 }
 
+/**
+ * With an arbiter: `actions` preceded by the lease they need (A1). Without one: `actions` as they are.
+ */
+function leased(i: TickInput, lease: { term: number; alone: boolean; peerSilent: boolean }, actions: Action[]): Action[] {
+  return i.arbiter ? [{ kind: 'arbiter-lease', ...lease }, ...actions] : actions;
+}
+
 /** Whether this node is healthy in its role, as its heartbeat says (pgHealthy): PostgreSQL and its disk both fine. */
 export function healthyInRole(i: Pick<TickInput, 'pg' | 'disk'>): boolean {
   return i.pg.badForMs === 0 && i.disk.badForMs === 0;
@@ -148,6 +159,14 @@ function decideLeader(i: TickInput, c: LivenessConfig, f: Facts): Decision {
   if (i.peer.silentMs >= c.fenceAfterMs && !f.witnessOk) {
     return stepDown(`no heartbeat for ${i.peer.silentMs} ms and no witness for ${i.witness.silentMs} ms (${i.witness.configured} configured): fence`, []);
   }
+  // F1 with an arbiter: it is the third vote, so a leader that hears neither it nor the peer
+  // fences, whatever the gateway says (the peer may be taking the next term's lease right now).
+  if (i.arbiter && i.peer.silentMs >= c.fenceAfterMs && i.arbiter.silentMs >= c.witnessLostMs) {
+    return stepDown(`no heartbeat for ${i.peer.silentMs} ms and no answer from the arbiter for ${i.arbiter.silentMs} ms: fence`, []);
+  }
+  // A1: the arbiter leased a newer term to the peer: it may be writing, or about to.
+  const newer = i.arbiter?.newerTerm ?? null;
+  if (newer !== null && newer > i.self.term) return stepDown(`the arbiter leased term ${newer} to the peer (mine is ${i.self.term}): fence`, []);
 
   if (hb) {
     // R1: two leaders that see each other (a healed split): the outranked one steps down.
@@ -181,11 +200,12 @@ function decideLeader(i: TickInput, c: LivenessConfig, f: Facts): Decision {
   if (!i.holdsVip) actions.push({ kind: 'take-vip' });
   // D1: async only when the peer is known down.
   if (i.replication.syncRep && !i.replication.standbyStreaming && i.replication.standbySilentMs >= c.degradeAfterMs) {
+    const degrade = leased(i, { term: i.self.term, alone: true, peerSilent: !f.peerAlive }, [{ kind: 'degrade-to-async' }]);
     if (f.peerAlive) {
-      actions.push({ kind: 'degrade-to-async' });
+      actions.push(...degrade);
       why.push(`peer alive but not streaming for ${i.replication.standbySilentMs} ms: degrade to async`);
     } else if (i.peer.silentMs >= c.degradeAfterMs && f.witnessOk) {
-      actions.push({ kind: 'degrade-to-async' });
+      actions.push(...degrade);
       why.push(`peer silent ${i.peer.silentMs} ms, witness reachable: degrade to async`);
     } else {
       why.push('standby gone but the peer is not known down: stay synchronous (writes wait)');
@@ -199,6 +219,14 @@ function decideLeader(i: TickInput, c: LivenessConfig, f: Facts): Decision {
   ) {
     actions.push({ kind: 'restore-sync' });
     why.push(`follower ${hb.nodeId} streaming, lag ${i.replication.standbyLagBytes} B: restore synchronous replication`);
+  }
+  // A1: the arbiter knows this term is mine and whether I commit alone (after a restart, a restore
+  // of sync, a handover), so that it refuses the peer a takeover only while that is so. Last: a
+  // refusal stops nothing else.
+  const lease = i.arbiter?.lease;
+  if (i.arbiter && !actions.some((a) => a.kind === 'arbiter-lease') && (lease?.term !== i.self.term || lease.alone !== !i.replication.syncRep)) {
+    actions.push({ kind: 'arbiter-lease', term: i.self.term, alone: !i.replication.syncRep, peerSilent: !f.peerAlive });
+    why.push(`tell the arbiter: term ${i.self.term}, ${i.replication.syncRep ? 'synchronous' : 'alone'}`);
   }
   if (hb === undefined) why.push(`leader; peer silent ${i.peer.silentMs} ms, witness ${f.witnessOk ? 'reachable' : 'lost'}`);
   else if (hb.role === 'leader') why.push(`leader; peer ${hb.nodeId} also claims leadership but I outrank it: it must step down`);
@@ -254,6 +282,20 @@ function decideFenced(i: TickInput, c: LivenessConfig, f: Facts): Decision {
     if (peerOutranks) return done([], `peer ${hb.nodeId} outranks me but its PostgreSQL is not healthy: stay fenced`);
     if (hb.role === 'fenced' && hb.handoverForMs === null) return done([], `peer ${hb.nodeId} is fenced too and I outrank it: wait for it to yield`);
     if (!f.peerHearsMe) return done([], `peer ${hb.nodeId} has not heard me recently: stay fenced`);
+    // A1: the peer took a newer term's lease but did not lead under it (its promotion failed):
+    // lead again under a term after it, with the peer's word (it hears me).
+    const newer = i.arbiter?.newerTerm ?? null;
+    if (newer !== null && newer >= i.self.term) {
+      const term = Math.max(newer, f.nextTerm - 1) + 1;
+      return done(
+        leased(i, { term, alone: !i.replication.syncRep, peerSilent: false }, [
+          { kind: 'promote', term, cause: 'reclaim' },
+          { kind: 'unfence' },
+          { kind: 'take-vip' },
+        ]),
+        `peer ${hb.nodeId} (${hb.role}) hears me and I outrank it, but the arbiter leased term ${newer}: lead at term ${term}`,
+      );
+    }
     return done([{ kind: 'unfence' }, { kind: 'take-vip' }], `peer ${hb.nodeId} (${hb.role}) hears me and I outrank it: unfence`);
   }
   // Peer silent. Reclaim alone only when the peer cannot have promoted over me: I had degraded
@@ -266,7 +308,11 @@ function decideFenced(i: TickInput, c: LivenessConfig, f: Facts): Decision {
   if (!pgOk) missing.push(`PostgreSQL ${i.pg.state}`);
   if (missing.length) return done([], `fenced: ${missing.join(', ')}`);
   return done(
-    [{ kind: 'promote', term: f.nextTerm, cause: 'reclaim' }, { kind: 'unfence' }, { kind: 'take-vip' }],
+    leased(i, { term: f.nextTerm, alone: true, peerSilent: true }, [
+      { kind: 'promote', term: f.nextTerm, cause: 'reclaim' },
+      { kind: 'unfence' },
+      { kind: 'take-vip' },
+    ]),
     `peer silent ${i.peer.silentMs} ms, witness reachable, VIP silent, I was async: reclaim at term ${f.nextTerm}`,
   );
 }
@@ -297,7 +343,8 @@ function decideFollower(i: TickInput, c: LivenessConfig, f: Facts): Decision {
       if (missing.length) return done([], `peer yields but: ${missing.join(', ')}`);
       const actions: Action[] = [{ kind: 'promote', term: f.nextTerm, cause: 'handover' }, { kind: 'take-vip' }];
       // Its PostgreSQL is down (known down, by its own report): do not make writes wait for it.
-      if (!hb.pgHealthy && i.replication.syncRep) actions.push({ kind: 'degrade-to-async' });
+      if (!hb.pgHealthy && i.replication.syncRep)
+        actions.push(...leased(i, { term: f.nextTerm, alone: true, peerSilent: false }, [{ kind: 'degrade-to-async' }]));
       return done(actions, `peer ${hb.nodeId} yields to me and I have every commit: promote at term ${f.nextTerm}`);
     }
     return done([], `peer ${hb.nodeId} is ${hb.role}; waiting for it`);
@@ -315,7 +362,8 @@ function decideFollower(i: TickInput, c: LivenessConfig, f: Facts): Decision {
   const actions: Action[] = [{ kind: 'promote', term: f.nextTerm, cause: 'leader-lost' }, { kind: 'take-vip' }];
   if (i.replication.syncRep) actions.push({ kind: 'degrade-to-async' });
   return done(
-    actions,
+    // Alone either way: no standby streams to a node that just took over from a silent leader.
+    leased(i, { term: f.nextTerm, alone: true, peerSilent: true }, actions),
     `peer silent ${i.peer.silentMs} ms, witness reachable, VIP silent ${i.vip.silentMs} ms, I hold every commit: promote at term ${f.nextTerm}`,
   );
 }

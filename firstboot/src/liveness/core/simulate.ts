@@ -7,9 +7,11 @@
  *
  * Not a network simulator: a tick's links are booleans. `l2` is whether ARP passes between the
  * nodes (the VIP probe); it differs from `ab`/`ba` only for an IP-level filter (L2 still up) or a
- * non-transitive LAN fault (L2 down between the nodes while both reach the gateway).
+ * non-transitive LAN fault (L2 down between the nodes while both reach the gateway). With
+ * `arbiter`, a third party keeps the lease state (core/arbiter.ts), reached over `ar`/`br`.
  */
 import type { PairRole } from '../../core/hostmeta.ts';
+import { ARBITER_START, leaseAnswer, type ArbiterState } from './arbiter.ts';
 import { bootRole, decide } from './decide.ts';
 import { pgRemedy } from './remedy.ts';
 import { DEFAULT_LIVENESS_CONFIG, type Action, type Heartbeat, type LivenessConfig, type LivenessRole, type PgState, type TickInput } from './types.ts';
@@ -23,9 +25,12 @@ export interface Net {
   /** Node to gateway (and the writer behind it), both ways. */
   ag: boolean;
   bg: boolean;
+  /** Node to the arbiter and back (only with `arbiter`). */
+  ar: boolean;
+  br: boolean;
 }
 
-export const HEALTHY_NET: Readonly<Net> = Object.freeze({ ab: true, ba: true, l2: true, ag: true, bg: true });
+export const HEALTHY_NET: Readonly<Net> = Object.freeze({ ab: true, ba: true, l2: true, ag: true, bg: true, ar: true, br: true });
 
 export type SimEvent =
   | { kind: 'net'; net: Partial<Net> }
@@ -72,6 +77,10 @@ export interface SimNode {
   rejoin: { leader: 'A' | 'B' } | null;
   /** Rows a rewind discarded, saved to disk (reported, not lost silently). */
   saved: number[];
+  /** What the agent learned from the arbiter since it started (TickInput.arbiter). */
+  arbiterLease: { term: number; alone: boolean } | null;
+  arbiterNewerTerm: number | null;
+  arbiterOkAt: number | null;
 }
 
 export interface TickLog {
@@ -88,6 +97,8 @@ export interface SimResult {
   dualPrimaryTicks: number[];
   acked: number[];
   nodes: { A: SimNode; B: SimNode };
+  /** The arbiter's state at the end (ARBITER_START when there is none). */
+  arbiter: ArbiterState;
 }
 
 const IDS = { A: '1'.repeat(32), B: '2'.repeat(32) } as const;
@@ -127,6 +138,9 @@ function newNode(id: 'A' | 'B', role: PairRole): SimNode {
     standbyStreaming: true,
     rejoin: null,
     saved: [],
+    arbiterLease: null,
+    arbiterNewerTerm: null,
+    arbiterOkAt: -1000,
   };
 }
 
@@ -137,6 +151,8 @@ export interface SimOptions {
   config?: LivenessConfig;
   /** Write one key per tick through the VIP (default true). */
   writer?: boolean;
+  /** The site has an arbiter (default false). */
+  arbiter?: boolean;
 }
 
 /** Runs a healthy pair (A leader, B follower, synchronous) through `events`. */
@@ -144,6 +160,7 @@ export function simulate(o: SimOptions): SimResult {
   const c = o.config ?? DEFAULT_LIVENESS_CONFIG;
   const nodes = { A: newNode('A', 'leader'), B: newNode('B', 'follower') };
   let net: Net = { ...HEALTHY_NET };
+  let arbiter: ArbiterState = { ...ARBITER_START };
   const log: TickLog[] = [];
   const dualPrimaryTicks: number[] = [];
   const acked: number[] = [];
@@ -177,6 +194,9 @@ export function simulate(o: SimOptions): SimResult {
           n.standbySeenAt = null;
           n.receiverOkAt = null;
           n.standbyStreaming = false;
+          n.arbiterLease = null;
+          n.arbiterNewerTerm = null;
+          n.arbiterOkAt = null;
         } else if (e.kind === 'pg-down') {
           n.pgBroken = true;
           n.pg = 'down';
@@ -255,6 +275,7 @@ export function simulate(o: SimOptions): SimResult {
         n.witnessOkAt = now;
       }
       if (n.up && p.up && p.holdsVip && net.l2) n.vipOkAt = now;
+      if (o.arbiter && n.up && (n.id === 'A' ? net.ar : net.br)) n.arbiterOkAt = now;
     }
     const streams = (primary: SimNode, standby: SimNode) =>
       primary.pg === 'primary' &&
@@ -299,6 +320,7 @@ export function simulate(o: SimOptions): SimResult {
       },
       handover: n.handoverSince === null ? null : { sinceMs: now - n.handoverSince },
       switchoverRequested: n.switchoverRequested,
+      ...(o.arbiter ? { arbiter: { lease: n.arbiterLease, newerTerm: n.arbiterNewerTerm, silentMs: now - (n.arbiterOkAt ?? n.bootAt) } } : {}),
     });
     const decisions = {
       A: nodes.A.up ? decide(input(nodes.A), c) : undefined,
@@ -306,7 +328,8 @@ export function simulate(o: SimOptions): SimResult {
     };
     for (const n of [nodes.A, nodes.B]) {
       const d = decisions[n.id];
-      if (d) for (const a of d.actions) apply(n, a, now);
+      // A batch stops at the first action that fails (an arbiter that refuses or does not answer).
+      if (d) for (const a of d.actions) if (!apply(n, a, now)) break;
     }
 
     // The writer, behind the gateway, writes through whichever node answers for the VIP.
@@ -339,23 +362,37 @@ export function simulate(o: SimOptions): SimResult {
     }
     log.push(entry);
   }
-  return { log, dualPrimaryTicks, acked, nodes };
+  return { log, dualPrimaryTicks, acked, nodes, arbiter };
 
-  function apply(n: SimNode, a: Action, now: number): void {
+  /** Carries out one action; false when it failed (the rest of the batch is not run). */
+  function apply(n: SimNode, a: Action, now: number): boolean {
+    if (a.kind === 'arbiter-lease') return askArbiter(n, a);
     // A failed disk records nothing. Promoting and demoting record the new role first and stop when
     // they cannot (the loop then settles as after a restart); the rest act, their record lost.
     if (n.diskBadSince !== null) {
       if (a.kind === 'promote' || a.kind === 'demote-and-rejoin') {
         n.role = bootRole(n.persisted.role);
         n.holdsVip = false;
-        return;
+        return false;
       }
       const kept = n.persisted;
       act(n, a, now);
       n.persisted = kept;
-      return;
+      return true;
     }
     act(n, a, now);
+    return true;
+  }
+
+  function askArbiter(n: SimNode, a: Extract<Action, { kind: 'arbiter-lease' }>): boolean {
+    if (!o.arbiter || !(n.id === 'A' ? net.ar : net.br)) return false;
+    const answer = leaseAnswer(arbiter, { node: n.id, term: a.term, alone: a.alone, peerSilent: a.peerSilent });
+    arbiter = answer.state;
+    if (answer.granted) {
+      n.arbiterLease = { term: a.term, alone: a.alone };
+      n.arbiterNewerTerm = null;
+    } else if (answer.state.holder !== n.id && answer.state.term >= a.term) n.arbiterNewerTerm = answer.state.term;
+    return answer.granted;
   }
 
   function act(n: SimNode, a: Action, now: number): void {
@@ -408,6 +445,8 @@ export function simulate(o: SimOptions): SimResult {
         return;
       case 'end-handover':
         n.handoverSince = null;
+        return;
+      case 'arbiter-lease':
         return;
     }
   }

@@ -117,6 +117,19 @@ export interface TickInput {
   handover: { sinceMs: number } | null;
   /** An operator asked this node (the leader) for a planned switchover. */
   switchoverRequested: boolean;
+  /**
+   * Present when the site has an arbiter (core/arbiter.ts): then promoting without the peer's word
+   * and going async need its lease first. `lease`: the last one it granted this node (null: none
+   * yet since the agent started); `newerTerm`: a term it leased to another node, learned from a
+   * refusal (null: none newer than ours known). With an arbiter it, not the gateway, is what a
+   * leader cut off from its peer must still reach (F1).
+   */
+  arbiter?: {
+    lease: { term: number; alone: boolean } | null;
+    newerTerm: number | null;
+    /** ms since the arbiter last answered anything (its probe or a lease request); uptime when never. */
+    silentMs: number;
+  };
 }
 
 /**
@@ -132,6 +145,9 @@ export interface TickInput {
  *    `leader` and start as its standby.
  *  - `adopt-term`: persist the higher term of the leader this follower follows.
  *  - `begin-handover` / `end-handover`: start / stop yielding to the peer (persisted with its start time).
+ *  - `arbiter-lease`: ask the arbiter for the lease of `term` (core/arbiter.ts); a refusal or no
+ *    answer fails the action, and so stops the rest of the batch (the promotion or async switch
+ *    after it does not happen).
  * No action ("none") is an empty list; `reason` always says why.
  */
 export type Action =
@@ -145,7 +161,8 @@ export type Action =
   | { kind: 'demote-and-rejoin'; term: number; leader: string }
   | { kind: 'adopt-term'; term: number }
   | { kind: 'begin-handover' }
-  | { kind: 'end-handover' };
+  | { kind: 'end-handover' }
+  | { kind: 'arbiter-lease'; term: number; alone: boolean; peerSilent: boolean };
 
 export type ActionKind = Action['kind'];
 
@@ -168,6 +185,8 @@ export const ACTION_DEADLINE_MS: Readonly<Record<ActionKind, number>> = Object.f
   'adopt-term': 10_000,
   'begin-handover': 10_000,
   'end-handover': 10_000,
+  // An unreachable arbiter must not hold the loop: the lease is asked again next tick.
+  'arbiter-lease': 3_000,
 });
 
 export interface Decision {
