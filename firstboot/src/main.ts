@@ -8,7 +8,9 @@
  * admin kubeconfig for the VIP (root only: it holds the pair's admin key); `backup` writes Kine's
  * database (pg_dump archive) to stdout on the leader; `restore` has the running agent replace it;
  * `etcd-client-cert --name <name>` issues a client certificate for a remote etcd client of Kine
- * (run as root on a paired box, e.g. over SSH); `--version` prints the agent and embedded Node versions.
+ * (run as root on a paired box, e.g. over SSH); `arbiter-cert --address <ip>` prints the arbiter's
+ * TLS bundle and `arbiter --listen <ip>[:<port>] --dir <dir>` runs the arbiter on a third device
+ * (liveness/arbiter-command.ts); `--version` prints the agent and embedded Node versions.
  */
 import { agentPaths, runLocalSteps, runPartitionGrowth } from './agent.ts';
 import { IdentityRefused } from './adapters/hostmeta-store.ts';
@@ -17,6 +19,7 @@ import { clusterSettings, loadImageFacts, secretsDirOf, statusSocketPath } from 
 import { MARKER } from './core/report.ts';
 import { type ConsoleOut, eventRing, jsonLogger, type Logger, openConsole } from './adapters/output.ts';
 import { startWatchdog } from './liveness/watchdog.ts';
+import { arbiterCommand, printArbiterCert } from './liveness/arbiter-command.ts';
 import { issueClientCert, loadSecrets } from './provision/secrets.ts';
 import { AGENT_VERSION } from './version.ts';
 import { uptime } from 'node:os';
@@ -215,6 +218,8 @@ async function main(args: string[]): Promise<number> {
     return result.kind === 'failed' ? 1 : 0;
   }
   if (args[0] === 'etcd-client-cert') return printEtcdClientCert(args.slice(1), secretsDirOf(paths.stateDir));
+  if (args[0] === 'arbiter-cert') return printArbiterCert(args.slice(1), secretsDirOf(paths.stateDir));
+  if (args[0] === 'arbiter') return arbiterCommand(args.slice(1), log, shutdownSignal(new AbortController()));
   if (args[0] === 'upgrade') return upgradeCommand(args.slice(1));
   if (args[0] === 'status' && args.length <= 2 && (args[1] === undefined || args[1] === '--json')) {
     // Everything GET /status has: the operator CLI reads it over SSH (builder/src/remote).
@@ -239,7 +244,7 @@ async function main(args: string[]): Promise<number> {
   }
   if (args.length > 0) {
     process.stderr.write(
-      `geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | status [--json] | switchover | logs [--lines N] | kubeconfig | backup | restore <archive>|--restart-only | grow-data-partition | etcd-client-cert --name <name> | upgrade apply|status | upgrade-deadline])\n`,
+      `geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | status [--json] | switchover | logs [--lines N] | kubeconfig | backup | restore <archive>|--restart-only | grow-data-partition | etcd-client-cert --name <name> | arbiter-cert --address <ip> | arbiter --listen <ip>[:<port>] --dir <dir> | upgrade apply|status | upgrade-deadline])\n`,
     );
     return 2;
   }

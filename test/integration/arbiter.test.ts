@@ -4,12 +4,16 @@
  * remembers every lease it granted.
  */
 import test from 'ava';
-import { stat, writeFile } from 'node:fs/promises';
+import { execa } from 'execa';
+import { chmod, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import path from 'node:path';
 import type { Logger } from '../../firstboot/src/adapters/output.ts';
 import { arbiterClient, type ArbiterEndpoint } from '../../firstboot/src/liveness/arbiter-client.ts';
 import { startArbiter, type ArbiterTls } from '../../firstboot/src/liveness/arbiter-server.ts';
-import { generateCa, issueClientCert, issueNodeCert, issueServerCert } from '../../firstboot/src/provision/secrets.ts';
+import { ARBITER_TLS_FILE } from '../../firstboot/src/liveness/arbiter-command.ts';
+import { secretsDirOf } from '../../firstboot/src/cluster/settings.ts';
+import { ensureClusterSecrets, generateCa, issueClientCert, issueNodeCert, issueServerCert } from '../../firstboot/src/provision/secrets.ts';
 import { scratchDirs } from '../helpers/scratch.ts';
 
 const scratch = scratchDirs(test);
@@ -69,4 +73,68 @@ test('a damaged state file stops the arbiter with the file and what it expected'
   await t.throwsAsync(startArbiter({ host: '127.0.0.1', port: 0, tls: { ca: ca.certPem, cert: server.certPem, key: server.keyPem }, stateFile, log: quiet }), {
     message: /arbiter-state\.json: expected \{"term": integer ≥ 0/,
   });
+});
+
+const AGENT = ['--import', 'tsx', path.resolve('firstboot/src/main.ts')];
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as { port: number };
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+test('the agent executable: arbiter-cert on a paired box, then arbiter with that bundle serves leases; an open bundle is refused', async (t) => {
+  const dir = await scratch('gk8s-arbiter-cmd');
+  const stateDir = path.join(dir, 'box');
+  const secrets = await ensureClusterSecrets(secretsDirOf(stateDir), {
+    nodes: [
+      { name: 'node-a', ip: '192.0.2.11' },
+      { name: 'node-b', ip: '192.0.2.12' },
+    ],
+  });
+  const { ca } = secrets;
+  const node = secrets.nodes['node-a']!;
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', GEMINIK8S_STATE_DIR: stateDir };
+  const cert = await execa(process.execPath, [...AGENT, 'arbiter-cert', '--address', '127.0.0.1'], { env, extendEnv: false, reject: false });
+  t.is(cert.exitCode, 0, cert.stderr);
+  const bundle = JSON.parse(cert.stdout) as { address: string; ca: string; cert: string; key: string };
+  t.is(bundle.address, '127.0.0.1');
+  t.is(bundle.ca, ca.certPem, 'the arbiter trusts the pair CA');
+  const bad = await execa(process.execPath, [...AGENT, 'arbiter-cert', '--address', 'arbiter.example'], { env, extendEnv: false, reject: false });
+  t.is(bad.exitCode, 2);
+  t.regex(bad.stderr, /not an IPv4 address/);
+
+  const arbDir = path.join(dir, 'arbiter');
+  await execa('mkdir', ['-p', arbDir]);
+  await writeFile(path.join(arbDir, ARBITER_TLS_FILE), cert.stdout, { mode: 0o644 });
+  await chmod(path.join(arbDir, ARBITER_TLS_FILE), 0o644);
+  const port = await freePort();
+  const open = await execa(process.execPath, [...AGENT, 'arbiter', '--listen', `127.0.0.1:${port}`, '--dir', arbDir], {
+    env,
+    extendEnv: false,
+    reject: false,
+    timeout: 60_000,
+  });
+  t.is(open.exitCode, 1);
+  t.regex(open.stderr, /arbiter-tls\.json: mode 644, expected 600/);
+
+  await chmod(path.join(arbDir, ARBITER_TLS_FILE), 0o600);
+  const proc = execa(process.execPath, [...AGENT, 'arbiter', '--listen', `127.0.0.1:${port}`, '--dir', arbDir], { env, extendEnv: false, reject: false });
+  t.teardown(() => proc.kill('SIGKILL'));
+  const client = arbiterClient({ host: '127.0.0.1', port, ca: ca.certPem, cert: node.certPem, key: node.keyPem });
+  let answer: Awaited<ReturnType<typeof client.lease>> | undefined;
+  for (let k = 0; k < 60 && !answer; k++) {
+    answer = await client.lease({ term: 3, alone: false, peerSilent: false }, 2000).catch(async () => {
+      await new Promise((r) => setTimeout(r, 500));
+      return undefined;
+    });
+  }
+  t.true(answer?.granted, 'the arbiter process granted a lease');
+  proc.kill('SIGTERM');
+  const ended = await proc;
+  t.is(ended.exitCode, 0, ended.stderr);
+  t.regex(ended.stdout, /"event":"arbiter-lease","node":"node-a","term":3/);
+  t.notRegex(ended.stdout, /PRIVATE KEY/, 'the key is never logged');
 });
