@@ -24,6 +24,8 @@ import { bootRole } from '../liveness/core/decide.ts';
 import type { Watchdog } from '../liveness/watchdog.ts';
 import { MARKER } from '../core/report.ts';
 import type { SiteConfig } from '../core/site.ts';
+import { arbiterClient, type ArbiterClient } from '../liveness/arbiter-client.ts';
+import { ARBITER_DEFAULT_PORT } from '../liveness/arbiter-command.ts';
 import { bindVip } from '../net/vip.ts';
 import { ensureFirewall, nodeFirewall } from '../net/firewall.ts';
 import { type StatusActions, startStatusServer } from '../net/status-server.ts';
@@ -112,6 +114,13 @@ function candidate(meta: HostMeta, name: string, progress: Progress): Candidate 
 /** Witnesses of the site: the gateway and any extra addresses (none: the default gateway is probed). */
 export function siteWitnesses(site: SiteConfig): string[] {
   return [...new Set([...(site.network.gateway ? [site.network.gateway] : []), ...(site.network.witnesses ?? [])])];
+}
+
+/** The site's arbiter, reached with this node's pair certificate and checked against the pair CA. */
+function siteArbiter(a: NonNullable<SiteConfig['arbiter']>, secrets: ClusterSecrets, selfName: string): ArbiterClient {
+  const mine = secrets.nodes[selfName];
+  if (!mine) throw new Error(`the pair secrets hold no certificate for ${selfName}, which the arbiter needs`);
+  return arbiterClient({ host: a.address, port: a.port ?? ARBITER_DEFAULT_PORT, ca: secrets.ca.certPem, cert: mine.certPem, key: mine.keyPem });
 }
 
 function canConnect(host: string, port: number, timeoutMs: number): Promise<boolean> {
@@ -369,6 +378,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
         ifname: lan.ifname,
         vipCidr: site.network.vip,
         witnesses: siteWitnesses(site),
+        ...(site.arbiter ? { arbiter: { client: siteArbiter(site.arbiter, secrets, self.name), selfName: self.name } } : {}),
         pg,
         mode: settings.replication,
         secrets,

@@ -66,6 +66,17 @@ export const siteSchema = {
         },
       },
     },
+    arbiter: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['address'],
+      description:
+        'a third device running `geminik8s-agent arbiter` (README "Arbiter"): with it, a takeover or the switch to asynchronous replication needs its lease',
+      properties: {
+        address: ipv4,
+        port: { type: 'integer', minimum: 1, maximum: 65535, description: 'a TCP port, 1-65535 (default 7950)' },
+      },
+    },
     ssh: {
       type: 'object',
       additionalProperties: false,

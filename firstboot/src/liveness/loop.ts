@@ -39,6 +39,8 @@ import { samplePg, type PgSample } from './pg-sample.ts';
 import { startProbes } from './probes.ts';
 import { rejoinAsStandby } from './rejoin.ts';
 import type { Watchdog } from './watchdog.ts';
+import type { ArbiterClient } from './arbiter-client.ts';
+import type { ArbiterState } from './core/arbiter.ts';
 
 export interface LivenessContext {
   nodeId: string;
@@ -47,6 +49,11 @@ export interface LivenessContext {
   vipCidr: string;
   /** Site gateway and witness addresses (empty: the default gateway). */
   witnesses: string[];
+  /**
+   * The site's arbiter (liveness/arbiter-client.ts) and this node's name as its certificate says:
+   * with it, takeovers and the async switch take its lease first (core/arbiter.ts).
+   */
+  arbiter?: { client: ArbiterClient; selfName: string };
   pg: LocalPg;
   mode: ReplicationMode;
   secrets: ClusterSecrets;
@@ -86,6 +93,8 @@ export interface LivenessHandle {
 }
 
 const PG_RESTART_BACKOFF_MS = 3000;
+/** An arbiter call's bound: below the lease action's deadline, and short enough for a tick. */
+const ARBITER_TIMEOUT_MS = 1500;
 
 /** A batch's step after it was preempted by a step-down or abandoned past its deadline. */
 class BatchCutOff extends Error {}
@@ -113,6 +122,10 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   const startedAt = performance.now();
   let role: LivenessRole = ctx.initialRole;
   let handoverSince: number | undefined = ctx.meta().handover ? startedAt : undefined;
+  // What the arbiter last said (TickInput.arbiter): the agent's memory, rebuilt from its first answer after a restart.
+  let arbiterLease: { term: number; alone: boolean } | null = null;
+  let arbiterNewerTerm: number | null = null;
+  let arbiterOkAt: number | undefined;
   let switchoverAt: number | undefined;
   let holdsVip = false;
   let sample: PgSample | undefined;
@@ -336,7 +349,31 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         handoverSince = undefined;
         log.event('info', 'handover-ended', {});
         return;
+      case 'arbiter-lease': {
+        if (!ctx.arbiter) throw new Error('no arbiter configured');
+        const answer = await ctx.arbiter.client.lease({ term: a.term, alone: a.alone, peerSilent: a.peerSilent }, ARBITER_TIMEOUT_MS);
+        arbiterOkAt = performance.now();
+        arbiterSeen(answer.state);
+        log.event(answer.granted ? 'info' : 'warn', 'arbiter-lease', {
+          term: a.term,
+          alone: a.alone,
+          peerSilent: a.peerSilent,
+          granted: answer.granted,
+          reason: answer.reason,
+        });
+        if (!answer.granted) throw new Error(`the arbiter refused term ${a.term}: ${answer.reason}`);
+        return;
+      }
     }
+  }
+
+  /** What an arbiter answer says about this node: the lease it holds, or a newer term another node holds. */
+  function arbiterSeen(state: ArbiterState): void {
+    if (!ctx.arbiter) return;
+    if (state.holder === ctx.arbiter.selfName) {
+      arbiterLease = { term: state.term, alone: state.alone };
+      arbiterNewerTerm = null;
+    } else if (state.holder !== null && state.term > ctx.meta().term) arbiterNewerTerm = state.term;
   }
 
   /** Which batch may still act: a batch whose number is no longer this was preempted or abandoned. */
@@ -508,7 +545,15 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     ctx.watchdog.beat('loop');
     ctx.kine.checkHealth();
     ctx.kubernetes?.observe(ctx.kine.healthy);
-    const [s, vipHolders] = await Promise.all([samplePg(pg, ctx.peer.name), interfacesWith(ctx.vipCidr).catch(() => undefined)]);
+    const [s, vipHolders, arbiterState] = await Promise.all([
+      samplePg(pg, ctx.peer.name),
+      interfacesWith(ctx.vipCidr).catch(() => undefined),
+      ctx.arbiter?.client.state(ARBITER_TIMEOUT_MS).catch(() => undefined),
+    ]);
+    if (arbiterState) {
+      arbiterOkAt = performance.now();
+      arbiterSeen(arbiterState);
+    }
     // After the awaits: a beacon or probe answer that arrived while PostgreSQL was sampled is newer
     // than a time taken before them, and its age would come out negative (the peer then rejects
     // the heartbeat that carries it).
@@ -575,6 +620,15 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       },
       handover: handoverSince === undefined ? null : { sinceMs: Math.round(now - handoverSince) },
       switchoverRequested: switchoverAt !== undefined,
+      ...(ctx.arbiter
+        ? {
+            arbiter: {
+              lease: arbiterLease,
+              newerTerm: arbiterNewerTerm !== null && arbiterNewerTerm > meta.term ? arbiterNewerTerm : null,
+              silentMs: Math.round(arbiterOkAt !== undefined ? Math.max(0, now - arbiterOkAt) : now - startedAt),
+            },
+          }
+        : {}),
     };
     lastPublished = {
       role,
@@ -630,6 +684,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         receiverStreaming: s.receiverStreaming,
         kineHealthy: ctx.kine.healthy,
         handoverForMs: input.handover?.sinceMs ?? null,
+        ...(input.arbiter ? { arbiter: input.arbiter } : {}),
         lastActions,
         promotions,
         ...(divergent ? { divergentRowsFile: divergent.file, divergentRows: divergent.rows } : {}),

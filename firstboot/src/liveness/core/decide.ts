@@ -285,7 +285,7 @@ function decideFenced(i: TickInput, c: LivenessConfig, f: Facts): Decision {
     // A1: the peer took a newer term's lease but did not lead under it (its promotion failed):
     // lead again under a term after it, with the peer's word (it hears me).
     const newer = i.arbiter?.newerTerm ?? null;
-    if (newer !== null && newer >= i.self.term) {
+    if (newer !== null && newer > i.self.term) {
       const term = Math.max(newer, f.nextTerm - 1) + 1;
       return done(
         leased(i, { term, alone: !i.replication.syncRep, peerSilent: false }, [

@@ -275,7 +275,11 @@ export function simulate(o: SimOptions): SimResult {
         n.witnessOkAt = now;
       }
       if (n.up && p.up && p.holdsVip && net.l2) n.vipOkAt = now;
-      if (o.arbiter && n.up && (n.id === 'A' ? net.ar : net.br)) n.arbiterOkAt = now;
+      // The agent's probe of the arbiter each tick: it answers with its state, as in the loop.
+      if (o.arbiter && n.up && (n.id === 'A' ? net.ar : net.br)) {
+        n.arbiterOkAt = now;
+        arbiterSeen(n, arbiter);
+      }
     }
     const streams = (primary: SimNode, standby: SimNode) =>
       primary.pg === 'primary' &&
@@ -320,7 +324,15 @@ export function simulate(o: SimOptions): SimResult {
       },
       handover: n.handoverSince === null ? null : { sinceMs: now - n.handoverSince },
       switchoverRequested: n.switchoverRequested,
-      ...(o.arbiter ? { arbiter: { lease: n.arbiterLease, newerTerm: n.arbiterNewerTerm, silentMs: now - (n.arbiterOkAt ?? n.bootAt) } } : {}),
+      ...(o.arbiter
+        ? {
+            arbiter: {
+              lease: n.arbiterLease,
+              newerTerm: n.arbiterNewerTerm !== null && n.arbiterNewerTerm > n.persisted.term ? n.arbiterNewerTerm : null,
+              silentMs: now - (n.arbiterOkAt ?? n.bootAt),
+            },
+          }
+        : {}),
     });
     const decisions = {
       A: nodes.A.up ? decide(input(nodes.A), c) : undefined,
@@ -388,11 +400,15 @@ export function simulate(o: SimOptions): SimResult {
     if (!o.arbiter || !(n.id === 'A' ? net.ar : net.br)) return false;
     const answer = leaseAnswer(arbiter, { node: n.id, term: a.term, alone: a.alone, peerSilent: a.peerSilent });
     arbiter = answer.state;
-    if (answer.granted) {
-      n.arbiterLease = { term: a.term, alone: a.alone };
-      n.arbiterNewerTerm = null;
-    } else if (answer.state.holder !== n.id && answer.state.term >= a.term) n.arbiterNewerTerm = answer.state.term;
+    arbiterSeen(n, answer.state);
     return answer.granted;
+  }
+
+  function arbiterSeen(n: SimNode, state: ArbiterState): void {
+    if (state.holder === n.id) {
+      n.arbiterLease = { term: state.term, alone: state.alone };
+      n.arbiterNewerTerm = null;
+    } else if (state.holder !== null && state.term > n.persisted.term) n.arbiterNewerTerm = state.term;
   }
 
   function act(n: SimNode, a: Action, now: number): void {
