@@ -110,6 +110,17 @@ export interface Pair {
    */
   adminKubeconfig(): Promise<string>;
   /**
+   * Runs `geminik8s-agent arbiter` in the gateway namespace with the bundle the real
+   * `arbiter-cert` issues on the first node that has secrets (createPair `arbiter`). Its state()
+   * reads the lease state it keeps on disk.
+   */
+  startArbiter(): Promise<{ state(): Promise<{ term: number; holder: string | null; alone: boolean } | undefined>; log(): Promise<string> }>;
+  /**
+   * Cuts the two boxes apart at L2 while both still reach the gateway (their bridge ports isolated
+   * from each other: a non-transitive LAN fault), or undoes it.
+   */
+  isolateNodes(on: boolean): Promise<void>;
+  /**
    * A client certificate for Kine from the pair CA (issued once by the real `etcd-client-cert` on
    * the first node that has secrets), as a remote Kubernetes server would hold one.
    */
@@ -170,15 +181,19 @@ async function killNamespace(ns: string): Promise<void> {
   throw new Error(`processes in ${ns} survived SIGKILL for 2 s`);
 }
 
-export function siteYaml(siteId: string, secret: string, vipCidr: string, gateway: string): string {
+export function siteYaml(siteId: string, secret: string, vipCidr: string, gateway: string, arbiter?: { address: string; port: number }): string {
   return stringify({
     apiVersion: 'geminik8s/v1',
     kind: 'Site',
     site: { id: siteId },
     pair: { secret },
     network: { vip: vipCidr, addressing: 'dhcp', gateway },
+    ...(arbiter ? { arbiter } : {}),
   });
 }
+
+/** Where the pair's arbiter listens, in the gateway namespace (a router is where a site would run it). */
+export const ARBITER_PORT = 7950;
 
 /**
  * `nodeIds` pre-seeds each node's identity (hostmeta.json, as an earlier boot would have left it),
@@ -204,6 +219,11 @@ export interface PairOptions {
    * from the component cache: a cache miss fails, naming the command that builds it). Default false.
    */
   kubernetes?: boolean;
+  /**
+   * The site file names an arbiter on the gateway (ARBITER_PORT); Pair.startArbiter() runs it once
+   * the pair has its CA. Until then the agents find it silent. Default false.
+   */
+  arbiter?: boolean;
 }
 
 /**
@@ -276,7 +296,8 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
         mounts.push(dirs.pg);
       }
       const secret = opts.secrets?.[node.index] ?? defaultSecret;
-      await writeFile(path.join(dirs.oem, 'site.yaml'), siteYaml('lab-pair', secret, vipCidr, topology.gw.address), { mode: 0o600 });
+      const arbiter = opts.arbiter ? { address: topology.gw.address, port: ARBITER_PORT } : undefined;
+      await writeFile(path.join(dirs.oem, 'site.yaml'), siteYaml('lab-pair', secret, vipCidr, topology.gw.address, arbiter), { mode: 0o600 });
       const nodeId = opts.nodeIds?.[node.index];
       if (nodeId) {
         const at = new Date().toISOString();
@@ -548,5 +569,58 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
     }
     throw new Error(`no node has written ${path.join('<state>', 'kubernetes', 'admin.kubeconfig')} yet (${why.join(', ')})`);
   };
-  return { topology, vip, agents, kubernetes: kubernetes !== undefined, adminKubeconfig, etcdClient, destroy };
+  const arbiterDir = path.join(root, 'arbiter');
+  const startArbiter: Pair['startArbiter'] = async () => {
+    if (!opts.arbiter) throw new Error('startArbiter() needs createPair({ arbiter: true })');
+    const errors: string[] = [];
+    let bundle: string | undefined;
+    for (const a of agents) {
+      const r = await run(
+        [
+          'env',
+          '-i',
+          ...Object.entries(a.env).map(([k, v]) => `${k}=${v}`),
+          process.execPath,
+          '--import',
+          'tsx',
+          AGENT_ENTRY,
+          'arbiter-cert',
+          '--address',
+          topology.gw.address,
+        ],
+        {
+          timeoutMs: 60_000,
+        },
+      );
+      if (r.code === 0) {
+        bundle = r.stdout;
+        break;
+      }
+      errors.push(`node ${a.index + 1}: ${r.stderr.trim()}`);
+    }
+    if (bundle === undefined) throw new Error(`no node could issue the arbiter's certificate: ${errors.join('; ')}`);
+    await mkdir(arbiterDir, { recursive: true, mode: 0o700 });
+    await writeFile(path.join(arbiterDir, 'arbiter-tls.json'), bundle, { mode: 0o600 });
+    const logFile = path.join(root, 'arbiter.log');
+    const child = topology.spawn(
+      topology.gw.ns,
+      [process.execPath, '--import', 'tsx', AGENT_ENTRY, 'arbiter', '--listen', `${topology.gw.address}:${ARBITER_PORT}`, '--dir', arbiterDir],
+      { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const sink = createWriteStream(logFile, { flags: 'a' });
+    child.stdout?.pipe(sink);
+    child.stderr?.pipe(sink);
+    return {
+      state: async () => {
+        const text = await readFile(path.join(arbiterDir, 'arbiter-state.json'), 'utf8').catch(() => undefined);
+        return text === undefined ? undefined : (JSON.parse(text) as { term: number; holder: string | null; alone: boolean });
+      },
+      log: () => readFile(logFile, 'utf8').catch(() => ''),
+    };
+  };
+  const isolateNodes: Pair['isolateNodes'] = async (on) => {
+    for (const node of topology.nodes)
+      await must(['ip', 'netns', 'exec', topology.gw.ns, 'bridge', 'link', 'set', 'dev', node.bridgePort, 'isolated', on ? 'on' : 'off']);
+  };
+  return { topology, vip, agents, kubernetes: kubernetes !== undefined, adminKubeconfig, etcdClient, startArbiter, isolateNodes, destroy };
 }
