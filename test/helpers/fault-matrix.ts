@@ -51,8 +51,8 @@ export const SCENARIOS = [
   { id: 'g', title: "the follower's disk fills" },
   { id: 'h', title: 'planned switchover under write load' },
   { id: 'i', title: 'the old leader returns after a failover' },
-  { id: 'j', title: "the leader's PostgreSQL hangs (every process stopped) for 20 s" },
-  { id: 'k', title: "the leader's state disk turns read-only" },
+  { id: 'j', title: "the leader's state disk turns read-only" },
+  { id: 'k', title: "the leader's PostgreSQL hangs (every process stopped) for 20 s" },
 ] as const;
 export type ScenarioId = (typeof SCENARIOS)[number]['id'];
 export const isScenarioId = (s: string): s is ScenarioId => SCENARIOS.some((x) => x.id === s);
@@ -677,9 +677,18 @@ const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
       );
     });
   },
+  // Its PostgreSQL still works (another folder here): the agent's own disk probe must see it and
+  // hand over, and the fence must not wait for a record it cannot write.
+  async j(ctx) {
+    ctx.mark();
+    await ctx.leader.stateReadOnly();
+    ctx.injected();
+    await followerPromoted(ctx);
+    await writeAfterFault(ctx, 60_000);
+  },
   // A hung server, not a dead one: its sockets accept and never answer, pg_ctl still finds it
   // running, and every action that touches it would wait forever without its deadline.
-  async j(ctx) {
+  async k(ctx) {
     ctx.mark();
     const pids = await ctx.leader.freezePostgres();
     ctx.injected();
@@ -688,15 +697,6 @@ const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
     await writeAfterFault(ctx, 60_000);
     await sleep(Math.max(0, 20_000 - (Date.now() - ctx.faultAt())));
     await ctx.leader.thawPostgres();
-  },
-  // Its PostgreSQL still works (another folder here): the agent's own disk probe must see it and
-  // hand over, and the fence must not wait for a record it cannot write.
-  async k(ctx) {
-    ctx.mark();
-    await ctx.leader.stateReadOnly();
-    ctx.injected();
-    await followerPromoted(ctx);
-    await writeAfterFault(ctx, 60_000);
   },
 };
 
