@@ -4,10 +4,13 @@
  * witness, each side sees the same thing (peer gone, witness up, VIP invisible) and no rule can
  * tell which one is cut off (the simulator's RESIDUAL RISK case). With an arbiter on the gateway,
  * the first to take its lease writes and the other is refused: one writer, nothing acknowledged
- * lost. Real agents, real PostgreSQL and Kine, the arbiter as the same executable; the fault
- * matrix's writer, checker and read-back.
+ * lost. Without one, the documented behaviour is asserted: two writers during the cut, and every
+ * acknowledged write the loser took saved to its divergent-rows file when it rejoins. Real agents,
+ * real PostgreSQL and Kine, the arbiter as the same executable; the fault matrix's writer, checker
+ * and read-back.
  */
 import test from 'ava';
+import { readFile } from 'node:fs/promises';
 import { eventually } from '../helpers/poll.ts';
 import { createPair } from '../helpers/pair-agents.ts';
 import { requireFaultPrereqs, startChecker, startWriter, verifyAcked, waitHealthy, type WriteTarget } from '../helpers/fault-matrix.ts';
@@ -19,6 +22,7 @@ test('l. with an arbiter, a cut between the boxes that leaves both reaching the 
   await requireFaultPrereqs();
   const pair = await createPair({ arbiter: true });
   t.teardown(() => pair.destroy());
+  for (const a of pair.agents) a.start();
   const h0 = await waitHealthy(pair);
   const arbiter = await pair.startArbiter();
   // The leader tells the arbiter its term as soon as it answers.
@@ -64,4 +68,47 @@ test('l. with an arbiter, a cut between the boxes that leaves both reaching the 
   t.true(during > 0, 'the side holding the lease went on taking writes, alone');
   const end = await arbiter.state();
   t.truthy(end && !end.alone, 'back in sync, the leader told the arbiter it no longer commits alone');
+});
+
+test("l. without an arbiter, the same cut gives two writers (documented): after it heals, every acknowledged write the data lacks is in the loser's divergent-rows file", async (t) => {
+  await requireFaultPrereqs();
+  const pair = await createPair();
+  t.teardown(() => pair.destroy());
+  for (const a of pair.agents) a.start();
+  await waitHealthy(pair);
+  const target: WriteTarget = { kind: 'etcd', host: pair.vip, client: await pair.etcdClient(), prefix: `/fault/no-arbiter-l/` };
+  const writer = startWriter(pair, target);
+  const checker = startChecker(pair);
+  await sleep(3000);
+  await pair.isolateNodes(true);
+  await sleep(CUT_MS);
+  await pair.isolateNodes(false);
+  const h1 = await waitHealthy(pair);
+  await sleep(2000);
+  const w = await writer.stop();
+  const c = await checker.stop();
+  t.log(
+    `acks ${w.acks.length}, failures ${w.failures.length}; dual-primary samples ${c.dual.length}; after: leader node ${h1.leader.index + 1} term ${h1.term}`,
+  );
+  t.true(c.dual.length > 0, 'the documented limit: both boxes take writes during such a cut');
+  const back = await verifyAcked(
+    pair,
+    target,
+    w.acks.map((a) => a.key),
+  );
+  const status = await h1.follower.status();
+  const file = (status.liveness as Record<string, unknown> | undefined)?.divergentRowsFile;
+  const saved = typeof file === 'string' ? await readFile(file, 'utf8') : '';
+  const savedKeys = new Set(
+    saved
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => String((JSON.parse(l) as { name?: unknown }).name)),
+  );
+  t.log(`missing after the heal: ${back.missing.length}; saved by the loser: ${savedKeys.size} rows in ${String(file)}`);
+  t.deepEqual(
+    back.missing.filter((k) => !savedKeys.has(k)),
+    [],
+    'nothing acknowledged is lost silently: what the data lacks was saved',
+  );
 });

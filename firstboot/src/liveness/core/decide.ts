@@ -24,7 +24,8 @@
  *  A1 With an arbiter (core/arbiter.ts), P1, P2 and D1 first take its lease for the term they
  *     write under; without it they do not happen. A leader the arbiter tells of a newer term
  *     fences, and so does one that hears neither the peer nor the arbiter for 2 s (F1 with the
- *     arbiter as the third vote); a leader keeps the arbiter told whether it commits alone.
+ *     arbiter as the third vote); a leader keeps the arbiter told whether it commits alone, and
+ *     claims the term alone once the peer is silent 2 s, before the peer may ask (5 s).
  */
 import { lsnOrder } from '../../core/history.ts';
 import { outranks, type RankFacts } from './rank.ts';
@@ -221,12 +222,16 @@ function decideLeader(i: TickInput, c: LivenessConfig, f: Facts): Decision {
     why.push(`follower ${hb.nodeId} streaming, lag ${i.replication.standbyLagBytes} B: restore synchronous replication`);
   }
   // A1: the arbiter knows this term is mine and whether I commit alone (after a restart, a restore
-  // of sync, a handover), so that it refuses the peer a takeover only while that is so. Last: a
-  // refusal stops nothing else.
+  // of sync, a handover), so that it refuses the peer a takeover only while that is so. A peer
+  // silent for fenceAfterMs counts as alone already: the claim must reach the arbiter before the
+  // peer may ask for the next term (promoteAfterMs), not when this side's walsender finally times
+  // out and it would go async; else the peer takes over while this side still looks writable.
+  // Last: a refusal stops nothing else (the next tick fences on the newer term it learned).
   const lease = i.arbiter?.lease;
-  if (i.arbiter && !actions.some((a) => a.kind === 'arbiter-lease') && (lease?.term !== i.self.term || lease.alone !== !i.replication.syncRep)) {
-    actions.push({ kind: 'arbiter-lease', term: i.self.term, alone: !i.replication.syncRep, peerSilent: !f.peerAlive });
-    why.push(`tell the arbiter: term ${i.self.term}, ${i.replication.syncRep ? 'synchronous' : 'alone'}`);
+  const alone = !i.replication.syncRep || i.peer.silentMs >= c.fenceAfterMs;
+  if (i.arbiter && !actions.some((a) => a.kind === 'arbiter-lease') && (lease?.term !== i.self.term || lease.alone !== alone)) {
+    actions.push({ kind: 'arbiter-lease', term: i.self.term, alone, peerSilent: !f.peerAlive });
+    why.push(`tell the arbiter: term ${i.self.term}, ${alone ? (i.replication.syncRep ? 'peer silent, claiming it alone' : 'alone') : 'synchronous'}`);
   }
   if (hb === undefined) why.push(`leader; peer silent ${i.peer.silentMs} ms, witness ${f.witnessOk ? 'reachable' : 'lost'}`);
   else if (hb.role === 'leader') why.push(`leader; peer ${hb.nodeId} also claims leadership but I outrank it: it must step down`);

@@ -74,6 +74,8 @@ export interface SimNode {
   /** Follower: last time its WAL receiver streamed. */
   receiverOkAt: number | null;
   standbyStreaming: boolean;
+  /** When WAL last flowed to the standby (the leader's view lags it: WAL_SENDER_TIMEOUT_MS). */
+  streamFlowedAt: number | null;
   rejoin: { leader: 'A' | 'B' } | null;
   /** Rows a rewind discarded, saved to disk (reported, not lost silently). */
   saved: number[];
@@ -102,6 +104,8 @@ export interface SimResult {
 }
 
 const IDS = { A: '1'.repeat(32), B: '2'.repeat(32) } as const;
+/** The appliance's wal_sender_timeout (provision/core/pgconf.ts). */
+const WAL_SENDER_TIMEOUT_MS = 10_000;
 
 function lsn(n: SimNode): string {
   return `0/${n.history.length.toString(16).toUpperCase()}`;
@@ -136,6 +140,7 @@ function newNode(id: 'A' | 'B', role: PairRole): SimNode {
     standbySeenAt: -1000,
     receiverOkAt: -1000,
     standbyStreaming: true,
+    streamFlowedAt: -1000,
     rejoin: null,
     saved: [],
     arbiterLease: null,
@@ -194,6 +199,7 @@ export function simulate(o: SimOptions): SimResult {
           n.standbySeenAt = null;
           n.receiverOkAt = null;
           n.standbyStreaming = false;
+          n.streamFlowedAt = null;
           n.arbiterLease = null;
           n.arbiterNewerTerm = null;
           n.arbiterOkAt = null;
@@ -292,13 +298,18 @@ export function simulate(o: SimOptions): SimResult {
       isPrefix(standby.history, primary.history);
     for (const n of [nodes.A, nodes.B]) {
       const p = other(n);
-      n.standbyStreaming = n.up && streams(n, p);
-      if (n.standbyStreaming) {
+      const flowing = n.up && streams(n, p);
+      // What pg_stat_replication shows: a stream cut on the wire or by a dead box (no RST) still
+      // reads "streaming" until wal_sender_timeout; one whose standby server stopped ends at once.
+      const silentCut = !flowing && n.up && n.pg === 'primary' && (!p.up || !reaches(n, p) || !reaches(p, n));
+      n.standbyStreaming = flowing || (silentCut && n.streamFlowedAt !== null && now - n.streamFlowedAt < WAL_SENDER_TIMEOUT_MS);
+      if (flowing) {
         p.history = [...n.history];
         p.timeline = n.timeline;
-        n.standbySeenAt = now;
+        n.streamFlowedAt = now;
         p.receiverOkAt = now;
       }
+      if (n.standbyStreaming) n.standbySeenAt = now;
     }
 
     // Lockstep decisions.
