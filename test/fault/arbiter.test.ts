@@ -73,45 +73,48 @@ test.serial(
   },
 );
 
-test.serial("l. without an arbiter, the same cut gives two writers (documented): after it heals, every acknowledged write the data lacks is in the loser's divergent-rows file", async (t) => {
-  await requireFaultPrereqs();
-  const pair = await createPair();
-  t.teardown(() => pair.destroy());
-  for (const a of pair.agents) a.start();
-  await waitHealthy(pair);
-  const target: WriteTarget = { kind: 'etcd', host: pair.vip, client: await pair.etcdClient(), prefix: `/fault/no-arbiter-l/` };
-  const writer = startWriter(pair, target);
-  const checker = startChecker(pair);
-  await sleep(3000);
-  await pair.isolateNodes(true);
-  await sleep(CUT_MS);
-  await pair.isolateNodes(false);
-  const h1 = await waitHealthy(pair);
-  await sleep(2000);
-  const w = await writer.stop();
-  const c = await checker.stop();
-  t.log(
-    `acks ${w.acks.length}, failures ${w.failures.length}; dual-primary samples ${c.dual.length}; after: leader node ${h1.leader.index + 1} term ${h1.term}`,
-  );
-  t.true(c.dual.length > 0, 'the documented limit: both boxes take writes during such a cut');
-  const back = await verifyAcked(
-    pair,
-    target,
-    w.acks.map((a) => a.key),
-  );
-  const status = await h1.follower.status();
-  const file = (status.liveness as Record<string, unknown> | undefined)?.divergentRowsFile;
-  const saved = typeof file === 'string' ? await readFile(file, 'utf8') : '';
-  const savedKeys = new Set(
-    saved
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => String((JSON.parse(l) as { name?: unknown }).name)),
-  );
-  t.log(`missing after the heal: ${back.missing.length}; saved by the loser: ${savedKeys.size} rows in ${String(file)}`);
-  t.deepEqual(
-    back.missing.filter((k) => !savedKeys.has(k)),
-    [],
-    'nothing acknowledged is lost silently: what the data lacks was saved',
-  );
-});
+test.serial(
+  "l. without an arbiter, the same cut gives two writers (documented): after it heals, every acknowledged write the data lacks is in the loser's divergent-rows file",
+  async (t) => {
+    await requireFaultPrereqs();
+    const pair = await createPair();
+    t.teardown(() => pair.destroy());
+    for (const a of pair.agents) a.start();
+    await waitHealthy(pair);
+    const target: WriteTarget = { kind: 'etcd', host: pair.vip, client: await pair.etcdClient(), prefix: `/fault/no-arbiter-l/` };
+    const writer = startWriter(pair, target);
+    const checker = startChecker(pair);
+    await sleep(3000);
+    await pair.isolateNodes(true);
+    await sleep(CUT_MS);
+    await pair.isolateNodes(false);
+    const h1 = await waitHealthy(pair);
+    await sleep(2000);
+    const w = await writer.stop();
+    const c = await checker.stop();
+    t.log(
+      `acks ${w.acks.length}, failures ${w.failures.length}; dual-primary samples ${c.dual.length}; after: leader node ${h1.leader.index + 1} term ${h1.term}`,
+    );
+    t.true(c.dual.length > 0, 'the documented limit: both boxes take writes during such a cut');
+    const back = await verifyAcked(
+      pair,
+      target,
+      w.acks.map((a) => a.key),
+    );
+    const status = await h1.follower.status();
+    const file = (status.liveness as Record<string, unknown> | undefined)?.divergentRowsFile;
+    const saved = typeof file === 'string' ? await readFile(file, 'utf8') : '';
+    const savedKeys = new Set(
+      saved
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => String((JSON.parse(l) as { name?: unknown }).name)),
+    );
+    t.log(`missing after the heal: ${back.missing.length}; saved by the loser: ${savedKeys.size} rows in ${String(file)}`);
+    t.deepEqual(
+      back.missing.filter((k) => !savedKeys.has(k)),
+      [],
+      'nothing acknowledged is lost silently: what the data lacks was saved',
+    );
+  },
+);

@@ -367,6 +367,26 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     }
   }
 
+  let arbiterProbing = false;
+  /**
+   * Asks the arbiter for its state beside the tick, one probe at a time: an arbiter that does not
+   * answer must not slow the ticks (it only grows TickInput.arbiter.silentMs).
+   */
+  function probeArbiter(): void {
+    if (!ctx.arbiter || arbiterProbing) return;
+    arbiterProbing = true;
+    ctx.arbiter.client
+      .state(ARBITER_TIMEOUT_MS)
+      .then(
+        (state) => {
+          arbiterOkAt = performance.now();
+          arbiterSeen(state);
+        },
+        () => undefined,
+      )
+      .finally(() => (arbiterProbing = false));
+  }
+
   /** What an arbiter answer says about this node: the lease it holds, or a newer term another node holds. */
   function arbiterSeen(state: ArbiterState): void {
     if (!ctx.arbiter) return;
@@ -545,15 +565,8 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     ctx.watchdog.beat('loop');
     ctx.kine.checkHealth();
     ctx.kubernetes?.observe(ctx.kine.healthy);
-    const [s, vipHolders, arbiterState] = await Promise.all([
-      samplePg(pg, ctx.peer.name),
-      interfacesWith(ctx.vipCidr).catch(() => undefined),
-      ctx.arbiter?.client.state(ARBITER_TIMEOUT_MS).catch(() => undefined),
-    ]);
-    if (arbiterState) {
-      arbiterOkAt = performance.now();
-      arbiterSeen(arbiterState);
-    }
+    probeArbiter();
+    const [s, vipHolders] = await Promise.all([samplePg(pg, ctx.peer.name), interfacesWith(ctx.vipCidr).catch(() => undefined)]);
     // After the awaits: a beacon or probe answer that arrived while PostgreSQL was sampled is newer
     // than a time taken before them, and its age would come out negative (the peer then rejects
     // the heartbeat that carries it).
