@@ -38,6 +38,11 @@ test('node certificates get one lease per term; other certificates and other CAs
   const b = arbiterClient(endpoint(await issueNodeCert(ca, { name: 'node-b', ip: '192.0.2.12' })));
 
   t.deepEqual(await a.state(2000), { term: 0, holder: null, alone: false });
+  await t.throwsAsync(
+    a.lease({ term: 0, alone: true, peerSilent: true }, 2000),
+    { message: /HTTP 400 .*term.*integer ≥ 1/ },
+    'a malformed request is refused, not granted',
+  );
   t.true((await a.lease({ term: 1, alone: true, peerSilent: true }, 2000)).granted, 'the leader goes async under term 1');
   const refused = await b.lease({ term: 2, alone: true, peerSilent: true }, 2000);
   t.false(refused.granted, 'no takeover while the leader commits alone');

@@ -16,6 +16,7 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
+import { readSmallJson } from '../net/status-server.ts';
 import type { Logger } from '../adapters/output.ts';
 import { ARBITER_START, leaseAnswer, type ArbiterState } from './core/arbiter.ts';
 
@@ -42,7 +43,6 @@ export interface ArbiterServer {
 
 const EKU_SERVER = '1.3.6.1.5.5.7.3.1';
 const EKU_CLIENT = '1.3.6.1.5.5.7.3.2';
-const MAX_BODY = 1024;
 
 /** The state file, or the start state when there is none; a damaged one stops the arbiter (it must never forget a lease). */
 export function loadArbiterState(file: string): ArbiterState {
@@ -87,21 +87,9 @@ export async function startArbiter(o: ArbiterServerOptions): Promise<ArbiterServ
       }
       if (req.method === 'GET' && req.url === '/v1/state') return reply(200, { state });
       if (req.method !== 'POST' || req.url !== '/v1/lease') return reply(404, { error: 'GET /v1/state or POST /v1/lease' });
-      let body = '';
-      req.setEncoding('utf8');
-      req.on('data', (chunk: string) => {
-        body += chunk;
-        if (body.length > MAX_BODY) req.destroy();
-      });
-      req.on('end', () => {
-        let r: { term?: unknown; alone?: unknown; peerSilent?: unknown };
-        try {
-          r = JSON.parse(body) as typeof r;
-        } catch {
-          return reply(400, { error: 'expected JSON {"term", "alone", "peerSilent"}' });
-        }
-        if (!Number.isSafeInteger(r.term) || (r.term as number) < 1 || typeof r.alone !== 'boolean' || typeof r.peerSilent !== 'boolean') {
-          return reply(400, { error: 'expected {"term": integer ≥ 1, "alone": boolean, "peerSilent": boolean}' });
+      readSmallJson(req, (r) => {
+        if (!r || !Number.isSafeInteger(r.term) || (r.term as number) < 1 || typeof r.alone !== 'boolean' || typeof r.peerSilent !== 'boolean') {
+          return reply(400, { error: 'expected JSON {"term": integer ≥ 1, "alone": boolean, "peerSilent": boolean}' });
         }
         const request = { node, term: r.term as number, alone: r.alone, peerSilent: r.peerSilent };
         serially(() => {

@@ -122,7 +122,7 @@ export async function startStatusServer(socketPath: string, getStatus: () => Pro
 }
 
 /** A small JSON request body (at most MAX_REQUEST_BYTES), or undefined when it is not a JSON object. */
-function readSmallJson(req: http.IncomingMessage, then: (body: Record<string, unknown> | undefined) => void): void {
+export function readSmallJson(req: http.IncomingMessage, then: (body: Record<string, unknown> | undefined) => void): void {
   let body = '';
   req.setEncoding('utf8');
   req.on('data', (d: string) => {
