@@ -21,7 +21,7 @@ test('a fenced primary refuses every session of the kine role, even one that tur
   const local = { paths: pair.leader.paths, port: pair.leader.port };
   const password = loadSecrets(pair.leader.secretsDir)?.kinePassword;
   if (!password) return t.fail('no kine password in the leader secrets');
-  const kineClient = async (): Promise<pg.Client> => {
+  const kineClient = async (applicationName = 'fence-test-client'): Promise<pg.Client> => {
     const c = new pg.Client({
       host: '127.0.0.1',
       port: local.port,
@@ -31,6 +31,7 @@ test('a fenced primary refuses every session of the kine role, even one that tur
       ssl: { ca: readFileSync(confFiles(local.paths.confDir).caCert, 'utf8'), checkServerIdentity: () => undefined },
       // What a client that ignores the fence would ask for.
       options: '-c default_transaction_read_only=off',
+      application_name: applicationName,
       connectionTimeoutMillis: 5000,
     });
     c.on('error', () => undefined);
@@ -42,12 +43,22 @@ test('a fenced primary refuses every session of the kine role, even one that tur
   await before.query('CREATE TABLE fence_probe (v int)');
   await before.query('INSERT INTO fence_probe VALUES (1)');
 
+  // A client may call itself anything, the agent's own name included.
+  const impostor = await kineClient('geminik8s-agent');
+  await impostor.query('INSERT INTO fence_probe VALUES (0)');
+
   await setFence(local, true);
   await t.throwsAsync(
     () => before.query('BEGIN READ WRITE; INSERT INTO fence_probe VALUES (2); COMMIT'),
     undefined,
     'the session open before the fence was ended',
   );
+  await t.throwsAsync(
+    () => impostor.query('BEGIN READ WRITE; INSERT INTO fence_probe VALUES (3); COMMIT'),
+    undefined,
+    'the kine session named as the agent was ended too (the fence ends sessions by role, not by name)',
+  );
+  await impostor.end().catch(() => undefined);
   await before.end().catch(() => undefined);
   await t.throwsAsync(kineClient, { message: /pg_hba\.conf rejects connection .*user "kine"/ }, 'no new session of the kine role');
   const superuserReadOnly = await withAdmin(
@@ -63,7 +74,7 @@ test('a fenced primary refuses every session of the kine role, even one that tur
   await setFence(local, false);
   const after = await kineClient();
   await after.query('INSERT INTO fence_probe VALUES (3)');
-  t.deepEqual((await after.query<{ v: number }>('SELECT v FROM fence_probe ORDER BY v')).rows, [{ v: 1 }, { v: 3 }]);
+  t.deepEqual((await after.query<{ v: number }>('SELECT v FROM fence_probe ORDER BY v')).rows, [{ v: 0 }, { v: 1 }, { v: 3 }]);
 
   // The configuration's disk turns read-only: raising the fence still ends the sessions, and says
   // the files are unwritten instead of failing; lowering it refuses.

@@ -70,10 +70,12 @@ async function endSessions(pg: LocalPg, on: boolean): Promise<void> {
   }
   if (!on) return;
   // Longer than a look: ending the sessions that began before the fence is what the fence is for.
+  // Chosen by role, not by name: a client may call itself anything, the agent's own name included;
+  // only the superuser's sessions (the agents', peer-mapped or known to the peer's agent) stay.
   await withClient({ ...adminClientConfig(pg), connectionTimeoutMillis: 5000, query_timeout: 5000 }, (db) =>
     db.query(
       `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-        WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name <> 'geminik8s-agent'`,
+        WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND usename IS DISTINCT FROM current_user`,
     ),
   ).catch(() => undefined);
 }
