@@ -1,5 +1,13 @@
 import test from 'ava';
-import { ARBITER_START, leaseAnswer, type ArbiterState, type LeaseRequest } from '../../firstboot/src/liveness/core/arbiter.ts';
+import {
+  ARBITER_START,
+  leaseAnswer,
+  type ArbiterState,
+  type LeaseRequest,
+  ARBITER_VIEW_START,
+  arbiterTickInput,
+  arbiterViewAfter,
+} from '../../firstboot/src/liveness/core/arbiter.ts';
 
 const ask = (s: ArbiterState, node: string, term: number, o: Partial<LeaseRequest> = {}) =>
   leaseAnswer(s, { node, term, alone: false, peerSilent: true, ...o });
@@ -32,4 +40,14 @@ test('a holder renews its own term, and may take a newer one itself', (t) => {
   const s = ask(ARBITER_START, 'node-a', 3).state;
   t.true(ask(s, 'node-a', 3, { alone: true }).granted);
   t.deepEqual(ask(s, 'node-a', 4).state, { term: 4, holder: 'node-a', alone: false });
+});
+
+test("a node's view of the arbiter: its own lease clears a newer term; another's newer term is kept only while above its own", (t) => {
+  let view = arbiterViewAfter(ARBITER_VIEW_START, { term: 3, holder: 'b', alone: false }, 'a', 2);
+  t.deepEqual(view, { lease: null, newerTerm: 3 }, 'b holds a newer term than a');
+  t.deepEqual(arbiterViewAfter(view, { term: 2, holder: 'b', alone: false }, 'a', 2), view, 'an older answer changes nothing');
+  t.deepEqual(arbiterTickInput(view, 2, 40), { lease: null, newerTerm: 3, silentMs: 40 });
+  t.is(arbiterTickInput(view, 3, 0).newerTerm, null, 'a caught up with term 3 (it followed b): no newer term');
+  view = arbiterViewAfter(view, { term: 4, holder: 'a', alone: true }, 'a', 3);
+  t.deepEqual(view, { lease: { term: 4, alone: true }, newerTerm: null }, 'a lease of its own supersedes what it knew');
 });

@@ -40,7 +40,7 @@ import { startProbes } from './probes.ts';
 import { rejoinAsStandby } from './rejoin.ts';
 import type { Watchdog } from './watchdog.ts';
 import type { ArbiterClient } from './arbiter-client.ts';
-import type { ArbiterState } from './core/arbiter.ts';
+import { ARBITER_VIEW_START, arbiterTickInput, arbiterViewAfter, type ArbiterState, type ArbiterView } from './core/arbiter.ts';
 
 export interface LivenessContext {
   nodeId: string;
@@ -123,8 +123,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   let role: LivenessRole = ctx.initialRole;
   let handoverSince: number | undefined = ctx.meta().handover ? startedAt : undefined;
   // What the arbiter last said (TickInput.arbiter): the agent's memory, rebuilt from its first answer after a restart.
-  let arbiterLease: { term: number; alone: boolean } | null = null;
-  let arbiterNewerTerm: number | null = null;
+  let arbiterView: ArbiterView = ARBITER_VIEW_START;
   let arbiterOkAt: number | undefined;
   let switchoverAt: number | undefined;
   let holdsVip = false;
@@ -387,13 +386,8 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       .finally(() => (arbiterProbing = false));
   }
 
-  /** What an arbiter answer says about this node: the lease it holds, or a newer term another node holds. */
   function arbiterSeen(state: ArbiterState): void {
-    if (!ctx.arbiter) return;
-    if (state.holder === ctx.arbiter.selfName) {
-      arbiterLease = { term: state.term, alone: state.alone };
-      arbiterNewerTerm = null;
-    } else if (state.holder !== null && state.term > ctx.meta().term) arbiterNewerTerm = state.term;
+    if (ctx.arbiter) arbiterView = arbiterViewAfter(arbiterView, state, ctx.arbiter.selfName, ctx.meta().term);
   }
 
   /** Which batch may still act: a batch whose number is no longer this was preempted or abandoned. */
@@ -635,11 +629,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       switchoverRequested: switchoverAt !== undefined,
       ...(ctx.arbiter
         ? {
-            arbiter: {
-              lease: arbiterLease,
-              newerTerm: arbiterNewerTerm !== null && arbiterNewerTerm > meta.term ? arbiterNewerTerm : null,
-              silentMs: Math.round(arbiterOkAt !== undefined ? Math.max(0, now - arbiterOkAt) : now - startedAt),
-            },
+            arbiter: arbiterTickInput(arbiterView, meta.term, Math.round(arbiterOkAt !== undefined ? Math.max(0, now - arbiterOkAt) : now - startedAt)),
           }
         : {}),
     };

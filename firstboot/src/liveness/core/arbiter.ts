@@ -58,3 +58,30 @@ export function leaseAnswer(s: ArbiterState, r: LeaseRequest): LeaseAnswer {
     reason: r.term === s.term ? `lease for term ${r.term} renewed (alone: ${r.alone})` : `term ${r.term} leased (alone: ${r.alone})`,
   };
 }
+
+/**
+ * What a node has learnt from the arbiter's answers (a probe or a lease request): the lease it
+ * holds, and a newer term leased to another node. The loop and the simulator keep one each.
+ */
+export interface ArbiterView {
+  lease: { term: number; alone: boolean } | null;
+  newerTerm: number | null;
+}
+
+export const ARBITER_VIEW_START: Readonly<ArbiterView> = Object.freeze({ lease: null, newerTerm: null });
+
+/** The view after the arbiter answered with `state`, for node `self` at its persisted term `ownTerm`. */
+export function arbiterViewAfter(view: ArbiterView, state: ArbiterState, self: string, ownTerm: number): ArbiterView {
+  if (state.holder === self) return { lease: { term: state.term, alone: state.alone }, newerTerm: null };
+  if (state.holder !== null && state.term > ownTerm) return { ...view, newerTerm: state.term };
+  return view;
+}
+
+/** TickInput.arbiter from the view: a newer term counts only while it is above the node's own (it may have caught up since). */
+export function arbiterTickInput(
+  view: ArbiterView,
+  ownTerm: number,
+  silentMs: number,
+): { lease: ArbiterView['lease']; newerTerm: number | null; silentMs: number } {
+  return { lease: view.lease, newerTerm: view.newerTerm !== null && view.newerTerm > ownTerm ? view.newerTerm : null, silentMs };
+}

@@ -11,7 +11,7 @@
  * `arbiter`, a third party keeps the lease state (core/arbiter.ts), reached over `ar`/`br`.
  */
 import type { PairRole } from '../../core/hostmeta.ts';
-import { ARBITER_START, leaseAnswer, type ArbiterState } from './arbiter.ts';
+import { ARBITER_START, ARBITER_VIEW_START, arbiterTickInput, arbiterViewAfter, leaseAnswer, type ArbiterState, type ArbiterView } from './arbiter.ts';
 import { bootRole, decide } from './decide.ts';
 import { pgRemedy } from './remedy.ts';
 import { DEFAULT_LIVENESS_CONFIG, type Action, type Heartbeat, type LivenessConfig, type LivenessRole, type PgState, type TickInput } from './types.ts';
@@ -80,8 +80,7 @@ export interface SimNode {
   /** Rows a rewind discarded, saved to disk (reported, not lost silently). */
   saved: number[];
   /** What the agent learned from the arbiter since it started (TickInput.arbiter). */
-  arbiterLease: { term: number; alone: boolean } | null;
-  arbiterNewerTerm: number | null;
+  arbiterView: ArbiterView;
   arbiterOkAt: number | null;
 }
 
@@ -143,8 +142,7 @@ function newNode(id: 'A' | 'B', role: PairRole): SimNode {
     streamFlowedAt: -1000,
     rejoin: null,
     saved: [],
-    arbiterLease: null,
-    arbiterNewerTerm: null,
+    arbiterView: ARBITER_VIEW_START,
     arbiterOkAt: -1000,
   };
 }
@@ -200,8 +198,7 @@ export function simulate(o: SimOptions): SimResult {
           n.receiverOkAt = null;
           n.standbyStreaming = false;
           n.streamFlowedAt = null;
-          n.arbiterLease = null;
-          n.arbiterNewerTerm = null;
+          n.arbiterView = ARBITER_VIEW_START;
           n.arbiterOkAt = null;
         } else if (e.kind === 'pg-down') {
           n.pgBroken = true;
@@ -337,11 +334,7 @@ export function simulate(o: SimOptions): SimResult {
       switchoverRequested: n.switchoverRequested,
       ...(o.arbiter
         ? {
-            arbiter: {
-              lease: n.arbiterLease,
-              newerTerm: n.arbiterNewerTerm !== null && n.arbiterNewerTerm > n.persisted.term ? n.arbiterNewerTerm : null,
-              silentMs: now - (n.arbiterOkAt ?? n.bootAt),
-            },
+            arbiter: arbiterTickInput(n.arbiterView, n.persisted.term, now - (n.arbiterOkAt ?? n.bootAt)),
           }
         : {}),
     });
@@ -416,10 +409,7 @@ export function simulate(o: SimOptions): SimResult {
   }
 
   function arbiterSeen(n: SimNode, state: ArbiterState): void {
-    if (state.holder === n.id) {
-      n.arbiterLease = { term: state.term, alone: state.alone };
-      n.arbiterNewerTerm = null;
-    } else if (state.holder !== null && state.term > n.persisted.term) n.arbiterNewerTerm = state.term;
+    n.arbiterView = arbiterViewAfter(n.arbiterView, state, n.id, n.persisted.term);
   }
 
   function act(n: SimNode, a: Action, now: number): void {
