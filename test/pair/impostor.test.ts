@@ -64,7 +64,7 @@ async function impostorMain(cfg: ImpostorConfig): Promise<void> {
         lsn: 'F/0',
         tcpPort: real.tcpPort,
         pair: [cfg.as, cfg.target.nodeId].sort(),
-        hb: { pg: 'primary' as const, pgHealthy: true, syncRep: true, handoverForMs: null, peerSilentMs: 0, holdsVip: true },
+        hb: { pg: 'primary' as const, pgHealthy: true, syncRep: true, handoverForMs: null, peerSilentMs: 0, holdsVip: true, heardSyncRep: null },
       };
       const msg: Announce = {
         v: BEACON_VERSION,

@@ -1,5 +1,15 @@
 import test from 'ava';
-import { applyToRole, bootRole, decide, facts, healthyInRole, preempts, switchoverStands, validateTimeouts } from '../../firstboot/src/liveness/core/decide.ts';
+import {
+  announcesAsync,
+  applyToRole,
+  bootRole,
+  decide,
+  facts,
+  healthyInRole,
+  preempts,
+  switchoverStands,
+  validateTimeouts,
+} from '../../firstboot/src/liveness/core/decide.ts';
 import { compareRank, outranks, type RankFacts } from '../../firstboot/src/liveness/core/rank.ts';
 import {
   ACTION_DEADLINE_MS,
@@ -27,6 +37,7 @@ function hb(over: Partial<Heartbeat> = {}): Heartbeat {
     handoverForMs: null,
     peerSilentMs: 0,
     holdsVip: true,
+    heardSyncRep: true,
     ...over,
   };
 }
@@ -156,12 +167,47 @@ test('leader: fences after 2 s without peer and witness; degrades only when the 
   // peer gone, witness answers: stay leader; after 4 s without a standby, async
   t.deepEqual(kinds(leader({ peer: { silentMs: 4000 }, replication: { standbySilentMs: 4000 } })), ['degrade-to-async']);
   t.deepEqual(kinds(leader({ peer: { silentMs: 3000 }, replication: { standbySilentMs: 4000 } })), []);
-  // peer alive but its PostgreSQL is not streaming (disk full): known down by its own report
-  t.deepEqual(kinds(leader({ peer: { silentMs: 0 }, replication: { standbySilentMs: 4000 } })), ['degrade-to-async']);
+  // peer alive but its PostgreSQL is not streaming (disk full): known down by its own report, and
+  // async once the peer echoes the announcement (see the next test)
+  const heardAsync = hb({ role: 'follower', pg: 'standby', holdsVip: false, term: 3, lsn: '0/F0', heardSyncRep: false, peerSilentMs: 300 });
+  t.deepEqual(kinds(leader({ peer: { silentMs: 0, last: heardAsync }, replication: { standbySilentMs: 6000 } })), ['degrade-to-async']);
   // back and streaming, caught up: synchronous again
   t.deepEqual(kinds(leader({ replication: { syncRep: false, standbyStreaming: true, standbyLagBytes: 100 } })), ['restore-sync']);
   t.deepEqual(kinds(leader({ replication: { syncRep: false, standbyStreaming: true, standbyLagBytes: 10 * 1024 * 1024 } })), []);
   t.deepEqual(kinds(leader({ holdsVip: false })), ['take-vip']);
+});
+
+test('leader: the switch to async is announced first, and made only once the live peer echoes it (issue 11 point 5)', (t) => {
+  const follower = (o: Partial<Heartbeat>) => hb({ role: 'follower', pg: 'standby', holdsVip: false, term: 3, lsn: '0/F0', ...o });
+  const leader = (o: Over) => input(merge({ self: { role: 'leader' }, pg: { state: 'primary' }, holdsVip: true, peer: { silentMs: 200 } }, o));
+  const gone = { standbySilentMs: 4000 };
+  t.false(announcesAsync(leader({ replication: { standbySilentMs: 3999 } })), 'the standby gone < 4 s: not yet');
+  t.true(announcesAsync(leader({ replication: gone })), 'gone 4 s: heartbeats say async from now on');
+  t.false(announcesAsync(leader({ replication: { ...gone, syncRep: false } })), 'already async: nothing to announce');
+  t.false(announcesAsync(input({ replication: gone })), 'a follower announces nothing');
+  // The peer has not heard it yet: writes wait (a follower that did not hear it would still promote).
+  const waiting = decide(leader({ peer: { last: follower({ heardSyncRep: true }) }, replication: gone }));
+  t.deepEqual(waiting.actions, []);
+  t.regex(waiting.reason, /async announced, waiting for the peer to hear it/);
+  t.deepEqual(kinds(leader({ peer: { last: follower({ heardSyncRep: null }) }, replication: { standbySilentMs: 60_000 } })), [], 'a peer that echoes nothing');
+  // It heard async 1.5 s ago: before this announcement began (gone 6 s = announced for at most 1 s), a leftover.
+  t.deepEqual(kinds(leader({ peer: { last: follower({ heardSyncRep: false, peerSilentMs: 1300 }) }, replication: { standbySilentMs: 6000 } })), []);
+  // It heard async 0.5 s ago, within this announcement: switch.
+  t.deepEqual(kinds(leader({ peer: { last: follower({ heardSyncRep: false, peerSilentMs: 300 }) }, replication: { standbySilentMs: 6000 } })), [
+    'degrade-to-async',
+  ]);
+  // The follower side: a leader heartbeat saying async keeps it from promoting.
+  const follows = (syncRep: boolean) =>
+    decide(
+      input({
+        peer: { silentMs: 6000, last: hb({ syncRep }) },
+        witness: { silentMs: 0, okForMs: 60_000 },
+        vip: { silentMs: 6000 },
+        replication: { receiverSilentMs: 0 },
+      }),
+    );
+  t.is(follows(true).actions[0]?.kind, 'promote');
+  t.regex(follows(false).reason, /the leader was async/);
 });
 
 test('leader: hands over on a broken PostgreSQL or a switchover; steps down to a higher term', (t) => {
@@ -351,6 +397,7 @@ function heartbeatOf(s: NodeState, silentMs: number): Heartbeat {
     handoverForMs: s.handover,
     peerSilentMs: silentMs,
     holdsVip: s.role === 'leader',
+    heardSyncRep: null,
   };
 }
 

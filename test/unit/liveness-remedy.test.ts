@@ -21,6 +21,7 @@ const peer = (over: Partial<Heartbeat>): Heartbeat => ({
   handoverForMs: null,
   peerSilentMs: 0,
   holdsVip: false,
+  heardSyncRep: true,
   ...over,
 });
 

@@ -135,7 +135,7 @@ test('nonces are single use, bound to the peer they were issued to, and expire',
 });
 
 test('a heartbeat rides on the announce, and a malformed one is rejected whole', (t) => {
-  const hb = { pg: 'standby' as const, pgHealthy: true, syncRep: false, handoverForMs: null, peerSilentMs: 840, holdsVip: false };
+  const hb = { pg: 'standby' as const, pgHealthy: true, syncRep: false, handoverForMs: null, peerSilentMs: 840, holdsVip: false, heardSyncRep: false };
   const withHb: Announce = { ...announce, state: { ...state, role: 'follower', hb } };
   t.deepEqual(decodeBeacon(encodeBeacon(withHb, keys.beaconMac), keys.beaconMac, 'shop-1'), { ok: true, msg: withHb, nodeAuthenticated: false });
   for (const bad of [

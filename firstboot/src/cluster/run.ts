@@ -231,6 +231,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
       handoverForMs: null,
       peerSilentMs: Math.round(heard ? performance.now() - heard.at : 86_400_000),
       holdsVip: false,
+      heardSyncRep: null,
     };
   };
   const server = await startChannelServer({
@@ -408,6 +409,8 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
             live.term !== state.term ||
             live.hb.holdsVip !== state.hb.holdsVip ||
             live.hb.syncRep !== state.hb.syncRep ||
+            // The echo a leader waits for before it switches to async (D1).
+            live.hb.heardSyncRep !== state.hb.heardSyncRep ||
             (live.hb.handoverForMs === null) !== (state.hb.handoverForMs === null);
           live = state;
           if (changed) heartbeat.announce();

@@ -20,7 +20,7 @@ import type { ProvisionConfig } from '../provision/provision.ts';
 import { promoteLogicalFollower, setSynchronousStandby } from '../provision/replication.ts';
 import { readProgress } from '../cluster/progress.ts';
 import { lsnOrder } from '../core/history.ts';
-import { bootRole, decide, healthyInRole, preempts, switchoverStands, validateTimeouts } from './core/decide.ts';
+import { announcesAsync, bootRole, decide, healthyInRole, preempts, switchoverStands, validateTimeouts } from './core/decide.ts';
 import { startDiskProbe } from './disk-probe.ts';
 import { pgRemedy, standbyThere, waitsForHandover } from './core/remedy.ts';
 import {
@@ -280,9 +280,9 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         out.line(`${MARKER} unfenced term=${ctx.meta().term}`);
         return;
       case 'degrade-to-async':
+        // Announced before it takes effect (announcesAsync; a live peer has echoed it, D1); published
+        // again here for the paths that switch without a live peer to tell (issue 11 point 5).
         syncRepNow = false;
-        // Announced before it takes effect: a peer that hears it no longer counts on holding every
-        // commit, so it will not promote over writes acknowledged from here on (issue 11 point 5).
         republish();
         await setSynchronousStandby(pg, null);
         live();
@@ -642,10 +642,12 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       hb: {
         pg: s.state,
         pgHealthy: healthyInRole(input),
-        syncRep: input.replication.syncRep,
+        // Announced before it takes effect (D1): a follower that hears it stops counting on every commit.
+        syncRep: input.replication.syncRep && !announcesAsync(input, c),
         handoverForMs: input.handover?.sinceMs ?? null,
         peerSilentMs,
         holdsVip,
+        heardSyncRep: last?.syncRep ?? null,
       },
     };
     ctx.publish(lastPublished);

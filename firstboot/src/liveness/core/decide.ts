@@ -13,8 +13,10 @@
  *  P2 A fenced node reclaims the writes alone (new term) only on P1's network conditions and if it
  *     had degraded to async and is not yielding: then the peer cannot have promoted over it.
  *  D1 A leader degrades to async only when the standby is gone ≥ 4 s AND either the peer tells
- *     it so (alive, heartbeats flowing) or the peer is silent and a witness answers. It never
- *     degrades in isolation, so a cut-off leader cannot acknowledge a write the follower lacks.
+ *     it so (alive, heartbeats flowing, and echoing the async its leader announced first) or the
+ *     peer is silent and a witness answers. It never degrades in isolation, so a cut-off leader
+ *     cannot acknowledge a write the follower lacks; and a follower it hears never counts on
+ *     holding commits made after the switch.
  *  H1 Between two nodes that hear each other, writes move only by handover: the side that must
  *     give up fences and announces `handover`; the other promotes / unfences only after seeing
  *     that (or, for a fenced node, a follower that heard it recently). The yielding side keeps
@@ -133,6 +135,29 @@ function leased(i: TickInput, lease: { term: number; alone: boolean; peerSilent:
   return i.arbiter ? [{ kind: 'arbiter-lease', ...lease }, ...actions] : actions;
 }
 
+/**
+ * D1's trigger: a synchronous leader whose standby is gone ≥ degradeAfterMs. From then on its
+ * heartbeats say async (syncRep false) although the switch has not taken effect: a follower that
+ * hears this no longer promotes on its own, and its heartbeat echoes it (heardSyncRep false), which
+ * is what a leader whose peer is alive waits for before it switches (issue 11 point 5). Without the
+ * echo, a leader that went async and died before its next heartbeat arrived would leave a follower
+ * that promotes over the writes it acknowledged alone.
+ */
+export function announcesAsync(i: TickInput, c: LivenessConfig = DEFAULT_LIVENESS_CONFIG): boolean {
+  return i.self.role === 'leader' && i.replication.syncRep && !i.replication.standbyStreaming && i.replication.standbySilentMs >= c.degradeAfterMs;
+}
+
+/**
+ * The peer's heartbeat echoes an async announcement of this episode: it says it heard syncRep
+ * false, and it heard that after the announcement began (one tick after the standby had been gone
+ * degradeAfterMs at the latest), not a false left from an earlier async spell.
+ */
+function peerHeardAsync(i: TickInput, hb: Heartbeat, c: LivenessConfig): boolean {
+  const heardAgoMs = i.peer.silentMs + hb.peerSilentMs;
+  const announcedForMs = i.replication.standbySilentMs - c.degradeAfterMs - c.tickMs;
+  return hb.heardSyncRep === false && heardAgoMs < announcedForMs;
+}
+
 /** Whether this node is healthy in its role, as its heartbeat says (pgHealthy): PostgreSQL and its disk both fine. */
 export function healthyInRole(i: Pick<TickInput, 'pg' | 'disk'>): boolean {
   return i.pg.badForMs === 0 && i.disk.badForMs === 0;
@@ -200,11 +225,13 @@ function decideLeader(i: TickInput, c: LivenessConfig, f: Facts): Decision {
     why.push(`PostgreSQL ${i.pg.state}, bad for ${i.pg.badForMs} ms; no follower to hand over to: keep leading`);
   if (!i.holdsVip) actions.push({ kind: 'take-vip' });
   // D1: async only when the peer is known down.
-  if (i.replication.syncRep && !i.replication.standbyStreaming && i.replication.standbySilentMs >= c.degradeAfterMs) {
+  if (announcesAsync(i, c)) {
     const degrade = leased(i, { term: i.self.term, alone: true, peerSilent: !f.peerAlive }, [{ kind: 'degrade-to-async' }]);
-    if (f.peerAlive) {
+    if (f.peerAlive && hb && peerHeardAsync(i, hb, c)) {
       actions.push(...degrade);
-      why.push(`peer alive but not streaming for ${i.replication.standbySilentMs} ms: degrade to async`);
+      why.push(`peer alive but not streaming for ${i.replication.standbySilentMs} ms, and it heard me announce async: degrade to async`);
+    } else if (f.peerAlive) {
+      why.push(`peer alive but not streaming for ${i.replication.standbySilentMs} ms: async announced, waiting for the peer to hear it (writes wait)`);
     } else if (i.peer.silentMs >= c.degradeAfterMs && f.witnessOk) {
       actions.push(...degrade);
       why.push(`peer silent ${i.peer.silentMs} ms, witness reachable: degrade to async`);

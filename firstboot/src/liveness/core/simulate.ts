@@ -12,7 +12,7 @@
  */
 import type { PairRole } from '../../core/hostmeta.ts';
 import { ARBITER_START, ARBITER_VIEW_START, arbiterTickInput, arbiterViewAfter, leaseAnswer, type ArbiterState, type ArbiterView } from './arbiter.ts';
-import { bootRole, decide } from './decide.ts';
+import { announcesAsync, bootRole, decide } from './decide.ts';
 import { pgRemedy } from './remedy.ts';
 import { DEFAULT_LIVENESS_CONFIG, type Action, type Heartbeat, type LivenessConfig, type LivenessRole, type PgState, type TickInput } from './types.ts';
 
@@ -63,6 +63,8 @@ export interface SimNode {
   timeline: number;
   holdsVip: boolean;
   syncRep: boolean;
+  /** Its last tick announced the switch to async (decide.ts announcesAsync): its heartbeat says async. */
+  announcingAsync: boolean;
   handoverSince: number | null;
   switchoverRequested: boolean;
   lastHeardAt: number | null;
@@ -130,6 +132,7 @@ function newNode(id: 'A' | 'B', role: PairRole): SimNode {
     timeline: 1,
     holdsVip: role === 'leader',
     syncRep: true,
+    announcingAsync: false,
     handoverSince: null,
     switchoverRequested: false,
     lastHeardAt: -1000,
@@ -260,10 +263,11 @@ export function simulate(o: SimOptions): SimResult {
       lsn: lsn(n),
       pg: n.pg,
       pgHealthy: n.pg !== 'down' && n.diskBadSince === null,
-      syncRep: n.syncRep,
+      syncRep: n.syncRep && !n.announcingAsync,
       handoverForMs: n.handoverSince === null ? null : now - n.handoverSince,
       peerSilentMs: now - (n.lastHeardAt ?? n.bootAt),
       holdsVip: n.holdsVip,
+      heardSyncRep: n.lastHb?.syncRep ?? null,
     });
     const hbs = { A: nodes.A.up ? hbOf(nodes.A) : undefined, B: nodes.B.up ? hbOf(nodes.B) : undefined };
     for (const n of [nodes.A, nodes.B]) {
@@ -342,6 +346,7 @@ export function simulate(o: SimOptions): SimResult {
       A: nodes.A.up ? decide(input(nodes.A), c) : undefined,
       B: nodes.B.up ? decide(input(nodes.B), c) : undefined,
     };
+    for (const n of [nodes.A, nodes.B]) n.announcingAsync = n.up && announcesAsync(input(n), c);
     for (const n of [nodes.A, nodes.B]) {
       const d = decisions[n.id];
       // A batch stops at the first action that fails (an arbiter that refuses or does not answer).

@@ -51,6 +51,13 @@ export interface Heartbeat extends NodeFacts {
   /** How long the sender had not heard the receiver when it sent this heartbeat (ms). */
   peerSilentMs: number;
   holdsVip: boolean;
+  /**
+   * The `syncRep` of the receiver's last heartbeat the sender heard (null: none, or a sender that
+   * predates the field). A follower that echoes false has heard its leader announce the switch to
+   * async, and so no longer counts on holding every commit: only then does the leader make the
+   * switch (D1, issue 11 point 5).
+   */
+  heardSyncRep: boolean | null;
 }
 
 export interface TickInput {

@@ -74,6 +74,8 @@ export interface HeartbeatFacts {
   handoverForMs: number | null;
   peerSilentMs: number;
   holdsVip: boolean;
+  /** Optional on the wire: an agent from before it sends none (read as null). */
+  heardSyncRep: boolean | null;
 }
 
 interface Base {
@@ -195,7 +197,7 @@ const PG_STATES: readonly HeartbeatFacts['pg'][] = ['primary', 'standby', 'down'
 const DAY_MS = 86_400_000;
 
 function parseHeartbeatFacts(v: unknown, where: string): HeartbeatFacts {
-  const o = object(v, where, ['pg', 'pgHealthy', 'syncRep', 'handoverForMs', 'peerSilentMs', 'holdsVip']);
+  const o = object(v, where, ['pg', 'pgHealthy', 'syncRep', 'handoverForMs', 'peerSilentMs', 'holdsVip'], ['heardSyncRep']);
   if (!PG_STATES.includes(o.pg as HeartbeatFacts['pg'])) throw new SchemaError(`${where}.pg is not primary, standby or down`);
   return {
     pg: o.pg as HeartbeatFacts['pg'],
@@ -204,6 +206,7 @@ function parseHeartbeatFacts(v: unknown, where: string): HeartbeatFacts {
     handoverForMs: o.handoverForMs === null ? null : int(o, 'handoverForMs', 0, DAY_MS * 365, where),
     peerSilentMs: int(o, 'peerSilentMs', 0, Number.MAX_SAFE_INTEGER, where),
     holdsVip: bool(o, 'holdsVip', where),
+    heardSyncRep: o.heardSyncRep === undefined || o.heardSyncRep === null ? null : bool(o, 'heardSyncRep', where),
   };
 }
 
