@@ -15,8 +15,9 @@
  * Targets are reported, never asserted: Kine failover <= 10 s median for a, b and c; API
  * unavailability on the VIP after fault a <= 10 s median.
  *
- * Environment: RUNS (3) passes through the matrix, SCENARIOS (all: "abcdefghijk"; the Kubernetes pass
- * takes those among "abc"), KUBERNETES (1; 0: Kine only), WRITE_PERIOD_MS (20: at most 50 writes/s,
+ * Environment: RUNS (3) passes through the matrix, SCENARIOS (all: "abcdefghijkmn"; the Kubernetes pass
+ * takes those among "abc"), KUBERNETES (1; 0: Kine only), ARBITER (0; 1: a second Kine pass with
+ * an arbiter on the gateway, and what it adds to each median), WRITE_PERIOD_MS (20: at most 50 writes/s,
  * one at a time), HEALTHY_TIMEOUT_S (180), VERBOSE=1 for progress lines.
  */
 import { describe, FaultMatrix, isScenarioId, SCENARIOS, summarize, type ScenarioId, type ScenarioResult } from '../test/helpers/fault-matrix.ts';
@@ -66,6 +67,7 @@ async function main(): Promise<void> {
   }
   const runs = envInt('RUNS', 3, 1, 100);
   const withKubernetes = envInt('KUBERNETES', 1, 0, 1) === 1;
+  const withArbiter = envInt('ARBITER', 0, 0, 1) === 1;
   const wanted = (process.env.SCENARIOS ?? SCENARIOS.map((s) => s.id).join('')).split('').filter((c) => c.trim() !== '');
   const bad = wanted.filter((c) => !isScenarioId(c));
   if (bad.length > 0 || wanted.length === 0)
@@ -97,14 +99,17 @@ async function main(): Promise<void> {
 
   const results: ScenarioResult[] = [];
   const aborted: string[] = [];
-  const pass = async (kubernetes: boolean, list: typeof scenarios): Promise<void> => {
-    const label = kubernetes ? 'Kubernetes pair, ConfigMaps through the API on the VIP' : 'Kine pair, keys through Kine on the VIP';
-    say(`pairing two agents (tmpfs under each PostgreSQL${kubernetes ? ', Kubernetes' : ''}) ...`);
+  const pass = async (kubernetes: boolean, list: typeof scenarios, arbiter = false): Promise<void> => {
+    const label = kubernetes
+      ? 'Kubernetes pair, ConfigMaps through the API on the VIP'
+      : `Kine pair${arbiter ? ' with an arbiter on the gateway' : ''}, keys through Kine on the VIP`;
+    say(`pairing two agents (tmpfs under each PostgreSQL${kubernetes ? ', Kubernetes' : ''}${arbiter ? ', an arbiter' : ''}) ...`);
     try {
       current = await FaultMatrix.create({
         writePeriodMs: envInt('WRITE_PERIOD_MS', 20, 1, 10_000),
         healthyTimeoutMs: envInt('HEALTHY_TIMEOUT_S', 180, 30, 1800) * 1000,
         ...(kubernetes ? { kubernetes: true } : {}),
+        ...(arbiter ? { arbiter: true } : {}),
         ...(process.env.VERBOSE ? { log: say } : {}),
       });
     } catch (e) {
@@ -136,15 +141,19 @@ async function main(): Promise<void> {
     }
   };
   await pass(false, scenarios);
+  if (withArbiter) await pass(false, scenarios, true);
   if (kubeScenarios.length > 0) await pass(true, kubeScenarios);
 
   const rows: Row[] = [];
   const header = ['scenario', 'runs ok', 'first write med (s)', 'max (s)', 'healthy med (s)', 'max (s)', 'acked', 'lost', 'dual', 'target'];
   const kubeHeader = ['API runs ok', 'API unavail med (s)', 'max (s)', 'healthy med (s)', 'CMs acked', 'lost', 'dual', 'API target'];
+  const arbiterHeader = ['arbiter runs ok', 'first write med (s)', 'arbiter adds (s)', 'lost', 'dual'];
   const anyKube = results.some((r) => r.target === 'configmap');
-  const table: string[][] = [[...header, ...(anyKube ? kubeHeader : [])]];
+  const anyArbiter = results.some((r) => r.arbiter);
+  const table: string[][] = [[...header, ...(anyArbiter ? arbiterHeader : []), ...(anyKube ? kubeHeader : [])]];
   for (const s of scenarios) {
-    const kine = results.filter((r) => r.scenario === s.id && r.target === 'etcd');
+    const kine = results.filter((r) => r.scenario === s.id && r.target === 'etcd' && !r.arbiter);
+    const refereed = results.filter((r) => r.scenario === s.id && r.target === 'etcd' && r.arbiter);
     const kube = results.filter((r) => r.scenario === s.id && r.target === 'configmap');
     if (kine.length === 0 && kube.length === 0) continue;
     const line: string[] = [s.id];
@@ -178,6 +187,19 @@ async function main(): Promise<void> {
       );
     } else {
       line.push(...header.slice(1).map(() => '-'));
+    }
+    if (refereed.length > 0) {
+      const f = figures(refereed);
+      // NaN when either side has no completed run (fmt prints '-').
+      const added = median(f.first) - (kine.length > 0 ? median(figures(kine).first) : Number.NaN);
+      rows.push({ metric: `${s.id} with an arbiter: runs completed (of ${refereed.length})`, value: f.ok, unit: 'runs' });
+      rows.push({ metric: `${s.id} with an arbiter: fault -> first write via VIP, median`, value: secs(median(f.first)), unit: 's' });
+      rows.push({ metric: `${s.id} the arbiter adds (median with - median without)`, value: secs(added), unit: 's', target: '<= 1 s' });
+      rows.push({ metric: `${s.id} with an arbiter: lost acked writes`, value: f.lost, unit: '', target: '0' });
+      rows.push({ metric: `${s.id} with an arbiter: dual-primary samples`, value: f.dual, unit: '', target: '0' });
+      line.push(`${f.ok}/${refereed.length}`, fmt(median(f.first)), fmt(added), `${f.lost}${f.unverified ? '?' : ''}`, String(f.dual));
+    } else if (anyArbiter) {
+      line.push(...arbiterHeader.map(() => '-'));
     }
     if (kube.length > 0) {
       const f = figures(kube);

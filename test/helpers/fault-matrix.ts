@@ -53,6 +53,8 @@ export const SCENARIOS = [
   { id: 'i', title: 'the old leader returns after a failover' },
   { id: 'j', title: "the leader's state disk turns read-only" },
   { id: 'k', title: "the leader's PostgreSQL hangs (every process stopped) for 20 s" },
+  { id: 'm', title: 'a fenced leader receives a client that tries every way to write' },
+  { id: 'n', title: 'the standby falls behind under bulk writes and the leader dies within a second of going async' },
 ] as const;
 export type ScenarioId = (typeof SCENARIOS)[number]['id'];
 export const isScenarioId = (s: string): s is ScenarioId => SCENARIOS.some((x) => x.id === s);
@@ -698,13 +700,207 @@ const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
     await sleep(Math.max(0, 20_000 - (Date.now() - ctx.faultAt())));
     await ctx.leader.thawPostgres();
   },
+  // The fence is the server's (issue 11 point 4): the leader, cut off from the peer and the
+  // gateway, fences; every way a client could write on it then fails, though each wrote before.
+  async m(ctx) {
+    const peerName = (await ctx.leader.sql('SELECT application_name FROM pg_stat_replication LIMIT 1')).trim();
+    const control = await tryEveryWrite(ctx.pair, ctx.leader, peerName, 'healthy');
+    // A session that began before the fence and calls itself the agent (whose own sessions a fence
+    // keeps): it must be ended all the same, or it could turn read-only off and write.
+    const early = await kineSession(ctx.leader, 'geminik8s-agent');
+    control.push(await writeIn(early, 'an open kine session named geminik8s-agent', 'healthy'));
+    const unwritten = control.filter((a) => !a.wrote);
+    if (unwritten.length > 0) throw new Error(`a way to write failed on the healthy leader, so it proves nothing fenced: ${JSON.stringify(unwritten)}`);
+    try {
+      ctx.mark();
+      await ctx.leader.detach();
+      ctx.injected();
+      await followerPromoted(ctx);
+      await eventually(`node ${ctx.leader.index + 1} (the cut-off leader) to fence`, 60_000, async () =>
+        (await ctx.leader.writable()) === false ? true : undefined,
+      );
+      const fenced = await tryEveryWrite(ctx.pair, ctx.leader, peerName, 'fenced');
+      fenced.push(await writeIn(early, 'an open kine session named geminik8s-agent, after SET default_transaction_read_only = off', 'fenced'));
+      for (const a of fenced) ctx.note(`fenced: ${a.way}: ${a.wrote ? 'WROTE' : 'refused'} (${a.said})`);
+      const wrote = fenced.filter((a) => a.wrote);
+      if (wrote.length > 0) throw new Error(`the fenced leader took writes: ${wrote.map((a) => a.way).join('; ')}`);
+    } finally {
+      await early.end().catch(() => undefined);
+    }
+    await ctx.leader.attach();
+    // What the fenced node held must not surface once it rejoins: the new leader has only the healthy rows.
+    await eventually(
+      `node ${ctx.leader.index + 1} to rejoin as follower`,
+      180_000,
+      async () => ((await ctx.leader.status()).role === 'follower' ? true : undefined),
+      1000,
+    );
+    const tags = (await ctx.follower.sql("SELECT string_agg(DISTINCT tag, ',') FROM fence_probe", 'kine')).trim();
+    if (tags !== 'healthy') throw new Error(`fence_probe on the new leader holds ${JSON.stringify(tags)}, expected only the healthy leader's rows`);
+  },
+  // Issue 11 point 5: the standby's WAL receiver stalls under bulk writes (SIGSTOP), the leader's
+  // walsender times out, the leader announces async, switches once the follower echoes it, and
+  // dies within a second of the switch while the standby resumes behind. The keys it acknowledged
+  // alone exist only on it: the follower must not promote over them, and once the leader is back
+  // the pair resumes with every acknowledged key.
+  async n(ctx) {
+    const bulk = await kineSession(ctx.leader, 'gk8s-bulk-writer');
+    await bulk.query('CREATE TABLE IF NOT EXISTS bulk_probe (v text)');
+    let bulking = true;
+    let bulkRows = 0;
+    const bulkLoop = (async () => {
+      while (bulking) {
+        await bulk.query('INSERT INTO bulk_probe SELECT repeat(md5(g::text), 32) FROM generate_series(1, 2000) g').then(
+          () => (bulkRows += 2000),
+          () => sleep(200),
+        );
+      }
+    })();
+    const receiver = Number((await ctx.follower.sql('SELECT pid FROM pg_stat_wal_receiver')).trim());
+    if (!(receiver > 0)) throw new Error(`node ${ctx.follower.index + 1} has no WAL receiver to stall`);
+    let stalled = false;
+    try {
+      process.kill(receiver, 'SIGSTOP');
+      stalled = true;
+      ctx.note(`SIGSTOPped the follower's WAL receiver ${receiver} under bulk writes`);
+      const syncNames = async () => (await ctx.leader.sql('SHOW synchronous_standby_names').catch(() => '?')).trim();
+      // The walsender times out (10 s), the standby counts as gone 4 s later, the follower echoes the announcement.
+      await eventually(`node ${ctx.leader.index + 1} (the leader) to switch to async`, 60_000, async () => ((await syncNames()) === '' ? true : undefined), 50);
+      const asyncAt = Date.now();
+      process.kill(receiver, 'SIGCONT');
+      stalled = false;
+      ctx.mark();
+      await ctx.leader.powerOff();
+      ctx.injected();
+      ctx.note(`the leader went async, then died ${Date.now() - asyncAt} ms later (${bulkRows} bulk rows committed)`);
+      if (Date.now() - asyncAt > 1000) throw new Error(`the leader died ${Date.now() - asyncAt} ms after going async, not within a second`);
+    } finally {
+      if (stalled) process.kill(receiver, 'SIGCONT');
+      bulking = false;
+      await bulk.end().catch(() => undefined);
+      await bulkLoop;
+    }
+    // Long enough for a takeover (the peer silent 5 s, and then some): the follower heard the
+    // announcement, so it must hold back.
+    for (let i = 0; i < 12; i++) {
+      await sleep(1000);
+      const s = await ctx.follower.status().catch(() => undefined);
+      if (s?.role === 'leader') throw new Error(`node ${ctx.follower.index + 1} promoted over the commits its leader made alone (term ${String(s.term)})`);
+    }
+    ctx.note('the follower held back while the async leader was down');
+    await ctx.leader.powerOn();
+    await writeAfterFault(ctx, 120_000);
+  },
 };
+
+/**
+ * Every way a client on the box, or one that still reaches it, could try to write to the node's
+ * PostgreSQL with the application's credentials (the kine role: what a client can hold; the
+ * postgres role is the agents' own, peer-mapped to root or known only to the peer's agent). Each
+ * way is a real write that succeeds on a healthy leader, which the scenario checks first.
+ */
+const WRITE_WAYS = [
+  { way: 'kine role over TCP, default_transaction_read_only=off, BEGIN READ WRITE', host: 'self', options: true, sql: 'BEGIN READ WRITE' },
+  {
+    way: "kine role over TCP named as the peer's standby, SET SESSION CHARACTERISTICS",
+    host: 'self',
+    appName: 'peer',
+    sql: 'SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE; BEGIN',
+  },
+  { way: 'kine role on the unix socket, SET transaction_read_only = off', host: 'socket', sql: 'BEGIN; SET transaction_read_only = off' },
+  { way: 'kine role through the VIP as this box sees it', host: 'vip', options: true, sql: 'BEGIN READ WRITE' },
+] as const;
+
+interface WriteAttempt {
+  way: string;
+  wrote: boolean;
+  said: string;
+}
+
+/** Runs every WRITE_WAYS attempt and a put through the node's own Kine, from inside its namespace; `tag` marks the rows. */
+async function tryEveryWrite(pair: Pair, node: PairAgent, peerName: string, tag: string): Promise<WriteAttempt[]> {
+  const { writeFile } = await import('node:fs/promises');
+  const password = await kinePassword(node);
+  // The password reaches psql through a 0600 passfile, never an argument or the environment.
+  const passfile = path.join(node.dirs.root, 'fence-probe.pgpass');
+  await writeFile(passfile, `*:*:*:kine:${password.replaceAll('\\', '\\\\').replaceAll(':', '\\:')}\n`, { mode: 0o600 });
+  const hosts = { self: node.address, socket: path.join(node.dirs.pg, 'run'), vip: pair.vip };
+  const attempts: WriteAttempt[] = [];
+  for (const w of WRITE_WAYS) {
+    const conninfo = [
+      `host=${hosts[w.host]}`,
+      'port=5432',
+      'dbname=kine',
+      'user=kine',
+      'connect_timeout=3',
+      ...(w.host === 'socket' ? [] : ['sslmode=require']),
+      ...('appName' in w ? [`application_name=${peerName}`] : []),
+      ...('options' in w ? ["options='-c default_transaction_read_only=off'"] : []),
+    ].join(' ');
+    const sql = `CREATE TABLE IF NOT EXISTS fence_probe (tag text, way text); ${w.sql}; INSERT INTO fence_probe VALUES ('${tag}', '${w.way.replaceAll("'", "''")}'); COMMIT`;
+    const r = await node.exec(
+      ['env', `PGPASSFILE=${passfile}`, '/usr/lib/postgresql/15/bin/psql', '-X', '-w', '-v', 'ON_ERROR_STOP=1', conninfo, '-c', sql],
+      15_000,
+    );
+    attempts.push({ way: w.way, wrote: r.code === 0, said: (r.code === 0 ? r.stdout : r.stderr).replace(/\s+/g, ' ').trim().slice(0, 200) });
+  }
+  const put = await node.exec(
+    ['etcdctl', ...etcdctlFlags(node.address, await pair.etcdClient()), '--dial-timeout=3s', '--command-timeout=5s', 'put', `/fence-probe/${tag}`, 'v'],
+    15_000,
+  );
+  attempts.push({
+    way: "a put through this box's own Kine",
+    wrote: put.code === 0,
+    said: (put.code === 0 ? put.stdout : put.stderr).replace(/\s+/g, ' ').trim().slice(0, 200),
+  });
+  return attempts;
+}
+
+/** A kine-role session on the node's unix socket (reachable from the host), named `appName`. */
+async function kineSession(node: PairAgent, appName: string) {
+  const { default: pg } = await import('pg');
+  const c = new pg.Client({
+    host: path.join(node.dirs.pg, 'run'),
+    port: 5432,
+    user: 'kine',
+    database: 'kine',
+    password: await kinePassword(node),
+    application_name: appName,
+    connectionTimeoutMillis: 3000,
+    query_timeout: 5000,
+  });
+  c.on('error', () => undefined);
+  await c.connect();
+  return c;
+}
+
+/** One write in an open session, after turning read-only off for it. */
+async function writeIn(c: { query(sql: string): Promise<unknown> }, way: string, tag: string): Promise<WriteAttempt> {
+  try {
+    await c.query('SET default_transaction_read_only = off');
+    await c.query('CREATE TABLE IF NOT EXISTS fence_probe (tag text, way text)');
+    await c.query(`INSERT INTO fence_probe VALUES ('${tag}', '${way.replaceAll("'", "''")}')`);
+    return { way, wrote: true, said: 'INSERT 0 1' };
+  } catch (e) {
+    return { way, wrote: false, said: errText(e).slice(0, 200) };
+  }
+}
+
+async function kinePassword(node: PairAgent): Promise<string> {
+  const { loadSecrets } = await import('../../firstboot/src/provision/secrets.ts');
+  const { secretsDirOf } = await import('../../firstboot/src/cluster/settings.ts');
+  const password = loadSecrets(secretsDirOf(node.dirs.state))?.kinePassword;
+  if (!password) throw new Error(`node ${node.index + 1} has no kine password in its secrets`);
+  return password;
+}
 
 export interface ScenarioResult {
   scenario: ScenarioId;
   rep: number;
   /** What the writer wrote through the VIP: etcd keys (Kine) or ConfigMaps (the Kubernetes API). */
   target: WriteTargetKind;
+  /** The pair had an arbiter (MatrixOptions `arbiter`). */
+  arbiter: boolean;
   prefix: string;
   /** 1-based node numbers and terms before and after. */
   leaderBefore: number;
@@ -756,6 +952,11 @@ export interface MatrixOptions {
    * https://<VIP>:6443 instead of putting etcd keys; health needs /readyz on the VIP too.
    */
   kubernetes?: boolean;
+  /**
+   * The site names an arbiter (createPair `arbiter`), run on the gateway once the pair is healthy:
+   * takeovers and the switch to async then take its lease first (bench-failover ARBITER=1).
+   */
+  arbiter?: boolean;
 }
 
 export class FaultMatrix {
@@ -768,12 +969,19 @@ export class FaultMatrix {
 
   private static async newPair(o: MatrixOptions): Promise<Pair> {
     const { createPair } = await import('./pair-agents.ts');
-    const opts: PairOptions = { pgTmpfsMb: o.pgTmpfsMb ?? 1024, ...(o.kubernetes ? { kubernetes: true } : {}) };
+    const opts: PairOptions = { pgTmpfsMb: o.pgTmpfsMb ?? 1024, ...(o.kubernetes ? { kubernetes: true } : {}), ...(o.arbiter ? { arbiter: true } : {}) };
     const pair = await createPair(opts);
     try {
       for (const a of pair.agents) a.start();
       // Kubernetes starts once the datastore is ready, and a cold kube-apiserver takes its time.
-      await waitHealthy(pair, o.kubernetes ? 420_000 : 240_000);
+      const h = await waitHealthy(pair, o.kubernetes ? 420_000 : 240_000);
+      if (o.arbiter) {
+        const arbiter = await pair.startArbiter();
+        await eventually('the arbiter to record the leader and its term', 90_000, async () => {
+          const st = await arbiter.state();
+          return st && st.term === h.term && st.holder !== null && !st.alone ? st : undefined;
+        });
+      }
       return pair;
     } catch (e) {
       await pair.destroy();
@@ -893,6 +1101,7 @@ export class FaultMatrix {
       scenario,
       rep,
       target: target.kind,
+      arbiter: this.o.arbiter === true,
       prefix,
       leaderBefore: h0.leader.index + 1,
       termBefore: h0.term,
