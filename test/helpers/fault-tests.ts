@@ -73,7 +73,7 @@ export function registerFaultTests(o: FaultTestsOptions): { need: (t: ExecutionC
         const r = await m.run(s.id, rep);
         const failed =
           r.error !== undefined || r.verifyError !== undefined || r.missing?.length !== 0 || r.dualPrimary.length > 0 || r.faultToFirstWriteMs === undefined;
-        t.log(failed ? describe(r) : summarize(r));
+        t.log(failed ? describe(r) : `${summarize(r)}${r.notes.map((n) => `\n  ${n}`).join('')}`);
         const at = `${s.id} run ${rep}/${n}`;
         t.is(
           r.error,
