@@ -95,6 +95,8 @@ export interface LivenessHandle {
 const PG_RESTART_BACKOFF_MS = 3000;
 /** An arbiter call's bound: below the lease action's deadline, and short enough for a tick. */
 const ARBITER_TIMEOUT_MS = 1500;
+/** A batch failing the same way tick after tick is logged at its first failure and then every this many (about a minute). */
+const REPEAT_LOG_EVERY = 60;
 
 /** A batch's step after it was preempted by a step-down or abandoned past its deadline. */
 class BatchCutOff extends Error {}
@@ -353,14 +355,9 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
         const answer = await ctx.arbiter.client.lease({ term: a.term, alone: a.alone, peerSilent: a.peerSilent }, ARBITER_TIMEOUT_MS);
         arbiterOkAt = performance.now();
         arbiterSeen(answer.state);
-        log.event(answer.granted ? 'info' : 'warn', 'arbiter-lease', {
-          term: a.term,
-          alone: a.alone,
-          peerSilent: a.peerSilent,
-          granted: answer.granted,
-          reason: answer.reason,
-        });
+        // A refusal is logged as the batch's failure (once, while it repeats), not here as well.
         if (!answer.granted) throw new Error(`the arbiter refused term ${a.term}: ${answer.reason}`);
+        log.event('info', 'arbiter-lease', { term: a.term, alone: a.alone, peerSilent: a.peerSilent, granted: true, reason: answer.reason });
         return;
       }
     }
@@ -396,8 +393,17 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   let busyGen = 0;
   let busyKinds: ActionKind[] = [];
 
+  /**
+   * The batch that failed last and how often in a row: a batch that fails the same way every tick
+   * (an arbiter that does not answer or refuses a takeover) is one event, logged when it starts
+   * and then once every REPEAT_LOG_EVERY, not three lines a second.
+   */
+  let failing: { actions: string; error: string; repeats: number } | undefined;
+
   function runBatch(actions: Action[], reason: string, now: number): void {
     const gen = ++batchGen;
+    const kinds = actions.map((a) => a.kind).join(',');
+    const again = failing?.actions === kinds;
     const live = () => {
       if (gen !== batchGen) throw new BatchCutOff(`${actions.map((a) => a.kind).join(',')}: cut off (preempted or past its deadline)`);
     };
@@ -405,7 +411,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     busyKinds = actions.map((a) => a.kind);
     busyGen = gen;
     const t = performance.now();
-    log.event('info', 'liveness-actions', { actions: busy, reason });
+    if (!again) log.event('info', 'liveness-actions', { actions: busy, reason });
     void (async () => {
       let ok = true;
       try {
@@ -418,12 +424,20 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
           });
         }
         if (gen === batchGen) lastError = undefined;
+        if (again) log.event('info', 'liveness-actions-succeeded', { actions: kinds, afterFailures: (failing?.repeats ?? 0) + 1, reason });
+        failing = undefined;
       } catch (e) {
         ok = false;
-        log.event(e instanceof BatchCutOff ? 'warn' : 'error', 'liveness-action-failed', {
-          actions: actions.map((a) => a.kind).join(','),
-          error: (e as Error).message,
-        });
+        const error = (e as Error).message;
+        if (again && failing?.error === error) failing.repeats += 1;
+        else failing = { actions: kinds, error, repeats: 0 };
+        if (failing.repeats % REPEAT_LOG_EVERY === 0) {
+          log.event(e instanceof BatchCutOff ? 'warn' : 'error', 'liveness-action-failed', {
+            actions: kinds,
+            error,
+            ...(failing.repeats > 0 ? { repeats: failing.repeats, reason } : {}),
+          });
+        }
         // A preempted batch's failure is not the node's state: the batch that replaced it reports its own.
         if (!(e instanceof BatchCutOff) && busyGen === gen) {
           lastError = `${actions.map((a) => a.kind).join(',')}: ${(e as Error).message}`;
