@@ -63,6 +63,8 @@ export function loadArbiterState(file: string): ArbiterState {
 
 export async function startArbiter(o: ArbiterServerOptions): Promise<ArbiterServer> {
   let state = loadArbiterState(o.stateFile);
+  let lastRefusal: string | undefined;
+  let repeats = 0;
   // One request at a time: each answer is computed from, and written after, the one before.
   let queue: Promise<unknown> = Promise.resolve();
   const serially = <T>(fn: () => T): Promise<T> => {
@@ -98,7 +100,18 @@ export async function startArbiter(o: ArbiterServerOptions): Promise<ArbiterServ
             writeFileAtomic(o.stateFile, `${JSON.stringify(answer.state)}\n`, 0o600);
             state = answer.state;
           }
-          o.log.event(answer.granted ? 'info' : 'warn', 'arbiter-lease', { ...request, granted: answer.granted, reason: answer.reason });
+          // A node refused asks again every tick: the same refusal is logged once, then once a minute.
+          const refusal = answer.granted ? undefined : `${node} ${request.term} ${answer.reason}`;
+          repeats = refusal !== undefined && refusal === lastRefusal ? repeats + 1 : 0;
+          lastRefusal = refusal;
+          if (repeats % 60 === 0) {
+            o.log.event(answer.granted ? 'info' : 'warn', 'arbiter-lease', {
+              ...request,
+              granted: answer.granted,
+              reason: answer.reason,
+              ...(repeats ? { repeats } : {}),
+            });
+          }
           return answer;
         }).then(
           (answer) => reply(200, answer),
