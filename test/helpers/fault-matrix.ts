@@ -770,10 +770,14 @@ const IMPLS: Record<ScenarioId, (ctx: ScenarioContext) => Promise<void>> = {
       process.kill(receiver, 'SIGCONT');
       stalled = false;
       ctx.mark();
+      const killFrom = Date.now() - asyncAt;
       await ctx.leader.powerOff();
       ctx.injected();
-      ctx.note(`the leader went async, then died ${Date.now() - asyncAt} ms later (${bulkRows} bulk rows committed)`);
-      if (Date.now() - asyncAt > 1000) throw new Error(`the leader died ${Date.now() - asyncAt} ms after going async, not within a second`);
+      ctx.note(
+        `the leader went async; its power-off began ${killFrom} ms later and took ${Date.now() - asyncAt - killFrom} ms (${bulkRows} bulk rows committed)`,
+      );
+      // The power-off's own length depends on the host's load; its start is what the scenario sets.
+      if (killFrom > 1000) throw new Error(`the leader's power-off began ${killFrom} ms after it went async, not within a second`);
     } finally {
       if (stalled) process.kill(receiver, 'SIGCONT');
       bulking = false;
