@@ -3,7 +3,7 @@ PROFILE  ?= edge-standard
 HARDWARE ?= generic-x86_64-uefi
 CLI      := node bin/geminik8s.js
 
-.PHONY: deps image repro test test-unit typecheck lint bench bench-pair bench-failover fault-matrix fault-kubernetes test-kubernetes-image test-upgrade test-upgrade-pair bench-upgrade bench-memory bench-operator clean
+.PHONY: deps image repro test test-unit typecheck lint bench bench-pair bench-failover bench-peers fault-matrix fault-kubernetes test-kubernetes-image test-upgrade test-upgrade-pair bench-upgrade bench-memory bench-operator clean
 
 deps:
 	@sh builder/host-deps.sh
@@ -70,6 +70,11 @@ bench-upgrade: deps typecheck
 # Needs root; RUNS=3 by default.
 bench-failover: deps
 	node --import tsx bench/failover.ts
+
+# Needs root: our pair beside Patroni + etcd and pg_auto_failover, faults a and c (Debian packages).
+bench-peers: deps
+	@sh builder/host-deps.sh patroni etcd-server postgresql-15-auto-failover
+	node --import tsx bench/peers.ts
 
 # Needs root: idle memory (PSS) of one appliance by program, on a pair running Kubernetes.
 bench-memory: deps

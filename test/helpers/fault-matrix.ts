@@ -328,13 +328,16 @@ export interface DualSample {
   /** 1-based node numbers that took writes at that moment. */
   nodes: number[];
 }
-export interface CheckerReport {
+/** What sampling every node's PostgreSQL for writability found. */
+export interface WritableReport {
   samples: number;
   /** Samples where a node's PostgreSQL did not answer. */
   unanswered: number;
   dual: DualSample[];
   /** Each change of the sampled states, e.g. "W r" = node 1 writable, node 2 not ("?" = no answer). */
   writable: { at: number; states: string }[];
+}
+export interface CheckerReport extends WritableReport {
   /** Each change of the agents' role/term (and kube-apiserver state, with Kubernetes). */
   roles: { at: number; states: string }[];
   /** Each change of a node's liveness reason (why it does or does not act). */
@@ -346,15 +349,19 @@ export interface Checker {
   stop(): Promise<CheckerReport>;
 }
 
-export function startChecker(pair: Pair, intervalMs = 200): Checker {
+/**
+ * Samples each node's writability (probe i: node i + 1; true = takes writes, undefined = no
+ * answer) every `intervalMs` and records every moment two or more take writes. Shared by the
+ * pair's checker and bench-peers' systems.
+ */
+export function startWritableSampler(probes: readonly (() => Promise<boolean | undefined>)[], intervalMs = 200): { stop(): Promise<WritableReport> } {
   let stopping = false;
-  const report: CheckerReport = { samples: 0, unanswered: 0, dual: [], writable: [], roles: [], reasons: [], peerSilence: [] };
-  const lastReason: string[] = [];
+  const report: WritableReport = { samples: 0, unanswered: 0, dual: [], writable: [] };
   const sampling = (async () => {
     let last = '';
     while (!stopping) {
       const at = Date.now();
-      const states = await Promise.all(pair.agents.map((a) => a.writable()));
+      const states = await Promise.all(probes.map((p) => p()));
       report.samples++;
       if (states.includes(undefined)) report.unanswered++;
       const writers = states.flatMap((s, i) => (s === true ? [i + 1] : []));
@@ -366,6 +373,23 @@ export function startChecker(pair: Pair, intervalMs = 200): Checker {
       if (wait > 0) await sleep(wait);
     }
   })();
+  return {
+    async stop() {
+      stopping = true;
+      await sampling;
+      return report;
+    },
+  };
+}
+
+export function startChecker(pair: Pair, intervalMs = 200): Checker {
+  let stopping = false;
+  const sampler = startWritableSampler(
+    pair.agents.map((a) => () => a.writable()),
+    intervalMs,
+  );
+  const report = { roles: [] as CheckerReport['roles'], reasons: [] as CheckerReport['reasons'], peerSilence: [] as CheckerReport['peerSilence'] };
+  const lastReason: string[] = [];
   const roles = (async () => {
     let last = '';
     while (!stopping) {
@@ -399,8 +423,8 @@ export function startChecker(pair: Pair, intervalMs = 200): Checker {
   return {
     async stop() {
       stopping = true;
-      await Promise.all([sampling, roles]);
-      return report;
+      const [writable] = await Promise.all([sampler.stop(), roles]);
+      return { ...writable, ...report };
     },
   };
 }

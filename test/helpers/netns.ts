@@ -72,17 +72,8 @@ async function listNamespaces(): Promise<string[]> {
 
 /** Kills the processes inside a namespace (those a test started there), then deletes it. */
 async function deleteNamespace(ns: string): Promise<void> {
-  const pids = (await run(['ip', 'netns', 'pids', ns])).stdout
-    .split('\n')
-    .map(Number)
-    .filter((n) => Number.isInteger(n) && n > 1);
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      /* already gone */
-    }
-  }
+  // A survivor keeps the namespace busy; deleting it anyway is still the best left to do.
+  await killNamespaceProcesses(ns).catch(() => undefined);
   await run(['ip', 'netns', 'delete', ns]);
 }
 
@@ -268,4 +259,24 @@ export async function createTopology(nodeCount: number): Promise<Topology> {
     },
     destroy,
   };
+}
+
+/** Every process in a network namespace, SIGKILLed until none is left (bounded). */
+export async function killNamespaceProcesses(ns: string): Promise<void> {
+  for (let round = 0; round < 20; round++) {
+    const pids = (await run(['ip', 'netns', 'pids', ns])).stdout
+      .split('\n')
+      .map(Number)
+      .filter((n) => Number.isInteger(n) && n > 1);
+    if (pids.length === 0) return;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`processes in ${ns} survived SIGKILL for 2 s`);
 }

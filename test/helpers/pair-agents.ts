@@ -24,7 +24,7 @@ import { isAlive } from '../../builder/src/util/process.ts';
 import { readStatus } from '../../firstboot/src/net/status-server.ts';
 import { KINE_VERSION, resolveTestComponent } from './components.ts';
 import { issueEtcdClientCert, type EtcdClientFiles } from './etcd-client.ts';
-import { createTopology, run, type Topology } from './netns.ts';
+import { createTopology, killNamespaceProcesses, run, type Topology } from './netns.ts';
 import type { ImageFacts } from '../../firstboot/src/core/image-facts.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -161,24 +161,32 @@ export async function sweepStaleMounts(): Promise<string[]> {
   return stale;
 }
 
-/** Every process in a network namespace, SIGKILLed until none is left (bounded). */
-async function killNamespace(ns: string): Promise<void> {
-  for (let round = 0; round < 20; round++) {
-    const pids = (await run(['ip', 'netns', 'pids', ns])).stdout
-      .split('\n')
-      .map(Number)
-      .filter((n) => Number.isInteger(n) && n > 1);
-    if (pids.length === 0) return;
-    for (const pid of pids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
-    await new Promise((r) => setTimeout(r, 100));
+/**
+ * The PostgreSQL behind a unix socket directory takes writes: a primary whose
+ * default_transaction_read_only is off. undefined when it does not answer (down, hung, socket
+ * gone) within about a second. The fault matrix's and bench-peers' dual-primary probe.
+ */
+export async function postgresWritable(socketDir: string): Promise<boolean | undefined> {
+  const c = new pg.Client({
+    host: socketDir,
+    port: 5432,
+    user: 'postgres',
+    database: 'postgres',
+    connectionTimeoutMillis: 1000,
+    query_timeout: 1000,
+    application_name: 'gk8s-fault-checker',
+  });
+  c.on('error', () => undefined);
+  try {
+    await c.connect();
+    const r = await c.query<{ w: boolean }>("SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off' AS w");
+    const w = r.rows[0]?.w;
+    return typeof w === 'boolean' ? w : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    void c.end().catch(() => undefined);
   }
-  throw new Error(`processes in ${ns} survived SIGKILL for 2 s`);
 }
 
 export function siteYaml(siteId: string, secret: string, vipCidr: string, gateway: string, arbiter?: { address: string; port: number }): string {
@@ -405,7 +413,7 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
           // ~0.7 s before the link went down), during which the node's kernel still answered ARP
           // for the VIP and its PostgreSQL still streamed: to the peer, a leader alive but unheard.
           await Promise.all([topology.linkDown(node.index), terminate('SIGKILL')]);
-          await killNamespace(node.ns);
+          await killNamespaceProcesses(node.ns);
         },
         async powerOn() {
           // A reboot loses the addresses it held and everything under /run.
@@ -510,28 +518,7 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
           if (state.stateReadOnly) await agent.stateWritable();
           if (state.poweredOff) await agent.powerOn();
         },
-        async writable() {
-          const c = new pg.Client({
-            host: socketDir,
-            port: 5432,
-            user: 'postgres',
-            database: 'postgres',
-            connectionTimeoutMillis: 1000,
-            query_timeout: 1000,
-            application_name: 'gk8s-fault-checker',
-          });
-          c.on('error', () => undefined);
-          try {
-            await c.connect();
-            const r = await c.query<{ w: boolean }>("SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off' AS w");
-            const w = r.rows[0]?.w;
-            return typeof w === 'boolean' ? w : undefined;
-          } catch {
-            return undefined;
-          } finally {
-            void c.end().catch(() => undefined);
-          }
-        },
+        writable: () => postgresWritable(socketDir),
       };
       agents.push(agent);
     }
