@@ -160,7 +160,8 @@ async function main(): Promise<void> {
           for (let rep = 1; rep <= runs; rep++)
             for (const f of faults as Fault[]) {
               const r = await matrix.run(f, rep);
-              say(summarize(r));
+              // VERBOSE: the matrix said it already.
+              if (!process.env.VERBOSE) say(summarize(r));
               results.push({
                 system,
                 fault: f,

@@ -69,6 +69,45 @@ test('node certificates get one lease per term; other certificates and other CAs
   t.false((await again.lease({ term: 2, alone: false, peerSilent: true }, 2000)).granted);
 });
 
+test('a refused node asking every tick is one logged event, then one a minute, per node even when two ask in turn', async (t) => {
+  const dir = await scratch('gk8s-arbiter-log');
+  const ca = await generateCa();
+  const server = await issueServerCert(ca, 'arbiter', ['IP:127.0.0.1']);
+  const events: { event: string; fields: Record<string, unknown> }[] = [];
+  const log: Logger = { event: (_level, event, fields = {}) => void events.push({ event, fields }) };
+  const arbiter = await startArbiter({
+    host: '127.0.0.1',
+    port: 0,
+    tls: { ca: ca.certPem, cert: server.certPem, key: server.keyPem },
+    stateFile: path.join(dir, 'arbiter-state.json'),
+    log,
+  });
+  t.teardown(() => arbiter.close());
+  const node = async (name: string, ip: string) => {
+    const cert = await issueNodeCert(ca, { name, ip });
+    return arbiterClient({ host: '127.0.0.1', port: arbiter.address.port, ca: ca.certPem, cert: cert.certPem, key: cert.keyPem });
+  };
+  const a = await node('node-a', '192.0.2.11');
+  const b = await node('node-b', '192.0.2.12');
+  const c = await node('node-c', '192.0.2.13');
+  t.true((await a.lease({ term: 1, alone: true, peerSilent: true }, 2000)).granted);
+  // 61 ticks each, in turn: the first refusal and the 60th repeat of each node's are logged.
+  for (let i = 0; i < 61; i++) {
+    t.false((await b.lease({ term: 2, alone: true, peerSilent: true }, 2000)).granted);
+    t.false((await c.lease({ term: 2, alone: true, peerSilent: true }, 2000)).granted);
+  }
+  const refusals = events.filter((e) => e.event === 'arbiter-lease' && e.fields.granted === false);
+  t.deepEqual(
+    refusals.map((e) => [e.fields.node, e.fields.repeats ?? 0]),
+    [
+      ['node-b', 0],
+      ['node-c', 0],
+      ['node-b', 60],
+      ['node-c', 60],
+    ],
+  );
+});
+
 test('a damaged state file stops the arbiter with the file and what it expected', async (t) => {
   const dir = await scratch('gk8s-arbiter');
   const stateFile = path.join(dir, 'arbiter-state.json');

@@ -18,6 +18,7 @@ import type { TLSSocket } from 'node:tls';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { readSmallJson } from '../net/status-server.ts';
 import type { Logger } from '../adapters/output.ts';
+import { logsOccurrence, streakAfter, type Streak } from '../core/streak.ts';
 import { ARBITER_START, leaseAnswer, type ArbiterState } from './core/arbiter.ts';
 
 export interface ArbiterTls {
@@ -42,6 +43,8 @@ export interface ArbiterServer {
 }
 
 const EKU_SERVER = '1.3.6.1.5.5.7.3.1';
+/** A refused node asks again every tick (1 s): its same refusal is logged once, then about once a minute. */
+const REFUSAL_LOG_EVERY = 60;
 const EKU_CLIENT = '1.3.6.1.5.5.7.3.2';
 
 /** The state file, or the start state when there is none; a damaged one stops the arbiter (it must never forget a lease). */
@@ -63,8 +66,8 @@ export function loadArbiterState(file: string): ArbiterState {
 
 export async function startArbiter(o: ArbiterServerOptions): Promise<ArbiterServer> {
   let state = loadArbiterState(o.stateFile);
-  let lastRefusal: string | undefined;
-  let repeats = 0;
+  // Per node: two refused nodes asking in turn are two streaks, not a streak broken every request.
+  const refusals = new Map<string, Streak>();
   // One request at a time: each answer is computed from, and written after, the one before.
   let queue: Promise<unknown> = Promise.resolve();
   const serially = <T>(fn: () => T): Promise<T> => {
@@ -100,11 +103,11 @@ export async function startArbiter(o: ArbiterServerOptions): Promise<ArbiterServ
             writeFileAtomic(o.stateFile, `${JSON.stringify(answer.state)}\n`, 0o600);
             state = answer.state;
           }
-          // A node refused asks again every tick: the same refusal is logged once, then once a minute.
-          const refusal = answer.granted ? undefined : `${node} ${request.term} ${answer.reason}`;
-          repeats = refusal !== undefined && refusal === lastRefusal ? repeats + 1 : 0;
-          lastRefusal = refusal;
-          if (repeats % 60 === 0) {
+          const streak = answer.granted ? undefined : streakAfter(refusals.get(node), `${request.term} ${answer.reason}`);
+          if (streak) refusals.set(node, streak);
+          else refusals.delete(node);
+          const repeats = streak?.repeats ?? 0;
+          if (!streak || logsOccurrence(streak, REFUSAL_LOG_EVERY)) {
             o.log.event(answer.granted ? 'info' : 'warn', 'arbiter-lease', {
               ...request,
               granted: answer.granted,

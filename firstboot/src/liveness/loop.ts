@@ -20,6 +20,7 @@ import type { ProvisionConfig } from '../provision/provision.ts';
 import { promoteLogicalFollower, setSynchronousStandby } from '../provision/replication.ts';
 import { readProgress } from '../cluster/progress.ts';
 import { lsnOrder } from '../core/history.ts';
+import { logsOccurrence, streakAfter, type Streak } from '../core/streak.ts';
 import { announcesAsync, bootRole, decide, healthyInRole, preempts, switchoverStands, validateTimeouts } from './core/decide.ts';
 import { startDiskProbe } from './disk-probe.ts';
 import { pgRemedy, standbyThere, waitsForHandover } from './core/remedy.ts';
@@ -398,7 +399,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
    * (an arbiter that does not answer or refuses a takeover) is one event, logged when it starts
    * and then once every REPEAT_LOG_EVERY, not three lines a second.
    */
-  let failing: { actions: string; error: string; repeats: number } | undefined;
+  let failing: { actions: string; streak: Streak } | undefined;
 
   function runBatch(actions: Action[], reason: string, now: number): void {
     const gen = ++batchGen;
@@ -424,18 +425,18 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
           });
         }
         if (gen === batchGen) lastError = undefined;
-        if (again) log.event('info', 'liveness-actions-succeeded', { actions: kinds, afterFailures: (failing?.repeats ?? 0) + 1, reason });
+        if (again) log.event('info', 'liveness-actions-succeeded', { actions: kinds, afterFailures: (failing?.streak.repeats ?? 0) + 1, reason });
         failing = undefined;
       } catch (e) {
         ok = false;
         const error = (e as Error).message;
-        if (again && failing?.error === error) failing.repeats += 1;
-        else failing = { actions: kinds, error, repeats: 0 };
-        if (failing.repeats % REPEAT_LOG_EVERY === 0) {
+        const streak = streakAfter(again ? failing?.streak : undefined, error);
+        failing = { actions: kinds, streak };
+        if (logsOccurrence(streak, REPEAT_LOG_EVERY)) {
           log.event(e instanceof BatchCutOff ? 'warn' : 'error', 'liveness-action-failed', {
             actions: kinds,
             error,
-            ...(failing.repeats > 0 ? { repeats: failing.repeats, reason } : {}),
+            ...(streak.repeats > 0 ? { repeats: streak.repeats, reason } : {}),
           });
         }
         // A preempted batch's failure is not the node's state: the batch that replaced it reports its own.
