@@ -18,6 +18,7 @@ import type { TLSSocket } from 'node:tls';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { readSmallJson } from '../net/status-server.ts';
 import type { Logger } from '../adapters/output.ts';
+import { serialQueue } from '../adapters/serial.ts';
 import { logsOccurrence, streakAfter, type Streak } from '../core/streak.ts';
 import { ARBITER_START, leaseAnswer, type ArbiterState } from './core/arbiter.ts';
 
@@ -69,12 +70,7 @@ export async function startArbiter(o: ArbiterServerOptions): Promise<ArbiterServ
   // Per node: two refused nodes asking in turn are two streaks, not a streak broken every request.
   const refusals = new Map<string, Streak>();
   // One request at a time: each answer is computed from, and written after, the one before.
-  let queue: Promise<unknown> = Promise.resolve();
-  const serially = <T>(fn: () => T): Promise<T> => {
-    const next = queue.then(fn);
-    queue = next.catch(() => undefined);
-    return next;
-  };
+  const serially = serialQueue();
 
   const server: Server = createServer(
     { ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },

@@ -3,6 +3,7 @@
  * LAN's caches (switches, the gateway, the peer) move to this box at once instead of timing out.
  */
 import { runTool } from '../adapters/exec.ts';
+import { serialQueue } from '../adapters/serial.ts';
 
 interface IpAddrInfo {
   ifname: string;
@@ -28,12 +29,7 @@ export async function interfacesWith(cidr: string): Promise<string[]> {
  * (look, add, announce) is under way waits for it, so a bind cut short by a step-down can never
  * add the VIP, or announce it, after the release took it away. Each call has a deadline.
  */
-let vipChanges: Promise<unknown> = Promise.resolve();
-function oneAtATime<T>(change: () => Promise<T>): Promise<T> {
-  const next = vipChanges.then(change, change);
-  vipChanges = next.catch(() => undefined);
-  return next;
-}
+const oneAtATime = serialQueue();
 
 /** Adds the VIP to `iface` (no-op when already there) and announces it with gratuitous ARP. */
 export function bindVip(iface: string, cidr: string): Promise<{ added: boolean }> {
