@@ -142,6 +142,28 @@ test('the leader dies after it had gone async alone: the follower refuses to pro
   t.true(healthyPair(r));
 });
 
+test("n. the standby's WAL receiver stops (it still reads streaming), the leader announces async, the heartbeat that says so is lost, and it dies: it had not switched, so the follower promotes over nothing acknowledged", (t) => {
+  // The leader's walsender reads "streaming" for wal_sender_timeout, then the standby is gone;
+  // degradeAfterMs later the leader announces async. Had it switched on its own announcement, the
+  // writes it acknowledged from then on would exist only on the box that dies, while the follower,
+  // whose receiver reads "streaming" and which last heard "synchronous", promotes.
+  const stalled = run({ [FAULT]: [{ kind: 'receiver-stall', node: 'B' }] }, 40);
+  const announcedAt = stalled.log.find((l) => /peer alive but not streaming for/.test(l.a?.reason ?? ''))?.t;
+  if (announcedAt === undefined) return t.fail('the leader never announced async');
+  // Only the announcing heartbeat is lost (a longer silence before the death makes the follower
+  // refuse on its own: the leader may have degraded unheard).
+  const r = run({
+    [FAULT]: [{ kind: 'receiver-stall', node: 'B' }],
+    [announcedAt]: [{ kind: 'net', net: { ab: false } }],
+    [announcedAt + 1]: [{ kind: 'crash', node: 'A' }, { kind: 'receiver-ok', node: 'B' }, HEAL],
+    80: [{ kind: 'boot', node: 'A' }],
+  });
+  t.deepEqual(r.dualPrimaryTicks, [], 'two writers');
+  t.deepEqual(lostAcked(r), [], 'acknowledged keys lost');
+  t.is(r.nodes.B.role, 'leader', 'the follower took over');
+  t.true(healthyPair(r), 'healthy pair at the end');
+});
+
 test('RESIDUAL RISK: nodes cut from each other at L2 while both reach the gateway (non-transitive LAN) get two writers', (t) => {
   // With only a plain gateway as witness, both sides see the same thing (peer gone, witness
   // up, VIP invisible): no rule can tell which one is isolated. Documented; the core only
@@ -240,7 +262,23 @@ function randomSchedule(seed: number, arbiter = false): Record<number, SimEvent[
       up[node] = !up[node];
     } else if (x < 0.8) {
       const y = r();
-      add(t, { kind: y < 0.3 ? 'pg-down' : y < 0.6 ? 'pg-up' : y < 0.75 ? 'pg-crash' : y < 0.88 ? 'disk-bad' : 'disk-ok', node });
+      add(t, {
+        kind:
+          y < 0.27
+            ? 'pg-down'
+            : y < 0.54
+              ? 'pg-up'
+              : y < 0.68
+                ? 'pg-crash'
+                : y < 0.8
+                  ? 'disk-bad'
+                  : y < 0.9
+                    ? 'disk-ok'
+                    : y < 0.95
+                      ? 'receiver-stall'
+                      : 'receiver-ok',
+        node,
+      });
     } else add(t, { kind: 'switchover', node });
   }
   add(120, HEAL);
@@ -248,12 +286,14 @@ function randomSchedule(seed: number, arbiter = false): Record<number, SimEvent[
   add(120, { kind: 'pg-up', node: 'B' });
   add(120, { kind: 'disk-ok', node: 'A' });
   add(120, { kind: 'disk-ok', node: 'B' });
+  add(120, { kind: 'receiver-ok', node: 'A' });
+  add(120, { kind: 'receiver-ok', node: 'B' });
   if (!up.A) add(121, { kind: 'boot', node: 'A' });
   if (!up.B) add(121, { kind: 'boot', node: 'B' });
   return events;
 }
 
-test('random fault schedules (crashes, PostgreSQL faults and crashes the agent restarts, failing disks, partitions, one-way loss, switchovers): never two writers, nothing acknowledged lost, always heals', (t) => {
+test('random fault schedules (crashes, PostgreSQL faults and crashes the agent restarts, failing disks, stopped WAL receivers, partitions, one-way loss, switchovers): never two writers, nothing acknowledged lost, always heals', (t) => {
   const seeds = 1500;
   for (let seed = 1; seed <= seeds; seed++) {
     const r = simulate({ ticks: 200, events: randomSchedule(seed) });

@@ -43,7 +43,14 @@ export type SimEvent =
   | { kind: 'switchover'; node: 'A' | 'B' }
   /** The data disk fails (read-only, EIO, stalled) or comes back: PostgreSQL commits nothing on it and the agent records nothing. */
   | { kind: 'disk-bad'; node: 'A' | 'B' }
-  | { kind: 'disk-ok'; node: 'A' | 'B' };
+  | { kind: 'disk-ok'; node: 'A' | 'B' }
+  /**
+   * The standby's WAL receiver stops (SIGSTOP, a hung write): no WAL flows to it, but its
+   * pg_stat_wal_receiver still reads "streaming", so the standby's agent sees nothing wrong, and the
+   * primary's walsender reads "streaming" until wal_sender_timeout (fault n).
+   */
+  | { kind: 'receiver-stall'; node: 'A' | 'B' }
+  | { kind: 'receiver-ok'; node: 'A' | 'B' };
 
 export interface SimNode {
   id: 'A' | 'B';
@@ -73,8 +80,10 @@ export interface SimNode {
   witnessOkSince: number | null;
   vipOkAt: number | null;
   standbySeenAt: number | null;
-  /** Follower: last time its WAL receiver streamed. */
+  /** Follower: last time its WAL receiver streamed (or read so: receiverStalled). */
   receiverOkAt: number | null;
+  /** Fault injection: the WAL receiver is stopped (receiver-stall). */
+  receiverStalled: boolean;
   standbyStreaming: boolean;
   /** When WAL last flowed to the standby (the leader's view lags it: WAL_SENDER_TIMEOUT_MS). */
   streamFlowedAt: number | null;
@@ -141,6 +150,7 @@ function newNode(id: 'A' | 'B', role: PairRole): SimNode {
     vipOkAt: -1000,
     standbySeenAt: -1000,
     receiverOkAt: -1000,
+    receiverStalled: false,
     standbyStreaming: true,
     streamFlowedAt: -1000,
     rejoin: null,
@@ -184,6 +194,8 @@ export function simulate(o: SimOptions): SimResult {
           n.up = false;
           n.holdsVip = false;
           n.pg = 'down';
+          // Every process goes with the box, the stopped receiver too.
+          n.receiverStalled = false;
           n.switchoverRequested = false;
         } else if (e.kind === 'boot') {
           n.up = true;
@@ -208,12 +220,15 @@ export function simulate(o: SimOptions): SimResult {
           n.pg = 'down';
         } else if (e.kind === 'pg-crash') {
           n.pg = 'down';
+          n.receiverStalled = false;
         } else if (e.kind === 'pg-up') {
           n.pgBroken = false;
           if (n.up && !n.rejoin) n.pg = n.role === 'follower' ? 'standby' : 'primary';
         } else if (e.kind === 'switchover') n.switchoverRequested = true;
         else if (e.kind === 'disk-bad') n.diskBadSince ??= now;
         else if (e.kind === 'disk-ok') n.diskBadSince = null;
+        else if (e.kind === 'receiver-stall') n.receiverStalled = true;
+        else if (e.kind === 'receiver-ok') n.receiverStalled = false;
       }
     }
     for (const n of [nodes.A, nodes.B]) {
@@ -292,8 +307,9 @@ export function simulate(o: SimOptions): SimResult {
       primary.pg === 'primary' &&
       standby.pg === 'standby' &&
       standby.role === 'follower' &&
-      // A standby whose disk failed writes no WAL: it stops acknowledging.
+      // A standby whose disk failed writes no WAL: it stops acknowledging; nor does a stopped receiver.
       standby.diskBadSince === null &&
+      !standby.receiverStalled &&
       reaches(primary, standby) &&
       reaches(standby, primary) &&
       isPrefix(standby.history, primary.history);
@@ -302,7 +318,7 @@ export function simulate(o: SimOptions): SimResult {
       const flowing = n.up && streams(n, p);
       // What pg_stat_replication shows: a stream cut on the wire or by a dead box (no RST) still
       // reads "streaming" until wal_sender_timeout; one whose standby server stopped ends at once.
-      const silentCut = !flowing && n.up && n.pg === 'primary' && (!p.up || !reaches(n, p) || !reaches(p, n));
+      const silentCut = !flowing && n.up && n.pg === 'primary' && (!p.up || !reaches(n, p) || !reaches(p, n) || p.receiverStalled);
       n.standbyStreaming = flowing || (silentCut && n.streamFlowedAt !== null && now - n.streamFlowedAt < WAL_SENDER_TIMEOUT_MS);
       if (flowing) {
         p.history = [...n.history];
@@ -311,6 +327,8 @@ export function simulate(o: SimOptions): SimResult {
         p.receiverOkAt = now;
       }
       if (n.standbyStreaming) n.standbySeenAt = now;
+      // A stopped receiver's status is never updated: it keeps reading "streaming".
+      if (p.up && p.pg === 'standby' && p.receiverStalled) p.receiverOkAt = now;
     }
 
     // Lockstep decisions.
