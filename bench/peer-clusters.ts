@@ -102,7 +102,12 @@ export async function requirePeerPrereqs(system: PeerSystemId): Promise<void> {
 }
 
 /** Creates the namespaces, starts the system and the Kine in front of it; resolves once healthy. */
-export async function createPeerCluster(system: PeerSystemId, log: (line: string) => void = () => undefined): Promise<PeerCluster> {
+export async function createPeerCluster(
+  system: PeerSystemId,
+  log: (line: string) => void = () => undefined,
+  /** Told how to tear down what exists so far, before anything is created (a signal during the start-up must not leak namespaces or the tmpfs). */
+  onTeardown: (destroy: () => Promise<void>) => void = () => undefined,
+): Promise<PeerCluster> {
   await requirePeerPrereqs(system);
   const kine = await resolveTestComponent('kine', { build: true, log });
   const topology = await createTopology(3);
@@ -117,6 +122,7 @@ export async function createPeerCluster(system: PeerSystemId, log: (line: string
     if (mounted) await run(['umount', '-l', base]);
     await rm(base, { recursive: true, force: true });
   };
+  onTeardown(destroy);
   try {
     const must = async (argv: string[], what: string, timeoutMs = 120_000): Promise<string> => {
       const r = await run(argv, { timeoutMs });

@@ -177,8 +177,9 @@ async function main(): Promise<void> {
           await matrix.destroy();
         }
       } else if (isPeerSystemId(system)) {
-        const cluster = await createPeerCluster(system, verbose);
-        destroyCurrent = () => cluster.destroy();
+        const cluster = await createPeerCluster(system, verbose, (destroy) => {
+          destroyCurrent = destroy;
+        });
         try {
           for (let rep = 1; rep <= runs; rep++)
             for (const f of faults as Fault[]) {
@@ -191,6 +192,7 @@ async function main(): Promise<void> {
             }
         } finally {
           await cluster.destroy();
+          say(`${system}: its daemons' and Kine's logs are in ${cluster.logsDir}`);
         }
       }
     } catch (e) {
