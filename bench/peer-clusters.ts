@@ -72,6 +72,8 @@ export interface PeerCluster {
   logsDir: string;
   /** Node i's PostgreSQL takes writes (undefined: no answer). */
   writable(i: number): Promise<boolean | undefined>;
+  /** psql -Atc on node i's `kine` database, over its unix socket; what it printed, or its error. */
+  kineSql(i: number, sql: string): Promise<string>;
   /** The node whose PostgreSQL is primary with a synchronous standby streaming, and Kine takes a put; or what is missing. */
   healthy(): Promise<{ primary: number } | { missing: string }>;
   /** A power cut: the link goes down and every process in the node's namespace is killed. */
@@ -356,6 +358,10 @@ export async function createPeerCluster(
       client,
       logsDir,
       writable,
+      async kineSql(i, sql) {
+        const r = await run(['psql', '-h', nodeAt(i).socketDir, '-U', 'postgres', '-d', 'kine', '-Atc', sql], { timeoutMs: 10_000 });
+        return r.code === 0 ? r.stdout.trim() : `(${r.stderr.trim() || `exit ${r.code}`})`;
+      },
       async healthy() {
         const states = await Promise.all(nodes.map((n) => writable(n.index)));
         const primary = states.indexOf(true);

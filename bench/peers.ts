@@ -19,7 +19,7 @@
  * SCENARIOS (ac), WRITE_PERIOD_MS (20), VERBOSE=1 for progress lines.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FaultMatrix, startWritableSampler, startWriter, summarize, verifyAcked, type WriteTarget } from '../test/helpers/fault-matrix.ts';
+import { FaultMatrix, firstWritableAfter, startWritableSampler, startWriter, summarize, verifyAcked, type WriteTarget } from '../test/helpers/fault-matrix.ts';
 import { eventually } from '../test/helpers/poll.ts';
 import { createPeerCluster, PEER_SYSTEMS, isPeerSystemId, waitPeerHealthy, type PeerCluster, type PeerSystemId } from './peer-clusters.ts';
 import { envInt, printReport } from './report.ts';
@@ -35,6 +35,8 @@ interface Run {
   fault: Fault;
   rep: number;
   firstWriteMs?: number;
+  /** Fault -> the old standby sampled taking writes (the failover, without the client's way back). */
+  standbyWritableMs?: number;
   acked: number;
   lost?: number;
   /** When each lost write was acknowledged, in ms from the fault (negative: before it). */
@@ -70,13 +72,13 @@ async function runPeer(c: PeerCluster, fault: Fault, rep: number, periodMs: numb
     if (fault === 'a') await c.powerOff(h0.primary);
     else await c.linkDown(h0.primary);
     injectedAt = Date.now();
-    const promoted = await eventually(
+    const promotedAt = await eventually(
       `n${standby + 1} (the standby) to be promoted`,
       180_000,
       async () => ((await c.writable(standby)) ? Date.now() : undefined),
       200,
     );
-    say(`${c.system} ${fault}#${rep}: n${standby + 1} primary ${promoted - faultAt} ms after the fault`);
+    say(`${c.system} ${fault}#${rep}: n${standby + 1} primary ${promotedAt - faultAt} ms after the fault`);
     await eventually('a put acknowledged after the fault', 120_000, () => writer.firstAckFrom(injectedAt));
     if (fault === 'a') await c.powerOn(h0.primary);
     else await c.linkUp(h0.primary);
@@ -106,15 +108,22 @@ async function runPeer(c: PeerCluster, fault: Fault, rep: number, periodMs: numb
     );
     lost = missing.size;
     lostAckedAtMs = w.acks.filter((a) => missing.has(a.key)).map((a) => a.ackedAt - faultAt);
+    // Lost through Kine, but is the row in PostgreSQL? On which node, with which id?
+    for (const key of [...missing].slice(0, 3)) {
+      const rows = await Promise.all(c.nodes.map((n) => c.kineSql(n.index, `SELECT id, deleted FROM kine WHERE name = '${key.replace(/'/g, "''")}'`)));
+      say(`${c.system} ${fault}#${rep}: lost ${key}: rows in PostgreSQL: ${rows.map((r, i) => `n${i + 1} ${r || 'none'}`).join('; ')}`);
+    }
   } catch (e) {
     error ??= `read-back: ${errText(e)}`;
   }
   const first = injectedAt > 0 ? w.acks.find((a) => a.startedAt >= injectedAt) : undefined;
+  const promoted = faultAt > 0 ? firstWritableAfter(s, standby, faultAt) : undefined;
   return {
     system: c.system,
     fault,
     rep,
     ...(first ? { firstWriteMs: first.ackedAt - faultAt } : {}),
+    ...(promoted !== undefined ? { standbyWritableMs: promoted - faultAt } : {}),
     acked: w.acks.length,
     ...(lost !== undefined ? { lost } : {}),
     ...(lostAckedAtMs.length > 0 ? { lostAckedAtMs } : {}),
@@ -167,6 +176,7 @@ async function main(): Promise<void> {
                 fault: f,
                 rep,
                 ...(r.faultToFirstWriteMs !== undefined ? { firstWriteMs: r.faultToFirstWriteMs } : {}),
+                ...(r.standbyWritableMs !== undefined ? { standbyWritableMs: r.standbyWritableMs } : {}),
                 acked: r.acked,
                 ...(r.missing ? { lost: r.missing.length } : {}),
                 dual: r.dualPrimary.length,
@@ -203,33 +213,59 @@ async function main(): Promise<void> {
   }
 
   const rows: { metric: string; value: number; unit: string; target?: string }[] = [];
-  const table: string[][] = [['system', 'fault', 'runs ok', 'first write med (s)', 'max (s)', 'acked', 'lost', 'dual', 'ours / theirs']];
+  const table: string[][] = [
+    [
+      'system',
+      'fault',
+      'runs ok',
+      'standby writable med (s)',
+      'first write med (s)',
+      'max (s)',
+      'acked',
+      'lost',
+      'dual',
+      'ours/theirs writable',
+      'ours/theirs write',
+    ],
+  ];
+  const figure = (rs: Run[], pick: (r: Run) => number | undefined): number[] => rs.flatMap((r) => (pick(r) !== undefined ? [pick(r) as number] : []));
+  const maxOf = (v: number[]): number => (v.length ? Math.max(...v) : Number.NaN);
+  const ratio = (x: number): string => (Number.isNaN(x) ? '-' : x.toFixed(2));
   for (const f of faults as Fault[]) {
-    const oursMed = median(results.filter((r) => r.system === OURS && r.fault === f && r.firstWriteMs !== undefined).map((r) => r.firstWriteMs as number));
+    const ours = results.filter((r) => r.system === OURS && r.fault === f);
+    const oursWrite = median(figure(ours, (r) => r.firstWriteMs));
+    const oursWritable = median(figure(ours, (r) => r.standbyWritableMs));
     for (const system of systems as SystemId[]) {
       const rs = results.filter((r) => r.system === system && r.fault === f);
       if (rs.length === 0) continue;
-      const firsts = rs.flatMap((r) => (r.firstWriteMs !== undefined ? [r.firstWriteMs] : []));
+      const firsts = figure(rs, (r) => r.firstWriteMs);
+      const writable = median(figure(rs, (r) => r.standbyWritableMs));
       const med = median(firsts);
       const lost = rs.reduce((n, r) => n + (r.lost ?? 0), 0);
       const unverified = rs.filter((r) => r.lost === undefined).length;
       const dual = rs.reduce((n, r) => n + r.dual, 0);
-      const ratio = system === OURS ? Number.NaN : oursMed / med;
+      const theirs = system !== OURS;
+      rows.push({ metric: `${system} ${f} fault -> old standby takes writes, median`, value: writable / 1000, unit: 's' });
       rows.push({ metric: `${system} ${f} fault -> first acked write, median`, value: med / 1000, unit: 's' });
-      rows.push({ metric: `${system} ${f} fault -> first acked write, max`, value: Math.max(...firsts, Number.NaN) / 1000, unit: 's' });
+      rows.push({ metric: `${system} ${f} fault -> first acked write, max`, value: maxOf(firsts) / 1000, unit: 's' });
       rows.push({ metric: `${system} ${f} acked writes lost${unverified ? ` (${unverified} runs not read back)` : ''}`, value: lost, unit: '', target: '0' });
       rows.push({ metric: `${system} ${f} dual-primary samples`, value: dual, unit: '', target: '0' });
-      if (system !== OURS) rows.push({ metric: `geminik8s / ${system} ${f} median first write`, value: ratio, unit: 'ratio' });
+      if (theirs) {
+        rows.push({ metric: `geminik8s / ${system} ${f}: standby takes writes (median)`, value: oursWritable / writable, unit: 'ratio' });
+        rows.push({ metric: `geminik8s / ${system} ${f}: first acked write (median)`, value: oursWrite / med, unit: 'ratio' });
+      }
       table.push([
         system,
         f,
         `${rs.filter((r) => r.error === undefined).length}/${rs.length}`,
+        fmt(writable),
         fmt(med),
-        fmt(firsts.length ? Math.max(...firsts) : Number.NaN),
+        fmt(maxOf(firsts)),
         String(rs.reduce((n, r) => n + r.acked, 0)),
         `${lost}${unverified ? '?' : ''}`,
         String(dual),
-        system === OURS ? '' : Number.isNaN(ratio) ? '-' : ratio.toFixed(2),
+        theirs ? ratio(oursWritable / writable) : '',
+        theirs ? ratio(oursWrite / med) : '',
       ]);
     }
   }
@@ -238,6 +274,9 @@ async function main(): Promise<void> {
   const widths = (table[0] ?? []).map((_, c) => Math.max(...table.map((r) => (r[c] ?? '').length)));
   for (const r of table) process.stdout.write(`${r.map((cell, c) => (c < 2 ? cell.padEnd(widths[c] ?? 0) : cell.padStart(widths[c] ?? 0))).join('  ')}\n`);
   for (const [f, t] of Object.entries(FAULTS)) process.stdout.write(`  ${f}: ${t}\n`);
+  process.stdout.write(
+    '  standby writable: the old standby first sampled taking writes (every 200 ms); first write: the first put sent after the fault and acknowledged\n',
+  );
   process.stdout.write('  geminik8s: keys through Kine on the VIP; the others: keys through a Kine on the gateway over a multi-host connection string\n');
   for (const p of PEER_SYSTEMS) process.stdout.write(`  ${p.id}: ${p.title}\n`);
   const failed = results.filter((r) => r.error !== undefined);

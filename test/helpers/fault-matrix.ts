@@ -382,6 +382,11 @@ export function startWritableSampler(probes: readonly (() => Promise<boolean | u
   };
 }
 
+/** When node `index` (0-based) was first sampled taking writes at or after `from`; undefined if never. */
+export function firstWritableAfter(r: WritableReport, index: number, from: number): number | undefined {
+  return r.writable.find((s) => s.at >= from && s.states.split(' ')[index] === 'W')?.at;
+}
+
 export function startChecker(pair: Pair, intervalMs = 200): Checker {
   let stopping = false;
   const sampler = startWritableSampler(
@@ -940,6 +945,11 @@ export interface ScenarioResult {
    * configmap target this is the API's unavailability on the VIP.
    */
   faultToFirstWriteMs?: number;
+  /**
+   * Time from the fault to the first sample (checker, every 200 ms) in which the old follower's
+   * PostgreSQL takes writes: the failover itself, without the client's way back to it.
+   */
+  standbyWritableMs?: number;
   /** How long injecting the fault took (the fault counts from its start). */
   injectMs: number;
   /**
@@ -1124,6 +1134,7 @@ export class FaultMatrix {
     }
     if (faultAt > 0 && injectedAt === 0) injectedAt = faultAt;
     const first = faultAt > 0 ? w.acks.find((a) => a.startedAt >= injectedAt) : undefined;
+    const promoted = faultAt > 0 ? firstWritableAfter(c, h0.follower.index, faultAt) : undefined;
     const gaps = c.peerSilence.filter((p) => faultAt === 0 || p.at < faultAt).flatMap((p) => p.ms.filter((v): v is number => v !== undefined));
     const result: ScenarioResult = {
       scenario,
@@ -1135,6 +1146,7 @@ export class FaultMatrix {
       termBefore: h0.term,
       ...(healthy ? { leaderAfter: healthy.leader.index + 1, termAfter: healthy.term, recoveryMs: healthy.at - faultAt } : {}),
       ...(first ? { faultToFirstWriteMs: first.ackedAt - faultAt } : {}),
+      ...(promoted !== undefined ? { standbyWritableMs: promoted - faultAt } : {}),
       acked: w.acks.length,
       injectMs: injectedAt - faultAt,
       ...(gaps.length > 0 ? { heartbeatGapBeforeFaultMs: Math.max(...gaps) } : {}),
