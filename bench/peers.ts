@@ -112,6 +112,23 @@ async function runPeer(c: PeerCluster, fault: Fault, rep: number, periodMs: numb
     for (const key of [...missing].slice(0, 3)) {
       const rows = await Promise.all(c.nodes.map((n) => c.kineSql(n.index, `SELECT id, deleted FROM kine WHERE name = '${key.replace(/'/g, "''")}'`)));
       say(`${c.system} ${fault}#${rep}: lost ${key}: rows in PostgreSQL: ${rows.map((r, i) => `n${i + 1} ${r || 'none'}`).join('; ')}`);
+      // Its neighbours in the writer's order, and whatever holds the ids around theirs (a gap fill?).
+      const n = Number(key.slice(prefix.length));
+      const p = prefix.replace(/'/g, "''");
+      const near = await c.kineSql(
+        standby,
+        `WITH w AS (SELECT id FROM kine WHERE name LIKE '${p}%' AND substring(name from ${prefix.length + 1})::int BETWEEN ${n - 15} AND ${n + 5})
+         SELECT string_agg(id || ':' || replace(name, '${p}', '') || CASE WHEN deleted = 1 THEN '(deleted)' ELSE '' END, ' ' ORDER BY id)
+         FROM kine WHERE id BETWEEN (SELECT min(id) - 2 FROM w) AND (SELECT max(id) + 2 FROM w)`,
+      );
+      say(`${c.system} ${fault}#${rep}: rows around it on n${standby + 1} (id:n): ${near}`);
+      const nearby = (x: number): boolean => Math.abs(x - n) <= 4;
+      say(
+        `${c.system} ${fault}#${rep}: the writer around it (ms from the fault): ${[
+          ...w.acks.filter((a) => nearby(a.n)).map((a) => `#${a.n} sent ${a.startedAt - faultAt} acked ${a.ackedAt - faultAt}`),
+          ...w.failures.filter((f) => nearby(f.n)).map((f) => `#${f.n} sent ${f.startedAt - faultAt} failed ${f.at - faultAt} (${f.error.slice(0, 80)})`),
+        ].join('; ')}`,
+      );
     }
   } catch (e) {
     error ??= `read-back: ${errText(e)}`;

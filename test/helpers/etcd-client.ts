@@ -68,7 +68,58 @@ function varint(n: number): Buffer {
 }
 const bytesField = (no: number, data: Buffer): Buffer => Buffer.concat([Buffer.from([(no << 3) | 2]), varint(data.length), data]);
 
-/** etcdserverpb.KV/Put {key=1, value=2}; resolves on grpc-status 0, rejects on anything else or after `timeoutMs`. */
+/** Reads one protobuf varint at `at`; returns it (as a number: revisions fit) and the offset after it. */
+function readVarint(b: Buffer, at: number): [number, number] {
+  let v = 0;
+  let mul = 1;
+  for (let i = at; i < b.length; i++) {
+    const byte = b[i] as number;
+    v += (byte & 0x7f) * mul;
+    if ((byte & 0x80) === 0) return [v, i + 1];
+    mul *= 128;
+  }
+  throw new Error('truncated varint');
+}
+
+/** The fields of one protobuf message: field number -> its varint value or bytes (the last occurrence). */
+function protoFields(b: Buffer): Map<number, number | Buffer> {
+  const out = new Map<number, number | Buffer>();
+  for (let at = 0; at < b.length; ) {
+    const [tag, next] = readVarint(b, at);
+    const no = Math.floor(tag / 8);
+    const wire = tag & 7;
+    if (wire === 0) {
+      const [v, after] = readVarint(b, next);
+      out.set(no, v);
+      at = after;
+    } else if (wire === 2) {
+      const [len, start] = readVarint(b, next);
+      out.set(no, b.subarray(start, start + len));
+      at = start + len;
+    } else throw new Error(`unexpected protobuf wire type ${wire}`);
+  }
+  return out;
+}
+
+/**
+ * The revision in an etcdserverpb.PutResponse (header=1 -> ResponseHeader, revision=3) from the
+ * gRPC body (5-byte frame prefix + message); 0 when absent.
+ */
+export function putResponseRevision(body: Buffer): number {
+  if (body.length < 5) return 0;
+  const header = protoFields(body.subarray(5, 5 + body.readUInt32BE(1))).get(1);
+  if (!Buffer.isBuffer(header)) return 0;
+  const rev = protoFields(header).get(3);
+  return typeof rev === 'number' ? rev : 0;
+}
+
+/**
+ * etcdserverpb.KV/Put {key=1, value=2}; resolves on grpc-status 0 with the response's revision,
+ * rejects on anything else or after `timeoutMs`. A success at revision 0 is rejected too: Kine
+ * (v0.17.5, LogStructured.Create) answers a put whose insert failed with success at revision 0
+ * when the read it then makes finds no such key, so nothing was written (seen in bench-peers right
+ * after a failover: the first "acknowledged" write was in neither database).
+ */
 export function grpcPut(session: http2.ClientHttp2Session, key: string, value: Buffer, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     let settled = false;
@@ -102,11 +153,18 @@ export function grpcPut(session: http2.ClientHttp2Session, key: string, value: B
         message = decodeURIComponent(String(h['grpc-message'] ?? ''));
       }
     };
-    const verdict = (): Error | undefined =>
-      status === '0' ? undefined : new Error(status === undefined ? 'stream closed without a grpc-status' : `grpc-status ${status} ${message}`);
+    const body: Buffer[] = [];
+    const verdict = (): Error | undefined => {
+      if (status !== '0') return new Error(status === undefined ? 'stream closed without a grpc-status' : `grpc-status ${status} ${message}`);
+      try {
+        return putResponseRevision(Buffer.concat(body)) > 0 ? undefined : new Error('acknowledged at revision 0: Kine wrote nothing (its failed-insert path)');
+      } catch (e) {
+        return new Error(`unreadable PutResponse: ${(e as Error).message}`);
+      }
+    };
     req.on('response', take);
     req.on('trailers', take);
-    req.on('data', () => undefined);
+    req.on('data', (d: Buffer) => void body.push(d));
     req.on('end', () => finish(verdict()));
     req.on('close', () => finish(verdict()));
     req.on('error', (e) => finish(e));
