@@ -18,7 +18,7 @@ import { runCluster } from './cluster/run.ts';
 import { clusterSettings, loadImageFacts, secretsDirOf, statusSocketPath } from './cluster/settings.ts';
 import { MARKER } from './core/report.ts';
 import { type ConsoleOut, eventRing, jsonLogger, type Logger, openConsole } from './adapters/output.ts';
-import { startWatchdog } from './liveness/watchdog.ts';
+import { startWatchdog, withoutNotifySocket } from './liveness/watchdog.ts';
 import { arbiterCommand, printArbiterCert } from './liveness/arbiter-command.ts';
 import { issueClientCert, loadSecrets } from './provision/secrets.ts';
 import { AGENT_VERSION } from './version.ts';
@@ -253,6 +253,7 @@ async function main(args: string[]): Promise<number> {
   const controller = new AbortController();
   const stopped = shutdownSignal(controller);
   const watchdog = startWatchdog(process.env, log);
+  withoutNotifySocket(process.env);
   const fail = (e: unknown): number => {
     const message = (e as Error).message;
     log.event('error', 'fatal', { error: message, stack: (e as Error).stack });

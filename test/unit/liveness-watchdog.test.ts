@@ -3,11 +3,12 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jsonLogger } from '../../firstboot/src/adapters/output.ts';
-import { startWatchdog } from '../../firstboot/src/liveness/watchdog.ts';
+import { runTool } from '../../firstboot/src/adapters/exec.ts';
+import { startWatchdog, withoutNotifySocket } from '../../firstboot/src/liveness/watchdog.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-test('the watchdog is fed while the agent idles, then only by liveness ticks; a stalled loop stops the pings', async (t) => {
+test.serial('the watchdog is fed while the agent idles, then only by liveness ticks; a stalled loop stops the pings', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'g8s-watchdog-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   // A stand-in for systemd-notify that records each call (the real one needs a service manager).
@@ -51,3 +52,42 @@ test('the watchdog is fed while the agent idles, then only by liveness ticks; a 
   }
   t.true((await readFile(calls, 'utf8')).trim().split('\n').length > countAfterStall, 'pings resume with the ticks');
 });
+
+test.serial(
+  "the notify socket reaches systemd-notify only: no other child of the agent inherits it (a PostgreSQL's STOPPING=1 would have systemd kill the agent)",
+  async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'g8s-watchdog-env-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const calls = join(dir, 'calls');
+    await writeFile(join(dir, 'systemd-notify'), `#!/bin/sh\necho "[$NOTIFY_SOCKET] $*" >> ${calls}\n`);
+    await chmod(join(dir, 'systemd-notify'), 0o755);
+    const saved = { PATH: process.env.PATH, NOTIFY_SOCKET: process.env.NOTIFY_SOCKET, WATCHDOG_USEC: process.env.WATCHDOG_USEC };
+    process.env.PATH = `${dir}:${saved.PATH ?? ''}`;
+    process.env.NOTIFY_SOCKET = '/run/systemd/notify';
+    process.env.WATCHDOG_USEC = '18000000';
+    t.teardown(() => {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    });
+    const wd = startWatchdog(
+      process.env,
+      jsonLogger(() => undefined),
+      9000,
+    );
+    t.teardown(() => wd.stop());
+    withoutNotifySocket(process.env);
+    t.false('NOTIFY_SOCKET' in process.env);
+    t.false('WATCHDOG_USEC' in process.env);
+    const child = await runTool('sh', ['-c', 'echo "[$NOTIFY_SOCKET][$WATCHDOG_USEC]"']);
+    t.is(child.stdout.trim(), '[][]', 'an ordinary child sees neither');
+    await sleep(3600);
+    const pings = (await readFile(calls, 'utf8')).trim().split('\n');
+    t.true(pings.length >= 2);
+    t.true(
+      pings.every((p) => p.startsWith('[/run/systemd/notify] ')),
+      'systemd-notify still gets the socket',
+    );
+  },
+);

@@ -41,7 +41,8 @@ export function startWatchdog(env: NodeJS.ProcessEnv, log: Logger, loopTimeoutMs
     },
   };
   const usec = Number(env.WATCHDOG_USEC ?? '');
-  if (!env.NOTIFY_SOCKET || !Number.isFinite(usec) || usec <= 0) return watchdog;
+  const socket = env.NOTIFY_SOCKET;
+  if (!socket || !Number.isFinite(usec) || usec <= 0) return watchdog;
   const startupMs = Math.floor(usec / 1000);
   const periodMs = Math.max(1000, Math.floor(Math.min(startupMs, loopTimeoutMs) / 3));
   log.event('info', 'watchdog-enabled', { periodMs, startupTimeoutMs: startupMs, loopTimeoutMs });
@@ -57,6 +58,8 @@ export function startWatchdog(env: NodeJS.ProcessEnv, log: Logger, loopTimeoutMs
       log.event('info', 'watchdog-tightened', { timeoutMs: loopTimeoutMs });
     }
     runTool('systemd-notify', [`--pid=${process.pid}`, 'WATCHDOG=1', ...(tighten ? [`WATCHDOG_USEC=${loopTimeoutMs * 1000}`] : [])], {
+      // Given here only: the agent's other children must not inherit it (see withoutNotifySocket).
+      env: { NOTIFY_SOCKET: socket },
       timeoutMs: periodMs,
     }).catch((e: unknown) => log.event('warn', 'watchdog-notify-failed', { error: (e as Error).message }));
   };
@@ -65,4 +68,18 @@ export function startWatchdog(env: NodeJS.ProcessEnv, log: Logger, loopTimeoutMs
   notifier = setInterval(ping, periodMs);
   notifier.unref();
   return watchdog;
+}
+
+/**
+ * The unit's notify socket and watchdog settings, removed from the agent's environment once the
+ * watchdog has read them, so no child inherits them. The unit has NotifyAccess=all (the agent pings
+ * through systemd-notify, a child), so systemd takes any process of the unit for the agent: a
+ * PostgreSQL built with systemd support sends STOPPING=1 when the agent stops it (a rejoin, a
+ * restart), systemd then holds the whole agent for stopping, sends nothing, and SIGKILLs it
+ * TimeoutStopSec later ("State 'stop-sigterm' timed out", result 'timeout', no "Stopping" line).
+ */
+export function withoutNotifySocket(env: NodeJS.ProcessEnv): void {
+  delete env.NOTIFY_SOCKET;
+  delete env.WATCHDOG_USEC;
+  delete env.WATCHDOG_PID;
 }
