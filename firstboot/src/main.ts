@@ -2,7 +2,8 @@
  * geminik8s-agent: entry point, run by systemd as geminik8s-agent.service on every boot.
  * `grow-data-partition` is the pre-mount step (geminik8s-grow-data.service);
  * `status` prints the running agent's GET /status; `switchover` asks it (the leader) for a planned
- * switchover; `upgrade apply <bundle>` / `upgrade status` ask the running agent (its socket) to apply an update
+ * switchover; `replace-node [--cancel]` asks it (the survivor of a dead peer) to admit one new box in
+ * the peer's place, or to stop; `upgrade apply <bundle>` / `upgrade status` ask the running agent (its socket) to apply an update
  * bundle or show the slots; `upgrade-deadline` is geminik8s-upgrade-deadline.timer's check;
  * `logs [--lines N]` prints the running agent's newest events (JSON lines); `kubeconfig` prints the
  * admin kubeconfig for the VIP (root only: it holds the pair's admin key); `backup` writes Kine's
@@ -14,7 +15,7 @@
  */
 import { agentPaths, runLocalSteps, runPartitionGrowth } from './agent.ts';
 import { IdentityRefused } from './adapters/hostmeta-store.ts';
-import { runCluster } from './cluster/run.ts';
+import { RestartRequested, runCluster } from './cluster/run.ts';
 import { clusterSettings, loadImageFacts, secretsDirOf, statusSocketPath } from './cluster/settings.ts';
 import { MARKER } from './core/report.ts';
 import { type ConsoleOut, eventRing, jsonLogger, type Logger, openConsole } from './adapters/output.ts';
@@ -25,7 +26,7 @@ import { AGENT_VERSION } from './version.ts';
 import { uptime } from 'node:os';
 import { join, resolve } from 'node:path';
 import { runTool } from './adapters/exec.ts';
-import { readEvents, readStatus, requestRestore, requestSwitchover, requestUpgrade } from './net/status-server.ts';
+import { readEvents, readStatus, requestReplaceNode, requestRestore, requestSwitchover, requestUpgrade } from './net/status-server.ts';
 import { dumpKineDatabase } from './provision/postgres.ts';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
@@ -35,6 +36,8 @@ import { enforceDeadline, UpgradeService, type UpgradeServiceOptions } from './u
 
 /** EX_CONFIG: the agent cannot go on without a person (geminik8s-agent.service does not restart it on this code). */
 const EXIT_NEEDS_OPERATOR = 78;
+/** EX_TEMPFAIL: the agent ends its run on purpose to be started again (RestartRequested); systemd restarts it on failure codes. */
+const EXIT_RESTART = 75;
 
 const UPDATE_KEYS_DIR = '/etc/geminik8s/update-keys';
 
@@ -235,6 +238,14 @@ async function main(args: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(answer)}\n`);
     return answer.accepted === true ? 0 : 1;
   }
+  if (args[0] === 'replace-node' && (args.length === 1 || (args.length === 2 && args[1] === '--cancel'))) {
+    const answer = (await requestReplaceNode(statusSocketPath(process.env), args[1] === '--cancel' ? { cancel: true } : {})) as {
+      accepted?: boolean;
+      reason?: string;
+    };
+    process.stdout.write(`${JSON.stringify(answer)}\n`);
+    return answer.accepted === true ? 0 : 2;
+  }
   if (args.length === 1 && args[0] === 'upgrade-deadline') {
     const out = openConsole(paths.consolePath, log);
     const done = await enforceDeadline(upgradeOptions(paths.stateDir, log, out));
@@ -244,7 +255,7 @@ async function main(args: string[]): Promise<number> {
   }
   if (args.length > 0) {
     process.stderr.write(
-      `geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | status [--json] | switchover | logs [--lines N] | kubeconfig | backup | restore <archive>|--restart-only | grow-data-partition | etcd-client-cert --name <name> | arbiter-cert --address <ip> | arbiter --listen <ip>[:<port>] --dir <dir> | upgrade apply|status | upgrade-deadline])\n`,
+      `geminik8s-agent: unknown arguments: ${args.join(' ')} (usage: geminik8s-agent [--version | status [--json] | switchover | replace-node [--cancel] | logs [--lines N] | kubeconfig | backup | restore <archive>|--restart-only | grow-data-partition | etcd-client-cert --name <name> | arbiter-cert --address <ip> | arbiter --listen <ip>[:<port>] --dir <dir> | upgrade apply|status | upgrade-deadline])\n`,
     );
     return 2;
   }
@@ -256,6 +267,12 @@ async function main(args: string[]): Promise<number> {
   withoutNotifySocket(process.env);
   const fail = (e: unknown): number => {
     const message = (e as Error).message;
+    if (e instanceof RestartRequested) {
+      log.event('warn', 'restart', { reason: message });
+      out.line(`${MARKER} restarting: ${message}`);
+      out.close();
+      return EXIT_RESTART;
+    }
     log.event('error', 'fatal', { error: message, stack: (e as Error).stack });
     out.line(`${MARKER} failed ${message.replace(/\s+/g, ' ')}`);
     out.close();

@@ -60,6 +60,12 @@ export interface PairAgent {
   powerOff(): Promise<void>;
   /** Boots the node again: the VIP and /run are gone (a reboot loses them), link up, agent started. */
   powerOn(): Promise<void>;
+  /**
+   * The powered-off box is swapped for a freshly flashed one stamped with the same site file: its
+   * state, PostgreSQL and run folders are emptied (a new node id at its next start); the OEM
+   * folder keeps the site file. powerOn() boots it.
+   */
+  wipe(): Promise<void>;
   /** SIGKILLs the postmaster (first line of <pg>/data/postmaster.pid); resolves with its pid. */
   crashPostgres(): Promise<number>;
   /**
@@ -427,6 +433,11 @@ export async function createPair(opts: PairOptions = {}): Promise<Pair> {
           state.linkDown = false;
           state.poweredOff = false;
           agent.start();
+        },
+        async wipe() {
+          if (!state.poweredOff) throw new Error(`node ${node.index + 1}: power it off before wiping it`);
+          for (const dir of [dirs.state, dirs.pg, dirs.run])
+            for (const entry of await readdir(dir)) await rm(path.join(dir, entry), { recursive: true, force: true });
         },
         async crashPostgres() {
           const text = await readFile(path.join(dirs.pg, 'data', 'postmaster.pid'), 'utf8');

@@ -5,7 +5,7 @@
  * under tsx with the node's folders, through sshd's ForceCommand; every other command runs as sent.
  */
 import { constants } from 'node:fs';
-import { access, chmod, mkdir, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from './netns.ts';
@@ -55,42 +55,8 @@ export async function serveSsh(pair: Pair, dir: string): Promise<PairSsh> {
   await must(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'geminik8s-test-operator', '-f', identity]);
   const authorizedKeys = path.join(dir, 'authorized_keys');
   await writeFile(authorizedKeys, await must(['cat', `${identity}.pub`]), { mode: 0o600 });
-  for (const a of pair.agents) {
-    const nodeDir = path.join(dir, `n${a.index + 1}`);
-    await mkdir(nodeDir, { recursive: true });
-    const hostKey = path.join(nodeDir, 'ssh_host_ed25519_key');
-    await must(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', hostKey]);
-    const forceCommand = path.join(nodeDir, 'agent-shim');
-    await writeFile(forceCommand, shim(a));
-    await chmod(forceCommand, 0o755);
-    const config = path.join(nodeDir, 'sshd_config');
-    await writeFile(
-      config,
-      [
-        `ListenAddress ${a.address}`,
-        'Port 22',
-        `HostKey ${hostKey}`,
-        `AuthorizedKeysFile ${authorizedKeys}`,
-        'PermitRootLogin prohibit-password',
-        'PasswordAuthentication no',
-        'KbdInteractiveAuthentication no',
-        'UsePAM no',
-        // The test folder is under /tmp (world-writable parents).
-        'StrictModes no',
-        `PidFile ${path.join(nodeDir, 'sshd.pid')}`,
-        `ForceCommand ${forceCommand}`,
-        '',
-      ].join('\n'),
-    );
-    pair.topology.spawn(a.ns, [SSHD, '-D', '-e', '-f', config], { stdio: 'ignore' });
-  }
-  for (const a of pair.agents) {
-    await eventually(`sshd on node ${a.index + 1}`, 15_000, async () => {
-      const r = await run(['ip', 'netns', 'exec', pair.topology.gw.ns, 'ssh-keyscan', '-T', '2', '-t', 'ed25519', a.address], { timeoutMs: 10_000 });
-      if (!r.stdout.includes('ssh-ed25519')) throw new Error(`no host key yet: ${r.stderr.trim()}`);
-      return true;
-    });
-  }
+  for (const a of pair.agents) await startSshd(pair, a, dir, authorizedKeys);
+  for (const a of pair.agents) await sshdAnswers(pair, a);
   const knownHosts = path.join(dir, 'known_hosts');
   const [a, b] = pair.agents as [PairAgent, PairAgent];
   const siteArgs = [
@@ -106,6 +72,56 @@ export async function serveSsh(pair: Pair, dir: string): Promise<PairSsh> {
     knownHosts,
   ];
   return { identity, knownHosts, siteArgs };
+}
+
+/** sshd for one node, with a host key made now (a new box is a new host key). */
+async function startSshd(pair: Pair, a: PairAgent, dir: string, authorizedKeys: string): Promise<void> {
+  const nodeDir = path.join(dir, `n${a.index + 1}`);
+  await mkdir(nodeDir, { recursive: true });
+  const hostKey = path.join(nodeDir, 'ssh_host_ed25519_key');
+  await rm(hostKey, { force: true });
+  await rm(`${hostKey}.pub`, { force: true });
+  await must(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', hostKey]);
+  const forceCommand = path.join(nodeDir, 'agent-shim');
+  await writeFile(forceCommand, shim(a));
+  await chmod(forceCommand, 0o755);
+  const config = path.join(nodeDir, 'sshd_config');
+  await writeFile(
+    config,
+    [
+      `ListenAddress ${a.address}`,
+      'Port 22',
+      `HostKey ${hostKey}`,
+      `AuthorizedKeysFile ${authorizedKeys}`,
+      'PermitRootLogin prohibit-password',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'UsePAM no',
+      // The test folder is under /tmp (world-writable parents).
+      'StrictModes no',
+      `PidFile ${path.join(nodeDir, 'sshd.pid')}`,
+      `ForceCommand ${forceCommand}`,
+      '',
+    ].join('\n'),
+  );
+  pair.topology.spawn(a.ns, [SSHD, '-D', '-e', '-f', config], { stdio: 'ignore' });
+}
+
+async function sshdAnswers(pair: Pair, a: PairAgent): Promise<void> {
+  await eventually(`sshd on node ${a.index + 1}`, 15_000, async () => {
+    const r = await run(['ip', 'netns', 'exec', pair.topology.gw.ns, 'ssh-keyscan', '-T', '2', '-t', 'ed25519', a.address], { timeoutMs: 10_000 });
+    if (!r.stdout.includes('ssh-ed25519')) throw new Error(`no host key yet: ${r.stderr.trim()}`);
+    return true;
+  });
+}
+
+/**
+ * The node's box was replaced by a freshly flashed one (PairAgent.wipe): its sshd, killed with the
+ * old box, starts again with a new host key and the same operator key.
+ */
+export async function sshdOnNewBox(pair: Pair, a: PairAgent, dir: string): Promise<void> {
+  await startSshd(pair, a, dir, path.join(dir, 'authorized_keys'));
+  await sshdAnswers(pair, a);
 }
 
 /** Runs the real `geminik8s` CLI in the gateway namespace (the operator's laptop on the site LAN). */

@@ -21,9 +21,12 @@ import { BackupRefused } from '../remote/backup-file.ts';
 import { discoverBoxes } from '../remote/discover.ts';
 import {
   backupSite,
+  cancelReplacement,
   fetchKubeconfig,
   fetchLogs,
   readSite,
+  type ReplaceEvent,
+  replaceNode,
   restoreSite,
   SiteCommandRefused,
   type SiteTarget,
@@ -79,7 +82,7 @@ const DISCOVER_MS = 10_000;
  * The two boxes of a site: --host twice, else the static addresses the site file lists, else the
  * boxes heard announcing themselves on the LAN with the site's key (DHCP sites).
  */
-async function siteTarget(o: SiteFlags): Promise<SiteTarget> {
+async function siteTarget(o: SiteFlags, need: { atLeast: 1 | 2 } = { atLeast: 2 }): Promise<SiteTarget> {
   const site = await loadSiteFile(o.site);
   let hosts = o.host ?? site.network.nodes?.map((n) => n.address.split('/')[0]!) ?? [];
   if (hosts.length === 0) {
@@ -88,13 +91,17 @@ async function siteTarget(o: SiteFlags): Promise<SiteTarget> {
       throw new CliError(`could not listen for the site's beacons (${e.message}): pass --host twice`, EXIT.failed);
     });
     hosts = heard.map((b) => b.address);
-    if (hosts.length !== 2)
+    if (hosts.length < need.atLeast || hosts.length > 2)
       throw new CliError(
-        `heard ${hosts.length} box${hosts.length === 1 ? '' : 'es'} of site ${site.site.id} on this LAN${hosts.length ? ` (${hosts.join(', ')})` : ''}, expected 2: is this machine on the site LAN, and are both boxes up? Or pass --host twice`,
+        `heard ${hosts.length} box${hosts.length === 1 ? '' : 'es'} of site ${site.site.id} on this LAN${hosts.length ? ` (${hosts.join(', ')})` : ''}, expected ${need.atLeast === 2 ? '2' : '1 or 2'}: is this machine on the site LAN, and are the boxes up? Or pass --host`,
         EXIT.failed,
       );
   }
-  if (hosts.length !== 2) throw new CliError(`need the two boxes' addresses: --host <a> --host <b> (found ${hosts.length})`, EXIT.invalidInput);
+  if (hosts.length < need.atLeast || hosts.length > 2)
+    throw new CliError(
+      `need the ${need.atLeast === 2 ? "two boxes' addresses: --host <a> --host <b>" : "survivor's address (and the other box's): --host <a> [--host <b>]"} (found ${hosts.length})`,
+      EXIT.invalidInput,
+    );
   return { hosts, identity: { keyFile: o.identity, knownHosts: o.knownHosts } };
 }
 
@@ -166,6 +173,7 @@ Updates (A/B, signed):
 Operating a site (over SSH with the operator key the site file lists; boxes by --host, the site file, or their beacons):
   geminik8s status --site store-0042.yaml [--watch]   # both boxes; exit 0 healthy, 1 not
   geminik8s switchover | kubeconfig --out F | logs | backup --out F | restore F --replace   (each: --site ...)
+  geminik8s replace-node --site store-0042.yaml      # a dead box's stand-in joins the survivor as its follower
   http://<box or VIP>:8008/ and /metrics             # read-only status page and Prometheus metrics on the LAN
 
 Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing prerequisite, 130 interrupted.`,
@@ -464,6 +472,41 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
         process.stderr.write(
           `${verifyOnly ? 'ok' : `restored onto ${r.leader}`}: backup of site ${r.header.siteId} taken ${r.header.createdAt} from ${r.header.source.name}, archive ${r.archiveBytes} B, ${r.seconds.toFixed(1)} s\n`,
         );
+    });
+
+  siteCommand(
+    program,
+    'replace-node',
+    'Replaces a dead box with a freshly flashed one stamped with the same site file: the survivor (the leader, its peer silent for 30 s) admits exactly one new box, which copies the datastore and becomes its synchronous follower. Refused while the old box answers. Power the new box on before or after asking; the command waits until it has joined and is in sync.',
+  )
+    .addOption(
+      new Option('--timeout <seconds>', 'how long to wait for the new box to join and catch up').default(1800).argParser(positiveInteger('--timeout', 10)),
+    )
+    .option('--cancel', 'stop a survivor admitting a replacement (the pair stays as it was)')
+    .option('--json', 'one JSON event per line')
+    .addHelpText(
+      'after',
+      `
+The new box must be flashed with the site's image and stamped with the same site file (static sites:
+give it the dead box's address). Host keys pinned for the dead box's address and the new box's are
+forgotten when it joins, and the new box's key is pinned at first contact.`,
+    )
+    .action(async (o: SiteFlags & { timeout: number; cancel?: boolean; json?: boolean }) => {
+      const target = await siteTarget(o, { atLeast: 1 });
+      if (o.cancel) {
+        const r = await cancelReplacement(target).catch(siteRefusal);
+        if (o.json) printJson({ event: 'cancelled', ...r });
+        else process.stderr.write(`${r.host} stopped admitting a replacement: ${r.answer}\n`);
+        return;
+      }
+      const say = (e: ReplaceEvent) => {
+        if (o.json) return printJson(e);
+        if (e.event === 'asked') process.stderr.write(`${e.survivor} admits one new box in place of ${e.replaces}; power it on if it is not\n`);
+        else if (e.event === 'joined') process.stderr.write(`${e.name} (${e.address}) joined after ${e.seconds.toFixed(0)} s; copying the datastore\n`);
+        else if (e.event === 'waiting') process.stderr.write(`  ${e.stage}, ${e.seconds.toFixed(0)} s${e.detail ? `: ${e.detail}` : ''}\n`);
+        else process.stderr.write(`done in ${e.seconds.toFixed(1)} s: ${e.leader} leads, ${e.follower} is its synchronous follower\n`);
+      };
+      await replaceNode(target, { timeoutMs: o.timeout * 1000, report: say }).catch(siteRefusal);
     });
 
   siteCommand(program, 'logs', "Both boxes' recent agent events, merged by time (the agents keep their newest 2000; journald on each box has all).")

@@ -12,8 +12,19 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { type BackupHeader, encryptingStream, newHeader, readBackup } from './backup-file.ts';
-import { type SiteView, mergeEvents, type MergedEvent, planSwitchover, siteView, switchoverDone, type SwitchoverPlan } from './core/site.ts';
-import { connect, type SshIdentity, type SshSession } from './ssh.ts';
+import type { AgentStatusJson } from '../../../firstboot/src/net/core/box-summary.ts';
+import {
+  type SiteView,
+  mergeEvents,
+  type MergedEvent,
+  planReplacement,
+  planSwitchover,
+  replacementProgress,
+  siteView,
+  switchoverDone,
+  type SwitchoverPlan,
+} from './core/site.ts';
+import { connect, forgetHostKeys, type SshIdentity, type SshSession } from './ssh.ts';
 
 /** The agent executable the image installs (builder/src/pipeline/root-tree.ts). */
 export const AGENT = '/usr/lib/geminik8s/geminik8s-agent';
@@ -89,6 +100,84 @@ export async function switchover(
       throw new Error(`${plan.to} did not take over within ${o.timeoutMs / 1000} s: ${view.problems.join('; ') || 'roles unchanged'}`);
     o.report({ event: 'waiting', seconds });
   }
+}
+
+export type ReplaceEvent =
+  | { event: 'asked'; survivor: string; replaces: string; answer: string }
+  | { event: 'waiting'; stage: 'admitting' | 'copying'; seconds: number; detail?: string }
+  | { event: 'joined'; name: string; address: string; nodeId: string; seconds: number; forgottenHostKeys: number }
+  | { event: 'done'; leader: string; follower: string; seconds: number };
+
+/**
+ * replace-node: asks the survivor (core/site.ts planReplacement) to admit one freshly flashed box
+ * in place of its dead peer, then follows the survivor's status until a new box has joined and is
+ * its synchronous follower. The host keys pinned for the dead box's address and the new box's are
+ * forgotten when it joins (a new box is a new host key), and the new one is pinned at first
+ * contact. A box at the other address that shows another host key than the pinned one is taken
+ * for that new box, not refused.
+ */
+export async function replaceNode(t: SiteTarget, o: { timeoutMs: number; report(e: ReplaceEvent): void }): Promise<SiteView> {
+  const t0 = performance.now();
+  const seconds = () => (performance.now() - t0) / 1000;
+  const observed = await Promise.all(
+    t.hosts.map((host) =>
+      readBox(host, t.identity).catch((e: Error) => {
+        if (e.name !== 'HostKeyMismatch') throw e;
+        return { host, error: 'presents another host key than the one pinned (a new box at this address?)' };
+      }),
+    ),
+  );
+  const plan = planReplacement(observed);
+  if (!plan.ok) throw new SiteCommandRefused(`replace-node refused: ${plan.reason}`);
+  const answer = await onBox(plan.survivor, t.identity, (s) => s.exec([AGENT, 'replace-node'], { timeoutMs: STATUS_TIMEOUT_MS }));
+  if (answer.code !== 0) throw new SiteCommandRefused(`replace-node refused by ${plan.survivor}, nothing changed: ${(answer.stdout || answer.stderr).trim()}`);
+  o.report({ event: 'asked', survivor: plan.survivor, replaces: plan.replaced.name, answer: answer.stdout.trim() });
+  let joined: { nodeId: string; name: string; address: string } | undefined;
+  let lastReport = 0;
+  for (;;) {
+    if (performance.now() - t0 > o.timeoutMs)
+      throw new Error(
+        joined
+          ? `${joined.name} joined but is not a synchronous follower after ${Math.round(seconds())} s: geminik8s status shows why`
+          : `no new box joined within ${Math.round(seconds())} s; ${plan.survivor} keeps admitting one: run replace-node again to wait, or --cancel`,
+      );
+    await new Promise((r) => setTimeout(r, 2000));
+    // The survivor restarts its agent once the new box joined (a few seconds without an answer).
+    const box = await readBox(plan.survivor, t.identity);
+    if ('error' in box) continue;
+    const progress = replacementProgress(plan, box.status as AgentStatusJson);
+    if (progress.stage === 'ended') throw new Error(`replace-node ended without a new box: ${progress.reason}`);
+    if (progress.stage === 'joined' && !joined) {
+      joined = progress.peer;
+      let forgotten = 0;
+      for (const host of new Set([plan.replaced.address, joined.address])) forgotten += await forgetHostKeys(t.identity.knownHosts, host);
+      o.report({ event: 'joined', ...joined, seconds: seconds(), forgottenHostKeys: forgotten });
+    }
+    if (joined) {
+      const view = siteView([box, await readBox(joined.address, t.identity)]);
+      if (view.problems.length === 0 && view.leader === plan.survivor) {
+        o.report({ event: 'done', leader: plan.survivor, follower: joined.address, seconds: seconds() });
+        return view;
+      }
+      if (performance.now() - lastReport > 10_000) {
+        lastReport = performance.now();
+        o.report({ event: 'waiting', stage: 'copying', seconds: seconds(), detail: view.problems.join('; ') });
+      }
+    } else if (performance.now() - lastReport > 10_000) {
+      lastReport = performance.now();
+      o.report({ event: 'waiting', stage: 'admitting', seconds: seconds() });
+    }
+  }
+}
+
+/** Closes a survivor's open admission (replace-node --cancel): the box that admits one is asked. */
+export async function cancelReplacement(t: SiteTarget): Promise<{ host: string; answer: string }> {
+  const observed = await Promise.all(t.hosts.map((host) => readBox(host, t.identity).catch((e: Error) => ({ host, error: e.message }))));
+  const admitting = observed.find((o) => 'status' in o && (o.status as AgentStatusJson).replacing);
+  if (!admitting) throw new SiteCommandRefused('no box of this site is admitting a replacement');
+  const r = await onBox(admitting.host, t.identity, (s) => s.exec([AGENT, 'replace-node', '--cancel'], { timeoutMs: STATUS_TIMEOUT_MS }));
+  if (r.code !== 0) throw new SiteCommandRefused(`${admitting.host} did not stop admitting: ${(r.stdout || r.stderr).trim()}`);
+  return { host: admitting.host, answer: r.stdout.trim() };
 }
 
 /** The admin kubeconfig for the VIP, from the first box that has one. */

@@ -3,7 +3,7 @@
  * agent installs the keys the site file lists; boxes take no passwords), and the box's host key
  * pinned on first contact in an OpenSSH-format known_hosts file and checked on every later contact.
  */
-import { mkdir, readFile, appendFile } from 'node:fs/promises';
+import { mkdir, readFile, appendFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { Client, type ClientChannel } from 'ssh2';
@@ -37,6 +37,26 @@ async function pinnedKeys(file: string, host: string): Promise<string[]> {
     .map((l) => l.trim().split(/\s+/))
     .filter((f) => f.length >= 3 && f[0]!.split(',').includes(host))
     .map((f) => f[2]!);
+}
+
+/**
+ * Forgets the keys pinned for `host` (a box replaced by another at that address: replace-node), so
+ * the next contact pins the new box's key. Other hosts' lines are kept as they are. Returns how
+ * many lines went.
+ */
+export async function forgetHostKeys(file: string, host: string): Promise<number> {
+  const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return undefined;
+    throw e;
+  });
+  if (text === undefined) return 0;
+  const lines = text.split('\n');
+  const kept = lines.filter((l) => !l.trim().split(/\s+/)[0]?.split(',').includes(host));
+  if (kept.length === lines.length) return 0;
+  const partial = `${file}.partial`;
+  await writeFile(partial, kept.join('\n'), { mode: 0o600 });
+  await rename(partial, file);
+  return lines.length - kept.length;
 }
 
 export interface ExecResult {

@@ -15,7 +15,18 @@ import { join } from 'node:path';
 import { processesRunning, stopProcesses } from '../adapters/daemons.ts';
 import { storeHostMeta } from '../adapters/hostmeta-store.ts';
 import type { ConsoleOut, EventRing, Logger } from '../adapters/output.ts';
-import { clusterPhases, recordPairing, recordProvisioned, type ClusterPhase, type HostMeta, type PairRole } from '../core/hostmeta.ts';
+import {
+  clusterPhases,
+  recordPairing,
+  recordProvisioned,
+  recordReplacement,
+  recordReplacementEnded,
+  recordReplacementOpened,
+  type ClusterPhase,
+  type HostMeta,
+  type PairRole,
+} from '../core/hostmeta.ts';
+import { replacedPeerIsBack, replacementCandidateRefusal, replacementRefusal } from '../core/replacement.ts';
 import type { HeartbeatFacts } from '../pairing/core/beacon.ts';
 import { KineSupervisor } from '../liveness/kine-supervisor.ts';
 import { startLiveness, type LivenessHandle } from '../liveness/loop.ts';
@@ -37,7 +48,8 @@ import { keepConfirmingPair } from './reconfirm.ts';
 import { validateSecrets, type ClusterSecrets, type NodeIdentity } from '../provision/core/secrets.ts';
 import { kineUser, writeKineFiles } from '../provision/kine.ts';
 import { ControlPlane } from '../kubernetes/control-plane.ts';
-import { type LocalPg, restoreKineDatabase } from '../provision/postgres.ts';
+import { dropPhysicalSlot, type LocalPg, restoreKineDatabase, withAdmin } from '../provision/postgres.ts';
+import { slotName } from '../provision/core/pgconf.ts';
 import { runProvisioning } from '../provision/provision.ts';
 import { replicationStatus } from '../provision/replication.ts';
 import { ensureClusterSecrets, loadOrCreateNodeKey, loadSecrets, storeSecrets } from '../provision/secrets.ts';
@@ -52,6 +64,17 @@ import { imageReference } from '../kubernetes/core/baked-images.ts';
  * Past it the agent fails and systemd starts it again, resuming from hostmeta.json.
  */
 const KINE_FIRST_START_MS = 120_000;
+
+/**
+ * The agent ends its run so that systemd (Restart=on-failure) starts it again: after a replace-node
+ * the new peer is wired in by the one path that wires a peer, the resume of a provisioned node.
+ */
+export class RestartRequested extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RestartRequested';
+  }
+}
 
 export interface ClusterContext {
   settings: ClusterSettings;
@@ -94,6 +117,8 @@ export interface ClusterStatus {
   role: string;
   term: number;
   peer?: { nodeId: string; name: string; address: string };
+  /** The operator's replace-node: this box admits one new box in place of `replaces`. */
+  replacing?: { replaces: string; since: string };
   vip: string;
   kine?: { listen: string; tls: boolean };
   kubernetes?: ReturnType<ControlPlane['status']>;
@@ -180,6 +205,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     restore: (request) =>
       restore ? restore(request) : Promise.resolve({ result: 'refused' as const, message: 'the datastore is not running on this box yet' }),
     ...(upgrades ? { upgrade: (request, progress) => upgrades.apply(request, progress) } : {}),
+    replaceNode: (request) => replaceNodeAction(request),
   });
   signal.addEventListener('abort', () => void statusServer.close(), { once: true });
 
@@ -324,6 +350,16 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   let secrets!: ClusterSecrets;
   let kine!: KineSupervisor;
   let announcedReady = false;
+  let kubernetesControlPlane: ControlPlane | undefined;
+  /** The re-confirmation loop of the current peer (stopped while a replacement is admitted). */
+  let reconfirm: AbortController | undefined;
+  /** The open admission of a replacement, if any. */
+  let admission: AbortController | undefined;
+  let replacedBy: string | undefined;
+  let onPeerReplaced!: () => void;
+  const peerReplaced = new Promise<void>((resolve) => {
+    onPeerReplaced = resolve;
+  });
   /** The pair's secrets, and the one owner of Kine from here on (provisioning's first start and the liveness loop's restarts). */
   const takeSecrets = () => {
     const loaded = loadSecrets(settings.secretsDir);
@@ -372,6 +408,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     },
     live: async () => {
       const controlPlane = await startControlPlane(secrets);
+      kubernetesControlPlane = controlPlane;
       restore = restoreAction(controlPlane);
       liveness = startLiveness({
         nodeId: meta.nodeId,
@@ -426,7 +463,9 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
         signal,
         watchdog: ctx.watchdog,
       });
-      await liveness.done;
+      if (meta.replacing) admitReplacement();
+      await Promise.race([liveness.done, peerReplaced]);
+      if (replacedBy) throw new RestartRequested(`the peer was replaced by ${replacedBy}: restarting to take it in`);
     },
   };
   for (const phase of clusterPhases(meta)) {
@@ -517,21 +556,157 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
 
   function answerPeerReruns(): void {
     status.peer = { nodeId: peer.nodeId, name: peer.name, address: peer.ip };
-    void keepConfirmingPair({ ...pairingOptions, nodeId: meta.nodeId, peerNodeId: peer.nodeId, current: () => ({ role: meta.role, term: meta.term }) });
+    // The replaced peer is dead and a new box is being admitted: nobody to re-confirm with.
+    if (meta.replacing) return;
+    reconfirm = new AbortController();
+    const stop = reconfirm;
+    signal.addEventListener('abort', () => stop.abort(), { once: true });
+    void keepConfirmingPair({
+      ...pairingOptions,
+      nodeId: meta.nodeId,
+      peerNodeId: peer.nodeId,
+      current: () => ({ role: meta.role, term: meta.term }),
+      signal: stop.signal,
+    });
   }
 
-  function provisionConfig(role: PairRole) {
+  /**
+   * POST /replace-node (geminik8s replace-node): opens this box to one freshly flashed box of the
+   * site in place of its dead peer (the rules: core/replacement.ts), or with `cancel` closes it.
+   */
+  function replaceNodeAction(request: { cancel?: boolean }): { accepted: boolean; reason: string } {
+    if (request.cancel) {
+      if (!meta.replacing) return { accepted: false, reason: 'this box is not admitting a replacement' };
+      endAdmission('the operator cancelled it');
+      return { accepted: true, reason: `admission closed: the pair stays ${name} + ${peer.name}` };
+    }
+    if (meta.replacing) return { accepted: true, reason: `already admitting a replacement for ${peer.name} (since ${meta.replacing.since})` };
+    const now = liveness?.state();
+    const refusal = replacementRefusal({ phase: meta.phase, role: now?.role ?? meta.role, peerSilentMs: now?.peerSilentMs });
+    if (refusal !== undefined) {
+      log.event('warn', 'replacement-refused', { reason: refusal });
+      return { accepted: false, reason: refusal };
+    }
+    save(recordReplacementOpened(meta, new Date()));
+    admitReplacement();
+    return { accepted: true, reason: `admitting one freshly flashed box of site ${site.site.id} in place of ${peer.name} (${peer.ip})` };
+  }
+
+  /**
+   * The survivor's open door: its pair forgotten by discovery, the pairing channel open to the LAN
+   * (PostgreSQL to nobody: the old peer is dead and the new one not known yet), and the pairing run
+   * again, in which this box (committed) leads and hands its secrets to the one fresh box that comes.
+   * Closed when the replaced box is heard again. Once the new box has its secrets, it is recorded as
+   * the peer and the agent restarts to wire it in (RestartRequested).
+   */
+  function admitReplacement(): void {
+    const replacing = meta.replacing;
+    if (!replacing || admission) return;
+    const door = new AbortController();
+    admission = door;
+    signal.addEventListener('abort', () => door.abort(), { once: true });
+    reconfirm?.abort();
+    const old = { nodeId: peer.nodeId, name: peer.name, ip: peer.ip };
+    status.replacing = { replaces: old.name, since: replacing.since };
+    discovery.clearPair();
+    log.event('warn', 'replacement-admitting', { replaces: old.nodeId, name: old.name, address: old.ip });
+    out.line(`${MARKER} admitting a replacement for ${old.name}`);
+    const watch = setInterval(() => {
+      const now = liveness?.state();
+      if (now?.peerSilentMs !== undefined && replacedPeerIsBack(now.peerSilentMs)) endAdmission(`${old.name} is heard again`);
+    }, 1000);
+    door.signal.addEventListener('abort', () => clearInterval(watch), { once: true });
+    void (async () => {
+      await ensureFirewall(nodeFirewall(settings, lan.ifname, undefined), log, door.signal);
+      const result = await runPairing({
+        ...pairingOptions,
+        discovery: {
+          ...discovery,
+          peers: () => discovery.peers().filter((p) => p.nodeId !== old.nodeId),
+        },
+        signal: door.signal,
+        refuseCandidate: (c) => replacementCandidateRefusal(c, old.nodeId),
+        secretsIfLeader: (_d, newcomer) => prepareForNewcomer(old, newcomer),
+        onSecrets: () => Promise.reject(new Error('a survivor admitting a replacement leads; it takes no secrets')),
+      });
+      if (result.role !== 'leader') throw new Error(`the pairing made this box ${result.role}; a survivor must lead`);
+      const newName = result.peer.name ?? nodeName(site, result.peer.nodeId, result.peerAddress);
+      replacedBy = `${newName} (${result.peerAddress}, node ${result.peer.nodeId})`;
+      save(
+        recordReplacement(meta, {
+          leader: meta.nodeId,
+          peerNodeId: result.peer.nodeId,
+          peerName: newName,
+          peerAddress: result.peerAddress,
+          peerKey: result.peerKey,
+        }),
+      );
+      delete status.replacing;
+      status.peer = { nodeId: result.peer.nodeId, name: newName, address: result.peerAddress };
+      log.event('warn', 'peer-replaced', { replaced: old.nodeId, name: newName, address: result.peerAddress, peer: result.peer.nodeId });
+      out.line(`${MARKER} peer replaced old=${old.name} new=${newName} address=${result.peerAddress}`);
+      if (kubernetesControlPlane && newName !== old.name) {
+        await kubernetesControlPlane.deleteNode(old.name).then(
+          (r) => log.event('info', 'kubernetes-node-removed', { node: old.name, result: r }),
+          (e: unknown) => log.event('warn', 'kubernetes-node-not-removed', { node: old.name, error: (e as Error).message }),
+        );
+      }
+      door.abort();
+      onPeerReplaced();
+    })().catch((e: unknown) => {
+      if (door.signal.aborted) return;
+      log.event('error', 'replacement-failed', { error: (e as Error).message });
+      endAdmission(`it failed: ${(e as Error).message}`);
+    });
+  }
+
+  /** Closes the door; the pair stays as it was: the old peer's pin, firewall, PostgreSQL access and re-confirmation. */
+  function endAdmission(why: string): void {
+    if (!meta.replacing) return;
+    admission?.abort();
+    admission = undefined;
+    save(recordReplacementEnded(meta));
+    delete status.replacing;
+    discovery.setPair([meta.nodeId, peer.nodeId].sort() as [string, string]);
+    log.event('warn', 'replacement-ended', { reason: why, peer: peer.nodeId });
+    void (async () => {
+      await ensureFirewall(nodeFirewall(settings, lan.ifname, peer.ip), log, signal);
+      // A newcomer that got this far had PostgreSQL opened to it: give the old peer its access back.
+      await runProvisioning(provisionConfig('leader'));
+    })().catch((e: unknown) => log.event('error', 'replacement-end-failed', { error: (e as Error).message }));
+    answerPeerReruns();
+  }
+
+  /**
+   * Before the new box gets the secrets (it base-backs-up from this box right after): a certificate
+   * of its own, the firewall and pg_hba open to its address, its replication slot, and the dead
+   * box's slot dropped so it stops holding WAL here. Re-run for every newcomer that gets this far.
+   */
+  async function prepareForNewcomer(old: NodeIdentity, newcomer: Candidate & { address: string }): Promise<ClusterSecrets> {
+    const next: NodeIdentity = { name: newcomer.name ?? nodeName(site, newcomer.nodeId, newcomer.address), ip: newcomer.address };
+    if (next.name === name) throw new Error(`the new box would be named ${next.name}, like this one: give it another address in the site file`);
+    const s = await ensureClusterSecrets(settings.secretsDir, { nodes: [self, next], vip, siteId: site.site.id }, { replacing: old.name });
+    await ensureFirewall(nodeFirewall(settings, lan.ifname, next.ip), log, signal);
+    await runProvisioning(provisionConfig('leader', next));
+    if (old.name !== next.name) {
+      const dropped = await withAdmin(pg, (db) => dropPhysicalSlot(db, slotName(old.name)));
+      log.event('info', 'replication-slot-of-replaced-box', { slot: slotName(old.name), result: dropped });
+    }
+    return s;
+  }
+
+  function provisionConfig(role: PairRole, partner: NodeIdentity = peer) {
     return {
       role,
       mode: settings.replication,
       self,
-      peer,
+      peer: partner,
       vip,
       port: settings.pgPort,
       // A standby streams from the peer's own address, not the VIP: in a pair the peer is the
       // primary whenever this node follows, and a leader handing over releases the VIP before
       // its standby has caught up.
-      ...(role === 'follower' ? { upstream: { host: peer.ip, port: settings.pgPort } } : {}),
+      ...(role === 'follower' ? { upstream: { host: partner.ip, port: settings.pgPort } } : {}),
       paths: settings.pg,
       secretsDir: settings.secretsDir,
       siteId: site.site.id,

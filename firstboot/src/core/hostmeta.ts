@@ -71,6 +71,18 @@ export interface HostMeta {
   handover?: boolean;
   /** The last time this node became the leader by a promotion, and why: the operator's "last failover". */
   lastPromotion?: Promotion;
+  /**
+   * The operator asked this box (the survivor) to admit one new box in place of its dead peer
+   * (geminik8s replace-node): kept until a box joins or the admission ends, across restarts too.
+   */
+  replacing?: Replacing;
+}
+
+export interface Replacing {
+  /** The peer being replaced (pair.peerNodeId when the admission opened). */
+  peerNodeId: string;
+  /** When the operator asked (informational: the clock may be wrong). */
+  since: string;
 }
 
 export interface Promotion {
@@ -152,6 +164,12 @@ export function parseHostMeta(text: string): { ok: true; meta: HostMeta } | { ok
     )
       return { ok: false, reason: 'lastPromotion is malformed' };
     meta.lastPromotion = { at: lp.at, term: lp.term, cause: lp.cause as PromotionCause, reason: lp.reason };
+  }
+  const rp = o.replacing as Record<string, unknown> | undefined;
+  if (rp !== undefined) {
+    if (typeof rp !== 'object' || rp === null || typeof rp.peerNodeId !== 'string' || !isNodeId(rp.peerNodeId) || typeof rp.since !== 'string')
+      return { ok: false, reason: 'replacing is malformed' };
+    meta.replacing = { peerNodeId: rp.peerNodeId, since: rp.since };
   }
   return { ok: true, meta };
 }
@@ -235,6 +253,28 @@ export function finishLocalSteps(
 export function recordPairing(meta: HostMeta, p: { role: PairRole; term: number; pair: PairState }): HostMeta {
   const keepProvisioned = meta.phase === 'provisioned' && meta.role === p.role && meta.pair?.peerNodeId === p.pair.peerNodeId;
   return { ...meta, role: p.role, term: p.term, pair: p.pair, phase: keepProvisioned ? 'provisioned' : 'paired' };
+}
+
+/** The operator opened the admission of a replacement for the current peer (the caller checked replacementRefusal). */
+export function recordReplacementOpened(meta: HostMeta, now: Date): HostMeta {
+  if (!meta.pair) throw new Error('a replacement needs a recorded pair');
+  return { ...meta, replacing: { peerNodeId: meta.pair.peerNodeId, since: now.toISOString() } };
+}
+
+/** The admission ended without a new box: the pair stays as it was. */
+export function recordReplacementEnded(meta: HostMeta): HostMeta {
+  const out = { ...meta };
+  delete out.replacing;
+  return out;
+}
+
+/**
+ * A new box joined in place of the dead peer: it is the peer from now on. Role, term and phase stay
+ * (this box kept leading and holds the pair's data); the new box starts as its follower.
+ */
+export function recordReplacement(meta: HostMeta, pair: PairState): HostMeta {
+  if (meta.phase !== 'provisioned' || !meta.replacing) throw new Error('a replacement is recorded only on a provisioned box that admits one');
+  return { ...recordReplacementEnded(meta), pair };
 }
 
 export function recordProvisioned(meta: HostMeta): HostMeta {

@@ -359,6 +359,19 @@ export class ControlPlane {
       .finally(() => (this.#worker.busy = false));
   }
 
+  /**
+   * Deletes a Node object, as the admin, through this box's API server: a replaced box's Node would
+   * otherwise stay NotReady for good, with its pods never rescheduled. 404 counts as done.
+   */
+  async deleteNode(name: string): Promise<'deleted' | 'absent'> {
+    if (!this.#admin || this.#api !== 'ready') throw new Error(`this box's API server is ${this.#api}`);
+    const api = new KubeApi({ server: `https://127.0.0.1:${this.#input.apiPort ?? KUBE_API_PORT}`, credentials: this.#admin, timeoutMs: 15_000 });
+    const r = await api.request('DELETE', `/api/v1/nodes/${encodeURIComponent(name)}`);
+    if (r.status === 404) return 'absent';
+    if (r.status >= 300) throw new Error(`DELETE node ${name}: HTTP ${r.status} ${r.text.slice(0, 200)}`);
+    return 'deleted';
+  }
+
   /** undefined until the control plane was first started (nothing to judge yet). */
   apiHealthy(): boolean | undefined {
     return this.#started ? this.#api === 'ready' : undefined;

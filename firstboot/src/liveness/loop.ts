@@ -90,6 +90,8 @@ export interface LivenessContext {
 export interface LivenessHandle {
   /** Asks the leader for a planned switchover; refused (with why) on any other role. */
   requestSwitchover(): { accepted: boolean; reason: string };
+  /** The live role, and how long the peer has been silent at the last tick (undefined before the first). */
+  state(): { role: LivenessRole; peerSilentMs: number | undefined };
   done: Promise<void>;
 }
 
@@ -146,6 +148,8 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   /** synchronous_standby_names as the last sync switch left it, until the next sample reads it. */
   let syncRepNow: boolean | undefined;
   let lastReason = '';
+  /** The peer's silence at the last tick: the operator's replace-node asks how long it has been. */
+  let lastPeerSilentMs: number | undefined;
   let nextPgStart = 0;
   let announcedReady = ctx.announcedReady;
   let lastError: string | undefined;
@@ -607,6 +611,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     const heard = ctx.heartbeat.heard(ctx.peer.nodeId);
     const last = heard ? heartbeatFrom(ctx.peer.nodeId, heard.state) : undefined;
     const peerSilentMs = Math.round(heard && last ? now - heard.at : now - startedAt);
+    lastPeerSilentMs = peerSilentMs;
     const witnessSilentMs = Math.round(t.witnessOkAt !== undefined ? now - t.witnessOkAt : now - startedAt);
     const meta = ctx.meta();
     const diskNow = disk.state(now);
@@ -740,6 +745,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
       log.event('warn', 'switchover-requested', {});
       return { accepted: true, reason: 'the leader fences and hands over once the follower streams; it promotes when caught up' };
     },
+    state: () => ({ role, peerSilentMs: lastPeerSilentMs }),
     done,
   };
 }

@@ -2,7 +2,8 @@
  * The agent's status endpoint: HTTP on a unix socket (0660, root) that tests and the operator CLI
  * read — role, term, peer, replication state and lag, last error, slots and last upgrade — plus two
  * actions of a local operator (root or the socket's group only: the socket is 0660; remote
- * operators come in over SSH): POST /switchover, the planned switchover; POST /upgrade, which
+ * operators come in over SSH): POST /switchover, the planned switchover; POST /replace-node, which
+ * opens a survivor to one new box in place of its dead peer; POST /upgrade, which
  * applies a bundle file already on the box and streams its progress as one JSON object per line;
  * POST /restore, which replaces Kine's database with an archive already on the box.
  */
@@ -26,6 +27,8 @@ export interface StatusActions {
   events?(count: number): string[];
   /** Planned switchover; answers whether it was accepted and why. Absent until the node is provisioned. */
   switchover?(): { accepted: boolean; reason: string };
+  /** The operator's replace-node: admit one new box in place of the dead peer, or (`cancel`) stop admitting. */
+  replaceNode?(request: { cancel?: boolean }): { accepted: boolean; reason: string };
   /** Applies the bundle the request names; `progress` lines are streamed, the result is the last line. */
   upgrade?(
     request: { bundle: string; allowDowngrade?: boolean; reboot?: boolean; onlyAsFollower?: boolean },
@@ -51,6 +54,16 @@ export async function startStatusServer(socketPath: string, getStatus: () => Pro
       if (!actions.switchover) return send(409, { accepted: false, reason: 'not provisioned yet' });
       const r = actions.switchover();
       return send(r.accepted ? 202 : 409, r);
+    }
+    if (req.method === 'POST' && req.url === '/replace-node') {
+      const replaceNode = actions.replaceNode;
+      if (!replaceNode) return send(409, { accepted: false, reason: 'not provisioned yet' });
+      return readSmallJson(req, (request) => {
+        if (request === undefined || (request.cancel !== undefined && typeof request.cancel !== 'boolean'))
+          return send(400, { accepted: false, reason: 'expected a JSON body {} or {"cancel": true}' });
+        const r = replaceNode({ cancel: request.cancel === true });
+        send(r.accepted ? 202 : 409, r);
+      });
     }
     if (req.method === 'POST' && req.url === '/restore') {
       const restore = actions.restore;
@@ -91,7 +104,7 @@ export async function startStatusServer(socketPath: string, getStatus: () => Pro
       });
       return;
     }
-    if (req.method !== 'GET') return send(405, { error: 'GET /status, GET /events, POST /switchover or POST /upgrade' });
+    if (req.method !== 'GET') return send(405, { error: 'GET /status, GET /events, POST /switchover, /replace-node, /restore or /upgrade' });
     const url = new URL(req.url ?? '/', 'http://agent');
     if (url.pathname === '/events') {
       const count = Number(url.searchParams.get('lines') ?? DEFAULT_EVENT_LINES);
@@ -166,6 +179,11 @@ export function readEvents(socketPath: string, lines: number, timeoutMs = 5000):
 /** POST /restore: `{ result, message }`; a restore of a large archive takes minutes. */
 export function requestRestore(socketPath: string, body: { file?: string; restartOnly?: boolean }, timeoutMs = 3_600_000): Promise<unknown> {
   return requestJson(socketPath, 'POST', '/restore', timeoutMs, body);
+}
+
+/** Asks the agent (the survivor) to admit a replacement for its dead peer, or to stop: `{ accepted, reason }`. */
+export function requestReplaceNode(socketPath: string, body: { cancel?: boolean }, timeoutMs = 5000): Promise<unknown> {
+  return requestJson(socketPath, 'POST', '/replace-node', timeoutMs, body);
 }
 
 /** Asks the agent (the leader) for a planned switchover: `{ accepted, reason }`. */

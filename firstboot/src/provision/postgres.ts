@@ -154,6 +154,18 @@ export async function ensurePhysicalSlot(client: pg.Client, name: string): Promi
   return 'created';
 }
 
+/**
+ * Drops the physical slot of a standby that will never come back (a replaced box), so it stops
+ * holding WAL on the primary. A slot a walsender still uses is left alone.
+ */
+export async function dropPhysicalSlot(client: pg.Client, name: string): Promise<'dropped' | 'absent' | 'active'> {
+  const r = await client.query<{ active: boolean }>("SELECT active FROM pg_replication_slots WHERE slot_name = $1 AND slot_type = 'physical'", [name]);
+  if (!r.rowCount) return 'absent';
+  if (r.rows[0]?.active) return 'active';
+  await client.query('SELECT pg_drop_replication_slot($1)', [name]);
+  return 'dropped';
+}
+
 /** The postgres role on another node's server over verified TLS (the node certificates carry its IP). */
 export function remoteAdminConfig(host: string, port: number, s: ClusterSecrets, database: string): pg.ClientConfig {
   return {

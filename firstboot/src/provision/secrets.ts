@@ -188,7 +188,7 @@ export function loadSecrets(dir: string): ClusterSecrets | undefined {
  * Leader: the stored bundle, completed with a certificate for any node that lacks one; generated and
  * stored when absent. Idempotent: a second call returns the same secrets.
  */
-export async function ensureClusterSecrets(dir: string, input: GenerateSecretsInput): Promise<ClusterSecrets> {
+export async function ensureClusterSecrets(dir: string, input: GenerateSecretsInput, o: { replacing?: string } = {}): Promise<ClusterSecrets> {
   const existing = loadSecrets(dir);
   if (!existing) {
     const s = await generateClusterSecrets(input);
@@ -196,6 +196,12 @@ export async function ensureClusterSecrets(dir: string, input: GenerateSecretsIn
     return s;
   }
   let changed = false;
+  // A replaced box's certificate and key leave the bundle: a new box under the same name gets its
+  // own, and one under another name is not handed the dead box's key.
+  if (o.replacing !== undefined && existing.nodes[o.replacing]) {
+    delete existing.nodes[o.replacing];
+    changed = true;
+  }
   for (const n of input.nodes) {
     const have = existing.nodes[n.name];
     const want = nodeSans(n, input.vip);

@@ -5,6 +5,8 @@
  * merged by time. The shell (remote/site-commands.ts) reads the boxes over SSH.
  */
 import { type AgentStatusJson, type BoxSummary, summarizeBox, summaryCells } from '../../../../firstboot/src/net/core/box-summary.ts';
+import { replacementRefusal } from '../../../../firstboot/src/core/replacement.ts';
+import type { Phase } from '../../../../firstboot/src/core/hostmeta.ts';
 
 export type SiteBox = ({ host: string; reachable: true } & BoxSummary) | { host: string; reachable: false; error: string };
 
@@ -74,6 +76,61 @@ export function switchoverDone(plan: Extract<SwitchoverPlan, { ok: true }>, term
   const to = view.boxes.find((b) => b.host === plan.to);
   const from = view.boxes.find((b) => b.host === plan.from);
   return to?.reachable === true && to.role === 'leader' && to.term > termBefore && to.holdsVip && from?.reachable === true && from.role === 'follower';
+}
+
+export type ReplacementPlan =
+  | { ok: true; survivor: string; replaced: { nodeId: string; name: string; address: string }; alreadyAdmitting: boolean }
+  | { ok: false; reason: string };
+
+/**
+ * replace-node is asked of the survivor: the one box that answers as a provisioned leader, whose
+ * peer has been silent long enough (the same rule the survivor applies: core/replacement.ts). The
+ * other address may not answer (the dead box), present another host key than the pinned one (a new
+ * box there already) or be a box that has not paired; but a box that answers as the survivor's peer
+ * is alive, and that is refused.
+ */
+export function planReplacement(observed: readonly ({ host: string; status: unknown } | { host: string; error: string })[]): ReplacementPlan {
+  const up = observed.filter((o): o is { host: string; status: AgentStatusJson } => 'status' in o);
+  const leaders = up.filter((o) => o.status.role === 'leader' && o.status.phase === 'provisioned');
+  if (leaders.length !== 1) {
+    const seen = observed.map((o) => ('status' in o ? `${o.host}: ${(o.status as AgentStatusJson).role ?? '?'}` : `${o.host}: unreachable (${o.error})`));
+    return { ok: false, reason: `replace-node needs exactly one box leading, the survivor (${seen.join('; ')})` };
+  }
+  const survivor = leaders[0]!;
+  const peer = survivor.status.peer;
+  if (!peer?.nodeId || !peer.name || !peer.address) return { ok: false, reason: `${survivor.host} reports no peer: it is not a member of a pair` };
+  const replaced = { nodeId: peer.nodeId, name: peer.name, address: peer.address };
+  const alive = up.find((o) => o.status.nodeId === peer.nodeId);
+  if (alive)
+    return {
+      ok: false,
+      reason: `${alive.host} answers as ${peer.name}, ${survivor.host}'s peer: it is alive, and replace-node replaces a dead box. Nothing was changed`,
+    };
+  if (survivor.status.replacing) return { ok: true, survivor: survivor.host, replaced, alreadyAdmitting: true };
+  const refusal = replacementRefusal({
+    phase: (survivor.status.phase ?? 'provisioned') as Phase,
+    role: survivor.status.role ?? 'unknown',
+    peerSilentMs: survivor.status.liveness?.peerSilentMs,
+  });
+  if (refusal !== undefined) return { ok: false, reason: `${survivor.host}: ${refusal}. Nothing was changed` };
+  return { ok: true, survivor: survivor.host, replaced, alreadyAdmitting: false };
+}
+
+/** Where a replacement stands, from the survivor's own status. */
+export type ReplacementProgress =
+  | { stage: 'admitting' }
+  | { stage: 'joined'; peer: { nodeId: string; name: string; address: string } }
+  | { stage: 'ended'; reason: string };
+
+export function replacementProgress(plan: Extract<ReplacementPlan, { ok: true }>, survivor: AgentStatusJson): ReplacementProgress {
+  if (survivor.replacing) return { stage: 'admitting' };
+  const peer = survivor.peer;
+  if (peer?.nodeId && peer.nodeId !== plan.replaced.nodeId && peer.name && peer.address)
+    return { stage: 'joined', peer: { nodeId: peer.nodeId, name: peer.name, address: peer.address } };
+  return {
+    stage: 'ended',
+    reason: `the survivor stopped admitting and keeps ${plan.replaced.name} as its peer (heard again, or cancelled: see geminik8s logs)`,
+  };
 }
 
 /** The readable table: one column per box. */

@@ -15,7 +15,9 @@ export interface AgentStatusJson {
   role?: string;
   term?: number;
   vip?: string;
-  peer?: { name?: string; address?: string };
+  peer?: { nodeId?: string; name?: string; address?: string };
+  /** Set while the box admits a replacement for its dead peer (replace-node). */
+  replacing?: { replaces: string; since: string };
   lastError?: string;
   lastPromotion?: { at: string; term: number; cause: string; reason: string };
   liveness?: {

@@ -81,6 +81,8 @@ export interface DiscoveryView {
   onPeer(cb: (peer: DiscoveredPeer) => void): () => void;
   /** Declares the formed pair (this node and its partner). Other nodes are then ignored and refused. */
   setPair(ids: readonly [string, string]): void;
+  /** Forgets the formed pair (a survivor admitting a replacement): others are discovered and admitted again. */
+  clearPair(): void;
   pair(): readonly string[];
   /** Refusal reason for a node that is not in the formed pair; undefined when it may pair. */
   refusalFor(nodeId: string): string | undefined;
@@ -365,6 +367,10 @@ export async function openBeaconSocket(opts: BeaconSocketOptions): Promise<Beaco
       if (ids[0] === ids[1]) throw new Error('a pair needs two distinct node ids');
       pair = [...ids].sort();
       log.event('info', 'pairing-pair-set', { pair });
+    },
+    clearPair() {
+      pair = [];
+      log.event('info', 'pairing-pair-cleared', {});
     },
     pair: () => pair,
     refusalFor(id) {

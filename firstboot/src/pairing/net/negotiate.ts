@@ -54,6 +54,11 @@ export interface NegotiateOptions {
   nodeKey: NodeKey;
   /** The node key pinned for a peer at an earlier pairing, if any: the peer must prove that one. */
   pinnedKey(peerNodeId: string): string | undefined;
+  /**
+   * A box this node will not pair with, whatever the election says (the survivor of a replaced
+   * box admits only a fresh one: core/replacement.ts): the refusal, or undefined to go on.
+   */
+  refuseCandidate?(peer: Candidate): string | undefined;
   log: Logger;
   /** Per-step receive timeout. Default 10 s. */
   stepTimeoutMs?: number;
@@ -84,6 +89,11 @@ export async function negotiate(channel: Channel, opts: NegotiateOptions): Promi
     if (hello.site !== opts.siteId) throw new DisagreementError(`peer ${peer.nodeId} belongs to site ${hello.site}`);
     if (peer.nodeId !== channel.peerNodeId) throw new DisagreementError(`peer identified as ${channel.peerNodeId} but claims node id ${peer.nodeId}`);
     if (peer.nodeId === opts.self.nodeId) throw new DisagreementError(`peer uses this box's node id ${peer.nodeId} (cloned disk?)`);
+    const refusal = opts.refuseCandidate?.(peer);
+    if (refusal !== undefined) {
+      channel.send({ t: 'refused', reason: 'not admitted: this pair admits only a freshly flashed replacement' });
+      throw new PairingRefusedError(`not pairing with ${peer.nodeId} at ${channel.remoteAddress}: ${refusal}`);
+    }
 
     // Each side proves the private half of the node key it presents, bound to this TLS session (a
     // relay between two sessions cannot pass the proof on). A paired node also requires the key it
