@@ -4,6 +4,7 @@ import test from 'ava';
 import { parse } from 'yaml';
 import { certificateRequests, kubeconfigPlan } from '../../firstboot/src/kubernetes/core/control-plane.ts';
 import {
+  firstRangeHolderAfterReplacement,
   peerPodRoute,
   podRanges,
   WORKER_APPLIANCE,
@@ -37,6 +38,21 @@ const file = (files: { path: string; text: string }[], name: string): string => 
   if (!f) throw new Error(`no ${name}`);
   return f.text;
 };
+
+test("a replacement keeps the survivor's share of the pod range, whichever way the new name sorts; both boxes then agree on the split", (t) => {
+  // node-b survives (second /24) and node-0 replaces node-a: by name node-0 would come first anyway.
+  const nodeNew = { name: 'node-0', ip: '192.168.50.11' };
+  t.is(firstRangeHolderAfterReplacement(b, nodeNew.name), nodeNew.name);
+  // node-a survives (first /24) and node-0 replaces node-b: by name node-0 would take the first /24.
+  t.is(firstRangeHolderAfterReplacement(a, nodeNew.name), 'node-a');
+  const survivor = input(nodeA, nodeNew, { podRangeFirst: 'node-a' });
+  const newcomer = input(nodeNew, nodeA, { podRangeFirst: 'node-a' });
+  t.deepEqual(podRanges(survivor), { own: '10.42.0.0/24', peer: '10.42.1.0/24' });
+  t.deepEqual(podRanges(newcomer), { own: '10.42.1.0/24', peer: '10.42.0.0/24' });
+  // A recorded holder goes on through later replacements.
+  t.is(firstRangeHolderAfterReplacement(newcomer, 'node-z'), 'node-z');
+  t.is(firstRangeHolderAfterReplacement(survivor, 'node-z'), 'node-a');
+});
 
 test('IPv4 ranges: parsed strictly, addresses and sub-ranges computed inside the range', (t) => {
   t.deepEqual(parseCidr('10.42.7.9/16'), { base: ((10 << 24) | (42 << 16)) >>> 0, prefix: 16 });

@@ -57,6 +57,7 @@ import { allowNonLocalBind, waitForLanAddress } from './lan.ts';
 import { runsUpstreamWorker, type ClusterSettings } from './settings.ts';
 import { readBakedImages } from '../kubernetes/baked-images.ts';
 import { clusterDnsIp } from '../kubernetes/core/addons.ts';
+import { firstRangeHolderAfterReplacement } from '../kubernetes/core/worker.ts';
 import { imageReference } from '../kubernetes/core/baked-images.ts';
 
 /**
@@ -534,7 +535,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
         apiPort: settings.kubeApiPort,
         kinePort: settings.kinePort,
         k3sDisable: settings.kubernetes.disable,
-        ...(runsUpstreamWorker(settings) ? { worker: workerOptions(settings.kubernetes.serviceCidr) } : {}),
+        ...(runsUpstreamWorker(settings) ? { worker: workerOptions(settings.kubernetes.serviceCidr, secrets.podRangeFirst) } : {}),
       },
     });
     await cp.prepare(secrets);
@@ -542,11 +543,12 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     return cp;
   }
 
-  /** This box as a worker: its peer, and the baked images its pods start from (images.json). */
-  function workerOptions(serviceCidr: string) {
+  /** This box as a worker: its peer, the pod range split the pair recorded, and the baked images its pods start from (images.json). */
+  function workerOptions(serviceCidr: string, podRangeFirst: string | undefined) {
     const images = readBakedImages();
     return {
       peer: { name: peer.name, ip: peer.ip },
+      ...(podRangeFirst !== undefined ? { podRangeFirst } : {}),
       lanInterface: lan.ifname,
       clusterDns: clusterDnsIp(serviceCidr),
       pauseImage: imageReference(images, 'pause'),
@@ -685,7 +687,13 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
   async function prepareForNewcomer(old: NodeIdentity, newcomer: Candidate & { address: string }): Promise<ClusterSecrets> {
     const next: NodeIdentity = { name: newcomer.name ?? nodeName(site, newcomer.nodeId, newcomer.address), ip: newcomer.address };
     if (next.name === name) throw new Error(`the new box would be named ${next.name}, like this one: give it another address in the site file`);
-    const s = await ensureClusterSecrets(settings.secretsDir, { nodes: [self, next], vip, siteId: site.site.id }, { replacing: old.name });
+    // This box's pods keep their addresses: its share of the pod range stays its own.
+    const recorded = loadSecrets(settings.secretsDir)?.podRangeFirst;
+    const podRangeFirst = firstRangeHolderAfterReplacement(
+      { node: self, peer: old, ...(recorded !== undefined ? { podRangeFirst: recorded } : {}) },
+      next.name,
+    );
+    const s = await ensureClusterSecrets(settings.secretsDir, { nodes: [self, next], vip, siteId: site.site.id }, { replacing: old.name, podRangeFirst });
     await ensureFirewall(nodeFirewall(settings, lan.ifname, next.ip), log, signal);
     await runProvisioning(provisionConfig('leader', next));
     if (old.name !== next.name) {

@@ -53,7 +53,7 @@ export interface ControlPlaneOptions {
     kinePort: number;
     k3sDisable: readonly string[];
     /** Upstream on the appliance: this box is also a worker (the units of overlays/kubernetes). */
-    worker?: Pick<WorkerInput, 'peer' | 'lanInterface' | 'pauseImage' | 'clusterDns'> & { coreDnsImage: string };
+    worker?: Pick<WorkerInput, 'peer' | 'podRangeFirst' | 'lanInterface' | 'pauseImage' | 'clusterDns'> & { coreDnsImage: string };
   };
   stateDir: string;
   runDir: string;
@@ -93,6 +93,7 @@ export class ControlPlane {
         ? {
             worker: {
               peer: worker.peer,
+              ...(worker.podRangeFirst !== undefined ? { podRangeFirst: worker.podRangeFirst } : {}),
               lanInterface: worker.lanInterface,
               pauseImage: worker.pauseImage,
               clusterDns: worker.clusterDns,

@@ -188,7 +188,11 @@ export function loadSecrets(dir: string): ClusterSecrets | undefined {
  * Leader: the stored bundle, completed with a certificate for any node that lacks one; generated and
  * stored when absent. Idempotent: a second call returns the same secrets.
  */
-export async function ensureClusterSecrets(dir: string, input: GenerateSecretsInput, o: { replacing?: string } = {}): Promise<ClusterSecrets> {
+export async function ensureClusterSecrets(
+  dir: string,
+  input: GenerateSecretsInput,
+  o: { replacing?: string; podRangeFirst?: string } = {},
+): Promise<ClusterSecrets> {
   const existing = loadSecrets(dir);
   if (!existing) {
     const s = await generateClusterSecrets(input);
@@ -200,6 +204,10 @@ export async function ensureClusterSecrets(dir: string, input: GenerateSecretsIn
   // own, and one under another name is not handed the dead box's key.
   if (o.replacing !== undefined && existing.nodes[o.replacing]) {
     delete existing.nodes[o.replacing];
+    changed = true;
+  }
+  if (o.podRangeFirst !== undefined && existing.podRangeFirst !== o.podRangeFirst) {
+    existing.podRangeFirst = o.podRangeFirst;
     changed = true;
   }
   for (const n of input.nodes) {

@@ -58,6 +58,11 @@ export const WORKER_APPLIANCE = {
 export interface WorkerInput {
   node: { name: string; ip: string };
   peer: { name: string; ip: string };
+  /**
+   * The node whose pods use the first /24, when the pair recorded one (a replace-node keeps the
+   * survivor's range); else the first of the two names in order.
+   */
+  podRangeFirst?: string;
   /** The LAN interface the peer is reached on. */
   lanInterface: string;
   clusterCidr: string;
@@ -110,9 +115,22 @@ function validate(i: WorkerInput): void {
   }
 }
 
-/** The two boxes' pod ranges: the first and second /24 of the cluster range, by node name. */
-export function podRanges(i: Pick<WorkerInput, 'node' | 'peer' | 'clusterCidr'>): { own: string; peer: string } {
-  const first = [i.node.name, i.peer.name].sort()[0] === i.node.name;
+/** The node whose pods use the first /24 of the cluster range (the other's use the second). */
+export function firstRangeHolder(i: Pick<WorkerInput, 'node' | 'peer' | 'podRangeFirst'>): string {
+  return i.podRangeFirst ?? [i.node.name, i.peer.name].sort()[0]!;
+}
+
+/**
+ * Who holds the first /24 once `newPeer` replaces the peer (replace-node): the survivor keeps the
+ * range its running pods have addresses in, whatever the new name's order; the new box takes the other.
+ */
+export function firstRangeHolderAfterReplacement(i: Pick<WorkerInput, 'node' | 'peer' | 'podRangeFirst'>, newPeer: string): string {
+  return firstRangeHolder(i) === i.node.name ? i.node.name : newPeer;
+}
+
+/** The two boxes' pod ranges: the first and second /24 of the cluster range (firstRangeHolder). */
+export function podRanges(i: Pick<WorkerInput, 'node' | 'peer' | 'clusterCidr' | 'podRangeFirst'>): { own: string; peer: string } {
+  const first = firstRangeHolder(i) === i.node.name;
   return {
     own: subRange('clusterCidr', i.clusterCidr, POD_RANGE_PREFIX, first ? 0 : 1),
     peer: subRange('clusterCidr', i.clusterCidr, POD_RANGE_PREFIX, first ? 1 : 0),

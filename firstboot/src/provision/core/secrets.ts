@@ -44,6 +44,11 @@ export interface ClusterSecrets extends ClusterCredentials {
    * so a token issued by one server is honoured by the other after a failover.
    */
   serviceAccountKeyPem: string;
+  /**
+   * The node whose pods use the first /24 of the cluster range, once a replace-node recorded it
+   * (kubernetes/core/worker.ts firstRangeHolder); absent: the first name in order.
+   */
+  podRangeFirst?: string;
 }
 
 export type RandomBytes = (n: number) => Buffer;
@@ -162,6 +167,8 @@ export function validateSecrets(value: unknown, source = 'secrets'): ClusterSecr
     const sans = (n as Record<string, unknown>).sans;
     if (!Array.isArray(sans) || !sans.every((s) => typeof s === 'string')) fail(`nodes.${name}.sans`, 'not a list of strings');
   }
+  if (v.podRangeFirst !== undefined && (typeof v.podRangeFirst !== 'string' || !(v.podRangeFirst in nodes)))
+    fail('podRangeFirst', 'not the name of a node of the bundle');
   return value as ClusterSecrets;
 }
 
