@@ -5,21 +5,25 @@
  * planned `geminik8s switchover`; each box's /metrics is scraped RUNS times. Target: status <= 2 s.
  * Then Kine's database is filled to BACKUP_MB with rows of 1 MiB of random bytes (written with SQL on
  * the leader: a Kine put per MiB would measure Kine, not the backup), and `geminik8s backup` and
- * `geminik8s restore --replace` (onto the same pair) are timed: their throughput in MB/s.
+ * `geminik8s restore --replace` (onto the same pair) are timed: their throughput in MB/s. Last, the
+ * follower's box dies and a wiped one takes its place: `geminik8s replace-node` is timed from asked
+ * to joined and to a synchronous follower (which copies the whole datastore, BACKUP_MB of it).
  *
- * Environment: RUNS (5), BACKUP_MB (1024; 0 leaves backup and restore out). Needs root; the pair is
- * destroyed in a finally.
+ * Environment: RUNS (5), BACKUP_MB (1024; 0 leaves backup and restore out), REPLACE (1; 0 leaves
+ * replace-node out). Needs root; the pair is destroyed in a finally.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { REPLACE_AFTER_SILENT_MS } from '../firstboot/src/core/replacement.ts';
 import { waitHealthy } from '../test/helpers/fault-matrix.ts';
 import { createPair } from '../test/helpers/pair-agents.ts';
-import { cliOnLan, httpGetOnLan, serveSsh } from '../test/helpers/sshd.ts';
+import { cliOnLan, httpGetOnLan, serveSsh, sshdOnNewBox } from '../test/helpers/sshd.ts';
 import { envInt, printReport } from './report.ts';
 
 const RUNS = envInt('RUNS', 5, 1, 100);
 const BACKUP_MB = envInt('BACKUP_MB', 1024, 0, 65_536);
+const REPLACE = envInt('REPLACE', 1, 0, 1);
 /** Rows written per INSERT while filling (64 MiB a statement). */
 const FILL_BATCH = 64;
 
@@ -84,6 +88,30 @@ async function main(): Promise<void> {
         { metric: 'backup: throughput (archive bytes)', value: mb(b.archiveBytes) / b.seconds, unit: 'MB/s' },
         { metric: 'restore: time (check, SSH, pg_restore, restarts)', value: r.seconds, unit: 's' },
         { metric: 'restore: throughput (archive bytes)', value: mb(b.archiveBytes) / r.seconds, unit: 'MB/s' },
+      );
+    }
+    if (REPLACE) {
+      const healthy = await waitHealthy(pair);
+      const dead = healthy.follower;
+      await dead.powerOff();
+      const diedAt = performance.now();
+      await dead.wipe();
+      await dead.powerOn();
+      await sshdOnNewBox(pair, dead, dir);
+      await new Promise((r) => setTimeout(r, Math.max(0, diedAt + REPLACE_AFTER_SILENT_MS + 2000 - performance.now())));
+      const replaced = await cliOnLan(pair, ['replace-node', '--json', ...remote], 3_600_000);
+      if (replaced.code !== 0) throw new Error(`replace-node exit ${replaced.code}: ${replaced.stderr.trim()}`);
+      const events = replaced.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { event: string; seconds?: number });
+      rows.push(
+        { metric: 'replace-node: asked to the new box joined', value: events.find((e) => e.event === 'joined')?.seconds ?? Number.NaN, unit: 's' },
+        {
+          metric: `replace-node: asked to a synchronous follower (datastore copied${BACKUP_MB > 0 ? `, ${BACKUP_MB} MiB of rows` : ''})`,
+          value: events.find((e) => e.event === 'done')?.seconds ?? Number.NaN,
+          unit: 's',
+        },
       );
     }
     printReport('operator', [
