@@ -1,12 +1,13 @@
 /**
  * replace-node (issue 14) end to end on a network-namespace pair with real sshd: the operator CLI
  * on the gateway namespace is refused while the follower is alive and while it has only just died;
- * then the dead box is swapped for a freshly flashed one at the same address (empty disk, new node
- * id, new SSH host key, same site file) and `geminik8s replace-node` has the survivor admit it. The
- * new box copies the datastore and becomes the synchronous follower under the writer on the VIP,
+ * an admission asked and cancelled leaves the pair as it was; then the dead box is swapped for a
+ * freshly flashed one at the same address (empty disk, new node id, new SSH host key, same site
+ * file) and `geminik8s replace-node` has the survivor admit it. The new box copies the datastore and becomes the synchronous follower under the writer on the VIP,
  * no acknowledged write is lost, and a planned switchover hands it the lead.
  */
 import test from 'ava';
+import { execa } from 'execa';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,7 +15,7 @@ import { REPLACE_AFTER_SILENT_MS } from '../../firstboot/src/core/replacement.ts
 import { startWriter, verifyAcked, waitHealthy, type WriteTarget } from '../helpers/fault-matrix.ts';
 import { assertHealthyPair, testPair } from '../helpers/pair-checks.ts';
 import { eventually } from '../helpers/poll.ts';
-import { cliOnLan, serveSsh, sshdOnNewBox } from '../helpers/sshd.ts';
+import { cliArgvOnLan, cliOnLan, serveSsh, sshdOnNewBox } from '../helpers/sshd.ts';
 
 interface Event {
   event: string;
@@ -56,6 +57,21 @@ test.serial('replace-node: refused while the peer lives, then a wiped box at its
   t.is(early.code, 2, early.stderr);
   t.regex(early.stderr, /the peer was heard [\d.]+ s ago, so it is alive/);
 
+  await new Promise((r) => setTimeout(r, Math.max(0, diedAt + REPLACE_AFTER_SILENT_MS + 2000 - Date.now())));
+
+  // Asked, then cancelled before any new box came: the survivor closes its door and keeps its pair.
+  t.is((await cli(['replace-node', '--cancel'])).code, 2, 'nothing to cancel yet');
+  const [ip, ...asked] = cliArgvOnLan(pair, ['replace-node', '--json', ...ssh.siteArgs]);
+  const waiting = execa(ip!, asked, { reject: false, stdin: 'ignore', timeout: 120_000 });
+  await eventually('the survivor admitting a replacement', 60_000, async () => ((await survivor.status()).replacing ? true : undefined));
+  const cancelled = await cli(['replace-node', '--cancel', '--json']);
+  t.is(cancelled.code, 0, cancelled.stderr);
+  const gaveUp = await waiting;
+  t.is(gaveUp.exitCode, 1, gaveUp.stderr);
+  t.regex(gaveUp.stderr, /replace-node ended without a new box: the survivor stopped admitting/);
+  t.like(await survivor.status(), { role: 'leader', peer: { nodeId: deadBefore.nodeId } });
+  t.is((await survivor.status()).replacing, undefined);
+
   // A freshly flashed box takes its place on the LAN: same address and site file, empty disk, new host key.
   await dead.wipe();
   await dead.powerOn();
@@ -63,7 +79,6 @@ test.serial('replace-node: refused while the peer lives, then a wiped box at its
   await eventually('the new box blocked from pairing with the formed pair', 60_000, async () =>
     (await dead.log()).some((e) => e.event === 'pairing-blocked') ? true : undefined,
   );
-  await new Promise((r) => setTimeout(r, Math.max(0, diedAt + REPLACE_AFTER_SILENT_MS + 2000 - Date.now())));
 
   const askedAt = Date.now();
   const replaced = await cli(['replace-node', '--json', '--timeout', '600'], 660_000);
