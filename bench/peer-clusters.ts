@@ -33,7 +33,7 @@ import { generateCa, issueClientCert, issueServerCert } from '../firstboot/src/p
 import { resolveTestComponent } from '../test/helpers/components.ts';
 import type { EtcdClientFiles } from '../test/helpers/etcd-client.ts';
 import { etcdctlFlags } from '../test/helpers/etcd-client.ts';
-import { createTopology, killNamespaceProcesses, run, type Topology } from '../test/helpers/netns.ts';
+import { createTopology, killNamespaceProcesses, must, run, type Topology } from '../test/helpers/netns.ts';
 import { postgresWritable } from '../test/helpers/pair-agents.ts';
 import { eventually } from '../test/helpers/poll.ts';
 
@@ -126,15 +126,10 @@ export async function createPeerCluster(
   };
   onTeardown(destroy);
   try {
-    const must = async (argv: string[], what: string, timeoutMs = 120_000): Promise<string> => {
-      const r = await run(argv, { timeoutMs });
-      if (r.code !== 0) throw new Error(`${what}: ${argv.join(' ')} exited ${r.code}: ${(r.stderr || r.stdout).trim().slice(-1500)}`);
-      return r.stdout;
-    };
-    await must(['mount', '-t', 'tmpfs', '-o', 'size=3g,mode=0755', `gk8s-peers-${process.pid}`, base], 'a tmpfs for the data');
+    await must(['mount', '-t', 'tmpfs', '-o', 'size=3g,mode=0755', `gk8s-peers-${process.pid}`, base], { what: 'a tmpfs for the data' });
     mounted = true;
-    const pgUser = await must(['id', '-u', 'postgres'], 'the postgres user');
-    const pgGroup = await must(['id', '-g', 'postgres'], 'the postgres group');
+    const pgUser = await must(['id', '-u', 'postgres'], { what: 'the postgres user' });
+    const pgGroup = await must(['id', '-g', 'postgres'], { what: 'the postgres group' });
     const own = (p: string): Promise<void> => chown(p, Number(pgUser.trim()), Number(pgGroup.trim()));
     const subnet = `${topology.subnet}.0/24`;
     const third = topology.nodes[2];

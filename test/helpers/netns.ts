@@ -41,10 +41,15 @@ export async function run(argv: readonly string[], opts: { timeoutMs?: number; i
   return { code: r.exitCode ?? null, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
-async function ip(args: readonly string[]): Promise<string> {
-  const r = await run(['ip', ...args]);
-  if (r.code !== 0) throw new Error(`ip ${args.join(' ')} failed (${r.code}): ${r.stderr.trim()}`);
+/** Runs argv and returns its stdout; a non-zero exit throws, naming `what` it was for, the command and its error output. */
+export async function must(argv: readonly string[], o: { timeoutMs?: number; what?: string } = {}): Promise<string> {
+  const r = await run(argv, { timeoutMs: o.timeoutMs ?? 15_000 });
+  if (r.code !== 0) throw new Error(`${o.what ? `${o.what}: ` : ''}${argv.join(' ')} failed (${r.code}): ${(r.stderr || r.stdout).trim().slice(-1500)}`);
   return r.stdout;
+}
+
+function ip(args: readonly string[]): Promise<string> {
+  return must(['ip', ...args], { timeoutMs: 10_000 });
 }
 
 /** Fails (never skips) with what to install or how to run when namespaces cannot be used here. */

@@ -24,7 +24,7 @@ import { isAlive } from '../../builder/src/util/process.ts';
 import { readStatus } from '../../firstboot/src/net/status-server.ts';
 import { KINE_VERSION, resolveTestComponent } from './components.ts';
 import { issueEtcdClientCert, type EtcdClientFiles } from './etcd-client.ts';
-import { createTopology, killNamespaceProcesses, run, type Topology } from './netns.ts';
+import { createTopology, killNamespaceProcesses, must, run, type Topology } from './netns.ts';
 import type { ImageFacts } from '../../firstboot/src/core/image-facts.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -140,12 +140,6 @@ const MOUNT_SOURCE_RE = /^gk8s-pg-(\d+)$/;
 const FILL_FILE = 'fault-fill.bin';
 /** Beside each node's folders: `<run>/kubernetes` as the last power-off left it (powerOn() empties /run). */
 export const PREVIOUS_RUN_KUBERNETES = 'run-kubernetes-before-power-on';
-
-async function must(argv: string[], timeoutMs = 15_000): Promise<string> {
-  const r = await run(argv, { timeoutMs });
-  if (r.code !== 0) throw new Error(`${argv.join(' ')} failed (${r.code}): ${r.stderr.trim()}`);
-  return r.stdout;
-}
 
 async function unmount(dir: string): Promise<void> {
   const r = await run(['umount', dir], { timeoutMs: 15_000 }).catch(() => undefined);

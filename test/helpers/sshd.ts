@@ -8,7 +8,7 @@ import { constants } from 'node:fs';
 import { access, chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { run } from './netns.ts';
+import { must, run } from './netns.ts';
 import type { Pair, PairAgent } from './pair-agents.ts';
 import { eventually } from './poll.ts';
 
@@ -22,12 +22,6 @@ export interface PairSsh {
   knownHosts: string;
   /** The CLI's site options for this pair: its site file, both boxes, this identity and known_hosts. */
   siteArgs: string[];
-}
-
-async function must(argv: string[]): Promise<string> {
-  const r = await run(argv, { timeoutMs: 30_000 });
-  if (r.code !== 0) throw new Error(`${argv.join(' ')} failed (${r.code}): ${r.stderr.trim()}`);
-  return r.stdout;
 }
 
 function shim(a: PairAgent): string {
