@@ -14,7 +14,7 @@ import {
   synchronousStandbyNames,
   upstreamConninfo,
 } from '../../firstboot/src/provision/core/pgconf.ts';
-import { classifyDataDir, partialPath } from '../../firstboot/src/provision/core/plan.ts';
+import { BASEBACKUP_ATTEMPTS, basebackupRetryAfter, classifyDataDir, partialPath } from '../../firstboot/src/provision/core/plan.ts';
 import { generateCredentials, nodeSans, renderOpensslCaConfig, scramVerifier, validateSecrets } from '../../firstboot/src/provision/core/secrets.ts';
 import { mapStandbyRow } from '../../firstboot/src/provision/core/status.ts';
 
@@ -117,6 +117,13 @@ test('data dir classification: only complete dirs are kept; partial debris is wi
   t.deepEqual(classifyDataDir({ ...f, exists: true, hasPgVersion: true }), { kind: 'primary' });
   t.deepEqual(classifyDataDir({ ...f, exists: true, hasPgVersion: true, hasStandbySignal: true }), { kind: 'standby' });
   t.is(partialPath('/var/lib/postgresql/15/geminik8s/'), '/var/lib/postgresql/15/geminik8s.partial');
+});
+
+test('a cut base backup is tried again after a pause, up to its attempts, then the failure stands', (t) => {
+  const waits = Array.from({ length: BASEBACKUP_ATTEMPTS }, (_, i) => basebackupRetryAfter(i + 1));
+  t.is(waits.filter((w) => w !== undefined).length, BASEBACKUP_ATTEMPTS - 1);
+  t.true(waits.slice(0, -1).every((w) => w !== undefined && w > 0));
+  t.is(waits.at(-1), undefined, 'the last attempt gives up');
 });
 
 test('credentials: distinct, URL-safe, from the injected random source', (t) => {

@@ -27,7 +27,7 @@ import {
 } from './core/pgconf.ts';
 import {
   BASEBACKUP_ATTEMPTS,
-  BASEBACKUP_RETRY_MS,
+  basebackupRetryAfter,
   FOLLOWER_STEPS,
   LEADER_STEPS,
   LOGICAL_FOLLOWER_STEPS,
@@ -203,9 +203,10 @@ async function stepBasebackup(c: ProvisionConfig): Promise<string> {
       });
       break;
     } catch (e) {
-      if (attempt >= BASEBACKUP_ATTEMPTS) throw e;
-      c.log?.event('warn', 'basebackup-retry', { attempt, attempts: BASEBACKUP_ATTEMPTS, retryInMs: BASEBACKUP_RETRY_MS, error: (e as Error).message });
-      await new Promise((r) => setTimeout(r, BASEBACKUP_RETRY_MS));
+      const retryInMs = basebackupRetryAfter(attempt);
+      if (retryInMs === undefined) throw e;
+      c.log?.event('warn', 'basebackup-retry', { attempt, attempts: BASEBACKUP_ATTEMPTS, retryInMs, error: (e as Error).message });
+      await new Promise((r) => setTimeout(r, retryInMs));
       // pg_basebackup removes what it wrote when it fails; a kill may have left a part behind.
       rmSync(partial, { recursive: true, force: true });
     }

@@ -19,6 +19,11 @@ export const LOGICAL_FOLLOWER_STEPS = ['secrets', 'tls', 'initdb', 'config', 'st
 export const BASEBACKUP_ATTEMPTS = 4;
 export const BASEBACKUP_RETRY_MS = 10_000;
 
+/** After failed attempt number `attempt` (from 1): how long to wait before the next, or undefined to give up. */
+export function basebackupRetryAfter(attempt: number): number | undefined {
+  return attempt < BASEBACKUP_ATTEMPTS ? BASEBACKUP_RETRY_MS : undefined;
+}
+
 /**
  * The application_name of a base backup's WAL stream. Not the node's name: the leader reads
  * pg_stat_replication by that name to see its standby, and a backup's stream would pass for one (it
