@@ -7,7 +7,7 @@ import test from 'ava';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { planReplacement, replacementProgress } from '../../builder/src/remote/core/site.ts';
+import { planReplacement, renderSiteTable, replacementProgress, siteView } from '../../builder/src/remote/core/site.ts';
 import { forgetHostKeys } from '../../builder/src/remote/ssh.ts';
 import { type HostMeta, parseHostMeta, recordReplacement, recordReplacementEnded, recordReplacementOpened } from '../../firstboot/src/core/hostmeta.ts';
 import { REPLACE_AFTER_SILENT_MS, replacedPeerIsBack, replacementCandidateRefusal, replacementRefusal } from '../../firstboot/src/core/replacement.ts';
@@ -120,6 +120,11 @@ test("the operator follows the survivor's status: admitting, then the new peer, 
     peer: { nodeId: NEW, name: 'node-cccccccc', address: '192.0.2.12' },
   });
   t.is(replacementProgress(plan, survivorStatus()).stage, 'ended');
+  // The site table (and each box's status page) says what the box is doing.
+  t.regex(
+    renderSiteTable(siteView([{ host: '192.0.2.11', status: survivorStatus({ replacing: true }) }])),
+    /^replacing +admits one new box in place of node-bbbbbbbb \(since 2026-12-02T03:00:00\.000Z\)$/m,
+  );
 });
 
 test("forgetting a replaced box's host key keeps every other pinned line", async (t) => {

@@ -85,6 +85,8 @@ export interface BoxSummary {
   lastUpgrade: string | null;
   /** Why the box is not healthy, from the agent's own report. */
   lastError: string | null;
+  /** The dead peer this box admits a replacement for (replace-node), and since when. */
+  replacing: { replaces: string; since: string } | null;
 }
 
 const numberOr = (v: unknown, fallback: number | null): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : fallback);
@@ -134,6 +136,7 @@ export function summarizeBox(s: AgentStatusJson): BoxSummary {
     slots: { booted: slots.booted ?? null, committed: slots.committed ?? null, trying: slots.trying ?? null },
     lastUpgrade: s.upgrade?.last ? `${s.upgrade.last.state}${s.upgrade.last.reason ? `: ${s.upgrade.last.reason}` : ''}` : null,
     lastError: s.lastError ?? (r.error ? `replication status: ${r.error}` : null),
+    replacing: s.replacing ?? null,
   };
 }
 
@@ -181,6 +184,7 @@ export function summaryCells(b: BoxSummary): [string, string][] {
       'version',
       `${b.version ?? 'unknown'} (slot ${b.slots.booted ?? '?'}, committed ${b.slots.committed ?? '?'})${b.lastUpgrade ? `, last upgrade ${b.lastUpgrade}` : ''}`,
     ],
+    ...(b.replacing ? ([['replacing', `admits one new box in place of ${b.replacing.replaces} (since ${b.replacing.since})`]] as [string, string][]) : []),
     ...(b.lastError ? ([['problem', b.lastError]] as [string, string][]) : []),
   ];
 }
