@@ -6,7 +6,7 @@
 set -eu
 
 PACKAGES="mmdebstrap fdisk e2fsprogs dosfstools mtools grub-common grub-efi-amd64-bin \
-  zstd bmap-tools qemu-system-x86 ovmf qemu-user-static binfmt-support systemd-container \
+  zstd bmap-tools qemu-system-x86 ovmf qemu-user-static binfmt-support arch-test systemd-container \
   postgresql-15 etcd-client nftables iproute2 arping iputils-ping dnsmasq-base util-linux udev git ca-certificates openssh-client \
   skopeo containernetworking-plugins containerd $*"
 
