@@ -5,6 +5,7 @@
 import { mkdir, mkdtemp, open, rename, rm, stat, writeFile, copyFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { run } from '../util/exec.ts';
+import { hostDebianArch } from '../rootfs/foreign-arch.ts';
 import {
   FS_LABEL,
   MiB,
@@ -90,11 +91,23 @@ export function grubSerialFor(console: string): { unit: number; speed: number } 
   return { unit, speed: m?.[2] ? Number(m[2]) : 115200 };
 }
 
-/** Builds the EFI binary: grub core with every module grub.cfg needs and an embedded early config. */
-async function buildGrubEfi(arch: Arch, workDir: string, outFile: string): Promise<void> {
+/**
+ * Builds the EFI binary: grub core with every module grub.cfg needs and an embedded early config.
+ * The modules come from the build host for its own arch, else from the image's root tree: Debian
+ * ships grub-efi-arm64-bin for arm64 only, so an x86_64 host cannot install it, but the arm64 root
+ * can (the hardware definition lists it); the host's grub-mkimage builds for any platform.
+ */
+async function buildGrubEfi(arch: Arch, rootfsDir: string, workDir: string, outFile: string): Promise<void> {
   const target = GRUB_TARGETS[arch];
-  const moduleDir = `/usr/lib/grub/${target.platform}`;
-  await requireFile(path.join(moduleDir, 'linux.mod'), target.debianPackage, `grub ${target.platform} modules`);
+  const native = hostDebianArch() === arch;
+  const moduleDir = native ? `/usr/lib/grub/${target.platform}` : path.join(rootfsDir, 'usr/lib/grub', target.platform);
+  if (native) await requireFile(path.join(moduleDir, 'linux.mod'), target.debianPackage, `grub ${target.platform} modules`);
+  else
+    await stat(path.join(moduleDir, 'linux.mod')).catch(() => {
+      throw new Error(
+        `grub ${target.platform} modules not found at ${moduleDir}: list ${target.debianPackage} in the hardware definition's packages (Debian ships it for ${arch} only, so an image for another arch than the host's takes them from its own root)`,
+      );
+    });
   const early = path.join(workDir, 'early.cfg');
   await writeFile(early, renderEarlyCfg(loadGrubTemplates().earlyCfg, arch));
   // grub-mkimage rather than grub-mkstandalone: with all modules built in there is no memdisk, and
@@ -146,7 +159,7 @@ export async function assembleDiskImage(opts: AssembleOptions): Promise<Assemble
     if (opts.siteFile !== undefined) await copyFile(opts.siteFile, path.join(oemTree, 'site.yaml'));
     // From here on, work runs concurrently; nothing is awaited until Promise.allSettled below.
     const espFiles = (async () => {
-      await buildGrubEfi(opts.arch, work, path.join(espTree, 'EFI', 'BOOT', target.efiName));
+      await buildGrubEfi(opts.arch, opts.rootfsDir, work, path.join(espTree, 'EFI', 'BOOT', target.efiName));
       const cfgValues: Parameters<typeof renderGrubCfg>[1] = { arch: opts.arch };
       if (opts.kernelCmdlineExtra) cfgValues.cmdlineExtra = opts.kernelCmdlineExtra;
       if (opts.grubTimeout !== undefined) cfgValues.timeout = opts.grubTimeout;
