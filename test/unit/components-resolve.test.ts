@@ -4,7 +4,14 @@ import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { ComponentUnavailableError, componentCachePath, resolveComponent, type ComponentSpec } from '../../builder/src/components/resolve.ts';
+import { elfArch, elfArchMismatch } from '../../builder/src/components/elf.ts';
+import {
+  ComponentUnavailableError,
+  componentCachePath,
+  componentUnavailableForArch,
+  resolveComponent,
+  type ComponentSpec,
+} from '../../builder/src/components/resolve.ts';
 import { scratchDirs } from '../helpers/scratch.ts';
 
 const scratch = scratchDirs(test);
@@ -152,4 +159,68 @@ test('go-module: a verified cache entry is reused without running go; a corrupt 
 test('empty version is a clear error', async (t) => {
   const e = await t.throwsAsync(resolveComponent({ name: 'k3s', version: '', sources: [{ artifactDir: 'x' }] }, { arch: 'amd64', cacheDir: await tmp() }));
   t.regex(e!.message, /k3s for amd64: no version set/);
+});
+
+/** The first bytes of a little-endian 64-bit ELF executable for `machine` (e_machine). */
+const elfHeader = (machine: number): Buffer => {
+  const b = Buffer.alloc(64);
+  b.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1], 0);
+  b.writeUInt16LE(2, 16);
+  b.writeUInt16LE(machine, 18);
+  return b;
+};
+
+test('the ELF header names the arch an executable is built for', (t) => {
+  t.is(elfArch(elfHeader(0x3e)), 'amd64');
+  t.is(elfArch(elfHeader(0xb7)), 'arm64');
+  t.is(elfArch(elfHeader(0x28)), 'arm (32-bit)');
+  t.is(elfArch(BODY), undefined, 'a script is no ELF');
+  t.is(elfArchMismatch(elfHeader(0xb7), 'arm64'), undefined);
+  t.is(elfArchMismatch(BODY, 'arm64'), undefined);
+  t.is(elfArchMismatch(elfHeader(0x3e), 'arm64'), 'expected an arm64 executable, the file is built for amd64');
+});
+
+test('an amd64 binary in the arm64 artifact folder is refused, and the next source is tried', async (t) => {
+  const root = await tmp();
+  const p = join(root, 'artifacts', 'kine', 'v0.17.5', 'arm64');
+  await mkdir(p, { recursive: true });
+  await writeFile(join(p, 'kine'), elfHeader(0x3e));
+  const e = await t.throwsAsync(
+    resolveComponent(
+      { name: 'kine', version: 'v0.17.5', sources: [{ artifactDir: 'artifacts' }] },
+      { arch: 'arm64', cacheDir: join(root, 'cache'), repoRoot: root },
+    ),
+    { instanceOf: ComponentUnavailableError },
+  );
+  t.regex(e?.message ?? '', /expected an arm64 executable, the file is built for amd64/);
+  await writeFile(join(p, 'kine'), elfHeader(0xb7));
+  const r = await resolveComponent(
+    { name: 'kine', version: 'v0.17.5', sources: [{ artifactDir: 'artifacts' }] },
+    { arch: 'arm64', cacheDir: join(root, 'cache'), repoRoot: root },
+  );
+  t.is(r.arch, 'arm64');
+});
+
+test('a component with no source for an arch is named before any work; Go sources serve every arch', async (t) => {
+  const root = await tmp();
+  const k3s: ComponentSpec = {
+    name: 'k3s',
+    version: 'v1.33.1+k3s1',
+    sources: [{ artifactDir: 'artifacts' }, { url: { amd64: 'https://example.invalid/k3s' }, sha256: { amd64: BODY_SHA } }],
+  };
+  t.is(await componentUnavailableForArch(k3s, { arch: 'amd64', repoRoot: root }), undefined);
+  t.is(
+    await componentUnavailableForArch(k3s, { arch: 'arm64', repoRoot: root }),
+    "k3s v1.33.1+k3s1 for arm64: no source available — artifact dir artifacts/k3s/v1.33.1+k3s1/arm64/k3s: not found; url: none configured for arm64. Put the binary there or see README 'K3s'",
+  );
+  const pinnedForAmd64Only: ComponentSpec = { ...k3s, sources: [{ url: 'https://example.invalid/k3s-{arch}', sha256: { amd64: BODY_SHA } }] };
+  t.regex((await componentUnavailableForArch(pinnedForAmd64Only, { arch: 'arm64', repoRoot: root })) ?? '', /no valid sha256 pinned for arm64/);
+  const p = join(root, 'artifacts', 'k3s', 'v1.33.1+k3s1', 'arm64');
+  await mkdir(p, { recursive: true });
+  await writeFile(join(p, 'k3s'), BODY);
+  t.is(await componentUnavailableForArch(k3s, { arch: 'arm64', repoRoot: root }), undefined, 'an artifact put in place serves');
+  t.is(
+    await componentUnavailableForArch({ name: 'kine', version: 'v0.17.5', sources: [{ goModule: 'github.com/k3s-io/kine' }] }, { arch: 'arm64' }),
+    undefined,
+  );
 });

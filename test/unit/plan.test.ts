@@ -3,8 +3,8 @@ import { resolveConfig } from '../../builder/src/config/resolve.ts';
 import { REPO_ROOT } from '../../builder/src/cli/paths.ts';
 import { artifactName, planBuild, type PlanInputs, type StepId } from '../../builder/src/plan/plan.ts';
 
-async function inputs(profile = 'edge-datastore'): Promise<PlanInputs> {
-  const config = await resolveConfig({ profile, hardware: 'generic-x86_64-uefi', repoRoot: REPO_ROOT });
+async function inputs(profile = 'edge-datastore', hardware = 'generic-x86_64-uefi'): Promise<PlanInputs> {
+  const config = await resolveConfig({ profile, hardware, repoRoot: REPO_ROOT });
   return {
     config,
     mirror: 'file:///srv/mirror/debian',
@@ -138,3 +138,24 @@ for (const profile of ['edge-datastore', 'edge-standard', 'edge-static']) {
     }
   });
 }
+
+test('the arch is a property of the hardware: an arm64 build plans the same steps, every key its own, with the arm64 kernel and grub', async (t) => {
+  const x86 = await inputs('edge-standard');
+  const arm = await inputs('edge-standard', 'generic-arm64-uefi');
+  t.is(arm.config.hardware.arch, 'arm64');
+  t.deepEqual(
+    planBuild(arm).map((s) => s.id),
+    planBuild(x86).map((s) => s.id),
+  );
+  t.deepEqual(
+    changedSteps(x86, arm).sort(),
+    planBuild(x86)
+      .map((s) => s.id)
+      .sort(),
+    'no step output is shared between arches',
+  );
+  t.true(arm.config.packages.includes('linux-image-arm64'));
+  t.true(arm.config.packages.includes('grub-efi-arm64-bin'), 'the disk step takes arm64-efi modules from the root');
+  t.false(arm.config.packages.some((p) => p.endsWith('-amd64')));
+  t.is(artifactName(arm.config), 'edge-standard-generic-arm64-uefi-0.1.0');
+});

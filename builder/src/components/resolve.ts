@@ -20,6 +20,7 @@ import { basename, isAbsolute, join, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { hashTree } from '../plan/tree-hash.ts';
+import { executableArchMismatch } from './elf.ts';
 import { sha256File } from '../util/digest.ts';
 import { run } from '../util/exec.ts';
 
@@ -198,11 +199,17 @@ async function fromCache(dest: string, pinned?: string): Promise<{ sha: string; 
 
 type Attempt = { ok: ResolvedComponent } | { reason: string; label: string };
 
-async function tryArtifactDir(src: { artifactDir: string; sha256?: PerArch<string> }, spec: ComponentSpec, o: ResolveOptions): Promise<Attempt> {
+/** Where an artifact dir source keeps `spec` for `arch`: the path read, and the one shown. */
+function artifactPath(src: { artifactDir: string }, spec: ComponentSpec, o: Pick<ResolveOptions, 'arch' | 'repoRoot'>): { path: string; label: string } {
   const dir = isAbsolute(src.artifactDir) ? src.artifactDir : resolve(o.repoRoot ?? process.cwd(), src.artifactDir);
-  const rel = join(src.artifactDir, spec.name, spec.version, o.arch, fileName(spec));
-  const path = join(dir, spec.name, spec.version, o.arch, fileName(spec));
-  const label = `artifact dir ${rel}`;
+  return {
+    path: join(dir, spec.name, spec.version, o.arch, fileName(spec)),
+    label: `artifact dir ${join(src.artifactDir, spec.name, spec.version, o.arch, fileName(spec))}`,
+  };
+}
+
+async function tryArtifactDir(src: { artifactDir: string; sha256?: PerArch<string> }, spec: ComponentSpec, o: ResolveOptions): Promise<Attempt> {
+  const { path, label } = artifactPath(src, spec, o);
   let st: Awaited<ReturnType<typeof stat>>;
   try {
     st = await stat(path);
@@ -224,13 +231,25 @@ async function tryArtifactDir(src: { artifactDir: string; sha256?: PerArch<strin
   return { ok: { name: spec.name, version: spec.version, arch: o.arch, sha256: sha, path, size: st.size, source: 'artifact-dir' } };
 }
 
+/** The URL and pinned sha256 a url source has for `arch`, or why it has none (no I/O: the preflight asks it too). */
+function urlFor(
+  src: { url: string | PerArch<string>; sha256: PerArch<string> },
+  spec: ComponentSpec,
+  arch: ComponentArch,
+): { url: string; pinned: string } | { label: string; reason: string } {
+  const rawUrl = typeof src.url === 'string' ? src.url : src.url[arch];
+  if (!rawUrl) return { label: 'url', reason: `none configured for ${arch}` };
+  const url = expand(rawUrl, spec, arch);
+  const pinned = src.sha256?.[arch]?.toLowerCase();
+  if (!pinned || !/^[0-9a-f]{64}$/.test(pinned)) return { label: `url ${url}`, reason: `no valid sha256 pinned for ${arch} (refusing an unverified download)` };
+  return { url, pinned };
+}
+
 async function tryUrl(src: { url: string | PerArch<string>; sha256: PerArch<string> }, spec: ComponentSpec, o: ResolveOptions): Promise<Attempt> {
-  const rawUrl = typeof src.url === 'string' ? src.url : src.url[o.arch];
-  if (!rawUrl) return { label: 'url', reason: `none configured for ${o.arch}` };
-  const url = expand(rawUrl, spec, o.arch);
+  const found = urlFor(src, spec, o.arch);
+  if ('reason' in found) return found;
+  const { url, pinned } = found;
   const label = `url ${url}`;
-  const pinned = src.sha256?.[o.arch]?.toLowerCase();
-  if (!pinned || !/^[0-9a-f]{64}$/.test(pinned)) return { label, reason: `no valid sha256 pinned for ${o.arch} (refusing an unverified download)` };
   const dest = componentCachePath(o.cacheDir, spec, o.arch);
   const cached = await fromCache(dest, pinned);
   if (cached) return { ok: { name: spec.name, version: spec.version, arch: o.arch, sha256: cached.sha, path: dest, size: cached.size, source: 'url' } };
@@ -404,6 +423,42 @@ async function tryGoMain(src: { goMain: string }, spec: ComponentSpec, o: Resolv
 }
 
 /**
+ * Why no source of `spec` can give it for `arch`, or undefined when one may. Asked before any
+ * work: an image whose profile pins, say, a K3s URL for amd64 only fails for arm64 at once, naming
+ * the component, not after the rootfs. Go sources build for every arch; an artifact dir must hold
+ * the file.
+ */
+export async function componentUnavailableForArch(spec: ComponentSpec, o: Pick<ResolveOptions, 'arch' | 'repoRoot'>): Promise<string | undefined> {
+  const reasons: string[] = [];
+  for (const src of spec.sources) {
+    if ('goModule' in src || 'goMain' in src) return undefined;
+    if ('url' in src) {
+      const found = urlFor(src, spec, o.arch);
+      if (!('reason' in found)) return undefined;
+      reasons.push(`${found.label}: ${found.reason}`);
+    } else if ('artifactDir' in src) {
+      const { path, label } = artifactPath(src, spec, o);
+      if (
+        await stat(path).then(
+          (st) => st.isFile(),
+          () => false,
+        )
+      )
+        return undefined;
+      reasons.push(`${label}: not found`);
+    }
+  }
+  return unavailableMessage(spec, o.arch, reasons);
+}
+
+/** "<name> <version> for <arch>: no source available — <each source: why>. <where to read on>" */
+function unavailableMessage(spec: ComponentSpec, arch: ComponentArch, reasons: string[]): string {
+  const readme = spec.name.charAt(0).toUpperCase() + spec.name.slice(1);
+  const hint = spec.hint ?? `Put the ${spec.file ? 'file' : 'binary'} there or see README '${readme}'`;
+  return `${spec.name} ${spec.version} for ${arch}: no source available — ${reasons.join('; ')}. ${hint}`;
+}
+
+/**
  * Resolves a component for one arch, trying its sources in order. Throws
  * ComponentUnavailableError listing every source tried and why it failed.
  */
@@ -429,12 +484,21 @@ export async function resolveComponent(spec: ComponentSpec, o: ResolveOptions): 
     } else {
       r = { label: 'unknown source', reason: `unsupported source ${JSON.stringify(src)}` };
     }
-    if ('ok' in r) return r.ok;
+    if ('ok' in r) {
+      const wrongArch = isExecutable(spec) ? await executableArchMismatch(r.ok.path, o.arch) : undefined;
+      if (wrongArch === undefined) return r.ok;
+      r = { label: r.ok.path, reason: wrongArch };
+    }
     attempts.push({ source: r.label, reason: r.reason });
   }
   if (!kinds.url) attempts.push({ source: 'url', reason: 'none configured' });
-  const listed = attempts.map((a) => `${a.source}: ${a.reason}`).join('; ');
-  const readme = spec.name.charAt(0).toUpperCase() + spec.name.slice(1);
-  const hint = spec.hint ?? `Put the ${spec.file ? 'file' : 'binary'} there or see README '${readme}'`;
-  throw new ComponentUnavailableError(spec.name, attempts, `${spec.name} ${spec.version} for ${o.arch}: no source available — ${listed}. ${hint}`);
+  throw new ComponentUnavailableError(
+    spec.name,
+    attempts,
+    unavailableMessage(
+      spec,
+      o.arch,
+      attempts.map((a) => `${a.source}: ${a.reason}`),
+    ),
+  );
 }

@@ -7,7 +7,8 @@ import type { Layout } from '../../../image/src/layout.ts';
 import { keyId, writeBundle } from '../../../firstboot/src/upgrade/bundle.ts';
 import { BUNDLE_FILES, type BundleManifest, PRODUCT } from '../../../firstboot/src/upgrade/core/manifest.ts';
 import { assembleDiskImage, DISK_RECIPE_VERSION } from '../disk/assemble.ts';
-import { resolveComponent, type ComponentSpec } from '../components/resolve.ts';
+import { executableArchMismatch } from '../components/elf.ts';
+import { componentUnavailableForArch, resolveComponent, type ComponentSpec } from '../components/resolve.ts';
 import type { ResolvedConfig } from '../config/resolve.ts';
 import { bakedGoMains } from '../images/baked.ts';
 import { IMAGES_FILE, makeImages, type ImageRecord } from '../images/make.ts';
@@ -51,6 +52,8 @@ export interface BuildResult {
 interface ComponentRecord {
   name: string;
   version: string;
+  /** The Debian arch the binary runs on; its step key holds the arch, and resolveComponent checked the ELF header. */
+  arch: string;
   sha256: string;
   source: string;
 }
@@ -61,6 +64,18 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const { config, repoRoot } = opts;
   const { profile, hardware } = config;
   const arch = hardware.arch;
+  const componentSpecs: { kine: ComponentSpec; kubernetes?: ComponentSpec } = {
+    kine: { name: 'kine', ...profile.components.kine },
+    ...(profile.components.kubernetes
+      ? {
+          kubernetes: {
+            name: KUBERNETES_BINARY[profile.components.kubernetes.distribution],
+            version: profile.components.kubernetes.version,
+            sources: profile.components.kubernetes.sources,
+          },
+        }
+      : {}),
+  };
   const mirrors = await detectDebianMirror({
     suite: profile.debian.suite,
     override: opts.mirror ?? profile.debian.mirror,
@@ -99,6 +114,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     plan.map(async ({ id, title, key, dependsOn, holdsSecrets }) => ({ id, title, key, dependsOn, cached: !holdsSecrets && (await cache.has(id, key)) })),
   );
   opts.report({ event: 'plan', artifactName: name, dryRun: opts.dryRun, steps });
+  // Before any work: a component with no source for this arch fails the build now, naming it.
+  for (const step of ['kine', 'kubernetes'] as const) {
+    const spec = componentSpecs[step];
+    if (spec === undefined) continue;
+    const unavailable = await componentUnavailableForArch(spec, { arch, repoRoot });
+    if (unavailable === undefined) continue;
+    opts.report({ event: 'error', step, message: unavailable });
+    throw new Error(unavailable);
+  }
   if (opts.dryRun) return { plan };
 
   const release = await acquireBuildLock(opts.cacheRoot, {
@@ -134,11 +158,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           onProgress: log('rootfs'),
         });
       },
-      kine: async (tmp) => fetchComponent('kine', { name: 'kine', ...profile.components.kine }, tmp),
+      kine: async (tmp) => fetchComponent('kine', componentSpecs.kine, tmp),
       kubernetes: async (tmp) => {
-        const k = profile.components.kubernetes;
-        if (!k) throw new Error('internal: kubernetes step planned without components.kubernetes');
-        await fetchComponent('kubernetes', { name: KUBERNETES_BINARY[k.distribution], version: k.version, sources: k.sources }, tmp);
+        if (!componentSpecs.kubernetes) throw new Error('internal: kubernetes step planned without components.kubernetes');
+        await fetchComponent('kubernetes', componentSpecs.kubernetes, tmp);
       },
       images: async (tmp) => {
         if (kubernetes?.distribution !== 'upstream') throw new Error('internal: images step planned without upstream Kubernetes');
@@ -159,10 +182,16 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           cacheDir: path.join(opts.cacheRoot, 'node'),
           log: log('agent'),
         });
-        await writeFile(
-          path.join(tmp, 'component.json'),
-          JSON.stringify({ name: 'geminik8s-agent', version: `${profile.version}+node${built.nodeVersion}`, sha256: built.sha256, source: 'firstboot/' }),
-        );
+        const wrongArch = await executableArchMismatch(path.join(tmp, 'geminik8s-agent'), arch);
+        if (wrongArch !== undefined) throw new Error(`the firstboot agent for ${arch}: ${wrongArch}`);
+        const record: ComponentRecord = {
+          name: 'geminik8s-agent',
+          version: `${profile.version}+node${built.nodeVersion}`,
+          arch,
+          sha256: built.sha256,
+          source: 'firstboot/',
+        };
+        await writeFile(path.join(tmp, 'component.json'), JSON.stringify(record));
       },
       overlays: async (tmp) => {
         // In a folder of its own: the step folder also holds the cache's completion marker, which is no file of the image.
@@ -267,7 +296,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     async function fetchComponent(step: 'kine' | 'kubernetes', spec: ComponentSpec, tmp: string): Promise<void> {
       const got = await resolveComponent(spec, { arch, cacheDir: opts.cacheRoot, repoRoot, onProgress: log(step) });
       await copyFile(got.path, path.join(tmp, step));
-      await writeFile(path.join(tmp, 'component.json'), JSON.stringify({ name: got.name, version: got.version, sha256: got.sha256, source: got.source }));
+      const record: ComponentRecord = { name: got.name, version: got.version, arch: got.arch, sha256: got.sha256, source: got.source };
+      await writeFile(path.join(tmp, 'component.json'), JSON.stringify(record));
     }
 
     for (const [i, step] of plan.entries()) {
@@ -284,7 +314,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       if (step.id === 'rootfs') packages = (await readCachedRootfs(path.join(result.dir, 'rootfs')))?.packages ?? [];
       if (step.id === 'images') images = JSON.parse(await readFile(path.join(result.dir, IMAGES_FILE), 'utf8')) as ImageRecord[];
       if (['kine', 'kubernetes', 'agent'].includes(step.id)) {
-        components.push(JSON.parse(await readFile(path.join(result.dir, 'component.json'), 'utf8')) as ComponentRecord);
+        // A record cached before components carried their arch is of this build's arch: the arch is in the step key.
+        components.push({
+          arch,
+          ...(JSON.parse(await readFile(path.join(result.dir, 'component.json'), 'utf8')) as Partial<ComponentRecord>),
+        } as ComponentRecord);
       }
       opts.report({ event: 'step-done', id: step.id, cached: result.cached, seconds: (performance.now() - started) / 1000 });
     }

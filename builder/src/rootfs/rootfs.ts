@@ -13,7 +13,7 @@ import { run, runStreaming } from '../util/exec.ts';
 import { ensureForeignArchSupport, type DebianArch } from './foreign-arch.ts';
 
 /** Bump whenever the mmdebstrap options or hooks/customize.sh change: it is part of the rootfs cache key. */
-export const ROOTFS_HOOK_VERSION = 'rootfs-hooks-6';
+export const ROOTFS_HOOK_VERSION = 'rootfs-hooks-7';
 
 export const CUSTOMIZE_HOOK = fileURLToPath(new URL('./hooks/customize.sh', import.meta.url));
 
@@ -105,6 +105,8 @@ for m in ext4 squashfs overlay virtio_blk virtio_scsi virtio_pci nvme ahci sd_mo
 done
 `;
 
+const UPDATE_INITRAMFS = '/usr/sbin/update-initramfs';
+
 /** The mmdebstrap command line (exported for --dry-run display and tests). */
 export function mmdebstrapArgs(o: BuildRootfsOptions, target: string, excludesFile?: string): string[] {
   const essentialHook = [
@@ -113,6 +115,12 @@ export function mmdebstrapArgs(o: BuildRootfsOptions, target: string, excludesFi
     `printf '%s' ${shq(INITRAMFS_CONF)} > "$1/etc/initramfs-tools/conf.d/geminik8s.conf"`,
     `printf '%s' ${shq(INITRAMFS_HOOK)} > "$1/etc/initramfs-tools/hooks/geminik8s"`,
     'chmod 0755 "$1/etc/initramfs-tools/hooks/geminik8s"',
+    // The kernel's postinst and initramfs-tools' trigger would each build an initrd that
+    // customize.sh throws away after trimming modules: under qemu-user (a foreign-arch root) one
+    // mkinitramfs takes minutes. update-initramfs is diverted to true until customize.sh builds
+    // the one initrd the image keeps.
+    `chroot "$1" dpkg-divert --quiet --local --rename --divert ${UPDATE_INITRAMFS}.geminik8s --add ${UPDATE_INITRAMFS}`,
+    `ln -s /bin/true "$1${UPDATE_INITRAMFS}"`,
   ].join(' && ');
   const args = [
     '--mode=root',

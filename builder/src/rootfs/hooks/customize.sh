@@ -59,14 +59,20 @@ if [ "$jit" = no-jit ]; then
   fi
 fi
 
-# --- optional kernel module trimming ----------------------------------------------
+# --- update-initramfs back (rootfs.ts diverted it to true while packages were installed) ---
+if [ -L "$root/usr/sbin/update-initramfs" ]; then
+  rm -f "$root/usr/sbin/update-initramfs"
+  chroot "$root" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.geminik8s --remove /usr/sbin/update-initramfs
+fi
+
+# --- optional kernel module trimming, then the one initrd per kernel -----------------
 # EXCLUDE_MODULES_FILE lines: a path prefix under lib/modules/<ver>/kernel/ to delete
 # (e.g. "sound", "drivers/gpu"), or "!prefix" to keep (e.g. "!drivers/gpu/drm/virtio").
-# Dependencies of every kept module are always kept, then depmod + initramfs rebuild.
-if [ -n "$excludes" ] && [ -s "$excludes" ]; then
-  for kdir in "$root"/lib/modules/*/; do
-    [ -f "$kdir/modules.dep" ] || continue
-    ver="$(basename "$kdir")"
+# Dependencies of every kept module are always kept, then depmod.
+for kdir in "$root"/lib/modules/*/; do
+  [ -f "$kdir/modules.dep" ] || continue
+  ver="$(basename "$kdir")"
+  if [ -n "$excludes" ] && [ -s "$excludes" ]; then
     drop="$(mktemp)"
     awk -v exfile="$excludes" '
       BEGIN { while ((getline l < exfile) > 0) { if (l ~ /^[ \t]*(#|$)/) continue; sub(/\/+$/, "", l);
@@ -90,9 +96,12 @@ if [ -n "$excludes" ] && [ -s "$excludes" ]; then
     rm -f "$drop"
     find "$kdir/kernel" -depth -type d -empty -delete
     chroot "$root" depmod -a "$ver"
-    chroot "$root" update-initramfs -u -k "$ver"
-  done
-fi
+  fi
+  if [ -x "$root/usr/sbin/update-initramfs" ]; then
+    echo "customize.sh: building the initrd of $ver"
+    chroot "$root" update-initramfs -c -k "$ver"
+  fi
+done
 
 # --- sanity: a bootable kernel + initrd ---------------------------------------------
 if ls "$root"/boot/vmlinu* >/dev/null 2>&1; then
