@@ -2,9 +2,27 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFile, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 
-/** Debian's OVMF (package ovmf): read-only code plus a per-VM writable copy of the variable store. */
-const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
-const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+/**
+ * The virtual machine of each image arch: Debian's emulator, a machine type, and Debian's UEFI
+ * firmware (read-only code plus a per-VM writable copy of the variable store). On arm64, `virt`
+ * with a PL011 UART (ttyAMA0) and AAVMF; cortex-a72 rather than `max`, whose pointer
+ * authentication QEMU emulates slowly under TCG.
+ */
+const MACHINES = {
+  amd64: {
+    qemu: ['qemu-system-x86_64', 'qemu-system-x86'],
+    machine: ['-machine', 'q35', '-cpu', 'max'],
+    code: ['/usr/share/OVMF/OVMF_CODE_4M.fd', 'ovmf'],
+    vars: '/usr/share/OVMF/OVMF_VARS_4M.fd',
+  },
+  arm64: {
+    qemu: ['qemu-system-aarch64', 'qemu-system-arm'],
+    machine: ['-machine', 'virt', '-cpu', 'cortex-a72'],
+    code: ['/usr/share/AAVMF/AAVMF_CODE.fd', 'qemu-efi-aarch64'],
+    vars: '/usr/share/AAVMF/AAVMF_VARS.fd',
+  },
+} as const;
+export type VmArch = keyof typeof MACHINES;
 
 export interface BootedVm {
   consoleFile: string;
@@ -15,11 +33,9 @@ export interface BootedVm {
   stop(): Promise<void>;
 }
 
-export async function requireQemu(): Promise<void> {
-  for (const [file, pkg] of [
-    ['/usr/bin/qemu-system-x86_64', 'qemu-system-x86'],
-    [OVMF_CODE, 'ovmf'],
-  ] as const) {
+export async function requireQemu(arch: VmArch = 'amd64'): Promise<void> {
+  const m = MACHINES[arch];
+  for (const [file, pkg] of [[`/usr/bin/${m.qemu[0]}`, m.qemu[1]], m.code] as const) {
     await stat(file).catch(() => {
       throw new Error(`${file} is missing: apt-get install ${pkg} (or run \`make deps\`)`);
     });
@@ -40,10 +56,15 @@ export interface VmNetwork {
  * Boots a raw disk image under TCG (KVM is not usable here) with UEFI firmware, and records the
  * serial console to a file the test can read. No network unless `network` names a tap device.
  */
-export async function bootImage(image: string, workDir: string, opts: { memoryMiB?: number; cpus?: number; network?: VmNetwork } = {}): Promise<BootedVm> {
-  await requireQemu();
-  const vars = path.join(workDir, 'OVMF_VARS.fd');
-  await copyFile(OVMF_VARS, vars);
+export async function bootImage(
+  image: string,
+  workDir: string,
+  opts: { memoryMiB?: number; cpus?: number; network?: VmNetwork; arch?: VmArch } = {},
+): Promise<BootedVm> {
+  const m = MACHINES[opts.arch ?? 'amd64'];
+  await requireQemu(opts.arch);
+  const vars = path.join(workDir, 'UEFI_VARS.fd');
+  await copyFile(m.vars, vars);
   const consoleFile = path.join(workDir, 'console.log');
   // A console left by an earlier boot would satisfy waitFor before this VM prints anything.
   await rm(consoleFile, { force: true });
@@ -53,13 +74,10 @@ export async function bootImage(image: string, workDir: string, opts: { memoryMi
     ? ['-netdev', `tap,id=n0,ifname=${net.tap},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=n0,mac=${net.mac},romfile=`]
     : ['-nic', 'none'];
   const qemu = [
-    'qemu-system-x86_64',
+    m.qemu[0],
     '-accel',
     'tcg',
-    '-machine',
-    'q35',
-    '-cpu',
-    'max',
+    ...m.machine,
     '-smp',
     String(opts.cpus ?? 2),
     '-m',
@@ -70,7 +88,7 @@ export async function bootImage(image: string, workDir: string, opts: { memoryMi
     'none',
     ...nic,
     '-drive',
-    `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`,
+    `if=pflash,format=raw,readonly=on,file=${m.code[0]}`,
     '-drive',
     `if=pflash,format=raw,file=${vars}`,
     '-drive',

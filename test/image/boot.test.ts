@@ -5,12 +5,12 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { access, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { access, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { cacheRoot } from '../../builder/src/cli/paths.ts';
 import { run } from '../../builder/src/util/exec.ts';
-import { bootImage } from '../helpers/qemu.ts';
+import { bootAndWait, checkFirstBoot, FIRST_BOOT_LINES, stampedDisk } from '../helpers/first-boot.ts';
 import { events, geminik8s } from '../helpers/cli.ts';
 
 const ARTIFACT = 'edge-datastore-generic-x86_64-uefi-0.1.0';
@@ -23,16 +23,6 @@ test.after.always(async () => {
 });
 
 let rootfsKey = '';
-
-async function bootAndWait(raw: string, dir: string, patterns: RegExp[]): Promise<string> {
-  await mkdir(dir, { recursive: true });
-  const vm = await bootImage(raw, dir);
-  try {
-    return await vm.waitFor(patterns, 6 * 60_000);
-  } finally {
-    await vm.stop();
-  }
-}
 
 function stepResults(stdout: string): Record<string, boolean> {
   return Object.fromEntries(
@@ -152,36 +142,10 @@ test.serial('a build killed midway leaves nothing that looks complete, and the n
 });
 
 test.serial('a stamped image boots under UEFI and the agent reads the site and grows the data partition', async (t) => {
-  const raw = path.join(work, 'disk.raw');
-  await execa('zstd', ['-q', '-d', path.join(out, ARTIFACT, 'image.raw.zst'), '-o', raw]);
-  const site = path.join(work, 'site.yaml');
-  t.is((await geminik8s(['init', '--out', site, '--site-id', 'boot-test-7', '--vip', '192.0.2.10/24', '--gateway', '192.0.2.1'])).exitCode, 0);
-  const stamp = await geminik8s(['stamp', '--site', site, raw, '--json']);
-  t.is(stamp.exitCode, 0, stamp.stderr);
-  t.is(JSON.parse(stamp.stdout).siteId, 'boot-test-7');
-  // A bigger disk than the image: the agent must grow the data partition into it.
-  await execa('truncate', ['-s', '4G', raw]);
-
-  const first = await bootAndWait(raw, path.join(work, 'boot-1'), [
-    /GEMINIK8S-AGENT: data-partition grown \d+ -> \d+/,
-    /GEMINIK8S-AGENT: started/,
-    /GEMINIK8S-AGENT: site boot-test-7/,
-    /GEMINIK8S-AGENT: data grown \d+ -> \d+/,
-    /GEMINIK8S-AGENT: hostmeta written/,
-    /GEMINIK8S-AGENT: ready/,
-    // services that write state work on the read-only root: sshd made its host keys on data
-    /Started ssh\.service|Started .*OpenBSD Secure Shell server/,
-  ]);
-  const grown = /GEMINIK8S-AGENT: data grown (\d+) -> (\d+)/.exec(first);
-  t.truthy(grown);
-  const manifest = JSON.parse(await readFile(path.join(out, ARTIFACT, 'manifest.json'), 'utf8')) as {
-    layout: { partitions: { name: string; offsetBytes: number }[] };
-  };
-  const dataOffset = manifest.layout.partitions.find((p) => p.name === 'data')?.offsetBytes ?? Infinity;
-  const room = 4 * 1024 ** 3 - dataOffset;
-  t.true(Number(grown?.[2]) > 0.9 * room, `data filesystem fills the rest of the 4 GiB disk (${room} bytes): ${grown?.[0]}`);
-  const secret = /secret: (\S+)/.exec(await readFile(site, 'utf8'))?.[1] ?? 'missing';
-  t.false(first.includes(secret), 'the pair secret never reaches the console');
+  const artifact = path.join(out, ARTIFACT);
+  const { raw, site } = await stampedDisk(t, artifact, work, 'boot-test-7');
+  const first = await bootAndWait(raw, path.join(work, 'boot-1'), [...FIRST_BOOT_LINES, /GEMINIK8S-AGENT: site boot-test-7/]);
+  await checkFirstBoot(t, first, artifact, site);
 
   // Second boot: every first-boot step is idempotent, and the node keeps its identity.
   const second = await bootAndWait(raw, path.join(work, 'boot-2'), [

@@ -1,0 +1,63 @@
+/**
+ * The first boot of a stamped image, as the x86_64 and arm64 boot tests both check it: the agent
+ * reads the site, grows the data partition into a disk bigger than the image, and sshd makes its
+ * host keys on the data partition; the pair secret never reaches the console.
+ */
+import type { ExecutionContext } from 'ava';
+import { execa } from 'execa';
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { geminik8s } from './cli.ts';
+import { bootImage, type VmArch } from './qemu.ts';
+
+/** What the console shows on a first boot, in any order. */
+export const FIRST_BOOT_LINES: readonly RegExp[] = [
+  /GEMINIK8S-AGENT: data-partition grown \d+ -> \d+/,
+  /GEMINIK8S-AGENT: started/,
+  /GEMINIK8S-AGENT: data grown \d+ -> \d+/,
+  /GEMINIK8S-AGENT: hostmeta written/,
+  /GEMINIK8S-AGENT: ready/,
+  // services that write state work on the read-only root: sshd made its host keys on data
+  /Started ssh\.service|Started .*OpenBSD Secure Shell server/,
+];
+
+/** The disk the image boots from: 4 GiB, bigger than the image, so the agent must grow the data partition. */
+export const BOOT_DISK_BYTES = 4 * 1024 ** 3;
+
+/** Decompresses an artifact's image into `work`, stamps a new site `siteId` into it, and grows the file to BOOT_DISK_BYTES. */
+export async function stampedDisk(t: ExecutionContext, artifactDir: string, work: string, siteId: string): Promise<{ raw: string; site: string }> {
+  const raw = path.join(work, 'disk.raw');
+  await execa('zstd', ['-q', '-f', '-d', path.join(artifactDir, 'image.raw.zst'), '-o', raw]);
+  const site = path.join(work, 'site.yaml');
+  t.is((await geminik8s(['init', '--out', site, '--site-id', siteId, '--vip', '192.0.2.10/24', '--gateway', '192.0.2.1'])).exitCode, 0);
+  const stamp = await geminik8s(['stamp', '--site', site, raw, '--json']);
+  t.is(stamp.exitCode, 0, stamp.stderr);
+  t.is(JSON.parse(stamp.stdout).siteId, siteId);
+  await execa('truncate', ['-s', String(BOOT_DISK_BYTES), raw]);
+  return { raw, site };
+}
+
+/** Boots `raw` until every pattern is on the console (or `timeoutMs`), then stops the VM; the console text. */
+export async function bootAndWait(raw: string, dir: string, patterns: readonly RegExp[], o: { arch?: VmArch; timeoutMs?: number } = {}): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const vm = await bootImage(raw, dir, o.arch ? { arch: o.arch } : {});
+  try {
+    return await vm.waitFor([...patterns], o.timeoutMs ?? 6 * 60_000);
+  } finally {
+    await vm.stop();
+  }
+}
+
+/** The first boot's console grew the data filesystem over the rest of the disk and kept the site's secret off it. */
+export async function checkFirstBoot(t: ExecutionContext, console: string, artifactDir: string, site: string): Promise<void> {
+  const grown = /GEMINIK8S-AGENT: data grown (\d+) -> (\d+)/.exec(console);
+  t.truthy(grown);
+  const manifest = JSON.parse(await readFile(path.join(artifactDir, 'manifest.json'), 'utf8')) as {
+    layout: { partitions: { name: string; offsetBytes: number }[] };
+  };
+  const dataOffset = manifest.layout.partitions.find((p) => p.name === 'data')?.offsetBytes ?? Number.POSITIVE_INFINITY;
+  const room = BOOT_DISK_BYTES - dataOffset;
+  t.true(Number(grown?.[2]) > 0.9 * room, `data filesystem fills the rest of the disk (${room} bytes): ${grown?.[0]}`);
+  const secret = /secret: (\S+)/.exec(await readFile(site, 'utf8'))?.[1] ?? 'missing';
+  t.false(console.includes(secret), 'the pair secret never reaches the console');
+}
