@@ -31,7 +31,7 @@ import { dumpKineDatabase } from './provision/postgres.ts';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
-import { grubBackend } from './upgrade/slot-backend.ts';
+import { slotBackendFor } from './upgrade/slot-backend.ts';
 import { enforceDeadline, UpgradeService, type UpgradeServiceOptions } from './upgrade/service.ts';
 
 /** EX_CONFIG: the agent cannot go on without a person (geminik8s-agent.service does not restart it on this code). */
@@ -44,15 +44,16 @@ const UPDATE_KEYS_DIR = '/etc/geminik8s/update-keys';
 /** The box's A/B upgrades: the running image's facts, its baked-in keys, grub's slots. */
 function upgradeOptions(stateDir: string, log: Logger, out: ConsoleOut): UpgradeServiceOptions {
   const facts = loadImageFacts(process.env);
+  const backend = slotBackendFor(facts.bootloader);
   return {
     stateDir,
     keysDir: UPDATE_KEYS_DIR,
     image: { version: facts.version ?? 'unknown', arch: facts.arch ?? 'unknown', hardware: facts.hardware ?? 'unknown', policy: facts.upgrade },
-    backend: grubBackend(),
+    backend,
     log,
     out,
     reboot: async () => {
-      await runTool('systemctl', ['reboot']);
+      await runTool('systemctl', ['reboot', ...(await backend.rebootArguments())]);
     },
     uptimeSeconds: uptime,
   };

@@ -16,7 +16,7 @@ import type { Logger } from '../../firstboot/src/adapters/output.ts';
 import { writeBundle } from '../../firstboot/src/upgrade/bundle.ts';
 import type { BundleManifest } from '../../firstboot/src/upgrade/core/manifest.ts';
 import { enforceDeadline, readUpgradeRecord, type RunningImage, UpgradeService } from '../../firstboot/src/upgrade/service.ts';
-import { grubBackend } from '../../firstboot/src/upgrade/slot-backend.ts';
+import { grubBackend, trybootBackend } from '../../firstboot/src/upgrade/slot-backend.ts';
 
 const work = await mkdtemp(path.join(os.tmpdir(), 'gk8s-upgrade-apply-'));
 const SLOT_BYTES = 8 * 1024 * 1024;
@@ -46,19 +46,28 @@ const events: string[] = [];
 const log: Logger = { event: (_level: string, event: string) => void events.push(event) } as unknown as Logger;
 const lines: string[] = [];
 
-/** One box: a state dir, a grubenv (made by grub-editenv), a cmdline naming the booted slot, a file as slot b. */
-async function box(name: string, healthChecks: RunningImage['policy']['healthChecks'] = []) {
+/** The Raspberry Pi layout's boot partitions: 1 holds autoboot.txt, 2 and 3 are boot-a and boot-b. */
+const PI_BOOT_PARTITIONS = { a: 2, b: 3 };
+
+/**
+ * One box: a state dir, the bootloader's file (a grubenv made by grub-editenv, or the Pi's
+ * autoboot.txt as the image ships it), a cmdline naming the booted slot, a file as slot b.
+ */
+async function box(name: string, healthChecks: RunningImage['policy']['healthChecks'] = [], bootloader: 'grub' | 'tryboot' = 'grub') {
   const dir = path.join(work, name);
   await mkdir(path.join(dir, 'state'), { recursive: true });
   const grubenv = path.join(dir, 'grubenv');
   await execa('grub-editenv', [grubenv, 'create']);
   await execa('grub-editenv', [grubenv, 'set', 'slot=a', 'try_slot=', 'boot_tries=0']);
+  const autoboot = path.join(dir, 'autoboot.txt');
+  await writeFile(autoboot, '[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=2\n');
   const cmdline = path.join(dir, 'cmdline');
   await writeFile(cmdline, 'BOOT_IMAGE=/vmlinuz root=PARTLABEL=root-a ro console=ttyS0\n');
   const slotB = path.join(dir, 'slot-b');
   await writeFile(slotB, '');
   await truncate(slotB, SLOT_BYTES);
-  const backend = { ...grubBackend({ grubenv, cmdline }), device: async () => ({ path: slotB, bytes: SLOT_BYTES }) };
+  const slots = bootloader === 'grub' ? grubBackend({ grubenv, cmdline }) : trybootBackend({ autoboot, cmdline, partitions: async () => PI_BOOT_PARTITIONS });
+  const backend = { ...slots, device: async () => ({ path: slotB, bytes: SLOT_BYTES }) };
   let reboots = 0;
   const service = new UpgradeService({
     stateDir: path.join(dir, 'state'),
@@ -74,7 +83,13 @@ async function box(name: string, healthChecks: RunningImage['policy']['healthChe
   });
   const env = async () =>
     Object.fromEntries((await execa('grub-editenv', [grubenv, 'list'])).stdout.split('\n').map((l) => l.split('=')) as [string, string][]);
-  return { dir, grubenv, cmdline, slotB, service, env, reboots: () => reboots, state: path.join(dir, 'state') };
+  /** autoboot.txt's settings, comments left out, as the bootloader reads them. */
+  const autobootLines = async () =>
+    (await readFile(autoboot, 'utf8'))
+      .split('\n')
+      .filter((l) => l !== '' && !l.startsWith('#'))
+      .join(' ');
+  return { dir, grubenv, cmdline, slotB, service, env, autobootLines, backend, reboots: () => reboots, state: path.join(dir, 'state') };
 }
 
 test.after.always(() => rm(work, { recursive: true, force: true }));
@@ -197,4 +212,42 @@ test('the trial marker the deadline unit is conditioned on exists exactly while 
   await writeFile(b.cmdline, 'root=PARTLABEL=root-b ro\n');
   await b.service.settle(new AbortController().signal);
   t.false(await exists(), 'gone once committed');
+});
+
+// The Raspberry Pi bootloader's tryboot, as its documentation describes autoboot.txt (config_txt/
+// autoboot.adoc): `[all] boot_partition` is what boots, `[tryboot] boot_partition` what boots once
+// after `reboot "0 tryboot"`; the flag is cleared before the firmware starts, so any reset falls back.
+test('tryboot: an installed bundle points [tryboot] at slot b and reboots with the tryboot flag; the trial boot gates and commits', async (t) => {
+  const b = await box('tryboot-install', [], 'tryboot');
+  t.deepEqual(await b.backend.rebootArguments(), [], 'no trial: a plain reboot');
+  t.like(await b.service.apply({ bundle: await bundle('v2-tryboot.bundle'), reboot: false }, () => undefined), { result: 'installed', slot: 'b' });
+  t.is(await b.autobootLines(), '[all] tryboot_a_b=1 boot_partition=2 [tryboot] boot_partition=3');
+  t.deepEqual(await b.backend.rebootArguments(), ['0 tryboot'], 'the reboot sets the one-shot flag');
+  t.true((await readFile(b.slotB)).subarray(0, slotRaw.length).equals(slotRaw));
+
+  // The bootloader booted partition 3 in tryboot mode: the gate passes and b becomes the default.
+  await writeFile(b.cmdline, 'root=PARTLABEL=root-b ro\n');
+  await b.service.settle(new AbortController().signal);
+  t.is(await b.autobootLines(), '[all] tryboot_a_b=1 boot_partition=3 [tryboot] boot_partition=3');
+  t.is(readUpgradeRecord(b.state)?.state, 'committed');
+  t.deepEqual(await b.backend.rebootArguments(), []);
+});
+
+test('tryboot: a failing gate goes back to slot a with a plain reboot; a trial the bootloader never finished is recorded as rolled back', async (t) => {
+  const b = await box('tryboot-gate-fails', [{ name: 'always-fails', command: ['/bin/false'], timeoutSeconds: 5 }], 'tryboot');
+  t.like(await b.service.apply({ bundle: await bundle('v2-tryboot-check.bundle'), reboot: false }, () => undefined), { result: 'installed' });
+  await writeFile(b.cmdline, 'root=PARTLABEL=root-b ro\n');
+  await b.service.settle(new AbortController().signal);
+  t.is(await b.autobootLines(), '[all] tryboot_a_b=1 boot_partition=2 [tryboot] boot_partition=2');
+  t.is(b.reboots(), 1);
+  t.deepEqual(await b.backend.rebootArguments(), [], 'the reboot back carries no tryboot flag');
+  t.regex(readUpgradeRecord(b.state)?.reason ?? '', /health gate not passed within 30 s: health check always-fails/);
+
+  // A power cut during the trial: the bootloader cleared the flag and booted partition 2, autoboot.txt still names 3.
+  const c = await box('tryboot-reset', [], 'tryboot');
+  t.like(await c.service.apply({ bundle: await bundle('v2-tryboot-reset.bundle'), reboot: false }, () => undefined), { result: 'installed' });
+  await c.service.settle(new AbortController().signal);
+  t.is(readUpgradeRecord(c.state)?.state, 'rolled-back');
+  t.regex(readUpgradeRecord(c.state)?.reason ?? '', /slot b \(0\.2\.0\) could not be booted/);
+  t.is(await c.autobootLines(), '[all] tryboot_a_b=1 boot_partition=2 [tryboot] boot_partition=2', 'the trial ended: a stray tryboot boots a');
 });

@@ -3,6 +3,10 @@ import { testManifest } from '../helpers/bundle-manifest.ts';
 import { bootAction, expectationFrom, gateVerdict, observeStatus, type UpgradeRecord } from '../../firstboot/src/upgrade/core/lifecycle.ts';
 import { type BundleManifest, checkCompatibility, compareVersions } from '../../firstboot/src/upgrade/core/manifest.ts';
 import {
+  parseAutoboot,
+  renderAutoboot,
+  trybootRebootArgument,
+  trybootSlotState,
   abandonTransition,
   bootedSlotFromCmdline,
   commitTransition,
@@ -155,4 +159,28 @@ test('the gate: an unpaired box passes at once, a pair member only when it repli
   t.deepEqual((gateVerdict(member, leader, 1000, 1000) as { reason: string }).reason, 'health gate not passed within 1 s: the peer has not been heard');
   const failing = gateVerdict(unpaired, observeStatus({ phase: 'discovering' }, ['app-ready (exit 1)']), 5000, 5000);
   t.deepEqual(failing, { result: 'fail', reason: 'health gate not passed within 5 s: health check app-ready (exit 1)' });
+});
+
+test('autoboot.txt: the documented example reads as a trial of partition 3; bad files are refused naming the line', (t) => {
+  const parts = { a: 2, b: 3 };
+  // The Pi documentation's initial file (config_txt/autoboot.adoc).
+  const documented = '[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n';
+  t.deepEqual(trybootSlotState(documented, parts, 'a'), { booted: 'a', committed: 'a', trying: 'b', triesLeft: 1 });
+  t.deepEqual(trybootSlotState(renderAutoboot({ committed: 'b', trying: null }, parts), parts, 'b'), {
+    booted: 'b',
+    committed: 'b',
+    trying: null,
+    triesLeft: 0,
+  });
+  t.deepEqual(trybootRebootArgument({ trying: 'b' }), ['0 tryboot']);
+  t.deepEqual(trybootRebootArgument({ trying: null }), []);
+  t.throws(() => parseAutoboot('[all]\nboot_partition=2\n'), { message: 'autoboot.txt: [all] lacks tryboot_a_b=1 (A/B at the partition level)' });
+  t.throws(() => parseAutoboot('[all]\ntryboot_a_b=1\nboot_partition=2\n[pi5]\nboot_partition=3\n'), {
+    message: 'autoboot.txt line 4: filter [pi5]; expected [all] or [tryboot]',
+  });
+  t.throws(() => parseAutoboot(`${documented}#${'x'.repeat(512)}\n`), { message: /bytes; the bootloader reads 512$/ });
+  t.throws(() => trybootSlotState('[all]\ntryboot_a_b=1\nboot_partition=5\n[tryboot]\nboot_partition=2\n', parts, 'a'), {
+    message: "autoboot.txt: [all] boot_partition=5 is neither slot's boot partition (a: 2, b: 3)",
+  });
+  t.true(Buffer.byteLength(renderAutoboot({ committed: 'a', trying: 'b' }, parts)) <= 512);
 });

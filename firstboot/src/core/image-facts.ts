@@ -56,6 +56,7 @@ export const imageFactsSchema = {
     profile: { type: 'string' },
     hardware: { type: 'string' },
     arch: { enum: ['amd64', 'arm64'] },
+    bootloader: { enum: ['grub-efi', 'rpi-tryboot'], description: 'how the agent sets the A/B slot to boot (the hardware definition)' },
     postgresql: {
       type: 'object',
       additionalProperties: false,

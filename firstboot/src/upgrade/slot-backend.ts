@@ -1,19 +1,41 @@
 /**
  * The bootloader side of A/B, behind one small interface: read the slot state, set the next one,
- * find a slot's partition. grub (grubenv on the ESP) is the backend today; the Raspberry Pi's
- * tryboot (autoboot.txt) plugs in beside it. Decisions stay in upgrade/core/slots.ts.
+ * find a slot's partition, and how to reboot into what was set. Two backends: grub (grubenv on the
+ * ESP, UEFI machines) and the Raspberry Pi bootloader's tryboot (autoboot.txt on the first FAT
+ * partition); the image's facts say which (`bootloader`). Decisions stay in upgrade/core/slots.ts.
  */
 import { open, readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { runTool } from '../adapters/exec.ts';
-import { bootedSlotFromCmdline, GRUBENV_BYTES, grubSlotState, grubVarsFor, parseGrubenv, renderGrubenv, type Slot, type SlotState } from './core/slots.ts';
+import {
+  type BootPartitions,
+  bootedSlotFromCmdline,
+  GRUBENV_BYTES,
+  grubSlotState,
+  grubVarsFor,
+  parseGrubenv,
+  renderAutoboot,
+  renderGrubenv,
+  type Slot,
+  type SlotState,
+  trybootRebootArgument,
+  trybootSlotState,
+} from './core/slots.ts';
 
 export interface SlotBackend {
-  readonly kind: string;
+  readonly kind: 'grub' | 'tryboot';
   state(): Promise<SlotState>;
   /** Makes `next` what the bootloader does from the next boot on, durably (synced before it returns). */
   set(next: Omit<SlotState, 'booted'>): Promise<void>;
   /** The block device of `slot` on the disk this system booted from, and its size. */
   device(slot: Slot): Promise<{ path: string; bytes: number }>;
+  /** What `systemctl reboot` must pass to reboot(2) for the next boot to be what `set` made it. */
+  rebootArguments(): Promise<string[]>;
+}
+
+/** The backend of an image's `bootloader` fact (hardware definition: grub-efi or rpi-tryboot). */
+export function slotBackendFor(bootloader: 'grub-efi' | 'rpi-tryboot' | undefined): SlotBackend {
+  return bootloader === 'rpi-tryboot' ? trybootBackend() : grubBackend();
 }
 
 export interface GrubPaths {
@@ -65,6 +87,50 @@ export function grubBackend(paths: GrubPaths = GRUB_PATHS): SlotBackend {
     async device(slot) {
       return slotPartition(`root-${slot}`);
     },
+    async rebootArguments() {
+      // grub's counter and try_slot are in grubenv: a plain reboot boots the trial.
+      return [];
+    },
+  };
+}
+
+export interface TrybootPaths {
+  /** autoboot.txt on the disk's first FAT partition (fstab mounts it at /boot/autoboot). */
+  autoboot: string;
+  cmdline: string;
+  /** The partition numbers of boot-a and boot-b (default: read from the booted disk's table). */
+  partitions?: () => Promise<BootPartitions>;
+}
+
+export const TRYBOOT_PATHS: TrybootPaths = { autoboot: '/boot/autoboot/autoboot.txt', cmdline: '/proc/cmdline' };
+
+export function trybootBackend(paths: TrybootPaths = TRYBOOT_PATHS): SlotBackend {
+  const partitions = paths.partitions ?? bootPartitionsOfRootDisk;
+  const read = () =>
+    readFile(paths.autoboot, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      throw new Error(`${paths.autoboot}: cannot read the bootloader's A/B file (${e.code ?? e.message}); is the first FAT partition mounted?`);
+    });
+  const state = async (): Promise<SlotState> => {
+    const slot = await booted(paths.cmdline);
+    try {
+      return trybootSlotState(await read(), await partitions(), slot);
+    } catch (e) {
+      throw new Error(`${paths.autoboot}: ${(e as Error).message}`);
+    }
+  };
+  return {
+    kind: 'tryboot',
+    state,
+    async set(next) {
+      // Old or new after a power cut, never a mix: the bootloader reads it before anything can repair it.
+      writeFileAtomic(paths.autoboot, renderAutoboot(next, await partitions()));
+    },
+    async device(slot) {
+      return slotPartition(`root-${slot}`);
+    },
+    async rebootArguments() {
+      return trybootRebootArgument(await state());
+    },
   };
 }
 
@@ -72,19 +138,36 @@ interface LsblkDevice {
   path: string;
   pkname?: string | null;
   partlabel?: string | null;
+  partn?: number | null;
   size: number;
   type: string;
 }
 
+const lsblk = async (args: string[]): Promise<LsblkDevice[]> =>
+  (JSON.parse((await runTool('lsblk', ['-J', '-l', '-b', '-o', 'PATH,PKNAME,PARTLABEL,PARTN,SIZE,TYPE', ...args])).stdout) as { blockdevices: LsblkDevice[] })
+    .blockdevices;
+
 /** The partition named `partlabel` on the disk that holds the mounted root (never a same-named one on another disk). */
-async function slotPartition(partlabel: string): Promise<{ path: string; bytes: number }> {
+async function rootDiskPartition(partlabel: string): Promise<LsblkDevice & { disk: string }> {
   const root = (await runTool('findmnt', ['-n', '-o', 'SOURCE', '/'])).stdout.trim();
-  const lsblk = async (args: string[]) =>
-    (JSON.parse((await runTool('lsblk', ['-J', '-l', '-b', '-o', 'PATH,PKNAME,PARTLABEL,SIZE,TYPE', ...args])).stdout) as { blockdevices: LsblkDevice[] })
-      .blockdevices;
   const disk = (await lsblk(['-d', root]))[0]?.pkname;
   if (!disk) throw new Error(`the root ${root} is not a partition of a disk`);
   const part = (await lsblk([`/dev/${disk}`])).find((d) => d.type === 'part' && d.partlabel === partlabel);
   if (!part) throw new Error(`/dev/${disk} has no partition named ${partlabel}`);
+  return { ...part, disk };
+}
+
+async function slotPartition(partlabel: string): Promise<{ path: string; bytes: number }> {
+  const part = await rootDiskPartition(partlabel);
   return { path: part.path, bytes: Number(part.size) };
+}
+
+/** The numbers the bootloader knows boot-a and boot-b by, from the booted disk's partition table. */
+async function bootPartitionsOfRootDisk(): Promise<BootPartitions> {
+  const number = async (slot: Slot): Promise<number> => {
+    const part = await rootDiskPartition(`boot-${slot}`);
+    if (!Number.isInteger(Number(part.partn))) throw new Error(`/dev/${part.disk}: lsblk gave no partition number for boot-${slot}`);
+    return Number(part.partn);
+  };
+  return { a: await number('a'), b: await number('b') };
 }

@@ -107,3 +107,84 @@ export function commitTransition(s: SlotState): Omit<SlotState, 'booted'> {
 export function abandonTransition(s: SlotState): Omit<SlotState, 'booted'> {
   return { committed: s.committed, trying: null, triesLeft: 0 };
 }
+
+// --- Raspberry Pi tryboot (autoboot.txt) ------------------------------------------------------
+//
+// The Pi bootloader reads autoboot.txt from the disk's first FAT partition: `boot_partition` in
+// `[all]` is the partition it boots; after `reboot "0 tryboot"` (a one-shot flag the bootloader
+// clears before it starts the firmware) the `[tryboot]` section's `boot_partition` wins, once.
+// `tryboot_a_b=1` makes it read the normal config.txt there. Here: `[all]` names the committed
+// slot's boot partition and `[tryboot]` the slot on trial, or the committed one again when none is,
+// so a stray tryboot reboot boots the committed slot. A crash or power cut during the trial clears
+// the flag: the next boot is the committed slot, the fallback grub's counter gives.
+
+/** The partition number (1-based, as the bootloader counts) of each slot's boot partition. */
+export type BootPartitions = Record<Slot, number>;
+
+export const AUTOBOOT_MAX_BYTES = 512;
+
+/** The two `boot_partition` values of an autoboot.txt; throws naming the line when it is not one this module can act on. */
+export function parseAutoboot(text: string): { all: number; tryboot: number } {
+  if (Buffer.byteLength(text) > AUTOBOOT_MAX_BYTES)
+    throw new Error(`autoboot.txt is ${Buffer.byteLength(text)} bytes; the bootloader reads ${AUTOBOOT_MAX_BYTES}`);
+  const found: Record<string, Record<string, string>> = { all: {}, tryboot: {} };
+  let section = 'all';
+  for (const [i, raw] of text.split('\n').entries()) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const filter = /^\[([a-z0-9_]+)\]$/.exec(line);
+    if (filter) {
+      section = filter[1]!;
+      if (!(section in found)) throw new Error(`autoboot.txt line ${i + 1}: filter [${section}]; expected [all] or [tryboot]`);
+      continue;
+    }
+    const kv = /^([a-z_]+)=(\S+)$/.exec(line);
+    if (!kv) throw new Error(`autoboot.txt line ${i + 1}: ${JSON.stringify(line)} is not name=value`);
+    found[section]![kv[1]!] = kv[2]!;
+  }
+  if (found.all!.tryboot_a_b !== '1') throw new Error('autoboot.txt: [all] lacks tryboot_a_b=1 (A/B at the partition level)');
+  const partition = (section: 'all' | 'tryboot'): number => {
+    const v = Number(found[section]!.boot_partition);
+    if (!Number.isInteger(v) || v < 1)
+      throw new Error(`autoboot.txt: [${section}] boot_partition=${found[section]!.boot_partition ?? '(missing)'}; expected a partition number`);
+    return v;
+  };
+  return { all: partition('all'), tryboot: partition('tryboot') };
+}
+
+function slotOfPartition(partition: number, parts: BootPartitions, where: string): Slot {
+  if (partition === parts.a) return 'a';
+  if (partition === parts.b) return 'b';
+  throw new Error(`autoboot.txt: ${where} boot_partition=${partition} is neither slot's boot partition (a: ${parts.a}, b: ${parts.b})`);
+}
+
+/** The slot state an autoboot.txt describes. Tryboot gives a trial one boot: triesLeft is 1 while one is set. */
+export function trybootSlotState(text: string, parts: BootPartitions, booted: Slot): SlotState {
+  const { all, tryboot } = parseAutoboot(text);
+  const committed = slotOfPartition(all, parts, '[all]');
+  const next = slotOfPartition(tryboot, parts, '[tryboot]');
+  const trying = next === committed ? null : next;
+  return { booted, committed, trying, triesLeft: trying ? 1 : 0 };
+}
+
+/** The autoboot.txt for `next`. */
+export function renderAutoboot(next: Omit<SlotState, 'booted' | 'triesLeft'>, parts: BootPartitions): string {
+  const text = [
+    '# geminik8s A/B (the agent rewrites this file): [all] boots the committed slot,',
+    '# [tryboot] the slot on trial after `reboot "0 tryboot"`, once.',
+    '[all]',
+    'tryboot_a_b=1',
+    `boot_partition=${parts[next.committed]}`,
+    '[tryboot]',
+    `boot_partition=${parts[next.trying ?? next.committed]}`,
+    '',
+  ].join('\n');
+  if (Buffer.byteLength(text) > AUTOBOOT_MAX_BYTES)
+    throw new Error(`autoboot.txt would be ${Buffer.byteLength(text)} bytes; the bootloader reads ${AUTOBOOT_MAX_BYTES}`);
+  return text;
+}
+
+/** The argument `systemctl reboot` passes to reboot(2) so the next boot is the trial: the bootloader's tryboot flag. */
+export function trybootRebootArgument(s: Pick<SlotState, 'trying'>): string[] {
+  return s.trying ? ['0 tryboot'] : [];
+}
