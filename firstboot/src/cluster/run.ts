@@ -613,9 +613,19 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     discovery.clearPair();
     log.event('warn', 'replacement-admitting', { replaces: old.nodeId, name: old.name, address: old.ip });
     out.line(`${MARKER} admitting a replacement for ${old.name}`);
+    // From the moment a newcomer's secrets are being prepared until its pairing attempt ends, the
+    // door stays open even if the replaced box is heard: closing it then would take PostgreSQL and
+    // the firewall back from a newcomer that may already hold the secrets, and strand it. A close
+    // asked for meanwhile happens when the next attempt starts (the hand-over failed), or is only
+    // logged if the hand-over completed (the operator's replacement stands; the old box is refused).
+    let handingOver = false;
+    let closeBetweenAttempts: string | undefined;
     const watch = setInterval(() => {
       const now = liveness?.state();
-      if (now?.peerSilentMs !== undefined && replacedPeerIsBack(now.peerSilentMs)) endAdmission(`${old.name} is heard again`);
+      if (now?.peerSilentMs === undefined || !replacedPeerIsBack(now.peerSilentMs)) return;
+      const why = `${old.name} is heard again`;
+      if (handingOver) closeBetweenAttempts = why;
+      else endAdmission(why);
     }, 1000);
     door.signal.addEventListener('abort', () => clearInterval(watch), { once: true });
     void (async () => {
@@ -627,8 +637,17 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
           peers: () => discovery.peers().filter((p) => p.nodeId !== old.nodeId),
         },
         signal: door.signal,
+        // runPairing reads the candidate at the start of every attempt: the last one has ended.
+        self: () => {
+          handingOver = false;
+          if (closeBetweenAttempts !== undefined) endAdmission(closeBetweenAttempts);
+          return currentCandidate();
+        },
         refuseCandidate: (c) => replacementCandidateRefusal(c, old.nodeId),
-        secretsIfLeader: (_d, newcomer) => prepareForNewcomer(old, newcomer),
+        secretsIfLeader: (_d, newcomer) => {
+          handingOver = true;
+          return prepareForNewcomer(old, newcomer);
+        },
         onSecrets: () => Promise.reject(new Error('a survivor admitting a replacement leads; it takes no secrets')),
       });
       if (result.role !== 'leader') throw new Error(`the pairing made this box ${result.role}; a survivor must lead`);
@@ -646,6 +665,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
       delete status.replacing;
       status.peer = { nodeId: result.peer.nodeId, name: newName, address: result.peerAddress };
       log.event('warn', 'peer-replaced', { replaced: old.nodeId, name: newName, address: result.peerAddress, peer: result.peer.nodeId });
+      if (closeBetweenAttempts !== undefined) log.event('warn', 'replaced-box-heard-during-hand-over', { replaced: old.nodeId, name: old.name });
       out.line(`${MARKER} peer replaced old=${old.name} new=${newName} address=${result.peerAddress}`);
       if (kubernetesControlPlane && newName !== old.name) {
         await kubernetesControlPlane.deleteNode(old.name).then(
