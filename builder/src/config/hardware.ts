@@ -21,6 +21,12 @@ export const hardwareSchema = {
       properties: {
         package: { type: 'string', pattern: '^linux-image-[a-z0-9.+-]+$', description: 'a Debian kernel package, e.g. "linux-image-amd64"' },
         cmdline: { type: 'array', items: { type: 'string', pattern: '^[^\\s]+$', description: 'one kernel argument without spaces' } },
+        initrdModules: {
+          type: 'array',
+          description:
+            "the initrd's modules (initramfs-tools MODULES=list), besides those every image's root needs (ext4, virtio, NVMe, SATA, USB storage); without it, MODULES=most",
+          items: { type: 'string', pattern: '^[a-z0-9_-]+$', description: 'a kernel module name, e.g. "xhci_plat_hcd"' },
+        },
         excludeModules: {
           type: 'array',
           items: {

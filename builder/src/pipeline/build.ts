@@ -154,6 +154,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           outDir: path.join(tmp, 'rootfs'),
           aptCacheDir,
           ...(hardware.kernel.excludeModules ? { excludeModules: hardware.kernel.excludeModules } : {}),
+          ...(hardware.kernel.initrdModules ? { initrdModules: [...hardware.kernel.initrdModules] } : {}),
           sourceDateEpoch: ROOTFS_SOURCE_DATE_EPOCH,
           onProgress: log('rootfs'),
         });

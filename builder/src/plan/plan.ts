@@ -117,6 +117,7 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
     recipe: inp.rootfsRecipe,
     sourceDateEpoch: String(inp.rootfsSourceDateEpoch),
     excludeModules: (hardware.kernel.excludeModules ?? []).join(' '),
+    initrdModules: hardware.kernel.initrdModules ? `list: ${hardware.kernel.initrdModules.join(' ')}` : 'most',
   });
   const components: StepId[] = kubernetes ? ['kine', 'kubernetes', ...(images ? ['images' as const] : [])] : ['kine'];
   // A key hashes the keys of dependsOn in the order listed here, not in the run order above: the

@@ -65,6 +65,8 @@ export interface BuildRootfsOptions {
   outDir: string;
   aptCacheDir: string;
   sourceDateEpoch?: number;
+  /** The hardware definition's `kernel.initrdModules`: MODULES=list with these; undefined: MODULES=most. */
+  initrdModules?: string[];
   /** Optional kernel module trimming (the hardware definition's `kernel.excludeModules`). */
   excludeModules?: string[];
   onProgress?: (line: string) => void;
@@ -89,21 +91,47 @@ export function aptSourceLines(o: { suite: string; mirror: string; securityMirro
   return lines;
 }
 
-const INITRAMFS_CONF = `# geminik8s: the initrd must find root=PARTLABEL=root-a on any of the supported disks
-MODULES=most
+/** What every image's initrd holds, whatever MODULES says: the root's filesystems and the disks it boots from. */
+export const INITRD_BASE_MODULES: readonly string[] = [
+  'ext4',
+  'squashfs',
+  'overlay',
+  'virtio_blk',
+  'virtio_scsi',
+  'virtio_pci',
+  'nvme',
+  'ahci',
+  'sd_mod',
+  'usb_storage',
+  'uas',
+  'xhci_pci',
+  'ehci_pci',
+];
+
+/**
+ * initramfs-tools' configuration: MODULES=most (every storage, bus and input driver of the kernel)
+ * unless the hardware lists its modules. Under qemu-user (an arm64 root built here) MODULES=most
+ * copies a few thousand modules at about one a second; a list keeps the initrd small too.
+ */
+function initramfsConf(listed: boolean): string {
+  return `# geminik8s: the initrd must find root=PARTLABEL=root-a on any of the supported disks
+MODULES=${listed ? 'list' : 'most'}
 COMPRESS=zstd
 `;
+}
 
-const INITRAMFS_HOOK = `#!/bin/sh
-# geminik8s: filesystems the appliance root needs even if MODULES=most would skip them
+function initramfsHook(extra: readonly string[]): string {
+  return `#!/bin/sh
+# geminik8s: the modules the appliance root needs (the hardware definition adds its own)
 PREREQ=""
 prereqs() { echo "$PREREQ"; }
 case "$1" in prereqs) prereqs; exit 0 ;; esac
 . /usr/share/initramfs-tools/hook-functions
-for m in ext4 squashfs overlay virtio_blk virtio_scsi virtio_pci nvme ahci sd_mod usb_storage uas xhci_pci ehci_pci; do
+for m in ${[...INITRD_BASE_MODULES, ...extra].join(' ')}; do
   manual_add_modules "$m"
 done
 `;
+}
 
 const UPDATE_INITRAMFS = '/usr/sbin/update-initramfs';
 
@@ -112,8 +140,8 @@ export function mmdebstrapArgs(o: BuildRootfsOptions, target: string, excludesFi
   const essentialHook = [
     'mkdir -p "$1/etc/postgresql-common" "$1/etc/initramfs-tools/conf.d" "$1/etc/initramfs-tools/hooks"',
     `printf '%s\\n' '# geminik8s: the appliance agent creates and manages PostgreSQL clusters' 'create_main_cluster = false' > "$1/etc/postgresql-common/createcluster.conf"`,
-    `printf '%s' ${shq(INITRAMFS_CONF)} > "$1/etc/initramfs-tools/conf.d/geminik8s.conf"`,
-    `printf '%s' ${shq(INITRAMFS_HOOK)} > "$1/etc/initramfs-tools/hooks/geminik8s"`,
+    `printf '%s' ${shq(initramfsConf(o.initrdModules !== undefined))} > "$1/etc/initramfs-tools/conf.d/geminik8s.conf"`,
+    `printf '%s' ${shq(initramfsHook(o.initrdModules ?? []))} > "$1/etc/initramfs-tools/hooks/geminik8s"`,
     'chmod 0755 "$1/etc/initramfs-tools/hooks/geminik8s"',
     // The kernel's postinst and initramfs-tools' trigger would each build an initrd that
     // customize.sh throws away after trimming modules: under qemu-user (a foreign-arch root) one
