@@ -101,7 +101,7 @@ async function upgradeCommand(args: string[]): Promise<number> {
   if (json) process.stdout.write(`${JSON.stringify(result)}\n`);
   else if (result.result === 'installed')
     process.stderr.write(
-      `installed ${String(result.version)} into slot ${String(result.slot)}${result.rebooting ? '; rebooting into it' : '; reboot to try it'}\n`,
+      `installed ${String(result.version)} into slot ${String(result.slot)}${result.rebooting ? '; rebooting into it' : `; to try it, reboot with: ${String(result.rebootWith)}`}\n`,
     );
   else process.stderr.write(`${String(result.result)}: ${String(result.message)}\n`);
   return result.result === 'installed' ? 0 : result.result === 'refused' ? 2 : 1;

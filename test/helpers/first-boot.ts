@@ -8,7 +8,7 @@ import { execa } from 'execa';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { geminik8s } from './cli.ts';
-import { bootImage, type VmArch } from './qemu.ts';
+import { bootImage } from './qemu.ts';
 
 /** What the console shows on a first boot, in any order. */
 export const FIRST_BOOT_LINES: readonly RegExp[] = [
@@ -37,12 +37,12 @@ export async function stampedDisk(t: ExecutionContext, artifactDir: string, work
   return { raw, site };
 }
 
-/** Boots `raw` until every pattern is on the console (or `timeoutMs`), then stops the VM; the console text. */
-export async function bootAndWait(raw: string, dir: string, patterns: readonly RegExp[], o: { arch?: VmArch; timeoutMs?: number } = {}): Promise<string> {
+/** Boots `raw` (x86_64) until every pattern is on the console (6 min at most), then stops the VM; the console text. */
+export async function bootAndWait(raw: string, dir: string, patterns: readonly RegExp[]): Promise<string> {
   await mkdir(dir, { recursive: true });
-  const vm = await bootImage(raw, dir, o.arch ? { arch: o.arch } : {});
+  const vm = await bootImage(raw, dir);
   try {
-    return await vm.waitFor([...patterns], o.timeoutMs ?? 6 * 60_000);
+    return await vm.waitFor([...patterns], 6 * 60_000);
   } finally {
     await vm.stop();
   }

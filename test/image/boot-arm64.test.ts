@@ -8,6 +8,9 @@ import test from 'ava';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { elfArch } from '../../builder/src/components/elf.ts';
+import { cacheRoot } from '../../builder/src/cli/paths.ts';
+import { INSTALL_PATHS } from '../../builder/src/pipeline/root-tree.ts';
 import { events, geminik8s } from '../helpers/cli.ts';
 import { recordFigure } from '../helpers/figures.ts';
 import { bootImage } from '../helpers/qemu.ts';
@@ -47,6 +50,13 @@ test.serial('the arm64 image builds on this x86_64 host, and its manifest record
       manifest.packages.some((p) => p.name === needed),
       needed,
     );
+  // The binaries themselves, as the image's root holds them (the root tree step's output).
+  const rootTreeKey = (ev.find((e) => e.event === 'plan')?.steps as { id: string; key: string }[] | undefined)?.find((s) => s.id === 'rootTree')?.key;
+  const tree = path.join(cacheRoot(), 'steps', 'rootTree', String(rootTreeKey), 'tree');
+  for (const file of [INSTALL_PATHS.agent, INSTALL_PATHS.kine]) {
+    const header = (await readFile(path.join(tree, file))).subarray(0, 20);
+    t.is(elfArch(header), 'arm64', file);
+  }
 });
 
 test.serial('a stamped arm64 image boots in qemu-system-aarch64 under UEFI, and the agent reads the site and grows the data partition', async (t) => {

@@ -220,9 +220,13 @@ test('the trial marker the deadline unit is conditioned on exists exactly while 
 test('tryboot: an installed bundle points [tryboot] at slot b and reboots with the tryboot flag; the trial boot gates and commits', async (t) => {
   const b = await box('tryboot-install', [], 'tryboot');
   t.deepEqual(await b.backend.rebootArguments(), [], 'no trial: a plain reboot');
-  t.like(await b.service.apply({ bundle: await bundle('v2-tryboot.bundle'), reboot: false }, () => undefined), { result: 'installed', slot: 'b' });
+  t.like(await b.service.apply({ bundle: await bundle('v2-tryboot.bundle'), reboot: false }, () => undefined), {
+    result: 'installed',
+    slot: 'b',
+    rebootWith: "systemctl reboot '--reboot-argument=0 tryboot'",
+  });
   t.is(await b.autobootLines(), '[all] tryboot_a_b=1 boot_partition=2 [tryboot] boot_partition=3');
-  t.deepEqual(await b.backend.rebootArguments(), ['0 tryboot'], 'the reboot sets the one-shot flag');
+  t.deepEqual(await b.backend.rebootArguments(), ['--reboot-argument=0 tryboot'], 'the reboot sets the one-shot flag');
   t.true((await readFile(b.slotB)).subarray(0, slotRaw.length).equals(slotRaw));
 
   // The bootloader booted partition 3 in tryboot mode: the gate passes and b becomes the default.
@@ -248,6 +252,6 @@ test('tryboot: a failing gate goes back to slot a with a plain reboot; a trial t
   t.like(await c.service.apply({ bundle: await bundle('v2-tryboot-reset.bundle'), reboot: false }, () => undefined), { result: 'installed' });
   await c.service.settle(new AbortController().signal);
   t.is(readUpgradeRecord(c.state)?.state, 'rolled-back');
-  t.regex(readUpgradeRecord(c.state)?.reason ?? '', /slot b \(0\.2\.0\) could not be booted/);
+  t.regex(readUpgradeRecord(c.state)?.reason ?? '', /slot b \(0\.2\.0\) was not booted: .*did not carry the tryboot flag/);
   t.is(await c.autobootLines(), '[all] tryboot_a_b=1 boot_partition=2 [tryboot] boot_partition=2', 'the trial ended: a stray tryboot boots a');
 });

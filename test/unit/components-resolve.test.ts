@@ -175,6 +175,11 @@ test('the ELF header names the arch an executable is built for', (t) => {
   t.is(elfArch(elfHeader(0xb7)), 'arm64');
   t.is(elfArch(elfHeader(0x28)), 'arm (32-bit)');
   t.is(elfArch(BODY), undefined, 'a script is no ELF');
+  const bigEndian = elfHeader(0);
+  bigEndian[5] = 2;
+  bigEndian.writeUInt16BE(0xb7, 18);
+  t.is(elfArch(bigEndian), 'arm64 (big-endian)');
+  t.is(elfArchMismatch(bigEndian, 'arm64'), 'expected an arm64 executable, the file is built for arm64 (big-endian)');
   t.is(elfArchMismatch(elfHeader(0xb7), 'arm64'), undefined);
   t.is(elfArchMismatch(BODY, 'arm64'), undefined);
   t.is(elfArchMismatch(elfHeader(0x3e), 'arm64'), 'expected an arm64 executable, the file is built for amd64');

@@ -161,7 +161,7 @@ test('the gate: an unpaired box passes at once, a pair member only when it repli
   t.deepEqual(failing, { result: 'fail', reason: 'health gate not passed within 5 s: health check app-ready (exit 1)' });
 });
 
-test('autoboot.txt: the documented example reads as a trial of partition 3; bad files are refused naming the line', (t) => {
+test('autoboot.txt: read as the Pi bootloader reads it; bad files are refused naming the line', (t) => {
   const parts = { a: 2, b: 3 };
   // The Pi documentation's initial file (config_txt/autoboot.adoc).
   const documented = '[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n';
@@ -172,15 +172,22 @@ test('autoboot.txt: the documented example reads as a trial of partition 3; bad 
     trying: null,
     triesLeft: 0,
   });
-  t.deepEqual(trybootRebootArgument({ trying: 'b' }), ['0 tryboot']);
-  t.deepEqual(trybootRebootArgument({ trying: null }), []);
-  t.throws(() => parseAutoboot('[all]\nboot_partition=2\n'), { message: 'autoboot.txt: [all] lacks tryboot_a_b=1 (A/B at the partition level)' });
+  // Lines apply in order while their filter passes: [tryboot] inherits [all], [none] never applies, the last value wins.
+  t.deepEqual(parseAutoboot('[all]\ntryboot_a_b=1\nboot_partition=2\n'), { all: 2, tryboot: 2 });
+  t.deepEqual(parseAutoboot('[tryboot]\nboot_partition=3\n[all]\ntryboot_a_b=1\nboot_partition=2\n'), { all: 2, tryboot: 2 });
+  t.deepEqual(parseAutoboot('[all]\ntryboot_a_b=1\nboot_partition=2\n[none]\nboot_partition=7\n[tryboot]\nboot_partition=3\n'), { all: 2, tryboot: 3 });
+  t.is(trybootRebootArgument({ trying: 'b' }), '0 tryboot');
+  t.is(trybootRebootArgument({ trying: null }), undefined);
+  t.throws(() => parseAutoboot('[all]\nboot_partition=2\n'), { message: 'autoboot.txt: no tryboot_a_b=1 under [all] (A/B at the partition level)' });
   t.throws(() => parseAutoboot('[all]\ntryboot_a_b=1\nboot_partition=2\n[pi5]\nboot_partition=3\n'), {
-    message: 'autoboot.txt line 4: filter [pi5]; expected [all] or [tryboot]',
+    message: 'autoboot.txt line 4: filter [pi5]; expected [all], [tryboot] or [none]',
+  });
+  t.throws(() => parseAutoboot('[all]\ntryboot_a_b=1\nboot partition 2\n'), { message: 'autoboot.txt line 3: "boot partition 2" is not name=value' });
+  t.throws(() => parseAutoboot('[all]\ntryboot_a_b=1\n'), {
+    message: "autoboot.txt: the normal boot's boot_partition is (missing); expected a partition number",
   });
   t.throws(() => parseAutoboot(`${documented}#${'x'.repeat(512)}\n`), { message: /bytes; the bootloader reads 512$/ });
   t.throws(() => trybootSlotState('[all]\ntryboot_a_b=1\nboot_partition=5\n[tryboot]\nboot_partition=2\n', parts, 'a'), {
-    message: "autoboot.txt: [all] boot_partition=5 is neither slot's boot partition (a: 2, b: 3)",
+    message: "autoboot.txt: the normal boot's boot_partition=5 is neither slot's boot partition (a: 2, b: 3)",
   });
-  t.true(Buffer.byteLength(renderAutoboot({ committed: 'a', trying: 'b' }, parts)) <= 512);
 });

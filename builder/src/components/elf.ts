@@ -9,7 +9,7 @@ import type { ComponentArch } from './resolve.ts';
 /** Bytes of the ELF header this needs: e_ident (16), e_type (2), e_machine (2). */
 export const ELF_HEADER_BYTES = 20;
 
-const MACHINES: Record<number, ComponentArch | string> = {
+const MACHINES: Record<number, string> = {
   3: 'i386',
   40: 'arm (32-bit)',
   62: 'amd64',
@@ -22,7 +22,9 @@ export function elfArch(header: Uint8Array): string | undefined {
   if (header.length < ELF_HEADER_BYTES || header[0] !== 0x7f || header[1] !== 0x45 || header[2] !== 0x4c || header[3] !== 0x46) return undefined;
   const littleEndian = header[5] === 1;
   const machine = littleEndian ? header[18]! | (header[19]! << 8) : (header[18]! << 8) | header[19]!;
-  return MACHINES[machine] ?? `ELF machine 0x${machine.toString(16)}`;
+  const name = MACHINES[machine] ?? `ELF machine 0x${machine.toString(16)}`;
+  // Debian's amd64 and arm64 are little-endian: a big-endian aarch64 file is not arm64.
+  return littleEndian ? name : `${name} (big-endian)`;
 }
 
 /** Why an executable cannot run on `arch`, or undefined when it can (or is no ELF: a script runs anywhere). */

@@ -487,7 +487,7 @@ export async function resolveComponent(spec: ComponentSpec, o: ResolveOptions): 
     if ('ok' in r) {
       const wrongArch = isExecutable(spec) ? await executableArchMismatch(r.ok.path, o.arch) : undefined;
       if (wrongArch === undefined) return r.ok;
-      r = { label: r.ok.path, reason: wrongArch };
+      r = { label: `${r.ok.source} ${r.ok.path}`, reason: wrongArch };
     }
     attempts.push({ source: r.label, reason: r.reason });
   }

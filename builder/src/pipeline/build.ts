@@ -117,7 +117,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   // Before any work: a component with no source for this arch fails the build now, naming it.
   for (const step of ['kine', 'kubernetes'] as const) {
     const spec = componentSpecs[step];
-    if (spec === undefined) continue;
+    // A cached step has its file already: whether its source still could give it does not matter.
+    if (spec === undefined || steps.find((s) => s.id === step)?.cached) continue;
     const unavailable = await componentUnavailableForArch(spec, { arch, repoRoot });
     if (unavailable === undefined) continue;
     opts.report({ event: 'error', step, message: unavailable });

@@ -640,16 +640,22 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
         // runPairing reads the candidate at the start of every attempt: the last one has ended.
         self: () => {
           handingOver = false;
-          if (closeBetweenAttempts !== undefined) endAdmission(closeBetweenAttempts);
+          if (closeBetweenAttempts !== undefined) {
+            endAdmission(closeBetweenAttempts);
+            // runPairing checks its signal only before this call: the attempt must not go on.
+            throw new Error(`admission closed: ${closeBetweenAttempts}`);
+          }
           return currentCandidate();
         },
         refuseCandidate: (c) => replacementCandidateRefusal(c, old.nodeId),
         secretsIfLeader: (_d, newcomer) => {
+          if (door.signal.aborted) throw new Error('admission closed');
           handingOver = true;
           return prepareForNewcomer(old, newcomer);
         },
         onSecrets: () => Promise.reject(new Error('a survivor admitting a replacement leads; it takes no secrets')),
       });
+      if (door.signal.aborted) return;
       if (result.role !== 'leader') throw new Error(`the pairing made this box ${result.role}; a survivor must lead`);
       const newName = result.peer.name ?? nodeName(site, result.peer.nodeId, result.peerAddress);
       replacedBy = `${newName} (${result.peerAddress}, node ${result.peer.nodeId})`;

@@ -66,7 +66,8 @@ export interface ApplyRequest {
 
 export type ApplyEvent = { step: 'verify' | 'write'; doneBytes: number; totalBytes: number } | { step: 'try' | 'reboot'; slot: string };
 export type ApplyResult =
-  | { result: 'installed'; version: string; slot: string; rebooting: boolean; seconds: number }
+  /** `rebootWith`: the command that boots the trial (tryboot needs its flag: a plain reboot would skip it). */
+  | { result: 'installed'; version: string; slot: string; rebooting: boolean; rebootWith: string; seconds: number }
   | { result: 'refused'; code: string; message: string }
   | { result: 'failed'; message: string };
 
@@ -218,7 +219,8 @@ export class UpgradeService {
         // After the answer is on its way: the caller learns the result before the connection drops.
         setTimeout(() => void this.#o.reboot().catch((e: unknown) => log.event('error', 'reboot-failed', { error: (e as Error).message })), 500);
       }
-      return { result: 'installed', version: m.version, slot: target, rebooting, seconds: (performance.now() - t0) / 1000 };
+      const rebootWith = ['systemctl', 'reboot', ...(await backend.rebootArguments())].map((w) => (/\s/.test(w) ? `'${w}'` : w)).join(' ');
+      return { result: 'installed', version: m.version, slot: target, rebooting, rebootWith, seconds: (performance.now() - t0) / 1000 };
     } catch (e) {
       if (e instanceof BundleRefused) {
         log.event('warn', 'upgrade-refused', { bundle: req.bundle, code: e.code, reason: e.message });
@@ -244,7 +246,7 @@ export class UpgradeService {
       log.event('warn', 'slots-unknown', { error: (e as Error).message });
       return;
     }
-    const action = bootAction(readUpgradeRecord(stateDir), slots, new Date().toISOString());
+    const action = bootAction(readUpgradeRecord(stateDir), slots, new Date().toISOString(), backend.unbootedTrial);
     if (action.kind === 'none') return;
     if (action.kind === 'settle') {
       if (action.abandonTrial) await backend.set(abandonTransition(slots));

@@ -7,6 +7,7 @@
 import { open, readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { runTool } from '../adapters/exec.ts';
+import { GRUB_UNBOOTED_TRIAL } from './core/lifecycle.ts';
 import {
   type BootPartitions,
   bootedSlotFromCmdline,
@@ -29,8 +30,10 @@ export interface SlotBackend {
   set(next: Omit<SlotState, 'booted'>): Promise<void>;
   /** The block device of `slot` on the disk this system booted from, and its size. */
   device(slot: Slot): Promise<{ path: string; bytes: number }>;
-  /** What `systemctl reboot` must pass to reboot(2) for the next boot to be what `set` made it. */
+  /** What `systemctl reboot` must be given for the next boot to be what `set` made it. */
   rebootArguments(): Promise<string[]>;
+  /** Why a trial that is set did not boot, in this bootloader's terms (the upgrade record's reason). */
+  readonly unbootedTrial: string;
 }
 
 /** The backend of an image's `bootloader` fact (hardware definition: grub-efi or rpi-tryboot). */
@@ -91,6 +94,7 @@ export function grubBackend(paths: GrubPaths = GRUB_PATHS): SlotBackend {
       // grub's counter and try_slot are in grubenv: a plain reboot boots the trial.
       return [];
     },
+    unbootedTrial: GRUB_UNBOOTED_TRIAL,
   };
 }
 
@@ -112,8 +116,9 @@ export function trybootBackend(paths: TrybootPaths = TRYBOOT_PATHS): SlotBackend
     });
   const state = async (): Promise<SlotState> => {
     const slot = await booted(paths.cmdline);
+    const [text, parts] = [await read(), await partitions()];
     try {
-      return trybootSlotState(await read(), await partitions(), slot);
+      return trybootSlotState(text, parts, slot);
     } catch (e) {
       throw new Error(`${paths.autoboot}: ${(e as Error).message}`);
     }
@@ -129,8 +134,12 @@ export function trybootBackend(paths: TrybootPaths = TRYBOOT_PATHS): SlotBackend
       return slotPartition(`root-${slot}`);
     },
     async rebootArguments() {
-      return trybootRebootArgument(await state());
+      // Unreadable state: a plain reboot, which boots the committed slot (the safe way back).
+      const argument = trybootRebootArgument(await state().catch(() => ({ trying: null })));
+      return argument === undefined ? [] : [`--reboot-argument=${argument}`];
     },
+    unbootedTrial:
+      'was not booted: the bootloader could not load it, or the reboot after the upgrade did not carry the tryboot flag (a plain reboot, a reset or a power cut: tryboot tries a slot once, after `systemctl reboot --reboot-argument="0 tryboot"`)',
   };
 }
 

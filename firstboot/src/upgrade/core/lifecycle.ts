@@ -42,8 +42,14 @@ const settle = (r: UpgradeRecord, state: UpgradeState, reason: string | undefine
   abandonTrial,
 });
 
-/** What this boot does about the last upgrade, from its record and the slot state. */
-export function bootAction(record: UpgradeRecord | undefined, slots: SlotState, now: string): BootAction {
+/** Why a trial the bootloader was set to try is not what booted, as grub's counter tells it. */
+export const GRUB_UNBOOTED_TRIAL = 'could not be booted (no kernel the bootloader could load)';
+
+/**
+ * What this boot does about the last upgrade, from its record and the slot state. `unbootedTrial`:
+ * the bootloader backend's words for a trial that is set but did not boot.
+ */
+export function bootAction(record: UpgradeRecord | undefined, slots: SlotState, now: string, unbootedTrial = GRUB_UNBOOTED_TRIAL): BootAction {
   if (!record) return { kind: 'none' };
   const { from, to } = record;
   const trial = onTrial(slots);
@@ -65,7 +71,7 @@ export function bootAction(record: UpgradeRecord | undefined, slots: SlotState, 
   if (record.state === 'trying' && slots.booted !== to.slot) {
     const why =
       slots.trying === to.slot
-        ? `slot ${to.slot} (${to.version}) could not be booted (no kernel the bootloader could load); back on slot ${from.slot} (${from.version})`
+        ? `slot ${to.slot} (${to.version}) ${unbootedTrial}; back on slot ${from.slot} (${from.version})`
         : `slot ${to.slot} (${to.version}) never reached its health gate (its boot tries ran out: kernel or early boot failure); back on slot ${from.slot} (${from.version})`;
     // A trial grub skipped in this power cycle would be tried again at the next reboot: end it.
     return settle(record, 'rolled-back', why, now, slots.trying !== null);

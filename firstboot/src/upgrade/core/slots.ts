@@ -123,46 +123,54 @@ export type BootPartitions = Record<Slot, number>;
 
 export const AUTOBOOT_MAX_BYTES = 512;
 
-/** The two `boot_partition` values of an autoboot.txt; throws naming the line when it is not one this module can act on. */
+/**
+ * The `boot_partition` the bootloader takes from an autoboot.txt in a normal boot and in a tryboot
+ * one, evaluated as it does: lines in order, each applying while its filter passes (`[all]`
+ * always, `[tryboot]` only in tryboot mode, `[none]` never), a later value replacing an earlier
+ * one. Throws naming the line when the file is not one this module can act on.
+ */
 export function parseAutoboot(text: string): { all: number; tryboot: number } {
   if (Buffer.byteLength(text) > AUTOBOOT_MAX_BYTES)
     throw new Error(`autoboot.txt is ${Buffer.byteLength(text)} bytes; the bootloader reads ${AUTOBOOT_MAX_BYTES}`);
-  const found: Record<string, Record<string, string>> = { all: {}, tryboot: {} };
-  let section = 'all';
+  const normal = new Map<string, string>();
+  const tryboot = new Map<string, string>();
+  let filter: 'all' | 'tryboot' | 'none' = 'all';
   for (const [i, raw] of text.split('\n').entries()) {
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) continue;
-    const filter = /^\[([a-z0-9_]+)\]$/.exec(line);
-    if (filter) {
-      section = filter[1]!;
-      if (!(section in found)) throw new Error(`autoboot.txt line ${i + 1}: filter [${section}]; expected [all] or [tryboot]`);
+    const section = /^\[([a-z0-9_]+)\]$/.exec(line)?.[1];
+    if (section !== undefined) {
+      if (section !== 'all' && section !== 'tryboot' && section !== 'none')
+        throw new Error(`autoboot.txt line ${i + 1}: filter [${section}]; expected [all], [tryboot] or [none]`);
+      filter = section;
       continue;
     }
     const kv = /^([a-z_]+)=(\S+)$/.exec(line);
     if (!kv) throw new Error(`autoboot.txt line ${i + 1}: ${JSON.stringify(line)} is not name=value`);
-    found[section]![kv[1]!] = kv[2]!;
+    if (filter === 'all') normal.set(kv[1]!, kv[2]!);
+    if (filter !== 'none') tryboot.set(kv[1]!, kv[2]!);
   }
-  if (found.all!.tryboot_a_b !== '1') throw new Error('autoboot.txt: [all] lacks tryboot_a_b=1 (A/B at the partition level)');
-  const partition = (section: 'all' | 'tryboot'): number => {
-    const v = Number(found[section]!.boot_partition);
+  if (normal.get('tryboot_a_b') !== '1') throw new Error('autoboot.txt: no tryboot_a_b=1 under [all] (A/B at the partition level)');
+  const partition = (settings: Map<string, string>, mode: string): number => {
+    const v = Number(settings.get('boot_partition'));
     if (!Number.isInteger(v) || v < 1)
-      throw new Error(`autoboot.txt: [${section}] boot_partition=${found[section]!.boot_partition ?? '(missing)'}; expected a partition number`);
+      throw new Error(`autoboot.txt: the ${mode} boot's boot_partition is ${settings.get('boot_partition') ?? '(missing)'}; expected a partition number`);
     return v;
   };
-  return { all: partition('all'), tryboot: partition('tryboot') };
+  return { all: partition(normal, 'normal'), tryboot: partition(tryboot, 'tryboot') };
 }
 
 function slotOfPartition(partition: number, parts: BootPartitions, where: string): Slot {
   if (partition === parts.a) return 'a';
   if (partition === parts.b) return 'b';
-  throw new Error(`autoboot.txt: ${where} boot_partition=${partition} is neither slot's boot partition (a: ${parts.a}, b: ${parts.b})`);
+  throw new Error(`autoboot.txt: the ${where} boot's boot_partition=${partition} is neither slot's boot partition (a: ${parts.a}, b: ${parts.b})`);
 }
 
 /** The slot state an autoboot.txt describes. Tryboot gives a trial one boot: triesLeft is 1 while one is set. */
 export function trybootSlotState(text: string, parts: BootPartitions, booted: Slot): SlotState {
   const { all, tryboot } = parseAutoboot(text);
-  const committed = slotOfPartition(all, parts, '[all]');
-  const next = slotOfPartition(tryboot, parts, '[tryboot]');
+  const committed = slotOfPartition(all, parts, 'normal');
+  const next = slotOfPartition(tryboot, parts, 'tryboot');
   const trying = next === committed ? null : next;
   return { booted, committed, trying, triesLeft: trying ? 1 : 0 };
 }
@@ -184,7 +192,10 @@ export function renderAutoboot(next: Omit<SlotState, 'booted' | 'triesLeft'>, pa
   return text;
 }
 
-/** The argument `systemctl reboot` passes to reboot(2) so the next boot is the trial: the bootloader's tryboot flag. */
-export function trybootRebootArgument(s: Pick<SlotState, 'trying'>): string[] {
-  return s.trying ? ['0 tryboot'] : [];
+/**
+ * The reboot(2) argument that makes the next boot the trial: partition 0 (autoboot.txt decides)
+ * with the bootloader's tryboot flag. systemctl passes it with --reboot-argument.
+ */
+export function trybootRebootArgument(s: Pick<SlotState, 'trying'>): string | undefined {
+  return s.trying ? '0 tryboot' : undefined;
 }
