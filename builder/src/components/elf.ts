@@ -1,7 +1,8 @@
 /**
- * Which architecture an executable is for, from its ELF header (pure: the caller reads the bytes).
- * A component that reaches the image is checked against the image's arch, so a binary put in the
- * wrong artifacts/<arch>/ folder fails the build instead of the boot.
+ * Which architecture an executable is for, from its ELF header: elfArch and elfArchMismatch are
+ * pure (the bytes are given), executableArchMismatch reads them from a file. A component that
+ * reaches the image is checked against the image's arch, so a binary put in the wrong
+ * artifacts/<arch>/ folder fails the build instead of the boot.
  */
 import { open } from 'node:fs/promises';
 import type { ComponentArch } from './resolve.ts';

@@ -7,7 +7,7 @@
 import { open, readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { runTool } from '../adapters/exec.ts';
-import { GRUB_UNBOOTED_TRIAL } from './core/lifecycle.ts';
+import { GRUB_UNBOOTED_TRIAL, TRYBOOT_UNBOOTED_TRIAL } from './core/lifecycle.ts';
 import {
   type BootPartitions,
   bootedSlotFromCmdline,
@@ -99,7 +99,7 @@ export function grubBackend(paths: GrubPaths = GRUB_PATHS): SlotBackend {
 }
 
 export interface TrybootPaths {
-  /** autoboot.txt on the disk's first FAT partition (fstab mounts it at /boot/autoboot). */
+  /** autoboot.txt on the disk's first FAT partition (where a Pi image is to mount it: its fstab is not built yet). */
   autoboot: string;
   cmdline: string;
   /** The partition numbers of boot-a and boot-b (default: read from the booted disk's table). */
@@ -138,8 +138,7 @@ export function trybootBackend(paths: TrybootPaths = TRYBOOT_PATHS): SlotBackend
       const argument = trybootRebootArgument(await state().catch(() => ({ trying: null })));
       return argument === undefined ? [] : [`--reboot-argument=${argument}`];
     },
-    unbootedTrial:
-      'was not booted: the bootloader could not load it, or the reboot after the upgrade did not carry the tryboot flag (a plain reboot, a reset or a power cut: tryboot tries a slot once, after `systemctl reboot --reboot-argument="0 tryboot"`)',
+    unbootedTrial: TRYBOOT_UNBOOTED_TRIAL,
   };
 }
 

@@ -45,6 +45,10 @@ const settle = (r: UpgradeRecord, state: UpgradeState, reason: string | undefine
 /** Why a trial the bootloader was set to try is not what booted, as grub's counter tells it. */
 export const GRUB_UNBOOTED_TRIAL = 'could not be booted (no kernel the bootloader could load)';
 
+/** The same for the Pi's tryboot, which tries a slot once and only when the reboot carries its flag. */
+export const TRYBOOT_UNBOOTED_TRIAL =
+  'was not booted: the bootloader could not load it, or the reboot after the upgrade did not carry the tryboot flag (a plain reboot, a reset or a power cut: tryboot tries a slot once, after `systemctl reboot --reboot-argument="0 tryboot"`)';
+
 /**
  * What this boot does about the last upgrade, from its record and the slot state. `unbootedTrial`:
  * the bootloader backend's words for a trial that is set but did not boot.
