@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import Handlebars from 'handlebars';
+import { assertCmdlineWord } from './cmdline.ts';
 import { FS_LABEL, type Arch } from './layout.ts';
 
 export interface GrubTarget {
@@ -56,16 +57,6 @@ export interface GrubCfgValues {
   slotB?: SlotSpec;
   /** Highest boot_tries value grub understands (if-chain length, default 9). */
   maxTries?: number;
-}
-
-/** Kernel command line words must survive grub's parser unchanged: no quoting, no variables. */
-const CMDLINE_WORD = /^[A-Za-z0-9_.,:=/+@%-]+$/;
-
-export function assertCmdlineWord(word: string): string {
-  if (!CMDLINE_WORD.test(word)) {
-    throw new Error(`kernel command line word ${JSON.stringify(word)} is not allowed (allowed characters: A-Z a-z 0-9 _ . , : = / + @ % -)`);
-  }
-  return word;
 }
 
 export function kernelCmdline(values: Pick<GrubCfgValues, 'arch' | 'consoles' | 'cmdlineExtra'>): string {

@@ -1,15 +1,35 @@
 /**
  * geminik8s GPT disk layout — pure partition math, no I/O.
  *
- * The partition NAMES are the contract with the rest of the system (grub.cfg boots
+ * The partition NAMES are the contract with the rest of the system (grub.cfg and cmdline.txt boot
  * `root=PARTLABEL=root-<slot>`, `geminik8s stamp` checks the whole table and writes to `oem`, the
  * first-boot agent grows `data`, which must stay the last partition).
+ *
+ * Two schemes, one per bootloader of the hardware definition:
+ * - grub-efi: esp (grub and its grubenv), root-a, root-b, oem, data.
+ * - rpi-tryboot (Raspberry Pi 4): autoboot, boot-a, boot-b, root-a, root-b, oem, data. The Pi
+ *   bootloader reads autoboot.txt from partition 1 and boots the FAT partition it names: each slot
+ *   has its own (firmware, kernel, initrd, device trees, config.txt, a cmdline.txt naming that
+ *   slot's root), so a tryboot switches kernel and root together.
  */
 import { createHash } from 'node:crypto';
 
 export type Arch = 'amd64' | 'arm64';
 
-export type PartitionName = 'esp' | 'root-a' | 'root-b' | 'oem' | 'data';
+export type Bootloader = 'grub-efi' | 'rpi-tryboot';
+
+export const PARTITION_NAMES = ['esp', 'autoboot', 'boot-a', 'boot-b', 'root-a', 'root-b', 'oem', 'data'] as const;
+export type PartitionName = (typeof PARTITION_NAMES)[number];
+
+/**
+ * The partition that holds the bootloader's A/B state and where the image mounts it (fstab, on
+ * demand): grubenv on the ESP, autoboot.txt on the Pi's first partition. The agent's slot backends
+ * (firstboot/src/upgrade/slot-backend.ts) read them there.
+ */
+export const BOOT_STATE_MOUNT: Record<Bootloader, { partition: PartitionName; mountPoint: string }> = {
+  'grub-efi': { partition: 'esp', mountPoint: '/boot/efi' },
+  'rpi-tryboot': { partition: 'autoboot', mountPoint: '/boot/autoboot' },
+};
 
 export const MiB = 1024 * 1024;
 
@@ -42,6 +62,7 @@ export interface Partition {
 
 export interface Layout {
   arch: Arch;
+  bootloader: Bootloader;
   sectorSize: number;
   alignSectors: number;
   partitions: Partition[];
@@ -53,7 +74,12 @@ export interface Layout {
 export interface LayoutInput {
   /** Bytes the root filesystem needs (data blocks + metadata), before headroom. */
   rootBytes: number;
+  /** The hardware's bootloader, which sets the scheme (default grub-efi). */
+  bootloader?: Bootloader;
+  /** grub-efi: the EFI system partition. */
   espMiB?: number;
+  /** rpi-tryboot: each slot's boot partition (boot-a, boot-b). */
+  bootMiB?: number;
   oemMiB?: number;
   dataMiB?: number;
   sectorSize?: 512 | 4096;
@@ -66,6 +92,9 @@ export interface LayoutInput {
 
 export const LAYOUT_DEFAULTS = {
   espMiB: 64,
+  bootMiB: 128,
+  /** autoboot.txt is at most 512 bytes; 16 MiB is a FAT16 every tool formats and the firmware reads. */
+  autobootMiB: 16,
   oemMiB: 32,
   dataMiB: 256,
   rootHeadroom: 0.15,
@@ -76,6 +105,9 @@ export const LAYOUT_DEFAULTS = {
 
 export const FS_LABEL = {
   esp: 'GK8S-ESP',
+  autoboot: 'GK8S-AUTO',
+  'boot-a': 'GK8S-BOOTA',
+  'boot-b': 'GK8S-BOOTB',
   oem: 'GK8S-OEM',
   data: 'gk8s-data',
 } as const;
@@ -96,16 +128,33 @@ export function computeLayout(input: LayoutInput): Layout {
   const sectorSize = input.sectorSize ?? 512;
   if (sectorSize !== 512 && sectorSize !== 4096) throw new RangeError(`sectorSize must be 512 or 4096, got ${sectorSize}`);
   const arch = input.arch ?? 'amd64';
-  const espMiB = positiveInt('espMiB', input.espMiB ?? LAYOUT_DEFAULTS.espMiB);
+  const bootloader = input.bootloader ?? 'grub-efi';
   const oemMiB = positiveInt('oemMiB', input.oemMiB ?? LAYOUT_DEFAULTS.oemMiB);
   const dataMiB = positiveInt('dataMiB', input.dataMiB ?? LAYOUT_DEFAULTS.dataMiB);
   const rootMiB = rootSlotMiB(input.rootBytes, input.rootHeadroom ?? LAYOUT_DEFAULTS.rootHeadroom, input.minRootMiB ?? LAYOUT_DEFAULTS.minRootMiB);
-  if (espMiB < 8 || oemMiB < 8) throw new RangeError(`espMiB and oemMiB must be >= 8, got ${espMiB} and ${oemMiB}`);
+  if (oemMiB < 8) throw new RangeError(`oemMiB must be >= 8, got ${oemMiB}`);
 
   const perMiB = MiB / sectorSize;
   const rootType = arch === 'arm64' ? GPT_TYPE.rootArm64 : GPT_TYPE.rootAmd64;
-  const specs: Array<Pick<Partition, 'name' | 'typeGuid' | 'fs' | 'fsLabel'> & { mib: number }> = [
-    { name: 'esp', typeGuid: GPT_TYPE.esp, fs: 'vfat', fsLabel: FS_LABEL.esp, mib: espMiB },
+  type Spec = Pick<Partition, 'name' | 'typeGuid' | 'fs' | 'fsLabel'> & { mib: number };
+  let bootSpecs: Spec[];
+  if (bootloader === 'grub-efi') {
+    const espMiB = positiveInt('espMiB', input.espMiB ?? LAYOUT_DEFAULTS.espMiB);
+    if (espMiB < 8) throw new RangeError(`espMiB must be >= 8, got ${espMiB}`);
+    bootSpecs = [{ name: 'esp', typeGuid: GPT_TYPE.esp, fs: 'vfat', fsLabel: FS_LABEL.esp, mib: espMiB }];
+  } else {
+    const bootMiB = positiveInt('bootMiB', input.bootMiB ?? LAYOUT_DEFAULTS.bootMiB);
+    if (bootMiB < 8) throw new RangeError(`bootMiB must be >= 8, got ${bootMiB}`);
+    // "Basic data": the Pi 4 bootloader looks for its FAT partitions among basic-data and EFI-type
+    // GPT entries. boot-b stays empty (like root-b) until an upgrade fills it.
+    bootSpecs = [
+      { name: 'autoboot', typeGuid: GPT_TYPE.basicData, fs: 'vfat', fsLabel: FS_LABEL.autoboot, mib: LAYOUT_DEFAULTS.autobootMiB },
+      { name: 'boot-a', typeGuid: GPT_TYPE.basicData, fs: 'vfat', fsLabel: FS_LABEL['boot-a'], mib: bootMiB },
+      { name: 'boot-b', typeGuid: GPT_TYPE.basicData, fs: 'none', mib: bootMiB },
+    ];
+  }
+  const specs: Spec[] = [
+    ...bootSpecs,
     { name: 'root-a', typeGuid: rootType, fs: 'ext4', fsLabel: 'root-a', mib: rootMiB },
     { name: 'root-b', typeGuid: rootType, fs: 'none', mib: rootMiB },
     { name: 'oem', typeGuid: GPT_TYPE.basicData, fs: 'vfat', fsLabel: FS_LABEL.oem, mib: oemMiB },
@@ -134,12 +183,12 @@ export function computeLayout(input: LayoutInput): Layout {
   });
   // One trailing MiB holds the backup GPT (33 sectors at 512 B, 5 at 4 KiB) and keeps the size aligned.
   const totalSectors = next + perMiB;
-  return { arch, sectorSize, alignSectors: perMiB, partitions, totalSectors, totalBytes: totalSectors * sectorSize };
+  return { arch, bootloader, sectorSize, alignSectors: perMiB, partitions, totalSectors, totalBytes: totalSectors * sectorSize };
 }
 
-/** FAT32 needs >= 65525 clusters (~33 MiB at 512-byte clusters); smaller ESPs get FAT16, which UEFI firmware reads too. */
-export function espFatSize(espMiB: number): 16 | 32 {
-  return espMiB >= 40 ? 32 : 16;
+/** FAT32 needs >= 65525 clusters (~33 MiB at 512-byte clusters); smaller partitions get FAT16, which UEFI and the Pi firmware read too. */
+export function fatSizeFor(mib: number): 16 | 32 {
+  return mib >= 40 ? 32 : 16;
 }
 
 export function partitionByName(layout: Layout, name: PartitionName): Partition {
@@ -175,16 +224,7 @@ const GUID_RE = /^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$/
 
 export function deriveDiskIds(seed: string): DiskIds {
   const diskGuid = deriveUuid(seed, 'gpt-disk');
-  return {
-    diskGuid,
-    partUuids: {
-      esp: partUuidFor(diskGuid, 'esp'),
-      'root-a': partUuidFor(diskGuid, 'root-a'),
-      'root-b': partUuidFor(diskGuid, 'root-b'),
-      oem: partUuidFor(diskGuid, 'oem'),
-      data: partUuidFor(diskGuid, 'data'),
-    },
-  };
+  return { diskGuid, partUuids: Object.fromEntries(PARTITION_NAMES.map((n) => [n, partUuidFor(diskGuid, n)])) as Record<PartitionName, string> };
 }
 
 /**
@@ -209,12 +249,14 @@ export interface FoundPartition {
 /**
  * Why a partition table is not one this builder wrote: one line per difference (expected, then
  * found), empty when it is. Checked: the partitions of {@link computeLayout} in order, with their names
- * and type GUIDs (amd64 or arm64 root slots), and the UUIDs of {@link partUuidFor}. Sizes are not: the
- * hardware definition sets them and the agent grows data on first boot.
+ * and type GUIDs (amd64 or arm64 root slots; the grub-efi or rpi-tryboot scheme, told by the first
+ * partition's name), and the UUIDs of {@link partUuidFor}. Sizes are not: the hardware definition
+ * sets them and the agent grows data on first boot.
  */
 export function layoutMismatches(diskGuid: string, found: FoundPartition[]): string[] {
   const arch: Arch = found.find((p) => p.name === 'root-a')?.typeGuid.toUpperCase() === GPT_TYPE.rootArm64 ? 'arm64' : 'amd64';
-  const expected = computeLayout({ rootBytes: 0, arch }).partitions;
+  const bootloader: Bootloader = found.find((p) => p.index === 1)?.name === 'autoboot' ? 'rpi-tryboot' : 'grub-efi';
+  const expected = computeLayout({ rootBytes: 0, arch, bootloader }).partitions;
   const problems: string[] = [];
   if (found.length !== expected.length) problems.push(`expected ${expected.length} partitions, found ${found.length}`);
   const unmarked: string[] = [];

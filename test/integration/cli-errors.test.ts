@@ -63,7 +63,7 @@ test('unknown hardware', async (t) => {
   await refusedBuild(
     t,
     ['--hardware', 'pdp-11'],
-    /hardware\/pdp-11\.yaml: \(file\): found no such file; expected a hardware definition: one of generic-arm64-uefi, generic-x86_64-uefi/,
+    /hardware\/pdp-11\.yaml: \(file\): found no such file; expected a hardware definition: one of generic-arm64-uefi, generic-x86_64-uefi, raspberrypi4,/,
   );
 });
 

@@ -4,6 +4,8 @@ import path from 'node:path';
 import { resolveConfig } from '../../builder/src/config/resolve.ts';
 import { ConfigError, formatIssue, parseYamlWithSchema } from '../../firstboot/src/core/config-file.ts';
 import { profileSchema } from '../../builder/src/config/profile.ts';
+import { hardwareSchema } from '../../builder/src/config/hardware.ts';
+import { readFile } from 'node:fs/promises';
 import { REPO_ROOT } from '../../builder/src/cli/paths.ts';
 import { scratchDirs } from '../helpers/scratch.ts';
 
@@ -149,7 +151,7 @@ test('a missing profile or unknown hardware lists what exists', async (t) => {
   t.regex(text, /^profiles\/nope\.yaml: \(file\): found no such file; expected a profile: one of edge-datastore, edge-standard, edge-static/m);
   t.regex(
     text,
-    /^hardware\/raspberry-pi-9\.yaml: \(file\): found no such file; expected a hardware definition: one of generic-arm64-uefi, generic-x86_64-uefi/m,
+    /^hardware\/raspberry-pi-9\.yaml: \(file\): found no such file; expected a hardware definition: one of generic-arm64-uefi, generic-x86_64-uefi, raspberrypi4, or a path/m,
   );
 });
 
@@ -157,4 +159,24 @@ test('the schema validator is reusable on any text', (t) => {
   const r = parseYamlWithSchema(VALID.replace('kind: Profile', 'kind: Hardware'), 'x.yaml', profileSchema);
   t.false(r.ok);
   if (!r.ok) t.is(formatIssue(r.issues[0]!), 'x.yaml:2:7: kind: found string "Hardware"; expected "Profile"');
+});
+
+test("a hardware definition's disk sizes follow its bootloader: bootMiB for rpi-tryboot, espMiB for grub-efi, each refused on the other", async (t) => {
+  const pi = await readFile(path.join(REPO_ROOT, 'hardware/raspberrypi4.yaml'), 'utf8');
+  const uefi = await readFile(path.join(REPO_ROOT, 'hardware/generic-arm64-uefi.yaml'), 'utf8');
+  const issues = (text: string) => {
+    const r = parseYamlWithSchema(text, 'h.yaml', hardwareSchema);
+    return r.ok ? [] : r.issues.map(formatIssue);
+  };
+  t.deepEqual(issues(pi), []);
+  t.deepEqual(issues(uefi), []);
+  t.true(
+    issues(pi.replace('  bootMiB: 128', '  espMiB: 64')).some((i) =>
+      /disk: found .*; expected .*bootMiB|disk\.espMiB: .*no espMiB with bootloader rpi-tryboot/.test(i),
+    ),
+    issues(pi.replace('  bootMiB: 128', '  espMiB: 64')).join(' | '),
+  );
+  t.true(issues(pi.replace('  bootMiB: 128', '  bootMiB: 128\n  espMiB: 64')).some((i) => /disk\.espMiB: .*no espMiB with bootloader rpi-tryboot/.test(i)));
+  t.true(issues(uefi.replace('  espMiB: 64', '  espMiB: 64\n  bootMiB: 128')).some((i) => /disk\.bootMiB: .*no bootMiB with bootloader grub-efi/.test(i)));
+  t.true(issues(pi.replace('firmware: rpi', 'firmware: uefi')).some((i) => /^h\.yaml:\d+:\d+: firmware: .*expected "rpi"/.test(i)));
 });

@@ -4,7 +4,7 @@ import {
   deriveDiskIds,
   deriveUuid,
   deriveVolumeId,
-  espFatSize,
+  fatSizeFor,
   GPT_TYPE,
   layoutMismatches,
   MiB,
@@ -80,8 +80,8 @@ test('defaults, arm64 root type and argument checks', (t) => {
   t.throws(() => computeLayout({ rootBytes: 0, dataMiB: 0 }), { instanceOf: RangeError });
   t.throws(() => computeLayout({ rootBytes: 0, espMiB: 1.5 }), { instanceOf: RangeError });
   t.throws(() => computeLayout({ rootBytes: 0, sectorSize: 1024 as 512 }), { instanceOf: RangeError });
-  t.is(espFatSize(64), 32);
-  t.is(espFatSize(32), 16);
+  t.is(fatSizeFor(64), 32);
+  t.is(fatSizeFor(32), 16);
 });
 
 test('derived identifiers are stable, distinct per purpose and well-formed', (t) => {
@@ -194,4 +194,34 @@ test('kernel command line words are checked', (t) => {
   for (const bad of ['a b', '$x', 'x;reboot', '"q"', '', 'a\nb', '{x}']) {
     t.throws(() => kernelCmdline({ arch: 'amd64', cmdlineExtra: [bad] }), { message: /not allowed/ }, JSON.stringify(bad));
   }
+});
+
+test('rpi-tryboot: autoboot first, a FAT boot partition per slot, the root slots, oem, and data last; stamp tells the scheme by partition 1', (t) => {
+  const l = computeLayout({ rootBytes: 700 * MiB, arch: 'arm64', bootloader: 'rpi-tryboot', bootMiB: 128 });
+  t.is(l.bootloader, 'rpi-tryboot');
+  t.deepEqual(
+    l.partitions.map((p) => [p.index, p.name, p.fs]),
+    [
+      [1, 'autoboot', 'vfat'],
+      [2, 'boot-a', 'vfat'],
+      [3, 'boot-b', 'none'],
+      [4, 'root-a', 'ext4'],
+      [5, 'root-b', 'none'],
+      [6, 'oem', 'vfat'],
+      [7, 'data', 'ext4'],
+    ],
+  );
+  // The Pi 4 bootloader finds its FAT partitions among basic-data (or EFI) GPT entries.
+  for (const name of ['autoboot', 'boot-a', 'boot-b']) t.is(l.partitions.find((p) => p.name === name)?.typeGuid, GPT_TYPE.basicData, name);
+  t.is(l.partitions.find((p) => p.name === 'root-a')?.typeGuid, GPT_TYPE.rootArm64);
+  t.is(l.partitions.find((p) => p.name === 'boot-a')?.sizeBytes, 128 * MiB);
+  for (const [a, b] of l.partitions.slice(1).map((p, i) => [l.partitions[i]!, p] as const)) t.is(b.startSector, a.endSector + 1);
+  t.throws(() => computeLayout({ rootBytes: 0, bootloader: 'rpi-tryboot', bootMiB: 4 }), { message: /bootMiB must be >= 8/ });
+
+  const ids = deriveDiskIds('seed-pi');
+  const found = l.partitions.map((p) => ({ index: p.index, name: p.name as string, typeGuid: p.typeGuid, uuid: ids.partUuids[p.name] }));
+  t.deepEqual(layoutMismatches(ids.diskGuid, found), []);
+  const asGrub = found.map((p) => (p.index === 1 ? { ...p, name: 'esp' } : p));
+  t.true(layoutMismatches(ids.diskGuid, asGrub).some((p) => /partition 2: expected the name "root-a", found "boot-a"/.test(p)));
+  t.regex(sfdiskScript(l, ids), /name="autoboot"\n.*name="boot-a"\n.*name="boot-b"\n.*name="root-a"/);
 });

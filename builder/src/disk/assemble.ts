@@ -2,15 +2,18 @@
  * Assembles the raw geminik8s GPT disk image from a rootfs directory — no loop devices, no
  * mounting: each filesystem is made in a regular file and copied (sparse) to its offset.
  */
-import { mkdir, mkdtemp, open, rename, rm, stat, writeFile, copyFile, realpath } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rename, rm, stat, writeFile, copyFile, realpath, readFile, lstat } from 'node:fs/promises';
 import path from 'node:path';
+import { parseRpiBootRecipe, RPI_BOOT_RECIPE, rpiBootPartition } from '../../../firstboot/src/upgrade/core/rpi-boot.ts';
+import { renderAutoboot } from '../../../firstboot/src/upgrade/core/slots.ts';
 import { run } from '../util/exec.ts';
 import { hostDebianArch } from '../rootfs/foreign-arch.ts';
 import {
   FS_LABEL,
   MiB,
   computeLayout,
-  espFatSize,
+  fatSizeFor,
+  type Bootloader,
   deriveDiskIds,
   deriveUuid,
   deriveVolumeId,
@@ -18,6 +21,7 @@ import {
   sfdiskScript,
   type Arch,
   type Layout,
+  type Partition,
 } from '../../../image/src/layout.ts';
 import { GRUB_TARGETS, grubModules, loadGrubTemplates, renderEarlyCfg, renderGrubCfg } from '../../../image/src/grub.ts';
 import { makeExt4, makeVfat, measureTree, writeAt } from './fs.ts';
@@ -39,7 +43,9 @@ export interface AssembleOptions {
   sourceDateEpoch: number;
   kernelCmdlineExtra?: string[];
   /** Partition sizes from the hardware definition; minDiskGiB makes the build fail if the image would not fit. */
-  disk?: { espMiB?: number; oemMiB?: number; dataMiB?: number; minDiskGiB?: number };
+  disk?: { espMiB?: number; bootMiB?: number; oemMiB?: number; dataMiB?: number; minDiskGiB?: number };
+  /** The hardware's bootloader, which sets the disk scheme (default grub-efi). */
+  bootloader?: Bootloader;
   /** Primary kernel/grub serial console, e.g. "ttyS0,115200" (default per arch); it goes last, after tty0, so it is /dev/console. */
   console?: string;
   /** Default 1 s. */
@@ -54,7 +60,9 @@ export interface AssembleResult {
 /** Bump when this module's output changes for identical inputs (part of the build cache key). */
 export const DISK_RECIPE_VERSION = 'disk-1';
 
-export const DISK_TOOLS = ['sfdisk', 'mkfs.vfat', 'mcopy', 'mkfs.ext4', 'debugfs', 'dumpe2fs', 'grub-mkimage', 'grub-editenv', 'dd'] as const;
+/** The tools every image needs, then those of each bootloader. */
+export const DISK_TOOLS = ['sfdisk', 'mkfs.vfat', 'mcopy', 'mkfs.ext4', 'debugfs', 'dumpe2fs', 'dd'] as const;
+const BOOTLOADER_TOOLS: Record<Bootloader, readonly string[]> = { 'grub-efi': ['grub-mkimage', 'grub-editenv'], 'rpi-tryboot': [] };
 
 /** Inode-table bytes per inode, plus fixed ext4 metadata (superblocks, descriptors, bitmaps, resize reserve). */
 const INODE_BYTES = 256;
@@ -115,8 +123,91 @@ async function buildGrubEfi(arch: Arch, rootfsDir: string, workDir: string, outF
   await run(await toolPath('grub-mkimage'), ['-O', target.platform, '-d', moduleDir, '-o', outFile, '-p', '/grub', '-c', early, ...grubModules(arch)]);
 }
 
+/** A filesystem made in a file, for a partition. */
+interface PartitionImage {
+  partition: Partition;
+  file: string;
+}
+
+/** UEFI: the ESP with grub's EFI binary, the rendered grub.cfg and a 1024-byte grubenv. */
+async function grubBootPartitions(opts: AssembleOptions, layout: Layout, work: string): Promise<PartitionImage[]> {
+  const espTree = path.join(work, 'esp');
+  const target = GRUB_TARGETS[opts.arch];
+  await mkdir(path.join(espTree, 'EFI', 'BOOT'), { recursive: true });
+  await mkdir(path.join(espTree, 'grub'), { recursive: true });
+  await buildGrubEfi(opts.arch, opts.rootfsDir, work, path.join(espTree, 'EFI', 'BOOT', target.efiName));
+  const cfgValues: Parameters<typeof renderGrubCfg>[1] = { arch: opts.arch };
+  if (opts.kernelCmdlineExtra) cfgValues.cmdlineExtra = opts.kernelCmdlineExtra;
+  if (opts.grubTimeout !== undefined) cfgValues.timeout = opts.grubTimeout;
+  if (opts.console !== undefined) {
+    cfgValues.consoles = ['tty0', opts.console];
+    cfgValues.serial = grubSerialFor(opts.console);
+  }
+  await writeFile(path.join(espTree, 'grub', 'grub.cfg'), renderGrubCfg(loadGrubTemplates().grubCfg, cfgValues));
+  const env = path.join(espTree, 'grub', 'grubenv');
+  const editenv = await toolPath('grub-editenv');
+  await run(editenv, [env, 'create']);
+  await run(editenv, [env, 'set', 'slot=a', 'try_slot=', 'boot_tries=0']);
+  const esp = partitionByName(layout, 'esp');
+  return [await fatImage(opts, esp, espTree, path.join(work, 'esp.vfat'))];
+}
+
+/**
+ * Raspberry Pi: autoboot.txt on partition 1 (slot a committed, no trial), and boot-a built from
+ * the boot recipe in root-a's tree, as an upgrade builds the other slot's from its new root.
+ * boot-b stays empty like root-b.
+ */
+async function rpiBootPartitions(opts: AssembleOptions, layout: Layout, work: string): Promise<PartitionImage[]> {
+  const autoboot = partitionByName(layout, 'autoboot');
+  const bootA = partitionByName(layout, 'boot-a');
+  const bootB = partitionByName(layout, 'boot-b');
+  const autobootTree = path.join(work, 'autoboot');
+  await mkdir(autobootTree);
+  await writeFile(path.join(autobootTree, 'autoboot.txt'), renderAutoboot({ committed: 'a', trying: null }, { a: bootA.index, b: bootB.index }));
+
+  const recipeFile = path.join(opts.rootfsDir, RPI_BOOT_RECIPE);
+  const recipe = parseRpiBootRecipe(
+    await readFile(recipeFile, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      throw new Error(
+        `${recipeFile}: cannot read the root's Raspberry Pi boot recipe (${e.code ?? e.message}); the root tree step writes it for bootloader rpi-tryboot`,
+      );
+    }),
+  );
+  const bootTree = path.join(work, 'boot-a');
+  await mkdir(bootTree);
+  const content = rpiBootPartition(recipe, 'a');
+  for (const c of content.copies) {
+    const from = path.join(opts.rootfsDir, c.from);
+    // A link in the root would be followed on the build host: the recipe names real files.
+    if (!(await lstat(from).catch(() => undefined))?.isFile()) throw new Error(`${recipeFile}: ${c.from} is not a regular file in the root`);
+    await copyFile(from, path.join(bootTree, c.to));
+  }
+  for (const w of content.written) await writeFile(path.join(bootTree, w.name), w.content);
+  return Promise.all([
+    fatImage(opts, autoboot, autobootTree, path.join(work, 'autoboot.vfat')),
+    fatImage(opts, bootA, bootTree, path.join(work, 'boot-a.vfat')),
+  ]);
+}
+
+/** A FAT filesystem the size of `partition` holding `tree`, labelled and numbered from the seed. */
+async function fatImage(opts: AssembleOptions, partition: Partition, tree: string, file: string): Promise<PartitionImage> {
+  const label = partition.fsLabel;
+  if (label === undefined) throw new Error(`internal: partition ${partition.name} has no filesystem label`);
+  await makeVfat({
+    file,
+    sizeBytes: partition.sizeBytes,
+    label,
+    volumeId: deriveVolumeId(opts.seed, partition.name),
+    fatSize: fatSizeFor(partition.sizeBytes / MiB),
+    tree,
+    sourceDateEpoch: opts.sourceDateEpoch,
+  });
+  return { partition, file };
+}
+
 export async function assembleDiskImage(opts: AssembleOptions): Promise<AssembleResult> {
-  await requireTools(DISK_TOOLS);
+  const bootloader = opts.bootloader ?? 'grub-efi';
+  await requireTools([...DISK_TOOLS, ...BOOTLOADER_TOOLS[bootloader]]);
   const epoch = opts.sourceDateEpoch;
   if (!Number.isInteger(epoch) || epoch < 0) throw new Error(`sourceDateEpoch must be a non-negative integer, got ${epoch}`);
   if (!opts.seed) throw new Error('seed must be a non-empty string');
@@ -134,8 +225,9 @@ export async function assembleDiskImage(opts: AssembleOptions): Promise<Assemble
   const usage = await measureTree(opts.rootfsDir);
   const rootInodes = Math.ceil(usage.inodes * 1.25) + 1024;
   const rootBytes = usage.blockBytes + rootInodes * INODE_BYTES + EXT4_FIXED_OVERHEAD;
-  const layoutInput: Parameters<typeof computeLayout>[0] = { rootBytes, arch: opts.arch };
+  const layoutInput: Parameters<typeof computeLayout>[0] = { rootBytes, arch: opts.arch, bootloader };
   if (opts.disk?.espMiB !== undefined) layoutInput.espMiB = opts.disk.espMiB;
+  if (opts.disk?.bootMiB !== undefined) layoutInput.bootMiB = opts.disk.bootMiB;
   if (opts.disk?.oemMiB !== undefined) layoutInput.oemMiB = opts.disk.oemMiB;
   if (opts.disk?.dataMiB !== undefined) layoutInput.dataMiB = opts.disk.dataMiB;
   const layout = computeLayout(layoutInput);
@@ -149,44 +241,11 @@ export async function assembleDiskImage(opts: AssembleOptions): Promise<Assemble
   const work = await mkdtemp(path.join(opts.workDir, 'disk-'));
   const tmpOut = `${opts.outFile}.tmp-${process.pid}`;
   try {
-    // --- ESP: grub EFI binary, rendered grub.cfg, 1024-byte grubenv ---------------------------
-    const espTree = path.join(work, 'esp');
-    const target = GRUB_TARGETS[opts.arch];
-    await mkdir(path.join(espTree, 'EFI', 'BOOT'), { recursive: true });
-    await mkdir(path.join(espTree, 'grub'), { recursive: true });
     const oemTree = path.join(work, 'oem');
     await mkdir(oemTree);
     if (opts.siteFile !== undefined) await copyFile(opts.siteFile, path.join(oemTree, 'site.yaml'));
     // From here on, work runs concurrently; nothing is awaited until Promise.allSettled below.
-    const espFiles = (async () => {
-      await buildGrubEfi(opts.arch, opts.rootfsDir, work, path.join(espTree, 'EFI', 'BOOT', target.efiName));
-      const cfgValues: Parameters<typeof renderGrubCfg>[1] = { arch: opts.arch };
-      if (opts.kernelCmdlineExtra) cfgValues.cmdlineExtra = opts.kernelCmdlineExtra;
-      if (opts.grubTimeout !== undefined) cfgValues.timeout = opts.grubTimeout;
-      if (opts.console !== undefined) {
-        cfgValues.consoles = ['tty0', opts.console];
-        cfgValues.serial = grubSerialFor(opts.console);
-      }
-      await writeFile(path.join(espTree, 'grub', 'grub.cfg'), renderGrubCfg(loadGrubTemplates().grubCfg, cfgValues));
-      const env = path.join(espTree, 'grub', 'grubenv');
-      const editenv = await toolPath('grub-editenv');
-      await run(editenv, [env, 'create']);
-      await run(editenv, [env, 'set', 'slot=a', 'try_slot=', 'boot_tries=0']);
-    })();
-
-    const esp = partitionByName(layout, 'esp');
-    const espImg = path.join(work, 'esp.vfat');
-    const espDone = espFiles.then(() =>
-      makeVfat({
-        file: espImg,
-        sizeBytes: esp.sizeBytes,
-        label: FS_LABEL.esp,
-        volumeId: deriveVolumeId(opts.seed, 'esp'),
-        fatSize: espFatSize(esp.sizeBytes / MiB),
-        tree: espTree,
-        sourceDateEpoch: epoch,
-      }),
-    );
+    const bootDone = bootloader === 'grub-efi' ? grubBootPartitions(opts, layout, work) : rpiBootPartitions(opts, layout, work);
 
     // --- OEM: empty unless a site file is given (normally stamped later) ------------------------
     const oem = partitionByName(layout, 'oem');
@@ -249,10 +308,10 @@ export async function assembleDiskImage(opts: AssembleOptions): Promise<Assemble
     })();
 
     // Wait for everything (no work left running when we clean up), then report the first failure.
-    const settled = await Promise.allSettled([espDone, oemDone, rootDone, dataDone, diskDone]);
+    const settled = await Promise.allSettled([bootDone, oemDone, rootDone, dataDone, diskDone]);
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
-    await writeAt(tmpOut, espImg, esp.offsetBytes);
+    for (const b of await bootDone) await writeAt(tmpOut, b.file, b.partition.offsetBytes);
     await writeAt(tmpOut, rootImg, rootA.offsetBytes);
     await writeAt(tmpOut, oemImg, oem.offsetBytes);
     await writeAt(tmpOut, dataImg, data.offsetBytes);

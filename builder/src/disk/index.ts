@@ -9,7 +9,7 @@ export {
   deriveVolumeId,
   partitionByName,
   rootSlotMiB,
-  espFatSize,
+  fatSizeFor,
   GPT_TYPE,
   FS_LABEL,
   LAYOUT_DEFAULTS,

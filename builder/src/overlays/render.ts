@@ -1,6 +1,7 @@
 import { chmod, copyFile, lstat, mkdir, readFile, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import Handlebars from 'handlebars';
+import { BOOT_STATE_MOUNT } from '../../../image/src/layout.ts';
 import type { ResolvedConfig } from '../config/resolve.ts';
 
 /** Overlay layers applied in order; later layers win. Which ones apply follows from the profile. */
@@ -53,7 +54,9 @@ async function copyLayer(layerDir: string, rel: string, outDir: string, context:
       const template = Handlebars.compile(await readFile(src, 'utf8'), { strict: true, noEscape: true });
       try {
         // `json`: a value written as JSON, which YAML templates read back as the same value.
-        await writeFile(target, template(context, { helpers: { json: (v: unknown) => JSON.stringify(v) } }));
+        // `bootState`: where the bootloader's A/B state partition is mounted (fstab), from the hardware.
+        const data = { ...context, bootState: BOOT_STATE_MOUNT[context.hardware.bootloader] };
+        await writeFile(target, template(data, { helpers: { json: (v: unknown) => JSON.stringify(v) } }));
       } catch (err) {
         throw new Error(`overlay template ${path.join(path.basename(layerDir), relPath)}: ${(err as Error).message}`);
       }

@@ -64,6 +64,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const { config, repoRoot } = opts;
   const { profile, hardware } = config;
   const arch = hardware.arch;
+  /** Kernel command line words after the console ones (grub.cfg on UEFI, cmdline.txt on a Pi). */
+  const cmdlineExtra = [...(hardware.kernel.cmdline ?? []), ...(profile.kernel?.cmdline ?? [])];
   const componentSpecs: { kine: ComponentSpec; kubernetes?: ComponentSpec } = {
     kine: { name: 'kine', ...profile.components.kine },
     ...(profile.components.kubernetes
@@ -230,6 +232,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           outDir: tree,
           sourceDateEpoch: opts.sourceDateEpoch,
           updateKeys,
+          bootloader: hardware.bootloader,
+          kernel: { consoles: ['tty0', hardware.console], cmdlineExtra },
         });
       },
       disk: async (tmp) => {
@@ -245,8 +249,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           seed: plan.find((s) => s.id === 'disk')?.key ?? name,
           sourceDateEpoch: opts.sourceDateEpoch,
           disk: hardware.disk,
+          bootloader: hardware.bootloader,
           console: hardware.console,
-          kernelCmdlineExtra: [...(hardware.kernel.cmdline ?? []), ...(profile.kernel?.cmdline ?? [])],
+          kernelCmdlineExtra: cmdlineExtra,
         });
         await writeFile(path.join(tmp, 'layout.json'), JSON.stringify(result.layout, null, 2));
       },

@@ -131,6 +131,7 @@ export function planBuild(inp: PlanInputs): PlannedStep[] {
   add('disk', `GPT disk image (${hardware.bootloader}, ${hardware.firmware})`, ['rootTree'], {
     recipe: inp.diskRecipe,
     disk: JSON.stringify(hardware.disk),
+    bootloader: hardware.bootloader,
     console: hardware.console,
     cmdline: [...(hardware.kernel.cmdline ?? []), ...(profile.kernel?.cmdline ?? [])].join(' '),
     site: inp.site ?? '',

@@ -13,7 +13,7 @@ import { run, runStreaming } from '../util/exec.ts';
 import { ensureForeignArchSupport, type DebianArch } from './foreign-arch.ts';
 
 /** Bump whenever the mmdebstrap options or hooks/customize.sh change: it is part of the rootfs cache key. */
-export const ROOTFS_HOOK_VERSION = 'rootfs-hooks-7';
+export const ROOTFS_HOOK_VERSION = 'rootfs-hooks-8';
 
 export const CUSTOMIZE_HOOK = fileURLToPath(new URL('./hooks/customize.sh', import.meta.url));
 
@@ -84,7 +84,9 @@ export function shq(s: string): string {
 
 /** The apt source lines handed to mmdebstrap. */
 export function aptSourceLines(o: { suite: string; mirror: string; securityMirror?: string }): string[] {
-  const comps = 'main';
+  // non-free-firmware: firmware a hardware definition or profile may list (the Raspberry Pi's
+  // raspi-firmware, CPU microcode, NIC firmware); nothing from it is installed unless listed.
+  const comps = 'main non-free-firmware';
   const m = o.mirror.replace(/\/+$/, '');
   const lines = [`deb ${m} ${o.suite} ${comps}`, `deb ${m} ${o.suite}-updates ${comps}`];
   if (o.securityMirror) lines.push(`deb ${o.securityMirror.replace(/\/+$/, '')} ${o.suite}-security ${comps}`);

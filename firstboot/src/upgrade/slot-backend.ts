@@ -42,7 +42,7 @@ export function slotBackendFor(bootloader: 'grub-efi' | 'rpi-tryboot' | undefine
 }
 
 export interface GrubPaths {
-  /** The grub environment block on the ESP (fstab automounts the ESP at /boot/efi). */
+  /** The grub environment block on the ESP, where the image's fstab mounts it (BOOT_STATE_MOUNT in image/src/layout.ts). */
   grubenv: string;
   cmdline: string;
 }
@@ -99,7 +99,7 @@ export function grubBackend(paths: GrubPaths = GRUB_PATHS): SlotBackend {
 }
 
 export interface TrybootPaths {
-  /** autoboot.txt on the disk's first FAT partition (where a Pi image is to mount it: its fstab is not built yet). */
+  /** autoboot.txt on the disk's first FAT partition, where the image's fstab mounts it (BOOT_STATE_MOUNT in image/src/layout.ts). */
   autoboot: string;
   cmdline: string;
   /** The partition numbers of boot-a and boot-b (default: read from the booted disk's table). */

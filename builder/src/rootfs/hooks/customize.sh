@@ -65,6 +65,16 @@ if [ -L "$root/usr/sbin/update-initramfs" ]; then
   chroot "$root" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.geminik8s --remove /usr/sbin/update-initramfs
 fi
 
+# --- Raspberry Pi firmware: each slot's boot partition is built from the root -----------
+# raspi-firmware's hooks copy the firmware, kernel and initrd to /boot/firmware whenever a kernel
+# or an initrd changes. The image has no such partition: the builder and the agent build each
+# slot's boot partition from the root's recipe (image/src/rpi.ts), and a root never changes on the box.
+if [ -d "$root/usr/lib/raspi-firmware" ]; then
+  rm -f "$root/etc/kernel/postinst.d/z50-raspi-firmware" "$root/etc/kernel/postrm.d/z50-raspi-firmware" \
+    "$root/etc/initramfs/post-update.d/z50-raspi-firmware"
+  rm -rf "$root/boot/firmware"
+fi
+
 # --- optional kernel module trimming, then the one initrd per kernel -----------------
 # EXCLUDE_MODULES_FILE lines: a path prefix under lib/modules/<ver>/kernel/ to delete
 # (e.g. "sound", "drivers/gpu"), or "!prefix" to keep (e.g. "!drivers/gpu/drm/virtio").
