@@ -41,8 +41,8 @@ function componentsFor(groups) {
   const wanted = new Set();
   for (const p of paths.map((x) => x.replace(/^\.\//, ''))) {
     if (/^test\/(pair|integration|fault)(\/|$)/.test(p)) wanted.add('kine');
-    // The arm64 image (boot-arm64) is datastore-only and builds its own components for arm64.
-    if ((/^test\/(fault|image)(\/|$)/.test(p) && !/arm64/.test(p)) || /kubernetes/.test(p)) wanted.add('kubernetes');
+    // The arm64 images (boot-arm64, boot-rpi4) are datastore-only and build their own components for arm64.
+    if ((/^test\/(fault|image)(\/|$)/.test(p) && !/arm64|rpi4/.test(p)) || /kubernetes/.test(p)) wanted.add('kubernetes');
   }
   return ['kine', 'kubernetes'].filter((c) => wanted.has(c));
 }
@@ -85,7 +85,13 @@ function resolveComponents(names) {
 
 const explicit = process.argv.slice(2);
 /** Test files that run only when named (their own make target), never in `make test`. */
-const SLOW_TIERS = new Set(['test/image/kubernetes.test.ts', 'test/image/upgrade.test.ts', 'test/image/pair-upgrade.test.ts', 'test/image/boot-arm64.test.ts']);
+const SLOW_TIERS = new Set([
+  'test/image/kubernetes.test.ts',
+  'test/image/upgrade.test.ts',
+  'test/image/pair-upgrade.test.ts',
+  'test/image/boot-arm64.test.ts',
+  'test/image/boot-rpi4.test.ts',
+]);
 const imageTests = readdirSync('test/image')
   .filter((f) => f.endsWith('.test.ts'))
   .map((f) => `test/image/${f}`)

@@ -53,18 +53,35 @@ export interface VmNetwork {
 }
 
 /**
- * Boots a raw disk image under TCG (KVM is not usable here) with UEFI firmware, and records the
- * serial console to a file the test can read. No network unless `network` names a tap device.
+ * A kernel QEMU loads itself instead of the firmware (a Raspberry Pi image's, whose firmware QEMU
+ * cannot run): the files the Pi firmware would load from the boot partition, and its command line.
+ */
+export interface DirectKernel {
+  kernel: string;
+  initrd: string;
+  append: string;
+}
+
+/**
+ * Boots a raw disk image under TCG (KVM is not usable here) with UEFI firmware, or with `direct`
+ * its kernel and initrd, and records the serial console to a file the test can read. No network
+ * unless `network` names a tap device.
  */
 export async function bootImage(
   image: string,
   workDir: string,
-  opts: { memoryMiB?: number; cpus?: number; network?: VmNetwork; arch?: VmArch } = {},
+  opts: { memoryMiB?: number; cpus?: number; network?: VmNetwork; arch?: VmArch; direct?: DirectKernel } = {},
 ): Promise<BootedVm> {
   const m = MACHINES[opts.arch ?? 'amd64'];
   await requireQemu(opts.arch);
-  const vars = path.join(workDir, 'UEFI_VARS.fd');
-  await copyFile(m.vars, vars);
+  let boot: string[];
+  if (opts.direct) {
+    boot = ['-kernel', opts.direct.kernel, '-initrd', opts.direct.initrd, '-append', opts.direct.append];
+  } else {
+    const vars = path.join(workDir, 'UEFI_VARS.fd');
+    await copyFile(m.vars, vars);
+    boot = ['-drive', `if=pflash,format=raw,readonly=on,file=${m.code[0]}`, '-drive', `if=pflash,format=raw,file=${vars}`];
+  }
   const consoleFile = path.join(workDir, 'console.log');
   // A console left by an earlier boot would satisfy waitFor before this VM prints anything.
   await rm(consoleFile, { force: true });
@@ -87,10 +104,7 @@ export async function bootImage(
     '-monitor',
     'none',
     ...nic,
-    '-drive',
-    `if=pflash,format=raw,readonly=on,file=${m.code[0]}`,
-    '-drive',
-    `if=pflash,format=raw,file=${vars}`,
+    ...boot,
     '-drive',
     `file=${image},format=raw,if=virtio,cache=unsafe`,
     '-serial',

@@ -12,6 +12,7 @@ import { join, resolve } from 'node:path';
 import { buildAgentExecutable } from '../../firstboot/build.ts';
 import { hasCommand, run } from '../../builder/src/util/exec.ts';
 import { imageFactsYaml } from '../helpers/pair-agents.ts';
+import { attachLoop } from '../helpers/fake-disk.ts';
 
 const MiB = 1024 * 1024;
 const TOOLS: Record<string, string> = {
@@ -84,14 +85,6 @@ async function fsBytes(dev: string): Promise<number> {
   return Number(/^Block count:\s+(\d+)/m.exec(out)?.[1]) * Number(/^Block size:\s+(\d+)/m.exec(out)?.[1]);
 }
 
-async function attach(image: string): Promise<string> {
-  const loop = await run('losetup', ['--show', '-f', '--partscan', image]);
-  // Kernels built without the GPT parser attach no partitions: add them from userspace.
-  const parts = await run('lsblk', ['-n', '-o', 'NAME', loop]);
-  if (parts.split('\n').length < 4) await run('partx', ['-a', loop]);
-  return loop;
-}
-
 test.serial('the agent grows the data partition and filesystem to fill the disk, then finds it grown', async (t) => {
   if (process.getuid?.() !== 0) return t.fail('this test needs root (loop devices, mount, sfdisk)');
   const missing = [];
@@ -111,7 +104,7 @@ test.serial('the agent grows the data partition and filesystem to fill the disk,
       const image = join(dir, 'disk.raw');
       await run('truncate', ['-s', '128M', image]);
       await run('sfdisk', ['-q', image], { input: 'label: gpt\nsize=8MiB, name=EFI\nsize=4MiB, name=oem\nsize=32MiB, name=data\n' });
-      const loop = await attach(image);
+      const loop = await attachLoop(image);
       try {
         await run('mkfs.ext4', ['-q', '-L', 'data', `${loop}p3`]);
       } finally {
@@ -123,7 +116,7 @@ test.serial('the agent grows the data partition and filesystem to fill the disk,
   ]);
   t.truthy(built.sha256);
 
-  const loop = await attach(join(dir, 'disk.raw'));
+  const loop = await attachLoop(join(dir, 'disk.raw'));
   cleanups.push(() => run('losetup', ['-d', loop]));
   const part = `${loop}p3`;
   const dataDir = join(dir, 'data');

@@ -4,10 +4,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { sha256File } from '../../builder/src/util/digest.ts';
 import { run } from '../../builder/src/util/exec.ts';
-import { fakeRootfs, lookalikeDisk, SMALL_LAYOUT } from '../helpers/fake-disk.ts';
-import { RPI_BOOT_RECIPE } from '../../firstboot/src/upgrade/core/rpi-boot.ts';
+import { fakePiRootfs, fakeRootfs, lookalikeDisk, SMALL_LAYOUT } from '../helpers/fake-disk.ts';
 import { parseAutoboot } from '../../firstboot/src/upgrade/core/slots.ts';
-import { RPI_DEVICE_TREES, RPI_FIRMWARE_FILES, rpiBootRecipe } from '../../image/src/rpi.ts';
+import { RPI_DEVICE_TREES, RPI_FIRMWARE_FILES } from '../../image/src/rpi.ts';
 import {
   assembleDiskImage,
   deriveDiskIds,
@@ -235,24 +234,7 @@ test.serial(
   "a Raspberry Pi image: autoboot.txt on partition 1 boots boot-a, which holds root-a's recipe: firmware, kernel, initrd, device trees, config.txt, a cmdline.txt naming root-a; stamping works the same",
   async (t) => {
     const root = path.join(dir, 'pi-root');
-    await fakeRootfs(root);
-    const dtbDir = path.join(root, 'usr/lib/linux-image-6.1.0-99-arm64/broadcom');
-    await mkdir(dtbDir, { recursive: true });
-    await mkdir(path.join(root, 'usr/lib/raspi-firmware'), { recursive: true });
-    for (const f of RPI_FIRMWARE_FILES) await writeFile(path.join(root, 'usr/lib/raspi-firmware', f), `firmware ${f}\n`);
-    await writeFile(path.join(dtbDir, RPI_DEVICE_TREES.pi4), 'dtb\n');
-    const recipe = rpiBootRecipe(
-      {
-        kernel: 'boot/vmlinuz-6.1.0-99-amd64',
-        initrd: 'boot/initrd.img-6.1.0-99-amd64',
-        deviceTreeDir: 'usr/lib/linux-image-6.1.0-99-arm64',
-        deviceTrees: [RPI_DEVICE_TREES.pi4],
-        firmware: [...RPI_FIRMWARE_FILES],
-      },
-      { consoles: ['tty0', 'ttyS1,115200'], cmdlineExtra: [] },
-    );
-    await mkdir(path.join(root, path.dirname(RPI_BOOT_RECIPE)), { recursive: true });
-    await writeFile(path.join(root, RPI_BOOT_RECIPE), JSON.stringify(recipe));
+    const recipe = await fakePiRootfs(root);
     const img = path.join(dir, 'pi.raw');
     const { layout } = await assembleDiskImage({
       arch: 'arm64',

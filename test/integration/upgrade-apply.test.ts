@@ -67,7 +67,16 @@ async function box(name: string, healthChecks: RunningImage['policy']['healthChe
   await writeFile(slotB, '');
   await truncate(slotB, SLOT_BYTES);
   const slots = bootloader === 'grub' ? grubBackend({ grubenv, cmdline }) : trybootBackend({ autoboot, cmdline, partitions: async () => PI_BOOT_PARTITIONS });
-  const backend = { ...slots, device: async () => ({ path: slotB, bytes: SLOT_BYTES }) };
+  // The slot is a file here, so the Pi's boot partition is not filled (test/integration/rpi-boot-partition.test.ts
+  // does that on loop devices); the order is checked: prepared before the trial is set.
+  const prepared: string[] = [];
+  const backend = {
+    ...slots,
+    device: async () => ({ path: slotB, bytes: SLOT_BYTES }),
+    prepare: async (slot: 'a' | 'b') => {
+      prepared.push(`${slot} while ${(await slots.state()).trying === null ? 'no trial is set' : 'a trial is set'}`);
+    },
+  };
   let reboots = 0;
   const service = new UpgradeService({
     stateDir: path.join(dir, 'state'),
@@ -89,7 +98,7 @@ async function box(name: string, healthChecks: RunningImage['policy']['healthChe
       .split('\n')
       .filter((l) => l !== '' && !l.startsWith('#'))
       .join(' ');
-  return { dir, grubenv, cmdline, slotB, service, env, autobootLines, backend, reboots: () => reboots, state: path.join(dir, 'state') };
+  return { dir, grubenv, cmdline, slotB, service, env, autobootLines, backend, prepared, reboots: () => reboots, state: path.join(dir, 'state') };
 }
 
 test.after.always(() => rm(work, { recursive: true, force: true }));
@@ -226,6 +235,7 @@ test('tryboot: an installed bundle points [tryboot] at slot b and reboots with t
     rebootWith: "systemctl reboot '--reboot-argument=0 tryboot'",
   });
   t.is(await b.autobootLines(), '[all] tryboot_a_b=1 boot_partition=2 [tryboot] boot_partition=3');
+  t.deepEqual(b.prepared, ['b while no trial is set'], "slot b's boot partition is filled before [tryboot] names it");
   t.deepEqual(await b.backend.rebootArguments(), ['--reboot-argument=0 tryboot'], 'the reboot sets the one-shot flag');
   t.true((await readFile(b.slotB)).subarray(0, slotRaw.length).equals(slotRaw));
 
@@ -235,6 +245,20 @@ test('tryboot: an installed bundle points [tryboot] at slot b and reboots with t
   t.is(await b.autobootLines(), '[all] tryboot_a_b=1 boot_partition=3 [tryboot] boot_partition=3');
   t.is(readUpgradeRecord(b.state)?.state, 'committed');
   t.deepEqual(await b.backend.rebootArguments(), []);
+});
+
+test('tryboot: a new root whose boot partition cannot be filled is not tried; the record says why', async (t) => {
+  const b = await box('tryboot-unbootable', [], 'tryboot');
+  b.backend.prepare = async () => {
+    throw new Error('the new root in slot b has no /usr/lib/geminik8s/rpi-boot.json');
+  };
+  t.like(await b.service.apply({ bundle: await bundle('v2-tryboot-unbootable.bundle'), reboot: false }, () => undefined), {
+    result: 'failed',
+    message: 'slot b holds the new root but cannot be made bootable: the new root in slot b has no /usr/lib/geminik8s/rpi-boot.json',
+  });
+  t.is(await b.autobootLines(), '[all] tryboot_a_b=1 boot_partition=2 [tryboot] boot_partition=2', 'no trial set');
+  t.is(readUpgradeRecord(b.state)?.state, 'failed');
+  t.is(b.reboots(), 0);
 });
 
 test('tryboot: a failing gate goes back to slot a with a plain reboot; a trial the bootloader never finished is recorded as rolled back', async (t) => {

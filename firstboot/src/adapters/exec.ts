@@ -19,6 +19,9 @@ export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   initdb: 'postgresql-15',
   ip: 'iproute2',
   lsblk: 'util-linux',
+  mcopy: 'mtools',
+  'mkfs.vfat': 'dosfstools',
+  mount: 'mount',
   nft: 'nftables',
   openssl: 'openssl',
   partx: 'util-linux',
@@ -33,9 +36,11 @@ export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   psql: 'postgresql-client-15',
   resize2fs: 'e2fsprogs',
   runuser: 'util-linux',
+  sync: 'coreutils',
   sfdisk: 'fdisk',
   systemctl: 'systemd',
   udevadm: 'udev',
+  umount: 'mount',
   zstd: 'zstd',
 };
 

@@ -208,6 +208,13 @@ export class UpgradeService {
           return { result: 'refused', code: 'role-changed', message };
         }
       }
+      try {
+        await backend.prepare(target);
+      } catch (e) {
+        const message = `slot ${target} holds the new root but cannot be made bootable: ${(e as Error).message}`;
+        storeRecord(stateDir, { ...record, state: 'failed', updatedAt: new Date().toISOString(), reason: message });
+        return { result: 'failed', message };
+      }
       await backend.set(tryTransition(slots, target));
       storeRecord(stateDir, { ...record, state: 'trying', updatedAt: new Date().toISOString() });
       progress({ step: 'try', slot: target });

@@ -7,6 +7,7 @@
 import { open, readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { runTool } from '../adapters/exec.ts';
+import { fillRpiBootPartition } from './rpi-boot-partition.ts';
 import { GRUB_UNBOOTED_TRIAL, TRYBOOT_UNBOOTED_TRIAL } from './core/lifecycle.ts';
 import {
   type BootPartitions,
@@ -30,6 +31,12 @@ export interface SlotBackend {
   set(next: Omit<SlotState, 'booted'>): Promise<void>;
   /** The block device of `slot` on the disk this system booted from, and its size. */
   device(slot: Slot): Promise<{ path: string; bytes: number }>;
+  /**
+   * Makes a root just written to `slot` bootable, before the trial is set: nothing under grub
+   * (grub.cfg boots the kernel inside the root); on a Pi, that slot's boot partition, filled from
+   * the new root's boot recipe.
+   */
+  prepare(slot: Slot): Promise<void>;
   /** What `systemctl reboot` must be given for the next boot to be what `set` made it. */
   rebootArguments(): Promise<string[]>;
   /** Why a trial that is set did not boot, in this bootloader's terms (the upgrade record's reason). */
@@ -90,6 +97,7 @@ export function grubBackend(paths: GrubPaths = GRUB_PATHS): SlotBackend {
     async device(slot) {
       return slotPartition(`root-${slot}`);
     },
+    async prepare() {},
     async rebootArguments() {
       // grub's counter and try_slot are in grubenv: a plain reboot boots the trial.
       return [];
@@ -132,6 +140,10 @@ export function trybootBackend(paths: TrybootPaths = TRYBOOT_PATHS): SlotBackend
     },
     async device(slot) {
       return slotPartition(`root-${slot}`);
+    },
+    async prepare(slot) {
+      const boot = await slotPartition(`boot-${slot}`);
+      await fillRpiBootPartition({ slot, rootDevice: (await slotPartition(`root-${slot}`)).path, bootDevice: boot.path, bootBytes: boot.bytes });
     },
     async rebootArguments() {
       // Unreadable state: a plain reboot, which boots the committed slot (the safe way back).
