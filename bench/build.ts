@@ -70,7 +70,10 @@ try {
     );
     // The Raspberry Pi 4 image: another arm64 root (raspi-firmware instead of grub), the same Kine and agent.
     const piOut = path.join(out, 'rpi4');
-    const piBuild = await timedBuild('raspberrypi4 build (its own root under qemu-user; Kine and agent from the arm64 build)', buildArgs('raspberrypi4', piOut));
+    const piBuild = await timedBuild(
+      'raspberrypi4 build (its own root under qemu-user; Kine and agent from the arm64 build)',
+      buildArgs('raspberrypi4', piOut),
+    );
     const piImage = (await execa('sh', ['-c', `ls -d ${piOut}/*/`])).stdout.trim();
     armRows.push(
       { metric: 'raspberrypi4 build (Kine and agent cached)', value: piBuild, unit: 's' },

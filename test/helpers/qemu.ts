@@ -33,9 +33,11 @@ export interface BootedVm {
   stop(): Promise<void>;
 }
 
-export async function requireQemu(arch: VmArch = 'amd64'): Promise<void> {
+/** The emulator of `arch`, and its UEFI firmware unless the kernel is loaded directly. */
+export async function requireQemu(arch: VmArch = 'amd64', firmware = true): Promise<void> {
   const m = MACHINES[arch];
-  for (const [file, pkg] of [[`/usr/bin/${m.qemu[0]}`, m.qemu[1]], m.code] as const) {
+  const needed: (readonly [string, string])[] = [[`/usr/bin/${m.qemu[0]}`, m.qemu[1]], ...(firmware ? [m.code] : [])];
+  for (const [file, pkg] of needed) {
     await stat(file).catch(() => {
       throw new Error(`${file} is missing: apt-get install ${pkg} (or run \`make deps\`)`);
     });
@@ -73,7 +75,7 @@ export async function bootImage(
   opts: { memoryMiB?: number; cpus?: number; network?: VmNetwork; arch?: VmArch; direct?: DirectKernel } = {},
 ): Promise<BootedVm> {
   const m = MACHINES[opts.arch ?? 'amd64'];
-  await requireQemu(opts.arch);
+  await requireQemu(opts.arch, opts.direct === undefined);
   let boot: string[];
   if (opts.direct) {
     boot = ['-kernel', opts.direct.kernel, '-initrd', opts.direct.initrd, '-append', opts.direct.append];
