@@ -72,10 +72,12 @@ test-arm64: deps typecheck
 
 # The Raspberry Pi 4 SD image built on this x86_64 host: its partitions and boot files checked
 # against the Pi firmware's documentation, its root booted in qemu-system-aarch64 by direct kernel
-# boot (QEMU cannot run the Pi 4 firmware). A cold build is about 20 min on 2 cores.
+# boot (QEMU cannot run the Pi 4 firmware: the test plays its bootloader, autoboot.txt and tryboot
+# included), and an A/B upgrade through a tryboot trial to a commit. A cold build is about 10 min
+# on 2 cores, the tests about 15 more.
 test-rpi4: deps typecheck
 	@sh builder/host-deps.sh qemu-system-arm
-	node test/run-suite.mjs --concurrency 1 test/image/boot-rpi4.test.ts
+	node test/run-suite.mjs --concurrency 1 test/image/boot-rpi4.test.ts test/image/upgrade-rpi4.test.ts
 
 # Needs root: the upgrade figures, from the two QEMU upgrade tests (BENCH_UPGRADE=single: one box only).
 bench-upgrade: deps typecheck

@@ -25,8 +25,8 @@ export function events(stdout: string): Record<string, unknown>[] {
 }
 
 /** `geminik8s build --signing-key` of `profile` into `outDir`; the artifact folder it published. */
-export async function buildSigned(profile: string, outDir: string, signingKey: string): Promise<string> {
-  const r = await geminik8s(['build', '--profile', profile, '--out', outDir, '--signing-key', signingKey, '--json']);
+export async function buildSigned(profile: string, outDir: string, signingKey: string, hardware = 'generic-x86_64-uefi'): Promise<string> {
+  const r = await geminik8s(['build', '--profile', profile, '--hardware', hardware, '--out', outDir, '--signing-key', signingKey, '--json']);
   if (r.exitCode !== 0) throw new Error(`build ${profile}: ${r.stderr.slice(-3000)}`);
   const done = events(r.stdout).find((e) => e.event === 'done');
   if (typeof done?.artifactDir !== 'string') throw new Error(`build ${profile}: no "done" event`);

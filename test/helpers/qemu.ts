@@ -28,6 +28,8 @@ export interface BootedVm {
   consoleFile: string;
   /** Resolves with the console text once every pattern has appeared; rejects on timeout or exit. */
   waitFor(patterns: RegExp[], timeoutMs: number): Promise<string>;
+  /** Resolves once QEMU has exited on its own (with `exitOnReboot`, the guest rebooted); rejects after `timeoutMs`. */
+  exited(timeoutMs: number): Promise<void>;
   /** Pulls the power: SIGKILL to QEMU, no guest shutdown; resolves once QEMU is gone (at most 10 s). */
   kill(): Promise<void>;
   stop(): Promise<void>;
@@ -72,7 +74,15 @@ export interface DirectKernel {
 export async function bootImage(
   image: string,
   workDir: string,
-  opts: { memoryMiB?: number; cpus?: number; network?: VmNetwork; arch?: VmArch; direct?: DirectKernel } = {},
+  opts: {
+    memoryMiB?: number;
+    cpus?: number;
+    network?: VmNetwork;
+    arch?: VmArch;
+    direct?: DirectKernel;
+    /** QEMU exits when the guest reboots (-no-reboot), so the caller can pick what boots next, as a bootloader would. */
+    exitOnReboot?: boolean;
+  } = {},
 ): Promise<BootedVm> {
   const m = MACHINES[opts.arch ?? 'amd64'];
   await requireQemu(opts.arch, opts.direct === undefined);
@@ -111,6 +121,7 @@ export async function bootImage(
     `file=${image},format=raw,if=virtio,cache=unsafe`,
     '-serial',
     `file:${consoleFile}`,
+    ...(opts.exitOnReboot ? ['-no-reboot'] : []),
   ];
   // `ip netns exec` execs QEMU in place, so the child's pid (and its signals) are QEMU's.
   const argv = net?.netns ? ['ip', 'netns', 'exec', net.netns, ...qemu] : qemu;
@@ -142,6 +153,12 @@ export async function bootImage(
           );
         await new Promise((r) => setTimeout(r, 1000));
       }
+    },
+    async exited(timeoutMs) {
+      if (exited) return;
+      const gone = new Promise((r) => child.once('exit', r));
+      const timer = new Promise((_, reject) => setTimeout(() => reject(new Error(`QEMU still runs after ${timeoutMs / 1000} s`)), timeoutMs).unref());
+      await Promise.race([gone, timer]);
     },
     async kill() {
       if (exited) return;

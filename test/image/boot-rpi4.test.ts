@@ -18,7 +18,7 @@ import { RPI_DEVICE_TREES } from '../../image/src/rpi.ts';
 import { events, geminik8s } from '../helpers/cli.ts';
 import { recordFigure } from '../helpers/figures.ts';
 import { checkFirstBoot, FIRST_BOOT_LINES, stampedDisk } from '../helpers/first-boot.ts';
-import { bootImage } from '../helpers/qemu.ts';
+import { fatCopy, piBoot } from '../helpers/pi-bootloader.ts';
 
 const work = await mkdtemp(path.join(os.tmpdir(), 'gk8s-rpi4-'));
 const out = path.join(work, 'dist');
@@ -32,9 +32,7 @@ let disk: { raw: string; site: string } | undefined;
 
 /** A file from a FAT partition of the disk (mtools reads it in place). */
 async function fatFile(raw: string, offsetBytes: number, name: string): Promise<Buffer> {
-  const file = path.join(work, `fat-${offsetBytes}-${name}`);
-  await run(await toolPath('mcopy'), ['-n', '-i', `${raw}@@${offsetBytes}`, `::/${name}`, file], { env: { MTOOLS_SKIP_CHECK: '1' } });
-  return readFile(file);
+  return readFile(await fatCopy(raw, offsetBytes, name, path.join(work, `fat-${offsetBytes}-${name}`)));
 }
 
 async function fatNames(raw: string, offsetBytes: number): Promise<string[]> {
@@ -156,22 +154,10 @@ test.serial(
     t.timeout(45 * 60_000, 'an arm64 boot under TCG');
     t.truthy(disk, 'the image was stamped');
     if (!disk) return;
-    const gpt = await readGpt(disk.raw);
-    const bootA = gpt.partitions.find((p) => p.name === 'boot-a');
-    if (!bootA) throw new Error('no boot-a');
-    const kernel = path.join(work, 'vmlinuz');
-    const initrd = path.join(work, 'initrd.img');
-    await rm(kernel, { force: true });
-    await rm(initrd, { force: true });
-    const mtools = { env: { MTOOLS_SKIP_CHECK: '1' } };
-    await run(await toolPath('mcopy'), ['-n', '-i', `${disk.raw}@@${bootA.offsetBytes}`, '::/vmlinuz', kernel], mtools);
-    await run(await toolPath('mcopy'), ['-n', '-i', `${disk.raw}@@${bootA.offsetBytes}`, '::/initrd.img', initrd], mtools);
-    // The same command line, with the virt machine's UART (PL011, ttyAMA0) for the Pi's mini UART.
-    const cmdline = (await fatFile(disk.raw, bootA.offsetBytes, 'cmdline.txt')).toString('utf8').trim();
-    const append = cmdline.replace(/(^| )console=ttyS1,115200( |$)/, '$1console=ttyAMA0,115200$2');
-    t.not(append, cmdline);
     const started = performance.now();
-    const vm = await bootImage(disk.raw, work, { arch: 'arm64', direct: { kernel, initrd, append } });
+    const { vm, partition, cmdline } = await piBoot(disk.raw, work, { tryboot: false });
+    t.is(partition, 2, 'autoboot.txt boots boot-a');
+    t.regex(cmdline, /console=ttyS1,115200/, 'the Pi console (moved to the PL011 for QEMU)');
     try {
       await vm.waitFor([/GEMINIK8S-AGENT: /], 20 * 60_000);
       await recordFigure('rpi4 root: power-on to the agent first console line (TCG, direct kernel boot)', (performance.now() - started) / 1000, 's');

@@ -12,11 +12,12 @@ import { assembleDiskImage, readGpt, requireTools, toolPath } from '../../builde
 import { run } from '../../builder/src/util/exec.ts';
 import { parseRpiBootRecipe, RPI_BOOT_RECIPE } from '../../firstboot/src/upgrade/core/rpi-boot.ts';
 import { fillRpiBootPartition } from '../../firstboot/src/upgrade/rpi-boot-partition.ts';
+import { partitionOnDisk } from '../../firstboot/src/upgrade/slot-backend.ts';
 import { attachLoop, fakePiRootfs } from '../helpers/fake-disk.ts';
 
 const mtools = { env: { MTOOLS_SKIP_CHECK: '1' } };
 
-test('the new root in slot b fills boot-b: a fresh FAT with its own recipe, a cmdline.txt naming root-b; a root without a recipe leaves boot-b alone', async (t) => {
+test('the agent finds each slot by its GPT name and number; the new root in slot b fills boot-b: a fresh FAT with its own recipe, a cmdline.txt naming root-b; a root without a recipe leaves boot-b alone', async (t) => {
   if (process.getuid?.() !== 0) return t.fail('this test needs root (loop devices, mount)');
   await requireTools(['losetup', 'mount', 'umount', 'mkfs.vfat', 'mkfs.ext4', 'debugfs', 'mcopy', 'mdir', 'dd', 'partx']);
   const dir = await mkdtemp(path.join(tmpdir(), 'gk8s-rpi-boot-'));
@@ -41,6 +42,10 @@ test('the new root in slot b fills boot-b: a fresh FAT with its own recipe, a cm
   const loop = await attachLoop(img);
   cleanups.push(() => run('losetup', ['-d', loop]));
   const dev = (name: string) => `${loop}p${part(name).index}`;
+  // How the agent finds a slot's partitions on the booted disk (lsblk by GPT name, the number from sysfs).
+  for (const name of ['boot-a', 'boot-b', 'root-b'])
+    t.deepEqual(await partitionOnDisk(loop, name), { path: dev(name), bytes: part(name).sizeBytes, number: part(name).index }, name);
+  await t.throwsAsync(partitionOnDisk(loop, 'esp'), { message: `${loop} has no partition named esp` });
 
   // The new version: root-a's filesystem in root-b, with another config.txt in its recipe.
   await run('dd', [`if=${dev('root-a')}`, `of=${dev('root-b')}`, 'bs=1M', 'status=none', 'conv=fsync']);

@@ -38,13 +38,16 @@ async function mountedPartition(dir: string): Promise<MountedPartition | { devic
   return { device: fs.source, fsType: fs.fstype, kname: dev.kname, disk: `/dev/${dev.pkname}`, number: await sysfs(dev.kname, 'partition') };
 }
 
-interface SfdiskTable {
-  partitiontable: {
-    label: string;
-    sectorsize?: number;
-    lastlba?: number;
-    partitions?: { start: number; size: number; name?: string }[];
-  };
+/** A disk's partition table as sfdisk reads it from the disk itself (no udev needed). */
+export interface PartitionTable {
+  label: string;
+  sectorsize?: number;
+  lastlba?: number;
+  partitions?: { node: string; start: number; size: number; name?: string }[];
+}
+
+export async function readPartitionTable(disk: string): Promise<PartitionTable> {
+  return (JSON.parse((await runTool('sfdisk', ['--json', disk])).stdout) as { partitiontable: PartitionTable }).partitiontable;
 }
 
 async function filesystemBytes(device: string): Promise<number> {
@@ -56,7 +59,7 @@ async function filesystemBytes(device: string): Promise<number> {
 }
 
 async function diskFacts(p: MountedPartition): Promise<DiskFacts> {
-  const table = (JSON.parse((await runTool('sfdisk', ['--json', p.disk])).stdout) as SfdiskTable).partitiontable;
+  const table = await readPartitionTable(p.disk);
   const sectorSize = table.sectorsize ?? 512;
   // sysfs counts in 512-byte units whatever the logical sector size.
   const per = sectorSize / 512;

@@ -6,6 +6,7 @@
  */
 import { open, readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
+import { readPartitionTable } from '../adapters/disk.ts';
 import { runTool } from '../adapters/exec.ts';
 import { fillRpiBootPartition } from './rpi-boot-partition.ts';
 import { GRUB_UNBOOTED_TRIAL, TRYBOOT_UNBOOTED_TRIAL } from './core/lifecycle.ts';
@@ -154,40 +155,31 @@ export function trybootBackend(paths: TrybootPaths = TRYBOOT_PATHS): SlotBackend
   };
 }
 
-interface LsblkDevice {
-  path: string;
-  pkname?: string | null;
-  partlabel?: string | null;
-  partn?: number | null;
-  size: number;
-  type: string;
+/**
+ * A partition of a disk, by its GPT name: its device, size, and number in the table (as a
+ * bootloader counts). Read from the table on the disk itself, as the bootloader reads it.
+ */
+export async function partitionOnDisk(disk: string, partlabel: string): Promise<{ path: string; bytes: number; number: number }> {
+  const table = await readPartitionTable(disk);
+  const part = table.partitions?.find((p) => p.name === partlabel);
+  if (!part) throw new Error(`${disk} has no partition named ${partlabel}`);
+  const file = `/sys/class/block/${part.node.slice(part.node.lastIndexOf('/') + 1)}/partition`;
+  const number = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+  if (!Number.isInteger(number) || number < 1) throw new Error(`${file}: no partition number for ${partlabel} (${part.node})`);
+  return { path: part.node, bytes: part.size * (table.sectorsize ?? 512), number };
 }
-
-const lsblk = async (args: string[]): Promise<LsblkDevice[]> =>
-  (JSON.parse((await runTool('lsblk', ['-J', '-l', '-b', '-o', 'PATH,PKNAME,PARTLABEL,PARTN,SIZE,TYPE', ...args])).stdout) as { blockdevices: LsblkDevice[] })
-    .blockdevices;
 
 /** The partition named `partlabel` on the disk that holds the mounted root (never a same-named one on another disk). */
-async function rootDiskPartition(partlabel: string): Promise<LsblkDevice & { disk: string }> {
+async function slotPartition(partlabel: string): Promise<{ path: string; bytes: number; number: number }> {
   const root = (await runTool('findmnt', ['-n', '-o', 'SOURCE', '/'])).stdout.trim();
-  const disk = (await lsblk(['-d', root]))[0]?.pkname;
+  // Debian 12's lsblk (util-linux 2.38) has no PARTN column: the number comes from sysfs.
+  const disk = (JSON.parse((await runTool('lsblk', ['-J', '-d', '-o', 'PKNAME', root])).stdout) as { blockdevices: { pkname?: string | null }[] })
+    .blockdevices[0]?.pkname;
   if (!disk) throw new Error(`the root ${root} is not a partition of a disk`);
-  const part = (await lsblk([`/dev/${disk}`])).find((d) => d.type === 'part' && d.partlabel === partlabel);
-  if (!part) throw new Error(`/dev/${disk} has no partition named ${partlabel}`);
-  return { ...part, disk };
-}
-
-async function slotPartition(partlabel: string): Promise<{ path: string; bytes: number }> {
-  const part = await rootDiskPartition(partlabel);
-  return { path: part.path, bytes: Number(part.size) };
+  return partitionOnDisk(`/dev/${disk}`, partlabel);
 }
 
 /** The numbers the bootloader knows boot-a and boot-b by, from the booted disk's partition table. */
 async function bootPartitionsOfRootDisk(): Promise<BootPartitions> {
-  const number = async (slot: Slot): Promise<number> => {
-    const part = await rootDiskPartition(`boot-${slot}`);
-    if (!Number.isInteger(Number(part.partn))) throw new Error(`/dev/${part.disk}: lsblk gave no partition number for boot-${slot}`);
-    return Number(part.partn);
-  };
-  return { a: await number('a'), b: await number('b') };
+  return { a: (await slotPartition('boot-a')).number, b: (await slotPartition('boot-b')).number };
 }
