@@ -157,7 +157,8 @@ export function trybootBackend(paths: TrybootPaths = TRYBOOT_PATHS): SlotBackend
 
 /**
  * A partition of a disk, by its GPT name: its device, size, and number in the table (as a
- * bootloader counts). Read from the table on the disk itself, as the bootloader reads it.
+ * bootloader counts). Read from the table on the disk itself, as the bootloader reads it (lsblk's
+ * names come from udev), and the number from sysfs: Debian 12's lsblk (util-linux 2.38) has no PARTN.
  */
 export async function partitionOnDisk(disk: string, partlabel: string): Promise<{ path: string; bytes: number; number: number }> {
   const table = await readPartitionTable(disk);
@@ -172,7 +173,6 @@ export async function partitionOnDisk(disk: string, partlabel: string): Promise<
 /** The partition named `partlabel` on the disk that holds the mounted root (never a same-named one on another disk). */
 async function slotPartition(partlabel: string): Promise<{ path: string; bytes: number; number: number }> {
   const root = (await runTool('findmnt', ['-n', '-o', 'SOURCE', '/'])).stdout.trim();
-  // Debian 12's lsblk (util-linux 2.38) has no PARTN column: the number comes from sysfs.
   const disk = (JSON.parse((await runTool('lsblk', ['-J', '-d', '-o', 'PKNAME', root])).stdout) as { blockdevices: { pkname?: string | null }[] })
     .blockdevices[0]?.pkname;
   if (!disk) throw new Error(`the root ${root} is not a partition of a disk`);
