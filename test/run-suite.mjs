@@ -41,7 +41,7 @@ function componentsFor(groups) {
   const wanted = new Set();
   for (const p of paths.map((x) => x.replace(/^\.\//, ''))) {
     if (/^test\/(pair|integration|fault)(\/|$)/.test(p)) wanted.add('kine');
-    // The arm64 images (boot-arm64, boot-rpi4) are datastore-only and build their own components for arm64.
+    // The arm64 images (boot-arm64, boot-rpi4, upgrade-rpi4) are datastore-only and build their own components for arm64.
     if ((/^test\/(fault|image)(\/|$)/.test(p) && !/arm64|rpi4/.test(p)) || /kubernetes/.test(p)) wanted.add('kubernetes');
   }
   return ['kine', 'kubernetes'].filter((c) => wanted.has(c));
@@ -91,6 +91,7 @@ const SLOW_TIERS = new Set([
   'test/image/pair-upgrade.test.ts',
   'test/image/boot-arm64.test.ts',
   'test/image/boot-rpi4.test.ts',
+  'test/image/upgrade-rpi4.test.ts',
 ]);
 const imageTests = readdirSync('test/image')
   .filter((f) => f.endsWith('.test.ts'))
