@@ -1,11 +1,11 @@
 import test from 'ava';
 import { aptSourceLines, INITRD_BASE_MODULES, mmdebstrapArgs, shq } from '../../builder/src/rootfs/rootfs.ts';
 
-test('apt source lines: main, updates and security', (t) => {
+test('apt source lines: main, updates and security, each with non-free-firmware (a Pi lists raspi-firmware from it)', (t) => {
   t.deepEqual(aptSourceLines({ suite: 'bookworm', mirror: 'file:///srv/m/debian/', securityMirror: 'file:///srv/s/debian-security' }), [
-    'deb file:///srv/m/debian bookworm main',
-    'deb file:///srv/m/debian bookworm-updates main',
-    'deb file:///srv/s/debian-security bookworm-security main',
+    'deb file:///srv/m/debian bookworm main non-free-firmware',
+    'deb file:///srv/m/debian bookworm-updates main non-free-firmware',
+    'deb file:///srv/s/debian-security bookworm-security main non-free-firmware',
   ]);
 });
 
