@@ -24,17 +24,48 @@ export const FIRST_BOOT_LINES: readonly RegExp[] = [
 /** The disk the image boots from: 4 GiB, bigger than the image, so the agent must grow the data partition. */
 export const BOOT_DISK_BYTES = 4 * 1024 ** 3;
 
-/** Decompresses an artifact's image into `work`, stamps a new site `siteId` into it, and grows the file to BOOT_DISK_BYTES. */
-export async function stampedDisk(t: ExecutionContext, artifactDir: string, work: string, siteId: string): Promise<{ raw: string; site: string }> {
+export interface StampOptions {
+  /** The site's VIP (with prefix) and gateway; by default a documentation subnet no VM reaches. */
+  vip?: string;
+  gateway?: string;
+  /** Makes an operator SSH key pair in `work` and lists its public half in the site (the agent installs it for root). */
+  operatorKey?: boolean;
+}
+
+/**
+ * Decompresses an artifact's image into `work`, stamps a new site `siteId` into it, and grows the
+ * file to BOOT_DISK_BYTES; `operatorKey` is the private key's path when one was asked for.
+ */
+export async function stampedDisk(
+  t: ExecutionContext,
+  artifactDir: string,
+  work: string,
+  siteId: string,
+  o: StampOptions = {},
+): Promise<{ raw: string; site: string; operatorKey?: string }> {
   const raw = path.join(work, 'disk.raw');
   await execa('zstd', ['-q', '-f', '-d', path.join(artifactDir, 'image.raw.zst'), '-o', raw]);
   const site = path.join(work, 'site.yaml');
-  t.is((await geminik8s(['init', '--out', site, '--site-id', siteId, '--vip', '192.0.2.10/24', '--gateway', '192.0.2.1'])).exitCode, 0);
+  const operatorKey = o.operatorKey ? path.join(work, 'operator_ed25519') : undefined;
+  if (operatorKey) await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `${siteId}-operator`, '-f', operatorKey]);
+  const init = await geminik8s([
+    'init',
+    '--out',
+    site,
+    '--site-id',
+    siteId,
+    '--vip',
+    o.vip ?? '192.0.2.10/24',
+    '--gateway',
+    o.gateway ?? '192.0.2.1',
+    ...(operatorKey ? ['--ssh-key', `${operatorKey}.pub`] : []),
+  ]);
+  t.is(init.exitCode, 0, init.stderr);
   const stamp = await geminik8s(['stamp', '--site', site, raw, '--json']);
   t.is(stamp.exitCode, 0, stamp.stderr);
   t.is(JSON.parse(stamp.stdout).siteId, siteId);
   await execa('truncate', ['-s', String(BOOT_DISK_BYTES), raw]);
-  return { raw, site };
+  return { raw, site, ...(operatorKey ? { operatorKey } : {}) };
 }
 
 /** Boots `raw` (x86_64) until every pattern is on the console (6 min at most), then stops the VM; the console text. */

@@ -7,7 +7,6 @@
  * box is reached over SSH with its site's operator key, on a throwaway L2. `make test-rpi4`.
  */
 import test from 'ava';
-import { execa } from 'execa';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +15,7 @@ import { buildSigned, geminik8s, REPO } from '../helpers/cli.ts';
 import { recordFigure } from '../helpers/figures.ts';
 import { createTopology, type Topology } from '../helpers/netns.ts';
 import { fatCopy, piBoot } from '../helpers/pi-bootloader.ts';
+import { stampedDisk } from '../helpers/first-boot.ts';
 import { eventually } from '../helpers/poll.ts';
 import type { BootedVm } from '../helpers/qemu.ts';
 
@@ -58,27 +58,12 @@ test('v1 → v2 on the Pi image: the trial boots boot-b with root-b after a tryb
   t.teardown(() => {
     if (!t.passed) t.log(`--- dnsmasq ---\n${dhcp.log()}`);
   });
-  const operatorKey = path.join(work, 'operator_ed25519');
-  await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'upgrade-rpi4', '-f', operatorKey]);
-  const site = path.join(work, 'site.yaml');
-  const init = await geminik8s([
-    'init',
-    '--out',
-    site,
-    '--site-id',
-    'upgrade-rpi4',
-    '--vip',
-    `${topo.subnet}.10/24`,
-    '--gateway',
-    topo.gw.address,
-    '--ssh-key',
-    `${operatorKey}.pub`,
-  ]);
-  t.is(init.exitCode, 0, init.stderr);
-  const raw = path.join(work, 'disk.raw');
-  await execa('zstd', ['-q', '-d', path.join(v1, 'image.raw.zst'), '-o', raw]);
-  t.is((await geminik8s(['stamp', '--site', site, raw])).exitCode, 0);
-  await execa('truncate', ['-s', '4G', raw]);
+  const { raw, operatorKey } = await stampedDisk(t, v1, work, 'upgrade-rpi4', {
+    vip: `${topo.subnet}.10/24`,
+    gateway: topo.gw.address,
+    operatorKey: true,
+  });
+  if (!operatorKey) throw new Error('stampedDisk made no operator key');
   const network = { tap: await topo.addTap(0), mac: '52:54:00:6b:3a:11', netns: topo.gw.ns };
   const keys = { key: operatorKey, knownHosts: path.join(work, 'known_hosts') };
   let ip = '';

@@ -24,6 +24,7 @@ import { loadPrivateKey, loadPublicKey, readVerifiedHead, writeBundle } from '..
 import type { BundleManifest } from '../../firstboot/src/upgrade/core/manifest.ts';
 import { buildSigned, geminik8s, REPO } from '../helpers/cli.ts';
 import { recordFigure } from '../helpers/figures.ts';
+import { stampedDisk } from '../helpers/first-boot.ts';
 import { eventually } from '../helpers/poll.ts';
 import { createTopology, type ExecResult, sshOptions, type Topology } from '../helpers/netns.ts';
 import { type BootedVm, bootImage } from '../helpers/qemu.ts';
@@ -157,27 +158,12 @@ test.serial('builds v1, v2 and v3 with one signing key; bundle verify accepts th
   // The VM: v1 stamped with a site whose operator key the agent installs.
   const topology = await createTopology(0);
   const dhcp = topology.serveDhcp(path.join(work, 'dnsmasq.leases'));
-  const operatorKey = path.join(work, 'operator_ed25519');
-  await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'upgrade-test', '-f', operatorKey]);
-  const site = path.join(work, 'site.yaml');
-  const init = await geminik8s([
-    'init',
-    '--out',
-    site,
-    '--site-id',
-    'upgrade-1',
-    '--vip',
-    `${topology.subnet}.10/24`,
-    '--gateway',
-    topology.gw.address,
-    '--ssh-key',
-    `${operatorKey}.pub`,
-  ]);
-  t.is(init.exitCode, 0, init.stderr);
-  const raw = path.join(work, 'disk.raw');
-  await execa('zstd', ['-q', '-d', path.join(v1, 'image.raw.zst'), '-o', raw]);
-  t.is((await geminik8s(['stamp', '--site', site, raw])).exitCode, 0);
-  await execa('truncate', ['-s', '4G', raw]);
+  const { raw, operatorKey } = await stampedDisk(t, v1, work, 'upgrade-1', {
+    vip: `${topology.subnet}.10/24`,
+    gateway: topology.gw.address,
+    operatorKey: true,
+  });
+  if (!operatorKey) throw new Error('stampedDisk made no operator key');
   const knownHosts = path.join(work, 'known_hosts');
   const c: Ctx = {
     topology,
