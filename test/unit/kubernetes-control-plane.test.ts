@@ -5,6 +5,7 @@ import {
   certificateRequests,
   kubeconfigPlan,
   kubernetesServiceIp,
+  mayStart,
   programArgs,
   renderKubeconfig,
   type ControlPlaneInput,
@@ -116,4 +117,20 @@ test('a kubeconfig embeds CA, certificate and key and is valid YAML kubectl read
   t.is(Buffer.from(k.clusters[0]?.cluster['certificate-authority-data'] ?? '', 'base64').toString(), 'CA');
   t.is(Buffer.from(k.users[0]?.user['client-key-data'] ?? '', 'base64').toString(), 'KEY');
   t.is(k['current-context'], 'admin@geminik8s');
+});
+
+test('the API server starts first; the controller manager and the scheduler once it has answered ready', (t) => {
+  for (const server of ['kube-apiserver', 'k3s-server']) {
+    t.true(mayStart(server, false), `${server} before anything`);
+    t.true(mayStart(server, true));
+  }
+  for (const client of ['kube-controller-manager', 'kube-scheduler']) {
+    t.false(mayStart(client, false), `${client} waits for the API server`);
+    t.true(mayStart(client, true), `${client} once the API server was ready`);
+  }
+  // Every upstream program is either an API server or starts after one.
+  t.deepEqual(
+    Object.keys(programArgs(a)).filter((p) => mayStart(p, false)),
+    ['kube-apiserver'],
+  );
 });

@@ -35,6 +35,7 @@ import {
   certificateRequests,
   kubeconfigPlan,
   KUBE_API_PORT,
+  mayStart,
   programArgs,
   renderKubeconfig,
   type CertificateRequest,
@@ -77,6 +78,8 @@ export class ControlPlane {
   #stopping = false;
   #probing = false;
   #api: ApiServerState = 'down';
+  /** This box's API server answered ready at least once since this agent started the control plane. */
+  #apiReadyOnce = false;
   #startedAt = 0;
   /** The worker: units started and cluster DNS applied (once per agent run), the peer route re-asserted now and then. */
   #worker = { busy: false, unitsStarted: false, addonsApplied: false, nextAt: 0 };
@@ -252,8 +255,9 @@ export class ControlPlane {
   }
 
   /**
-   * Starts (or adopts) every program that is not running; call while the local datastore answers.
-   * A program that exited is started again after a backoff (1 s doubling to 30 s).
+   * Starts (or adopts) every program that is not running and may start (core `mayStart`: the API
+   * server first); call while the local datastore answers. A program that exited is started again
+   * after a backoff (1 s doubling to 30 s).
    */
   ensureRunning(): void {
     if (this.#stopping) return;
@@ -263,7 +267,7 @@ export class ControlPlane {
       this.#adoptOrClear();
     }
     for (const [program, args] of Object.entries(this.#programs)) {
-      if (this.#daemons.has(program) || performance.now() < (this.#restartAt.get(program) ?? 0)) continue;
+      if (this.#daemons.has(program) || performance.now() < (this.#restartAt.get(program) ?? 0) || !mayStart(program, this.#apiReadyOnce)) continue;
       const d = spawnDaemon({
         binary: this.#o.binary,
         args,
@@ -396,7 +400,11 @@ export class ControlPlane {
       .then((ok) => {
         const was = this.#api;
         this.#api = ok ? 'ready' : 'starting';
-        if (ok) this.#failures.delete(server);
+        if (ok) {
+          this.#failures.delete(server);
+          // The held programs start on the next tick (observe → ensureRunning).
+          this.#apiReadyOnce = true;
+        }
         if (was !== this.#api)
           this.#o.log.event('info', 'kube-apiserver-state', { state: this.#api, sinceStartMs: Math.round(performance.now() - this.#startedAt) });
       })

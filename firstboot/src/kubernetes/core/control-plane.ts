@@ -24,6 +24,20 @@ export const KUBE_API_PORT = 6443;
 export const CONTROL_PLANE_PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const;
 export type ControlPlaneProgram = (typeof CONTROL_PLANE_PROGRAMS)[number];
 
+/** The programs that serve the API (upstream's, and K3s's single server process). */
+const API_SERVERS: ReadonlySet<string> = new Set(['kube-apiserver', 'k3s-server']);
+
+/**
+ * Whether `program` may be started now. The API server first; the programs that only talk to it
+ * once it has answered ready since the agent started the control plane (as K3s orders its own).
+ * Started together, on a slow box (a Pi, or emulation) they spend the CPU the API server's start
+ * needs on their own start and on retries against an API server that cannot answer yet, and the
+ * API server missed its datastore deadline. A program already running is never held back.
+ */
+export function mayStart(program: string, apiServerReadyOnce: boolean): boolean {
+  return API_SERVERS.has(program) || apiServerReadyOnce;
+}
+
 export interface ControlPlaneInput {
   node: { name: string; ip: string };
   /** The VIP, no prefix. */
