@@ -24,27 +24,18 @@ export const FIRST_BOOT_LINES: readonly RegExp[] = [
 /** The disk the image boots from: 4 GiB, bigger than the image, so the agent must grow the data partition. */
 export const BOOT_DISK_BYTES = 4 * 1024 ** 3;
 
-export interface StampOptions {
+export interface SiteOptions {
   /** The site's VIP (with prefix) and gateway; by default a documentation subnet no VM reaches. */
   vip?: string;
   gateway?: string;
   /** Makes an operator SSH key pair in `work` and lists its public half in the site (the agent installs it for root). */
   operatorKey?: boolean;
+  /** failover.timeScale (README "Failover pace"). */
+  timeScale?: number;
 }
 
-/**
- * Decompresses an artifact's image into `work`, stamps a new site `siteId` into it, and grows the
- * file to BOOT_DISK_BYTES; `operatorKey` is the private key's path when one was asked for.
- */
-export async function stampedDisk(
-  t: ExecutionContext,
-  artifactDir: string,
-  work: string,
-  siteId: string,
-  o: StampOptions = {},
-): Promise<{ raw: string; site: string; operatorKey?: string }> {
-  const raw = path.join(work, 'disk.raw');
-  await execa('zstd', ['-q', '-f', '-d', path.join(artifactDir, 'image.raw.zst'), '-o', raw]);
+/** `geminik8s init` of a new site `siteId` into `work/site.yaml`; `operatorKey` is the private key's path when one was asked for. */
+export async function writeSite(work: string, siteId: string, o: SiteOptions = {}): Promise<{ site: string; operatorKey?: string }> {
   const site = path.join(work, 'site.yaml');
   const operatorKey = o.operatorKey ? path.join(work, 'operator_ed25519') : undefined;
   if (operatorKey) await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `${siteId}-operator`, '-f', operatorKey]);
@@ -59,13 +50,53 @@ export async function stampedDisk(
     '--gateway',
     o.gateway ?? '192.0.2.1',
     ...(operatorKey ? ['--ssh-key', `${operatorKey}.pub`] : []),
+    ...(o.timeScale !== undefined ? ['--failover-time-scale', String(o.timeScale)] : []),
   ]);
-  t.is(init.exitCode, 0, init.stderr);
+  if (init.exitCode !== 0) throw new Error(`geminik8s init exited ${init.exitCode}: ${init.stderr}`);
+  return { site, ...(operatorKey ? { operatorKey } : {}) };
+}
+
+/** Decompresses an artifact's image to `raw` and stamps `site` into it (checking the stamp names `siteId`). */
+async function stampInto(t: ExecutionContext, artifactDir: string, raw: string, site: string, siteId: string): Promise<void> {
+  await execa('zstd', ['-q', '-f', '-d', path.join(artifactDir, 'image.raw.zst'), '-o', raw]);
   const stamp = await geminik8s(['stamp', '--site', site, raw, '--json']);
   t.is(stamp.exitCode, 0, stamp.stderr);
   t.is(JSON.parse(stamp.stdout).siteId, siteId);
+}
+
+/** Decompresses an artifact's image into `work`, stamps a new site `siteId` into it, and grows the file to BOOT_DISK_BYTES. */
+export async function stampedDisk(
+  t: ExecutionContext,
+  artifactDir: string,
+  work: string,
+  siteId: string,
+  o: SiteOptions = {},
+): Promise<{ raw: string; site: string; operatorKey?: string }> {
+  const raw = path.join(work, 'disk.raw');
+  const written = await writeSite(work, siteId, o);
+  await stampInto(t, artifactDir, raw, written.site, siteId);
   await execa('truncate', ['-s', String(BOOT_DISK_BYTES), raw]);
-  return { raw, site, ...(operatorKey ? { operatorKey } : {}) };
+  return { raw, ...written };
+}
+
+/**
+ * Two disks for a pair: one site `siteId` with an operator key, stamped into one copy of the
+ * image, which is then copied (sparse) and both grown to `diskBytes` (default BOOT_DISK_BYTES).
+ */
+export async function stampedPair(
+  t: ExecutionContext,
+  artifactDir: string,
+  work: string,
+  siteId: string,
+  o: Omit<SiteOptions, 'operatorKey'> & { diskBytes?: number },
+): Promise<{ raws: [string, string]; site: string; operatorKey: string }> {
+  const { site, operatorKey } = await writeSite(work, siteId, { ...o, operatorKey: true });
+  if (!operatorKey) throw new Error('writeSite made no operator key');
+  const raws: [string, string] = [path.join(work, 'disk-0.raw'), path.join(work, 'disk-1.raw')];
+  await stampInto(t, artifactDir, raws[0], site, siteId);
+  await execa('cp', ['--sparse=always', raws[0], raws[1]]);
+  for (const raw of raws) await execa('truncate', ['-s', String(o.diskBytes ?? BOOT_DISK_BYTES), raw]);
+  return { raws, site, operatorKey };
 }
 
 /** Boots `raw` (x86_64) until every pattern is on the console (6 min at most), then stops the VM; the console text. */

@@ -27,11 +27,11 @@
  * printed (t.log), never asserted. A missing prerequisite fails naming what to install.
  */
 import test, { type ExecutionContext } from 'ava';
-import { execa } from 'execa';
 import { access, constants, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { events, geminik8s } from '../helpers/cli.ts';
+import { stampedPair } from '../helpers/first-boot.ts';
 import { KubeApiError, KubeClient, parseKubeconfig } from '../helpers/kube-client.ts';
 import { createTopology, requireNetns, type Topology } from '../helpers/netns.ts';
 import { startRelay, type Relay } from '../helpers/ns-relay.ts';
@@ -45,7 +45,7 @@ const MEMORY_MIB = 3072;
 /** One vCPU each: one TCG thread per host core (two each only overcommitted the 2-core host, measured for the control plane alone). */
 const VCPUS = 1;
 /** Sparse; room for containerd's imported images and the kubelet's eviction thresholds on the data partition. */
-const DISK_SIZE = '8G';
+const DISK_BYTES = 8 * 1024 ** 3;
 
 /** A cold build of the default image (rootfs, Kubernetes, the baked images); a copy when every step is cached. */
 const BUILD_BUDGET_MS = 40 * 60_000;
@@ -377,34 +377,14 @@ test("two stamped copies of the default image pair, run a Deployment of the bake
   const { subnet, gw } = topology;
   dhcp = topology.serveDhcp(path.join(work, 'dnsmasq.leases'));
 
-  // --- one site file with an operator key, stamped into two copies ---
-  await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'image-kubernetes-test-operator', '-f', operatorKey]);
-  const site = path.join(work, 'site.yaml');
+  // --- one site file with an operator key (at operatorKey), stamped into two copies ---
   const vip = `${subnet}.10`;
   const vipServer = `https://${vip}:6443`;
-  const init = await geminik8s([
-    'init',
-    '--out',
-    site,
-    '--site-id',
-    'image-kube-1',
-    '--vip',
-    `${vip}/24`,
-    '--gateway',
-    gw.address,
-    '--ssh-key',
-    `${operatorKey}.pub`,
-  ]);
-  t.is(init.exitCode, 0, init.stderr);
-  if (init.exitCode !== 0) return;
-  const raw0 = path.join(work, 'disk-0.raw');
-  await execa('zstd', ['-q', '-d', path.join(artifactDir, 'image.raw.zst'), '-o', raw0]);
-  const stamp = await geminik8s(['stamp', '--site', site, raw0]);
-  t.is(stamp.exitCode, 0, stamp.stderr);
-  if (stamp.exitCode !== 0) return;
-  const raw1 = path.join(work, 'disk-1.raw');
-  await execa('cp', ['--sparse=always', raw0, raw1]);
-  for (const raw of [raw0, raw1]) await execa('truncate', ['-s', DISK_SIZE, raw]);
+  // Two emulated boxes on two host cores stall each other for seconds: at the default pace a stall
+  // reads as a dead peer and the pair fails over while the test looks (README "Failover pace").
+  const {
+    raws: [raw0, raw1],
+  } = await stampedPair(t, artifactDir, work, 'image-kube-1', { vip: `${vip}/24`, gateway: gw.address, timeScale: 3, diskBytes: DISK_BYTES });
 
   // --- two VMs boot, pair and report cluster ready ---
   const vmsStarted = Date.now();

@@ -7,12 +7,12 @@
  * must end as one leader and one synchronous follower.
  */
 import test from 'ava';
-import { execa } from 'execa';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { buildSigned, geminik8s, REPO } from '../helpers/cli.ts';
 import { recordFigure } from '../helpers/figures.ts';
+import { stampedPair } from '../helpers/first-boot.ts';
 import type { EtcdClientFiles } from '../helpers/etcd-client.ts';
 import { startWriter, verifyAcked } from '../helpers/fault-matrix.ts';
 import { createTopology } from '../helpers/netns.ts';
@@ -43,29 +43,9 @@ test('two paired VMs are upgraded v1 -> v2 by geminik8s upgrade under the VIP wr
     await topology.destroy();
   });
   topology.serveDhcp(path.join(work, 'dnsmasq.leases'));
-  const operatorKey = path.join(work, 'operator_ed25519');
-  await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'pair-upgrade-test', '-f', operatorKey]);
-  const site = path.join(work, 'site.yaml');
   const vip = `${topology.subnet}.10`;
-  const init = await geminik8s([
-    'init',
-    '--out',
-    site,
-    '--site-id',
-    'pair-upgrade-1',
-    '--vip',
-    `${vip}/24`,
-    '--gateway',
-    topology.gw.address,
-    '--ssh-key',
-    `${operatorKey}.pub`,
-  ]);
-  t.is(init.exitCode, 0, init.stderr);
-  const raws = [path.join(work, 'disk-0.raw'), path.join(work, 'disk-1.raw')];
-  await execa('zstd', ['-q', '-d', path.join(v1, 'image.raw.zst'), '-o', raws[0]!]);
-  t.is((await geminik8s(['stamp', '--site', site, raws[0]!])).exitCode, 0);
-  await execa('cp', ['--sparse=always', raws[0]!, raws[1]!]);
-  for (const raw of raws) await execa('truncate', ['-s', '4G', raw]);
+  // Two emulated boxes on two host cores stall each other for seconds (README "Failover pace").
+  const { raws, site, operatorKey } = await stampedPair(t, v1, work, 'pair-upgrade-1', { vip: `${vip}/24`, gateway: topology.gw.address, timeScale: 3 });
   for (const [i, raw] of raws.entries()) {
     const dir = path.join(work, `vm-${i}`);
     await mkdir(dir);

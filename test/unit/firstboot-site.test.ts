@@ -236,3 +236,13 @@ test('cross-field address checks accept witnesses outside the subnet and /31 and
     t.true(r.ok, r.ok ? '' : r.issues.map(formatIssue).join('\n'));
   }
 });
+
+test('failover.timeScale paces the site from 1 to 10; anything else is refused with the range', (t) => {
+  const paced = parseSiteConfig(`${VALID}failover:\n  timeScale: 3\n`, 'site.yaml');
+  t.true(paced.ok);
+  if (paced.ok) t.is(paced.value.failover?.timeScale, 3);
+  for (const bad of ['0.5', '11', 'fast']) {
+    const issue = only(t, `${VALID}failover:\n  timeScale: ${bad}\n`, { field: 'failover.timeScale', line: 20 });
+    t.regex(formatIssue(issue), /expected (a number [<>]= 1?[01] \(|number \()a number from 1 .* to 10/);
+  }
+});

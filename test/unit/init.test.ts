@@ -81,3 +81,15 @@ test('init refuses an address plan that cannot work, names the flag, and writes 
     await t.throwsAsync(stat(out), undefined, 'nothing written');
   }
 });
+
+test('init --failover-time-scale paces the site; a value out of range names the flag and writes nothing', async (t) => {
+  const out = await tmpFile();
+  await runInit({ out, siteId: 's1', vip: '192.0.2.10/24', failoverTimeScale: '2.5' });
+  t.regex(await readFile(out, 'utf8'), /^failover:\n {2}timeScale: 2\.5$/m);
+  const other = await tmpFile();
+  for (const bad of ['0', 'slow']) {
+    const err = await t.throwsAsync(runInit({ out: other, siteId: 's1', vip: '192.0.2.10/24', failoverTimeScale: bad }), { instanceOf: CliError });
+    t.regex(err?.message ?? '', /^--failover-time-scale: failover\.timeScale: .*a number from 1/m);
+  }
+  await t.throwsAsync(stat(other));
+});

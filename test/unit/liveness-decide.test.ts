@@ -14,6 +14,7 @@ import { compareRank, outranks, type RankFacts } from '../../firstboot/src/liven
 import {
   ACTION_DEADLINE_MS,
   DEFAULT_LIVENESS_CONFIG as C,
+  pacedLivenessConfig,
   type ActionKind,
   type Heartbeat,
   type LivenessRole,
@@ -503,4 +504,20 @@ test('a failing state disk counts as a PostgreSQL in trouble: the leader hands o
   t.regex(decide(lost).reason, /my PostgreSQL is standby \(bad for 5000 ms\)/);
   t.false(healthyInRole({ pg: { state: 'standby', badForMs: 0 }, disk: { badForMs: 1 } }));
   t.true(healthyInRole({ pg: { state: 'standby', badForMs: 0 }, disk: { badForMs: 0 } }));
+});
+
+test('a paced config multiplies every silence and deadline, keeps the intervals, and keeps every safety ordering', (t) => {
+  for (const scale of [1, 1.5, 2, 3, 7.3, 10]) {
+    const p = pacedLivenessConfig(scale);
+    t.deepEqual(validateTimeouts(p), [], `scale ${scale}`);
+    t.is(p.fenceAfterMs, Math.round(C.fenceAfterMs * scale));
+    t.is(p.promoteAfterMs, Math.round(C.promoteAfterMs * scale));
+    t.is(p.catchupGraceMs, Math.round(C.catchupGraceMs * scale));
+    t.is(p.tickMs, C.tickMs);
+    t.is(p.heartbeatIntervalMs, C.heartbeatIntervalMs);
+    t.is(p.vipProbeIntervalMs, C.vipProbeIntervalMs);
+    t.is(p.restoreSyncMaxLagBytes, C.restoreSyncMaxLagBytes);
+  }
+  t.deepEqual(pacedLivenessConfig(1), { ...C });
+  for (const bad of [0, 0.5, 11, Number.NaN]) t.throws(() => pacedLivenessConfig(bad), { message: /failover\.timeScale must be from 1 to 10/ });
 });

@@ -1,5 +1,6 @@
 import test from 'ava';
 import { healthyPair, lostAcked, simulate, timeToWrite, type Net, type SimEvent, type SimResult } from '../../firstboot/src/liveness/core/simulate.ts';
+import { pacedLivenessConfig } from '../../firstboot/src/liveness/core/types.ts';
 
 const HEAL: SimEvent = { kind: 'net', net: { ab: true, ba: true, l2: true, ag: true, bg: true, ar: true, br: true } };
 const FAULT = 10;
@@ -315,4 +316,21 @@ test("random fault schedules with an arbiter, including cuts between the boxes a
     if (!healthyPair(r)) t.fail(`seed ${seed}: pair did not heal`);
   }
   t.pass();
+});
+
+test('a site paced 3× slower (failover.timeScale: 3) stays as safe under the same random schedules, and the leader dying takes over 3× later', (t) => {
+  const config = pacedLivenessConfig(3);
+  for (let seed = 1; seed <= 500; seed++) {
+    // Longer runs: after the schedule heals (tick 121) the slower thresholds need longer to settle.
+    const r = simulate({ ticks: 400, events: randomSchedule(seed), config });
+    if (r.dualPrimaryTicks.length) t.fail(`seed ${seed}: two writers at ${r.dualPrimaryTicks.join(',')}`);
+    const lost = lostAcked(r);
+    if (lost.length) t.fail(`seed ${seed}: acknowledged keys lost ${lost.join(',')}`);
+    if (!healthyPair(r)) t.fail(`seed ${seed}: pair did not heal`);
+  }
+  const crash = { [FAULT]: [{ kind: 'crash', node: 'A' } as SimEvent] };
+  const normal = timeToWrite(simulate({ ticks: 90, events: crash }), FAULT);
+  const paced = timeToWrite(simulate({ ticks: 90, events: crash, config }), FAULT);
+  t.true(Number.isFinite(normal) && Number.isFinite(paced), `writes resumed: after ${normal} and ${paced} ticks`);
+  t.true(paced >= 2.5 * normal && paced <= 3.5 * normal, `paced takeover after ${paced} ticks, ${normal} at the default pace`);
 });

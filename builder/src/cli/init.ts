@@ -18,6 +18,8 @@ export interface InitOptions {
   witness?: string[];
   node?: string[];
   preferredLeader?: string;
+  /** failover.timeScale as typed (a non-number is left for the schema to refuse, naming the flag). */
+  failoverTimeScale?: string;
   /** Operator public key files (`.pub`, or authorized_keys with one key per line). */
   sshKey?: string[];
   force?: boolean;
@@ -34,6 +36,7 @@ const FLAG_FOR_FIELD: [RegExp, string][] = [
   [/^network\.witnesses/, '--witness'],
   [/^network\.nodes/, '--node'],
   [/^pair\.preferredLeader/, '--preferred-leader'],
+  [/^failover\.timeScale/, '--failover-time-scale'],
 ];
 
 /** Builds the site document from flags (pure apart from the random secret). */
@@ -55,8 +58,15 @@ export function siteFromFlags(o: InitOptions, secret: string, authorizedKeys: st
       ...(o.witness?.length ? { witnesses: o.witness } : {}),
       ...(nodes.length ? { nodes } : {}),
     },
+    ...(o.failoverTimeScale !== undefined ? { failover: { timeScale: numberOrText(o.failoverTimeScale) } } : {}),
     ...(authorizedKeys.length ? { ssh: { authorizedKeys } } : {}),
   };
+}
+
+/** A flag's text as a number when it is one; otherwise the text, which the schema then refuses with the flag's name. */
+function numberOrText(text: string): number | string {
+  const n = Number(text);
+  return text.trim() !== '' && Number.isFinite(n) ? n : text;
 }
 
 /**

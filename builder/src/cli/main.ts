@@ -253,6 +253,10 @@ Exit codes: 0 ok, 1 a step failed, 2 invalid input (nothing written), 3 missing 
     .option('--witness <ip>', 'extra witness address (repeatable)', collect)
     .option('--node <name=ip/prefix>', "a box's static address, e.g. node-a=192.0.2.11/24 (repeatable; implies --addressing static)", collect)
     .option('--preferred-leader <name>', 'node that should lead when both start fresh')
+    .option(
+      '--failover-time-scale <n>',
+      'multiply every failover threshold by n (1-10; default 1: a cut-off leader fences within 2 s, its peer takes over after 5 s); raise it where a box can stall for seconds without being dead',
+    )
     .option('--ssh-key <file.pub>', "an operator's OpenSSH public key file; the boxes let it log in as root (repeatable)", collect)
     .option('--force', 'replace an existing file (its pair secret is lost)')
     .option('-i, --interactive', 'ask for the values not given as flags')

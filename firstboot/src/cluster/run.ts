@@ -30,7 +30,7 @@ import { replacedPeerIsBack, replacementCandidateRefusal, replacementRefusal } f
 import type { HeartbeatFacts } from '../pairing/core/beacon.ts';
 import { KineSupervisor } from '../liveness/kine-supervisor.ts';
 import { startLiveness, type LivenessHandle } from '../liveness/loop.ts';
-import type { LivenessRole } from '../liveness/core/types.ts';
+import { pacedLivenessConfig, type LivenessRole } from '../liveness/core/types.ts';
 import { bootRole } from '../liveness/core/decide.ts';
 import type { Watchdog } from '../liveness/watchdog.ts';
 import { MARKER } from '../core/report.ts';
@@ -418,6 +418,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
         vipCidr: site.network.vip,
         witnesses: siteWitnesses(site),
         ...(site.arbiter ? { arbiter: { client: siteArbiter(site.arbiter, secrets, self.name), selfName: self.name } } : {}),
+        config: pacedLivenessConfig(site.failover?.timeScale ?? 1),
         pg,
         mode: settings.replication,
         secrets,

@@ -167,6 +167,15 @@ function issueFor(e: ErrorObject, doc: Document, root: unknown, file: string, at
     case 'minItems':
       allowed = `expected at least ${String(e.params.limit)} item${e.params.limit === 1 ? '' : 's'}`;
       break;
+    case 'minimum':
+    case 'maximum':
+    case 'exclusiveMinimum':
+    case 'exclusiveMaximum': {
+      // The bound crossed, then the description's whole range and meaning.
+      const description = (e.parentSchema as { description?: string } | undefined)?.description;
+      allowed = `expected a number ${String(e.params.comparison)} ${String(e.params.limit)}${description ? ` (${description})` : ''}`;
+      break;
+    }
     default:
       allowed = `expected a value that ${e.message ?? 'matches the schema'}`;
   }

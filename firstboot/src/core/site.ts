@@ -7,6 +7,7 @@
  * same function for `geminik8s init` / `geminik8s stamp`, so both sides agree on one schema and one
  * error format (core/config-file.ts). Errors never echo the pair secret or a key.
  */
+import { MAX_FAILOVER_TIME_SCALE } from '../liveness/core/types.ts';
 import type { FromSchema } from 'json-schema-to-ts';
 import { fieldName, parseYamlWithSchema, type CrossCheck, type FieldPath, type Parsed } from './config-file.ts';
 import { isIPv4Cidr, reservedAddressKind, sameSubnet, splitCidr, subnetOf } from './subnet.ts';
@@ -63,6 +64,19 @@ export const siteSchema = {
           minItems: 1,
           description: 'a list of {name, address}, one per box (addressing: static)',
           items: { type: 'object', additionalProperties: false, required: ['name', 'address'], properties: { name: label, address: hostCidr } },
+        },
+      },
+    },
+    failover: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'how quickly a silent box is taken for dead (README "Failover pace")',
+      properties: {
+        timeScale: {
+          type: 'number',
+          minimum: 1,
+          maximum: MAX_FAILOVER_TIME_SCALE,
+          description: `a number from 1 (the default: a cut-off leader fences within 2 s, its peer takes over after 5 s) to ${MAX_FAILOVER_TIME_SCALE}, which multiplies every failover threshold`,
         },
       },
     },

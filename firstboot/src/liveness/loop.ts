@@ -723,7 +723,15 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
     // A node that may not take writes keeps the fence up, so whoever starts its PostgreSQL gets it read-only.
     await setFence(pg, role !== 'leader').catch((e: unknown) => log.event('error', 'fence-setup-failed', { error: (e as Error).message }));
     ctx.kine.want(kineUpstream(role));
-    log.event('info', 'liveness-started', { role, term: ctx.meta().term, peer: ctx.peer.nodeId, witnesses: ctx.witnesses });
+    log.event('info', 'liveness-started', {
+      role,
+      term: ctx.meta().term,
+      peer: ctx.peer.nodeId,
+      witnesses: ctx.witnesses,
+      // The site's failover pace, as the thresholds it gave.
+      fenceAfterMs: c.fenceAfterMs,
+      promoteAfterMs: c.promoteAfterMs,
+    });
     while (!ctx.signal.aborted) {
       const t = performance.now();
       try {

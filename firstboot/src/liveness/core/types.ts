@@ -260,3 +260,26 @@ export const DEFAULT_LIVENESS_CONFIG: Readonly<LivenessConfig> = Object.freeze({
   switchoverRequestMs: 30_000,
   catchupGraceMs: 30_000,
 });
+
+/** How often things happen, as opposed to how long a silence may last: what a slower pace leaves alone. */
+const LIVENESS_INTERVALS: ReadonlySet<keyof LivenessConfig> = new Set(['tickMs', 'heartbeatIntervalMs', 'vipProbeIntervalMs']);
+
+/** The largest `failover.timeScale` a site may set: a cut-off leader then fences within 20 s, its peer takes over after 50 s. */
+export const MAX_FAILOVER_TIME_SCALE = 10;
+
+/**
+ * The thresholds for a site's `failover.timeScale` (1 to MAX_FAILOVER_TIME_SCALE): every silence,
+ * grace and deadline multiplied by it, the intervals (tick, heartbeat, probes) kept. A box that can
+ * stall for seconds without being dead (slow or busy hardware, emulation) is then not taken for
+ * dead; failover is slower by the same factor. Every ordering validateTimeouts checks is a sum of
+ * thresholds bounded by a larger threshold plus intervals, so it still holds for any scale ≥ 1.
+ */
+export function pacedLivenessConfig(timeScale: number, base: Readonly<LivenessConfig> = DEFAULT_LIVENESS_CONFIG): LivenessConfig {
+  if (!(timeScale >= 1 && timeScale <= MAX_FAILOVER_TIME_SCALE))
+    throw new Error(`failover.timeScale must be from 1 to ${MAX_FAILOVER_TIME_SCALE}, not ${timeScale}`);
+  const paced = { ...base };
+  for (const key of Object.keys(base) as (keyof LivenessConfig)[]) {
+    if (key.endsWith('Ms') && !LIVENESS_INTERVALS.has(key)) paced[key] = Math.round(base[key] * timeScale);
+  }
+  return paced;
+}
