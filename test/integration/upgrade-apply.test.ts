@@ -9,7 +9,7 @@ import test from 'ava';
 import { sha256, testManifest } from '../helpers/bundle-manifest.ts';
 import { execa } from 'execa';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { access, mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../../firstboot/src/adapters/output.ts';
@@ -135,6 +135,7 @@ test('an installed bundle sets the try grub reads; the trial boot gates and comm
   t.like(r, { result: 'installed', version: '0.2.0', slot: 'b', rebooting: false });
   t.true(progress.includes('verify') && progress.includes('write') && progress.includes('try'));
   t.true((await readFile(b.slotB)).subarray(0, slotRaw.length).equals(slotRaw), 'the slot holds the raw image');
+  t.is((await stat(b.slotB)).size, SLOT_BYTES, 'written in place: the rest of the slot is not cut off');
   t.like(await b.env(), { slot: 'a', try_slot: 'b', boot_tries: '3' });
   t.is(readUpgradeRecord(b.state)?.state, 'trying');
 
@@ -145,6 +146,16 @@ test('an installed bundle sets the try grub reads; the trial boot gates and comm
   t.like(await b.env(), { slot: 'b', try_slot: '', boot_tries: '0' });
   t.is(readUpgradeRecord(b.state)?.state, 'committed');
   t.true(lines.some((l) => /upgrade committed version=0\.2\.0 slot=b/.test(l)));
+});
+
+test('a slot that cannot take the image (the device fills up) fails the apply, says so, and sets no try', async (t) => {
+  const b = await box('device-full');
+  b.backend.device = async () => ({ path: '/dev/full', bytes: SLOT_BYTES });
+  const r = await b.service.apply({ bundle: await bundle('v2-full.bundle'), reboot: false }, () => undefined);
+  t.like(r, { result: 'failed' });
+  t.regex((r as { message: string }).message, /No space left on device/);
+  t.like(await b.env(), { slot: 'a', try_slot: '', boot_tries: '0' });
+  t.is(b.reboots(), 0);
 });
 
 test('a failing health check rolls the trial back with its reason, and a boot back on a records a rollback', async (t) => {
