@@ -56,3 +56,21 @@ test('a program started by spawnDaemon writes its output to its log file', async
   t.like(await d.exited, { code: 0 });
   t.is(readFileSync(`${dir}/out.log`, 'utf8'), 'hello from the test\n');
 });
+
+test('a program started with a niceness runs that much below the agent, as its own executable, found again by it', async (t) => {
+  const { getPriority } = await import('node:os');
+  const d = spawnDaemon({ binary: SLEEP, args: [mark(4)], niceness: 10 });
+  t.teardown(() => void d.stop(0));
+  // nice(1) execs the program in place: wait until the process is the program itself.
+  let found = mine(mark(4));
+  for (let i = 0; i < 50 && found.length === 0; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    found = mine(mark(4));
+  }
+  t.deepEqual(
+    found.map((p) => p.pid),
+    [d.pid],
+    'the same pid, under its own executable',
+  );
+  t.is(getPriority(d.pid), Math.min(19, getPriority() + 10));
+});

@@ -96,14 +96,20 @@ export interface DaemonSpec {
   /** stdout and stderr are appended here (default: discarded). */
   logFile?: string;
   runAs?: { uid: number; gid: number };
+  /**
+   * Added to the agent's own niceness before the program starts (through nice(1), so every thread
+   * the program makes has it; it still runs as `binary`, which is how it is found again).
+   */
+  niceness?: number;
 }
 
 /** Starts `spec` as a child of the agent (it survives the agent under KillMode=process). */
 export function spawnDaemon(spec: DaemonSpec): Daemon {
   const fd = spec.logFile ? openSync(spec.logFile, 'a', 0o640) : undefined;
   let child: ChildProcess;
+  const [command, argv] = spec.niceness ? ['nice', ['-n', String(spec.niceness), spec.binary, ...spec.args]] : [spec.binary, spec.args];
   try {
-    child = spawn(spec.binary, spec.args, { stdio: ['ignore', fd ?? 'ignore', fd ?? 'ignore'], env: { ...process.env, ...spec.env }, ...(spec.runAs ?? {}) });
+    child = spawn(command, argv, { stdio: ['ignore', fd ?? 'ignore', fd ?? 'ignore'], env: { ...process.env, ...spec.env }, ...(spec.runAs ?? {}) });
   } finally {
     if (fd !== undefined) closeSync(fd);
   }

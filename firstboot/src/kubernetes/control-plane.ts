@@ -35,6 +35,7 @@ import {
   certificateRequests,
   kubeconfigPlan,
   KUBE_API_PORT,
+  KUBERNETES_NICENESS,
   mayStart,
   programArgs,
   renderKubeconfig,
@@ -272,6 +273,7 @@ export class ControlPlane {
         binary: this.#o.binary,
         args,
         logFile: join(this.#o.runDir, 'kubernetes', `${program}.log`),
+        niceness: KUBERNETES_NICENESS,
         ...(this.#owner ? { runAs: { uid: this.#owner.uid, gid: this.#owner.gid } } : {}),
       });
       this.#o.log.event('info', 'kube-program-started', { program, pid: d.pid });

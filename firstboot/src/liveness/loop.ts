@@ -158,7 +158,7 @@ export function startLiveness(ctx: LivenessContext): LivenessHandle {
   /** Promotions of this node by cause since the agent started (a Prometheus counter; lastPromotion in hostmeta.json outlives restarts). */
   const promotions: Record<PromotionCause, number> = { 'leader-lost': 0, handover: 0, reclaim: 0 };
 
-  const disk = startDiskProbe(ctx.stateDir);
+  const disk = startDiskProbe(ctx.stateDir, { stallMs: c.diskStallMs });
   const probes = startProbes({
     ifname: ctx.ifname,
     vip,

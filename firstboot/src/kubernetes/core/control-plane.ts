@@ -24,6 +24,14 @@ export const KUBE_API_PORT = 6443;
 export const CONTROL_PLANE_PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const;
 export type ControlPlaneProgram = (typeof CONTROL_PLANE_PROGRAMS)[number];
 
+/**
+ * How much lower than the agent (and the PostgreSQL and Kine it runs) the Kubernetes programs it
+ * starts run. The pair's safety rests on the agent's liveness loop answering within its
+ * thresholds; under emulation a starting control plane and worker starved it for 20 s and its
+ * peer took it for dead. Kubernetes waits; the datastore and its guardian do not.
+ */
+export const KUBERNETES_NICENESS = 10;
+
 /** The programs that serve the API (upstream's, and K3s's single server process). */
 const API_SERVERS: ReadonlySet<string> = new Set(['kube-apiserver', 'k3s-server']);
 

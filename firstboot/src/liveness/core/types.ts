@@ -239,6 +239,8 @@ export interface LivenessConfig {
    * past it, it counts as gone, so a backlog that never clears cannot hold synchronous commits forever.
    */
   catchupGraceMs: number;
+  /** A write to the state disk still pending after this long counts as a failing disk (a stalled device). */
+  diskStallMs: number;
 }
 
 export const DEFAULT_LIVENESS_CONFIG: Readonly<LivenessConfig> = Object.freeze({
@@ -259,6 +261,7 @@ export const DEFAULT_LIVENESS_CONFIG: Readonly<LivenessConfig> = Object.freeze({
   restoreSyncMaxLagBytes: 1024 * 1024,
   switchoverRequestMs: 30_000,
   catchupGraceMs: 30_000,
+  diskStallMs: 10_000,
 });
 
 /** How often things happen, as opposed to how long a silence may last: what a slower pace leaves alone. */
