@@ -460,6 +460,18 @@ test('a follower still rewinding its old primary never outranks the leader into 
   ]);
 });
 
+test("a leader whose own LSN look is older than its follower's heartbeat keeps the writes: the follower's WAL came from it", (t) => {
+  // Seen under emulation: the leader's samples timed out while Kine kept writing, so its known LSN
+  // lagged the position its synchronous standby then reported; it handed over a healthy primary.
+  const streaming = hb({ role: 'follower', term: 3, timeline: 2, lsn: '0/900', pg: 'standby', holdsVip: false });
+  const leader = input({ self: { role: 'leader', term: 3, timeline: 2, lsn: '0/500' }, pg: { state: 'primary' }, holdsVip: true, peer: { last: streaming } });
+  t.deepEqual(kinds(leader), []);
+  // A follower on a newer timeline (it was promoted since) still gets the writes.
+  t.deepEqual(kinds(input({ ...leader, peer: { silentMs: 500, last: { ...streaming, timeline: 3 } } })), ['fence', 'begin-handover']);
+  // So does a fenced peer holding more WAL than this leader (a healed split: its history is not mine).
+  t.deepEqual(kinds(input({ ...leader, peer: { silentMs: 500, last: { ...streaming, role: 'fenced', pg: 'primary' } } })), ['fence', 'begin-handover']);
+});
+
 test('a step-down preempts a running batch, never another step-down; every action has a deadline', (t) => {
   t.true(preempts(['promote'], [{ kind: 'fence' }]), 'a hung pg_promote does not hold the fence');
   t.true(preempts(['restore-sync'], [{ kind: 'release-vip' }]));

@@ -203,7 +203,11 @@ function decideLeader(i: TickInput, c: LivenessConfig, f: Facts): Decision {
     }
     // H1: a peer holding newer history (fenced, or a follower with a higher term) gets the writes;
     // not a follower whose PostgreSQL is still the primary it is rewinding (its history is the stale one).
-    if (hb.role !== 'leader' && outranks(peerFacts(hb), me) && pgInItsRole(hb)) {
+    // Nor a follower on my term and timeline: it streams from me, and a walsender sends only WAL
+    // already flushed here, so a higher LSN in its heartbeat only means my own look is older than
+    // its (a sample that timed out on a loaded box left it behind), not that it holds more.
+    const streamsFromMe = hb.role === 'follower' && hb.term === i.self.term && hb.timeline === i.self.timeline;
+    if (hb.role !== 'leader' && !streamsFromMe && outranks(peerFacts(hb), me) && pgInItsRole(hb)) {
       return stepDown(`peer ${hb.nodeId} (${hb.role}, term ${hb.term}, ${hb.lsn}) outranks me: fence and hand over`, [{ kind: 'begin-handover' }]);
     }
   }
