@@ -119,6 +119,29 @@ test('a kubeconfig embeds CA, certificate and key and is valid YAML kubectl read
   t.is(k['current-context'], 'admin@geminik8s');
 });
 
+test("the controllers' leader elections and the node grace follow the site's failover pace (upstream's defaults at pace 1)", (t) => {
+  const flags = (args: string[]) => args.filter((x) => /^--(leader-elect-|node-monitor-grace)/.test(x));
+  const at1 = programArgs(a);
+  t.deepEqual(flags(at1['kube-scheduler']), [
+    '--leader-elect-lease-duration=15000ms',
+    '--leader-elect-renew-deadline=10000ms',
+    '--leader-elect-retry-period=2000ms',
+  ]);
+  t.true(at1['kube-controller-manager'].includes('--node-monitor-grace-period=50000ms'));
+  const at3 = programArgs({ ...a, timeScale: 3 });
+  for (const program of ['kube-controller-manager', 'kube-scheduler'] as const) {
+    t.true(at3[program].includes('--leader-elect-lease-duration=45000ms'), program);
+    t.true(at3[program].includes('--leader-elect-renew-deadline=30000ms'), program);
+    t.true(at3[program].includes('--leader-elect-retry-period=6000ms'), program);
+  }
+  t.true(at3['kube-controller-manager'].includes('--node-monitor-grace-period=150000ms'));
+  t.deepEqual(flags(programArgs({ ...a, timeScale: 2.5 })['kube-scheduler']), [
+    '--leader-elect-lease-duration=37500ms',
+    '--leader-elect-renew-deadline=25000ms',
+    '--leader-elect-retry-period=5000ms',
+  ]);
+});
+
 test('the API server starts first; the controller manager and the scheduler once it has answered ready', (t) => {
   for (const server of ['kube-apiserver', 'k3s-server']) {
     t.true(mayStart(server, false), `${server} before anything`);

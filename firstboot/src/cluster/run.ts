@@ -534,6 +534,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
         clusterCidr: settings.kubernetes.clusterCidr,
         serviceCidr: settings.kubernetes.serviceCidr,
         apiPort: settings.kubeApiPort,
+        timeScale: site.failover?.timeScale ?? 1,
         kinePort: settings.kinePort,
         k3sDisable: settings.kubernetes.disable,
         ...(runsUpstreamWorker(settings) ? { worker: workerOptions(settings.kubernetes.serviceCidr, secrets.podRangeFirst) } : {}),

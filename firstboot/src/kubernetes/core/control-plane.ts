@@ -62,6 +62,8 @@ export interface ControlPlaneInput {
   /** Where the control plane's certificates and kubeconfigs live (private to its user). */
   pkiDir: string;
   apiPort?: number;
+  /** The site's failover pace (failover.timeScale, default 1): Kubernetes' own leader elections and node grace follow it. */
+  timeScale?: number;
   /** This box is also a worker (upstream on the appliance): kubelet, kube-proxy, pod network. */
   worker?: WorkerInput;
 }
@@ -158,6 +160,18 @@ export function kubeconfigPlan(i: ControlPlaneInput): { file: string; certificat
 /** Command lines (program name first, as the multi-call binary dispatches on it). Nothing secret: keys are files. */
 export function programArgs(i: ControlPlaneInput): Record<ControlPlaneProgram, string[]> {
   const pki = (f: string): string => `${i.pkiDir}/${f}`;
+  // Upstream's defaults (15 s, 10 s, 2 s; 50 s) times the site's pace. A controller manager or
+  // scheduler that cannot renew its Lease within the deadline exits, and on a box slow enough to
+  // need a slower pace its API server answers slowly too: at the defaults both restarted every
+  // minute under emulation and no pod was ever created.
+  const k = i.timeScale ?? 1;
+  const ms = (seconds: number): string => `${Math.round(seconds * 1000 * k)}ms`;
+  const leaderElection = [
+    '--leader-elect=true',
+    `--leader-elect-lease-duration=${ms(15)}`,
+    `--leader-elect-renew-deadline=${ms(10)}`,
+    `--leader-elect-retry-period=${ms(2)}`,
+  ];
   const port = i.apiPort ?? KUBE_API_PORT;
   const kubeconfig = (f: string): string[] => [`--kubeconfig=${pki(f)}`, `--authentication-kubeconfig=${pki(f)}`, `--authorization-kubeconfig=${pki(f)}`];
   return {
@@ -197,7 +211,9 @@ export function programArgs(i: ControlPlaneInput): Record<ControlPlaneProgram, s
       'kube-controller-manager',
       ...kubeconfig('kube-controller-manager.kubeconfig'),
       '--bind-address=127.0.0.1',
-      '--leader-elect=true',
+      ...leaderElection,
+      // A node whose kubelet has not posted its status for this long is NotReady.
+      `--node-monitor-grace-period=${ms(50)}`,
       '--use-service-account-credentials=true',
       `--service-account-private-key-file=${pki('service-account.key')}`,
       `--root-ca-file=${pki('ca.crt')}`,
@@ -206,6 +222,6 @@ export function programArgs(i: ControlPlaneInput): Record<ControlPlaneProgram, s
       `--service-cluster-ip-range=${i.serviceCidr}`,
       '--profiling=false',
     ],
-    'kube-scheduler': ['kube-scheduler', ...kubeconfig('kube-scheduler.kubeconfig'), '--bind-address=127.0.0.1', '--leader-elect=true', '--profiling=false'],
+    'kube-scheduler': ['kube-scheduler', ...kubeconfig('kube-scheduler.kubeconfig'), '--bind-address=127.0.0.1', ...leaderElection, '--profiling=false'],
   };
 }
