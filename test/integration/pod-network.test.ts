@@ -38,6 +38,7 @@ test('pods on the two boxes reach each other through the routed pod ranges, and 
         lanInterface: 'eth0',
         clusterCidr: '10.42.0.0/16',
         serviceCidr: '10.43.0.0/16',
+        upstreamDns: ['192.168.50.1'],
         clusterDns: '10.43.0.10',
         pauseImage: 'geminik8s.local/pause:3.10',
         nodeDir: path.join(tmp, `node-${i}`),

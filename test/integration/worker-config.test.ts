@@ -18,6 +18,7 @@ test('Debian’s containerd loads the agent’s containerd.toml: baked pause ima
     lanInterface: 'eth0',
     clusterCidr: '10.42.0.0/16',
     serviceCidr: '10.43.0.0/16',
+    upstreamDns: ['192.168.50.1'],
     clusterDns: '10.43.0.10',
     pauseImage: 'geminik8s.local/pause:3.10',
     nodeDir: WORKER_APPLIANCE.nodeDir,

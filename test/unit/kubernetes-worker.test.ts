@@ -9,6 +9,7 @@ import {
   podRanges,
   WORKER_APPLIANCE,
   workerCertificateRequests,
+  upstreamNameservers,
   workerFiles,
   type WorkerInput,
 } from '../../firstboot/src/kubernetes/core/worker.ts';
@@ -23,6 +24,7 @@ const input = (node: typeof nodeA, peer: typeof nodeA, o: Partial<WorkerInput> =
   lanInterface: 'eth0',
   clusterCidr: '10.42.0.0/16',
   serviceCidr: '10.43.0.0/16',
+  upstreamDns: ['192.168.50.1'],
   clusterDns: '10.43.0.10',
   pauseImage: 'geminik8s.local/pause:3.10',
   nodeDir: WORKER_APPLIANCE.nodeDir,
@@ -166,4 +168,18 @@ test('the units the image installs read exactly the files the agent writes', (t)
   t.regex(unit('usr/lib/systemd/system/geminik8s-kube-proxy.service'), new RegExp(`--config=${WORKER_APPLIANCE.nodeDir}/kube-proxy.yaml`));
   t.regex(unit('etc/systemd/system/containerd.service.d/geminik8s.conf'), new RegExp(`--config ${WORKER_APPLIANCE.nodeDir}/containerd.toml`));
   for (const u of WORKER_APPLIANCE.units.filter((x) => x.startsWith('geminik8s-'))) t.notThrows(() => unit(`usr/lib/systemd/system/${u}`), u);
+});
+
+test("pods using the node's DNS get its real upstreams, never a loopback stub; with none, the gateway, so CoreDNS never forwards to itself", (t) => {
+  const resolved =
+    '# systemd-resolved\nnameserver 192.0.2.53\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 2001:db8::53\nnameserver 192.0.2.53\nsearch example.\n';
+  t.deepEqual(upstreamNameservers(resolved, '192.0.2.1'), ['192.0.2.53', '2001:db8::53']);
+  // A DHCP server that names no DNS server (or a static site): resolved's file has only a search line.
+  t.deepEqual(upstreamNameservers('search .\n', '192.0.2.1'), ['192.0.2.1']);
+  t.deepEqual(upstreamNameservers('', '192.0.2.1'), ['192.0.2.1']);
+  t.deepEqual(upstreamNameservers('nameserver 127.0.0.53\n', undefined), []);
+  const files = workerFiles(input(nodeA, nodeB, { upstreamDns: ['192.0.2.1'] }));
+  t.is(files.find((f) => f.path === 'resolv.conf')?.text, 'nameserver 192.0.2.1\n');
+  const kubelet = parse(files.find((f) => f.path === 'kubelet.yaml')!.text) as { resolvConf: string };
+  t.is(kubelet.resolvConf, `${WORKER_APPLIANCE.nodeDir}/resolv.conf`);
 });

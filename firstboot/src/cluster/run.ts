@@ -8,7 +8,7 @@
  * wait for the peer to agree again (the peer may be the box that died).
  */
 import { createReadStream } from 'node:fs';
-import { statfs } from 'node:fs/promises';
+import { readFile, statfs } from 'node:fs/promises';
 import { PassThrough } from 'node:stream';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -57,7 +57,8 @@ import { allowNonLocalBind, waitForLanAddress } from './lan.ts';
 import { runsUpstreamWorker, type ClusterSettings } from './settings.ts';
 import { readBakedImages } from '../kubernetes/baked-images.ts';
 import { clusterDnsIp } from '../kubernetes/core/addons.ts';
-import { firstRangeHolderAfterReplacement } from '../kubernetes/core/worker.ts';
+import { firstRangeHolderAfterReplacement, RESOLVED_UPSTREAMS, upstreamNameservers } from '../kubernetes/core/worker.ts';
+import { defaultGateways } from '../liveness/probes.ts';
 import { imageReference } from '../kubernetes/core/baked-images.ts';
 
 /**
@@ -537,7 +538,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
         timeScale: site.failover?.timeScale ?? 1,
         kinePort: settings.kinePort,
         k3sDisable: settings.kubernetes.disable,
-        ...(runsUpstreamWorker(settings) ? { worker: workerOptions(settings.kubernetes.serviceCidr, secrets.podRangeFirst) } : {}),
+        ...(runsUpstreamWorker(settings) ? { worker: await workerOptions(settings.kubernetes.serviceCidr, secrets.podRangeFirst) } : {}),
       },
     });
     await cp.prepare(secrets);
@@ -545,10 +546,21 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
     return cp;
   }
 
-  /** This box as a worker: its peer, the pod range split the pair recorded, and the baked images its pods start from (images.json). */
-  function workerOptions(serviceCidr: string, podRangeFirst: string | undefined) {
+  /**
+   * This box as a worker: its peer, the pod range split the pair recorded, the baked images its
+   * pods start from (images.json), and the nameservers CoreDNS forwards to (core/worker.ts).
+   */
+  async function workerOptions(serviceCidr: string, podRangeFirst: string | undefined) {
     const images = readBakedImages();
+    const resolved = await readFile(RESOLVED_UPSTREAMS, 'utf8').catch(() => '');
+    const gateway = site.network.gateway ?? (await defaultGateways().catch(() => []))[0];
+    const upstreamDns = upstreamNameservers(resolved, gateway);
+    if (upstreamDns.length === 0)
+      log.event('warn', 'kube-no-upstream-dns', {
+        message: 'no DNS server and no gateway known: cluster DNS will fail (set network.gateway in the site file)',
+      });
     return {
+      upstreamDns,
       peer: { name: peer.name, ip: peer.ip },
       ...(podRangeFirst !== undefined ? { podRangeFirst } : {}),
       lanInterface: lan.ifname,

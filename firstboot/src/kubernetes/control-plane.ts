@@ -55,7 +55,7 @@ export interface ControlPlaneOptions {
     kinePort: number;
     k3sDisable: readonly string[];
     /** Upstream on the appliance: this box is also a worker (the units of overlays/kubernetes). */
-    worker?: Pick<WorkerInput, 'peer' | 'podRangeFirst' | 'lanInterface' | 'pauseImage' | 'clusterDns'> & { coreDnsImage: string };
+    worker?: Pick<WorkerInput, 'peer' | 'podRangeFirst' | 'lanInterface' | 'pauseImage' | 'clusterDns' | 'upstreamDns'> & { coreDnsImage: string };
   };
   stateDir: string;
   runDir: string;
@@ -101,6 +101,7 @@ export class ControlPlane {
               lanInterface: worker.lanInterface,
               pauseImage: worker.pauseImage,
               clusterDns: worker.clusterDns,
+              upstreamDns: worker.upstreamDns,
               node: input.node,
               clusterCidr: input.clusterCidr,
               serviceCidr: input.serviceCidr,

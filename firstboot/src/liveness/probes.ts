@@ -34,7 +34,8 @@ export interface ProbeOptions {
   holdsVip(): boolean;
 }
 
-async function defaultGateways(): Promise<string[]> {
+/** The gateways of this box's IPv4 default routes (from the site's static plan or DHCP). */
+export async function defaultGateways(): Promise<string[]> {
   const out = await runTool('ip', ['-j', '-4', 'route', 'show', 'default']);
   return (JSON.parse(out.stdout) as { gateway?: string }[]).flatMap((r) => (r.gateway ? [r.gateway] : []));
 }

@@ -20,7 +20,7 @@
  *  - Pods reach the API server through the `kubernetes` Service (the firewall accepts the cluster
  *    range on the API port); nothing else on the host is open to them.
  */
-import { isIPv4 } from 'node:net';
+import { isIP, isIPv4 } from 'node:net';
 import { stringify } from 'yaml';
 import { requireCidr, subRange } from '../../core/subnet.ts';
 import type { CertificateRequest } from './control-plane.ts';
@@ -71,6 +71,8 @@ export interface WorkerInput {
   clusterDns: string;
   /** The sandbox ("pause") image every pod starts with: baked in, never pulled. */
   pauseImage: string;
+  /** The nameservers pods with the node's DNS (CoreDNS itself) forward to: {@link upstreamNameservers}. */
+  upstreamDns: string[];
   /** Root-only folder of the worker's certificates, kubeconfigs and configuration files. */
   nodeDir: string;
   /** The folder the runtime reads the pod network's configuration from (under /run: rewritten every boot). */
@@ -78,6 +80,27 @@ export interface WorkerInput {
   /** host-local's address leases: under /run, so a reboot (which ends every pod) frees them. */
   cniStateDir: string;
   apiPort: number;
+}
+
+/** systemd-resolved's list of the box's real DNS servers (its stub's upstreams). */
+export const RESOLVED_UPSTREAMS = '/run/systemd/resolve/resolv.conf';
+
+/**
+ * The nameservers of the pods that use the node's DNS (CoreDNS forwards there): systemd-resolved's
+ * upstreams (the text of /run/systemd/resolve/resolv.conf), loopback ones left out since inside a
+ * pod they are the pod itself; with none (a LAN whose DHCP names no DNS server, a static site),
+ * the box's gateway, which on a small site is its DNS forwarder. Without any, CoreDNS would fall
+ * back to 127.0.0.1, find itself in a loop and exit, taking cluster DNS down with it; a gateway
+ * that answers no DNS only fails the lookups of names outside the cluster.
+ */
+export function upstreamNameservers(resolvedConf: string, gateway: string | undefined): string[] {
+  const found = resolvedConf
+    .split('\n')
+    .map((l) => /^\s*nameserver\s+(\S+)/.exec(l)?.[1])
+    .filter((ns): ns is string => ns !== undefined && isIP(ns) !== 0 && !/^127\.|^::1$/.test(ns));
+  const unique = [...new Set(found)].slice(0, 3);
+  if (unique.length > 0) return unique;
+  return gateway && isIPv4(gateway) ? [gateway] : [];
 }
 
 const NODE_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
@@ -182,8 +205,9 @@ export function workerFiles(i: WorkerInput): WorkerFile[] {
     containerRuntimeEndpoint: `unix://${WORKER_APPLIANCE.containerdSocket}`,
     clusterDNS: [i.clusterDns],
     clusterDomain: CLUSTER_DOMAIN,
-    // systemd-resolved's real upstreams: its stub (127.0.0.53) would be a loop inside a pod.
-    resolvConf: '/run/systemd/resolve/resolv.conf',
+    // The box's real upstreams (upstreamNameservers): systemd-resolved's stub (127.0.0.53) would be
+    // a loop inside a pod.
+    resolvConf: at('resolv.conf'),
     // The images are imported from the image's archives and cannot be pulled again: never collect them.
     imageGCHighThresholdPercent: 100,
     imageGCLowThresholdPercent: 99,
@@ -253,6 +277,7 @@ export function workerFiles(i: WorkerInput): WorkerFile[] {
   ];
   return [
     { path: 'kubelet.yaml', text: stringify(kubelet) },
+    { path: 'resolv.conf', text: i.upstreamDns.map((ns) => `nameserver ${ns}\n`).join('') },
     // Read by geminik8s-kubelet.service (EnvironmentFile): the flags KubeletConfiguration has no field for.
     { path: 'kubelet.env', text: `KUBELET_ARGS=${kubeletArgs.join(' ')}\n` },
     { path: 'kube-proxy.yaml', text: stringify(kubeProxy) },
