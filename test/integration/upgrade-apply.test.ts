@@ -9,6 +9,7 @@ import test from 'ava';
 import { sha256, testManifest } from '../helpers/bundle-manifest.ts';
 import { execa } from 'execa';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { access, mkdir, mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -156,6 +157,29 @@ test('a slot that cannot take the image (the device fills up) fails the apply, s
   t.regex((r as { message: string }).message, /No space left on device/);
   t.like(await b.env(), { slot: 'a', try_slot: '', boot_tries: '0' });
   t.is(b.reboots(), 0);
+  t.like(readUpgradeRecord(b.state), { state: 'failed', reason: (r as { message: string }).message });
+});
+
+test("a bundle altered on disk after its check fails the write with zstd's own error, and sets no try", async (t) => {
+  const b = await box('altered-after-verify');
+  const file = await bundle('v2-swapped.bundle');
+  const bytes = await readFile(file);
+  // Inside the compressed slot image: zstd's frame starts at its magic number.
+  const frame = bytes.indexOf(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]));
+  t.true(frame > 0);
+  let altered = false;
+  const r = await b.service.apply({ bundle: file, reboot: false }, (e) => {
+    if (e.step !== 'verify' || e.doneBytes !== e.totalBytes || altered) return;
+    altered = true;
+    const fd = openSync(file, 'r+');
+    writeSync(fd, Buffer.alloc(256, 0xff), 0, 256, frame + Math.floor(compressed.length / 2));
+    closeSync(fd);
+  });
+  t.true(altered);
+  t.like(r, { result: 'failed' });
+  t.regex((r as { message: string }).message, /Decoding error .*Data corruption detected/);
+  t.like(await b.env(), { slot: 'a', try_slot: '', boot_tries: '0' });
+  t.is(readUpgradeRecord(b.state)?.state, 'failed');
 });
 
 test('a failing health check rolls the trial back with its reason, and a boot back on a records a rollback', async (t) => {

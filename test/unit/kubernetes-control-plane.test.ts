@@ -18,6 +18,7 @@ const input = (node: { name: string; ip: string }, o: Partial<ControlPlaneInput>
   clusterCidr: '10.42.0.0/16',
   serviceCidr: '10.43.0.0/16',
   pkiDir: '/run/geminik8s/kubernetes/pki',
+  timeScale: 1,
   ...o,
 });
 const a = input({ name: 'node-a', ip: '192.168.50.11' });

@@ -136,6 +136,7 @@ test('worker identities: the kubelet is system:node:<name> in system:nodes (Node
     clusterCidr: '10.42.0.0/16',
     serviceCidr: '10.43.0.0/16',
     pkiDir: '/run/geminik8s/kubernetes/pki',
+    timeScale: 1,
   };
   t.false(certificateRequests(cp).some((r) => r.file.startsWith('kubelet')));
   t.true(certificateRequests({ ...cp, worker: a }).some((r) => r.file === 'kubelet-client'));

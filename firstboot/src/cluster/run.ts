@@ -34,7 +34,7 @@ import { pacedLivenessConfig, type LivenessRole } from '../liveness/core/types.t
 import { bootRole } from '../liveness/core/decide.ts';
 import type { Watchdog } from '../liveness/watchdog.ts';
 import { MARKER } from '../core/report.ts';
-import type { SiteConfig } from '../core/site.ts';
+import { failoverPace, type SiteConfig } from '../core/site.ts';
 import { arbiterClient, type ArbiterClient } from '../liveness/arbiter-client.ts';
 import { ARBITER_DEFAULT_PORT } from '../liveness/arbiter-command.ts';
 import { bindVip } from '../net/vip.ts';
@@ -419,7 +419,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
         vipCidr: site.network.vip,
         witnesses: siteWitnesses(site),
         ...(site.arbiter ? { arbiter: { client: siteArbiter(site.arbiter, secrets, self.name), selfName: self.name } } : {}),
-        config: pacedLivenessConfig(site.failover?.timeScale ?? 1),
+        config: pacedLivenessConfig(failoverPace(site)),
         pg,
         mode: settings.replication,
         secrets,
@@ -535,7 +535,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
         clusterCidr: settings.kubernetes.clusterCidr,
         serviceCidr: settings.kubernetes.serviceCidr,
         apiPort: settings.kubeApiPort,
-        timeScale: site.failover?.timeScale ?? 1,
+        timeScale: failoverPace(site),
         kinePort: settings.kinePort,
         k3sDisable: settings.kubernetes.disable,
         ...(runsUpstreamWorker(settings) ? { worker: await workerOptions(settings.kubernetes.serviceCidr, secrets.podRangeFirst) } : {}),

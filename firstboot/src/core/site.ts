@@ -112,6 +112,11 @@ export type SiteConfig = FromSchema<typeof siteSchema>;
 export type SiteNode = NonNullable<SiteConfig['network']['nodes']>[number];
 
 /** Bytes encoded by a hex or base64 pair secret, or undefined when it is neither. */
+/** The site's failover pace (README "Failover pace"): `failover.timeScale`, or 1 when the site sets none. */
+export function failoverPace(site: Pick<SiteConfig, 'failover'>): number {
+  return site.failover?.timeScale ?? 1;
+}
+
 export function pairSecretBytes(secret: string): number | undefined {
   if (HEX_RE.test(secret)) return secret.length % 2 === 0 ? secret.length / 2 : undefined;
   if (!BASE64_RE.test(secret)) return undefined;

@@ -15,9 +15,10 @@ export interface DiskProbe {
 
 export const DISK_PROBE_FILE = '.disk-probe';
 
-export function startDiskProbe(dir: string, o: { intervalMs?: number; stallMs?: number } = {}): DiskProbe {
+/** `stallMs` is the liveness config's diskStallMs: it follows the site's pace. */
+export function startDiskProbe(dir: string, o: { intervalMs?: number; stallMs: number }): DiskProbe {
   const intervalMs = o.intervalMs ?? 2000;
-  const stallMs = o.stallMs ?? 10_000;
+  const { stallMs } = o;
   const file = join(dir, DISK_PROBE_FILE);
   let badSince: number | undefined;
   let error: string | undefined;

@@ -91,8 +91,12 @@ function storeRecord(stateDir: string, r: UpgradeRecord): void {
  * leader fenced over and over while its follower wrote its slot under emulation).
  */
 const LOW_PRIORITY = ['-n', '19', 'ionice', '-c', '3'];
-/** zstd decompresses stdin, dd writes it in place (never truncating: the slot is a file in tests) and syncs. */
-const WRITE_SLOT = 'zstd -d -c -q | dd of="$1" bs=4M iflag=fullblock conv=notrunc,fsync status=none';
+/**
+ * zstd decompresses stdin, dd writes it in place (never truncating: the slot is a file in tests) and
+ * syncs. bash (Essential in Debian) for pipefail: in dash the pipeline's status is dd's alone, and a
+ * corrupt stream would surface only as the read-back's hash mismatch instead of zstd's own error.
+ */
+const WRITE_SLOT = 'set -o pipefail; zstd -d -c -q | dd of="$1" bs=4M iflag=fullblock conv=notrunc,fsync status=none';
 /** The sha256 of the slot's first $2 bytes as the device holds them now. */
 const READ_BACK_SLOT = 'head -c "$2" "$1" | sha256sum';
 
@@ -102,7 +106,7 @@ async function writeSlot(bundle: string, device: string, rawBytes: number, progr
   const nothing = new Writable({ write: (_chunk, _enc, cb) => cb() });
   await Promise.all([
     streamSlot(bundle, compressed, progress),
-    runFilter('nice', [...LOW_PRIORITY, 'sh', '-c', WRITE_SLOT, 'write-slot', device], compressed, nothing),
+    runFilter('nice', [...LOW_PRIORITY, 'bash', '-c', WRITE_SLOT, 'write-slot', device], compressed, nothing),
   ]);
   // Read back rather than hashed on the way: what is checked is what the next boot will read.
   const read = await runTool('nice', [...LOW_PRIORITY, 'sh', '-c', READ_BACK_SLOT, 'read-back-slot', device, String(rawBytes)]);
@@ -135,6 +139,8 @@ export class UpgradeService {
     this.#busy = true;
     const t0 = performance.now();
     const { log, stateDir, backend, image } = this.#o;
+    /** Set once the write has begun: an error thrown before the try is set ends it as failed, not still "writing". */
+    let writing: UpgradeRecord | undefined;
     try {
       const slots = await backend.state();
       if (onTrial(slots))
@@ -172,6 +178,7 @@ export class UpgradeService {
         ),
       };
       storeRecord(stateDir, record);
+      writing = record;
       // A trial left from an earlier attempt must not boot a half-written slot.
       if (slots.trying !== null) await backend.set(abandonTransition(slots));
 
@@ -197,6 +204,7 @@ export class UpgradeService {
         return { result: 'failed', message };
       }
       await backend.set(tryTransition(slots, target));
+      writing = undefined;
       storeRecord(stateDir, { ...record, state: 'trying', updatedAt: new Date().toISOString() });
       progress({ step: 'try', slot: target });
       log.event('info', 'upgrade-written', { version: m.version, slot: target, bytes: m.slot.rawBytes, seconds: (performance.now() - t0) / 1000 });
@@ -214,8 +222,10 @@ export class UpgradeService {
         log.event('warn', 'upgrade-refused', { bundle: req.bundle, code: e.code, reason: e.message });
         return { result: 'refused', code: e.code, message: e.message };
       }
-      log.event('error', 'upgrade-failed', { bundle: req.bundle, error: (e as Error).message });
-      return { result: 'failed', message: (e as Error).message };
+      const message = (e as Error).message;
+      if (writing) storeRecord(stateDir, { ...writing, state: 'failed', updatedAt: new Date().toISOString(), reason: message });
+      log.event('error', 'upgrade-failed', { bundle: req.bundle, error: message });
+      return { result: 'failed', message };
     } finally {
       this.#busy = false;
     }

@@ -62,8 +62,8 @@ export interface ControlPlaneInput {
   /** Where the control plane's certificates and kubeconfigs live (private to its user). */
   pkiDir: string;
   apiPort?: number;
-  /** The site's failover pace (failover.timeScale, default 1): Kubernetes' own leader elections and node grace follow it. */
-  timeScale?: number;
+  /** The site's failover pace (core/site.ts failoverPace): Kubernetes' own leader elections and node grace follow it. */
+  timeScale: number;
   /** This box is also a worker (upstream on the appliance): kubelet, kube-proxy, pod network. */
   worker?: WorkerInput;
 }
@@ -164,7 +164,7 @@ export function programArgs(i: ControlPlaneInput): Record<ControlPlaneProgram, s
   // scheduler that cannot renew its Lease within the deadline exits, and on a box slow enough to
   // need a slower pace its API server answers slowly too: at the defaults both restarted every
   // minute under emulation and no pod was ever created.
-  const k = i.timeScale ?? 1;
+  const k = i.timeScale;
   const ms = (seconds: number): string => `${Math.round(seconds * 1000 * k)}ms`;
   const leaderElection = [
     '--leader-elect=true',
