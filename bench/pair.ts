@@ -22,7 +22,8 @@ import { copyFile, mkdtemp, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { connectEtcd, etcdctlFlags, grpcPut, type EtcdClientFiles } from '../test/helpers/etcd-client.ts';
+import { etcdPut } from '../firstboot/src/adapters/etcd-grpc.ts';
+import { connectKine, etcdctlFlags, type EtcdClientFiles } from '../test/helpers/etcd-client.ts';
 import { envInt, printReport } from './report.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -60,11 +61,11 @@ interface WriterResult {
 }
 
 async function writerMain(host: string, client: EtcdClientFiles, seconds: number, rate: number, inflightCap: number, prefix: string): Promise<void> {
-  const session = connectEtcd(host, client);
+  const session = connectKine(host, client);
   const value = Buffer.alloc(128, 'x');
   const res: WriterResult = { attempted: 0, ok: 0, failed: 0, skipped: 0, elapsedMs: 0, startEpochMs: Date.now(), endEpochMs: 0, latencyMs: [] };
   // one put up front so the connection is established before the clock runs
-  await grpcPut(session, `${prefix}/warmup`, value, 5000);
+  await etcdPut(session, `${prefix}/warmup`, value, 5000);
   const period = 1000 / rate;
   const total = Math.floor(seconds * rate);
   const pending = new Set<Promise<void>>();
@@ -80,7 +81,7 @@ async function writerMain(host: string, client: EtcdClientFiles, seconds: number
     }
     res.attempted++;
     const started = performance.now();
-    const p: Promise<void> = grpcPut(session, `${prefix}/${i}`, value, 5000)
+    const p: Promise<void> = etcdPut(session, `${prefix}/${i}`, value, 5000)
       .then(
         () => {
           res.ok++;

@@ -30,7 +30,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
-import { connectEtcd, etcdctlFlags, grpcPut, type EtcdClientFiles } from './etcd-client.ts';
+import { etcdPut } from '../../firstboot/src/adapters/etcd-grpc.ts';
+import { connectKine, etcdctlFlags, type EtcdClientFiles } from './etcd-client.ts';
 import type { Pair, PairAgent, PairOptions } from './pair-agents.ts';
 import { eventually } from './poll.ts';
 
@@ -270,8 +271,8 @@ async function putter(target: WriteTarget, putTimeoutMs: number): Promise<Putter
     let session: http2.ClientHttp2Session | undefined;
     return {
       async put(n) {
-        if (!session || session.destroyed || session.closed) session = connectEtcd(target.host, target.client);
-        await grpcPut(session, `${target.prefix}${n}`, Buffer.from(String(n)), putTimeoutMs);
+        if (!session || session.destroyed || session.closed) session = connectKine(target.host, target.client);
+        await etcdPut(session, `${target.prefix}${n}`, Buffer.from(String(n)), putTimeoutMs);
       },
       // A fresh connection next time: the VIP may have moved, the old one may be black-holed.
       reset() {

@@ -9,7 +9,7 @@ import { runProvisioning } from '../../firstboot/src/provision/provision.ts';
 import { loadSecrets } from '../../firstboot/src/provision/secrets.ts';
 import { confFiles, withAdmin } from '../../firstboot/src/provision/postgres.ts';
 import { enableSynchronousReplication, replicationStatus, setSynchronousStandby, waitForStandby } from '../../firstboot/src/provision/replication.ts';
-import { kineHealth, startKine } from '../../firstboot/src/provision/kine.ts';
+import { startKine } from '../../firstboot/src/provision/kine.ts';
 import { join } from 'node:path';
 
 const etcdctl = (addr: string, ...args: string[]) => execa('etcdctl', [`--endpoints=http://${addr}`, ...args], { env: { ETCDCTL_API: '3' } });
@@ -75,7 +75,7 @@ test('physical: leader + standby stream synchronously; a key put through Kine(le
   await etcdctl(kl.listenAddress, 'put', '/geminik8s/test', 'hello-pair');
   const got = await etcdctl(kf.listenAddress, 'get', '--print-value-only', '/geminik8s/test');
   t.is(got.stdout.trim(), 'hello-pair');
-  const health = await kineHealth(kf.client);
+  const health = await kf.health(3000);
   t.true(health.ok);
 
   // Synchronous commit: acknowledged ⇒ on the standby (flushed); wait for replay then read it there.

@@ -25,7 +25,7 @@ export const APPLIANCE_PACKAGES = [
   'ca-certificates',
   'procps',
   'postgresql-15',
-  // TLS material for PostgreSQL replication, and the agent's Kine health check (etcdctl)
+  // TLS material for PostgreSQL replication; etcdctl, for an operator on the box
   'openssl',
   'etcd-client',
   // the host firewall: /etc/nftables.conf at boot, then the agent's table (firstboot/src/net/firewall.ts)

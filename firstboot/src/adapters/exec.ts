@@ -5,6 +5,7 @@
  * that forgot one fails with an actionable message.
  */
 import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
@@ -13,7 +14,6 @@ export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   arping: 'arping',
   blkid: 'util-linux',
   dumpe2fs: 'e2fsprogs',
-  etcdctl: 'etcd-client',
   findmnt: 'util-linux',
   flock: 'util-linux',
   initdb: 'postgresql-15',
@@ -164,4 +164,28 @@ export async function runFilter(tool: string, args: readonly string[], input: Re
       typeof code === 'number' ? code : null,
       `${[tool, ...args].join(' ')} failed (${code}): ${Buffer.concat(err).toString('utf8').trim().split('\n').slice(-6).join(' | ')}`,
     );
+}
+
+/** A long-running tool whose output lines are events (a continuous ping): see {@link watchLines}. */
+export interface LineWatch {
+  /** Settles when the tool has exited, or could not start. */
+  exited: Promise<void>;
+  stop(): void;
+}
+
+/**
+ * Runs `tool args…` until stopped, handing each stdout line to `onLine` (stderr is discarded). For
+ * probes that would otherwise start a process every second (under emulation each start costs tens
+ * of milliseconds of CPU). Such a tool must print at least once per period: if the agent dies, its
+ * next write fails on the closed pipe (SIGPIPE) and it ends too, rather than living on beside the
+ * next agent.
+ */
+export function watchLines(tool: string, args: readonly string[], onLine: (line: string) => void): LineWatch {
+  const child = spawn(tool, [...args], { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, LC_ALL: 'C' } });
+  createInterface({ input: child.stdout }).on('line', onLine);
+  const exited = new Promise<void>((resolve) => {
+    child.once('error', () => resolve());
+    child.once('close', () => resolve());
+  });
+  return { exited, stop: () => void child.kill('SIGTERM') };
 }

@@ -6,7 +6,7 @@
  * Reconciliation runs in the background (a start waits for Kine to answer), never in a tick.
  */
 import type { Logger } from '../adapters/output.ts';
-import { kineHealth, startKine, type KineOptions, type KineProcess } from '../provision/kine.ts';
+import { startKine, type KineOptions, type KineProcess } from '../provision/kine.ts';
 
 export interface KineSupervisorOptions extends Omit<KineOptions, 'db'> {
   port: number;
@@ -112,7 +112,8 @@ export class KineSupervisor {
       return;
     }
     this.#checking = true;
-    void kineHealth(proc.client, 1500)
+    void proc
+      .health(1500)
       .then((h) => (this.healthy = h.ok && this.#proc === proc))
       .finally(() => (this.#checking = false));
   }

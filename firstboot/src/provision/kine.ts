@@ -18,7 +18,8 @@ import type { ClusterSecrets } from './core/secrets.ts';
 import { ensureDir, lookupUser, type OsUser } from './files.ts';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { spawnDaemon, type DaemonExit } from '../adapters/daemons.ts';
-import { runTool } from '../adapters/exec.ts';
+import { connectEtcd, etcdRevision, usable } from '../adapters/etcd-grpc.ts';
+import type { ClientHttp2Session } from 'node:http2';
 
 /** The unprivileged user Kine runs as on the appliance (the image creates it with sysusers.d). */
 export const KINE_USER = 'geminik8s-kine';
@@ -105,11 +106,6 @@ export function localKineClient(listenAddress: string, tls?: KineTls): KineClien
   return { endpoint: `${tls ? 'https' : 'http'}://${local}:${port}`, ...(tls ? { tls } : {}) };
 }
 
-/** etcdctl flags for a client (the node certificate doubles as the client certificate). */
-export function etcdctlFlags(c: KineClient): string[] {
-  return [`--endpoints=${c.endpoint}`, ...(c.tls ? [`--cacert=${c.tls.caFile}`, `--cert=${c.tls.certFile}`, `--key=${c.tls.keyFile}`] : [])];
-}
-
 export interface KineProcess {
   pid: number;
   listenAddress: string;
@@ -117,6 +113,8 @@ export interface KineProcess {
   client: KineClient;
   /** Settles when the process exits (any reason). */
   exited: Promise<DaemonExit>;
+  /** Does it answer, from the database behind it? */
+  health(timeoutMs: number): Promise<KineHealth>;
   /** SIGTERM, then SIGKILL after `graceMs` (default 5 s). Resolves when gone. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -124,33 +122,32 @@ export interface KineProcess {
 export type KineHealth = { ok: true; revision: number; ms: number } | { ok: false; reason: string; ms: number };
 
 /**
- * Health: an etcd `endpoint status` through etcdctl (Debian etcd-client), which goes through Kine to
- * the database; returns the current revision.
+ * Health: one etcd Range through Kine to the database (adapters/etcd-grpc.ts), on an HTTP/2 session
+ * kept while it works: no process started and no TLS handshake per check.
  */
-export async function kineHealth(client: KineClient, timeoutMs = 3000): Promise<KineHealth> {
-  const t = Date.now();
-  try {
-    const r = await runTool(
-      'etcdctl',
-      [
-        ...etcdctlFlags(client),
-        `--command-timeout=${Math.max(1, Math.round(timeoutMs / 1000))}s`,
-        '-w',
-        'json',
-        'get',
-        '--keys-only',
-        '--limit=1',
-        '/registry/health',
-      ],
-      {
-        env: { ETCDCTL_API: '3' },
-        timeoutMs: timeoutMs + 2000,
-      },
-    );
-    const rev = (JSON.parse(r.stdout) as { header?: { revision?: number } }).header?.revision;
-    return { ok: true, revision: Number(rev ?? 0), ms: Date.now() - t };
-  } catch (e) {
-    return { ok: false, reason: (e as Error).message, ms: Date.now() - t };
+export class KineHealthCheck {
+  readonly #client: KineClient;
+  #session: ClientHttp2Session | undefined;
+
+  constructor(client: KineClient) {
+    this.#client = client;
+  }
+
+  async check(timeoutMs: number): Promise<KineHealth> {
+    const t = Date.now();
+    try {
+      if (!usable(this.#session)) this.#session = connectEtcd(this.#client);
+      return { ok: true, revision: await etcdRevision(this.#session, '/registry/health', timeoutMs), ms: Date.now() - t };
+    } catch (e) {
+      // A session a check timed out on may be wedged (a Kine stopped, a dropped link): the next check starts afresh.
+      this.close();
+      return { ok: false, reason: (e as Error).message, ms: Date.now() - t };
+    }
+  }
+
+  close(): void {
+    this.#session?.destroy();
+    this.#session = undefined;
   }
 }
 
@@ -173,12 +170,15 @@ export async function startKine(o: KineOptions): Promise<KineProcess> {
     gone = true;
   });
   const client = localKineClient(o.listenAddress, o.tls);
+  const healthCheck = new KineHealthCheck(client);
   const proc: KineProcess = {
     pid: daemon.pid,
     listenAddress: o.listenAddress,
     client,
     exited,
+    health: (timeoutMs) => healthCheck.check(timeoutMs),
     stop: async (graceMs = 5000) => {
+      healthCheck.close();
       if (!gone) await daemon.stop(graceMs);
     },
   };
@@ -187,7 +187,7 @@ export async function startKine(o: KineOptions): Promise<KineProcess> {
   while (Date.now() < until) {
     const raced = await Promise.race([exited.then(() => 'exited' as const), new Promise((r) => setTimeout(r, 200)).then(() => 'tick' as const)]);
     if (raced === 'exited') throw new Error(`kine exited during start (${JSON.stringify(await exited)})${o.logFile ? `; see ${o.logFile}` : ''}`);
-    last = await kineHealth(client, 2000);
+    last = await proc.health(2000);
     if (last.ok) return proc;
   }
   await proc.stop();
