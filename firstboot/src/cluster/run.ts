@@ -527,6 +527,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
       stateDir: ctx.stateDir,
       runDir: settings.runDir,
       log,
+      ...(runsUpstreamWorker(settings) ? { upstreamDns: currentUpstreamDns } : {}),
       input: {
         node: self,
         vip,
@@ -552,9 +553,7 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
    */
   async function workerOptions(serviceCidr: string, podRangeFirst: string | undefined) {
     const images = readBakedImages();
-    const resolved = await readFile(RESOLVED_UPSTREAMS, 'utf8').catch(() => '');
-    const gateway = site.network.gateway ?? (await defaultGateways().catch(() => []))[0];
-    const upstreamDns = upstreamNameservers(resolved, gateway);
+    const upstreamDns = await currentUpstreamDns();
     if (upstreamDns.length === 0)
       log.event('warn', 'kube-no-upstream-dns', {
         message: 'no DNS server and no gateway known: cluster DNS will fail (set network.gateway in the site file)',
@@ -568,6 +567,13 @@ export async function runCluster(ctx: ClusterContext, initial: HostMeta): Promis
       pauseImage: imageReference(images, 'pause'),
       coreDnsImage: imageReference(images, 'coredns'),
     };
+  }
+
+  /** The nameservers CoreDNS forwards to, as the box knows them now (core/worker.ts upstreamNameservers). */
+  async function currentUpstreamDns(): Promise<string[]> {
+    const resolved = await readFile(RESOLVED_UPSTREAMS, 'utf8').catch(() => '');
+    const gateway = site.network.gateway ?? (await defaultGateways().catch(() => []))[0];
+    return upstreamNameservers(resolved, gateway);
   }
 
   function answerPeerReruns(): void {

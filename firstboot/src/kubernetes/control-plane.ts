@@ -30,7 +30,16 @@ import { runTool } from '../adapters/exec.ts';
 import { K3S_APPLIANCE, k3sServerArgv, renderK3sConfig } from './core/k3s.ts';
 import { KubeApi } from './api.ts';
 import { coreDnsObjects } from './core/addons.ts';
-import { CLUSTER_DOMAIN, peerPodRoute, WORKER_APPLIANCE, workerCertificateRequests, workerFiles, type WorkerInput } from './core/worker.ts';
+import {
+  CLUSTER_DOMAIN,
+  peerPodRoute,
+  UPSTREAM_RESOLV_CONF,
+  upstreamResolvConf,
+  WORKER_APPLIANCE,
+  workerCertificateRequests,
+  workerFiles,
+  type WorkerInput,
+} from './core/worker.ts';
 import {
   certificateRequests,
   kubeconfigPlan,
@@ -60,6 +69,11 @@ export interface ControlPlaneOptions {
   stateDir: string;
   runDir: string;
   log: Logger;
+  /**
+   * The box's DNS servers now (core/worker.ts upstreamNameservers), read again with each re-assert
+   * of the peer route: a DHCP lease that names a server after the agent started is picked up.
+   */
+  upstreamDns?: () => Promise<string[]>;
 }
 
 type Issued = Record<string, PemPair & { request: string }>;
@@ -344,6 +358,13 @@ export class ControlPlane {
     void (async () => {
       const route = peerPodRoute(w);
       await runTool('ip', ['route', 'replace', route.destination, 'via', route.via, 'dev', route.dev], { timeoutMs: 10_000 });
+      const upstreamDns = (await this.#o.upstreamDns?.()) ?? [];
+      if (upstreamDns.length > 0 && upstreamDns.join(' ') !== w.upstreamDns.join(' ')) {
+        // Pods started from now on (a restarted CoreDNS among them) get the new list.
+        writeFileAtomic(join(w.nodeDir, UPSTREAM_RESOLV_CONF), upstreamResolvConf(upstreamDns), 0o600);
+        this.#o.log.event('info', 'kube-upstream-dns', { nameservers: upstreamDns, before: w.upstreamDns });
+        w.upstreamDns = upstreamDns;
+      }
       if (!this.#worker.unitsStarted) {
         await runTool('systemctl', ['start', '--no-block', ...WORKER_APPLIANCE.units], { timeoutMs: 30_000 });
         this.#worker.unitsStarted = true;

@@ -178,6 +178,13 @@ export function workerCertificateRequests(i: Pick<WorkerInput, 'node'>): Certifi
   ];
 }
 
+/** The kubelet's resolvConf in nodeDir: the nameservers of pods with the node's DNS, CoreDNS among them. */
+export const UPSTREAM_RESOLV_CONF = 'resolv.conf';
+
+export function upstreamResolvConf(nameservers: readonly string[]): string {
+  return nameservers.map((ns) => `nameserver ${ns}\n`).join('');
+}
+
 export interface WorkerFile {
   /** Base name in nodeDir, or an absolute path (the CNI configuration). */
   path: string;
@@ -207,7 +214,7 @@ export function workerFiles(i: WorkerInput): WorkerFile[] {
     clusterDomain: CLUSTER_DOMAIN,
     // The box's real upstreams (upstreamNameservers): systemd-resolved's stub (127.0.0.53) would be
     // a loop inside a pod.
-    resolvConf: at('resolv.conf'),
+    resolvConf: at(UPSTREAM_RESOLV_CONF),
     // The images are imported from the image's archives and cannot be pulled again: never collect them.
     imageGCHighThresholdPercent: 100,
     imageGCLowThresholdPercent: 99,
@@ -277,7 +284,7 @@ export function workerFiles(i: WorkerInput): WorkerFile[] {
   ];
   return [
     { path: 'kubelet.yaml', text: stringify(kubelet) },
-    { path: 'resolv.conf', text: i.upstreamDns.map((ns) => `nameserver ${ns}\n`).join('') },
+    { path: UPSTREAM_RESOLV_CONF, text: upstreamResolvConf(i.upstreamDns) },
     // Read by geminik8s-kubelet.service (EnvironmentFile): the flags KubeletConfiguration has no field for.
     { path: 'kubelet.env', text: `KUBELET_ARGS=${kubeletArgs.join(' ')}\n` },
     { path: 'kube-proxy.yaml', text: stringify(kubeProxy) },
