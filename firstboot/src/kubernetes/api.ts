@@ -1,9 +1,10 @@
 /**
  * The agent's client of the Kubernetes API: JSON over HTTPS, the server checked against the pair
  * CA, the agent authenticated by a client certificate from it (the admin's, as ControlPlane keeps
- * it). One connection per request (no agent, no keep-alive: after a failover a request never
- * reuses a socket to the old leader) and a deadline per request covering connecting, TLS and the
- * whole answer, so a hung API server cannot stall a liveness tick.
+ * it). One connection per request by default (no keep-alive: after a failover a request never
+ * reuses a socket to the old leader), or one kept connection for a client of this box's own API
+ * server ({@link KubeApiOptions.keepAlive}); a deadline per request covering connecting, TLS and
+ * the whole answer, so a hung API server cannot stall a liveness tick.
  */
 import https from 'node:https';
 import { objectPath, type KubeObject } from './core/addons.ts';
@@ -26,6 +27,13 @@ export interface KubeApiOptions {
    * that reaches the server). TLS stays end to end, checked against the server's host name.
    */
   socketPath?: string;
+  /**
+   * Keep one connection open between requests: for the agent's probe of its own API server every
+   * tick, which otherwise paid a TLS handshake with client certificate each second on both sides
+   * (under emulation a visible share of the box's CPU). A request that fails or times out drops
+   * the connection; the next one opens another.
+   */
+  keepAlive?: boolean;
 }
 
 export interface KubeApiResponse {
@@ -41,6 +49,7 @@ export class KubeApi {
   readonly #credentials: ClientCertificate;
   readonly #timeoutMs: number;
   readonly #socketPath: string | undefined;
+  readonly #agent: https.Agent | false;
 
   constructor(o: KubeApiOptions) {
     this.server = o.server.replace(/\/$/, '');
@@ -49,6 +58,12 @@ export class KubeApi {
     this.#credentials = o.credentials;
     this.#timeoutMs = o.timeoutMs ?? 5000;
     this.#socketPath = o.socketPath;
+    this.#agent = o.keepAlive ? new https.Agent({ keepAlive: true, maxSockets: 1 }) : false;
+  }
+
+  /** Closes a kept connection. */
+  close(): void {
+    if (this.#agent) this.#agent.destroy();
   }
 
   /**
@@ -76,10 +91,10 @@ export class KubeApi {
         ca: this.#credentials.ca,
         cert: this.#credentials.cert,
         key: this.#credentials.key,
-        agent: false,
+        agent: this.#agent,
         headers: {
           accept: 'application/json',
-          connection: 'close',
+          ...(this.#agent ? {} : { connection: 'close' }),
           ...(payload ? { 'content-type': contentType, 'content-length': String(payload.length) } : {}),
         },
       });

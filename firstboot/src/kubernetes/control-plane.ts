@@ -92,6 +92,8 @@ export class ControlPlane {
   #started = false;
   #stopping = false;
   #probing = false;
+  /** The probe's client of this box's API server: one kept connection (api.ts keepAlive). */
+  #healthClient: KubeApi | undefined;
   #api: ApiServerState = 'down';
   /** This box's API server answered ready at least once since this agent started the control plane. */
   #apiReadyOnce = false;
@@ -183,6 +185,9 @@ export class ControlPlane {
       0o600,
     );
     this.#admin = { ca: secrets.ca.certPem, cert: admin.certPem, key: admin.keyPem };
+    // Certificates may have been issued anew: the probe's next connection presents these.
+    this.#healthClient?.close();
+    this.#healthClient = undefined;
   }
 
   #prepareUpstream(secrets: ClusterSecrets, issued: Issued): void {
@@ -419,7 +424,13 @@ export class ControlPlane {
       return;
     }
     this.#probing = true;
-    void new KubeApi({ server: `https://127.0.0.1:${this.#input.apiPort ?? KUBE_API_PORT}`, credentials: this.#admin, timeoutMs: 10_000 })
+    this.#healthClient ??= new KubeApi({
+      server: `https://127.0.0.1:${this.#input.apiPort ?? KUBE_API_PORT}`,
+      credentials: this.#admin,
+      timeoutMs: 10_000,
+      keepAlive: true,
+    });
+    void this.#healthClient
       .readyz()
       .then((ok) => {
         const was = this.#api;
@@ -471,6 +482,7 @@ export class ControlPlane {
     this.#stopping = true;
     await Promise.all([...this.#daemons.values()].map((d) => d.stop()));
     this.#daemons.clear();
+    this.#healthClient?.close();
   }
 }
 
