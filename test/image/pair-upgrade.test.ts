@@ -36,9 +36,25 @@ test('two paired VMs are upgraded v1 -> v2 by geminik8s upgrade under the VIP wr
 
   const topology = await createTopology(0);
   const vms: BootedVm[] = [];
+  const ips: string[] = [];
+  let sshKey: string | undefined;
   t.teardown(async () => {
     if (!t.passed)
-      for (const [i, vm] of vms.entries()) t.log(`--- vm-${i} console tail ---\n${(await readFile(vm.consoleFile, 'utf8').catch(() => '')).slice(-5000)}`);
+      for (const [i, vm] of vms.entries()) {
+        t.log(`--- vm-${i} console tail ---\n${(await readFile(vm.consoleFile, 'utf8').catch(() => '')).slice(-5000)}`);
+        // Why an agent restarted or a box stalled is in its journal, not on the console.
+        const ip = ips[i];
+        if (ip === undefined || !sshKey) continue;
+        const journal = await topology
+          .ssh(
+            { key: sshKey, knownHosts: path.join(work, 'known_hosts') },
+            ip,
+            ['sh', '-c', 'journalctl -b -o short-monotonic -n 120 -u geminik8s-agent; journalctl -b -k -o short-monotonic -n 20'],
+            90_000,
+          )
+          .catch((e: unknown) => ({ stdout: '', stderr: (e as Error).message }));
+        t.log(`--- vm-${i} journal (agent, kernel) ---\n${journal.stdout.slice(-12_000)}${journal.stderr.slice(-500)}`);
+      }
     await Promise.all(vms.map((vm) => vm.stop()));
     await topology.destroy();
   });
@@ -52,8 +68,9 @@ test('two paired VMs are upgraded v1 -> v2 by geminik8s upgrade under the VIP wr
     const tap = await topology.addTap(i);
     vms.push(await bootImage(raw, dir, { memoryMiB: 1280, network: { tap, mac: `52:54:00:6b:3a:${(0x11 + i).toString(16)}`, netns: topology.gw.ns } }));
   }
+  sshKey = operatorKey;
   const consoles = await Promise.all(vms.map((vm) => vm.waitFor([READY], 20 * 60_000)));
-  const ips = consoles.map((c) => READY.exec(c)![2]!);
+  ips.push(...consoles.map((c) => READY.exec(c)![2]!));
   const leaderIp = ips[consoles.findIndex((c) => READY.exec(c)![1] === 'leader')]!;
 
   const knownHosts = path.join(work, 'known_hosts');

@@ -92,11 +92,15 @@ function storeRecord(stateDir: string, r: UpgradeRecord): void {
  */
 const LOW_PRIORITY = ['-n', '19', 'ionice', '-c', '3'];
 /**
- * zstd decompresses stdin, dd writes it in place (never truncating: the slot is a file in tests) and
- * syncs. bash (Essential in Debian) for pipefail: in dash the pipeline's status is dd's alone, and a
- * corrupt stream would surface only as the read-back's hash mismatch instead of zstd's own error.
+ * zstd decompresses stdin, dd writes it in place (never truncating: the slot is a file in tests).
+ * Each 4 MiB block is written through to the device (oflag=dsync) rather than into the page cache:
+ * a root image written at the speed of decompression filled the dirty-page limit, and the kernel
+ * then throttled every process that wrote a file, the agent's state and PostgreSQL's WAL included
+ * (its priority does not shield them: ionice counts only on a scheduler that has I/O classes). bash
+ * (Essential in Debian) for pipefail: in dash the pipeline's status is dd's alone, and a corrupt
+ * stream would surface only as the read-back's hash mismatch instead of zstd's own error.
  */
-const WRITE_SLOT = 'set -o pipefail; zstd -d -c -q | dd of="$1" bs=4M iflag=fullblock conv=notrunc,fsync status=none';
+const WRITE_SLOT = 'set -o pipefail; zstd -d -c -q | dd of="$1" bs=4M iflag=fullblock oflag=dsync conv=notrunc,fsync status=none';
 /** The sha256 of the slot's first $2 bytes as the device holds them now. */
 const READ_BACK_SLOT = 'head -c "$2" "$1" | sha256sum';
 
