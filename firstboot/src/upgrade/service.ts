@@ -117,6 +117,20 @@ async function writeSlot(bundle: string, device: string, rawBytes: number, progr
   return read.stdout.split(/\s/)[0] ?? '';
 }
 
+/**
+ * Byte progress as one event per whole percent: per chunk read it was thousands of lines, each
+ * written to the status socket and carried over SSH to the operator's upgrade.
+ */
+function byPercent(step: 'verify' | 'write', progress: (e: ApplyEvent) => void): (doneBytes: number, totalBytes: number) => void {
+  let last = -1;
+  return (doneBytes, totalBytes) => {
+    const percent = Math.floor((100 * doneBytes) / Math.max(1, totalBytes));
+    if (percent === last) return;
+    last = percent;
+    progress({ step, doneBytes, totalBytes });
+  };
+}
+
 export class UpgradeService {
   readonly #o: UpgradeServiceOptions;
   #busy = false;
@@ -165,7 +179,7 @@ export class UpgradeService {
         { allowDowngrade: req.allowDowngrade === true },
       );
       if (refusal) throw new BundleRefused(refusal.code, refusal.message);
-      const head = await verifyBundle(req.bundle, keys, (doneBytes, totalBytes) => progress({ step: 'verify', doneBytes, totalBytes }));
+      const head = await verifyBundle(req.bundle, keys, byPercent('verify', progress));
       const m = head.manifest;
       log.event('info', 'upgrade-verified', { bundle: req.bundle, version: m.version, key: head.keyId, slot: target, device: device.path });
 
@@ -186,7 +200,7 @@ export class UpgradeService {
       // A trial left from an earlier attempt must not boot a half-written slot.
       if (slots.trying !== null) await backend.set(abandonTransition(slots));
 
-      const readBack = await writeSlot(req.bundle, device.path, m.slot.rawBytes, (doneBytes, totalBytes) => progress({ step: 'write', doneBytes, totalBytes }));
+      const readBack = await writeSlot(req.bundle, device.path, m.slot.rawBytes, byPercent('write', progress));
       if (readBack !== m.slot.rawSha256) {
         const message = `slot ${target} does not hold the image its signed manifest describes: expected sha256 ${m.slot.rawSha256} over its first ${m.slot.rawBytes} bytes, read back ${readBack}`;
         storeRecord(stateDir, { ...record, state: 'failed', updatedAt: new Date().toISOString(), reason: message });
